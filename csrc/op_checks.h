@@ -1,0 +1,133 @@
+// Argument checks and layout helpers shared by the CPU and CUDA registrations. Header-only so that both
+// backends give the same error messages for the same mistakes.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
+
+#include <initializer_list>
+
+namespace lst_fast {
+
+inline bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+inline void check_data_tensor(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                              const char* ref_name, const char* op) {
+  TORCH_CHECK(is_supported_float(t.scalar_type()), op, ": ", name,
+              " must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name,
+              " is on ", ref.device(), "; all tensors must be on one device");
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
+              " but ", ref_name, " has dtype ", ref.scalar_type());
+  TORCH_CHECK(t.sizes() == ref.sizes(), op, ": ", name, " has shape ", t.sizes(), " but ", ref_name,
+              " has shape ", ref.sizes());
+}
+
+inline void check_device_type(const at::Tensor& t, at::DeviceType type, const char* op) {
+  TORCH_CHECK(t.device().type() == type, op, ": expected tensors on ", type, ", got ", t.device());
+}
+
+// True when every tensor has the same sizes and strides, its memory is non-overlapping and dense, and
+// the batch dimension is outermost. Then sample n is one dense block of D = numel / N elements at
+// offset n * D (NCHW contiguous and channels-last both qualify), and the kernels can walk raw memory.
+inline bool rows_share_dense_layout(std::initializer_list<at::Tensor> tensors) {
+  const at::Tensor& ref = *tensors.begin();
+  if (!ref.is_non_overlapping_and_dense()) return false;
+  if (ref.dim() > 0 && ref.size(0) > 1 && ref.stride(0) * ref.size(0) != ref.numel()) return false;
+  for (const at::Tensor& t : tensors) {
+    if (t.sizes() != ref.sizes() || t.strides() != ref.strides()) return false;
+    if (t.storage_offset() < 0) return false;
+  }
+  return true;
+}
+
+inline void check_orthogonal_step_args(const at::Tensor& x, const at::Tensor& target,
+                                       const at::Tensor& grad, const at::Tensor& adv) {
+  constexpr const char* op = "lst_fast::orthogonal_step";
+  TORCH_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", x.sizes());
+  check_data_tensor(x, "x", x, "x", op);
+  check_data_tensor(target, "target", x, "x", op);
+  check_data_tensor(grad, "grad", x, "x", op);
+  check_data_tensor(adv, "adv", x, "x", op);
+  at::assert_no_internal_overlap(adv);
+  at::assert_no_overlap(adv, x);
+  at::assert_no_overlap(adv, target);
+  at::assert_no_overlap(adv, grad);
+}
+
+inline void check_orthogonal_step_scalars(double step_size, double adv_step_size, double lo, double hi) {
+  constexpr const char* op = "lst_fast::orthogonal_step";
+  TORCH_CHECK(std::isfinite(step_size), op, ": step_size must be finite, got ", step_size);
+  TORCH_CHECK(std::isfinite(adv_step_size) && adv_step_size >= 0, op,
+              ": adv_step_size must be finite and >= 0, got ", adv_step_size);
+  TORCH_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo < hi, op,
+              ": bounds must be finite with lo < hi, got lo=", lo, " hi=", hi);
+}
+
+inline void check_confidence_accept_args(const at::Tensor& logits, const at::Tensor& label,
+                                         const at::Tensor& p0, const at::Tensor& x,
+                                         const at::Tensor& candidate, const at::Tensor& grad,
+                                         const at::Tensor& candidate_grad, const at::Tensor& confidence) {
+  constexpr const char* op = "lst_fast::confidence_accept";
+  TORCH_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", x.sizes());
+  const int64_t n = x.size(0);
+  check_data_tensor(candidate, "candidate", x, "x", op);
+  check_data_tensor(grad, "grad", x, "x", op);
+  check_data_tensor(candidate_grad, "candidate_grad", x, "x", op);
+  TORCH_CHECK(logits.dim() == 2 && logits.size(0) == n, op, ": logits must have shape (", n,
+              ", num_classes), got ", logits.sizes());
+  TORCH_CHECK(logits.size(1) >= 1, op, ": logits must have at least one class, got ", logits.sizes());
+  TORCH_CHECK(is_supported_float(logits.scalar_type()), op,
+              ": logits must be a floating tensor, got ", logits.scalar_type());
+  TORCH_CHECK(label.dim() == 1 && label.size(0) == n, op, ": label must have shape (", n, "), got ",
+              label.sizes());
+  TORCH_CHECK(label.scalar_type() == at::kLong, op, ": label must be int64, got ", label.scalar_type());
+  TORCH_CHECK(p0.dim() == 1 && p0.size(0) == n, op, ": p0 must have shape (", n, "), got ", p0.sizes());
+  TORCH_CHECK(p0.scalar_type() == at::kFloat || p0.scalar_type() == at::kDouble, op,
+              ": p0 must be float32 or float64, got ", p0.scalar_type());
+  TORCH_CHECK(confidence.sizes() == p0.sizes() && confidence.scalar_type() == p0.scalar_type(), op,
+              ": confidence must match p0 (shape ", p0.sizes(), ", dtype ", p0.scalar_type(), "), got shape ",
+              confidence.sizes(), " dtype ", confidence.scalar_type());
+  for (const at::Tensor* t : {&logits, &label, &p0, &confidence}) {
+    TORCH_CHECK(t->device() == x.device(), op, ": all tensors must be on one device; x is on ", x.device(),
+                " but another argument is on ", t->device());
+  }
+  at::assert_no_internal_overlap(x);
+  at::assert_no_internal_overlap(grad);
+  at::assert_no_overlap(x, candidate);
+  at::assert_no_overlap(grad, candidate_grad);
+  at::assert_no_overlap(x, grad);
+}
+
+inline void check_simplex_points_args(const at::Tensor& vertices, const at::Tensor& weights) {
+  constexpr const char* op = "lst_fast::simplex_points";
+  TORCH_CHECK(vertices.dim() >= 2, op, ": vertices must have shape (N, K, ...), got ", vertices.sizes());
+  TORCH_CHECK(vertices.size(1) >= 1, op, ": vertices need at least one vertex (K >= 1), got ",
+              vertices.sizes());
+  TORCH_CHECK(is_supported_float(vertices.scalar_type()), op,
+              ": vertices must be float32, float64, float16 or bfloat16, got ", vertices.scalar_type());
+  TORCH_CHECK(weights.dim() == 2 && weights.size(1) == vertices.size(1), op,
+              ": weights must have shape (P, K) with K = vertices.size(1) = ", vertices.size(1), ", got ",
+              weights.sizes());
+  TORCH_CHECK(weights.scalar_type() == at::kFloat || weights.scalar_type() == at::kDouble, op,
+              ": weights must be float32 or float64, got ", weights.scalar_type());
+  TORCH_CHECK(weights.device() == vertices.device(), op, ": weights are on ", weights.device(),
+              " but vertices are on ", vertices.device());
+}
+
+// Output shape of simplex_points: (N * P, *vertices.shape[2:]).
+inline std::vector<int64_t> simplex_points_shape(const at::Tensor& vertices, const at::Tensor& weights) {
+  std::vector<int64_t> shape{vertices.size(0) * weights.size(0)};
+  for (int64_t d = 2; d < vertices.dim(); ++d) shape.push_back(vertices.size(d));
+  return shape;
+}
+
+// Weights in the kernels' arithmetic type: float for reduced and single precision, double for double.
+inline at::Tensor simplex_weights_in_opmath(const at::Tensor& vertices, const at::Tensor& weights) {
+  const auto opmath = vertices.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  return weights.to(opmath).contiguous();
+}
+
+}  // namespace lst_fast

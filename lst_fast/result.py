@@ -1,0 +1,94 @@
+"""The result of a traversal, and its storage as safetensors with a JSON header (no pickle)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import Tensor
+
+FORMAT_VERSION = 1
+_METADATA_KEY = "lst_fast"
+
+
+@dataclass
+class TraversalResult:
+    """Per-sample outcome of Level Set Traversal, in the order of the input batch.
+
+    images:             final iterates (N, C, H, W), on the input's device and dtype
+    label:              class whose confidence was held (N,)
+    initial_confidence: p0, softmax confidence for `label` on the clean source (N,)
+    confidence:         confidence for `label` at the final iterate (N,)
+    accepted_steps:     how many of the iterations were accepted (N,)
+    source_correct:     whether the model predicts `label` on the clean source (N,)
+    config:             the traversal's settings and the versions that produced it
+    trace_iterations:   iterations at which the traces were taken (R,), when record_every > 0
+    trace_confidence:   source-class confidence of the iterate at those iterations (R, N)
+    trace_target_confidence: confidence for the target image's class at those iterations (R, N)
+    trace_images:       the iterates at those iterations (R, N, C, H, W)
+    """
+
+    images: Tensor
+    label: Tensor
+    initial_confidence: Tensor
+    confidence: Tensor
+    accepted_steps: Tensor
+    source_correct: Tensor
+    config: Dict[str, Any] = field(default_factory=dict)
+    trace_iterations: Optional[Tensor] = None
+    trace_confidence: Optional[Tensor] = None
+    trace_target_confidence: Optional[Tensor] = None
+    trace_images: Optional[Tensor] = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def tensors(self) -> Dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write the result to `path` (safetensors; config and versions as JSON in its header).
+
+        The file is written to a temporary name and renamed, so a crash never leaves a partial file.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().contiguous().cpu() for name, t in self.tensors().items()}
+        metadata = {_METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config})}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
+        """Read a result written by `save`."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no traversal result at {path}")
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                header = json.loads((f.metadata() or {}).get(_METADATA_KEY, "null"))
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
+        except Exception as error:  # safetensors raises its own error types for corrupt files
+            raise ValueError(f"{path} is not a readable lst_fast result file: {error}") from error
+        if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{path} is not an lst_fast result (format {FORMAT_VERSION}) file")
+        names = {f.name for f in fields(cls)}
+        missing = {"images", "label", "initial_confidence", "confidence", "accepted_steps", "source_correct"} - set(tensors)
+        if missing:
+            raise ValueError(f"{path} lacks the tensors {sorted(missing)}")
+        return cls(config=header.get("config", {}), **{k: v for k, v in tensors.items() if k in names})

@@ -1,0 +1,320 @@
+"""Level Set Traversal (SPEC.md section 1) with one forward+backward per iteration.
+
+The paper's loop evaluates the model twice per iteration: forward+backward at x for the gradient, then
+a forward at the candidate for the acceptance test. Here the candidate's forward+backward serves both:
+its logits decide acceptance and, when accepted, its gradient is the next iteration's; when rejected,
+the gradient at x is still the one in hand. The iterates are the same (bit for bit in fp32 on the CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lst_fast import ops, validation
+from lst_fast._extension import backend_info
+from lst_fast.reference import class_probability
+from lst_fast.result import TraversalResult
+from lst_fast.version import __version__
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode and restore each one's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _model_dtype(model: torch.nn.Module, default: torch.dtype) -> torch.dtype:
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return default
+
+
+class LevelSetTraversal:
+    """Configure once, call on batches: ``LevelSetTraversal(model, iterations=400)(x, y)``.
+
+    Args:
+        model: classifier returning logits for images in `bounds` (after the optional mean/std).
+        step_size: eta, the step along the part of (target - x) orthogonal to the gradient.
+        iterations: T, the number of steps tried.
+        threshold: delta; a step is accepted while p0 - p < delta for the source-class confidence p.
+        adv_step_size: eps, the accumulated adversarial term's step (its bound is eps); 0 disables it.
+        init_noise: a, the start is clamp(x + U(-a, a)); 0 starts at x.
+        bounds: (lo, hi), the valid image range; every iterate stays inside.
+        mean, std: per-channel normalization applied inside: the model sees (x - mean) / std.
+        record_every: when > 0, record the iterate and its confidences every that many iterations.
+        record_device: where recorded images go (e.g. "cpu" so long walks do not fill GPU memory);
+            default the input's device.
+        progress: show a progress bar.
+        backend: "auto" (compiled kernels where available), "native" (require them) or "reference"
+            (pure PyTorch).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        step_size: float = 1e-2,
+        iterations: int = 400,
+        threshold: float = 0.2,
+        adv_step_size: float = 2e-3,
+        init_noise: float = 2 / 255,
+        bounds: Tuple[float, float] = (0.0, 1.0),
+        mean: Optional[Union[Sequence[float], Tensor]] = None,
+        std: Optional[Union[Sequence[float], Tensor]] = None,
+        record_every: int = 0,
+        record_device: Optional[Union[str, torch.device]] = None,
+        progress: bool = False,
+        backend: str = "auto",
+    ) -> None:
+        validation.check_model(model)
+        self.model = model
+        self.step_size = validation.check_positive("step_size", step_size)
+        self.iterations = validation.check_count("iterations", iterations)
+        self.threshold = validation.check_non_negative("threshold", threshold)
+        self.adv_step_size = validation.check_non_negative("adv_step_size", adv_step_size)
+        self.init_noise = validation.check_non_negative("init_noise", init_noise)
+        self.bounds = validation.check_bounds(bounds)
+        self.mean, self.std = mean, std
+        self.record_every = validation.check_count("record_every", record_every)
+        self.record_device = None if record_device is None else torch.device(record_device)
+        self.progress = bool(progress)
+        if backend not in ops.BACKENDS:
+            raise ValueError(f"backend must be one of {ops.BACKENDS}, got {backend!r}")
+        self.backend = backend
+
+    def config(self) -> dict:
+        """The settings, as plain JSON-able values."""
+        as_list = lambda v: None if v is None else torch.as_tensor(v).flatten().tolist()  # noqa: E731
+        return {
+            "step_size": self.step_size,
+            "iterations": self.iterations,
+            "threshold": self.threshold,
+            "adv_step_size": self.adv_step_size,
+            "init_noise": self.init_noise,
+            "bounds": list(self.bounds),
+            "mean": as_list(self.mean),
+            "std": as_list(self.std),
+            "record_every": self.record_every,
+            "backend": self.backend,
+        }
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}(model={type(self.model).__name__}, {settings})"
+
+    def __call__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        label: Optional[Tensor] = None,
+        target_label: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> TraversalResult:
+        """Traverse from each source image in x toward its target image in y.
+
+        Args:
+            x: source images (N, C, H, W) in `bounds`.
+            y: target images (N, C, H, W), or one image (C, H, W) for every source.
+            label: class whose confidence is held (N,); default the model's prediction on x.
+            target_label: class of the targets, for the recorded target confidence; default the model's
+                prediction on y (computed only when record_every > 0).
+            generator: random generator for the initial noise (on x's device), for reproducible runs.
+        """
+        validation.check_images(x, y, self.bounds)
+        if generator is not None and generator.device.type != x.device.type:
+            raise ValueError(f"generator is on {generator.device} but x is on {x.device}")
+        with eval_mode(self.model), torch.inference_mode(False):
+            return self._traverse(x, y, label, target_label, generator)
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def _forward_fn(self, x: Tensor, work_dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
+        model_dtype = _model_dtype(self.model, work_dtype)
+        norm = validation.normalization(self.mean, self.std, x.shape[1], x.device, work_dtype)
+
+        def forward(images: Tensor) -> Tensor:
+            if norm is not None:
+                images = (images - norm[0]) / norm[1]
+            return self.model(images.to(model_dtype))
+
+        return forward
+
+    @staticmethod
+    def _forward_backward(forward: Callable[[Tensor], Tensor], x: Tensor, label: Tensor) -> Tuple[Tensor, Tensor]:
+        """Logits at x and the gradient of the summed cross-entropy for `label` with respect to x."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = forward(x)
+            loss = F.cross_entropy(logits.to(x.dtype), label, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x)  # parameters' .grad stay untouched
+        return logits.detach(), grad
+
+    def _check_logits(self, logits: Tensor, n: int) -> None:
+        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"model must return logits of shape ({n}, num_classes), got {got}")
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError("model returned NaN or Inf logits for the source images x")
+
+    def _traverse(self, x_in: Tensor, y_in: Tensor, label, target_label, generator) -> TraversalResult:
+        n = x_in.shape[0]
+        device = x_in.device
+        work_dtype = torch.float64 if x_in.dtype == torch.float64 else torch.float32
+        lo, hi = self.bounds
+        config = {**self.config(), "lst_fast": __version__, "torch": torch.__version__, "device": str(device)}
+
+        # Working copies in x's memory layout (contiguous or channels-last), the target materialized.
+        layout = torch.channels_last if (x_in.is_contiguous(memory_format=torch.channels_last)
+                                         and not x_in.is_contiguous()) else torch.contiguous_format
+        x_src = x_in.detach().to(dtype=work_dtype, memory_format=layout, copy=True)
+        x_tgt = y_in.detach().to(work_dtype).expand_as(x_src).contiguous(memory_format=layout)
+
+        if n == 0:
+            empty = torch.empty(0, device=device)
+            return TraversalResult(
+                images=x_in.detach().clone(), label=torch.empty(0, dtype=torch.long, device=device),
+                initial_confidence=empty, confidence=empty.clone(),
+                accepted_steps=torch.empty(0, dtype=torch.long, device=device),
+                source_correct=torch.empty(0, dtype=torch.bool, device=device), config=config)
+
+        forward = self._forward_fn(x_src, work_dtype)
+        with torch.no_grad():
+            logits0 = forward(x_src)
+        self._check_logits(logits0, n)
+        num_classes = logits0.shape[1]
+        prediction = logits0.argmax(1)
+        label = validation.check_label(label, n, num_classes, device)
+        source_correct = torch.ones(n, dtype=torch.bool, device=device) if label is None else prediction == label
+        label = prediction if label is None else label
+        p0 = class_probability(logits0, label)  # float64, like the running confidence
+
+        x = x_src.clone(memory_format=torch.preserve_format)
+        if self.init_noise > 0:
+            noise = torch.rand(x.shape, generator=generator, device=device, dtype=work_dtype)
+            x = (x + (noise * 2 - 1) * self.init_noise).clamp(lo, hi).contiguous(memory_format=layout)
+        else:
+            x = x.clamp(lo, hi)
+        adv = torch.zeros_like(x)
+        logits, grad = self._forward_backward(forward, x, label)
+        confidence = class_probability(logits, label)
+        accepted_steps = torch.zeros(n, dtype=torch.long, device=device)
+
+        recorder = _Recorder(self, x_tgt, target_label, forward, n, num_classes, device) if self.record_every else None
+        if recorder is not None:
+            recorder.record(0, x, confidence, logits)
+
+        bar = _progress_bar(self.iterations, self.progress)
+        for it in range(1, self.iterations + 1):
+            candidate = ops.orthogonal_step(
+                x, x_tgt, grad, adv, step_size=self.step_size, adv_step_size=self.adv_step_size,
+                bounds=self.bounds, backend=self.backend)
+            cand_logits, cand_grad = self._forward_backward(forward, candidate, label)
+            accepted = ops.confidence_accept(
+                cand_logits, label, p0, self.threshold, x, candidate, grad, cand_grad, confidence,
+                backend=self.backend)
+            accepted_steps += accepted
+            if recorder is not None:
+                logits = torch.where(accepted[:, None], cand_logits, logits)
+                if it % self.record_every == 0 or it == self.iterations:
+                    recorder.record(it, x, confidence, logits)
+            if bar is not None:
+                bar.update(1)
+                if it % max(1, self.iterations // 20) == 0 or it == self.iterations:
+                    bar.set_postfix(accept=f"{float(accepted_steps.sum()) / (n * it):.2f}",
+                                    conf=f"{float(confidence.mean()):.3f}")
+        if bar is not None:
+            bar.close()
+
+        result = TraversalResult(
+            images=x.to(dtype=x_in.dtype), label=label, initial_confidence=p0.float(),
+            confidence=confidence.float(), accepted_steps=accepted_steps, source_correct=source_correct,
+            config=config)
+        if recorder is not None:
+            recorder.fill(result, x_in.dtype)
+        return result
+
+
+class _Recorder:
+    """Keeps the iterate and its source/target-class confidences every `record_every` iterations."""
+
+    def __init__(self, lst: LevelSetTraversal, x_tgt, target_label, forward, n, num_classes, device):
+        if target_label is None:
+            with torch.no_grad():
+                target_label = forward(x_tgt).argmax(1)
+        self.target_label = validation.check_label(target_label, n, num_classes, device, name="target_label")
+        self.device = lst.record_device or device
+        self.iterations: List[int] = []
+        self.confidence: List[Tensor] = []
+        self.target_confidence: List[Tensor] = []
+        self.images: List[Tensor] = []
+
+    def record(self, iteration: int, x: Tensor, confidence: Tensor, logits: Tensor) -> None:
+        self.iterations.append(iteration)
+        self.confidence.append(confidence.float().clone())
+        self.target_confidence.append(class_probability(logits, self.target_label).float())
+        self.images.append(x.to(self.device, copy=True))
+
+    def fill(self, result: TraversalResult, dtype: torch.dtype) -> None:
+        result.trace_iterations = torch.tensor(self.iterations, dtype=torch.long)
+        result.trace_confidence = torch.stack(self.confidence)
+        result.trace_target_confidence = torch.stack(self.target_confidence)
+        result.trace_images = torch.stack(self.images).to(dtype)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="LST", unit="it", dynamic_ncols=True)
+
+
+def traverse(
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    label: Optional[Tensor] = None,
+    step_size: float = 1e-2,
+    iterations: int = 400,
+    threshold: float = 0.2,
+    adv_step_size: float = 2e-3,
+    init_noise: float = 2 / 255,
+    bounds: Tuple[float, float] = (0.0, 1.0),
+    mean: Optional[Union[Sequence[float], Tensor]] = None,
+    std: Optional[Union[Sequence[float], Tensor]] = None,
+    record_every: int = 0,
+    record_device: Optional[Union[str, torch.device]] = None,
+    target_label: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = False,
+    backend: str = "auto",
+) -> TraversalResult:
+    """Level Set Traversal from source images x toward target images y (see LevelSetTraversal).
+
+    Returns a TraversalResult: the final images, which still get `label` (default: the model's
+    prediction on x) with confidence within `threshold` of the clean source's, plus per-sample
+    diagnostics, in batch order.
+    """
+    lst = LevelSetTraversal(
+        model, step_size=step_size, iterations=iterations, threshold=threshold, adv_step_size=adv_step_size,
+        init_noise=init_noise, bounds=bounds, mean=mean, std=std, record_every=record_every,
+        record_device=record_device, progress=progress, backend=backend)
+    return lst(x, y, label=label, target_label=target_label, generator=generator)
+
+
+def describe_backend() -> str:
+    info = backend_info()
+    return f"lst_fast {info['lst_fast']}: cpu={info['cpu']}, cuda={info['cuda']}"

@@ -1,0 +1,126 @@
+"""Argument checks for the public API: each failure names the argument and what was expected."""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+Bounds = Tuple[float, float]
+
+
+def _describe(t: Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def check_positive(name: str, value: float) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_non_negative(name: str, value: float) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: int) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def check_bounds(bounds: Sequence[float]) -> Bounds:
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be a pair (lo, hi) of numbers, got {bounds!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"bounds must be finite with lo < hi, got {bounds!r}")
+    return lo, hi
+
+
+def check_model(model: torch.nn.Module) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
+
+
+def check_images(x: Tensor, y: Tensor, bounds: Bounds) -> None:
+    """x: source images (N, C, H, W); y: target images of x's shape, or one (C, H, W) image."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor of source images (N, C, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating-point source images (N, C, H, W) in {bounds}, got {_describe(x)}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be source images of shape (N, C, H, W), got {_describe(x)}")
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y must be a tensor of target images, got {type(y).__name__}")
+    if not y.is_floating_point() or y.dim() == 1:
+        raise TypeError(
+            f"y is the target images (N, C, H, W) or one image (C, H, W), got {_describe(y)}; "
+            "it looks like class labels: pass those as label=..."
+        )
+    if tuple(y.shape) not in (tuple(x.shape), tuple(x.shape[1:])):
+        raise ValueError(
+            f"y must have x's shape {tuple(x.shape)} or one image's shape {tuple(x.shape[1:])}, got {_describe(y)}"
+        )
+    if y.device != x.device:
+        raise ValueError(f"y is on {y.device} but x is on {x.device}; put both on one device")
+    lo, hi = bounds
+    for name, t in (("x", x), ("y", y)):
+        if t.numel() == 0:
+            continue
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+        t_min, t_max = float(t.min()), float(t.max())
+        if t_min < lo or t_max > hi:
+            raise ValueError(
+                f"{name} has values in [{t_min:g}, {t_max:g}], outside bounds [{lo:g}, {hi:g}]; "
+                "pass images in the model's input range or set bounds=..."
+            )
+
+
+def check_label(label: Optional[Tensor], n: int, num_classes: int, device: torch.device, name: str = "label") -> Optional[Tensor]:
+    if label is None:
+        return None
+    if isinstance(label, numbers.Integral) and not isinstance(label, bool):
+        label = torch.full((n,), int(label), dtype=torch.long, device=device)
+    if not isinstance(label, Tensor):
+        raise TypeError(f"{name} must be an integer tensor of shape ({n},), got {type(label).__name__}")
+    if label.dtype.is_floating_point or label.dtype.is_complex or label.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class indices, got {_describe(label)}")
+    if tuple(label.shape) != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {_describe(label)}")
+    label = label.to(device=device, dtype=torch.long)
+    if n and (int(label.min()) < 0 or int(label.max()) >= num_classes):
+        raise ValueError(
+            f"{name} must hold class indices in [0, {num_classes}), got values in "
+            f"[{int(label.min())}, {int(label.max())}]"
+        )
+    return label
+
+
+def normalization(
+    mean: Optional[Union[Sequence[float], Tensor]],
+    std: Optional[Union[Sequence[float], Tensor]],
+    channels: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Optional[Tuple[Tensor, Tensor]]:
+    """(mean, std) as (1, C, 1, 1) tensors, or None for no normalization."""
+    if mean is None and std is None:
+        return None
+    values = []
+    for name, value, default in (("mean", mean, 0.0), ("std", std, 1.0)):
+        t = torch.as_tensor(default if value is None else value, dtype=torch.float64).flatten()
+        if t.numel() not in (1, channels):
+            raise ValueError(f"{name} must have 1 or {channels} (channels) values, got {t.numel()}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} must be finite, got {t.tolist()}")
+        values.append(t.expand(channels).reshape(1, channels, 1, 1).to(device=device, dtype=dtype))
+    if bool((values[1] <= 0).any()):
+        raise ValueError(f"std must be > 0, got {values[1].flatten().tolist()}")
+    return values[0], values[1]
