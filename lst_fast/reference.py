@@ -36,8 +36,8 @@ def orthogonal_step(
     v = target.to(opmath) - x.to(opmath)
     g64 = g.to(torch.float64)
     v64 = v.to(torch.float64)
-    gv = (g64 * v64).reshape(n, -1).sum(1)
-    gg = (g64 * g64).reshape(n, -1).sum(1)
+    gv = (g64 * v64).reshape(n, x[0].numel() if n else 0).sum(1)
+    gg = (g64 * g64).reshape(n, x[0].numel() if n else 0).sum(1)
     coef = torch.where(gg > 0, gv / gg.where(gg > 0, 1.0), 0.0)
     v_perp = (v64 - _per_sample(coef, x.dim()) * g64).to(opmath)
     new_adv = (adv.to(opmath) + (adv_step_size / 2) * g).clamp(-adv_step_size, adv_step_size)
@@ -86,7 +86,7 @@ def simplex_points(vertices: Tensor, weights: Tensor) -> Tensor:
     opmath = opmath_dtype(vertices.dtype)
     n, k = vertices.shape[:2]
     w = weights.to(opmath)
-    v = vertices.to(opmath).reshape(n, 1, k, -1)
+    v = vertices.to(opmath).reshape(n, 1, k, vertices[0, 0].numel() if n and k else 0)
     acc = w[None, :, 0, None] * v[:, :, 0]
     for j in range(1, k):
         acc = acc + w[None, :, j, None] * v[:, :, j]

@@ -152,14 +152,17 @@ class LevelSetTraversal:
         return forward
 
     @staticmethod
-    def _forward_backward(forward: Callable[[Tensor], Tensor], x: Tensor, label: Tensor) -> Tuple[Tensor, Tensor]:
+    def _forward_backward(
+        forward: Callable[[Tensor], Tensor], x: Tensor, label: Tensor, layout: torch.memory_format
+    ) -> Tuple[Tensor, Tensor]:
         """Logits at x and the gradient of the summed cross-entropy for `label` with respect to x."""
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = forward(x)
             loss = F.cross_entropy(logits.to(x.dtype), label, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)  # parameters' .grad stay untouched
-        return logits.detach(), grad
+        # Autograd may hand back an expanded or otherwise strided gradient; the ops want x's layout.
+        return logits.detach(), grad.contiguous(memory_format=layout)
 
     def _check_logits(self, logits: Tensor, n: int) -> None:
         if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
@@ -207,7 +210,7 @@ class LevelSetTraversal:
         else:
             x = x.clamp(lo, hi)
         adv = torch.zeros_like(x)
-        logits, grad = self._forward_backward(forward, x, label)
+        logits, grad = self._forward_backward(forward, x, label, layout)
         confidence = class_probability(logits, label)
         accepted_steps = torch.zeros(n, dtype=torch.long, device=device)
 
@@ -220,7 +223,7 @@ class LevelSetTraversal:
             candidate = ops.orthogonal_step(
                 x, x_tgt, grad, adv, step_size=self.step_size, adv_step_size=self.adv_step_size,
                 bounds=self.bounds, backend=self.backend)
-            cand_logits, cand_grad = self._forward_backward(forward, candidate, label)
+            cand_logits, cand_grad = self._forward_backward(forward, candidate, label, layout)
             accepted = ops.confidence_accept(
                 cand_logits, label, p0, self.threshold, x, candidate, grad, cand_grad, confidence,
                 backend=self.backend)

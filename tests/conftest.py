@@ -1,0 +1,75 @@
+"""Shared fixtures: devices, tiny seeded models, and the plain two-pass LST loop used as the oracle."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def tiny_cnn(channels: int = 1, classes: int = 5, size: int = 8, scale: float = 4.0, seed: int = 0) -> torch.nn.Module:
+    """A seeded CNN with BatchNorm and fairly confident predictions (logits scaled by `scale`)."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 6, 3, padding=1),
+        torch.nn.BatchNorm2d(6),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * (size // 2) ** 2, classes),
+    )
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.1, 0.1)
+        model[1].running_var.uniform_(0.5, 1.5)
+        model[5].weight.mul_(scale)
+    return model
+
+
+def two_pass_lst(model, xs, xt, label, *, step_size, iterations, threshold, adv_step_size, init_noise,
+                 bounds=(0.0, 1.0), generator=None):
+    """SPEC.md section 1 written plainly, with the paper's two model evaluations per iteration."""
+    lo, hi = bounds
+    model.eval()
+    with torch.no_grad():
+        p0 = torch.softmax(model(xs).double(), 1).gather(1, label[:, None]).squeeze(1)
+    x = xs.clone()
+    if init_noise > 0:
+        noise = torch.rand(xs.shape, generator=generator, device=xs.device, dtype=xs.dtype)
+        x = (xs + (noise * 2 - 1) * init_noise).clamp(lo, hi)
+    adv = torch.zeros_like(x)
+    for _ in range(iterations):
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xg), label, reduction="sum"), xg)
+        v = xt - x
+        g64, v64 = g.double(), v.double()
+        gv = (g64 * v64).flatten(1).sum(1)
+        gg = (g64 * g64).flatten(1).sum(1)
+        coef = torch.where(gg > 0, gv / gg, 0.0).view(-1, 1, 1, 1)
+        v_perp = (v64 - coef * g64).float()
+        adv = (adv + (adv_step_size / 2) * g).clamp(-adv_step_size, adv_step_size)
+        x_new = ((x + step_size * v_perp) - adv).clamp(lo, hi)
+        with torch.no_grad():
+            p = torch.softmax(model(x_new).double(), 1).gather(1, label[:, None]).squeeze(1)
+        accept = (p0 - p) < threshold
+        x = torch.where(accept.view(-1, 1, 1, 1), x_new, x)
+    return x
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
+
+
+class PerSample(torch.nn.Module):
+    """Runs the wrapped model one sample at a time, so its outputs cannot depend on the batch.
+
+    (On the CPU, convolutions and matrix products round differently for batch 1 and batch N.)
+    """
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return torch.cat([self.net(x[i : i + 1]) for i in range(x.shape[0])])
