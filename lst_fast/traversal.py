@@ -22,6 +22,17 @@ from lst_fast.version import __version__
 
 
 @contextlib.contextmanager
+def full_fp32_matmuls() -> Iterator[None]:
+    """Exact mode: no TF32 in cuDNN convolutions or cuBLAS products while the model runs."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@contextlib.contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode and restore each one's own flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
@@ -135,7 +146,7 @@ class LevelSetTraversal:
         validation.check_images(x, y, self.bounds)
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(f"generator is on {generator.device} but x is on {x.device}")
-        with eval_mode(self.model), torch.inference_mode(False):
+        with eval_mode(self.model), torch.inference_mode(False), full_fp32_matmuls():
             return self._traverse(x, y, label, target_label, generator)
 
     # -- the loop -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@
 namespace lst_fast {
 namespace {
 
-constexpr int64_t kChunk = 16384;
+constexpr int64_t kChunk = 4096;  // elements per task; its accumulator lives on the stack
 
 template <typename scalar_t>
 void simplex_points_kernel(const scalar_t* vertices, const at::opmath_type<scalar_t>* weights, scalar_t* out,
@@ -29,11 +29,16 @@ void simplex_points_kernel(const scalar_t* vertices, const at::opmath_type<scala
       const int64_t hi_i = std::min(lo_i + kChunk, d);
       const scalar_t* v = vertices + sample * k * d;
       scalar_t* o = out + row * d;
-      for (int64_t i = lo_i; i < hi_i; ++i) {
-        opmath_t acc = w[0] * static_cast<opmath_t>(v[i]);
-        for (int64_t j = 1; j < k; ++j) acc = acc + w[j] * static_cast<opmath_t>(v[j * d + i]);
-        o[i] = static_cast<scalar_t>(acc);
+      // Vertex by vertex over the chunk (contiguous, vectorizable), accumulating in a local buffer.
+      opmath_t acc[kChunk];
+      const int64_t len = hi_i - lo_i;
+      for (int64_t i = 0; i < len; ++i) acc[i] = w[0] * static_cast<opmath_t>(v[lo_i + i]);
+      for (int64_t j = 1; j < k; ++j) {
+        const opmath_t wj = w[j];
+        const scalar_t* vj = v + j * d + lo_i;
+        for (int64_t i = 0; i < len; ++i) acc[i] = acc[i] + wj * static_cast<opmath_t>(vj[i]);
       }
+      for (int64_t i = 0; i < len; ++i) o[lo_i + i] = static_cast<scalar_t>(acc[i]);
     }
   });
 }

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <math_constants.h>
 
 namespace lst_fast {
 namespace cuda {

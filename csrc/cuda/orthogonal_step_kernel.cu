@@ -19,7 +19,12 @@ using namespace detail;
 constexpr int64_t kRowMaxD = 8192;   // largest D handled by the one-kernel path
 constexpr int64_t kChunk = 4096;     // elements per block in the chunked path (multiple of 8)
 constexpr int kChunkThreads = 256;   // block size of the chunked kernels
+constexpr int kChunkMinBlocks = 4;   // 1024 resident threads per SM -> at most 64 registers
 constexpr int kRowBlock = 256;       // block size of the one-kernel path when tpr <= 256
+
+// Blocks per SM the row kernel must fit: 1024 threads per SM, i.e. at most 64 registers per thread.
+template <int TPR>
+constexpr int kRowMinBlocks = 1024 / (TPR > kRowBlock ? TPR : kRowBlock);
 
 // Scalars converted to opmath once on the host (round-to-nearest, as torch does).
 template <typename O>
@@ -31,12 +36,13 @@ struct StepParams {
   O lo, hi;
 };
 
-// Register slots per thread: a 16-byte vector path holds S vectors per array; the scalar fallback holds
-// enough scalars to use about the same registers.
+// Register slots (vectors, or scalars on the fallback path) per thread and array: 8 elements per thread
+// (4 for double vectors), i.e. <= 32 registers of raw data for the four arrays, so the kernels fit the
+// 64-register budget of 1024 resident threads per SM without spilling.
 template <typename T, int VEC>
-constexpr int row_slots() { return VEC > 1 ? 2 : (sizeof(T) == 8 ? 4 : 8); }
-template <typename T, int VEC>
-constexpr int chunk_slots() { return VEC > 1 ? 4 : (sizeof(T) == 8 ? 4 : 8); }
+constexpr int slots() {
+  return VEC > 1 ? (sizeof(T) == 2 ? 1 : 2) : (sizeof(T) == 8 ? 4 : 8);
+}
 
 // The S-slot working set of one thread: slot s holds vector index i0 + s * stride of the segment.
 template <typename T, int VEC, int S>
@@ -51,6 +57,9 @@ __device__ __forceinline__ void load_batch(Batch<T, VEC, S>& b, const T* x, cons
                                            const T* a, int i0, int n) {
 #pragma unroll
   for (int s = 0; s < S; ++s) {
+    // Define every slot: a slot left untouched by a predicated load would carry the previous loop
+    // iteration's registers across the back edge (and spill).
+    b.x[s] = b.t[s] = b.g[s] = b.a[s] = raw_t<T, VEC>{};
     const int i = i0 + s * STRIDE;
     if (i < n) {
       b.x[s] = load_raw<VEC>(x + i * VEC);
@@ -128,9 +137,13 @@ __device__ __forceinline__ double make_coef(double gv, double gg) { return gg > 
 // ---------------------------------------------------------------------------------------------------
 // One-kernel path. A block of max(TPR, 256) threads holds 256 / TPR rows (one when TPR >= 256); each
 // row is owned by a group of TPR threads, thread t holding vectors t, t + TPR, ... of the row.
+// kCached: the row fits one batch (nvec <= S * TPR), which stays in registers between the two passes.
+// Otherwise (only TPR == 512, rows longer than the register cache) both passes stream over the row and
+// pass 2 re-reads it (L1/L2 hits); mixing the two would keep the cache live during the streaming loop
+// and spill.
 // ---------------------------------------------------------------------------------------------------
-template <typename T, int VEC, int S, int TPR>
-__global__ void __launch_bounds__(TPR > kRowBlock ? TPR : kRowBlock, (TPR > kRowBlock ? 1024 : 1024) / (TPR > kRowBlock ? TPR : kRowBlock))
+template <typename T, int VEC, int S, int TPR, bool kCached>
+__global__ void __launch_bounds__(TPR > kRowBlock ? TPR : kRowBlock, kRowMinBlocks<TPR>)
     orthogonal_step_rows_kernel(const T* x, const T* target, const T* grad, T* adv, T* out, int64_t N,
                                 int64_t D, StepParams<opmath_t<T>> p) {
   constexpr int kRowsPerBlock = TPR > kRowBlock ? 1 : kRowBlock / TPR;
@@ -151,28 +164,29 @@ __global__ void __launch_bounds__(TPR > kRowBlock ? TPR : kRowBlock, (TPR > kRow
     const T* gr = grad + off;
     T* ar = adv + off;
     T* orow = out + off;
-
-    // Pass 1: the first batch (adv included) stays in registers for pass 2.
-    Batch<T, VEC, S> cached;
-    load_batch<TPR, true>(cached, xr, tr, gr, ar, t, n);
     double sums[2] = {0.0, 0.0};
-    accumulate<TPR>(cached, t, n, sums[0], sums[1]);
-    for (int i0 = t + kBatch; i0 < n; i0 += kBatch) {  // only rows longer than the register cache
-      Batch<T, VEC, S> b;
-      load_batch<TPR, false>(b, xr, tr, gr, ar, i0, n);
-      accumulate<TPR>(b, i0, n, sums[0], sums[1]);
-    }
 
-    group_allreduce(sums, TPR / 32, smem, SumOp());
-    const double coef = make_coef(sums[0], sums[1]);
-
-    // Pass 2: the cached batch from registers, the rest re-read (L1/L2 hits).
-    opaque_batch(cached);
-    update_store<TPR>(cached, ar, orow, t, n, coef, p);
-    for (int i0 = t + kBatch; i0 < n; i0 += kBatch) {
-      Batch<T, VEC, S> b;
-      load_batch<TPR, true>(b, xr, tr, gr, ar, i0, n);
-      update_store<TPR>(b, ar, orow, i0, n, coef, p);
+    if constexpr (kCached) {
+      Batch<T, VEC, S> b;  // adv is loaded now too, so its latency overlaps the reduction
+      load_batch<TPR, true>(b, xr, tr, gr, ar, t, n);
+      accumulate<TPR>(b, t, n, sums[0], sums[1]);
+      group_allreduce(sums, TPR / 32, smem, SumOp());
+      const double coef = make_coef(sums[0], sums[1]);
+      opaque_batch(b);
+      update_store<TPR>(b, ar, orow, t, n, coef, p);
+    } else {
+      for (int i0 = t; i0 < n; i0 += kBatch) {
+        Batch<T, VEC, S> b;
+        load_batch<TPR, false>(b, xr, tr, gr, ar, i0, n);
+        accumulate<TPR>(b, i0, n, sums[0], sums[1]);
+      }
+      group_allreduce(sums, TPR / 32, smem, SumOp());
+      const double coef = make_coef(sums[0], sums[1]);
+      for (int i0 = t; i0 < n; i0 += kBatch) {
+        Batch<T, VEC, S> b;
+        load_batch<TPR, true>(b, xr, tr, gr, ar, i0, n);
+        update_store<TPR>(b, ar, orow, i0, n, coef, p);
+      }
     }
   }
 }
@@ -199,7 +213,7 @@ __device__ __forceinline__ ChunkPos chunk_pos(int64_t blk, int64_t D, int64_t ch
 // Chunked path, kernel 1: partial (gv, gg) of chunk c of row r into ws[(r * chunks + c) * 2 + {0,1}].
 // ---------------------------------------------------------------------------------------------------
 template <typename T, int VEC, int S>
-__global__ void __launch_bounds__(kChunkThreads)
+__global__ void __launch_bounds__(kChunkThreads, kChunkMinBlocks)
     orthogonal_step_partial_kernel(const T* x, const T* target, const T* grad, double* ws, int64_t N,
                                    int64_t D, int64_t chunks) {
   constexpr int kBatch = S * kChunkThreads;
@@ -225,7 +239,7 @@ __global__ void __launch_bounds__(kChunkThreads)
 
 // Chunked path, kernel 2: row totals from the partials, then the elementwise update of the chunk.
 template <typename T, int VEC, int S>
-__global__ void __launch_bounds__(kChunkThreads)
+__global__ void __launch_bounds__(kChunkThreads, kChunkMinBlocks)
     orthogonal_step_update_kernel(const T* x, const T* target, const T* grad, T* adv, T* out,
                                   const double* ws, int64_t N, int64_t D, int64_t chunks,
                                   StepParams<opmath_t<T>> p) {
@@ -266,32 +280,33 @@ __global__ void __launch_bounds__(kChunkThreads)
 // ---------------------------------------------------------------------------------------------------
 // Host side
 // ---------------------------------------------------------------------------------------------------
-template <typename T, int VEC, int S, int TPR>
+template <typename T, int VEC, int S, int TPR, bool kCached = true>
 void launch_rows_tpr(const T* x, const T* target, const T* grad, T* adv, T* out, int64_t N, int64_t D,
                      const StepParams<opmath_t<T>>& p, cudaStream_t stream) {
   constexpr int kThreads = TPR > kRowBlock ? TPR : kRowBlock;
   const int64_t blocks = ceil_div(N, kThreads / TPR);
-  orthogonal_step_rows_kernel<T, VEC, S, TPR>
+  orthogonal_step_rows_kernel<T, VEC, S, TPR, kCached>
       <<<grid_size(blocks), kThreads, 0, stream>>>(x, target, grad, adv, out, N, D, p);
 }
 
 template <typename T, int VEC>
 void launch_rows(const T* x, const T* target, const T* grad, T* adv, T* out, int64_t N, int64_t D,
                  const StepParams<opmath_t<T>>& p, cudaStream_t stream) {
-  constexpr int S = row_slots<T, VEC>();
+  constexpr int S = slots<T, VEC>();
   // Smallest power-of-two group (>= one warp, <= 512) whose registers hold the whole row.
   const int64_t nvec = D / VEC;
   if (nvec <= 32 * S) launch_rows_tpr<T, VEC, S, 32>(x, target, grad, adv, out, N, D, p, stream);
   else if (nvec <= 64 * S) launch_rows_tpr<T, VEC, S, 64>(x, target, grad, adv, out, N, D, p, stream);
   else if (nvec <= 128 * S) launch_rows_tpr<T, VEC, S, 128>(x, target, grad, adv, out, N, D, p, stream);
   else if (nvec <= 256 * S) launch_rows_tpr<T, VEC, S, 256>(x, target, grad, adv, out, N, D, p, stream);
-  else launch_rows_tpr<T, VEC, S, 512>(x, target, grad, adv, out, N, D, p, stream);
+  else if (nvec <= 512 * S) launch_rows_tpr<T, VEC, S, 512>(x, target, grad, adv, out, N, D, p, stream);
+  else launch_rows_tpr<T, VEC, S, 512, false>(x, target, grad, adv, out, N, D, p, stream);
 }
 
 template <typename T, int VEC>
 void launch_chunked(const T* x, const T* target, const T* grad, T* adv, T* out, double* ws, int64_t N,
                     int64_t D, const StepParams<opmath_t<T>>& p, cudaStream_t stream) {
-  constexpr int S = chunk_slots<T, VEC>();
+  constexpr int S = slots<T, VEC>();
   const int64_t chunks = ceil_div(D, kChunk);
   const unsigned grid = grid_size(N * chunks);
   orthogonal_step_partial_kernel<T, VEC, S>

@@ -1,0 +1,98 @@
+"""Fused operators against (a) the same computation as separate eager torch ops (the pure-PyTorch
+reference) and (b) a plain copy of the same number of bytes. Reports achieved bandwidth (bytes that
+must move: each input read once, each output written once) and the fraction of copy bandwidth.
+
+    pytest bench/test_ops_bandwidth.py --benchmark-json=out.json && python bench/summarize.py out.json
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lst_fast import ops
+from lst_fast._extension import has_native_kernel
+from conftest import environment, sync
+
+# (N, C, H, W): an ImageNet batch and a small-image batch; smaller on the CPU (2 cores).
+SHAPES = {"cuda": [(128, 3, 224, 224), (8192, 1, 28, 28)], "cpu": [(16, 3, 224, 224), (1024, 1, 28, 28)]}
+VARIANTS = ["fused", "eager", "copy"]
+
+
+def _time(benchmark, device, fn, nbytes, **info):
+    reps = 20 if device == "cuda" else 2  # launches per timed round, so launch gaps and sync amortize
+
+    def run():
+        for _ in range(reps):
+            fn()
+        sync(device)
+
+    benchmark.pedantic(run, rounds=10 if device == "cuda" else 5, warmup_rounds=2)
+    seconds = benchmark.stats.stats.median / reps
+    benchmark.extra_info.update(environment(device), bytes=nbytes, seconds_per_call=seconds,
+                                tb_per_s=nbytes / seconds / 1e12, **info)
+
+
+def _skip_native(variant, name, device):
+    if variant == "fused" and not has_native_kernel(name, device):
+        pytest.skip(f"no compiled {name} kernel for {device}")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape_index", [0, 1])
+def test_orthogonal_step(benchmark, device, shape_index, variant):
+    _skip_native(variant, "orthogonal_step", device)
+    shape = SHAPES[device][shape_index]
+    x, t = torch.rand(shape, device=device), torch.rand(shape, device=device)
+    g, adv = torch.randn(shape, device=device) * 1e-2, torch.zeros(shape, device=device)
+    nbytes = 6 * x.numel() * x.element_size()  # read x, target, grad, adv; write adv, candidate
+    if variant == "copy":
+        src = torch.rand(3 * x.numel(), device=device)
+        dst = torch.empty_like(src)
+        fn = lambda: dst.copy_(src)  # noqa: E731  (3 tensors read + 3 written = the same bytes)
+    else:
+        backend = "native" if variant == "fused" else "reference"
+        fn = lambda: ops.orthogonal_step(x, t, g, adv, step_size=1e-2, adv_step_size=2e-3, backend=backend)  # noqa: E731
+    _time(benchmark, device, fn, nbytes, op="orthogonal_step", shape=list(shape), variant=variant)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape_index", [0, 1])
+def test_confidence_accept(benchmark, device, shape_index, variant):
+    _skip_native(variant, "confidence_accept", device)
+    shape = SHAPES[device][shape_index]
+    n = shape[0]
+    x, cand, g, cand_g = (torch.rand(shape, device=device) for _ in range(4))
+    logits = torch.zeros(n, 1000, device=device)  # uniform: p == p0, so every sample is accepted
+    label = torch.zeros(n, dtype=torch.long, device=device)
+    p0 = torch.full((n,), 1e-3, dtype=torch.float64, device=device)
+    conf = torch.zeros(n, dtype=torch.float64, device=device)
+    nbytes = 4 * x.numel() * x.element_size()  # read candidate and its gradient, write x and grad
+    if variant == "copy":
+        src = torch.rand(2 * x.numel(), device=device)
+        dst = torch.empty_like(src)
+        fn = lambda: dst.copy_(src)  # noqa: E731
+    else:
+        backend = "native" if variant == "fused" else "reference"
+        fn = lambda: ops.confidence_accept(logits, label, p0, 0.2, x, cand, g, cand_g, conf, backend=backend)  # noqa: E731
+    _time(benchmark, device, fn, nbytes, op="confidence_accept", shape=list(shape), variant=variant)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape_index", [0, 1])
+def test_simplex_points(benchmark, device, shape_index, variant):
+    _skip_native(variant, "simplex_points", device)
+    n, *rest = SHAPES[device][shape_index]
+    n = max(1, n // 16)  # 66 points per triangle: the output is 22x the vertices
+    vertices = torch.rand(n, 3, *rest, device=device)
+    grid = [(a / 10, b / 10) for a in range(11) for b in range(11 - a)]
+    weights = torch.tensor([[1 - a - b, a, b] for a, b in grid], device=device)
+    out_numel = n * weights.shape[0] * vertices[0, 0].numel()
+    nbytes = (vertices.numel() + out_numel) * vertices.element_size()
+    if variant == "copy":
+        src = torch.rand(nbytes // 8, device=device)
+        dst = torch.empty_like(src)
+        fn = lambda: dst.copy_(src)  # noqa: E731
+    else:
+        backend = "native" if variant == "fused" else "reference"
+        fn = lambda: ops.simplex_points(vertices, weights, backend=backend)  # noqa: E731
+    _time(benchmark, device, fn, nbytes, op="simplex_points", shape=[n, 3, *rest], variant=variant)

@@ -1,0 +1,133 @@
+"""CUDA-only checks: unwritten outputs, CUDA graph capture, stream use, and traverse on GPU vs CPU.
+
+Skipped without a GPU; bench/gpu_check.sh runs them on one.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lst_fast
+from lst_fast import ops
+from lst_fast._extension import has_native_kernel
+from conftest import tiny_cnn
+
+pytestmark = pytest.mark.skipif(
+    not (torch.cuda.is_available() and has_native_kernel("orthogonal_step", "cuda")),
+    reason="needs a CUDA GPU and the compiled CUDA kernels",
+)
+
+
+def poison_allocator(nbytes: int) -> None:
+    """Fill a block of the caching allocator with NaN and free it, so that the next allocations of the
+    same size reuse NaN-filled memory and any element a kernel forgets to write shows up."""
+    block = torch.full((nbytes // 4 + 1024,), float("nan"), device="cuda")
+    del block
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 224, 224), (257, 1, 28, 28), (2, 5, 7, 3), (1, 1, 1, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_every_output_element_is_written(shape, dtype):
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x, t = (torch.rand(shape, device="cuda", generator=gen).to(dtype) for _ in range(2))
+    g = (torch.randn(shape, device="cuda", generator=gen) * 1e-2).to(dtype)
+    adv = torch.zeros(shape, device="cuda", dtype=dtype)
+    nbytes = x.numel() * x.element_size()
+    poison_allocator(nbytes)
+    out = ops.orthogonal_step(x, t, g, adv, step_size=0.05, adv_step_size=2e-3, backend="native")
+    assert not out.isnan().any()
+    verts = torch.rand(shape[0], 3, *shape[1:], device="cuda").to(dtype)
+    poison_allocator(nbytes * 4)
+    pts = ops.simplex_points(verts, torch.rand(4, 3, device="cuda"), backend="native")
+    assert not pts.isnan().any()
+
+
+def test_fresh_random_inputs_match_reference_many_times():
+    for seed in range(20):
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        n = int(torch.randint(1, 64, (1,), generator=gen, device="cuda"))
+        d = int(torch.randint(1, 40000, (1,), generator=gen, device="cuda"))
+        x, t = torch.rand(n, d, device="cuda", generator=gen), torch.rand(n, d, device="cuda", generator=gen)
+        g = torch.randn(n, d, device="cuda", generator=gen)
+        adv = torch.rand(n, d, device="cuda", generator=gen) * 4e-3 - 2e-3
+        a1, a2 = adv.clone(), adv.clone()
+        out = ops.orthogonal_step(x, t, g, a1, step_size=0.05, adv_step_size=2e-3, backend="native")
+        ref = ops.orthogonal_step(x, t, g, a2, step_size=0.05, adv_step_size=2e-3, backend="reference")
+        torch.testing.assert_close(out, ref, rtol=2e-6, atol=2e-6)
+        assert torch.equal(a1, a2)
+
+
+def test_deterministic_across_runs():
+    x, t = torch.rand(8, 3, 224, 224, device="cuda"), torch.rand(8, 3, 224, 224, device="cuda")
+    g = torch.randn_like(x)
+    outs = [ops.orthogonal_step(x, t, g, torch.zeros_like(x), step_size=0.05, adv_step_size=2e-3) for _ in range(3)]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[1], outs[2])
+
+
+def test_ops_capture_in_a_cuda_graph():
+    n, shape = 16, (3, 32, 32)
+    x, t = torch.rand(n, *shape, device="cuda"), torch.rand(n, *shape, device="cuda")
+    g, cg = torch.randn_like(x) * 1e-2, torch.randn_like(x) * 1e-2
+    adv = torch.zeros_like(x)
+    logits = torch.randn(n, 10, device="cuda")
+    label = torch.randint(0, 10, (n,), device="cuda")
+    p0 = torch.rand(n, device="cuda", dtype=torch.float64)
+    conf = torch.zeros(n, device="cuda", dtype=torch.float64)
+    state = [x.clone(), g.clone(), adv.clone(), conf.clone()]
+
+    def step(xs, gs, advs, confs):
+        cand = torch.ops.lst_fast.orthogonal_step(xs, t, gs, advs, 0.05, 2e-3, 0.0, 1.0)
+        return torch.ops.lst_fast.confidence_accept(logits, label, p0, 0.2, xs, cand, gs, cg, confs)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up on a side stream, as graph capture requires
+        step(*[s.clone() for s in state])
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    captured = [s.clone() for s in state]
+    with torch.cuda.graph(graph):
+        accepted = step(*captured)
+    for s, c in zip(state, captured):
+        c.copy_(s)
+    graph.replay()
+    eager = [s.clone() for s in state]
+    want = step(*eager)
+    torch.cuda.synchronize()
+    assert torch.equal(accepted, want)
+    for a, b in zip(captured, eager):
+        assert torch.equal(a, b)
+
+
+def test_ops_run_on_the_current_stream():
+    stream = torch.cuda.Stream()
+    x = torch.rand(64, 3, 64, 64, device="cuda")
+    t, g = torch.rand_like(x), torch.randn_like(x)
+    torch.cuda.synchronize()
+    with torch.cuda.stream(stream):
+        out = ops.orthogonal_step(x, t, g, torch.zeros_like(x), step_size=0.05, adv_step_size=2e-3)
+        ref = ops.orthogonal_step(x, t, g, torch.zeros_like(x), step_size=0.05, adv_step_size=2e-3,
+                                  backend="reference")
+    stream.synchronize()
+    torch.testing.assert_close(out, ref, rtol=2e-6, atol=2e-6)
+
+
+def test_mixed_devices_are_rejected():
+    x = torch.rand(2, 1, 4, 4, device="cuda")
+    with pytest.raises(RuntimeError, match="all tensors must be on one device|is on"):
+        torch.ops.lst_fast.orthogonal_step(x, x.cpu(), x, x.clone(), 0.1, 0.0, 0.0, 1.0)
+
+
+def test_traverse_on_cuda_matches_cpu():
+    model = tiny_cnn(channels=3, size=16, scale=12)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(32, 3, 16, 16, generator=gen), torch.rand(32, 3, 16, 16, generator=gen)
+    noise_free = dict(iterations=60, step_size=0.05, threshold=0.05, init_noise=0.0)
+    cpu = lst_fast.traverse(model, x, y, **noise_free)
+    gpu = lst_fast.traverse(model.cuda(), x.cuda(), y.cuda(), **noise_free)
+    assert gpu.images.device.type == "cuda"
+    # fp32 rounding differs between cuDNN and the CPU; a decision right at the threshold may flip, so
+    # allow a few samples to part ways and require the rest to agree to fp32 accuracy.
+    per_sample = (gpu.images.cpu() - cpu.images).flatten(1).abs().max(1).values
+    assert (per_sample < 1e-4).float().mean() >= 0.9, per_sample
+    assert ((gpu.confidence.cpu() - cpu.confidence).abs() < 1e-4).float().mean() >= 0.9

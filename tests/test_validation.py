@@ -1,0 +1,127 @@
+"""Bad input to traverse gets a clear Python exception naming the argument; the model stays as it was."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import lst_fast
+from conftest import tiny_cnn
+
+
+@pytest.fixture
+def setup():
+    model = tiny_cnn(scale=12)
+    g = torch.Generator().manual_seed(0)
+    return model, torch.rand(3, 1, 8, 8, generator=g), torch.rand(3, 1, 8, 8, generator=g)
+
+
+def test_labels_passed_as_targets_get_a_type_error(setup):
+    model, x, _ = setup
+    with pytest.raises(TypeError, match="y is the target images"):
+        lst_fast.traverse(model, x, torch.tensor([1, 2, 3]))
+
+
+@pytest.mark.parametrize(
+    "change,error,match",
+    [
+        (lambda x, y: (x[0], y), ValueError, r"x must be source images of shape \(N, C, H, W\)"),
+        (lambda x, y: (x.int(), y), TypeError, "x must be floating-point"),
+        (lambda x, y: (x, y[:, :, :4]), ValueError, "y must have x's shape"),
+        (lambda x, y: (x * 2, y), ValueError, "x has values in .* outside bounds"),
+        (lambda x, y: (x, y.masked_fill(y > 0.9, float("nan"))), ValueError, "y contains NaN"),
+        (lambda x, y: (x, y.to(torch.complex64)), TypeError, "y is the target images"),
+        (lambda x, y: ([[0.0]], y), TypeError, "x must be a tensor"),
+    ],
+)
+def test_bad_images(setup, change, error, match):
+    model, x, y = setup
+    xb, yb = change(x, y)
+    with pytest.raises(error, match=match):
+        lst_fast.traverse(model, xb, yb, iterations=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(step_size=0.0), "step_size must be a finite number > 0"),
+        (dict(step_size=float("nan")), "step_size"),
+        (dict(iterations=-1), "iterations must be an integer >= 0"),
+        (dict(iterations=2.5), "iterations"),
+        (dict(threshold=-0.1), "threshold must be"),
+        (dict(adv_step_size=float("inf")), "adv_step_size"),
+        (dict(init_noise=-1.0), "init_noise"),
+        (dict(bounds=(1.0, 0.0)), "bounds must be finite with lo < hi"),
+        (dict(bounds=(0.0,)), "bounds must be a pair"),
+        (dict(mean=[0.1, 0.2], std=[1.0, 1.0]), "mean must have 1 or 1"),
+        (dict(mean=0.5, std=0.0), "std must be > 0"),
+        (dict(backend="fast"), "backend must be one of"),
+        (dict(record_every=-2), "record_every"),
+    ],
+)
+def test_bad_settings(setup, kwargs, match):
+    model, x, y = setup
+    with pytest.raises(ValueError, match=match):
+        lst_fast.traverse(model, x, y, iterations=kwargs.pop("iterations", 1), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "label,error,match",
+    [
+        (torch.tensor([0, 1, 7]), ValueError, r"label must hold class indices in \[0, 5\)"),
+        (torch.tensor([0, 1]), ValueError, r"label must have shape \(3,\)"),
+        (torch.tensor([0.0, 1.0, 2.0]), TypeError, "label must be an integer tensor"),
+        (torch.tensor([0, -1, 2]), ValueError, "label must hold class indices"),
+    ],
+)
+def test_bad_labels(setup, label, error, match):
+    model, x, y = setup
+    with pytest.raises(error, match=match):
+        lst_fast.traverse(model, x, y, label=label, iterations=1)
+
+
+def test_bad_models_and_the_model_is_unchanged(setup):
+    model, x, y = setup
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        lst_fast.traverse(lambda t: t, x, y)
+
+    class WrongShape(torch.nn.Module):
+        def forward(self, t):
+            return t.flatten(1)[:1]
+
+    with pytest.raises(ValueError, match=r"logits of shape \(3, num_classes\)"):
+        lst_fast.traverse(WrongShape(), x, y, iterations=1)
+
+    class NaNLogits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = copy.deepcopy(model)
+
+        def forward(self, t):
+            return self.net(t) * float("nan")
+
+    bad = NaNLogits().train()
+    before = copy.deepcopy(bad.state_dict())
+    with pytest.raises(ValueError, match="NaN or Inf logits"):
+        lst_fast.traverse(bad, x, y, iterations=1)
+    assert bad.training and bad.net.training  # restored although the call failed
+    for k, v in bad.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_generator_on_wrong_device(setup):
+    model, x, y = setup
+    if not torch.cuda.is_available():
+        pytest.skip("needs a second device type")
+    with pytest.raises(ValueError, match="generator is on"):
+        lst_fast.traverse(model, x, y, generator=torch.Generator(device="cuda"))
+
+
+def test_corrupt_result_file(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ValueError, match="not a readable lst_fast result"):
+        lst_fast.TraversalResult.load(path)
+    with pytest.raises(FileNotFoundError):
+        lst_fast.TraversalResult.load(tmp_path / "missing.safetensors")
