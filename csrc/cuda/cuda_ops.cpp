@@ -2,7 +2,7 @@
 // stream, then the plain launchers of launchers.h. This file is compiled by the host compiler, so the
 // heavy torch headers stay out of nvcc's way.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -53,7 +53,7 @@ at::Tensor orthogonal_step_cuda(const at::Tensor& x, const at::Tensor& target, c
   check_launch(cuda::orthogonal_step(to_launcher_dtype(x.scalar_type()), xw.const_data_ptr(), tw.const_data_ptr(),
                                      gw.const_data_ptr(), aw.mutable_data_ptr(), ow.mutable_data_ptr(),
                                      workspace.mutable_data_ptr<double>(), n, d, step_size, adv_step_size, lo, hi,
-                                     at::cuda::getCurrentCUDAStream()),
+                                     c10::cuda::getCurrentCUDAStream()),
                op);
   if (!aw.is_same(adv)) adv.copy_(aw);
   if (!ow.is_same(out)) out.copy_(ow);
@@ -92,7 +92,7 @@ at::Tensor confidence_accept_cuda(const at::Tensor& logits, const at::Tensor& la
                                        to_launcher_dtype(p0_c.scalar_type()), p0_c.const_data_ptr(),
                                        conf_w.mutable_data_ptr(), threshold, xw.mutable_data_ptr(),
                                        cw.const_data_ptr(), gw.mutable_data_ptr(), cgw.const_data_ptr(), row_bytes,
-                                       accepted.mutable_data_ptr<bool>(), n, at::cuda::getCurrentCUDAStream()),
+                                       accepted.mutable_data_ptr<bool>(), n, c10::cuda::getCurrentCUDAStream()),
                op);
   if (!conf_w.is_same(confidence)) confidence.copy_(conf_w);
   if (!xw.is_same(x)) x.copy_(xw);
@@ -113,7 +113,7 @@ at::Tensor simplex_points_cuda(const at::Tensor& vertices, const at::Tensor& wei
   const int64_t n = v.size(0), k = v.size(1), p = w.size(0);
   check_launch(cuda::simplex_points(to_launcher_dtype(v.scalar_type()), v.const_data_ptr(), w.const_data_ptr(),
                                     out.mutable_data_ptr(), n, k, p, v.numel() / (n * k),
-                                    at::cuda::getCurrentCUDAStream()),
+                                    c10::cuda::getCurrentCUDAStream()),
                op);
   return out;
 }

@@ -1,12 +1,17 @@
 // Fused LST orthogonal step (semantics in launchers.h).
 //
 // Two regimes, chosen from D alone so that orthogonal_step_workspace(N, D) can size the scratch:
-//  * D <= kRowMaxD: one kernel, one group of `tpr` threads (32..512) per row. The group loads its row
-//    into registers (up to `S` vectors per thread), reduces gv/gg, and writes adv/out from registers;
-//    only the part of a long row that does not fit is re-read (from L1/L2).
-//  * D >  kRowMaxD: each row is split into chunks of kChunk elements. Kernel 1 writes per-(row, chunk)
-//    partial (gv, gg) to the workspace; kernel 2 (same chunk grid) sums its row's partials in a fixed
-//    order (identical in every block of the row) and then updates its chunk.
+//  * D <= kRowMaxD: one kernel; each row is owned by a group of TPR threads (TPR = 32..512, the smallest
+//    power of two whose registers hold the row, several rows per 256-thread block when TPR < 256).
+//    The group loads its row (adv included) into registers, reduces gv/gg, and writes adv/out from the
+//    registers. Rows too long for the register cache (TPR = 512) stream twice over the row instead,
+//    pass 2 re-reading it from L1/L2.
+//  * D >  kRowMaxD: each row is split into chunks of kChunk elements (larger chunks for rows of over
+//    kMaxChunks * kChunk elements). Kernel 1 writes per-(row, chunk) partial (gv, gg) to the workspace;
+//    kernel 2 (same chunk grid) sums its row's partials in a fixed order (identical in every block of
+//    the row) and then updates its chunk.
+// 16-byte vector accesses when all five pointers are 16-byte aligned and D is a multiple of the vector
+// width; a scalar path otherwise. Every kernel loops over its logical blocks, so any N fits the grid.
 #include "launchers.h"
 #include "device_utils.cuh"
 
@@ -17,7 +22,9 @@ namespace {
 using namespace detail;
 
 constexpr int64_t kRowMaxD = 8192;   // largest D handled by the one-kernel path
-constexpr int64_t kChunk = 4096;     // elements per block in the chunked path (multiple of 8)
+constexpr int64_t kChunk = 4096;     // elements per block in the chunked path (multiple of 8) ...
+constexpr int64_t kMaxChunks = 1024; // ... grown in steps of kChunk so a row has at most this many
+                                     // chunks (every block of kernel 2 reads all partials of its row)
 constexpr int kChunkThreads = 256;   // block size of the chunked kernels
 constexpr int kChunkMinBlocks = 4;   // 1024 resident threads per SM -> at most 64 registers
 constexpr int kRowBlock = 256;       // block size of the one-kernel path when tpr <= 256
@@ -191,6 +198,9 @@ __global__ void __launch_bounds__(TPR > kRowBlock ? TPR : kRowBlock, kRowMinBloc
   }
 }
 
+// Elements per chunk for rows of D elements (a multiple of kChunk).
+inline int64_t chunk_elems(int64_t D) { return kChunk * ceil_div(ceil_div(D, kChunk), kMaxChunks); }
+
 // Chunk geometry shared by the two chunked kernels: logical block -> (row, element offset, vectors).
 struct ChunkPos {
   int64_t row;
@@ -199,13 +209,13 @@ struct ChunkPos {
 };
 
 template <int VEC>
-__device__ __forceinline__ ChunkPos chunk_pos(int64_t blk, int64_t D, int64_t chunks) {
+__device__ __forceinline__ ChunkPos chunk_pos(int64_t blk, int64_t D, int64_t chunk, int64_t chunks) {
   ChunkPos c;
   c.row = blk / chunks;
-  const int64_t e0 = (blk - c.row * chunks) * kChunk;
-  const int64_t len = D - e0 < kChunk ? D - e0 : kChunk;
+  const int64_t e0 = (blk - c.row * chunks) * chunk;
+  const int64_t len = D - e0 < chunk ? D - e0 : chunk;
   c.off = c.row * D + e0;
-  c.n = static_cast<int>(len / VEC);  // VEC divides D and kChunk on the vector path
+  c.n = static_cast<int>(len / VEC);  // VEC divides D and chunk on the vector path
   return c;
 }
 
@@ -215,13 +225,13 @@ __device__ __forceinline__ ChunkPos chunk_pos(int64_t blk, int64_t D, int64_t ch
 template <typename T, int VEC, int S>
 __global__ void __launch_bounds__(kChunkThreads, kChunkMinBlocks)
     orthogonal_step_partial_kernel(const T* x, const T* target, const T* grad, double* ws, int64_t N,
-                                   int64_t D, int64_t chunks) {
+                                   int64_t D, int64_t chunk, int64_t chunks) {
   constexpr int kBatch = S * kChunkThreads;
   __shared__ double smem[2 * kMaxWarps];
   const int64_t total = N * chunks;
   const int t = static_cast<int>(threadIdx.x);
   for (int64_t blk = blockIdx.x; blk < total; blk += gridDim.x) {
-    const ChunkPos c = chunk_pos<VEC>(blk, D, chunks);
+    const ChunkPos c = chunk_pos<VEC>(blk, D, chunk, chunks);
     double sums[2] = {0.0, 0.0};
     for (int i0 = t; i0 < c.n; i0 += kBatch) {
       Batch<T, VEC, S> b;
@@ -241,14 +251,14 @@ __global__ void __launch_bounds__(kChunkThreads, kChunkMinBlocks)
 template <typename T, int VEC, int S>
 __global__ void __launch_bounds__(kChunkThreads, kChunkMinBlocks)
     orthogonal_step_update_kernel(const T* x, const T* target, const T* grad, T* adv, T* out,
-                                  const double* ws, int64_t N, int64_t D, int64_t chunks,
-                                  StepParams<opmath_t<T>> p) {
+                                  const double* ws, int64_t N, int64_t D, int64_t chunk,
+                                  int64_t chunks, StepParams<opmath_t<T>> p) {
   constexpr int kBatch = S * kChunkThreads;
   __shared__ double smem[2 * kMaxWarps];
   const int64_t total = N * chunks;
   const int t = static_cast<int>(threadIdx.x);
   for (int64_t blk = blockIdx.x; blk < total; blk += gridDim.x) {
-    const ChunkPos c = chunk_pos<VEC>(blk, D, chunks);
+    const ChunkPos c = chunk_pos<VEC>(blk, D, chunk, chunks);
     const T* xr = x + c.off;
     const T* tr = target + c.off;
     const T* gr = grad + c.off;
@@ -307,12 +317,13 @@ template <typename T, int VEC>
 void launch_chunked(const T* x, const T* target, const T* grad, T* adv, T* out, double* ws, int64_t N,
                     int64_t D, const StepParams<opmath_t<T>>& p, cudaStream_t stream) {
   constexpr int S = slots<T, VEC>();
-  const int64_t chunks = ceil_div(D, kChunk);
+  const int64_t chunk = chunk_elems(D);
+  const int64_t chunks = ceil_div(D, chunk);
   const unsigned grid = grid_size(N * chunks);
   orthogonal_step_partial_kernel<T, VEC, S>
-      <<<grid, kChunkThreads, 0, stream>>>(x, target, grad, ws, N, D, chunks);
+      <<<grid, kChunkThreads, 0, stream>>>(x, target, grad, ws, N, D, chunk, chunks);
   orthogonal_step_update_kernel<T, VEC, S>
-      <<<grid, kChunkThreads, 0, stream>>>(x, target, grad, adv, out, ws, N, D, chunks, p);
+      <<<grid, kChunkThreads, 0, stream>>>(x, target, grad, adv, out, ws, N, D, chunk, chunks, p);
 }
 
 template <typename T>
@@ -347,7 +358,7 @@ cudaError_t orthogonal_step_typed(const void* x_, const void* target_, const voi
 
 int64_t orthogonal_step_workspace(int64_t N, int64_t D) {
   if (N <= 0 || D <= kRowMaxD) return 0;
-  return 2 * N * detail::ceil_div(D, kChunk);
+  return 2 * N * detail::ceil_div(D, chunk_elems(D));
 }
 
 cudaError_t orthogonal_step(DType dtype, const void* x, const void* target, const void* grad, void* adv,
