@@ -1,6 +1,7 @@
 """Benchmark environment recorded in every result (torch, CUDA, device, commit)."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,8 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _commit() -> str:
+    if os.environ.get("LST_FAST_COMMIT"):  # machines that get the tree without .git
+        return os.environ["LST_FAST_COMMIT"]
     try:
         root = Path(__file__).resolve().parents[1]
         return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -10,34 +10,38 @@ export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-}
 status=()
 
-step() {  # step NAME COMMAND...: run, log to $OUT/NAME.log, remember the outcome
-  local name=$1; shift
+step() {  # step NAME LOG COMMAND...: run, append to $OUT/LOG.log (few files come back), note the outcome
+  local name=$1 log=$2; shift 2
   local t0=$SECONDS
-  "$@" > "$OUT/$name.log" 2>&1
+  echo "=== $name: $*" >> "$OUT/$log.log"
+  "$@" >> "$OUT/$log.log" 2>&1
   local rc=$?
   status+=("$name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (rc=$rc)") in $((SECONDS - t0)) s")
-  tail -n 4 "$OUT/$name.log"
+  tail -n $([ $rc -eq 0 ] && echo 3 || echo 25) "$OUT/$log.log"
   return $rc
 }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+{ date -u +%Y-%m-%dT%H:%MZ; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"; } | tee "$OUT/summary.txt"
 
-step build python3 setup.py build_ext --inplace || { printf '%s\n' "${status[@]}"; exit 1; }
+step build build python3 setup.py build_ext --inplace || { printf '%s\n' "${status[@]}"; exit 1; }
 # Standalone kernel harness (no torch): bit-exact checks at many sizes, misaligned buffers, graph capture.
-step standalone bash -c "nvcc -std=c++17 -O3 -arch=sm_90 --fmad=false -Xcompiler -ffp-contract=off -Icsrc/cuda \
+step standalone standalone bash -c "nvcc -std=c++17 -O3 -arch=sm_90 --fmad=false -Xcompiler -ffp-contract=off -Icsrc/cuda \
   csrc/cuda/orthogonal_step_kernel.cu csrc/cuda/confidence_accept_kernel.cu csrc/cuda/simplex_points_kernel.cu \
   tests/native/test_kernels.cu -o /tmp/lst_test_kernels && /tmp/lst_test_kernels"
-step tests python3 -m pytest -q tests/test_cuda.py tests/test_ops.py tests/test_traverse.py -p no:cacheprovider
-step bench python3 -m pytest -q bench/test_ops_bandwidth.py -k cuda -p no:cacheprovider \
+step tests_cuda tests python3 -X faulthandler -m pytest -v tests/test_cuda.py -p no:cacheprovider
+step tests_ops tests python3 -X faulthandler -m pytest -q tests/test_ops.py tests/test_traverse.py -p no:cacheprovider
+step bench bench python3 -m pytest -q bench/test_ops_bandwidth.py -k cuda -p no:cacheprovider \
   --benchmark-json="$OUT/bench.json"
 python3 bench/summarize.py "$OUT/bench.json" | tee "$OUT/table.md"
 # Sanitizers last (slowest). No caching allocator under memcheck, so overruns inside a cached block show.
-PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck timeout 200 compute-sanitizer --tool memcheck \
+PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck sanitizer timeout 200 compute-sanitizer --tool memcheck \
   --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
 for tool in racecheck initcheck; do
-  step "sanitizer_$tool" timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
+  step "sanitizer_$tool" sanitizer timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
 done
 echo "== summary"
-cat "$OUT/table.md"
-printf '%s\n' "${status[@]}" | tee "$OUT/summary.txt"
+cat "$OUT/table.md" >> "$OUT/summary.txt"
+printf '%s\n' "${status[@]}" >> "$OUT/summary.txt"
+rm -f "$OUT/table.md"
+cat "$OUT/summary.txt"

@@ -61,12 +61,14 @@ def test_confidence_accept(benchmark, device, shape_index, variant):
     _skip_native(variant, "confidence_accept", device)
     shape = SHAPES[device][shape_index]
     n = shape[0]
+    classes = 1000 if shape[-1] >= 224 else 10  # ImageNet-size images, or Fashion-MNIST/CIFAR-size
     x, cand, g, cand_g = (torch.rand(shape, device=device) for _ in range(4))
-    logits = torch.zeros(n, 1000, device=device)  # uniform: p == p0, so every sample is accepted
+    logits = torch.zeros(n, classes, device=device)  # uniform: p == p0, so every sample is accepted
     label = torch.zeros(n, dtype=torch.long, device=device)
-    p0 = torch.full((n,), 1e-3, dtype=torch.float64, device=device)
+    p0 = torch.full((n,), 1.0 / classes, dtype=torch.float64, device=device)
     conf = torch.zeros(n, dtype=torch.float64, device=device)
-    nbytes = 4 * x.numel() * x.element_size()  # read candidate and its gradient, write x and grad
+    # read the logits, the candidate and its gradient; write x and grad
+    nbytes = 4 * x.numel() * x.element_size() + logits.numel() * logits.element_size()
     if variant == "copy":
         src = torch.rand(2 * x.numel(), device=device)
         dst = torch.empty_like(src)

