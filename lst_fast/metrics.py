@@ -1,0 +1,48 @@
+"""Distances between LST outputs and their targets (the paper's Table 1): l2, RMS, l_inf and SSIM."""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
+    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Structural similarity per image (N,), Gaussian window, as Wang et al. 2004 and scikit-image's
+    structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False): statistics
+    over the valid (unpadded) windows, averaged over positions and channels."""
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"ssim needs two (N, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if min(x.shape[-2:]) < window:
+        raise ValueError(f"ssim needs images of at least {window}x{window} pixels, got {tuple(x.shape[-2:])}")
+    x, y = x.to(torch.float64), y.to(torch.float64)
+    c = x.shape[1]
+    w = _gaussian_window(window, sigma, c, x.device, x.dtype)
+    blur = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.flatten(1).mean(1)
+
+
+def distances(x: Tensor, target: Tensor) -> Dict[str, Tensor]:
+    """Per-sample l2, RMS (l2 / sqrt(C*H*W)), l_inf and SSIM between images and their targets."""
+    diff = (x.to(torch.float64) - target.to(torch.float64)).flatten(1)
+    l2 = diff.norm(dim=1)
+    return {
+        "l2": l2,
+        "rms": l2 / diff.shape[1] ** 0.5,
+        "linf": diff.abs().amax(dim=1) if diff.shape[1] else l2,
+        "ssim": ssim(x, target),
+    }

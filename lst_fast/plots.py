@@ -1,0 +1,121 @@
+"""Figures of the demo and reports (matplotlib, headless)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _show(ax, image: Tensor) -> None:
+    img = image.detach().float().cpu()
+    if img.shape[0] == 1:
+        ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def image_grid(sources: Tensor, pairs: Sequence[Tuple[int, int]], outputs: Tensor, confidence: Tensor,
+               classes: Sequence[str], path: Path) -> Path:
+    """Rows: target classes; columns: source classes; each cell the LST output with its source-class
+    confidence; the originals on the diagonal (as in the paper's figure)."""
+    plt = _pyplot()
+    k = len(classes)
+    fig, axes = plt.subplots(k, k, figsize=(1.15 * k, 1.3 * k))
+    for (i, j), image, conf in zip(pairs, outputs, confidence):
+        _show(axes[j, i], image)
+        axes[j, i].set_xlabel(f"{float(conf):.3f}", fontsize=7, labelpad=1)
+    for c in range(k):
+        _show(axes[c, c], sources[c])
+        axes[c, c].set_xlabel("source", fontsize=7, labelpad=1, color="tab:blue")
+        axes[0, c].set_title(classes[c], fontsize=7)
+        axes[c, 0].set_ylabel(classes[c], fontsize=7)
+    fig.suptitle("LST outputs: columns = source class (held), rows = target image's class", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def path_strip(result, sample: int, source: Tensor, target: Tensor, classes: Sequence[str],
+               pair: Tuple[int, int], path: Path) -> Path:
+    """Source, recorded iterates, and target of one walk, with the source-class confidence of each."""
+    plt = _pyplot()
+    iterates = result.trace_images[:, sample]
+    conf = result.trace_confidence[:, sample]
+    its = result.trace_iterations.tolist()
+    n = len(its) + 2
+    fig, axes = plt.subplots(1, n, figsize=(1.4 * n, 1.9))
+    _show(axes[0], source)
+    axes[0].set_title("source", fontsize=8)
+    axes[0].set_xlabel(f"p={float(result.initial_confidence[sample]):.3f}", fontsize=7)
+    for a, (it, image, p) in enumerate(zip(its, iterates, conf), start=1):
+        _show(axes[a], image)
+        axes[a].set_title(f"iter {it}", fontsize=8)
+        axes[a].set_xlabel(f"p={float(p):.3f}", fontsize=7)
+    _show(axes[-1], target)
+    axes[-1].set_title("target", fontsize=8)
+    fig.suptitle(f"{classes[pair[0]]} held while walking toward a {classes[pair[1]]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def linear_paths(confidence: Tensor, path: Path) -> Path:
+    """Source-class confidence along (1 - t) source + t output for every pair, and their mean."""
+    plt = _pyplot()
+    t = torch.linspace(0, 1, confidence.shape[1])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for row in confidence:
+        ax.plot(t, row, color="0.7", lw=0.6)
+    ax.plot(t, confidence.mean(0), color="tab:red", lw=2, label="mean")
+    ax.set_xlabel("t  (0 = source, 1 = LST output)")
+    ax.set_ylabel("source-class confidence")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: Tensor, ends2: Tensor,
+                  path: Path) -> Path:
+    """Filled contours of the confidence over triangles (source, output 1, output 2), images at corners."""
+    plt = _pyplot()
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+    from matplotlib.tri import Triangulation
+
+    corners = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 3**0.5 / 2]], dtype=torch.float64)
+    xy = weights.to(torch.float64) @ corners
+    tri = Triangulation(xy[:, 0].numpy(), xy[:, 1].numpy())
+    n = confidence.shape[0]
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.8), squeeze=False)
+    for k in range(n):
+        ax = axes[0, k]
+        cs = ax.tricontourf(tri, confidence[k].numpy(), levels=torch.linspace(0, 1, 11).tolist(), cmap="viridis")
+        for corner, image in zip(corners, (sources[k], ends1[k], ends2[k])):
+            box = OffsetImage(image[0].float().numpy(), cmap="gray", zoom=1.6)
+            ax.add_artist(AnnotationBbox(box, corner.tolist(), frameon=True, pad=0.1))
+        ax.set_xlim(-0.2, 1.2)
+        ax.set_ylim(-0.2, 1.05)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(f"min {float(confidence[k].min()):.3f}, mean {float(confidence[k].mean()):.3f}", fontsize=9)
+    fig.colorbar(cs, ax=axes[0, :].tolist(), shrink=0.8, label="source-class confidence")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
