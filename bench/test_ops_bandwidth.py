@@ -37,10 +37,14 @@ def _skip_native(variant, name, device):
         pytest.skip(f"no compiled {name} kernel for {device}")
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS + ["fused_chunked"])
 @pytest.mark.parametrize("shape_index", [0, 1])
-def test_orthogonal_step(benchmark, device, shape_index, variant):
+def test_orthogonal_step(benchmark, monkeypatch, device, shape_index, variant):
     _skip_native(variant, "orthogonal_step", device)
+    if variant == "fused_chunked":  # the two-kernel path for large rows, for comparison
+        if device != "cuda" or shape_index != 0:
+            pytest.skip("only large rows on the GPU have a chunked variant")
+        monkeypatch.setenv("LST_FAST_STEP_PATH", "chunked")
     shape = SHAPES[device][shape_index]
     x, t = torch.rand(shape, device=device), torch.rand(shape, device=device)
     g, adv = torch.randn(shape, device=device) * 1e-2, torch.zeros(shape, device=device)
@@ -50,7 +54,7 @@ def test_orthogonal_step(benchmark, device, shape_index, variant):
         dst = torch.empty_like(src)
         fn = lambda: dst.copy_(src)  # noqa: E731  (3 tensors read + 3 written = the same bytes)
     else:
-        backend = "native" if variant == "fused" else "reference"
+        backend = "reference" if variant == "eager" else "native"
         fn = lambda: ops.orthogonal_step(x, t, g, adv, step_size=1e-2, adv_step_size=2e-3, backend=backend)  # noqa: E731
     _time(benchmark, device, fn, nbytes, op="orthogonal_step", shape=list(shape), variant=variant)
 

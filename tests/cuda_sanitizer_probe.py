@@ -10,10 +10,22 @@ from lst_fast import ops
 
 
 def main() -> None:
+    import os
+
+    for path in ("cluster", "chunked"):  # both large-row paths of orthogonal_step
+        os.environ["LST_FAST_STEP_PATH"] = path
+        run_ops()
+    os.environ.pop("LST_FAST_STEP_PATH")
+    run_traverse()
+    torch.cuda.synchronize()
+    print("sanitizer probe: ok")
+
+
+def run_ops() -> None:
     torch.manual_seed(0)
     dev = "cuda"
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        for shape in ((3, 3, 64, 64), (5, 1, 28, 28), (2, 3, 5, 7), (1, 1, 1, 1), (0, 3, 4, 4), (2, 70000)):
+        for shape in ((3, 3, 64, 64), (5, 1, 28, 28), (2, 3, 5, 7), (1, 1, 1, 1), (0, 3, 4, 4), (2, 70000), (2, 3, 224, 224)):
             x, t = torch.rand(shape, device=dev).to(dtype), torch.rand(shape, device=dev).to(dtype)
             g = (torch.randn(shape, device=dev) * 1e-2).to(dtype)
             adv = torch.zeros(shape, device=dev, dtype=dtype)
@@ -32,12 +44,14 @@ def main() -> None:
             ops.confidence_accept(logits, label, p0, 0.2, x, cand, g, g.clone(), conf, backend="native")
             verts = torch.rand(max(n, 1), 3, *shape[1:], device=dev).to(dtype)
             ops.simplex_points(verts, torch.rand(7, 3, device=dev), backend="native")
+
+
+def run_traverse() -> None:
+    dev = "cuda"
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(8 * 16 * 16, 10)).to(dev)
     x, y = torch.rand(8, 3, 16, 16, device=dev), torch.rand(8, 3, 16, 16, device=dev)
     lst_fast.traverse(model, x, y, iterations=5)
-    torch.cuda.synchronize()
-    print("sanitizer probe: ok")
 
 
 if __name__ == "__main__":

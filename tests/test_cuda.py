@@ -57,6 +57,29 @@ def test_fresh_random_inputs_match_reference_many_times():
         assert torch.equal(a1, a2)
 
 
+@pytest.mark.parametrize("path", ["cluster", "chunked"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape", [(5, 3, 224, 224), (3, 9000), (2, 3, 61, 67)])
+def test_large_row_paths_match_reference(monkeypatch, path, dtype, shape):
+    """Rows over 8192 elements: the one-launch cluster path (Hopper) and the two-kernel chunked path."""
+    if path == "cluster" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("thread-block clusters need sm_90")
+    monkeypatch.setenv("LST_FAST_STEP_PATH", path)
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    x, t = (torch.rand(shape, device="cuda", generator=gen).to(dtype) for _ in range(2))
+    g = (torch.randn(shape, device="cuda", generator=gen) * 1e-2).to(dtype)
+    adv = (torch.rand(shape, device="cuda", generator=gen) * 4e-3 - 2e-3).to(dtype)
+    a1, a2 = adv.clone(), adv.clone()
+    poison_allocator(x.numel() * x.element_size())
+    out = ops.orthogonal_step(x, t, g, a1, step_size=0.05, adv_step_size=2e-3, backend="native")
+    ref = ops.orthogonal_step(x, t, g, a2, step_size=0.05, adv_step_size=2e-3, backend="reference")
+    tol = {torch.float32: 2e-6, torch.bfloat16: 1.6e-2, torch.float64: 1e-12}[dtype]
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(a1, a2, rtol=tol, atol=tol)
+    again = ops.orthogonal_step(x, t, g, adv.clone(), step_size=0.05, adv_step_size=2e-3, backend="native")
+    assert torch.equal(out, again)  # deterministic
+
+
 def test_deterministic_across_runs():
     x, t = torch.rand(8, 3, 224, 224, device="cuda"), torch.rand(8, 3, 224, 224, device="cuda")
     g = torch.randn_like(x)

@@ -6,12 +6,22 @@
 //    The group loads its row (adv included) into registers, reduces gv/gg, and writes adv/out from the
 //    registers. Rows too long for the register cache (TPR = 512) stream twice over the row instead,
 //    pass 2 re-reading it from L1/L2.
-//  * D >  kRowMaxD: each row is split into chunks of kChunk elements (larger chunks for rows of over
+//  * D >  kRowMaxD on Hopper (sm_90+), while the rows in flight fit in half the L2: one thread-block
+//    cluster of kClusterBlocks blocks per row. Pass 1 reads x, target, grad from memory and reduces;
+//    the blocks combine their partial sums through distributed shared memory (every block in rank
+//    order, so identical bits); pass 2 re-reads the row, now from L2. Only the minimum bytes cross
+//    HBM (each input once, each output once) and there is one launch.
+//  * Otherwise (D > kRowMaxD): each row is split into chunks of kChunk elements (larger chunks for rows of over
 //    kMaxChunks * kChunk elements). Kernel 1 writes per-(row, chunk) partial (gv, gg) to the workspace;
 //    kernel 2 (same chunk grid) sums its row's partials in a fixed order (identical in every block of
 //    the row) and then updates its chunk.
 // 16-byte vector accesses when all five pointers are 16-byte aligned and D is a multiple of the vector
 // width; a scalar path otherwise. Every kernel loops over its logical blocks, so any N fits the grid.
+#include <cooperative_groups.h>
+
+#include <cstdlib>
+#include <cstring>
+
 #include "launchers.h"
 #include "device_utils.cuh"
 
@@ -198,6 +208,66 @@ __global__ void __launch_bounds__(TPR > kRowBlock ? TPR : kRowBlock, kRowMinBloc
   }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Cluster path (sm_90+): cluster c = blockIdx.x / kClusterBlocks owns row c; block rank r owns the r-th
+// of kClusterBlocks equal segments of the row. 1024 threads and <= 64 registers: one block per SM, so
+// 132 / kClusterBlocks rows are in flight and their re-read in pass 2 hits L2.
+// ---------------------------------------------------------------------------------------------------
+constexpr int kClusterBlocks = 8;      // portable cluster size
+constexpr int kClusterThreads = 1024;
+
+template <typename T, int VEC, int S>
+__global__ void __launch_bounds__(kClusterThreads, 1)
+    orthogonal_step_cluster_kernel(const T* x, const T* target, const T* grad, T* adv, T* out, int64_t N,
+                                   int64_t D, StepParams<opmath_t<T>> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  constexpr int kBatch = S * kClusterThreads;
+  __shared__ double smem[2 * kMaxWarps];
+  __shared__ double partial[2];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int64_t row = blockIdx.x / kClusterBlocks;
+  const int t = static_cast<int>(threadIdx.x);
+  const int nvec = static_cast<int>(D / VEC);
+  const int seg = static_cast<int>(ceil_div(nvec, kClusterBlocks));
+  const int v0 = rank * seg < nvec ? rank * seg : nvec;
+  const int n = (nvec - v0 < seg ? nvec - v0 : seg);
+  const int64_t off = row < N ? row * D + static_cast<int64_t>(v0) * VEC : 0;
+  const T* xr = x + off;
+  const T* tr = target + off;
+  const T* gr = grad + off;
+  T* ar = adv + off;
+  T* orow = out + off;
+
+  double sums[2] = {0.0, 0.0};
+  for (int i0 = t; i0 < n; i0 += kBatch) {
+    Batch<T, VEC, S> b;
+    load_batch<kClusterThreads, false>(b, xr, tr, gr, static_cast<const T*>(nullptr), i0, n);
+    accumulate<kClusterThreads>(b, i0, n, sums[0], sums[1]);
+  }
+  group_allreduce(sums, kClusterThreads / 32, smem, SumOp());
+  if (t == 0) {
+    partial[0] = sums[0];
+    partial[1] = sums[1];
+  }
+  cluster.sync();
+  double total[2] = {0.0, 0.0};
+  for (int r = 0; r < kClusterBlocks; ++r) {  // rank order in every block: identical coef
+    const double* remote = cluster.map_shared_rank(partial, r);
+    total[0] = add(total[0], remote[0]);
+    total[1] = add(total[1], remote[1]);
+  }
+  cluster.sync();  // no block leaves (freeing its shared memory) before all have read it
+  const double coef = make_coef(total[0], total[1]);
+  for (int i0 = t; i0 < n; i0 += kBatch) {
+    Batch<T, VEC, S> b;
+    load_batch<kClusterThreads, true>(b, xr, tr, gr, ar, i0, n);
+    update_store<kClusterThreads>(b, ar, orow, i0, n, coef, p);
+  }
+#endif
+}
+
 // Elements per chunk for rows of D elements (a multiple of kChunk).
 inline int64_t chunk_elems(int64_t D) { return kChunk * ceil_div(ceil_div(D, kChunk), kMaxChunks); }
 
@@ -326,6 +396,54 @@ void launch_chunked(const T* x, const T* target, const T* grad, T* adv, T* out, 
       <<<grid, kChunkThreads, 0, stream>>>(x, target, grad, adv, out, ws, N, D, chunk, chunks, p);
 }
 
+// Which large-row path to take: LST_FAST_STEP_PATH=cluster|chunked forces one (for benchmarks and
+// tests); the default picks the cluster path where it applies.
+enum class LargeRowPath { Auto, Cluster, Chunked };
+
+inline LargeRowPath requested_path() {
+  const char* v = std::getenv("LST_FAST_STEP_PATH");
+  if (v != nullptr && std::strcmp(v, "cluster") == 0) return LargeRowPath::Cluster;
+  if (v != nullptr && std::strcmp(v, "chunked") == 0) return LargeRowPath::Chunked;
+  return LargeRowPath::Auto;
+}
+
+// The cluster path needs sm_90+, and the rows in flight (one per cluster) must fit in half the L2 for
+// pass 2 to hit it. Device properties are read per call (cheap attribute queries, no stream work, so
+// this is safe during graph capture).
+template <typename T>
+bool cluster_path_applies(int64_t N, int64_t D) {
+  int device = 0, major = 0, sms = 0, l2 = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device) != cudaSuccess) {
+    cudaGetLastError();  // clear, and take the chunked path
+    return false;
+  }
+  const int64_t in_flight = sms / kClusterBlocks;
+  const bool fits = in_flight * 3 * D * static_cast<int64_t>(sizeof(T)) <= l2 / 2;
+  return major >= 9 && fits && N * kClusterBlocks <= 2147483647LL && D / kVec16<T> <= 2147483647LL;
+}
+
+template <typename T, int VEC>
+cudaError_t launch_cluster(const T* x, const T* target, const T* grad, T* adv, T* out, int64_t N, int64_t D,
+                           const StepParams<opmath_t<T>>& p, cudaStream_t stream) {
+  constexpr int S = slots<T, VEC>();
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(N * kClusterBlocks));
+  config.blockDim = dim3(kClusterThreads);
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = kClusterBlocks;
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, orthogonal_step_cluster_kernel<T, VEC, S>, x, target, grad, adv, out, N, D, p);
+}
+
 template <typename T>
 cudaError_t orthogonal_step_typed(const void* x_, const void* target_, const void* grad_, void* adv_,
                                   void* out_, double* ws, int64_t N, int64_t D, double step_size,
@@ -348,6 +466,14 @@ cudaError_t orthogonal_step_typed(const void* x_, const void* target_, const voi
     if (vec) launch_rows<T, V>(x, target, grad, adv, out, N, D, p, stream);
     else launch_rows<T, 1>(x, target, grad, adv, out, N, D, p, stream);
   } else {
+    const LargeRowPath path = requested_path();
+    if (path != LargeRowPath::Chunked && (path == LargeRowPath::Cluster || cluster_path_applies<T>(N, D))) {
+      const cudaError_t err = vec ? launch_cluster<T, V>(x, target, grad, adv, out, N, D, p, stream)
+                                  : launch_cluster<T, 1>(x, target, grad, adv, out, N, D, p, stream);
+      if (err == cudaSuccess) return cudaGetLastError();
+      if (path == LargeRowPath::Cluster) return err;
+      cudaGetLastError();  // the cluster launch was refused: clear it and take the chunked path
+    }
     if (vec) launch_chunked<T, V>(x, target, grad, adv, out, ws, N, D, p, stream);
     else launch_chunked<T, 1>(x, target, grad, adv, out, ws, N, D, p, stream);
   }

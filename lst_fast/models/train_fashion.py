@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lst_fast.data.fashion_mnist import load_fashion_mnist, to_float
+from lst_fast.data.fashion_mnist import load_fashion_mnist, load_sample, to_float
 from lst_fast.models.fashion import ARCHITECTURES
 
 MODELS = {"cnn": "fashion_cnn", "cnn-robust": "fashion_cnn", "vit": "fashion_vit"}
@@ -116,6 +116,7 @@ def main(argv=None) -> None:
         "architecture": architecture,
         "test_accuracy": round(accuracy(model, test_x, test_y), 4),
         "test_images": len(test_x),
+        "sample_accuracy": accuracy(model, *load_sample()),
         "command": "python -m lst_fast.models.train_fashion " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "seed": args.seed,
         "epochs": args.epochs,
