@@ -21,7 +21,7 @@ step() {  # step NAME LOG COMMAND...: run, append to $OUT/LOG.log (few files com
   return $rc
 }
 
-{ date -u +%Y-%m-%dT%H:%MZ; # pytest that survives a crashing test: on a fatal signal, deselect the test that was running (the last
+# pytest that survives a crashing test: on a fatal signal, deselect the test that was running (the last
 # one named in the verbose log) and go on, at most 3 times; the crash stays in the log and the exit code.
 pytest_resilient() {
   local log=$1; shift
@@ -43,8 +43,8 @@ pytest_resilient() {
   return $rc
 }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
-  python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"; } | tee "$OUT/summary.txt"
+{ date -u +%Y-%m-%dT%H:%MZ; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
+  python3 -c "import torch; p = torch.cuda.get_device_properties(0); print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'SMs', p.multi_processor_count, 'L2 MiB', p.L2_cache_size / 2**20)"; } | tee "$OUT/summary.txt"
 
 step build build python3 setup.py build_ext --inplace || { printf '%s\n' "${status[@]}"; exit 1; }
 # Standalone kernel harness (no torch): bit-exact checks at many sizes, misaligned buffers, graph capture.
@@ -59,7 +59,7 @@ python3 bench/summarize.py "$OUT/bench.json" | tee "$OUT/table.md"
 # Sanitizers last (slowest). No caching allocator under memcheck, so overruns inside a cached block show.
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck sanitizer timeout 200 compute-sanitizer --tool memcheck \
   --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
-for tool in racecheck initcheck; do
+for tool in ${GPU_CHECK_TOOLS:-racecheck initcheck}; do
   step "sanitizer_$tool" sanitizer timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
 done
 echo "== summary"

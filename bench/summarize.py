@@ -25,15 +25,15 @@ def main() -> None:
         rows[key][info["variant"]] = info
         env = info
     print(f"torch {env.get('torch')} CUDA {env.get('cuda')} commit {env.get('commit')}, date {data.get('datetime', '')[:10]}")
-    print("| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager | two-kernel path TB/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager | cluster path TB/s | two-kernel path TB/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (device, op, shape), variants in sorted(rows.items()):
         def tbs(v):
             return variants[v]["tb_per_s"] if v in variants else float("nan")
         fused, eager, copy = tbs("fused"), tbs("eager"), tbs("copy")
-        chunked = f"{tbs('fused_chunked'):.3f}" if "fused_chunked" in variants else ""
+        forced = [f"{tbs(v):.3f}" if v in variants else "" for v in ("fused_cluster", "fused_chunked")]
         print(f"| {device} | {op} | {shape} | {fused:.3f} | {eager:.3f} | {copy:.3f} | "
-              f"{fused / copy:.0%} | {fused / eager:.1f}x | {chunked} |")
+              f"{fused / copy:.0%} | {fused / eager:.1f}x | {forced[0]} | {forced[1]} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 //    The group loads its row (adv included) into registers, reduces gv/gg, and writes adv/out from the
 //    registers. Rows too long for the register cache (TPR = 512) stream twice over the row instead,
 //    pass 2 re-reading it from L1/L2.
-//  * D >  kRowMaxD on Hopper (sm_90+), while the rows in flight fit in half the L2: one thread-block
+//  * D >  kRowMaxD on Hopper (sm_90+), while the rows in flight fit in 60% of the L2: one thread-block
 //    cluster of kClusterBlocks blocks per row. Pass 1 reads x, target, grad from memory and reduces;
 //    the blocks combine their partial sums through distributed shared memory (every block in rank
 //    order, so identical bits); pass 2 re-reads the row, now from L2. Only the minimum bytes cross
@@ -407,7 +407,7 @@ inline LargeRowPath requested_path() {
   return LargeRowPath::Auto;
 }
 
-// The cluster path needs sm_90+, and the rows in flight (one per cluster) must fit in half the L2 for
+// The cluster path needs sm_90+, and the rows in flight (one per cluster) must fit in 60% of the L2 for
 // pass 2 to hit it. Device properties are read per call (cheap attribute queries, no stream work, so
 // this is safe during graph capture).
 template <typename T>
@@ -421,7 +421,7 @@ bool cluster_path_applies(int64_t N, int64_t D) {
     return false;
   }
   const int64_t in_flight = sms / kClusterBlocks;
-  const bool fits = in_flight * 3 * D * static_cast<int64_t>(sizeof(T)) <= l2 / 2;
+  const bool fits = in_flight * 3 * D * static_cast<int64_t>(sizeof(T)) <= l2 * 3 / 5;
   return major >= 9 && fits && N * kClusterBlocks <= 2147483647LL && D / kVec16<T> <= 2147483647LL;
 }
 
