@@ -6,8 +6,19 @@
 #include <ATen/MemoryOverlap.h>
 
 #include <initializer_list>
+#include <string>
 
 namespace lst_fast {
+
+// Message pieces built here rather than by streaming torch types (IntArrayRef, ScalarType, Device)
+// into TORCH_CHECK: one GPU machine's build crashed while formatting such a message.
+inline std::string shape_str(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
+  return s + "]";
+}
+inline const char* dtype_str(const at::Tensor& t) { return c10::toString(t.scalar_type()); }
+inline std::string device_str(const at::Tensor& t) { return t.device().str(); }
 
 inline bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
@@ -16,17 +27,17 @@ inline bool is_supported_float(at::ScalarType t) {
 inline void check_data_tensor(const at::Tensor& t, const char* name, const at::Tensor& ref,
                               const char* ref_name, const char* op) {
   TORCH_CHECK(is_supported_float(t.scalar_type()), op, ": ", name,
-              " must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name,
-              " is on ", ref.device(), "; all tensors must be on one device");
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
-              " but ", ref_name, " has dtype ", ref.scalar_type());
-  TORCH_CHECK(t.sizes() == ref.sizes(), op, ": ", name, " has shape ", t.sizes(), " but ", ref_name,
-              " has shape ", ref.sizes());
+              " must be float32, float64, float16 or bfloat16, got ", dtype_str(t));
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", device_str(t), " but ", ref_name,
+              " is on ", device_str(ref), "; all tensors must be on one device");
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", dtype_str(t),
+              " but ", ref_name, " has dtype ", dtype_str(ref));
+  TORCH_CHECK(t.sizes() == ref.sizes(), op, ": ", name, " has shape ", shape_str(t), " but ", ref_name,
+              " has shape ", shape_str(ref));
 }
 
 inline void check_device_type(const at::Tensor& t, at::DeviceType type, const char* op) {
-  TORCH_CHECK(t.device().type() == type, op, ": expected tensors on ", type, ", got ", t.device());
+  TORCH_CHECK(t.device().type() == type, op, ": expected tensors on ", c10::DeviceTypeName(type, /*lower_case=*/true), ", got ", device_str(t));
 }
 
 // True when every tensor has the same sizes and strides, its memory is non-overlapping and dense, and
@@ -46,7 +57,7 @@ inline bool rows_share_dense_layout(std::initializer_list<at::Tensor> tensors) {
 inline void check_orthogonal_step_args(const at::Tensor& x, const at::Tensor& target,
                                        const at::Tensor& grad, const at::Tensor& adv) {
   constexpr const char* op = "lst_fast::orthogonal_step";
-  TORCH_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", x.sizes());
+  TORCH_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", shape_str(x));
   check_data_tensor(x, "x", x, "x", op);
   check_data_tensor(target, "target", x, "x", op);
   check_data_tensor(grad, "grad", x, "x", op);
@@ -71,28 +82,28 @@ inline void check_confidence_accept_args(const at::Tensor& logits, const at::Ten
                                          const at::Tensor& candidate, const at::Tensor& grad,
                                          const at::Tensor& candidate_grad, const at::Tensor& confidence) {
   constexpr const char* op = "lst_fast::confidence_accept";
-  TORCH_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", x.sizes());
+  TORCH_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", shape_str(x));
   const int64_t n = x.size(0);
   check_data_tensor(candidate, "candidate", x, "x", op);
   check_data_tensor(grad, "grad", x, "x", op);
   check_data_tensor(candidate_grad, "candidate_grad", x, "x", op);
   TORCH_CHECK(logits.dim() == 2 && logits.size(0) == n, op, ": logits must have shape (", n,
-              ", num_classes), got ", logits.sizes());
-  TORCH_CHECK(logits.size(1) >= 1, op, ": logits must have at least one class, got ", logits.sizes());
+              ", num_classes), got ", shape_str(logits));
+  TORCH_CHECK(logits.size(1) >= 1, op, ": logits must have at least one class, got ", shape_str(logits));
   TORCH_CHECK(is_supported_float(logits.scalar_type()), op,
-              ": logits must be a floating tensor, got ", logits.scalar_type());
+              ": logits must be a floating tensor, got ", dtype_str(logits));
   TORCH_CHECK(label.dim() == 1 && label.size(0) == n, op, ": label must have shape (", n, "), got ",
-              label.sizes());
-  TORCH_CHECK(label.scalar_type() == at::kLong, op, ": label must be int64, got ", label.scalar_type());
-  TORCH_CHECK(p0.dim() == 1 && p0.size(0) == n, op, ": p0 must have shape (", n, "), got ", p0.sizes());
+              shape_str(label));
+  TORCH_CHECK(label.scalar_type() == at::kLong, op, ": label must be int64, got ", dtype_str(label));
+  TORCH_CHECK(p0.dim() == 1 && p0.size(0) == n, op, ": p0 must have shape (", n, "), got ", shape_str(p0));
   TORCH_CHECK(p0.scalar_type() == at::kFloat || p0.scalar_type() == at::kDouble, op,
-              ": p0 must be float32 or float64, got ", p0.scalar_type());
+              ": p0 must be float32 or float64, got ", dtype_str(p0));
   TORCH_CHECK(confidence.sizes() == p0.sizes() && confidence.scalar_type() == p0.scalar_type(), op,
-              ": confidence must match p0 (shape ", p0.sizes(), ", dtype ", p0.scalar_type(), "), got shape ",
-              confidence.sizes(), " dtype ", confidence.scalar_type());
+              ": confidence must match p0 (shape ", shape_str(p0), ", dtype ", dtype_str(p0), "), got shape ",
+              shape_str(confidence), " dtype ", dtype_str(confidence));
   for (const at::Tensor* t : {&logits, &label, &p0, &confidence}) {
-    TORCH_CHECK(t->device() == x.device(), op, ": all tensors must be on one device; x is on ", x.device(),
-                " but another argument is on ", t->device());
+    TORCH_CHECK(t->device() == x.device(), op, ": all tensors must be on one device; x is on ", device_str(x),
+                " but another argument is on ", device_str(*t));
   }
   at::assert_no_internal_overlap(x);
   at::assert_no_internal_overlap(grad);
@@ -103,18 +114,18 @@ inline void check_confidence_accept_args(const at::Tensor& logits, const at::Ten
 
 inline void check_simplex_points_args(const at::Tensor& vertices, const at::Tensor& weights) {
   constexpr const char* op = "lst_fast::simplex_points";
-  TORCH_CHECK(vertices.dim() >= 2, op, ": vertices must have shape (N, K, ...), got ", vertices.sizes());
+  TORCH_CHECK(vertices.dim() >= 2, op, ": vertices must have shape (N, K, ...), got ", shape_str(vertices));
   TORCH_CHECK(vertices.size(1) >= 1, op, ": vertices need at least one vertex (K >= 1), got ",
-              vertices.sizes());
+              shape_str(vertices));
   TORCH_CHECK(is_supported_float(vertices.scalar_type()), op,
-              ": vertices must be float32, float64, float16 or bfloat16, got ", vertices.scalar_type());
+              ": vertices must be float32, float64, float16 or bfloat16, got ", dtype_str(vertices));
   TORCH_CHECK(weights.dim() == 2 && weights.size(1) == vertices.size(1), op,
               ": weights must have shape (P, K) with K = vertices.size(1) = ", vertices.size(1), ", got ",
-              weights.sizes());
+              shape_str(weights));
   TORCH_CHECK(weights.scalar_type() == at::kFloat || weights.scalar_type() == at::kDouble, op,
-              ": weights must be float32 or float64, got ", weights.scalar_type());
-  TORCH_CHECK(weights.device() == vertices.device(), op, ": weights are on ", weights.device(),
-              " but vertices are on ", vertices.device());
+              ": weights must be float32 or float64, got ", dtype_str(weights));
+  TORCH_CHECK(weights.device() == vertices.device(), op, ": weights are on ", device_str(weights),
+              " but vertices are on ", device_str(vertices));
 }
 
 // Output shape of simplex_points: (N * P, *vertices.shape[2:]).

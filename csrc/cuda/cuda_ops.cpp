@@ -18,7 +18,7 @@ cuda::DType to_launcher_dtype(at::ScalarType t) {
     case at::kDouble: return cuda::DType::Float64;
     case at::kHalf: return cuda::DType::Float16;
     case at::kBFloat16: return cuda::DType::BFloat16;
-    default: TORCH_CHECK(false, "lst_fast: unsupported dtype ", t);
+    default: TORCH_CHECK(false, "lst_fast: unsupported dtype ", c10::toString(t));
   }
 }
 

@@ -1,0 +1,25 @@
+"""Each native op's argument errors, one after another, printing the message: a crash here (rather
+than a RuntimeError) points at the C++ error path. Used by bench/gpu_check.sh under cuda-gdb."""
+import sys
+
+import torch
+
+import lst_fast  # noqa: F401  (loads the ops)
+
+device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
+x = torch.rand(2, 1, 4, 4, device=device)
+step = torch.ops.lst_fast.orthogonal_step
+cases = {
+    "shape": lambda: step(x, torch.rand(2, 1, 4, 5, device=device), x, x.clone(), 0.1, 0.0, 0.0, 1.0),
+    "dtype": lambda: step(x, x, x.double(), x.clone(), 0.1, 0.0, 0.0, 1.0),
+    "int": lambda: step(x.int(), x.int(), x.int(), x.int(), 0.1, 0.0, 0.0, 1.0),
+    "bounds": lambda: step(x, x, x, x.clone(), 0.1, 0.0, 1.0, 0.0),
+    "overlap": lambda: step(x, x, x, x, 0.1, 0.0, 0.0, 1.0),
+}
+for name, call in cases.items():
+    print(f"{name}: ", end="", flush=True)
+    try:
+        call()
+        print("no error!")
+    except RuntimeError as error:
+        print(str(error).splitlines()[0])
