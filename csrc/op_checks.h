@@ -6,12 +6,25 @@
 #include <ATen/MemoryOverlap.h>
 
 #include <initializer_list>
+#include <cstdio>
 #include <string>
+#include <type_traits>
 
 namespace lst_fast {
 
-// Message pieces built here rather than by streaming torch types (IntArrayRef, ScalarType, Device)
-// into TORCH_CHECK: one GPU machine's build crashed while formatting such a message.
+// Every TORCH_CHECK message here is made of strings only. Streaming numbers or torch types into the
+// message (as c10::str does) segfaulted on one GPU machine (torch 2.11, GCC 13): the std::ostream
+// number formatting compiled into this library did not match the C++ runtime loaded with torch.
+template <typename T>
+inline std::string num_str(T v) {
+  if constexpr (std::is_integral_v<T>) {
+    return std::to_string(v);
+  } else {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(v));
+    return buf;
+  }
+}
 inline std::string shape_str(const at::Tensor& t) {
   std::string s = "[";
   for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
@@ -70,11 +83,11 @@ inline void check_orthogonal_step_args(const at::Tensor& x, const at::Tensor& ta
 
 inline void check_orthogonal_step_scalars(double step_size, double adv_step_size, double lo, double hi) {
   constexpr const char* op = "lst_fast::orthogonal_step";
-  TORCH_CHECK(std::isfinite(step_size), op, ": step_size must be finite, got ", step_size);
+  TORCH_CHECK(std::isfinite(step_size), op, ": step_size must be finite, got ", num_str(step_size));
   TORCH_CHECK(std::isfinite(adv_step_size) && adv_step_size >= 0, op,
-              ": adv_step_size must be finite and >= 0, got ", adv_step_size);
+              ": adv_step_size must be finite and >= 0, got ", num_str(adv_step_size));
   TORCH_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo < hi, op,
-              ": bounds must be finite with lo < hi, got lo=", lo, " hi=", hi);
+              ": bounds must be finite with lo < hi, got lo=", num_str(lo), " hi=", num_str(hi));
 }
 
 inline void check_confidence_accept_args(const at::Tensor& logits, const at::Tensor& label,
@@ -87,15 +100,15 @@ inline void check_confidence_accept_args(const at::Tensor& logits, const at::Ten
   check_data_tensor(candidate, "candidate", x, "x", op);
   check_data_tensor(grad, "grad", x, "x", op);
   check_data_tensor(candidate_grad, "candidate_grad", x, "x", op);
-  TORCH_CHECK(logits.dim() == 2 && logits.size(0) == n, op, ": logits must have shape (", n,
+  TORCH_CHECK(logits.dim() == 2 && logits.size(0) == n, op, ": logits must have shape (", num_str(n),
               ", num_classes), got ", shape_str(logits));
   TORCH_CHECK(logits.size(1) >= 1, op, ": logits must have at least one class, got ", shape_str(logits));
   TORCH_CHECK(is_supported_float(logits.scalar_type()), op,
               ": logits must be a floating tensor, got ", dtype_str(logits));
-  TORCH_CHECK(label.dim() == 1 && label.size(0) == n, op, ": label must have shape (", n, "), got ",
+  TORCH_CHECK(label.dim() == 1 && label.size(0) == n, op, ": label must have shape (", num_str(n), "), got ",
               shape_str(label));
   TORCH_CHECK(label.scalar_type() == at::kLong, op, ": label must be int64, got ", dtype_str(label));
-  TORCH_CHECK(p0.dim() == 1 && p0.size(0) == n, op, ": p0 must have shape (", n, "), got ", shape_str(p0));
+  TORCH_CHECK(p0.dim() == 1 && p0.size(0) == n, op, ": p0 must have shape (", num_str(n), "), got ", shape_str(p0));
   TORCH_CHECK(p0.scalar_type() == at::kFloat || p0.scalar_type() == at::kDouble, op,
               ": p0 must be float32 or float64, got ", dtype_str(p0));
   TORCH_CHECK(confidence.sizes() == p0.sizes() && confidence.scalar_type() == p0.scalar_type(), op,

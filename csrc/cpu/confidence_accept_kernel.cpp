@@ -40,8 +40,8 @@ at::Tensor confidence_accept_cpu(const at::Tensor& logits, const at::Tensor& lab
   const at::Tensor p0_c = p0.contiguous();
   const int64_t* label_ptr = label_c.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK(label_ptr[i] >= 0 && label_ptr[i] < k, op, ": label[", i, "] = ", label_ptr[i],
-                " is outside [0, ", k, ")");
+    TORCH_CHECK(label_ptr[i] >= 0 && label_ptr[i] < k, op, ": label[", num_str(i), "] = ", num_str(label_ptr[i]),
+                " is outside [0, ", num_str(k), ")");
   }
 
   // Decisions first (tiny), then the row copies of the accepted samples.

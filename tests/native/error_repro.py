@@ -15,6 +15,16 @@ cases = {
     "int": lambda: step(x.int(), x.int(), x.int(), x.int(), 0.1, 0.0, 0.0, 1.0),
     "bounds": lambda: step(x, x, x, x.clone(), 0.1, 0.0, 1.0, 0.0),
     "overlap": lambda: step(x, x, x, x, 0.1, 0.0, 0.0, 1.0),
+    "adv_step_size": lambda: step(x, x, x, x.clone(), 0.1, -1.5, 0.0, 1.0),
+    "step_size": lambda: step(x, x, x, x.clone(), float("nan"), 0.0, 0.0, 1.0),
+    "logits": lambda: torch.ops.lst_fast.confidence_accept(
+        torch.rand(1, 3, device=device), torch.zeros(2, dtype=torch.long, device=device),
+        torch.rand(2, device=device), 0.2, x.clone(), x.clone(), x.clone(), x.clone(), torch.rand(2, device=device)),
+    "label": lambda: torch.ops.lst_fast.confidence_accept(
+        torch.rand(2, 3, device=device), torch.tensor([0, 5], device=device),
+        torch.rand(2, device=device), 0.2, x.clone(), x.clone(), x.clone(), x.clone(), torch.rand(2, device=device)),
+    "weights": lambda: torch.ops.lst_fast.simplex_points(torch.rand(2, 3, 4, device=device),
+                                                         torch.rand(5, 2, device=device)),
 }
 for name, call in cases.items():
     print(f"{name}: ", end="", flush=True)
