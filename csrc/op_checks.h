@@ -12,9 +12,23 @@
 
 namespace lst_fast {
 
-// Every TORCH_CHECK message here is made of strings only. Streaming numbers or torch types into the
-// message (as c10::str does) segfaulted on one GPU machine (torch 2.11, GCC 13): the std::ostream
-// number formatting compiled into this library did not match the C++ runtime loaded with torch.
+// Our checks build their messages from strings alone and hand TORCH_CHECK one std::string, which c10
+// passes through without a std::ostream. Formatting inside this library (c10::str streams numbers
+// and torch types) crashed on one GPU machine (torch 2.11 built there with GCC 13, whose C++ runtime
+// pieces in this library did not match the one loaded with torch); std::to_string and snprintf do not
+// touch streams or locales. A number or torch type passed to LST_CHECK does not compile.
+inline void append(std::string& s, const char* piece) { s += piece; }
+inline void append(std::string& s, const std::string& piece) { s += piece; }
+
+template <typename... Pieces>
+std::string message(const Pieces&... pieces) {
+  std::string s;
+  (append(s, pieces), ...);
+  return s;
+}
+
+#define LST_CHECK(cond, ...) TORCH_CHECK(cond, ::lst_fast::message(__VA_ARGS__))
+
 template <typename T>
 inline std::string num_str(T v) {
   if constexpr (std::is_integral_v<T>) {
@@ -25,6 +39,7 @@ inline std::string num_str(T v) {
     return buf;
   }
 }
+
 inline std::string shape_str(const at::Tensor& t) {
   std::string s = "[";
   for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
@@ -39,18 +54,18 @@ inline bool is_supported_float(at::ScalarType t) {
 
 inline void check_data_tensor(const at::Tensor& t, const char* name, const at::Tensor& ref,
                               const char* ref_name, const char* op) {
-  TORCH_CHECK(is_supported_float(t.scalar_type()), op, ": ", name,
+  LST_CHECK(is_supported_float(t.scalar_type()), op, ": ", name,
               " must be float32, float64, float16 or bfloat16, got ", dtype_str(t));
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", device_str(t), " but ", ref_name,
+  LST_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", device_str(t), " but ", ref_name,
               " is on ", device_str(ref), "; all tensors must be on one device");
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", dtype_str(t),
+  LST_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", dtype_str(t),
               " but ", ref_name, " has dtype ", dtype_str(ref));
-  TORCH_CHECK(t.sizes() == ref.sizes(), op, ": ", name, " has shape ", shape_str(t), " but ", ref_name,
+  LST_CHECK(t.sizes() == ref.sizes(), op, ": ", name, " has shape ", shape_str(t), " but ", ref_name,
               " has shape ", shape_str(ref));
 }
 
 inline void check_device_type(const at::Tensor& t, at::DeviceType type, const char* op) {
-  TORCH_CHECK(t.device().type() == type, op, ": expected tensors on ", c10::DeviceTypeName(type, /*lower_case=*/true), ", got ", device_str(t));
+  LST_CHECK(t.device().type() == type, op, ": expected tensors on ", c10::DeviceTypeName(type, /*lower_case=*/true), ", got ", device_str(t));
 }
 
 // True when every tensor has the same sizes and strides, its memory is non-overlapping and dense, and
@@ -70,7 +85,7 @@ inline bool rows_share_dense_layout(std::initializer_list<at::Tensor> tensors) {
 inline void check_orthogonal_step_args(const at::Tensor& x, const at::Tensor& target,
                                        const at::Tensor& grad, const at::Tensor& adv) {
   constexpr const char* op = "lst_fast::orthogonal_step";
-  TORCH_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", shape_str(x));
+  LST_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", shape_str(x));
   check_data_tensor(x, "x", x, "x", op);
   check_data_tensor(target, "target", x, "x", op);
   check_data_tensor(grad, "grad", x, "x", op);
@@ -83,10 +98,10 @@ inline void check_orthogonal_step_args(const at::Tensor& x, const at::Tensor& ta
 
 inline void check_orthogonal_step_scalars(double step_size, double adv_step_size, double lo, double hi) {
   constexpr const char* op = "lst_fast::orthogonal_step";
-  TORCH_CHECK(std::isfinite(step_size), op, ": step_size must be finite, got ", num_str(step_size));
-  TORCH_CHECK(std::isfinite(adv_step_size) && adv_step_size >= 0, op,
+  LST_CHECK(std::isfinite(step_size), op, ": step_size must be finite, got ", num_str(step_size));
+  LST_CHECK(std::isfinite(adv_step_size) && adv_step_size >= 0, op,
               ": adv_step_size must be finite and >= 0, got ", num_str(adv_step_size));
-  TORCH_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo < hi, op,
+  LST_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo < hi, op,
               ": bounds must be finite with lo < hi, got lo=", num_str(lo), " hi=", num_str(hi));
 }
 
@@ -95,27 +110,27 @@ inline void check_confidence_accept_args(const at::Tensor& logits, const at::Ten
                                          const at::Tensor& candidate, const at::Tensor& grad,
                                          const at::Tensor& candidate_grad, const at::Tensor& confidence) {
   constexpr const char* op = "lst_fast::confidence_accept";
-  TORCH_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", shape_str(x));
+  LST_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", shape_str(x));
   const int64_t n = x.size(0);
   check_data_tensor(candidate, "candidate", x, "x", op);
   check_data_tensor(grad, "grad", x, "x", op);
   check_data_tensor(candidate_grad, "candidate_grad", x, "x", op);
-  TORCH_CHECK(logits.dim() == 2 && logits.size(0) == n, op, ": logits must have shape (", num_str(n),
+  LST_CHECK(logits.dim() == 2 && logits.size(0) == n, op, ": logits must have shape (", num_str(n),
               ", num_classes), got ", shape_str(logits));
-  TORCH_CHECK(logits.size(1) >= 1, op, ": logits must have at least one class, got ", shape_str(logits));
-  TORCH_CHECK(is_supported_float(logits.scalar_type()), op,
+  LST_CHECK(logits.size(1) >= 1, op, ": logits must have at least one class, got ", shape_str(logits));
+  LST_CHECK(is_supported_float(logits.scalar_type()), op,
               ": logits must be a floating tensor, got ", dtype_str(logits));
-  TORCH_CHECK(label.dim() == 1 && label.size(0) == n, op, ": label must have shape (", num_str(n), "), got ",
+  LST_CHECK(label.dim() == 1 && label.size(0) == n, op, ": label must have shape (", num_str(n), "), got ",
               shape_str(label));
-  TORCH_CHECK(label.scalar_type() == at::kLong, op, ": label must be int64, got ", dtype_str(label));
-  TORCH_CHECK(p0.dim() == 1 && p0.size(0) == n, op, ": p0 must have shape (", num_str(n), "), got ", shape_str(p0));
-  TORCH_CHECK(p0.scalar_type() == at::kFloat || p0.scalar_type() == at::kDouble, op,
+  LST_CHECK(label.scalar_type() == at::kLong, op, ": label must be int64, got ", dtype_str(label));
+  LST_CHECK(p0.dim() == 1 && p0.size(0) == n, op, ": p0 must have shape (", num_str(n), "), got ", shape_str(p0));
+  LST_CHECK(p0.scalar_type() == at::kFloat || p0.scalar_type() == at::kDouble, op,
               ": p0 must be float32 or float64, got ", dtype_str(p0));
-  TORCH_CHECK(confidence.sizes() == p0.sizes() && confidence.scalar_type() == p0.scalar_type(), op,
+  LST_CHECK(confidence.sizes() == p0.sizes() && confidence.scalar_type() == p0.scalar_type(), op,
               ": confidence must match p0 (shape ", shape_str(p0), ", dtype ", dtype_str(p0), "), got shape ",
               shape_str(confidence), " dtype ", dtype_str(confidence));
   for (const at::Tensor* t : {&logits, &label, &p0, &confidence}) {
-    TORCH_CHECK(t->device() == x.device(), op, ": all tensors must be on one device; x is on ", device_str(x),
+    LST_CHECK(t->device() == x.device(), op, ": all tensors must be on one device; x is on ", device_str(x),
                 " but another argument is on ", device_str(*t));
   }
   at::assert_no_internal_overlap(x);
@@ -127,17 +142,17 @@ inline void check_confidence_accept_args(const at::Tensor& logits, const at::Ten
 
 inline void check_simplex_points_args(const at::Tensor& vertices, const at::Tensor& weights) {
   constexpr const char* op = "lst_fast::simplex_points";
-  TORCH_CHECK(vertices.dim() >= 2, op, ": vertices must have shape (N, K, ...), got ", shape_str(vertices));
-  TORCH_CHECK(vertices.size(1) >= 1, op, ": vertices need at least one vertex (K >= 1), got ",
+  LST_CHECK(vertices.dim() >= 2, op, ": vertices must have shape (N, K, ...), got ", shape_str(vertices));
+  LST_CHECK(vertices.size(1) >= 1, op, ": vertices need at least one vertex (K >= 1), got ",
               shape_str(vertices));
-  TORCH_CHECK(is_supported_float(vertices.scalar_type()), op,
+  LST_CHECK(is_supported_float(vertices.scalar_type()), op,
               ": vertices must be float32, float64, float16 or bfloat16, got ", dtype_str(vertices));
-  TORCH_CHECK(weights.dim() == 2 && weights.size(1) == vertices.size(1), op,
-              ": weights must have shape (P, K) with K = vertices.size(1) = ", vertices.size(1), ", got ",
+  LST_CHECK(weights.dim() == 2 && weights.size(1) == vertices.size(1), op,
+              ": weights must have shape (P, K) with K = vertices.size(1) = ", num_str(vertices.size(1)), ", got ",
               shape_str(weights));
-  TORCH_CHECK(weights.scalar_type() == at::kFloat || weights.scalar_type() == at::kDouble, op,
+  LST_CHECK(weights.scalar_type() == at::kFloat || weights.scalar_type() == at::kDouble, op,
               ": weights must be float32 or float64, got ", dtype_str(weights));
-  TORCH_CHECK(weights.device() == vertices.device(), op, ": weights are on ", device_str(weights),
+  LST_CHECK(weights.device() == vertices.device(), op, ": weights are on ", device_str(weights),
               " but vertices are on ", device_str(vertices));
 }
 

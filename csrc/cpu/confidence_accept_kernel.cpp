@@ -28,7 +28,7 @@ at::Tensor confidence_accept_cpu(const at::Tensor& logits, const at::Tensor& lab
   constexpr const char* op = "lst_fast::confidence_accept";
   check_confidence_accept_args(logits, label, p0, x, candidate, grad, candidate_grad, confidence);
   check_device_type(x, at::kCPU, op);
-  TORCH_CHECK(!std::isnan(threshold), op, ": threshold must not be NaN");
+  LST_CHECK(!std::isnan(threshold), op, ": threshold must not be NaN");
 
   const int64_t n = x.size(0);
   const int64_t k = logits.size(1);
@@ -40,7 +40,7 @@ at::Tensor confidence_accept_cpu(const at::Tensor& logits, const at::Tensor& lab
   const at::Tensor p0_c = p0.contiguous();
   const int64_t* label_ptr = label_c.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK(label_ptr[i] >= 0 && label_ptr[i] < k, op, ": label[", num_str(i), "] = ", num_str(label_ptr[i]),
+    LST_CHECK(label_ptr[i] >= 0 && label_ptr[i] < k, op, ": label[", num_str(i), "] = ", num_str(label_ptr[i]),
                 " is outside [0, ", num_str(k), ")");
   }
 

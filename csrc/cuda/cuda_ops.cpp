@@ -18,12 +18,12 @@ cuda::DType to_launcher_dtype(at::ScalarType t) {
     case at::kDouble: return cuda::DType::Float64;
     case at::kHalf: return cuda::DType::Float16;
     case at::kBFloat16: return cuda::DType::BFloat16;
-    default: TORCH_CHECK(false, "lst_fast: unsupported dtype ", c10::toString(t));
+    default: LST_CHECK(false, "lst_fast: unsupported dtype ", c10::toString(t));
   }
 }
 
 void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+  LST_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
 }
 
 at::Tensor orthogonal_step_cuda(const at::Tensor& x, const at::Tensor& target, const at::Tensor& grad,
@@ -66,7 +66,7 @@ at::Tensor confidence_accept_cuda(const at::Tensor& logits, const at::Tensor& la
   constexpr const char* op = "lst_fast::confidence_accept";
   check_confidence_accept_args(logits, label, p0, x, candidate, grad, candidate_grad, confidence);
   check_device_type(x, at::kCUDA, op);
-  TORCH_CHECK(!std::isnan(threshold), op, ": threshold must not be NaN");
+  LST_CHECK(!std::isnan(threshold), op, ": threshold must not be NaN");
   const c10::cuda::CUDAGuard guard(x.device());
 
   const int64_t n = x.size(0);
