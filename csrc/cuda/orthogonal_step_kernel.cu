@@ -1,18 +1,21 @@
 // Fused LST orthogonal step (semantics in launchers.h).
 //
-// Two regimes, chosen from D alone so that orthogonal_step_workspace(N, D) can size the scratch:
+// Regimes, chosen from D alone (and an opt-in switch) so that orthogonal_step_workspace(N, D) can size
+// the scratch:
 //  * D <= kRowMaxD: one kernel; each row is owned by a group of TPR threads (TPR = 32..512, the smallest
 //    power of two whose registers hold the row, several rows per 256-thread block when TPR < 256).
 //    The group loads its row (adv included) into registers, reduces gv/gg, and writes adv/out from the
 //    registers. Rows too long for the register cache (TPR = 512) stream twice over the row instead,
 //    pass 2 re-reading it from L1/L2.
-//  * D >  kRowMaxD on Hopper (sm_90+), while the rows in flight fit in 60% of the L2: one thread-block
-//    cluster of kClusterBlocks blocks per row. Pass 1 reads x, target, grad from memory and reduces;
+//  * D >  kRowMaxD, opt-in (LST_FAST_STEP_PATH=cluster, sm_90+): one thread-block cluster of
+//    kClusterBlocks blocks per row. Pass 1 reads x, target, grad from memory and reduces;
 //    the blocks combine their partial sums through distributed shared memory (every block in rank
 //    order, so identical bits); pass 2 re-reads the row, now from L2. Only the minimum bytes cross
-//    HBM (each input once, each output once) and there is one launch.
-//  * Otherwise (D > kRowMaxD): each row is split into chunks of kChunk elements (larger chunks for rows of over
-//    kMaxChunks * kChunk elements). Kernel 1 writes per-(row, chunk) partial (gv, gg) to the workspace;
+//    HBM (each input once, each output once) and there is one launch. Measured on an H200 it is
+//    no faster than the chunked path (about 67% of copy bandwidth at 128 x 3x224x224 for both): with
+//    one 1024-thread block per SM the load, cluster-sync and store phases of a row do not overlap.
+//  * D > kRowMaxD (default): each row is split into chunks of kChunk elements (larger chunks for rows
+//    of over kMaxChunks * kChunk elements). Kernel 1 writes per-(row, chunk) partial (gv, gg) to the workspace;
 //    kernel 2 (same chunk grid) sums its row's partials in a fixed order (identical in every block of
 //    the row) and then updates its chunk.
 // 16-byte vector accesses when all five pointers are 16-byte aligned and D is a multiple of the vector
@@ -396,33 +399,11 @@ void launch_chunked(const T* x, const T* target, const T* grad, T* adv, T* out, 
       <<<grid, kChunkThreads, 0, stream>>>(x, target, grad, adv, out, ws, N, D, chunk, chunks, p);
 }
 
-// Which large-row path to take: LST_FAST_STEP_PATH=cluster|chunked forces one (for benchmarks and
-// tests); the default picks the cluster path where it applies.
-enum class LargeRowPath { Auto, Cluster, Chunked };
-
-inline LargeRowPath requested_path() {
+// The large-row path: the two-kernel chunked path by default; LST_FAST_STEP_PATH=cluster selects the
+// one-launch cluster path (sm_90+), which on an H200 measured no faster (bench/RESULTS.md).
+inline bool cluster_path_requested() {
   const char* v = std::getenv("LST_FAST_STEP_PATH");
-  if (v != nullptr && std::strcmp(v, "cluster") == 0) return LargeRowPath::Cluster;
-  if (v != nullptr && std::strcmp(v, "chunked") == 0) return LargeRowPath::Chunked;
-  return LargeRowPath::Auto;
-}
-
-// The cluster path needs sm_90+, and the rows in flight (one per cluster) must fit in 60% of the L2 for
-// pass 2 to hit it. Device properties are read per call (cheap attribute queries, no stream work, so
-// this is safe during graph capture).
-template <typename T>
-bool cluster_path_applies(int64_t N, int64_t D) {
-  int device = 0, major = 0, sms = 0, l2 = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device) != cudaSuccess) {
-    cudaGetLastError();  // clear, and take the chunked path
-    return false;
-  }
-  const int64_t in_flight = sms / kClusterBlocks;
-  const bool fits = in_flight * 3 * D * static_cast<int64_t>(sizeof(T)) <= l2 * 3 / 5;
-  return major >= 9 && fits && N * kClusterBlocks <= 2147483647LL && D / kVec16<T> <= 2147483647LL;
+  return v != nullptr && std::strcmp(v, "cluster") == 0;
 }
 
 template <typename T, int VEC>
@@ -466,13 +447,9 @@ cudaError_t orthogonal_step_typed(const void* x_, const void* target_, const voi
     if (vec) launch_rows<T, V>(x, target, grad, adv, out, N, D, p, stream);
     else launch_rows<T, 1>(x, target, grad, adv, out, N, D, p, stream);
   } else {
-    const LargeRowPath path = requested_path();
-    if (path != LargeRowPath::Chunked && (path == LargeRowPath::Cluster || cluster_path_applies<T>(N, D))) {
-      const cudaError_t err = vec ? launch_cluster<T, V>(x, target, grad, adv, out, N, D, p, stream)
-                                  : launch_cluster<T, 1>(x, target, grad, adv, out, N, D, p, stream);
-      if (err == cudaSuccess) return cudaGetLastError();
-      if (path == LargeRowPath::Cluster) return err;
-      cudaGetLastError();  // the cluster launch was refused: clear it and take the chunked path
+    if (cluster_path_requested()) {
+      return vec ? launch_cluster<T, V>(x, target, grad, adv, out, N, D, p, stream)
+                 : launch_cluster<T, 1>(x, target, grad, adv, out, N, D, p, stream);
     }
     if (vec) launch_chunked<T, V>(x, target, grad, adv, out, ws, N, D, p, stream);
     else launch_chunked<T, 1>(x, target, grad, adv, out, ws, N, D, p, stream);
