@@ -5,7 +5,8 @@
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 
-#include <initializer_list>
+#include <utility>
+#include <vector>
 #include <cstdio>
 #include <string>
 #include <type_traits>
@@ -71,16 +72,34 @@ inline void check_device_type(const at::Tensor& t, at::DeviceType type, const ch
 // True when every tensor has the same sizes and strides, its memory is non-overlapping and dense, and
 // the batch dimension is outermost. Then sample n is one dense block of D = numel / N elements at
 // offset n * D (NCHW contiguous and channels-last both qualify), and the kernels can walk raw memory.
-inline bool rows_share_dense_layout(std::initializer_list<at::Tensor> tensors) {
-  const at::Tensor& ref = *tensors.begin();
+inline bool rows_share_dense_layout(const std::vector<at::Tensor>& tensors) {
+  const at::Tensor& ref = tensors.front();
   if (!ref.is_non_overlapping_and_dense()) return false;
   if (ref.dim() > 0 && ref.size(0) > 1 && ref.stride(0) * ref.size(0) != ref.numel()) return false;
   for (const at::Tensor& t : tensors) {
     if (t.sizes() != ref.sizes() || t.strides() != ref.strides()) return false;
-    if (t.storage_offset() < 0) return false;
   }
   return true;
 }
+
+// The tensors as the kernels see them: the caller's own when they all share one row-dense layout,
+// contiguous copies otherwise. write_back(i) copies an in-place result back to the caller's tensor.
+class RowDenseViews {
+ public:
+  explicit RowDenseViews(std::vector<at::Tensor> tensors)
+      : original_(std::move(tensors)), direct_(rows_share_dense_layout(original_)) {
+    for (const at::Tensor& t : original_) work_.push_back(direct_ ? t : t.contiguous());
+  }
+  const at::Tensor& operator[](size_t i) const { return work_[i]; }
+  void write_back(size_t i) const {
+    if (!work_[i].is_same(original_[i])) original_[i].copy_(work_[i]);
+  }
+
+ private:
+  std::vector<at::Tensor> original_;
+  bool direct_;
+  std::vector<at::Tensor> work_;
+};
 
 inline void check_orthogonal_step_args(const at::Tensor& x, const at::Tensor& target,
                                        const at::Tensor& grad, const at::Tensor& adv) {

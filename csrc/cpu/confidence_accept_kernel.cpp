@@ -63,26 +63,21 @@ at::Tensor confidence_accept_cpu(const at::Tensor& logits, const at::Tensor& lab
   confidence.copy_(at::where(accepted, prob, confidence));
 
   if (x.numel() == 0) return accepted;
-  if (rows_share_dense_layout({x, candidate, grad, candidate_grad})) {
-    const int64_t row_bytes = x.numel() / n * x.element_size();
-    char* x_ptr = static_cast<char*>(x.mutable_data_ptr());
-    char* g_ptr = static_cast<char*>(grad.mutable_data_ptr());
-    const char* cx_ptr = static_cast<const char*>(candidate.const_data_ptr());
-    const char* cg_ptr = static_cast<const char*>(candidate_grad.const_data_ptr());
-    at::parallel_for(0, n, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, row_bytes)), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        if (!acc_ptr[i]) continue;
-        std::memcpy(x_ptr + i * row_bytes, cx_ptr + i * row_bytes, row_bytes);
-        std::memcpy(g_ptr + i * row_bytes, cg_ptr + i * row_bytes, row_bytes);
-      }
-    });
-  } else {
-    std::vector<int64_t> mask_shape(x.dim(), 1);
-    mask_shape[0] = n;
-    const at::Tensor mask = accepted.view(mask_shape);
-    x.copy_(at::where(mask, candidate, x));
-    grad.copy_(at::where(mask, candidate_grad, grad));
-  }
+  const RowDenseViews v({x, candidate, grad, candidate_grad});  // in place for row-dense layouts
+  const int64_t row_bytes = x.numel() / n * x.element_size();
+  char* x_ptr = static_cast<char*>(v[0].mutable_data_ptr());
+  const char* cx_ptr = static_cast<const char*>(v[1].const_data_ptr());
+  char* g_ptr = static_cast<char*>(v[2].mutable_data_ptr());
+  const char* cg_ptr = static_cast<const char*>(v[3].const_data_ptr());
+  at::parallel_for(0, n, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, row_bytes)), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (!acc_ptr[i]) continue;
+      std::memcpy(x_ptr + i * row_bytes, cx_ptr + i * row_bytes, row_bytes);
+      std::memcpy(g_ptr + i * row_bytes, cg_ptr + i * row_bytes, row_bytes);
+    }
+  });
+  v.write_back(0);
+  v.write_back(2);
   return accepted;
 }
 

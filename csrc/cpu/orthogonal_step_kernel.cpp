@@ -107,24 +107,17 @@ at::Tensor orthogonal_step_cpu(const at::Tensor& x, const at::Tensor& target, co
   at::Tensor out = at::empty_like(x);
   if (x.numel() == 0) return out;
 
-  // Work in place on the caller's memory when every tensor shares one row-dense layout (contiguous or
-  // channels-last); otherwise on contiguous copies, copying the in-place results back.
-  const bool direct = rows_share_dense_layout({x, target, grad, adv, out});
-  const at::Tensor xw = direct ? x : x.contiguous();
-  const at::Tensor tw = direct ? target : target.contiguous();
-  const at::Tensor gw = direct ? grad : grad.contiguous();
-  at::Tensor aw = direct ? adv : adv.contiguous();
-  at::Tensor ow = direct ? out : at::empty_like(xw, at::MemoryFormat::Contiguous);
-
+  // In place on the caller's memory for contiguous and channels-last layouts; copies otherwise.
+  const RowDenseViews v({x, target, grad, adv, out});
   const int64_t n = x.size(0);
-  const int64_t d = n == 0 ? 0 : x.numel() / n;
+  const int64_t d = x.numel() / n;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "orthogonal_step_cpu", [&] {
-    orthogonal_step_kernel<scalar_t>(xw.const_data_ptr<scalar_t>(), tw.const_data_ptr<scalar_t>(),
-                                     gw.const_data_ptr<scalar_t>(), aw.mutable_data_ptr<scalar_t>(),
-                                     ow.mutable_data_ptr<scalar_t>(), n, d, step_size, adv_step_size, lo, hi);
+    orthogonal_step_kernel<scalar_t>(v[0].const_data_ptr<scalar_t>(), v[1].const_data_ptr<scalar_t>(),
+                                     v[2].const_data_ptr<scalar_t>(), v[3].mutable_data_ptr<scalar_t>(),
+                                     v[4].mutable_data_ptr<scalar_t>(), n, d, step_size, adv_step_size, lo, hi);
   });
-  if (!aw.is_same(adv)) adv.copy_(aw);
-  if (!ow.is_same(out)) out.copy_(ow);
+  v.write_back(3);
+  v.write_back(4);
   return out;
 }
 

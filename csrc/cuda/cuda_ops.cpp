@@ -37,26 +37,19 @@ at::Tensor orthogonal_step_cuda(const at::Tensor& x, const at::Tensor& target, c
   at::Tensor out = at::empty_like(x);
   if (x.numel() == 0) return out;
 
-  // Same policy as the CPU kernel: direct on row-dense layouts, else on contiguous copies.
-  const bool direct = rows_share_dense_layout({x, target, grad, adv, out});
-  const at::Tensor xw = direct ? x : x.contiguous();
-  const at::Tensor tw = direct ? target : target.contiguous();
-  const at::Tensor gw = direct ? grad : grad.contiguous();
-  at::Tensor aw = direct ? adv : adv.contiguous();
-  at::Tensor ow = direct ? out : at::empty_like(xw, at::MemoryFormat::Contiguous);
-
+  const RowDenseViews v({x, target, grad, adv, out});  // in place for contiguous and channels-last
   const int64_t n = x.size(0);
   const int64_t d = x.numel() / n;
   const int64_t ws_size = cuda::orthogonal_step_workspace(n, d);
   // From the caching allocator: no cudaMalloc in steady state and safe inside CUDA graph capture.
   at::Tensor workspace = at::empty({std::max<int64_t>(ws_size, 1)}, x.options().dtype(at::kDouble));
-  check_launch(cuda::orthogonal_step(to_launcher_dtype(x.scalar_type()), xw.const_data_ptr(), tw.const_data_ptr(),
-                                     gw.const_data_ptr(), aw.mutable_data_ptr(), ow.mutable_data_ptr(),
+  check_launch(cuda::orthogonal_step(to_launcher_dtype(x.scalar_type()), v[0].const_data_ptr(), v[1].const_data_ptr(),
+                                     v[2].const_data_ptr(), v[3].mutable_data_ptr(), v[4].mutable_data_ptr(),
                                      workspace.mutable_data_ptr<double>(), n, d, step_size, adv_step_size, lo, hi,
                                      c10::cuda::getCurrentCUDAStream()),
                op);
-  if (!aw.is_same(adv)) adv.copy_(aw);
-  if (!ow.is_same(out)) out.copy_(ow);
+  v.write_back(3);
+  v.write_back(4);
   return out;
 }
 
@@ -80,23 +73,19 @@ at::Tensor confidence_accept_cuda(const at::Tensor& logits, const at::Tensor& la
   const at::Tensor p0_c = p0.contiguous();
   at::Tensor conf_w = confidence.is_contiguous() ? confidence : confidence.contiguous();
 
-  const bool direct = rows_share_dense_layout({x, candidate, grad, candidate_grad});
-  at::Tensor xw = direct ? x : x.contiguous();
-  const at::Tensor cw = direct ? candidate : candidate.contiguous();
-  at::Tensor gw = direct ? grad : grad.contiguous();
-  const at::Tensor cgw = direct ? candidate_grad : candidate_grad.contiguous();
+  const RowDenseViews v({x, candidate, grad, candidate_grad});
   const int64_t row_bytes = x.numel() / n * x.element_size();
 
   check_launch(cuda::confidence_accept(to_launcher_dtype(logits_w.scalar_type()), logits_w.const_data_ptr(),
                                        logits_w.size(1), label_c.const_data_ptr<int64_t>(),
                                        to_launcher_dtype(p0_c.scalar_type()), p0_c.const_data_ptr(),
-                                       conf_w.mutable_data_ptr(), threshold, xw.mutable_data_ptr(),
-                                       cw.const_data_ptr(), gw.mutable_data_ptr(), cgw.const_data_ptr(), row_bytes,
+                                       conf_w.mutable_data_ptr(), threshold, v[0].mutable_data_ptr(),
+                                       v[1].const_data_ptr(), v[2].mutable_data_ptr(), v[3].const_data_ptr(), row_bytes,
                                        accepted.mutable_data_ptr<bool>(), n, c10::cuda::getCurrentCUDAStream()),
                op);
   if (!conf_w.is_same(confidence)) confidence.copy_(conf_w);
-  if (!xw.is_same(x)) x.copy_(xw);
-  if (!gw.is_same(grad)) grad.copy_(gw);
+  v.write_back(0);
+  v.write_back(2);
   return accepted;
 }
 
