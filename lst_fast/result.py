@@ -63,6 +63,9 @@ class TraversalResult:
         metadata = {_METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config})}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are ordinary files
         try:
             save_file(tensors, tmp, metadata=metadata)
             os.replace(tmp, path)

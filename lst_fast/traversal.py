@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lst_fast import ops, validation
-from lst_fast._extension import backend_info
 from lst_fast.reference import class_probability
 from lst_fast.result import TraversalResult
 from lst_fast.version import __version__
@@ -328,7 +327,3 @@ def traverse(
         record_device=record_device, progress=progress, backend=backend)
     return lst(x, y, label=label, target_label=target_label, generator=generator)
 
-
-def describe_backend() -> str:
-    info = backend_info()
-    return f"lst_fast {info['lst_fast']}: cpu={info['cpu']}, cuda={info['cuda']}"
