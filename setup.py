@@ -18,6 +18,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
+os.chdir(ROOT)  # the relative source paths below are relative to the project
 CSRC = ROOT / "csrc"
 MIN_TORCH = "2.4"
 
@@ -106,9 +107,13 @@ def extension_modules():
     nvcc_flags = ["-O3", "--fmad=false", "-std=c++17", "-lineinfo"]
     nvcc_flags += os.environ.get("LST_FAST_NVCC_FLAGS", "").split()
 
-    sources = [str(CSRC / "lst_fast.cpp")] + sorted(str(p) for p in (CSRC / "cpu").glob("*.cpp"))
+    # Sources relative to the project (setuptools refuses absolute ones); include paths absolute (ninja).
+    def rel(paths):
+        return sorted(str(p.relative_to(ROOT)) for p in paths)
+
+    sources = rel([CSRC / "lst_fast.cpp", *(CSRC / "cpu").glob("*.cpp")])
     if build_cuda:
-        sources += [str(CSRC / "cuda" / "cuda_ops.cpp")] + sorted(str(p) for p in (CSRC / "cuda").glob("*.cu"))
+        sources += rel([CSRC / "cuda" / "cuda_ops.cpp", *(CSRC / "cuda").glob("*.cu")])
         extension = CUDAExtension(
             "lst_fast._C",
             sources,
@@ -131,7 +136,7 @@ def extension_modules():
         f"  CUDA kernels: {'yes' if build_cuda else 'no'} (LST_FAST_CUDA={want_cuda})"
         + (f", TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}" if build_cuda else "")
         + f"\n  MAX_JOBS={os.environ['MAX_JOBS']}, ninja: {'yes' if shutil.which('ninja') else 'no'}\n"
-        f"  sources: {', '.join(str(Path(s).relative_to(ROOT)) for s in sources)}"
+        f"  sources: {', '.join(sources)}"
     )
     return [extension], {"build_ext": BuildExtension}
 

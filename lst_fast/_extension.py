@@ -5,6 +5,7 @@ The package works without the extension: every operator has a pure-PyTorch imple
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional
 
@@ -35,6 +36,7 @@ def _has_schema(name: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)  # asked twice per LST iteration; registrations do not change
 def has_native_kernel(name: str, device_type: str) -> bool:
     """True when op `name` has a compiled kernel for this device type ("cpu", "cuda")."""
     if _load_error is not None or not _has_schema(name):
