@@ -3,7 +3,7 @@ triangles (convex hulls) between a source and its LST outputs. Every interpolate
 batched simplex-points operator, and the model runs without gradients in memory-sized chunks."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -79,3 +79,104 @@ def linear_path_confidence(model, source: Tensor, end: Tensor, label: Tensor, st
 def triangle_confidence(model, source: Tensor, end1: Tensor, end2: Tensor, label: Tensor, n: int = 10, **kw) -> Tensor:
     """Confidence for `label` over the triangle grid of (source, end1, end2): (N, (n+1)(n+2)/2)."""
     return simplex_confidence(model, torch.stack([source, end1, end2], 1), triangle_weights(n), label, **kw)
+
+
+TRIANGLE_DROPS = (0.0, 0.1, 0.2, 0.3)
+
+
+def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor]:
+    """The paper's Table 2 numbers per triangle, from confidences (T, P) on a barycentric grid (P, 3)
+    whose first vertex is the source:
+
+    p_source        confidence at the source vertex
+    mean            mean confidence over the grid
+    frac_above_{d}  fraction of grid points with p > p_source - d, for d in TRIANGLE_DROPS
+    edge_mean       mean confidence over the two edges from the source (source counted once)
+    edge_min_drop   minimum over those edges of p - p_source
+    """
+    if confidence.dim() != 2 or weights.dim() != 2 or weights.shape != (confidence.shape[1], 3):
+        raise ValueError(f"need confidence (T, P) and weights (P, 3), got {tuple(confidence.shape)} and "
+                         f"{tuple(weights.shape)}")
+    source = torch.nonzero(weights[:, 0] == 1).flatten()
+    if source.numel() != 1:
+        raise ValueError("the grid must contain the source vertex (weights row (1, 0, 0)) exactly once")
+    conf = confidence.to(torch.float64)
+    p_src = conf[:, source[0]]
+    on_edge = ((weights[:, 1] == 0) | (weights[:, 2] == 0)).to(conf.device)
+    stats = {"p_source": p_src, "mean": conf.mean(1)}
+    for d in TRIANGLE_DROPS:
+        stats[f"frac_above_{d:g}"] = (conf > (p_src - d)[:, None]).to(torch.float64).mean(1)
+    stats["edge_mean"] = conf[:, on_edge].mean(1)
+    stats["edge_min_drop"] = (conf[:, on_edge] - p_src[:, None]).amin(1)
+    return stats
+
+
+def per_source(stats: Dict[str, Tensor], source_index: Tensor, num_sources: int) -> Dict[str, Tensor]:
+    """Average triangle statistics over each source's triangles (edge_min_drop: their minimum)."""
+    index = source_index.to(device=next(iter(stats.values())).device, dtype=torch.long)
+    out = {}
+    for name, values in stats.items():
+        reduce = "amin" if name == "edge_min_drop" else "mean"
+        init = torch.full((num_sources,), float("nan"), dtype=values.dtype, device=values.device)
+        out[name] = init.scatter_reduce_(0, index, values, reduce, include_self=False)
+    return out
+
+
+@torch.no_grad()
+def width_profile(
+    model: torch.nn.Module,
+    x: Tensor,
+    direction: Tensor,
+    label: Tensor,
+    radii: Sequence[float],
+    *,
+    k: int = 256,
+    quantiles: Tuple[float, float] = (0.05, 0.95),
+    generator: Optional[torch.Generator] = None,
+    mean: Optional[Union[Sequence[float], Tensor]] = None,
+    std: Optional[Union[Sequence[float], Tensor]] = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Dict[str, Tensor]:
+    """Width of the high-confidence region around iterates x (N, C, H, W) across the step direction.
+
+    Draws k random directions per sample, removes their component along `direction` (the step), normalizes
+    them, and evaluates the confidence for `label` at x + r * dir for every radius r. Returns the
+    `quantiles` of the confidence over the k directions: {"radii": (R,), "low": (N, R), "high": (N, R)}.
+    """
+    if x.dim() != 4 or direction.shape != x.shape:
+        raise ValueError(f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, "
+                         f"{tuple(direction.shape)}")
+    if k < 2:
+        raise ValueError(f"k must be >= 2, got {k}")
+    n, c = x.shape[:2]
+    d = x[0].numel()
+    radii_t = torch.as_tensor(list(radii), dtype=torch.float64)
+    u = direction.reshape(n, 1, d).to(torch.float64)
+    u = u / u.norm(dim=2, keepdim=True).clamp_min(1e-300)  # a zero step leaves the directions as drawn
+    norm = validation.normalization(mean, std, c, x.device, x.dtype)
+    per_sample = k * d * x.element_size()
+    step = max(1, chunk_bytes // max(per_sample, 1))
+    q = torch.tensor(quantiles, dtype=torch.float64, device=x.device)
+    low, high = [], []
+    with eval_mode(model):
+        for start in range(0, n, step):
+            m = min(step, n - start)
+            dirs = torch.randn(m, k, d, generator=generator, dtype=torch.float64,
+                               device=generator.device if generator is not None else x.device).to(x.device)
+            us = u[start : start + m]
+            dirs = dirs - (dirs * us).sum(2, keepdim=True) * us
+            dirs = dirs / dirs.norm(dim=2, keepdim=True)
+            base = x[start : start + m].reshape(m, 1, d).to(torch.float64)
+            lab = label[start : start + m].repeat_interleave(k)
+            rows_low, rows_high = [], []
+            for r in radii_t.tolist():
+                points = (base + r * dirs).to(x.dtype).reshape(m * k, *x.shape[1:])
+                if norm is not None:
+                    points = (points - norm[0]) / norm[1]
+                p = class_probability(model(points), lab).view(m, k)
+                qs = torch.quantile(p, q, dim=1)  # (2, m)
+                rows_low.append(qs[0])
+                rows_high.append(qs[1])
+            low.append(torch.stack(rows_low, 1))
+            high.append(torch.stack(rows_high, 1))
+    return {"radii": radii_t, "low": torch.cat(low).float(), "high": torch.cat(high).float()}

@@ -46,3 +46,25 @@ def distances(x: Tensor, target: Tensor) -> Dict[str, Tensor]:
         "linf": diff.abs().amax(dim=1) if diff.shape[1] else l2,
         "ssim": ssim(x, target),
     }
+
+
+def lpips_distance(x: Tensor, target: Tensor, net: str = "alex") -> Tensor:
+    """LPIPS (Zhang et al. 2018) per image, from the `lpips` package and its pretrained weights.
+
+    Raises RuntimeError saying what is missing when the package or its weights cannot be loaded
+    (the weights come from the network on first use)."""
+    try:
+        import lpips
+    except ImportError:
+        raise RuntimeError("LPIPS needs the `lpips` package (pip install lpips) and its pretrained "
+                           f"{net} weights, which it downloads on first use") from None
+    try:
+        model = lpips.LPIPS(net=net, verbose=False).to(x.device).eval()
+    except Exception as error:  # no network or no cached weights
+        raise RuntimeError(f"could not load the LPIPS {net} weights ({error}); they download on first "
+                           "use, so run once with a network or copy them into the torch hub cache") from error
+    images = [t.to(torch.float32) * 2 - 1 for t in (x, target)]  # LPIPS takes [-1, 1]
+    if images[0].shape[1] == 1:
+        images = [t.expand(-1, 3, -1, -1) for t in images]
+    with torch.no_grad():
+        return model(*images).flatten()

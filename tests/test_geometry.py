@@ -57,3 +57,67 @@ def test_distances():
     torch.testing.assert_close(d["l2"], torch.full((2,), 8.0, dtype=torch.float64))
     torch.testing.assert_close(d["rms"], torch.full((2,), 0.5, dtype=torch.float64))
     torch.testing.assert_close(d["linf"], torch.full((2,), 0.5, dtype=torch.float64))
+
+
+def test_triangle_statistics_by_hand():
+    from lst_fast.geometry import per_source, triangle_statistics
+
+    w = triangle_weights(2)  # rows: (1,0,0) (.5,0,.5) (0,0,1) (.5,.5,0) (0,.5,.5) (0,1,0)
+    assert w[0].tolist() == [1.0, 0.0, 0.0]
+    conf = torch.tensor([[0.9, 0.79, 0.95, 0.55, 0.5, 0.75]], dtype=torch.float64)  # no value on a boundary
+    s = triangle_statistics(conf, w)
+    assert float(s["p_source"]) == pytest.approx(0.9)
+    assert float(s["mean"]) == pytest.approx(sum([0.9, 0.79, 0.95, 0.55, 0.5, 0.75]) / 6)
+    assert float(s["frac_above_0"]) == pytest.approx(1 / 6)       # 0.95 > 0.9
+    assert float(s["frac_above_0.1"]) == pytest.approx(2 / 6)     # 0.9, 0.95 > 0.8
+    assert float(s["frac_above_0.2"]) == pytest.approx(4 / 6)     # and 0.79, 0.75 > 0.7
+    assert float(s["frac_above_0.3"]) == pytest.approx(4 / 6)     # 0.55 and 0.5 are not > 0.6
+    # edges from the source: rows 0, 1, 2 (a = 0) and 0, 3, 5 (b = 0); row 4 is the far edge
+    assert float(s["edge_mean"]) == pytest.approx((0.9 + 0.79 + 0.95 + 0.55 + 0.75) / 5)
+    assert float(s["edge_min_drop"]) == pytest.approx(0.55 - 0.9)
+    two = triangle_statistics(torch.cat([conf, torch.full((2, 6), 0.5, dtype=torch.float64)]), w)
+    avg = per_source(two, torch.tensor([0, 0, 1]), 2)
+    assert float(avg["mean"][0]) == pytest.approx((float(s["mean"]) + 0.5) / 2)
+    assert float(avg["edge_min_drop"][0]) == pytest.approx(-0.35) and float(avg["edge_min_drop"][1]) == 0.0
+
+
+def test_width_profile_is_flat_across_a_direction_the_model_ignores():
+    from lst_fast.geometry import width_profile
+
+    class AlongU(torch.nn.Module):  # logits depend on <u, x> only
+        def __init__(self, u):
+            super().__init__()
+            self.register_buffer("u", u.flatten())
+
+        def forward(self, x):
+            s = x.flatten(1).double() @ self.u.double()
+            return torch.stack([4 * s, torch.zeros_like(s)], 1).float()
+
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(1, 3, 5, 5, generator=g)
+    x = torch.rand(2, 3, 5, 5, generator=g)
+    model = AlongU(u)
+    label = torch.zeros(2, dtype=torch.long)
+    out = width_profile(model, x, u.expand_as(x), label, radii=[0.0, 0.5, 2.0], k=16, generator=g)
+    with torch.no_grad():
+        p = torch.softmax(model(x).double(), 1)[:, 0].float()
+    for r in range(3):
+        torch.testing.assert_close(out["low"][:, r], p, rtol=0, atol=1e-4)
+        torch.testing.assert_close(out["high"][:, r], p, rtol=0, atol=1e-4)
+    generic = width_profile(tiny_cnn(scale=12), torch.rand(2, 1, 8, 8, generator=g),
+                            torch.randn(2, 1, 8, 8, generator=g), label, radii=[0.0, 3.0], k=32, generator=g)
+    assert (generic["low"] <= generic["high"]).all()
+    torch.testing.assert_close(generic["low"][:, 0], generic["high"][:, 0])  # radius 0: one point
+    assert (generic["high"][:, 1] - generic["low"][:, 1] > 0).all()
+
+
+def test_lpips_says_what_is_missing():
+    from lst_fast.metrics import lpips_distance
+
+    try:
+        import lpips  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="needs the `lpips` package"):
+            lpips_distance(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16))
+    else:
+        pytest.skip("lpips is installed; its weights may need a network")
