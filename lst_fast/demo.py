@@ -53,7 +53,12 @@ def run_demo(
     """Run the demo; write figures and summary.md / summary.json to `out`; return the numbers."""
     t0 = time.time()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write_test").write_bytes(b"")
+        (out / ".write_test").unlink()
+    except OSError as error:
+        raise ValueError(f"cannot write the demo's output folder {out}: {error.strerror or error}") from error
     settings = {**DEMO_SETTINGS, **overrides}
     if iterations is not None:
         settings["iterations"] = iterations

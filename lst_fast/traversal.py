@@ -20,6 +20,9 @@ from lst_fast.result import TraversalResult
 from lst_fast.version import __version__
 
 
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # the former from torch 2.5
+
+
 @contextlib.contextmanager
 def full_fp32_matmuls() -> Iterator[None]:
     """Exact mode: no TF32 in cuDNN convolutions or cuBLAS products while the model runs."""
@@ -146,7 +149,15 @@ class LevelSetTraversal:
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(f"generator is on {generator.device} but x is on {x.device}")
         with eval_mode(self.model), torch.inference_mode(False), full_fp32_matmuls():
-            return self._traverse(x, y, label, target_label, generator)
+            try:
+                return self._traverse(x, y, label, target_label, generator)
+            except _OUT_OF_MEMORY as error:
+                n = x.shape[0]
+                raise _OUT_OF_MEMORY(
+                    f"LST on a batch of {n} images ran out of {x.device.type} memory; the model's forward and "
+                    f"backward need it for every iteration. Split x and y into batches of {max(1, n // 2)} "
+                    f"or fewer. ({error})"
+                ) from error
 
     # -- the loop -------------------------------------------------------------------------------------
 

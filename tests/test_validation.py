@@ -125,3 +125,29 @@ def test_corrupt_result_file(tmp_path):
         lst_fast.TraversalResult.load(path)
     with pytest.raises(FileNotFoundError):
         lst_fast.TraversalResult.load(tmp_path / "missing.safetensors")
+
+
+def test_out_of_memory_suggests_a_batch_size(setup):
+    model, x, y = setup
+
+    class Hungry(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, t):
+            if torch.is_grad_enabled():
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return self.net(t)
+
+    with pytest.raises(torch.OutOfMemoryError, match="batches of 1 or fewer"):
+        lst_fast.traverse(Hungry(), x, y, iterations=2)
+
+
+def test_demo_reports_an_unwritable_output_folder(tmp_path):
+    from lst_fast.demo import run_demo
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="cannot write the demo's output folder"):
+        run_demo("cnn", out=blocker / "sub", iterations=1, progress=False)
