@@ -1,0 +1,41 @@
+"""Pairs of source and target images for the full evaluation (SPEC.md section 3): in each round every
+source gets a target from a random derangement of the pool, restricted to a different class."""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import Tensor
+
+
+def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_tries: int = 100) -> Tensor:
+    """target[i] for every i with labels[target[i]] != labels[i] (so also target[i] != i), each pool
+    index used exactly once. Raises ValueError when no such pairing exists (one class holds more than
+    half of the pool)."""
+    labels = labels.flatten().cpu()
+    n = labels.numel()
+    if n == 0:
+        return torch.empty(0, dtype=torch.long)
+    largest = int(torch.bincount(labels).max())
+    if 2 * largest > n:
+        raise ValueError(f"no cross-class pairing exists: one class holds {largest} of the {n} pool images")
+    for _ in range(max_tries):
+        perm = torch.randperm(n, generator=generator)
+        # Repair collisions by swapping targets with random partners; accept only a full fix.
+        for _ in range(4 * n):
+            bad = torch.nonzero(labels[perm] == labels).flatten()
+            if bad.numel() == 0:
+                return perm
+            i = int(bad[torch.randint(bad.numel(), (1,), generator=generator)])
+            j = int(torch.randint(n, (1,), generator=generator))
+            if labels[perm[j]] != labels[i] and labels[perm[i]] != labels[j]:
+                perm[i], perm[j] = perm[j].clone(), perm[i].clone()
+    raise ValueError(f"could not find a cross-class pairing in {max_tries} tries")
+
+
+def round_targets(labels: Tensor, rounds: int, seed: int) -> List[Tensor]:
+    """One cross-class derangement per round, reproducible from `seed`."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    generator = torch.Generator().manual_seed(seed)
+    return [cross_class_derangement(labels, generator) for _ in range(rounds)]
