@@ -22,6 +22,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from lst_fast.evaluation import EvalConfig, run_evaluation
+
+    cfg = EvalConfig(model=args.model, data=args.data, rounds=args.rounds, num_samples=args.num_samples,
+                     min_confidence=args.min_confidence, iterations=args.iterations, step_size=args.step_size,
+                     threshold=args.threshold, adv_step_size=args.adv_step_size, chunk_size=args.chunk_size,
+                     seed=args.seed)
+    tables = run_evaluation(cfg, args.out, device=args.device, data_root=args.data_root,
+                            progress=not args.no_progress)
+    print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
+    for key in ("table1", "table2"):
+        print(key + ": " + ", ".join(f"{k} {m:.4f}±{sd:.4f}" for k, (m, sd) in tables[key].items()))
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import lst_fast
 
@@ -44,6 +59,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.add_argument("--out", default="lst_demo")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_demo)
+
+    ev = sub.add_parser("eval", help="Tables 1 and 2 over a pool of correctly classified images (resumable)")
+    ev.add_argument("--model", choices=["cnn", "cnn-robust", "vit"], default="cnn")
+    ev.add_argument("--data", choices=["fashion-mnist", "fashion-mnist-sample"], default="fashion-mnist")
+    ev.add_argument("--data-root", default=None, help="folder with the data set's files")
+    ev.add_argument("--rounds", type=int, default=5)
+    ev.add_argument("--num-samples", type=int, default=100)
+    ev.add_argument("--min-confidence", type=float, default=None, help="pool: also ask confidence above this")
+    ev.add_argument("--iterations", type=int, default=400)
+    ev.add_argument("--step-size", type=float, default=5e-2)
+    ev.add_argument("--threshold", type=float, default=0.2)
+    ev.add_argument("--adv-step-size", type=float, default=2e-3)
+    ev.add_argument("--chunk-size", type=int, default=256)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_eval)
 
     info = sub.add_parser("info", help="which backends (compiled kernels or pure PyTorch) are in use")
     info.set_defaults(func=_info)

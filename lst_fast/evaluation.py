@@ -1,0 +1,236 @@
+"""The full evaluation (SPEC.md section 3): Table 1 (distances from LST outputs to their targets) and
+Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
+
+Results are written chunk by chunk (safetensors, atomic rename) under OUT/results; a run restarted with
+the same configuration skips finished chunks and ends with the same tables. Single process for now.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+import lst_fast
+from lst_fast.geometry import per_source, triangle_confidence, triangle_statistics, triangle_weights
+from lst_fast.metrics import distances
+from lst_fast.pairing import round_targets
+from lst_fast.reference import class_probability
+
+TABLE1 = ("l2", "rms", "linf", "ssim", "initial_confidence", "confidence", "still_source")
+TABLE2 = ("p_source", "mean", "frac_above_0", "frac_above_0.1", "frac_above_0.2", "frac_above_0.3",
+          "edge_mean", "edge_min_drop")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """What an evaluation computes; two runs with equal configs produce equal tables."""
+
+    model: str = "cnn"
+    data: str = "fashion-mnist"
+    rounds: int = 5
+    num_samples: int = 100
+    min_confidence: Optional[float] = None  # the paper also asks confidence > 0.6
+    iterations: int = 400
+    step_size: float = 5e-2
+    threshold: float = 0.2
+    adv_step_size: float = 2e-3
+    init_noise: float = 2 / 255
+    triangle_n: int = 10
+    chunk_size: int = 256
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("rounds", "num_samples", "chunk_size", "triangle_n"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+
+
+def _atomic_save(tensors: Dict[str, Tensor], path: Path, metadata: Optional[dict] = None) -> None:
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
+                  metadata={"lst_fast": json.dumps(metadata or {})})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path) -> Dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def load_data(name: str, root: Optional[str] = None) -> Tuple[Tensor, Tensor]:
+    """Images in [0, 1] (N, C, H, W) float32 and labels (N,)."""
+    from lst_fast.data.fashion_mnist import load_fashion_mnist, load_sample, to_float
+
+    if name == "fashion-mnist":
+        images, labels = load_fashion_mnist("test", root)
+    elif name == "fashion-mnist-sample":
+        images, labels = load_sample()
+    else:
+        raise ValueError(f"unknown data set {name!r}; known: fashion-mnist, fashion-mnist-sample")
+    return to_float(images), labels
+
+
+@torch.no_grad()
+def build_pool(model, images: Tensor, labels: Tensor, cfg: EvalConfig, device, batch: int = 1024) -> Tensor:
+    """Indices of up to num_samples correctly classified images (confidence > min_confidence if set),
+    drawn in a seeded random order."""
+    keep = []
+    for start in range(0, len(images), batch):
+        logits = model(images[start : start + batch].to(device))
+        y = labels[start : start + batch].to(device)
+        ok = logits.argmax(1) == y
+        if cfg.min_confidence is not None:
+            ok &= class_probability(logits, y) > cfg.min_confidence
+        keep.append(ok.cpu())
+    candidates = torch.nonzero(torch.cat(keep)).flatten()
+    order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(cfg.seed))
+    return candidates[order[: cfg.num_samples]].sort().values
+
+
+def _check_or_write_config(out: Path, cfg: EvalConfig) -> None:
+    path = out / "config.json"
+    wanted = dataclasses.asdict(cfg)
+    if path.exists():
+        try:
+            found = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); use a fresh --out folder") from error
+        if found != wanted:
+            diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+            raise ValueError(f"{out} holds results of another configuration (differences, theirs vs ours: {diff}); "
+                             "use a fresh --out folder or the same settings")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(wanted, indent=1))
+    tmp.replace(path)
+
+
+def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[str] = None,
+                   progress: bool = True) -> Dict[str, Dict[str, Tuple[float, float]]]:
+    """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json."""
+    from lst_fast.models import load_model
+
+    cfg.validate()
+    out = Path(out_dir)
+    try:
+        _check_or_write_config(out, cfg)
+    except OSError as error:
+        raise ValueError(f"cannot write to the output folder {out}: {error.strerror or error}") from error
+    results = out / "results"
+    results.mkdir(exist_ok=True)
+    for stale in results.glob(".*.tmp"):  # left by a run killed while writing; its chunk reruns
+        stale.unlink()
+    device = torch.device(device)
+    model = load_model(cfg.model, device)
+    images, labels = load_data(cfg.data, data_root)
+    pool = build_pool(model, images, labels, cfg, device)
+    if len(pool) < 2:
+        raise ValueError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
+    pool_labels = labels[pool]
+    rounds = round_targets(pool_labels, cfg.rounds, cfg.seed)
+    chunks = math.ceil(len(pool) / cfg.chunk_size)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.rounds * chunks, desc="LST chunks", disable=not progress)
+    for r, target in enumerate(rounds):
+        for c in range(chunks):
+            path = results / f"round{r:02d}_chunk{c:05d}.safetensors"
+            if path.exists():
+                bar.update(1)
+                continue
+            rows = torch.arange(c * cfg.chunk_size, min((c + 1) * cfg.chunk_size, len(pool)))
+            src, tgt = pool[rows], pool[target[rows]]
+            xs, xt = images[src].to(device), images[tgt].to(device)
+            generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
+            res = lst_fast.traverse(model, xs, xt, label=labels[src].to(device), iterations=cfg.iterations,
+                                    step_size=cfg.step_size, threshold=cfg.threshold,
+                                    adv_step_size=cfg.adv_step_size, init_noise=cfg.init_noise,
+                                    generator=generator)
+            with torch.no_grad():
+                still = model(res.images).argmax(1) == res.label
+            d = distances(res.images, xt)
+            _atomic_save({"source": src, "target": tgt, "images": res.images, "initial_confidence": res.initial_confidence,
+                          "confidence": res.confidence, "still_source": still.double(),
+                          "accepted_steps": res.accepted_steps, **d}, path)
+            bar.update(1)
+    bar.close()
+
+    per_round = [_load_round(results, r, chunks) for r in range(cfg.rounds)]
+    table1 = {k: torch.cat([pr[k].double().cpu() for pr in per_round]) for k in TABLE1}
+    table2 = _triangles(model, images, labels, pool, per_round, cfg, results, device)
+    tables = {"table1": {k: _mean_std(v) for k, v in table1.items()},
+              "table2": {k: _mean_std(v) for k, v in table2.items()},
+              "pairs": len(pool) * cfg.rounds, "sources": len(pool)}
+    (out / "tables.json").write_text(json.dumps(tables, indent=1))
+    (out / "tables.md").write_text(tables_markdown(tables, cfg))
+    return tables
+
+
+def _load_round(results: Path, r: int, chunks: int) -> Dict[str, Tensor]:
+    parts = [_load(results / f"round{r:02d}_chunk{c:05d}.safetensors") for c in range(chunks)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _triangles(model, images, labels, pool, per_round, cfg, results: Path, device) -> Dict[str, Tensor]:
+    """Table 2: for each source and pair of rounds, the triangle (source, output 1, output 2)."""
+    weights = triangle_weights(cfg.triangle_n)
+    stats: List[Dict[str, Tensor]] = []
+    for r1 in range(cfg.rounds):
+        for r2 in range(r1 + 1, cfg.rounds):
+            path = results / f"triangles_r{r1:02d}_r{r2:02d}.safetensors"
+            if not path.exists():
+                conf = []
+                for start in range(0, len(pool), cfg.chunk_size):
+                    rows = slice(start, start + cfg.chunk_size)
+                    conf.append(triangle_confidence(model, images[pool[rows]].to(device),
+                                                    per_round[r1]["images"][rows].to(device),
+                                                    per_round[r2]["images"][rows].to(device),
+                                                    labels[pool[rows]].to(device), n=cfg.triangle_n).cpu())
+                _atomic_save({"confidence": torch.cat(conf)}, path)
+            stats.append(triangle_statistics(_load(path)["confidence"], weights))
+    if not stats:  # one round: no pair of outputs, no triangles
+        return {k: torch.empty(0, dtype=torch.float64) for k in TABLE2}
+    stacked = {k: torch.cat([s[k] for s in stats]) for k in stats[0]}
+    source_index = torch.arange(len(pool)).repeat(len(stats))
+    return per_source(stacked, source_index, len(pool))
+
+
+def _mean_std(values: Tensor) -> Tuple[float, float]:
+    values = values[~values.isnan()] if values.numel() else values
+    if values.numel() == 0:
+        return (float("nan"), float("nan"))
+    return (float(values.mean()), float(values.std()) if values.numel() > 1 else 0.0)
+
+
+def tables_markdown(tables: dict, cfg: EvalConfig) -> str:
+    lines = [f"# LST evaluation: model `{cfg.model}`, data `{cfg.data}`", "",
+             f"{tables['sources']} sources x {cfg.rounds} rounds = {tables['pairs']} pairs; "
+             f"iterations {cfg.iterations}, step {cfg.step_size:g}, threshold {cfg.threshold:g}, "
+             f"adversarial step {cfg.adv_step_size:g}, seed {cfg.seed}.", ""]
+    for title, key in (("Table 1: LST output vs its target (mean ± std over pairs)", "table1"),
+                       ("Table 2: triangles (source, two LST outputs), mean ± std over sources", "table2")):
+        cols = tables[key]
+        lines += [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+                  "| " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in cols.values()) + " |", "",
+                  "LaTeX:", "", "```", " & ".join(f"${m:.3f} \\pm {s:.3f}$" for m, s in cols.values()) + r" \\",
+                  "```", ""]
+    return "\n".join(lines)

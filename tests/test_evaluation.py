@@ -1,0 +1,72 @@
+"""The evaluation: tables from chunked results, resume after deletion or SIGKILL, config guard."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lst_fast.evaluation import TABLE1, TABLE2, EvalConfig, run_evaluation
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(data="fashion-mnist-sample", num_samples=20, rounds=3, iterations=6, chunk_size=8)
+
+
+def test_tables_and_resume_after_deleted_chunks(tmp_path):
+    cfg = EvalConfig(**SMALL)
+    tables = run_evaluation(cfg, tmp_path, progress=False)
+    assert set(tables["table1"]) == set(TABLE1) and set(tables["table2"]) == set(TABLE2)
+    assert tables["pairs"] == 60 and tables["sources"] == 20
+    assert all(v[0] == v[0] for v in tables["table1"].values())  # no NaN
+    results = sorted((tmp_path / "results").iterdir())
+    assert len([p for p in results if p.name.startswith("round")]) == 9  # 3 rounds x 3 chunks
+    assert len([p for p in results if p.name.startswith("triangles")]) == 3  # pairs of rounds
+    first = (tmp_path / "tables.json").read_text()
+    (tmp_path / "results" / "round01_chunk00002.safetensors").unlink()
+    (tmp_path / "results" / "triangles_r00_r01.safetensors").unlink()
+    kept = tmp_path / "results" / "round00_chunk00000.safetensors"
+    mtime = kept.stat().st_mtime_ns
+    run_evaluation(EvalConfig(**SMALL), tmp_path, progress=False)
+    assert (tmp_path / "tables.json").read_text() == first  # identical tables
+    assert kept.stat().st_mtime_ns == mtime  # finished chunks are not recomputed
+    assert "Table 2" in (tmp_path / "tables.md").read_text()
+
+
+def test_results_folder_of_another_configuration_is_refused(tmp_path):
+    run_evaluation(EvalConfig(**{**SMALL, "rounds": 1}), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        run_evaluation(EvalConfig(**{**SMALL, "rounds": 1, "threshold": 0.1}), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        run_evaluation(EvalConfig(**{**SMALL, "num_samples": 0}), tmp_path / "other", progress=False)
+
+
+def test_a_killed_run_resumes_to_the_same_tables(tmp_path):
+    args = [sys.executable, "-m", "lst_fast", "eval", "--data", "fashion-mnist-sample", "--num-samples", "24",
+            "--rounds", "2", "--iterations", "40", "--chunk-size", "4", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    whole = subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((killed / "results").glob("round*.safetensors"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((killed / "results").glob("round*.safetensors")))
+    assert 3 <= done < 12, "the kill should land in the middle of the run"
+    from safetensors.torch import load_file
+
+    for path in (killed / "results").glob("round*.safetensors"):  # atomic writes: no partial result
+        assert "images" in load_file(str(path))
+    resumed = subprocess.run(args + ["--out", str(killed)], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list((killed / "results").glob(".*.tmp"))
+    assert json.loads((killed / "tables.json").read_text()) == json.loads((tmp_path / "whole" / "tables.json").read_text())
