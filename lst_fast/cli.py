@@ -23,17 +23,33 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import os
+
     from lst_fast.evaluation import EvalConfig, run_evaluation
 
     cfg = EvalConfig(model=args.model, data=args.data, rounds=args.rounds, num_samples=args.num_samples,
                      min_confidence=args.min_confidence, iterations=args.iterations, step_size=args.step_size,
                      threshold=args.threshold, adv_step_size=args.adv_step_size, chunk_size=args.chunk_size,
                      seed=args.seed)
-    tables = run_evaluation(cfg, args.out, device=args.device, data_root=args.data_root,
-                            progress=not args.no_progress)
-    print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
-    for key in ("table1", "table2"):
-        print(key + ": " + ", ".join(f"{k} {m:.4f}±{sd:.4f}" for k, (m, sd) in tables[key].items()))
+    device, world = args.device, int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # under torchrun: one process per device (or per CPU share), results merged on disk
+        import torch
+        import torch.distributed as dist
+
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    try:
+        tables = run_evaluation(cfg, args.out, device=device, data_root=args.data_root,
+                                progress=not args.no_progress)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
+        for key in ("table1", "table2"):
+            print(key + ": " + ", ".join(f"{k} {m:.4f}±{sd:.4f}" for k, (m, sd) in tables[key].items()))
     return 0
 
 

@@ -2,7 +2,9 @@
 Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
 
 Results are written chunk by chunk (safetensors, atomic rename) under OUT/results; a run restarted with
-the same configuration skips finished chunks and ends with the same tables. Single process for now.
+the same configuration skips finished chunks and ends with the same tables. Under torchrun (an
+initialized torch.distributed group) each rank takes every world_size-th chunk and triangle set; every
+chunk is seeded by its position alone, so K processes produce exactly the tables of one.
 """
 from __future__ import annotations
 
@@ -129,15 +131,20 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
     from lst_fast.models import load_model
 
     cfg.validate()
+    rank, world = _rank_and_world()
     out = Path(out_dir)
-    try:
-        _check_or_write_config(out, cfg)
-    except OSError as error:
-        raise ValueError(f"cannot write to the output folder {out}: {error.strerror or error}") from error
     results = out / "results"
-    results.mkdir(exist_ok=True)
-    for stale in results.glob(".*.tmp"):  # left by a run killed while writing; its chunk reruns
-        stale.unlink()
+    for turn in (0, 1):  # rank 0 writes the config and cleans up first; the others then check it
+        if (rank == 0) == (turn == 0):
+            try:
+                _check_or_write_config(out, cfg)
+                results.mkdir(exist_ok=True)
+            except OSError as error:
+                raise ValueError(f"cannot write to the output folder {out}: {error.strerror or error}") from error
+            if rank == 0:
+                for stale in results.glob(".*.tmp"):  # left by a killed run; its chunk reruns
+                    stale.unlink()
+        _barrier(world)
     device = torch.device(device)
     model = load_model(cfg.model, device)
     images, labels = load_data(cfg.data, data_root)
@@ -150,39 +157,60 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.rounds * chunks, desc="LST chunks", disable=not progress)
-    for r, target in enumerate(rounds):
-        for c in range(chunks):
-            path = results / f"round{r:02d}_chunk{c:05d}.safetensors"
-            if path.exists():
-                bar.update(1)
-                continue
-            rows = torch.arange(c * cfg.chunk_size, min((c + 1) * cfg.chunk_size, len(pool)))
-            src, tgt = pool[rows], pool[target[rows]]
-            xs, xt = images[src].to(device), images[tgt].to(device)
-            generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
-            res = lst_fast.traverse(model, xs, xt, label=labels[src].to(device), iterations=cfg.iterations,
-                                    step_size=cfg.step_size, threshold=cfg.threshold,
-                                    adv_step_size=cfg.adv_step_size, init_noise=cfg.init_noise,
-                                    generator=generator)
-            with torch.no_grad():
-                still = model(res.images).argmax(1) == res.label
-            d = distances(res.images, xt)
-            _atomic_save({"source": src, "target": tgt, "images": res.images, "initial_confidence": res.initial_confidence,
-                          "confidence": res.confidence, "still_source": still.double(),
-                          "accepted_steps": res.accepted_steps, **d}, path)
+    mine = [(r, c) for r in range(cfg.rounds) for c in range(chunks)][rank::world]
+    bar = tqdm(total=len(mine), desc="LST chunks" + (f" (rank {rank})" if world > 1 else ""), disable=not progress)
+    for r, c in mine:
+        target = rounds[r]
+        path = results / f"round{r:02d}_chunk{c:05d}.safetensors"
+        if path.exists():
             bar.update(1)
+            continue
+        rows = torch.arange(c * cfg.chunk_size, min((c + 1) * cfg.chunk_size, len(pool)))
+        src, tgt = pool[rows], pool[target[rows]]
+        xs, xt = images[src].to(device), images[tgt].to(device)
+        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
+        res = lst_fast.traverse(model, xs, xt, label=labels[src].to(device), iterations=cfg.iterations,
+                                step_size=cfg.step_size, threshold=cfg.threshold,
+                                adv_step_size=cfg.adv_step_size, init_noise=cfg.init_noise,
+                                generator=generator)
+        with torch.no_grad():
+            still = model(res.images).argmax(1) == res.label
+        d = distances(res.images, xt)
+        _atomic_save({"source": src, "target": tgt, "images": res.images, "initial_confidence": res.initial_confidence,
+                      "confidence": res.confidence, "still_source": still.double(),
+                      "accepted_steps": res.accepted_steps, **d}, path)
+        bar.update(1)
     bar.close()
+    _barrier(world)
 
     per_round = [_load_round(results, r, chunks) for r in range(cfg.rounds)]
     table1 = {k: torch.cat([pr[k].double().cpu() for pr in per_round]) for k in TABLE1}
-    table2 = _triangles(model, images, labels, pool, per_round, cfg, results, device)
+    _compute_triangles(model, images, labels, pool, per_round, cfg, results, device, rank, world)
+    _barrier(world)
+    table2 = _triangle_table(pool, cfg, results)
     tables = {"table1": {k: _mean_std(v) for k, v in table1.items()},
               "table2": {k: _mean_std(v) for k, v in table2.items()},
               "pairs": len(pool) * cfg.rounds, "sources": len(pool)}
-    (out / "tables.json").write_text(json.dumps(tables, indent=1))
-    (out / "tables.md").write_text(tables_markdown(tables, cfg))
+    if rank == 0:
+        (out / "tables.json").write_text(json.dumps(tables, indent=1))
+        (out / "tables.md").write_text(tables_markdown(tables, cfg))
+    _barrier(world)
     return tables
+
+
+def _rank_and_world() -> Tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _load_round(results: Path, r: int, chunks: int) -> Dict[str, Tensor]:
@@ -190,28 +218,40 @@ def _load_round(results: Path, r: int, chunks: int) -> Dict[str, Tensor]:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def _triangles(model, images, labels, pool, per_round, cfg, results: Path, device) -> Dict[str, Tensor]:
-    """Table 2: for each source and pair of rounds, the triangle (source, output 1, output 2)."""
+def _round_pairs(rounds: int) -> List[Tuple[int, int]]:
+    return [(r1, r2) for r1 in range(rounds) for r2 in range(r1 + 1, rounds)]
+
+
+def _triangle_path(results: Path, r1: int, r2: int) -> Path:
+    return results / f"triangles_r{r1:02d}_r{r2:02d}.safetensors"
+
+
+def _compute_triangles(model, images, labels, pool, per_round, cfg, results: Path, device, rank, world) -> None:
+    """Confidence over the triangle (source, output of round r1, output of round r2) for every source
+    and pair of rounds; this rank's share of the pairs, skipping finished ones."""
+    for r1, r2 in _round_pairs(cfg.rounds)[rank::world]:
+        path = _triangle_path(results, r1, r2)
+        if path.exists():
+            continue
+        conf = []
+        for start in range(0, len(pool), cfg.chunk_size):
+            rows = slice(start, start + cfg.chunk_size)
+            conf.append(triangle_confidence(model, images[pool[rows]].to(device),
+                                            per_round[r1]["images"][rows].to(device),
+                                            per_round[r2]["images"][rows].to(device),
+                                            labels[pool[rows]].to(device), n=cfg.triangle_n).cpu())
+        _atomic_save({"confidence": torch.cat(conf)}, path)
+
+
+def _triangle_table(pool, cfg, results: Path) -> Dict[str, Tensor]:
+    """Table 2 per source: its triangles' statistics averaged (the edge minimum: minimum)."""
     weights = triangle_weights(cfg.triangle_n)
-    stats: List[Dict[str, Tensor]] = []
-    for r1 in range(cfg.rounds):
-        for r2 in range(r1 + 1, cfg.rounds):
-            path = results / f"triangles_r{r1:02d}_r{r2:02d}.safetensors"
-            if not path.exists():
-                conf = []
-                for start in range(0, len(pool), cfg.chunk_size):
-                    rows = slice(start, start + cfg.chunk_size)
-                    conf.append(triangle_confidence(model, images[pool[rows]].to(device),
-                                                    per_round[r1]["images"][rows].to(device),
-                                                    per_round[r2]["images"][rows].to(device),
-                                                    labels[pool[rows]].to(device), n=cfg.triangle_n).cpu())
-                _atomic_save({"confidence": torch.cat(conf)}, path)
-            stats.append(triangle_statistics(_load(path)["confidence"], weights))
-    if not stats:  # one round: no pair of outputs, no triangles
+    pairs = _round_pairs(cfg.rounds)
+    if not pairs:  # one round: no pair of outputs, no triangles
         return {k: torch.empty(0, dtype=torch.float64) for k in TABLE2}
+    stats = [triangle_statistics(_load(_triangle_path(results, r1, r2))["confidence"], weights) for r1, r2 in pairs]
     stacked = {k: torch.cat([s[k] for s in stats]) for k in stats[0]}
-    source_index = torch.arange(len(pool)).repeat(len(stats))
-    return per_source(stacked, source_index, len(pool))
+    return per_source(stacked, torch.arange(len(pool)).repeat(len(stats)), len(pool))
 
 
 def _mean_std(values: Tensor) -> Tuple[float, float]:

@@ -70,3 +70,19 @@ def test_a_killed_run_resumes_to_the_same_tables(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert not list((killed / "results").glob(".*.tmp"))
     assert json.loads((killed / "tables.json").read_text()) == json.loads((tmp_path / "whole" / "tables.json").read_text())
+
+
+def test_two_process_gloo_run_equals_one_process(tmp_path):
+    args = ["--data", "fashion-mnist-sample", "--num-samples", "16", "--rounds", "3", "--iterations", "8",
+            "--chunk-size", "4", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "lst_fast", "eval", *args, "--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "lst_fast", "eval", *args, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "tables.json").read_text()) == \
+        json.loads((tmp_path / "one" / "tables.json").read_text())
+    assert len(list((tmp_path / "two" / "results").glob("round*.safetensors"))) == 12
