@@ -53,6 +53,13 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from lst_fast.report import write_report
+
+    print(f"wrote {write_report(args.dir, data_root=args.data_root, device=args.device)}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import lst_fast
 
@@ -93,6 +100,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ev.add_argument("--out", required=True)
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_eval)
+
+    rep = sub.add_parser("report", help="a Markdown report (tables and figures) of a finished evaluation")
+    rep.add_argument("dir")
+    rep.add_argument("--data-root", default=None)
+    rep.add_argument("--device", default="cpu")
+    rep.set_defaults(func=_report)
 
     info = sub.add_parser("info", help="which backends (compiled kernels or pure PyTorch) are in use")
     info.set_defaults(func=_info)

@@ -119,3 +119,38 @@ def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: T
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def pair_strips(sources: Tensor, outputs: Tensor, targets: Tensor, confidence: Tensor, path: Path) -> Path:
+    """Rows of (source, LST output with its source-class confidence, target)."""
+    plt = _pyplot()
+    n = sources.shape[0]
+    fig, axes = plt.subplots(n, 3, figsize=(4.2, 1.45 * n), squeeze=False)
+    for i in range(n):
+        for j, (image, title) in enumerate(((sources[i], "source"), (outputs[i], "LST output"), (targets[i], "target"))):
+            _show(axes[i, j], image)
+            if i == 0:
+                axes[i, j].set_title(title, fontsize=8)
+        axes[i, 1].set_xlabel(f"p={float(confidence[i]):.3f}", fontsize=7, labelpad=1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def width_bands(radii: Tensor, low: Tensor, high: Tensor, path: Path) -> Path:
+    """Per sample, the band between the low and high confidence quantiles against the radius."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for i in range(low.shape[0]):
+        ax.fill_between(radii.numpy(), low[i].numpy(), high[i].numpy(), alpha=0.15, color="tab:blue")
+    ax.plot(radii.numpy(), low.mean(0).numpy(), color="tab:blue", lw=2, label="mean 5% quantile")
+    ax.plot(radii.numpy(), high.mean(0).numpy(), color="tab:orange", lw=2, label="mean 95% quantile")
+    ax.set_xlabel("radius (l2) across the direction source -> output")
+    ax.set_ylabel("source-class confidence")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -86,3 +86,16 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
     assert json.loads((tmp_path / "two" / "tables.json").read_text()) == \
         json.loads((tmp_path / "one" / "tables.json").read_text())
     assert len(list((tmp_path / "two" / "results").glob("round*.safetensors"))) == 12
+
+
+def test_report_of_a_finished_evaluation(tmp_path):
+    from lst_fast.report import write_report
+
+    run_evaluation(EvalConfig(**{**SMALL, "rounds": 2}), tmp_path, progress=False)
+    report = write_report(tmp_path, pairs=4)
+    text = report.read_text()
+    for name in ("report_pairs.png", "report_linear_path.png", "report_triangles.png", "report_width.png"):
+        assert (tmp_path / name).stat().st_size > 0 and name in text
+    assert "Table 1" in text
+    with pytest.raises(FileNotFoundError, match="not a finished evaluation"):
+        write_report(tmp_path / "nothing")

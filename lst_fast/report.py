@@ -1,0 +1,60 @@
+"""`lst-fast report DIR`: a Markdown report of a finished evaluation (tables and figures)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from lst_fast import plots
+from lst_fast.evaluation import EvalConfig, _load, load_data
+from lst_fast.geometry import linear_path_confidence, triangle_weights, width_profile
+
+
+def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, device="cpu") -> Path:
+    """Render OUT/report.md from an evaluation folder written by `lst-fast eval`."""
+    from lst_fast.models import load_model
+
+    out = Path(out_dir)
+    for needed in ("config.json", "tables.md", "results/round00_chunk00000.safetensors"):
+        if not (out / needed).exists():
+            raise FileNotFoundError(f"{out} is not a finished evaluation: {needed} is missing (run `lst-fast eval` first)")
+    cfg = EvalConfig(**json.loads((out / "config.json").read_text()))
+    model = load_model(cfg.model, device)
+    images, labels = load_data(cfg.data, data_root)
+    first = _load(out / "results" / "round00_chunk00000.safetensors")
+    k = min(pairs, first["source"].numel())
+    src, tgt = first["source"][:k], first["target"][:k]
+    xs, xt, outputs = images[src], images[tgt], first["images"][:k]
+    label = labels[src]
+
+    figures = {"pairs": plots.pair_strips(xs, outputs, xt, first["confidence"][:k], out / "report_pairs.png")}
+    line = linear_path_confidence(model, xs.to(device), outputs.to(device), label.to(device), steps=21).cpu()
+    figures["linear paths"] = plots.linear_paths(line, out / "report_linear_path.png")
+    tri_path = out / "results" / "triangles_r00_r01.safetensors"
+    if tri_path.exists():
+        second = _load(out / "results" / "round01_chunk00000.safetensors")
+        m = min(3, k, second["images"].shape[0])
+        conf = _load(tri_path)["confidence"][:m]
+        figures["triangles"] = plots.triangle_maps(conf, triangle_weights(cfg.triangle_n), xs[:m], outputs[:m],
+                                                   second["images"][:m], out / "report_triangles.png")
+    radii = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
+    width = width_profile(model, outputs.to(device), (outputs - xs).to(device), label.to(device), radii, k=64,
+                          generator=torch.Generator(device=device).manual_seed(cfg.seed))
+    figures["width"] = plots.width_bands(width["radii"], width["low"].cpu(), width["high"].cpu(),
+                                         out / "report_width.png")
+
+    text = [(out / "tables.md").read_text(), ""]
+    captions = {
+        "pairs": "Round 0: source, LST output (source-class confidence under it), target.",
+        "linear paths": "Confidence along (1 - t) source + t output for the pairs above.",
+        "triangles": "Confidence over triangles (source, output of round 0, output of round 1).",
+        "width": "Width at the outputs: confidence quantiles (5%, 95%) over 64 random directions "
+                 "orthogonal to (output - source), against the radius.",
+    }
+    for name, path in figures.items():
+        text += [f"## {name}", "", captions[name], "", f"![{name}]({path.name})", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(text))
+    return report
