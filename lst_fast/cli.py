@@ -27,7 +27,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from lst_fast.evaluation import EvalConfig, run_evaluation
 
-    cfg = EvalConfig(model=args.model, data=args.data, rounds=args.rounds, num_samples=args.num_samples,
+    cfg = EvalConfig(model=args.model, checkpoint=args.checkpoint, pretrained=not args.no_pretrained, data=args.data, rounds=args.rounds, num_samples=args.num_samples,
                      min_confidence=args.min_confidence, iterations=args.iterations, step_size=args.step_size,
                      threshold=args.threshold, adv_step_size=args.adv_step_size, chunk_size=args.chunk_size,
                      seed=args.seed)
@@ -84,8 +84,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.set_defaults(func=_demo)
 
     ev = sub.add_parser("eval", help="Tables 1 and 2 over a pool of correctly classified images (resumable)")
-    ev.add_argument("--model", choices=["cnn", "cnn-robust", "vit"], default="cnn")
-    ev.add_argument("--data", choices=["fashion-mnist", "fashion-mnist-sample"], default="fashion-mnist")
+    ev.add_argument("--model", default="cnn",
+                    help="cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
+                         "(fashion_cnn, fashion_vit, timm:NAME, ...) with --checkpoint")
+    ev.add_argument("--checkpoint", default=None, help="weights file: safetensors or a weights-only torch file")
+    ev.add_argument("--no-pretrained", action="store_true", help="timm/torchvision: random initialization")
+    ev.add_argument("--data", default="fashion-mnist",
+                    help="fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE")
     ev.add_argument("--data-root", default=None, help="folder with the data set's files")
     ev.add_argument("--rounds", type=int, default=5)
     ev.add_argument("--num-samples", type=int, default=100)

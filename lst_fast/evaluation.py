@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 import lst_fast
+from lst_fast.data.sources import ImageSet, open_image_set
 from lst_fast.geometry import per_source, triangle_confidence, triangle_statistics, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.pairing import round_targets
@@ -34,8 +35,10 @@ TABLE2 = ("p_source", "mean", "frac_above_0", "frac_above_0.1", "frac_above_0.2"
 class EvalConfig:
     """What an evaluation computes; two runs with equal configs produce equal tables."""
 
-    model: str = "cnn"
-    data: str = "fashion-mnist"
+    model: str = "cnn"  # a shipped name, timm:NAME, torchvision:NAME, or an architecture with checkpoint
+    checkpoint: Optional[str] = None
+    pretrained: bool = True
+    data: str = "fashion-mnist"  # see lst_fast.data.sources
     rounds: int = 5
     num_samples: int = 100
     min_confidence: Optional[float] = None  # the paper also asks confidence > 0.6
@@ -76,27 +79,15 @@ def _load(path: Path) -> Dict[str, Tensor]:
     return load_file(str(path))
 
 
-def load_data(name: str, root: Optional[str] = None) -> Tuple[Tensor, Tensor]:
-    """Images in [0, 1] (N, C, H, W) float32 and labels (N,)."""
-    from lst_fast.data.fashion_mnist import load_fashion_mnist, load_sample, to_float
-
-    if name == "fashion-mnist":
-        images, labels = load_fashion_mnist("test", root)
-    elif name == "fashion-mnist-sample":
-        images, labels = load_sample()
-    else:
-        raise ValueError(f"unknown data set {name!r}; known: fashion-mnist, fashion-mnist-sample")
-    return to_float(images), labels
-
-
 @torch.no_grad()
-def build_pool(model, images: Tensor, labels: Tensor, cfg: EvalConfig, device, batch: int = 1024) -> Tensor:
+def build_pool(model, data: ImageSet, cfg: EvalConfig, device, batch: int = 512) -> Tensor:
     """Indices of up to num_samples correctly classified images (confidence > min_confidence if set),
     drawn in a seeded random order."""
     keep = []
-    for start in range(0, len(images), batch):
-        logits = model(images[start : start + batch].to(device))
-        y = labels[start : start + batch].to(device)
+    for start in range(0, len(data), batch):
+        index = torch.arange(start, min(start + batch, len(data)))
+        logits = model(data.get(index).to(device))
+        y = data.labels[index].to(device)
         ok = logits.argmax(1) == y
         if cfg.min_confidence is not None:
             ok &= class_probability(logits, y) > cfg.min_confidence
@@ -128,7 +119,7 @@ def _check_or_write_config(out: Path, cfg: EvalConfig) -> None:
 def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[str] = None,
                    progress: bool = True) -> Dict[str, Dict[str, Tuple[float, float]]]:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json."""
-    from lst_fast.models import load_model
+    from lst_fast.models import resolve_model
 
     cfg.validate()
     rank, world = _rank_and_world()
@@ -146,9 +137,10 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
                     stale.unlink()
         _barrier(world)
     device = torch.device(device)
-    model = load_model(cfg.model, device)
-    images, labels = load_data(cfg.data, data_root)
-    pool = build_pool(model, images, labels, cfg, device)
+    model = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+    data = open_image_set(cfg.data, data_root)
+    labels = data.labels
+    pool = build_pool(model, data, cfg, device)
     if len(pool) < 2:
         raise ValueError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
     pool_labels = labels[pool]
@@ -167,7 +159,7 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
             continue
         rows = torch.arange(c * cfg.chunk_size, min((c + 1) * cfg.chunk_size, len(pool)))
         src, tgt = pool[rows], pool[target[rows]]
-        xs, xt = images[src].to(device), images[tgt].to(device)
+        xs, xt = data.get(src).to(device), data.get(tgt).to(device)
         generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
         res = lst_fast.traverse(model, xs, xt, label=labels[src].to(device), iterations=cfg.iterations,
                                 step_size=cfg.step_size, threshold=cfg.threshold,
@@ -185,7 +177,7 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
 
     per_round = [_load_round(results, r, chunks) for r in range(cfg.rounds)]
     table1 = {k: torch.cat([pr[k].double().cpu() for pr in per_round]) for k in TABLE1}
-    _compute_triangles(model, images, labels, pool, per_round, cfg, results, device, rank, world)
+    _compute_triangles(model, data, pool, per_round, cfg, results, device, rank, world)
     _barrier(world)
     table2 = _triangle_table(pool, cfg, results)
     tables = {"table1": {k: _mean_std(v) for k, v in table1.items()},
@@ -226,7 +218,7 @@ def _triangle_path(results: Path, r1: int, r2: int) -> Path:
     return results / f"triangles_r{r1:02d}_r{r2:02d}.safetensors"
 
 
-def _compute_triangles(model, images, labels, pool, per_round, cfg, results: Path, device, rank, world) -> None:
+def _compute_triangles(model, data: ImageSet, pool, per_round, cfg, results: Path, device, rank, world) -> None:
     """Confidence over the triangle (source, output of round r1, output of round r2) for every source
     and pair of rounds; this rank's share of the pairs, skipping finished ones."""
     for r1, r2 in _round_pairs(cfg.rounds)[rank::world]:
@@ -236,10 +228,10 @@ def _compute_triangles(model, images, labels, pool, per_round, cfg, results: Pat
         conf = []
         for start in range(0, len(pool), cfg.chunk_size):
             rows = slice(start, start + cfg.chunk_size)
-            conf.append(triangle_confidence(model, images[pool[rows]].to(device),
+            conf.append(triangle_confidence(model, data.get(pool[rows]).to(device),
                                             per_round[r1]["images"][rows].to(device),
                                             per_round[r2]["images"][rows].to(device),
-                                            labels[pool[rows]].to(device), n=cfg.triangle_n).cpu())
+                                            data.labels[pool[rows]].to(device), n=cfg.triangle_n).cpu())
         _atomic_save({"confidence": torch.cat(conf)}, path)
 
 

@@ -8,26 +8,27 @@ from typing import Optional
 import torch
 
 from lst_fast import plots
-from lst_fast.evaluation import EvalConfig, _load, load_data
+from lst_fast.data.sources import open_image_set
+from lst_fast.evaluation import EvalConfig, _load
 from lst_fast.geometry import linear_path_confidence, triangle_weights, width_profile
 
 
 def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, device="cpu") -> Path:
     """Render OUT/report.md from an evaluation folder written by `lst-fast eval`."""
-    from lst_fast.models import load_model
+    from lst_fast.models import resolve_model
 
     out = Path(out_dir)
     for needed in ("config.json", "tables.md", "results/round00_chunk00000.safetensors"):
         if not (out / needed).exists():
             raise FileNotFoundError(f"{out} is not a finished evaluation: {needed} is missing (run `lst-fast eval` first)")
     cfg = EvalConfig(**json.loads((out / "config.json").read_text()))
-    model = load_model(cfg.model, device)
-    images, labels = load_data(cfg.data, data_root)
+    model = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+    data = open_image_set(cfg.data, data_root)
     first = _load(out / "results" / "round00_chunk00000.safetensors")
     k = min(pairs, first["source"].numel())
     src, tgt = first["source"][:k], first["target"][:k]
-    xs, xt, outputs = images[src], images[tgt], first["images"][:k]
-    label = labels[src]
+    xs, xt, outputs = data.get(src), data.get(tgt), first["images"][:k]
+    label = data.labels[src]
 
     figures = {"pairs": plots.pair_strips(xs, outputs, xt, first["confidence"][:k], out / "report_pairs.png")}
     line = linear_path_confidence(model, xs.to(device), outputs.to(device), label.to(device), steps=21).cpu()

@@ -99,3 +99,21 @@ def test_report_of_a_finished_evaluation(tmp_path):
     assert "Table 1" in text
     with pytest.raises(FileNotFoundError, match="not a finished evaluation"):
         write_report(tmp_path / "nothing")
+
+
+def test_eval_on_a_tensor_file_with_a_checkpointed_model(tmp_path):
+    from safetensors.torch import save_file
+
+    from lst_fast.data.fashion_mnist import load_sample
+    from lst_fast.models import load_model
+
+    images, labels = load_sample()
+    save_file({"images": images, "labels": labels}, str(tmp_path / "data.safetensors"))
+    save_file({k: v.contiguous() for k, v in load_model("cnn").state_dict().items()}, str(tmp_path / "w.safetensors"))
+    cfg = EvalConfig(model="fashion_cnn", checkpoint=str(tmp_path / "w.safetensors"),
+                     data=f"tensor:{tmp_path / 'data.safetensors'}", num_samples=10, rounds=2, iterations=3,
+                     chunk_size=5)
+    tables = run_evaluation(cfg, tmp_path / "out", progress=False)
+    same = run_evaluation(EvalConfig(**{**SMALL, "num_samples": 10, "rounds": 2, "iterations": 3, "chunk_size": 5}),
+                          tmp_path / "ref", progress=False)
+    assert tables["table1"] == same["table1"]  # the same model and images, loaded another way

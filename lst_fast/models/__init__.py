@@ -1,14 +1,19 @@
-"""Models by name. The shipped Fashion-MNIST models load offline, weights only, from safetensors:
+"""Models by name, all taking images in [0, 1] (normalization inside). The shipped Fashion-MNIST models
+load offline, weights only, from safetensors:
 
     cnn         FashionCNN, normal training
     cnn-robust  the same CNN, PGD adversarial training (l_inf eps 0.1)
     vit         a small timm VisionTransformer (4x4 patches)
+
+resolve_model also takes timm:NAME and torchvision:NAME (pretrained weights from the network unless
+pretrained=False), and an architecture with weights from a file (safetensors, or a torch file read with
+weights_only=True).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import torch
 from torch import nn
@@ -64,3 +69,66 @@ def load_model(name: str, device: Union[str, torch.device] = "cpu") -> nn.Module
     """A shipped model by name, in eval mode, on `device`."""
     info = model_info(name)
     return load_checkpoint(info["architecture"], shipped_path(name)).to(device)
+
+
+def _read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickles code
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict")
+    return state
+
+
+def resolve_model(spec: str, device: Union[str, torch.device] = "cpu", pretrained: bool = True,
+                  checkpoint: Optional[Union[str, Path]] = None) -> nn.Module:
+    """A model by name (see the module docstring), in eval mode, normalizing inside."""
+    from lst_fast.models.fashion import Normalize
+
+    if spec in SHIPPED and checkpoint is None:
+        return load_model(spec, device)
+    kind, _, name = spec.partition(":")
+    mean = std = None
+    if spec in ARCHITECTURES:
+        net = ARCHITECTURES[spec]()
+        if checkpoint is None:
+            raise ValueError(f"architecture {spec!r} needs a checkpoint; the shipped models are {sorted(SHIPPED)}")
+    elif kind == "timm" and name:
+        import timm
+
+        try:
+            net = timm.create_model(name, pretrained=pretrained and checkpoint is None)
+        except Exception as error:
+            raise RuntimeError(f"could not create timm model {name!r} ({error}); pretrained weights come from "
+                               "the network (or its cache): pass pretrained=False / --no-pretrained or a checkpoint") from error
+        cfg = getattr(net, "pretrained_cfg", {}) or {}
+        mean, std = cfg.get("mean"), cfg.get("std")
+    elif kind == "torchvision" and name:
+        import torchvision
+
+        try:
+            net = torchvision.models.get_model(name, weights="DEFAULT" if pretrained and checkpoint is None else None)
+        except Exception as error:
+            raise RuntimeError(f"could not create torchvision model {name!r} ({error}); pretrained weights come "
+                               "from the network: pass pretrained=False / --no-pretrained or a checkpoint") from error
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's ImageNet weights
+    else:
+        raise ValueError(f"unknown model {spec!r}: a shipped name {sorted(SHIPPED)}, an architecture "
+                         f"{sorted(ARCHITECTURES)} with a checkpoint, timm:NAME or torchvision:NAME")
+    if checkpoint is not None:
+        try:
+            net.load_state_dict(_read_state_dict(checkpoint), strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{checkpoint} does not fit {spec}: {error}") from error
+    model = nn.Sequential(Normalize(mean, std), net) if mean is not None and std is not None else net
+    return model.eval().to(device)

@@ -9,10 +9,12 @@ MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set statistics
 
 
 class Normalize(nn.Module):
-    def __init__(self, mean: float = MEAN, std: float = STD):
+    """(x - mean) / std with per-channel (or one) mean and std, so models take images in [0, 1]."""
+
+    def __init__(self, mean=MEAN, std=STD):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 1, 1, 1))
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

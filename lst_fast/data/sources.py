@@ -1,0 +1,109 @@
+"""Image sets for the evaluation, by name: images in [0, 1] fetched by index, labels in memory.
+
+    fashion-mnist          Fashion-MNIST test split (Debian package, $LST_FAST_DATA or --data-root)
+    fashion-mnist-sample   the 100 images shipped in the package
+    cifar10:DIR            CIFAR-10 test batch, binary version (DIR holds test_batch.bin); no unpickling
+    imagefolder:DIR        class-per-folder tree (ImageNet val layout), resized to 256, center-cropped to 224
+    tensor:FILE            a safetensors file with "images" (N, C, H, W; uint8 or float in [0, 1]) and "labels"
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class ImageSet:
+    """Labels (N,) in memory; images fetched by index as float32 (n, C, H, W) in [0, 1]."""
+
+    def __init__(self, labels: Tensor, fetch: Callable[[Tensor], Tensor], name: str):
+        self.labels = labels.to(torch.long)
+        self._fetch = fetch
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def get(self, index: Tensor) -> Tensor:
+        return self._fetch(index.to(torch.long).cpu())
+
+
+def _in_memory(images: Tensor, labels: Tensor, name: str) -> ImageSet:
+    def fetch(index: Tensor) -> Tensor:
+        batch = images[index]
+        return batch.to(torch.float32) / 255.0 if batch.dtype == torch.uint8 else batch.to(torch.float32)
+
+    return ImageSet(labels, fetch, name)
+
+
+def read_cifar10_binary(directory: Path) -> tuple:
+    """CIFAR-10 test batch from the binary version: records of 1 label byte and 3072 pixel bytes."""
+    path = Path(directory) / "test_batch.bin"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: give the folder of the CIFAR-10 binary version "
+                                "(cifar-10-batches-bin), which holds test_batch.bin")
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0 or data.size % 3073:
+        raise ValueError(f"{path} holds {data.size} bytes, not a whole number of 3073-byte CIFAR-10 records")
+    records = data.reshape(-1, 3073)
+    labels = torch.from_numpy(records[:, 0].astype(np.int64))
+    if int(labels.max()) > 9:
+        raise ValueError(f"{path} has labels up to {int(labels.max())}; CIFAR-10 has 10 classes")
+    images = torch.from_numpy(records[:, 1:].copy()).view(-1, 3, 32, 32)
+    return images, labels
+
+
+def _image_folder(directory: Path) -> ImageSet:
+    from PIL import Image
+    from torchvision import transforms
+
+    root = Path(directory)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not classes:
+        raise FileNotFoundError(f"{root} has no class folders (expected ROOT/CLASS/IMAGE files)")
+    files, labels = [], []
+    for k, name in enumerate(classes):
+        for f in sorted((root / name).iterdir()):
+            if f.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".jpeg"}:
+                files.append(f)
+                labels.append(k)
+    if not files:
+        raise FileNotFoundError(f"{root} has class folders but no images in them")
+    prep = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+
+    def fetch(index: Tensor) -> Tensor:
+        return torch.stack([prep(Image.open(files[i]).convert("RGB")) for i in index.tolist()])
+
+    return ImageSet(torch.tensor(labels), fetch, f"imagefolder:{root}")
+
+
+def open_image_set(spec: str, root: Optional[str] = None) -> ImageSet:
+    """An image set from its name (see the module docstring)."""
+    from lst_fast.data.fashion_mnist import load_fashion_mnist, load_sample
+
+    kind, _, arg = spec.partition(":")
+    if spec == "fashion-mnist":
+        return _in_memory(*load_fashion_mnist("test", root), spec)
+    if spec == "fashion-mnist-sample":
+        return _in_memory(*load_sample(), spec)
+    if kind == "cifar10" and arg:
+        return _in_memory(*read_cifar10_binary(Path(arg)), spec)
+    if kind == "imagefolder" and arg:
+        return _image_folder(Path(arg))
+    if kind == "tensor" and arg:
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(arg)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no tensor file at {arg}") from None
+        except Exception as error:
+            raise ValueError(f"{arg} is not a readable safetensors file: {error}") from error
+        if "images" not in tensors or "labels" not in tensors or tensors["images"].dim() != 4:
+            raise ValueError(f"{arg} must hold 'images' (N, C, H, W) and 'labels' (N,)")
+        return _in_memory(tensors["images"], tensors["labels"], spec)
+    raise ValueError(f"unknown data {spec!r}: use fashion-mnist, fashion-mnist-sample, cifar10:DIR, "
+                     "imagefolder:DIR or tensor:FILE")

@@ -1,0 +1,66 @@
+"""Image sets and models by name for the evaluation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lst_fast.data.sources import open_image_set
+from lst_fast.models import load_model, resolve_model
+
+
+def test_cifar10_binary_and_its_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    records = np.concatenate([np.array([[3], [7], [0]], dtype=np.uint8),
+                              rng.integers(0, 256, (3, 3072), dtype=np.uint8)], axis=1)
+    records.tofile(tmp_path / "test_batch.bin")
+    data = open_image_set(f"cifar10:{tmp_path}")
+    assert len(data) == 3 and data.labels.tolist() == [3, 7, 0]
+    images = data.get(torch.tensor([1, 2]))
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
+    torch.testing.assert_close(images[0, 0, 0, :3], torch.from_numpy(records[1, 1:4] / 255.0).float())
+    (tmp_path / "test_batch.bin").write_bytes(records.tobytes()[:-5])
+    with pytest.raises(ValueError, match="not a whole number of 3073-byte"):
+        open_image_set(f"cifar10:{tmp_path}")
+    with pytest.raises(FileNotFoundError, match="test_batch.bin"):
+        open_image_set(f"cifar10:{tmp_path / 'missing'}")
+
+
+def test_tensor_file_and_image_folder(tmp_path):
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    save_file({"images": torch.randint(0, 256, (4, 1, 5, 5), dtype=torch.uint8), "labels": torch.arange(4)},
+              str(tmp_path / "t.safetensors"))
+    data = open_image_set(f"tensor:{tmp_path / 't.safetensors'}")
+    assert data.get(torch.arange(4)).max() <= 1 and len(data) == 4
+    for k, name in enumerate(["cat", "dog"]):
+        (tmp_path / "tree" / name).mkdir(parents=True)
+        Image.fromarray(np.full((300, 260, 3), 40 * k, dtype=np.uint8)).save(tmp_path / "tree" / name / "a.png")
+    tree = open_image_set(f"imagefolder:{tmp_path / 'tree'}")
+    assert tree.labels.tolist() == [0, 1] and tree.get(torch.tensor([1])).shape == (1, 3, 224, 224)
+    with pytest.raises(ValueError, match="unknown data"):
+        open_image_set("mnist")
+
+
+def test_models_by_name_and_from_checkpoints(tmp_path):
+    from safetensors.torch import save_file
+
+    timm_model = resolve_model("timm:resnet18", pretrained=False)
+    assert timm_model(torch.rand(1, 3, 64, 64)).shape == (1, 1000) and not timm_model.training
+    tv = resolve_model("torchvision:resnet18", pretrained=False)
+    assert tv(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
+    shipped = load_model("cnn")
+    state = {k: v.contiguous() for k, v in shipped.state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    torch.save(state, tmp_path / "w.pt")
+    x = torch.rand(3, 1, 28, 28)
+    for path in (tmp_path / "w.safetensors", tmp_path / "w.pt"):
+        again = resolve_model("fashion_cnn", checkpoint=path)
+        torch.testing.assert_close(again(x), shipped(x))
+    with pytest.raises(ValueError, match="does not fit"):
+        resolve_model("fashion_vit", checkpoint=tmp_path / "w.safetensors")
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        resolve_model("fashion_cnn")
+    with pytest.raises(ValueError, match="unknown model"):
+        resolve_model("resnet")
