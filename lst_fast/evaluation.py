@@ -170,7 +170,8 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
         d = distances(res.images, xt)
         _atomic_save({"source": src, "target": tgt, "images": res.images, "initial_confidence": res.initial_confidence,
                       "confidence": res.confidence, "still_source": still.double(),
-                      "accepted_steps": res.accepted_steps, **d}, path)
+                      "accepted_steps": res.accepted_steps, **d}, path,
+                     metadata={"round": r, "chunk": c, "config": dataclasses.asdict(cfg)})
         bar.update(1)
     bar.close()
     _barrier(world)
