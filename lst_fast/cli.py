@@ -118,6 +118,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        # Every finished chunk is already on disk (atomic writes); the same command resumes.
+        print(f"lst-fast {args.command}: interrupted; finished work is saved, run the same command to resume",
+              file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"lst-fast {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -45,7 +45,24 @@ def test_results_folder_of_another_configuration_is_refused(tmp_path):
         run_evaluation(EvalConfig(**{**SMALL, "num_samples": 0}), tmp_path / "other", progress=False)
 
 
-def test_a_killed_run_resumes_to_the_same_tables(tmp_path):
+def _count(folder: Path) -> int:
+    return len(list((folder / "results").glob("round*.safetensors")))
+
+
+def _start_and_stop(args, env, out: Path, after_chunks: int, sig) -> int:
+    """Start an eval, send `sig` once `after_chunks` chunk files exist; return the process's exit code."""
+    proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and _count(out) < after_chunks and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc.returncode
+
+
+def test_a_run_killed_several_times_resumes_to_the_same_tables(tmp_path):
+    from safetensors.torch import load_file
+
     args = [sys.executable, "-m", "lst_fast", "eval", "--data", "fashion-mnist-sample", "--num-samples", "24",
             "--rounds", "2", "--iterations", "40", "--chunk-size", "4", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -53,23 +70,31 @@ def test_a_killed_run_resumes_to_the_same_tables(tmp_path):
                            timeout=600)
     assert whole.returncode == 0, whole.stderr
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(args + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list((killed / "results").glob("round*.safetensors"))) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(list((killed / "results").glob("round*.safetensors")))
-    assert 3 <= done < 12, "the kill should land in the middle of the run"
-    from safetensors.torch import load_file
-
-    for path in (killed / "results").glob("round*.safetensors"):  # atomic writes: no partial result
-        assert "images" in load_file(str(path))
+    for after in (2, 5, 8):  # SIGKILL at three points of the same run
+        assert _start_and_stop(args, env, killed, after, signal.SIGKILL) == -signal.SIGKILL
+        assert after <= _count(killed) < 12, "each kill should land in the middle of the run"
+        for path in (killed / "results").glob("round*.safetensors"):  # atomic writes: no partial result
+            assert "images" in load_file(str(path))
     resumed = subprocess.run(args + ["--out", str(killed)], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert not list((killed / "results").glob(".*.tmp"))
     assert json.loads((killed / "tables.json").read_text()) == json.loads((tmp_path / "whole" / "tables.json").read_text())
+
+
+def test_sigint_stops_cleanly_and_keeps_finished_chunks(tmp_path):
+    args = [sys.executable, "-m", "lst_fast", "eval", "--data", "fashion-mnist-sample", "--num-samples", "24",
+            "--rounds", "2", "--iterations", "40", "--chunk-size", "4", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and _count(out) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted; finished work is saved" in err
+    assert 2 <= _count(out) < 12 and not (out / "tables.json").exists()
 
 
 def test_two_process_gloo_run_equals_one_process(tmp_path):

@@ -245,14 +245,16 @@ def test_ops_under_torch_compile(device):
     dtype=st.sampled_from(DTYPES),
     step_size=st.floats(1e-4, 1.0),
     adv_step_size=st.sampled_from([0.0, 1e-3, 0.05]),
-    scale=st.sampled_from([0.0, 1e-30, 1e-3, 1.0, 1e3]),
+    scale=st.sampled_from([0.0, 1e-40, 1e-30, 1e-3, 1.0, 1e3]),  # 1e-40: float32 subnormal gradients
+    at_bounds=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_orthogonal_step_property(n, rest, dtype, step_size, adv_step_size, scale, seed):
+def test_orthogonal_step_property(n, rest, dtype, step_size, adv_step_size, scale, at_bounds, seed):
     native_or_skip("orthogonal_step", "cpu")
     gen = torch.Generator().manual_seed(seed)
     shape = (n, *rest)
-    x = torch.rand(shape, generator=gen).to(dtype)
+    x = torch.rand(shape, generator=gen)
+    x = (x.round() if at_bounds else x).to(dtype)  # every value exactly at lo or hi
     target = torch.rand(shape, generator=gen).to(dtype)
     grad = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
     adv = ((torch.rand(shape, generator=gen) * 2 - 1) * adv_step_size).to(dtype)

@@ -151,3 +151,35 @@ def test_demo_reports_an_unwritable_output_folder(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ValueError, match="cannot write the demo's output folder"):
         run_demo("cnn", out=blocker / "sub", iterations=1, progress=False)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--rounds", "0"], "rounds must be >= 1"),
+        (["--data", "mnist"], "unknown data"),
+        (["--model", "resnet"], "unknown model"),
+        (["--data", "cifar10:/nonexistent"], "test_batch.bin not found"),
+        (["--model", "fashion_cnn", "--checkpoint", "/nonexistent.safetensors"], "no checkpoint at"),
+    ],
+)
+def test_eval_cli_reports_bad_arguments(tmp_path, capsys, extra, message):
+    from lst_fast.cli import main
+
+    args = ["eval", "--data", "fashion-mnist-sample", "--num-samples", "4", "--iterations", "1",
+            "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(args + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_geometry_rejects_bad_shapes():
+    from lst_fast.geometry import triangle_statistics, width_profile
+
+    model = tiny_cnn(scale=12)
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="direction of its shape"):
+        width_profile(model, x, x[:1], torch.zeros(2, dtype=torch.long), [0.0, 1.0])
+    with pytest.raises(ValueError, match="k must be >= 2"):
+        width_profile(model, x, x, torch.zeros(2, dtype=torch.long), [1.0], k=1)
+    with pytest.raises(ValueError, match=r"need confidence \(T, P\) and weights \(P, 3\)"):
+        triangle_statistics(torch.rand(2, 5), torch.rand(6, 3))
