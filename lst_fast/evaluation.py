@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -25,6 +23,7 @@ from lst_fast.geometry import per_source, triangle_confidence, triangle_statisti
 from lst_fast.metrics import distances
 from lst_fast.pairing import round_targets
 from lst_fast.reference import class_probability
+from lst_fast.storage import atomic_save
 
 TABLE1 = ("l2", "rms", "linf", "ssim", "initial_confidence", "confidence", "still_source")
 TABLE2 = ("p_source", "mean", "frac_above_0", "frac_above_0.1", "frac_above_0.2", "frac_above_0.3",
@@ -60,17 +59,7 @@ class EvalConfig:
 
 
 def _atomic_save(tensors: Dict[str, Tensor], path: Path, metadata: Optional[dict] = None) -> None:
-    from safetensors.torch import save_file
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-                  metadata={"lst_fast": json.dumps(metadata or {})})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save(tensors, path, {"lst_fast": json.dumps(metadata or {})})
 
 
 def _load(path: Path) -> Dict[str, Tensor]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -55,24 +54,10 @@ class TraversalResult:
 
         The file is written to a temporary name and renamed, so a crash never leaves a partial file.
         """
-        from safetensors.torch import save_file
+        from lst_fast.storage import atomic_save
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.detach().contiguous().cpu() for name, t in self.tensors().items()}
         metadata = {_METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config})}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are ordinary files
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_save(self.tensors(), Path(path), metadata)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
