@@ -180,3 +180,22 @@ def width_profile(
             low.append(torch.stack(rows_low, 1))
             high.append(torch.stack(rows_high, 1))
     return {"radii": radii_t, "low": torch.cat(low).float(), "high": torch.cat(high).float()}
+
+
+def width_along_path(model: torch.nn.Module, result, radii: Sequence[float], **kw) -> Dict[str, Tensor]:
+    """width_profile at every recorded iterate of a traversal (record_every > 0), the step direction
+    being the move to the next recorded iterate: {"radii": (R,), "iterations": (S,), "low"/"high":
+    (S, N, R)} over the S recorded iterates that have a successor."""
+    if result.trace_images is None or result.trace_images.shape[0] < 2:
+        raise ValueError("width_along_path needs a traversal recorded with record_every > 0")
+    images = result.trace_images
+    device = result.images.device
+    label = result.label.to(device)
+    low, high, out = [], [], None
+    for s in range(images.shape[0] - 1):
+        x = images[s].to(device)
+        out = width_profile(model, x, images[s + 1].to(device) - x, label, radii, **kw)
+        low.append(out["low"])
+        high.append(out["high"])
+    return {"radii": out["radii"], "iterations": result.trace_iterations[:-1],
+            "low": torch.stack(low), "high": torch.stack(high)}

@@ -121,3 +121,18 @@ def test_lpips_says_what_is_missing():
             lpips_distance(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16))
     else:
         pytest.skip("lpips is installed; its weights may need a network")
+
+
+def test_width_along_a_recorded_path():
+    import lst_fast
+    from lst_fast.geometry import width_along_path
+
+    model = tiny_cnn(scale=12)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(3, 1, 8, 8, generator=g), torch.rand(3, 1, 8, 8, generator=g)
+    result = lst_fast.traverse(model, x, y, iterations=6, record_every=2, step_size=0.05)
+    out = width_along_path(model, result, [0.0, 1.0], k=8, generator=g)
+    assert out["low"].shape == (3, 3, 2) and out["iterations"].tolist() == [0, 2, 4]
+    assert (out["low"] <= out["high"]).all()
+    with pytest.raises(ValueError, match="record_every > 0"):
+        width_along_path(model, lst_fast.traverse(model, x, y, iterations=2), [1.0])
