@@ -62,7 +62,7 @@ def _atomic_save(tensors: Dict[str, Tensor], path: Path, metadata: Optional[dict
     atomic_save(tensors, path, {"lst_fast": json.dumps(metadata or {})})
 
 
-def _load(path: Path) -> Dict[str, Tensor]:
+def load_tensors(path: Path) -> Dict[str, Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
@@ -196,7 +196,7 @@ def _barrier(world: int) -> None:
 
 
 def _load_round(results: Path, r: int, chunks: int) -> Dict[str, Tensor]:
-    parts = [_load(results / f"round{r:02d}_chunk{c:05d}.safetensors") for c in range(chunks)]
+    parts = [load_tensors(results / f"round{r:02d}_chunk{c:05d}.safetensors") for c in range(chunks)]
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -231,7 +231,7 @@ def _triangle_table(pool, cfg, results: Path) -> Dict[str, Tensor]:
     pairs = _round_pairs(cfg.rounds)
     if not pairs:  # one round: no pair of outputs, no triangles
         return {k: torch.empty(0, dtype=torch.float64) for k in TABLE2}
-    stats = [triangle_statistics(_load(_triangle_path(results, r1, r2))["confidence"], weights) for r1, r2 in pairs]
+    stats = [triangle_statistics(load_tensors(_triangle_path(results, r1, r2))["confidence"], weights) for r1, r2 in pairs]
     stacked = {k: torch.cat([s[k] for s in stats]) for k in stats[0]}
     return per_source(stacked, torch.arange(len(pool)).repeat(len(stats)), len(pool))
 

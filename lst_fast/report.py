@@ -9,7 +9,7 @@ import torch
 
 from lst_fast import plots
 from lst_fast.data.sources import open_image_set
-from lst_fast.evaluation import EvalConfig, _load
+from lst_fast.evaluation import EvalConfig, load_tensors
 from lst_fast.geometry import linear_path_confidence, triangle_weights, width_profile
 
 
@@ -24,7 +24,7 @@ def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, devic
     cfg = EvalConfig(**json.loads((out / "config.json").read_text()))
     model = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
     data = open_image_set(cfg.data, data_root)
-    first = _load(out / "results" / "round00_chunk00000.safetensors")
+    first = load_tensors(out / "results" / "round00_chunk00000.safetensors")
     k = min(pairs, first["source"].numel())
     src, tgt = first["source"][:k], first["target"][:k]
     xs, xt, outputs = data.get(src), data.get(tgt), first["images"][:k]
@@ -35,9 +35,9 @@ def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, devic
     figures["linear paths"] = plots.linear_paths(line, out / "report_linear_path.png")
     tri_path = out / "results" / "triangles_r00_r01.safetensors"
     if tri_path.exists():
-        second = _load(out / "results" / "round01_chunk00000.safetensors")
+        second = load_tensors(out / "results" / "round01_chunk00000.safetensors")
         m = min(3, k, second["images"].shape[0])
-        conf = _load(tri_path)["confidence"][:m]
+        conf = load_tensors(tri_path)["confidence"][:m]
         figures["triangles"] = plots.triangle_maps(conf, triangle_weights(cfg.triangle_n), xs[:m], outputs[:m],
                                                    second["images"][:m], out / "report_triangles.png")
     radii = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]

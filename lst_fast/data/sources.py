@@ -67,7 +67,7 @@ def _image_folder(directory: Path) -> ImageSet:
     files, labels = [], []
     for k, name in enumerate(classes):
         for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".jpeg"}:
+            if f.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}:
                 files.append(f)
                 labels.append(k)
     if not files:
