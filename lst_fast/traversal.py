@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lst_fast import ops, validation
+from lst_fast import batching, ops, prepared_model, validation
 from lst_fast.reference import class_probability
 from lst_fast.result import TraversalResult
 from lst_fast.version import __version__
@@ -46,18 +46,12 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _model_dtype(model: torch.nn.Module, default: torch.dtype) -> torch.dtype:
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return default
-
-
 class LevelSetTraversal:
     """Configure once, call on batches: ``LevelSetTraversal(model, iterations=400)(x, y)``.
 
     Args:
-        model: classifier returning logits for images in `bounds` (after the optional mean/std).
+        model: classifier returning logits for images in `bounds` (after the optional mean/std). It is
+            never modified: LST runs a cached working copy (see lst_fast.prepared_model).
         step_size: eta, the step along the part of (target - x) orthogonal to the gradient.
         iterations: T, the number of steps tried.
         threshold: delta; a step is accepted while p0 - p < delta for the source-class confidence p.
@@ -65,6 +59,12 @@ class LevelSetTraversal:
         init_noise: a, the start is clamp(x + U(-a, a)); 0 starts at x.
         bounds: (lo, hi), the valid image range; every iterate stays inside.
         mean, std: per-channel normalization applied inside: the model sees (x - mean) / std.
+        precision: "fp32" (exact: SPEC section 1 to the bit, TF32 off) or "bf16" (fast: the model runs in
+            bfloat16 with BatchNorm folded and channels-last; the iterate and all LST arithmetic stay fp32;
+            the returned confidences are re-evaluated with the model as given).
+        batch_size: images per batch; default the whole set on the CPU and what free memory holds on a GPU.
+        graph: on CUDA, capture one whole iteration (forward, backward, step, accept) in a CUDA graph and
+            replay it; the iterates are those of the eager loop.
         record_every: when > 0, record the iterate and its confidences every that many iterations.
         record_device: where recorded images go (e.g. "cpu" so long walks do not fill GPU memory);
             default the input's device.
@@ -85,6 +85,9 @@ class LevelSetTraversal:
         bounds: Tuple[float, float] = (0.0, 1.0),
         mean: Optional[Union[Sequence[float], Tensor]] = None,
         std: Optional[Union[Sequence[float], Tensor]] = None,
+        precision: str = "fp32",
+        batch_size: Optional[int] = None,
+        graph: bool = False,
         record_every: int = 0,
         record_device: Optional[Union[str, torch.device]] = None,
         progress: bool = False,
@@ -99,6 +102,16 @@ class LevelSetTraversal:
         self.init_noise = validation.check_non_negative("init_noise", init_noise)
         self.bounds = validation.check_bounds(bounds)
         self.mean, self.std = mean, std
+        if precision not in prepared_model.PRECISIONS:
+            raise ValueError(f"precision must be one of {prepared_model.PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None (automatic), got {batch_size!r}")
+        self.batch_size = batch_size
+        if not isinstance(graph, bool):
+            raise TypeError(f"graph must be True or False, got {graph!r}")
+        self.graph = graph
         self.record_every = validation.check_count("record_every", record_every)
         self.record_device = None if record_device is None else torch.device(record_device)
         self.progress = bool(progress)
@@ -118,6 +131,9 @@ class LevelSetTraversal:
             "bounds": list(self.bounds),
             "mean": as_list(self.mean),
             "std": as_list(self.std),
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "graph": self.graph,
             "record_every": self.record_every,
             "backend": self.backend,
         }
@@ -148,29 +164,11 @@ class LevelSetTraversal:
         validation.check_images(x, y, self.bounds)
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(f"generator is on {generator.device} but x is on {x.device}")
-        with eval_mode(self.model), torch.inference_mode(False), full_fp32_matmuls():
-            try:
-                return self._traverse(x, y, label, target_label, generator)
-            except _OUT_OF_MEMORY as error:
-                n = x.shape[0]
-                raise _OUT_OF_MEMORY(
-                    f"LST on a batch of {n} images ran out of {x.device.type} memory; the model's forward and "
-                    f"backward need it for every iteration. Split x and y into batches of {max(1, n // 2)} "
-                    f"or fewer. ({error})"
-                ) from error
+        exact = full_fp32_matmuls() if self.precision == "fp32" else contextlib.nullcontext()
+        with eval_mode(self.model), torch.inference_mode(False), exact:
+            return self._traverse(x, y, label, target_label, generator)
 
-    # -- the loop -------------------------------------------------------------------------------------
-
-    def _forward_fn(self, x: Tensor, work_dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
-        model_dtype = _model_dtype(self.model, work_dtype)
-        norm = validation.normalization(self.mean, self.std, x.shape[1], x.device, work_dtype)
-
-        def forward(images: Tensor) -> Tensor:
-            if norm is not None:
-                images = (images - norm[0]) / norm[1]
-            return self.model(images.to(model_dtype))
-
-        return forward
+    # -- setup ----------------------------------------------------------------------------------------
 
     @staticmethod
     def _forward_backward(
@@ -179,13 +177,14 @@ class LevelSetTraversal:
         """Logits at x and the gradient of the summed cross-entropy for `label` with respect to x."""
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = forward(x)
-            loss = F.cross_entropy(logits.to(x.dtype), label, reduction="sum")
+            logits = forward(x).to(x.dtype)
+            loss = F.cross_entropy(logits, label, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)  # parameters' .grad stay untouched
         # Autograd may hand back an expanded or otherwise strided gradient; the ops want x's layout.
         return logits.detach(), grad.contiguous(memory_format=layout)
 
-    def _check_logits(self, logits: Tensor, n: int) -> None:
+    @staticmethod
+    def _check_logits(logits: Tensor, n: int) -> None:
         if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
             got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"model must return logits of shape ({n}, num_classes), got {got}")
@@ -213,34 +212,95 @@ class LevelSetTraversal:
                 accepted_steps=torch.empty(0, dtype=torch.long, device=device),
                 source_correct=torch.empty(0, dtype=torch.bool, device=device), config=config)
 
-        forward = self._forward_fn(x_src, work_dtype)
+        norm = validation.normalization(self.mean, self.std, x_src.shape[1], device, work_dtype)
+        probe = x_src[: min(n, 4)]
+        prepared = prepared_model.prepare(self.model, self.precision, probe if norm is None
+                                          else (probe - norm[0]) / norm[1])
+        config["model_copy"] = prepared.describe()
+        forward = prepared_model.forward_function(prepared, norm)
+        # bf16: labels and the reported confidences come from the model as given, in its own precision.
+        as_given = None if self.precision == "fp32" else prepared_model.forward_function(
+            prepared_model.PreparedModel(self.model, prepared_model.floating_dtype(self.model, work_dtype),
+                                         False, 0, (), is_copy=False), norm)
+
+        # The initial noise is drawn for the whole set at once, so batching does not change it.
+        x_start = x_src.clone(memory_format=torch.preserve_format)
+        if self.init_noise > 0:
+            noise = torch.rand(x_start.shape, generator=generator, device=device, dtype=work_dtype)
+            x_start = (x_start + (noise * 2 - 1) * self.init_noise).clamp(lo, hi).contiguous(memory_format=layout)
+        else:
+            x_start = x_start.clamp(lo, hi)
+        with torch.no_grad():  # one image tells the class count, so labels are checked before any walk
+            first = forward(x_src[:1])
+        self._check_logits(first, 1)
+        label = validation.check_label(label, n, first.shape[1], device)
+        if target_label is not None:
+            target_label = validation.check_label(target_label, n, first.shape[1], device, name="target_label")
+
+        size = self._resolve_batch_size(n, forward, x_start, layout)
+        spans = list(batching.batches(n, size))
+        bar = _progress_bar(self.iterations * len(spans), self.progress)
+        parts = []
+        try:
+            for start, stop in spans:
+                part = slice(start, stop)
+                parts.append(self._walk(
+                    forward, as_given, x_src[part], x_start[part], x_tgt[part],
+                    None if label is None else label[part],
+                    None if target_label is None else target_label[part], layout, bar))
+        except _OUT_OF_MEMORY as error:
+            raise _OUT_OF_MEMORY(
+                f"LST on a batch of {size} images ran out of {device.type} memory; the model's forward and "
+                f"backward need it for every iteration. Pass batch_size={max(1, size // 2)} or smaller. "
+                f"({error})") from error
+        finally:
+            if bar is not None:
+                bar.close()
+        config["batch_size_used"] = size
+        return _concatenate(parts, x_in.dtype, config, self.record_every > 0)
+
+    def _resolve_batch_size(self, n: int, forward, x_start: Tensor, layout) -> int:
+        if self.batch_size is not None:
+            return min(self.batch_size, n)
+        if x_start.device.type != "cuda":
+            return n
+
+        def run_probe(k: int) -> None:
+            images = x_start[:k]
+            with torch.no_grad():
+                label = forward(images).argmax(1)
+            self._forward_backward(forward, images, label, layout)
+
+        return batching.measure_cuda_batch_size(run_probe, n, x_start.device)
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def _walk(self, forward, as_given, x_src, x_start, x_tgt, label, target_label, layout, bar) -> dict:
+        """LST on one batch; returns its per-sample outputs."""
+        n, device = x_src.shape[0], x_src.device
         with torch.no_grad():
             logits0 = forward(x_src)
-        self._check_logits(logits0, n)
+            self._check_logits(logits0, n)
+            given0 = logits0 if as_given is None else as_given(x_src)
         num_classes = logits0.shape[1]
-        prediction = logits0.argmax(1)
-        label = validation.check_label(label, n, num_classes, device)
+        prediction = given0.argmax(1)
         source_correct = torch.ones(n, dtype=torch.bool, device=device) if label is None else prediction == label
         label = prediction if label is None else label
         p0 = class_probability(logits0, label)  # float64, like the running confidence
 
-        x = x_src.clone(memory_format=torch.preserve_format)
-        if self.init_noise > 0:
-            noise = torch.rand(x.shape, generator=generator, device=device, dtype=work_dtype)
-            x = (x + (noise * 2 - 1) * self.init_noise).clamp(lo, hi).contiguous(memory_format=layout)
-        else:
-            x = x.clamp(lo, hi)
+        x = x_start.clone(memory_format=torch.preserve_format)
         adv = torch.zeros_like(x)
         logits, grad = self._forward_backward(forward, x, label, layout)
         confidence = class_probability(logits, label)
         accepted_steps = torch.zeros(n, dtype=torch.long, device=device)
 
-        recorder = _Recorder(self, x_tgt, target_label, forward, n, num_classes, device) if self.record_every else None
-        if recorder is not None:
+        recorder = None
+        if self.record_every:
+            recorder = _Recorder(self, x_tgt, target_label, as_given or forward, n, num_classes, device)
             recorder.record(0, x, confidence, logits)
 
-        bar = _progress_bar(self.iterations, self.progress)
-        for it in range(1, self.iterations + 1):
+        def iteration() -> None:
+            """One LST iteration on the loop's tensors, all updated in place (so a CUDA graph can replay it)."""
             candidate = ops.orthogonal_step(
                 x, x_tgt, grad, adv, step_size=self.step_size, adv_step_size=self.adv_step_size,
                 bounds=self.bounds, backend=self.backend)
@@ -248,26 +308,75 @@ class LevelSetTraversal:
             accepted = ops.confidence_accept(
                 cand_logits, label, p0, self.threshold, x, candidate, grad, cand_grad, confidence,
                 backend=self.backend)
-            accepted_steps += accepted
+            accepted_steps.add_(accepted)
             if recorder is not None:
-                logits = torch.where(accepted[:, None], cand_logits, logits)
-                if it % self.record_every == 0 or it == self.iterations:
-                    recorder.record(it, x, confidence, logits)
+                logits.copy_(torch.where(accepted[:, None], cand_logits, logits))
+
+        run = _graphed(iteration, device, self.iterations) if self.graph and device.type == "cuda" else iteration
+        report_every = max(1, self.iterations // 20)
+        for it in range(1, self.iterations + 1):
+            run()
+            if recorder is not None and (it % self.record_every == 0 or it == self.iterations):
+                recorder.record(it, x, confidence, logits)
             if bar is not None:
                 bar.update(1)
-                if it % max(1, self.iterations // 20) == 0 or it == self.iterations:
+                if it % report_every == 0 or it == self.iterations:  # the only host syncs in the loop
                     bar.set_postfix(accept=f"{float(accepted_steps.sum()) / (n * it):.2f}",
                                     conf=f"{float(confidence.mean()):.3f}")
-        if bar is not None:
-            bar.close()
 
-        result = TraversalResult(
-            images=x.to(dtype=x_in.dtype), label=label, initial_confidence=p0.float(),
-            confidence=confidence.float(), accepted_steps=accepted_steps, source_correct=source_correct,
-            config=config)
+        final_confidence = confidence
+        initial_confidence = p0
+        if as_given is not None:  # report what the model as given says of the end points
+            with torch.no_grad():
+                final_confidence = class_probability(as_given(x), label)
+                initial_confidence = class_probability(given0, label)
+        out = {"images": x, "label": label, "initial_confidence": initial_confidence.float(),
+               "confidence": final_confidence.float(), "accepted_steps": accepted_steps,
+               "source_correct": source_correct}
         if recorder is not None:
-            recorder.fill(result, x_in.dtype)
-        return result
+            out.update(recorder.tensors())
+        return out
+
+
+def _graphed(iteration: Callable[[], None], device: torch.device, iterations: int) -> Callable[[], None]:
+    """`iteration` replayed from a CUDA graph. The first calls run eagerly on a side stream (as the
+    capture rules want, and they are real iterations); the capture itself runs nothing."""
+    warmup = 3
+    state = {"calls": 0, "graph": None}
+    side = torch.cuda.Stream(device)
+
+    def run() -> None:
+        state["calls"] += 1
+        if state["graph"] is not None:
+            state["graph"].replay()
+            return
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            iteration()
+        torch.cuda.current_stream(device).wait_stream(side)
+        if state["calls"] == warmup and iterations > warmup:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                iteration()
+            state["graph"] = graph
+
+    return run
+
+
+def _concatenate(parts: List[dict], dtype: torch.dtype, config: dict, traced: bool) -> TraversalResult:
+    def cat(name: str, dim: int = 0) -> Tensor:
+        return parts[0][name] if len(parts) == 1 else torch.cat([p[name] for p in parts], dim)
+
+    result = TraversalResult(
+        images=cat("images").to(dtype=dtype), label=cat("label"), initial_confidence=cat("initial_confidence"),
+        confidence=cat("confidence"), accepted_steps=cat("accepted_steps"),
+        source_correct=cat("source_correct"), config=config)
+    if traced:
+        result.trace_iterations = parts[0]["trace_iterations"]
+        result.trace_confidence = cat("trace_confidence", 1)
+        result.trace_target_confidence = cat("trace_target_confidence", 1)
+        result.trace_images = cat("trace_images", 1).to(dtype)
+    return result
 
 
 class _Recorder:
@@ -290,11 +399,11 @@ class _Recorder:
         self.target_confidence.append(class_probability(logits, self.target_label).float())
         self.images.append(x.to(self.device, copy=True))
 
-    def fill(self, result: TraversalResult, dtype: torch.dtype) -> None:
-        result.trace_iterations = torch.tensor(self.iterations, dtype=torch.long)
-        result.trace_confidence = torch.stack(self.confidence)
-        result.trace_target_confidence = torch.stack(self.target_confidence)
-        result.trace_images = torch.stack(self.images).to(dtype)
+    def tensors(self) -> dict:
+        return {"trace_iterations": torch.tensor(self.iterations, dtype=torch.long),
+                "trace_confidence": torch.stack(self.confidence),
+                "trace_target_confidence": torch.stack(self.target_confidence),
+                "trace_images": torch.stack(self.images)}
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -319,6 +428,9 @@ def traverse(
     bounds: Tuple[float, float] = (0.0, 1.0),
     mean: Optional[Union[Sequence[float], Tensor]] = None,
     std: Optional[Union[Sequence[float], Tensor]] = None,
+    precision: str = "fp32",
+    batch_size: Optional[int] = None,
+    graph: bool = False,
     record_every: int = 0,
     record_device: Optional[Union[str, torch.device]] = None,
     target_label: Optional[Tensor] = None,
@@ -334,7 +446,8 @@ def traverse(
     """
     lst = LevelSetTraversal(
         model, step_size=step_size, iterations=iterations, threshold=threshold, adv_step_size=adv_step_size,
-        init_noise=init_noise, bounds=bounds, mean=mean, std=std, record_every=record_every,
+        init_noise=init_noise, bounds=bounds, mean=mean, std=std, precision=precision, batch_size=batch_size,
+        graph=graph, record_every=record_every,
         record_device=record_device, progress=progress, backend=backend)
     return lst(x, y, label=label, target_label=target_label, generator=generator)
 

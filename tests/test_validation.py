@@ -140,7 +140,7 @@ def test_out_of_memory_suggests_a_batch_size(setup):
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return self.net(t)
 
-    with pytest.raises(torch.OutOfMemoryError, match="batches of 1 or fewer"):
+    with pytest.raises(torch.OutOfMemoryError, match="batch_size=1 or smaller"):
         lst_fast.traverse(Hungry(), x, y, iterations=2)
 
 
