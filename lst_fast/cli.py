@@ -13,7 +13,7 @@ def _demo(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("step_size", args.step_size), ("threshold", args.threshold),
                                    ("adv_step_size", args.adv_step_size)) if v is not None}
     numbers = run_demo(args.model, out=args.out, device=args.device, iterations=args.iterations,
-                       progress=not args.no_progress, seed=args.seed, **overrides)
+                       progress=not args.no_progress, seed=args.seed, precision=args.precision, **overrides)
     print(f"wrote {args.out}/summary.md, grid.png, path.png, linear_path.png, triangles.png "
           f"in {numbers['total_seconds']} s")
     print(f"mean RMS to target {numbers['mean_rms_to_target_start']:.3f} -> {numbers['mean_rms_to_target']:.3f}, "
@@ -30,7 +30,7 @@ def _eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(model=args.model, checkpoint=args.checkpoint, pretrained=not args.no_pretrained, data=args.data, rounds=args.rounds, num_samples=args.num_samples,
                      min_confidence=args.min_confidence, iterations=args.iterations, step_size=args.step_size,
                      threshold=args.threshold, adv_step_size=args.adv_step_size, chunk_size=args.chunk_size,
-                     seed=args.seed)
+                     seed=args.seed, precision=args.precision)
     device, world = args.device, int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # under torchrun: one process per device (or per CPU share), results merged on disk
         import torch
@@ -42,7 +42,7 @@ def _eval(args: argparse.Namespace) -> int:
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     try:
         tables = run_evaluation(cfg, args.out, device=device, data_root=args.data_root,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, graph=args.graph)
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -78,6 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.add_argument("--threshold", type=float, default=None, help="default 0.2")
     demo.add_argument("--adv-step-size", type=float, default=None, help="default 0.002")
     demo.add_argument("--device", default="cpu")
+    demo.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                      help="fp32: exact; bf16: the model in bfloat16 (faster, same quality)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="lst_demo")
     demo.add_argument("--no-progress", action="store_true")
@@ -101,6 +103,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ev.add_argument("--adv-step-size", type=float, default=2e-3)
     ev.add_argument("--chunk-size", type=int, default=256)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="fp32: exact (SPEC section 1); bf16: the model in bfloat16, several times faster")
+    ev.add_argument("--graph", action="store_true", help="CUDA: replay each iteration from a CUDA graph")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", required=True)
     ev.add_argument("--no-progress", action="store_true")

@@ -137,7 +137,7 @@ def summary_markdown(n: Dict[str, float], figures: Dict[str, Path]) -> str:
         ("mean over paths of the minimum confidence on the line source -> output", f"{n['mean_linear_path_min_confidence']:.4f}"),
         ("mean confidence over the triangles (66 points each)", f"{n['mean_triangle_confidence']:.4f}"),
     ]
-    settings = ", ".join(f"{k[8:]}={v:g}" for k, v in n.items() if k.startswith("setting_"))
+    settings = ", ".join(f"{k[8:]}={v:g}" if isinstance(v, (int, float)) else f"{k[8:]}={v}" for k, v in n.items() if k.startswith("setting_"))
     lines = [
         f"# lst_fast demo: model `{n['model']}` (test accuracy {n['model_test_accuracy']})", "",
         f"Settings: {settings}. Backend: {n['backend']}. LST took {n['lst_seconds']} s, everything "

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -49,6 +49,7 @@ class EvalConfig:
     triangle_n: int = 10
     chunk_size: int = 256
     seed: int = 0
+    precision: str = "fp32"  # "bf16": the fast mode (see lst_fast.traverse)
 
     def validate(self) -> None:
         for name in ("rounds", "num_samples", "chunk_size", "triangle_n"):
@@ -56,6 +57,8 @@ class EvalConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
 
 def _atomic_save(tensors: Dict[str, Tensor], path: Path, metadata: Optional[dict] = None) -> None:
@@ -94,6 +97,8 @@ def _check_or_write_config(out: Path, cfg: EvalConfig) -> None:
             found = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}); use a fresh --out folder") from error
+        if isinstance(found, dict):  # settings added since that folder was written took their defaults
+            found = {**dataclasses.asdict(EvalConfig()), **{k: v for k, v in found.items()}}
         if found != wanted:
             diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
             raise ValueError(f"{out} holds results of another configuration (differences, theirs vs ours: {diff}); "
@@ -106,8 +111,11 @@ def _check_or_write_config(out: Path, cfg: EvalConfig) -> None:
 
 
 def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[str] = None,
-                   progress: bool = True) -> Dict[str, Dict[str, Tuple[float, float]]]:
-    """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json."""
+                   progress: bool = True, graph: bool = False) -> Dict[str, Dict[str, Tuple[float, float]]]:
+    """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json.
+
+    graph: replay each LST iteration from a CUDA graph (same results; CUDA only).
+    """
     from lst_fast.models import resolve_model
 
     cfg.validate()
@@ -140,20 +148,30 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
 
     mine = [(r, c) for r in range(cfg.rounds) for c in range(chunks)][rank::world]
     bar = tqdm(total=len(mine), desc="LST chunks" + (f" (rank {rank})" if world > 1 else ""), disable=not progress)
+    todo = []
     for r, c in mine:
-        target = rounds[r]
-        path = results / f"round{r:02d}_chunk{c:05d}.safetensors"
-        if path.exists():
+        if (results / f"round{r:02d}_chunk{c:05d}.safetensors").exists():
             bar.update(1)
-            continue
+        else:
+            todo.append((r, c))
+
+    def chunk_rows(job: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        r, c = job
         rows = torch.arange(c * cfg.chunk_size, min((c + 1) * cfg.chunk_size, len(pool)))
-        src, tgt = pool[rows], pool[target[rows]]
-        xs, xt = data.get(src).to(device), data.get(tgt).to(device)
+        return pool[rows], pool[rounds[r][rows]]
+
+    def chunk_images(job: Tuple[int, int]) -> List[Tensor]:
+        src, tgt = chunk_rows(job)
+        return [data.get(src), data.get(tgt), labels[src]]
+
+    for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, device):
+        src, tgt = chunk_rows((r, c))
+        path = results / f"round{r:02d}_chunk{c:05d}.safetensors"
         generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
-        res = lst_fast.traverse(model, xs, xt, label=labels[src].to(device), iterations=cfg.iterations,
+        res = lst_fast.traverse(model, xs, xt, label=label, iterations=cfg.iterations,
                                 step_size=cfg.step_size, threshold=cfg.threshold,
                                 adv_step_size=cfg.adv_step_size, init_noise=cfg.init_noise,
-                                generator=generator)
+                                precision=cfg.precision, graph=graph, generator=generator)
         with torch.no_grad():
             still = model(res.images).argmax(1) == res.label
         d = distances(res.images, xt)
@@ -178,6 +196,32 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
         (out / "tables.md").write_text(tables_markdown(tables, cfg))
     _barrier(world)
     return tables
+
+
+def staged_on_device(jobs: Sequence, load: Callable[[object], List[Tensor]], device: torch.device) -> Iterator:
+    """Yield (job, tensors on `device`) for each job; on CUDA the next job's tensors are copied from pinned
+    memory on a side stream while the current job computes."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        for job in jobs:
+            yield job, [t.to(device) for t in load(job)]
+        return
+    copy_stream = torch.cuda.Stream(device)
+
+    def stage(job):
+        pinned = [t.pin_memory() for t in load(job)]
+        with torch.cuda.stream(copy_stream):
+            return job, [t.to(device, non_blocking=True) for t in pinned], pinned
+
+    pending = stage(jobs[0]) if len(jobs) else None
+    for i in range(len(jobs)):
+        job, moved, _pinned = pending  # the pinned sources stay referenced until their copy is consumed
+        compute = torch.cuda.current_stream(device)
+        compute.wait_stream(copy_stream)
+        for t in moved:
+            t.record_stream(compute)  # allocated on the copy stream, used on the compute stream
+        pending = stage(jobs[i + 1]) if i + 1 < len(jobs) else None
+        yield job, moved
 
 
 def _rank_and_world() -> Tuple[int, int]:

@@ -154,3 +154,56 @@ def test_traverse_on_cuda_matches_cpu():
     per_sample = (gpu.images.cpu() - cpu.images).flatten(1).abs().max(1).values
     assert (per_sample < 1e-4).float().mean() >= 0.9, per_sample
     assert ((gpu.confidence.cpu() - cpu.confidence).abs() < 1e-4).float().mean() >= 0.9
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graph_replay_gives_the_eager_iterates(precision):
+    model = tiny_cnn(channels=3, size=16, scale=12).cuda()
+    gen = torch.Generator().manual_seed(1)
+    x, y = (torch.rand(64, 3, 16, 16, generator=gen).cuda() for _ in range(2))
+    settings = dict(iterations=40, step_size=0.05, threshold=0.05, precision=precision, record_every=10)
+    eager = lst_fast.traverse(model, x, y, generator=torch.Generator("cuda").manual_seed(2), **settings)
+    graphed = lst_fast.traverse(model, x, y, generator=torch.Generator("cuda").manual_seed(2), graph=True,
+                                **settings)
+    assert (eager.accepted_steps > 0).any() and (eager.accepted_steps < 40).any()
+    for name, value in eager.tensors().items():
+        assert torch.equal(getattr(graphed, name), value), name
+
+
+def test_graph_with_fewer_iterations_than_the_warmup():
+    model = tiny_cnn(channels=3, size=16, scale=12).cuda()
+    x, y = torch.rand(4, 3, 16, 16, device="cuda"), torch.rand(4, 3, 16, 16, device="cuda")
+    for iterations in (0, 1, 3, 4):
+        r = lst_fast.traverse(model, x, y, iterations=iterations, graph=True, init_noise=0.0)
+        assert bool((r.accepted_steps <= iterations).all())
+
+
+def test_automatic_batch_size_fits_and_matches_explicit_batches():
+    model = tiny_cnn(channels=3, size=16, scale=12).cuda()
+    x, y = torch.rand(300, 3, 16, 16, device="cuda"), torch.rand(300, 3, 16, 16, device="cuda")
+    auto = lst_fast.traverse(model, x, y, iterations=5, init_noise=0.0)
+    used = auto.config["batch_size_used"]
+    assert 1 <= used <= 300
+    again = lst_fast.traverse(model, x, y, iterations=5, init_noise=0.0, batch_size=used)
+    assert torch.equal(again.images, auto.images)
+
+
+def test_bf16_on_cuda_keeps_fp32_iterates_and_parity_with_exact():
+    model = tiny_cnn(channels=3, size=16, scale=12).cuda()
+    gen = torch.Generator().manual_seed(3)
+    x, y = (torch.rand(128, 3, 16, 16, generator=gen).cuda() for _ in range(2))
+    exact = lst_fast.traverse(model, x, y, iterations=60, step_size=0.05, init_noise=0.0)
+    fast = lst_fast.traverse(model, x, y, iterations=60, step_size=0.05, init_noise=0.0, precision="bf16")
+    assert fast.images.dtype == torch.float32 and fast.config["model_copy"]["channels_last"]
+    rms = lambda r: float((r.images - y).flatten(1).pow(2).mean(1).sqrt().mean())  # noqa: E731
+    assert abs(rms(fast) - rms(exact)) <= 0.01
+    assert abs(float(fast.confidence.mean() - exact.confidence.mean())) <= 0.01
+
+
+def test_staged_on_device_copies_every_chunk_intact():
+    from lst_fast.evaluation import staged_on_device
+
+    chunks = [torch.rand(64, 3, 32, 32) for _ in range(4)]
+    for i, (job, (moved,)) in enumerate(staged_on_device(list(range(4)), lambda j: [chunks[j]], "cuda")):
+        assert job == i and moved.device.type == "cuda"
+        assert torch.equal(moved.cpu(), chunks[i])

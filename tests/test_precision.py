@@ -216,3 +216,29 @@ def test_bf16_quality_matches_exact_mode_on_the_shipped_models(name):
     assert abs(rms16 - rms32) <= 0.01, (rms16, rms32)
     assert abs(conf16 - conf32) <= 0.01, (conf16, conf32)
     assert abs(still16 - still32) <= 0.01, (still16, still32)
+
+
+def test_eval_config_guard_knows_precision_and_accepts_older_folders(tmp_path):
+    import dataclasses
+    import json
+
+    from lst_fast.evaluation import EvalConfig, _check_or_write_config
+
+    older = dataclasses.asdict(EvalConfig())
+    del older["precision"]  # a folder written before the setting existed ran in fp32
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    _check_or_write_config(tmp_path, EvalConfig())
+    with pytest.raises(ValueError, match="precision"):
+        _check_or_write_config(tmp_path, EvalConfig(precision="bf16"))
+    with pytest.raises(ValueError, match="precision must be"):
+        EvalConfig(precision="fp8").validate()
+
+
+def test_staged_on_device_yields_every_job_in_order():
+    from lst_fast.evaluation import staged_on_device
+
+    jobs = [(0, 0), (0, 1), (1, 0)]
+    seen = [(job, [t.tolist() for t in tensors])
+            for job, tensors in staged_on_device(jobs, lambda j: [torch.tensor(j)], torch.device("cpu"))]
+    assert seen == [(j, [list(j)]) for j in jobs]
+    assert list(staged_on_device([], lambda j: [], torch.device("cpu"))) == []
