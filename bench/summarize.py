@@ -1,6 +1,8 @@
-"""Print the side-by-side table of a pytest-benchmark JSON file written by bench/test_ops_bandwidth.py.
+"""Print the side-by-side tables of a pytest-benchmark JSON file written by the benchmarks in bench/:
+operator bandwidth (test_ops_bandwidth.py), LST throughput (test_lst_speed.py) and bf16 quality parity
+(test_quality_parity.py); each table appears when its benchmarks are in the file.
 
-    python bench/summarize.py out.json [--markdown]
+    python bench/summarize.py out.json
 """
 from __future__ import annotations
 
@@ -8,23 +10,16 @@ import argparse
 import json
 from collections import defaultdict
 
+LST_METHODS = ["paper", "one_pass", "expert", "lst_fp32", "lst_bf16", "lst_bf16_graph"]
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("json_file")
-    args = parser.parse_args()
-    with open(args.json_file) as f:
-        data = json.load(f)
+
+def ops_table(infos) -> None:
     rows = defaultdict(dict)
-    env = {}
-    for bench in data["benchmarks"]:
-        info = bench["extra_info"]
-        if "op" not in info:
-            continue
-        key = (info["device_name"], info["op"], "x".join(map(str, info["shape"])))
-        rows[key][info["variant"]] = info
-        env = info
-    print(f"torch {env.get('torch')} CUDA {env.get('cuda')} commit {env.get('commit')}, date {data.get('datetime', '')[:10]}")
+    for info in infos:
+        rows[(info["device_name"], info["op"], "x".join(map(str, info["shape"])))][info["variant"]] = info
+    if not rows:
+        return
+    print("\nOperators: achieved bandwidth")
     print("| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager | cluster path TB/s | two-kernel path TB/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (device, op, shape), variants in sorted(rows.items()):
@@ -34,6 +29,59 @@ def main() -> None:
         forced = [f"{tbs(v):.3f}" if v in variants else "" for v in ("fused_cluster", "fused_chunked")]
         print(f"| {device} | {op} | {shape} | {fused:.3f} | {eager:.3f} | {copy:.3f} | "
               f"{fused / copy:.0%} | {fused / eager:.1f}x | {forced[0]} | {forced[1]} |")
+
+
+def speed_table(infos) -> None:
+    rows = defaultdict(dict)
+    for info in infos:
+        key = (info["device_name"], info["model"], info["batch"], info["image_size"], info["iterations"])
+        rows[key][info["method"]] = info["img_iter_per_s"]
+    if not rows:
+        return
+    methods = [m for m in LST_METHODS if any(m in r for r in rows.values())]
+    print("\nLST throughput, img-iter/s (x the paper loop)")
+    print("| device | model | batch | px | " + " | ".join(methods) + " |")
+    print("|---|---|---|---|" + "---|" * len(methods))
+    for (device, model, batch, size, _), values in sorted(rows.items()):
+        base = values.get("paper")
+        cells = []
+        for m in methods:
+            if m not in values:
+                cells.append("")
+            else:
+                ratio = f" ({values[m] / base:.2f}x)" if base else ""
+                cells.append(f"{values[m]:,.0f}{ratio}")
+        print(f"| {device} | {model} | {batch} | {size} | " + " | ".join(cells) + " |")
+
+
+def parity_table(infos) -> None:
+    if not infos:
+        return
+    print("\nQuality parity, bf16 vs exact fp32 (100 images, 400 iterations; bar: 0.01, 0.01, 1 %)")
+    print("| device | model | RMS fp32 | RMS bf16 | confidence fp32 | confidence bf16 | still source fp32 | still source bf16 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i in sorted(infos, key=lambda i: (i["device_name"], i["model"])):
+        print(f"| {i['device_name']} | {i['model']} | {i['fp32_rms']:.4f} | {i['bf16_rms']:.4f} | "
+              f"{i['fp32_confidence']:.4f} | {i['bf16_confidence']:.4f} | {i['fp32_still_source']:.0%} | "
+              f"{i['bf16_still_source']:.0%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("json_file")
+    args = parser.parse_args()
+    with open(args.json_file) as f:
+        data = json.load(f)
+    infos = [b["extra_info"] for b in data["benchmarks"] if b.get("extra_info")]
+    if not infos:
+        print("no benchmark results in", args.json_file)
+        return
+    env = infos[0]
+    print(f"torch {env.get('torch')} CUDA {env.get('cuda')} commit {env.get('commit')}, "
+          f"{env.get('threads')} CPU threads, date {data.get('datetime', '')[:10]}")
+    ops_table([i for i in infos if "op" in i])
+    speed_table([i for i in infos if i.get("kind") == "lst_speed"])
+    parity_table([i for i in infos if i.get("kind") == "parity"])
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ load offline, weights only, from safetensors:
     vit         a small timm VisionTransformer (4x4 patches)
 
 resolve_model also takes timm:NAME and torchvision:NAME (pretrained weights from the network unless
-pretrained=False), and an architecture with weights from a file (safetensors, or a torch file read with
-weights_only=True).
+pretrained=False), and an architecture (fashion_cnn, fashion_vit, wrn28_10: CIFAR-10's WRN-28-10) with
+weights from a file (safetensors, or a torch file read with weights_only=True).
 """
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ from typing import Dict, Optional, Union
 import torch
 from torch import nn
 
-from lst_fast.models.fashion import ARCHITECTURES
+from lst_fast.models.fashion import ARCHITECTURES as _FASHION_ARCHITECTURES
+from lst_fast.models.wide_resnet import wrn28_10
+
+# Architectures by name, for weights from a checkpoint file.
+ARCHITECTURES = {**_FASHION_ARCHITECTURES, "wrn28_10": wrn28_10}
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED: Dict[str, str] = {

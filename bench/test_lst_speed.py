@@ -1,0 +1,90 @@
+"""LST throughput side by side: the paper's loop, one pass, the expert loop and lst_fast in each mode, on
+the shipped Fashion-MNIST CNN, ResNet-50, DeiT-S and WRN-28-10 (timm / lst_fast, random init: speed only).
+Reports img-iter/s (images x iterations per second); summarize.py adds the ratios to the paper loop.
+
+    pytest bench/test_lst_speed.py --benchmark-json=out.json && python bench/summarize.py out.json
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lst_fast
+from baseline_loops import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
+from conftest import environment, sync
+
+# model -> device -> (batch, image size, iterations per timed round). The CPU sizes fit 2 cores.
+CASES = {
+    "fashion_cnn": {"cpu": (200, 28, 50), "cuda": (8192, 28, 50)},
+    "resnet50": {"cpu": (2, 128, 8), "cuda": (128, 224, 20)},
+    "deit_small": {"cpu": (2, 128, 8), "cuda": (128, 224, 20)},
+    "wrn28_10": {"cpu": (4, 32, 8), "cuda": (256, 32, 20)},
+}
+METHODS = ["paper", "one_pass", "expert", "lst_fp32", "lst_bf16", "lst_bf16_graph"]
+_models = {}
+
+
+def build_model(name: str, size: int, device: str) -> torch.nn.Module:
+    key = (name, size, device)
+    if key not in _models:
+        torch.manual_seed(0)
+        if name == "fashion_cnn":
+            from lst_fast.models import load_model
+
+            model = load_model("cnn")
+        elif name == "wrn28_10":
+            from lst_fast.models.wide_resnet import wrn28_10
+
+            model = wrn28_10()
+        else:
+            import timm
+
+            timm_name = {"resnet50": "resnet50", "deit_small": "deit_small_patch16_224"}[name]
+            kwargs = {"img_size": size} if name == "deit_small" else {}
+            model = timm.create_model(timm_name, pretrained=False, **kwargs)
+        _models.clear()  # one model in memory at a time
+        _models[key] = model.eval().to(device)
+    return _models[key]
+
+
+def runner(method: str, model: torch.nn.Module, device: str):
+    if method == "paper":
+        return paper_loop
+    if method == "one_pass":
+        return one_pass_loop
+    if method == "expert":
+        return make_expert_loop(model, device)
+    precision = "bf16" if "bf16" in method else "fp32"
+    graph = method.endswith("graph")
+
+    def lst(model_, x, y, iterations):
+        return lst_fast.traverse(model_, x, y, iterations=iterations, step_size=ETA, threshold=DELTA,
+                                 adv_step_size=EPS, precision=precision, graph=graph,
+                                 batch_size=x.shape[0]).images
+
+    return lst
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("model_name", list(CASES))
+def test_lst_throughput(benchmark, device, model_name, method):
+    if method.endswith("graph") and device != "cuda":
+        pytest.skip("CUDA graphs need a GPU")
+    batch, size, iterations = CASES[model_name][device]
+    channels = 1 if model_name == "fashion_cnn" else 3
+    model = build_model(model_name, size, device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, channels, size, size, generator=gen).to(device)
+    y = torch.rand(batch, channels, size, size, generator=gen).to(device)
+    run = runner(method, model, device)
+
+    def timed():
+        run(model, x, y, iterations)
+        sync(device)
+
+    # The warm-up round compiles (expert loop), builds lst_fast's working copy and captures graphs.
+    benchmark.pedantic(timed, rounds=3, warmup_rounds=1)
+    seconds = benchmark.stats.stats.median
+    benchmark.extra_info.update(environment(device), kind="lst_speed", model=model_name, method=method,
+                                batch=batch, image_size=size, iterations=iterations,
+                                img_iter_per_s=batch * iterations / seconds)
