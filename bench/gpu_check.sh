@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The one prepared GPU run (H200 or any CUDA machine): build lst_fast against the machine's torch, run
 # the CUDA op tests, compute-sanitizer (memcheck, racecheck, initcheck) over a probe of every kernel path,
-# and the bandwidth benchmarks; print a short table at the end. Logs go to $OUT (or ./gpu_out).
+# the bandwidth benchmarks, and the LST speed benchmarks with bf16 quality parity; print short tables at
+# the end. Logs go to $OUT (or ./gpu_out).
 #   bash bench/gpu_check.sh            (from the repository root)
+# GPU_CHECK_PARTS picks parts (default all): build standalone tests bench speed sanitizers.
+# GPU_CHECK_TOOLS picks the sanitizers after memcheck (default "racecheck initcheck").
+# GPU_SPEED_FILTER is a pytest -k expression for the speed benchmarks (default: all models and methods).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} LST_FAST_CUDA=1
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-}
 status=()
+PARTS=" ${GPU_CHECK_PARTS:-build standalone tests bench speed sanitizers} "
+want() { [[ "$PARTS" == *" $1 "* ]]; }
 
 step() {  # step NAME LOG COMMAND...: run, append to $OUT/LOG.log (few files come back), note the outcome
   local name=$1 log=$2; shift 2
@@ -46,22 +52,37 @@ pytest_resilient() {
 { date -u +%Y-%m-%dT%H:%MZ; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
   python3 -c "import torch; p = torch.cuda.get_device_properties(0); print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'SMs', p.multi_processor_count, 'L2 MiB', p.L2_cache_size / 2**20)"; } | tee "$OUT/summary.txt"
 
-step build build python3 setup.py build_ext --inplace || { printf '%s\n' "${status[@]}"; exit 1; }
+if want build; then
+  step build build python3 setup.py build_ext --inplace || { printf '%s\n' "${status[@]}"; exit 1; }
+fi
 # Standalone kernel harness (no torch): bit-exact checks at many sizes, misaligned buffers, graph capture.
-step standalone standalone bash -c "nvcc -std=c++17 -O3 -arch=sm_90 --fmad=false -Xcompiler -ffp-contract=off -Icsrc/cuda \
+want standalone && step standalone standalone bash -c "nvcc -std=c++17 -O3 -arch=sm_90 --fmad=false -Xcompiler -ffp-contract=off -Icsrc/cuda \
   csrc/cuda/orthogonal_step_kernel.cu csrc/cuda/confidence_accept_kernel.cu csrc/cuda/simplex_points_kernel.cu \
   tests/native/test_kernels.cu -o /tmp/lst_test_kernels && /tmp/lst_test_kernels && LST_FAST_STEP_PATH=chunked /tmp/lst_test_kernels"
-step tests_cuda tests pytest_resilient tests tests/test_cuda.py
-step tests_ops tests pytest_resilient tests tests/test_ops.py tests/test_traverse.py tests/test_geometry.py
-step bench bench python3 -m pytest -q bench/test_ops_bandwidth.py -k cuda -p no:cacheprovider \
-  --benchmark-json="$OUT/bench.json"
-python3 bench/summarize.py "$OUT/bench.json" | tee "$OUT/table.md"
+if want tests; then
+  step tests_cuda tests pytest_resilient tests tests/test_cuda.py
+  step tests_ops tests pytest_resilient tests tests/test_ops.py tests/test_traverse.py tests/test_geometry.py \
+    tests/test_precision.py -k "not shipped_models"
+fi
+: > "$OUT/table.md"
+if want bench; then
+  step bench bench python3 -m pytest -q bench/test_ops_bandwidth.py -k cuda -p no:cacheprovider \
+    --benchmark-json="$OUT/bench.json"
+  python3 bench/summarize.py "$OUT/bench.json" | tee -a "$OUT/table.md"
+fi
+if want speed; then
+  step speed bench python3 -m pytest -q bench/test_lst_speed.py bench/test_quality_parity.py -p no:cacheprovider \
+    -k "cuda and (${GPU_SPEED_FILTER:-test})" --benchmark-json="$OUT/speed.json"
+  python3 bench/summarize.py "$OUT/speed.json" | tee -a "$OUT/table.md"
+fi
 # Sanitizers last (slowest). No caching allocator under memcheck, so overruns inside a cached block show.
-PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck sanitizer timeout 200 compute-sanitizer --tool memcheck \
-  --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
-for tool in ${GPU_CHECK_TOOLS:-racecheck initcheck}; do
-  step "sanitizer_$tool" sanitizer timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
-done
+if want sanitizers; then
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck sanitizer timeout 200 compute-sanitizer --tool memcheck \
+    --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
+  for tool in ${GPU_CHECK_TOOLS:-racecheck initcheck}; do
+    step "sanitizer_$tool" sanitizer timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
+  done
+fi
 echo "== summary"
 cat "$OUT/table.md" >> "$OUT/summary.txt"
 printf '%s\n' "${status[@]}" >> "$OUT/summary.txt"

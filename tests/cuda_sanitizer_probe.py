@@ -52,6 +52,7 @@ def run_traverse() -> None:
                                 torch.nn.Linear(8 * 16 * 16, 10)).to(dev)
     x, y = torch.rand(8, 3, 16, 16, device=dev), torch.rand(8, 3, 16, 16, device=dev)
     lst_fast.traverse(model, x, y, iterations=5)
+    lst_fast.traverse(model, x, y, iterations=6, precision="bf16", graph=True)  # replayed iterations too
 
 
 if __name__ == "__main__":
