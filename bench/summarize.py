@@ -10,7 +10,8 @@ import argparse
 import json
 from collections import defaultdict
 
-LST_METHODS = ["paper", "one_pass", "expert", "lst_fp32", "lst_bf16", "lst_bf16_graph"]
+LST_METHODS = ["paper", "one_pass", "expert", "lst_fp32", "lst_bf16", "lst_bf16_graph", "lst_bf16_compile",
+               "lst_bf16_compile_graph"]
 
 
 def ops_table(infos) -> None:

@@ -20,7 +20,8 @@ CASES = {
     "deit_small": {"cpu": (2, 128, 8), "cuda": (128, 224, 20)},
     "wrn28_10": {"cpu": (4, 32, 8), "cuda": (256, 32, 20)},
 }
-METHODS = ["paper", "one_pass", "expert", "lst_fp32", "lst_bf16", "lst_bf16_graph"]
+METHODS = ["paper", "one_pass", "expert", "lst_fp32", "lst_bf16", "lst_bf16_graph", "lst_bf16_compile",
+           "lst_bf16_compile_graph"]
 _models = {}
 
 
@@ -55,12 +56,12 @@ def runner(method: str, model: torch.nn.Module, device: str):
     if method == "expert":
         return make_expert_loop(model, device)
     precision = "bf16" if "bf16" in method else "fp32"
-    graph = method.endswith("graph")
+    graph, compile_model = method.endswith("graph"), "compile" in method
 
     def lst(model_, x, y, iterations):
         return lst_fast.traverse(model_, x, y, iterations=iterations, step_size=ETA, threshold=DELTA,
                                  adv_step_size=EPS, precision=precision, graph=graph,
-                                 batch_size=x.shape[0]).images
+                                 compile_model=compile_model, batch_size=x.shape[0]).images
 
     return lst
 

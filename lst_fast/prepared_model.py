@@ -9,7 +9,9 @@ and buffers in bfloat16, channels-last memory when the model has 2-d convolution
 math attention kernel (faster in bf16 there). The iterate, the adversarial term, the gradient handed to
 the step and every LST reduction stay in fp32.
 
-Copies are cached per (model, precision, layout, device) and rebuilt whenever a parameter or buffer of the
+compile_model=True (bf16 only) also wraps the copy in torch.compile (static shapes).
+
+Copies are cached per (model, precision, device type, compile) and rebuilt whenever a parameter or buffer of the
 user's model has changed since (storage or in-place version), e.g. after an optimizer step.
 """
 from __future__ import annotations
@@ -38,8 +40,20 @@ class PreparedModel:
     fingerprint: tuple
     is_copy: bool
     math_attention: bool = False
+    compiled: bool = False
 
     def __call__(self, images: Tensor) -> Tensor:
+        if not self.compiled:
+            return self._run(images)
+        try:
+            return self._run(images)
+        except Exception as error:  # torch.compile reports failures at the first call, verbosely
+            if type(error).__module__.startswith("torch._dynamo") or "inductor" in type(error).__module__:
+                raise RuntimeError(f"compile_model=True: torch.compile failed on this model "
+                                   f"({type(error).__name__}); run without compile_model") from error
+            raise
+
+    def _run(self, images: Tensor) -> Tensor:
         if self.input_dtype is not None:
             images = images.to(self.input_dtype)
         if self.channels_last and images.dim() == 4:
@@ -54,7 +68,7 @@ class PreparedModel:
     def describe(self) -> dict:
         return {"input_dtype": str(self.input_dtype).replace("torch.", "") if self.input_dtype else None,
                 "channels_last": self.channels_last, "folded_batchnorms": self.folded_batchnorms,
-                "copy": self.is_copy, "math_attention": self.math_attention}
+                "copy": self.is_copy, "math_attention": self.math_attention, "compiled": self.compiled}
 
 
 def _state_tensors(model: nn.Module) -> List[Tensor]:
@@ -126,7 +140,7 @@ def _logits_agree(reference: Tensor, candidate: Tensor) -> bool:
     return float((candidate.float() - reference.float()).abs().max()) <= 1e-3 * scale
 
 
-def _build(model: nn.Module, precision: str, probe: Tensor) -> PreparedModel:
+def _build(model: nn.Module, precision: str, probe: Tensor, compile_model: bool) -> PreparedModel:
     fingerprint = _fingerprint(model)
     try:
         work = copy.deepcopy(model)
@@ -153,21 +167,27 @@ def _build(model: nn.Module, precision: str, probe: Tensor) -> PreparedModel:
     # On the CPU, the flash-attention kernel's bf16 backward is several times slower than the math path
     # (measured 2.3x on the whole shipped ViT); the math path gives the same attention.
     math_attention = probe.device.type == "cpu"
+    if compile_model:
+        work = torch.compile(work, dynamic=False)
     return PreparedModel(work, torch.bfloat16, channels_last, folded, fingerprint, is_copy=True,
-                         math_attention=math_attention)
+                         math_attention=math_attention, compiled=compile_model)
 
 
-def prepare(model: nn.Module, precision: str, probe: Tensor) -> PreparedModel:
+def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool = False) -> PreparedModel:
     """The cached working copy of `model` for `precision`, built (and checked on `probe`, a few of the
-    images to traverse, already normalized) if missing or stale."""
+    images to traverse, already normalized) if missing or stale. compile_model (bf16 only) wraps the copy
+    in torch.compile."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    key = (precision, probe.device.type, probe.dim())
+    if compile_model and precision != "bf16":
+        raise ValueError("compile_model=True needs precision='bf16' (compiled kernels round differently, "
+                         "so exact mode never compiles)")
+    key = (precision, probe.device.type, probe.dim(), bool(compile_model))
     per_model = _cache.setdefault(model, {})
     prepared = per_model.get(key)
     if prepared is None or prepared.fingerprint != _fingerprint(model):
         per_model.pop(key, None)  # free the stale copy before building the new one
-        prepared = _build(model, precision, probe.to(floating_dtype(model, probe.dtype)))
+        prepared = _build(model, precision, probe.to(floating_dtype(model, probe.dtype)), compile_model)
         if prepared.is_copy:  # caching the user's own object would keep it alive through the weak key
             per_model[key] = prepared
     return prepared

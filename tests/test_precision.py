@@ -242,3 +242,16 @@ def test_staged_on_device_yields_every_job_in_order():
             for job, tensors in staged_on_device(jobs, lambda j: [torch.tensor(j)], torch.device("cpu"))]
     assert seen == [(j, [list(j)]) for j in jobs]
     assert list(staged_on_device([], lambda j: [], torch.device("cpu"))) == []
+
+
+def test_compile_model_runs_the_compiled_copy_and_needs_bf16():
+    model = tiny_cnn(channels=3, scale=12)
+    x, y = images(4, c=3, seed=13)
+    with pytest.raises(ValueError, match="compile_model=True needs precision='bf16'"):
+        lst_fast.traverse(model, x, y, iterations=2, compile_model=True)
+    plain = lst_fast.traverse(model, x, y, iterations=10, precision="bf16", init_noise=0.0)
+    compiled = lst_fast.traverse(model, x, y, iterations=10, precision="bf16", init_noise=0.0, compile_model=True)
+    assert compiled.config["model_copy"]["compiled"] and not plain.config["model_copy"]["compiled"]
+    assert bool(((compiled.images >= 0) & (compiled.images <= 1)).all())
+    # Compiled kernels round differently in bf16; the walks stay close.
+    assert float((compiled.images - plain.images).abs().max()) < 0.05
