@@ -62,6 +62,7 @@ def backend_info() -> dict:
     Returns a dict with the package and torch versions, whether the extension loaded (and the error if
     not), and for "cpu" and "cuda" whether the compiled kernels or the pure-PyTorch fallback run.
     """
+    from lst_fast.prepared_model import cpu_has_bf16_instructions
     from lst_fast.version import __version__
 
     def kind(device_type: str) -> str:
@@ -76,4 +77,5 @@ def backend_info() -> dict:
         "cpu": kind("cpu"),
         "cuda": kind("cuda"),
         "cuda_available": torch.cuda.is_available(),
+        "cpu_bf16_instructions": cpu_has_bf16_instructions(),  # precision="bf16" pays off on the CPU
     }

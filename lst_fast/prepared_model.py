@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import warnings
 import weakref
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -69,6 +71,18 @@ class PreparedModel:
         return {"input_dtype": str(self.input_dtype).replace("torch.", "") if self.input_dtype else None,
                 "channels_last": self.channels_last, "folded_batchnorms": self.folded_batchnorms,
                 "copy": self.is_copy, "math_attention": self.math_attention, "compiled": self.compiled}
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16_instructions() -> Optional[bool]:
+    """True when this CPU does bf16 arithmetic in hardware (x86 AVX512-BF16 or AMX, Arm BF16), False
+    when it does not (oneDNN then emulates bf16, often slower than fp32), None when unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def _state_tensors(model: nn.Module) -> List[Tensor]:
@@ -161,6 +175,9 @@ def _build(model: nn.Module, precision: str, probe: Tensor, compile_model: bool)
             if _logits_agree(work(probe), candidate(probe)):
                 work, folded = candidate, count
     channels_last = probe.dim() == 4 and has_conv2d(work)
+    if probe.device.type == "cpu" and cpu_has_bf16_instructions() is False:
+        warnings.warn("precision='bf16' on a CPU without bf16 instructions (no AVX512-BF16 or AMX): bf16 is "
+                      "emulated there and may be slower than precision='fp32'", RuntimeWarning, stacklevel=4)
     work = work.to(torch.bfloat16)
     if channels_last:
         work = work.to(memory_format=torch.channels_last)

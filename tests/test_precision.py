@@ -255,3 +255,12 @@ def test_compile_model_runs_the_compiled_copy_and_needs_bf16():
     assert bool(((compiled.images >= 0) & (compiled.images <= 1)).all())
     # Compiled kernels round differently in bf16; the walks stay close.
     assert float((compiled.images - plain.images).abs().max()) < 0.05
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
+    monkeypatch.setattr(prepared_model, "cpu_has_bf16_instructions", lambda: False)
+    prepared_model.clear_cache()
+    x, y = images(2, seed=14)
+    with pytest.warns(RuntimeWarning, match="without bf16 instructions"):
+        lst_fast.traverse(tiny_cnn(scale=12), x, y, iterations=2, precision="bf16")
+    assert lst_fast.backend_info()["cpu_bf16_instructions"] in (True, False, None)
