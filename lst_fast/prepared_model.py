@@ -55,6 +55,12 @@ class PreparedModel:
                                    f"({type(error).__name__}); run without compile_model") from error
             raise
 
+    def eager(self) -> "PreparedModel":
+        """The same copy without torch.compile (for one-off calls that should not trigger a compile)."""
+        if not self.compiled:
+            return self
+        return dataclasses.replace(self, module=getattr(self.module, "_orig_mod", self.module), compiled=False)
+
     def _run(self, images: Tensor) -> Tensor:
         if self.input_dtype is not None:
             images = images.to(self.input_dtype)

@@ -245,7 +245,7 @@ class LevelSetTraversal:
         if target_label is not None:
             target_label = validation.check_label(target_label, n, first.shape[1], device, name="target_label")
 
-        size = self._resolve_batch_size(n, forward, x_start, layout)
+        size = self._resolve_batch_size(n, prepared_model.forward_function(prepared.eager(), norm), x_start, layout)
         spans = list(batching.batches(n, size))
         bar = _progress_bar(self.iterations * len(spans), self.progress)
         parts = []
@@ -268,9 +268,11 @@ class LevelSetTraversal:
         return _concatenate(parts, x_in.dtype, config, self.record_every > 0)
 
     def _resolve_batch_size(self, n: int, forward, x_start: Tensor, layout) -> int:
+        """batch_size, or the whole set on the CPU, or on a GPU what free memory holds as measured by one
+        forward+backward on a few images (with the uncompiled copy, so no compile for the probe's shape)."""
         if self.batch_size is not None:
             return min(self.batch_size, n)
-        if x_start.device.type != "cuda":
+        if x_start.device.type != "cuda" or n <= batching.PROBE_IMAGES:
             return n
 
         def run_probe(k: int) -> None:
