@@ -226,6 +226,7 @@ class LevelSetTraversal:
                                           else (probe - norm[0]) / norm[1], compile_model=self.compile_model)
         config["model_copy"] = prepared.describe()
         forward = prepared_model.forward_function(prepared, norm)
+        eager_forward = prepared_model.forward_function(prepared.eager(), norm)  # one-off calls: no compile
         # bf16: labels and the reported confidences come from the model as given, in its own precision.
         as_given = None if self.precision == "fp32" else prepared_model.forward_function(
             prepared_model.PreparedModel(self.model, prepared_model.floating_dtype(self.model, work_dtype),
@@ -239,13 +240,13 @@ class LevelSetTraversal:
         else:
             x_start = x_start.clamp(lo, hi)
         with torch.no_grad():  # one image tells the class count, so labels are checked before any walk
-            first = forward(x_src[:1])
+            first = eager_forward(x_src[:1])
         self._check_logits(first, 1)
         label = validation.check_label(label, n, first.shape[1], device)
         if target_label is not None:
             target_label = validation.check_label(target_label, n, first.shape[1], device, name="target_label")
 
-        size = self._resolve_batch_size(n, prepared_model.forward_function(prepared.eager(), norm), x_start, layout)
+        size = self._resolve_batch_size(n, eager_forward, x_start, layout)
         spans = list(batching.batches(n, size))
         bar = _progress_bar(self.iterations * len(spans), self.progress)
         parts = []
