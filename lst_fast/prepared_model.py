@@ -1,18 +1,18 @@
-"""The copy of the user's model that LST runs: the user's object is never touched.
+"""The model LST runs, prepared for a precision, without ever modifying the user's object.
 
-precision="fp32" (exact mode): a deep copy in eval mode whose parameters need no gradient, so autograd
-computes only the input gradient. Its arithmetic is the user's model's, bit for bit.
+precision="fp32" (exact mode): the user's model itself. LST asks autograd only for the input gradient,
+so parameters and their .grad are untouched; a copy with frozen parameters measured no faster (CPU,
+interleaved runs) and would double the weights' memory, so there is none.
 
-precision="bf16": the same copy with BatchNorm folded into the convolution before it (checked on the
-images about to be traversed; left unfolded if the folded model disagrees or cannot be traced), weights
-and buffers in bfloat16, channels-last memory when the model has 2-d convolutions, and on the CPU the
-math attention kernel (faster in bf16 there). The iterate, the adversarial term, the gradient handed to
-the step and every LST reduction stay in fp32.
+precision="bf16": a deep copy in eval mode with frozen parameters, BatchNorm folded into the convolution
+before it (checked on the images about to be traversed; left unfolded if the folded model disagrees or
+cannot be traced), weights and buffers in bfloat16, channels-last memory when the model has 2-d
+convolutions, and on the CPU the math attention kernel (faster in bf16 there). The iterate, the
+adversarial term, the gradient handed to the step and every LST reduction stay in fp32.
+compile_model=True also wraps the copy in torch.compile (static shapes).
 
-compile_model=True (bf16 only) also wraps the copy in torch.compile (static shapes).
-
-Copies are cached per (model, precision, device type, compile) and rebuilt whenever a parameter or buffer of the
-user's model has changed since (storage or in-place version), e.g. after an optimizer step.
+Copies are cached per (model, device type, input rank, compile) and rebuilt whenever a parameter or
+buffer of the user's model has changed since (storage or in-place version), e.g. after an optimizer step.
 """
 from __future__ import annotations
 
@@ -160,19 +160,19 @@ def _logits_agree(reference: Tensor, candidate: Tensor) -> bool:
     return float((candidate.float() - reference.float()).abs().max()) <= 1e-3 * scale
 
 
-def _build(model: nn.Module, precision: str, probe: Tensor, compile_model: bool) -> PreparedModel:
+def as_given(model: nn.Module, dtype: torch.dtype) -> PreparedModel:
+    """The user's model itself, fed images in its own floating dtype (exact mode)."""
+    return PreparedModel(model, floating_dtype(model, dtype), False, 0, (), is_copy=False)
+
+
+def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> PreparedModel:
     fingerprint = _fingerprint(model)
     try:
         work = copy.deepcopy(model)
     except Exception as error:
-        if precision == "bf16":
-            raise ValueError(f"precision='bf16' runs a converted copy of the model, but model could not be "
-                             f"copied (copy.deepcopy failed: {error}); use precision='fp32'") from error
-        # Exact mode can run the user's object itself: LST only asks autograd for the input gradient.
-        return PreparedModel(model, None, False, 0, fingerprint, is_copy=False)
+        raise ValueError(f"precision='bf16' runs a converted copy of the model, but model could not be "
+                         f"copied (copy.deepcopy failed: {error}); use precision='fp32'") from error
     work.eval().requires_grad_(False)
-    if precision == "fp32":
-        return PreparedModel(work, floating_dtype(model, probe.dtype), False, 0, fingerprint, is_copy=True)
 
     folded = 0
     candidate, count = fold_batchnorm(copy.deepcopy(work))
@@ -197,22 +197,22 @@ def _build(model: nn.Module, precision: str, probe: Tensor, compile_model: bool)
 
 
 def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool = False) -> PreparedModel:
-    """The cached working copy of `model` for `precision`, built (and checked on `probe`, a few of the
-    images to traverse, already normalized) if missing or stale. compile_model (bf16 only) wraps the copy
-    in torch.compile."""
+    """What LST runs for `precision`: the model itself (fp32), or its cached bf16 working copy, built (and
+    checked on `probe`, a few of the images to traverse, already normalized) if missing or stale.
+    compile_model (bf16 only) wraps the copy in torch.compile."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if compile_model and precision != "bf16":
         raise ValueError("compile_model=True needs precision='bf16' (compiled kernels round differently, "
                          "so exact mode never compiles)")
-    key = (precision, probe.device.type, probe.dim(), bool(compile_model))
+    if precision == "fp32":
+        return as_given(model, probe.dtype)
+    key = (probe.device.type, probe.dim(), bool(compile_model))
     per_model = _cache.setdefault(model, {})
     prepared = per_model.get(key)
     if prepared is None or prepared.fingerprint != _fingerprint(model):
         per_model.pop(key, None)  # free the stale copy before building the new one
-        prepared = _build(model, precision, probe.to(floating_dtype(model, probe.dtype)), compile_model)
-        if prepared.is_copy:  # caching the user's own object would keep it alive through the weak key
-            per_model[key] = prepared
+        prepared = per_model[key] = _build_bf16(model, probe.to(floating_dtype(model, probe.dtype)), compile_model)
     return prepared
 
 

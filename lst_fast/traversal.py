@@ -51,7 +51,7 @@ class LevelSetTraversal:
 
     Args:
         model: classifier returning logits for images in `bounds` (after the optional mean/std). It is
-            never modified: LST runs a cached working copy (see lst_fast.prepared_model).
+            never modified (bf16 mode runs a cached working copy; see lst_fast.prepared_model).
         step_size: eta, the step along the part of (target - x) orthogonal to the gradient.
         iterations: T, the number of steps tried.
         threshold: delta; a step is accepted while p0 - p < delta for the source-class confidence p.
@@ -229,8 +229,7 @@ class LevelSetTraversal:
         eager_forward = prepared_model.forward_function(prepared.eager(), norm)  # one-off calls: no compile
         # bf16: labels and the reported confidences come from the model as given, in its own precision.
         as_given = None if self.precision == "fp32" else prepared_model.forward_function(
-            prepared_model.PreparedModel(self.model, prepared_model.floating_dtype(self.model, work_dtype),
-                                         False, 0, (), is_copy=False), norm)
+            prepared_model.as_given(self.model, work_dtype), norm)
 
         # The initial noise is drawn for the whole set at once, so batching does not change it.
         x_start = x_src.clone(memory_format=torch.preserve_format)

@@ -105,7 +105,7 @@ def test_working_copy_is_cached_and_rebuilt_after_the_weights_change():
     probe = torch.rand(2, 1, 8, 8)
     first = prepared_model.prepare(model, "bf16", probe)
     assert prepared_model.prepare(model, "bf16", probe) is first
-    assert prepared_model.prepare(model, "fp32", probe) is not first
+    assert first.module is not model and first.is_copy
     with torch.no_grad():
         model[0].weight.mul_(2)  # an in-place update, as an optimizer step does
     rebuilt = prepared_model.prepare(model, "bf16", probe)
@@ -118,11 +118,17 @@ def test_working_copy_is_cached_and_rebuilt_after_the_weights_change():
 def test_weight_change_changes_the_walk():
     model = tiny_cnn(scale=12)
     x, y = images(4, seed=8)
-    a = lst_fast.traverse(model, x, y, iterations=10, init_noise=0.0, step_size=0.1, threshold=0.005)
+    settings = dict(iterations=10, init_noise=0.0, step_size=0.1, threshold=0.05, precision="bf16")
+    a = lst_fast.traverse(model, x, y, **settings)
     with torch.no_grad():
-        model[5].weight.mul_(0.1)  # a stale cached copy would give the same walk again
-    b = lst_fast.traverse(model, x, y, iterations=10, init_noise=0.0, step_size=0.1, threshold=0.005)
-    assert not torch.equal(a.initial_confidence, b.initial_confidence)
+        model[5].weight.mul_(0.1)  # a stale cached bf16 copy would walk as before
+    b = lst_fast.traverse(model, x, y, **settings)
+    current = prepared_model.PreparedModel(prepared_model.prepare(model, "bf16", x).module, torch.bfloat16,
+                                         False, 0, (), is_copy=True)
+    with torch.no_grad():
+        fresh_logits = model.eval()(x)
+    torch.testing.assert_close(current(x).float(), fresh_logits, rtol=0.05, atol=0.05)
+    assert not torch.equal(a.images, b.images)
 
 
 class Uncopyable(nn.Module):
@@ -137,11 +143,12 @@ class Uncopyable(nn.Module):
         raise TypeError("this model holds a handle that cannot be copied")
 
 
-def test_uncopyable_model_runs_exactly_but_not_in_bf16():
+def test_exact_mode_runs_the_model_itself_and_bf16_needs_a_copy():
     model = Uncopyable()
     x, y = images(3, seed=9)
     exact = lst_fast.traverse(model, x, y, iterations=5, **SETTINGS)
     assert exact.config["model_copy"]["copy"] is False
+    assert prepared_model.prepare(model, "fp32", x).module is model
     reference = lst_fast.traverse(model.net, x, y, iterations=5, generator=None, **{**SETTINGS, "init_noise": 0})
     plain = lst_fast.traverse(model, x, y, iterations=5, **{**SETTINGS, "init_noise": 0})
     assert torch.equal(plain.images, reference.images)
