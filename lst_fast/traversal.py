@@ -348,10 +348,10 @@ class LevelSetTraversal:
         return out
 
 
-def _graphed(iteration: Callable[[], None], device: torch.device, iterations: int) -> Callable[[], None]:
-    """`iteration` replayed from a CUDA graph. The first calls run eagerly on a side stream (as the
+def _graphed(iteration: Callable[[], None], device: torch.device, iterations: int,
+             warmup: int = 3) -> Callable[[], None]:
+    """`iteration` replayed from a CUDA graph. The first `warmup` calls run eagerly on a side stream (as the
     capture rules want, and they are real iterations); the capture itself runs nothing."""
-    warmup = 3
     state = {"calls": 0, "graph": None}
     side = torch.cuda.Stream(device)
 
@@ -365,12 +365,16 @@ def _graphed(iteration: Callable[[], None], device: torch.device, iterations: in
             iteration()
         torch.cuda.current_stream(device).wait_stream(side)
         if state["calls"] == warmup and iterations > warmup:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                iteration()
-            state["graph"] = graph
+            state["graph"] = _capture(iteration)
 
     return run
+
+
+def _capture(fn: Callable[[], None]) -> "torch.cuda.CUDAGraph":
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
 
 
 def _concatenate(parts: List[dict], dtype: torch.dtype, config: dict, traced: bool) -> TraversalResult:

@@ -271,3 +271,37 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
     with pytest.warns(RuntimeWarning, match="without bf16 instructions"):
         lst_fast.traverse(tiny_cnn(scale=12), x, y, iterations=2, precision="bf16")
     assert lst_fast.backend_info()["cpu_bf16_instructions"] in (True, False, None)
+
+
+def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
+    """The CUDA-graph wrapper's bookkeeping, with the CUDA calls stubbed: warm-up calls run eagerly,
+    one capture follows, and every later call is one replay, so each iteration happens exactly once."""
+    import contextlib
+    import types
+
+    from lst_fast import traversal
+
+    class Stream:
+        def __init__(self, *args):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    captured = []
+
+    def capture(fn):  # a real capture records without running; the stub replays by calling fn
+        captured.append(fn)
+        return types.SimpleNamespace(replay=fn)
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(traversal, "_capture", capture)
+    for iterations, expect_capture in ((0, False), (2, False), (3, False), (4, True), (10, True)):
+        calls = []
+        run = traversal._graphed(lambda: calls.append(1), torch.device("cuda"), iterations)
+        captured.clear()
+        for _ in range(iterations):
+            run()
+        assert len(calls) == iterations and bool(captured) == expect_capture
