@@ -265,7 +265,8 @@ def _compute_triangles(model, data: ImageSet, pool, per_round, cfg, results: Pat
             conf.append(triangle_confidence(model, data.get(pool[rows]).to(device),
                                             per_round[r1]["images"][rows].to(device),
                                             per_round[r2]["images"][rows].to(device),
-                                            data.labels[pool[rows]].to(device), n=cfg.triangle_n).cpu())
+                                            data.labels[pool[rows]].to(device), n=cfg.triangle_n,
+                                            precision=cfg.precision).cpu())
         _atomic_save({"confidence": torch.cat(conf)}, path)
 
 

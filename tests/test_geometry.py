@@ -136,3 +136,17 @@ def test_width_along_a_recorded_path():
     assert (out["low"] <= out["high"]).all()
     with pytest.raises(ValueError, match="record_every > 0"):
         width_along_path(model, lst_fast.traverse(model, x, y, iterations=2), [1.0])
+
+
+def test_bf16_geometry_is_close_to_fp32_and_validates_precision():
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3)).eval()
+    a, b, c = (torch.rand(5, 1, 6, 6) for _ in range(3))
+    label = torch.randint(0, 3, (5,))
+    exact = triangle_confidence(model, a, b, c, label, n=4)
+    fast = triangle_confidence(model, a, b, c, label, n=4, precision="bf16")
+    assert fast.shape == exact.shape and fast.dtype == torch.float32
+    assert float((fast - exact).abs().max()) < 0.02
+    with pytest.raises(ValueError, match="precision must be one of"):
+        triangle_confidence(model, a, b, c, label, n=4, precision="int8")
