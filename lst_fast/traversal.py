@@ -35,6 +35,18 @@ def full_fp32_matmuls() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def cudnn_autotune() -> Iterator[None]:
+    """bf16 mode: let cuDNN time its algorithms once per shape (LST repeats one shape hundreds of times);
+    exact mode leaves this off, since the choice may differ between runs."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+@contextlib.contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode and restore each one's own flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
@@ -172,8 +184,8 @@ class LevelSetTraversal:
         validation.check_images(x, y, self.bounds)
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(f"generator is on {generator.device} but x is on {x.device}")
-        exact = full_fp32_matmuls() if self.precision == "fp32" else contextlib.nullcontext()
-        with eval_mode(self.model), torch.inference_mode(False), exact:
+        backend_flags = full_fp32_matmuls() if self.precision == "fp32" else cudnn_autotune()
+        with eval_mode(self.model), torch.inference_mode(False), backend_flags:
             return self._traverse(x, y, label, target_label, generator)
 
     # -- setup ----------------------------------------------------------------------------------------

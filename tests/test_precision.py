@@ -305,3 +305,13 @@ def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
         for _ in range(iterations):
             run()
         assert len(calls) == iterations and bool(captured) == expect_capture
+
+
+def test_backend_flags_are_restored_after_each_mode():
+    flags = lambda: (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,  # noqa: E731
+                     torch.backends.cuda.matmul.allow_tf32)
+    before = flags()
+    x, y = images(2, seed=15)
+    for precision in ("fp32", "bf16"):
+        lst_fast.traverse(tiny_cnn(scale=12), x, y, iterations=2, precision=precision)
+        assert flags() == before
