@@ -74,6 +74,11 @@ if want speed; then
   step speed bench python3 -m pytest -q bench/test_lst_speed.py bench/test_quality_parity.py -p no:cacheprovider \
     -k "cuda and (${GPU_SPEED_FILTER:-test})" --benchmark-json="$OUT/speed.json"
   python3 bench/summarize.py "$OUT/speed.json" | tee -a "$OUT/table.md"
+  # Where the time goes, for the goals the table misses (full tables in bench.log).
+  for args in "--model resnet50 --batch 128 --size 224" "--model fashion_cnn --batch 8192 --size 28 --graph"; do
+    step "profile $args" bench python3 bench/profile_lst.py --device cuda --precision bf16 $args
+    grep -h "operators take" "$OUT/bench.log" | tail -n 1 >> "$OUT/table.md"
+  done
 fi
 # Sanitizers last (slowest). No caching allocator under memcheck, so overruns inside a cached block show.
 if want sanitizers; then
