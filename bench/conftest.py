@@ -30,6 +30,12 @@ def environment(device: str) -> dict:
             "threads": torch.get_num_threads(), "commit": _commit(), "lst_fast": lst_fast.__version__}
 
 
+def median_seconds(benchmark) -> "float | None":
+    """Median of the timed rounds, or None under --benchmark-disable (CI runs the code once, untimed)."""
+    stats = getattr(benchmark, "stats", None)
+    return None if stats is None else stats.stats.median
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()

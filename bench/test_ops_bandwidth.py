@@ -11,7 +11,7 @@ import torch
 
 from lst_fast import ops
 from lst_fast._extension import has_native_kernel
-from conftest import environment, sync
+from conftest import environment, median_seconds, sync
 
 # (N, C, H, W): an ImageNet batch and a small-image batch; smaller on the CPU (2 cores).
 SHAPES = {"cuda": [(128, 3, 224, 224), (8192, 1, 28, 28)], "cpu": [(16, 3, 224, 224), (1024, 1, 28, 28)]}
@@ -27,7 +27,10 @@ def _time(benchmark, device, fn, nbytes, **info):
         sync(device)
 
     benchmark.pedantic(run, rounds=10 if device == "cuda" else 5, warmup_rounds=2)
-    seconds = benchmark.stats.stats.median / reps
+    seconds = median_seconds(benchmark)
+    if seconds is None:
+        return
+    seconds /= reps
     benchmark.extra_info.update(environment(device), bytes=nbytes, seconds_per_call=seconds,
                                 tb_per_s=nbytes / seconds / 1e12, **info)
 
