@@ -62,10 +62,10 @@ class PreparedModel:
         return dataclasses.replace(self, module=getattr(self.module, "_orig_mod", self.module), compiled=False)
 
     def _run(self, images: Tensor) -> Tensor:
-        if self.input_dtype is not None:
+        if self.channels_last and images.dim() == 4:  # dtype and layout in one pass
+            images = images.to(dtype=self.input_dtype or images.dtype, memory_format=torch.channels_last)
+        elif self.input_dtype is not None:
             images = images.to(self.input_dtype)
-        if self.channels_last and images.dim() == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
         if self.math_attention:
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
