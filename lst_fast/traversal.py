@@ -74,7 +74,8 @@ class LevelSetTraversal:
         precision: "fp32" (exact: SPEC section 1 to the bit, TF32 off) or "bf16" (fast: the model runs in
             bfloat16 with BatchNorm folded and channels-last; the iterate and all LST arithmetic stay fp32;
             the returned confidences are re-evaluated with the model as given).
-        batch_size: images per batch; default the whole set on the CPU and what free memory holds on a GPU.
+        batch_size: images per batch; default automatic (lst_fast.batching): on a GPU what free memory
+            holds, on the CPU cache-sized batches (a rule of the model and image shape only).
         compile_model: with precision="bf16", run the working copy through torch.compile (compiles on the
             first call; pays off on GPUs for long runs; on 2 CPU cores it measured slower).
         graph: on CUDA, capture one whole iteration (forward, backward, step, accept) in a CUDA graph and
@@ -280,11 +281,12 @@ class LevelSetTraversal:
         return _concatenate(parts, x_in.dtype, config, self.record_every > 0)
 
     def _resolve_batch_size(self, n: int, forward, x_start: Tensor, layout) -> int:
-        """batch_size, or the whole set on the CPU, or on a GPU what free memory holds as measured by one
-        forward+backward on a few images (with the uncompiled copy, so no compile for the probe's shape)."""
+        """batch_size, or the automatic size (see lst_fast.batching): measured with the uncompiled copy,
+        so the probes' shapes trigger no compile."""
         if self.batch_size is not None:
             return min(self.batch_size, n)
-        if x_start.device.type != "cuda" or n <= batching.PROBE_IMAGES:
+        cpu = x_start.device.type == "cpu"
+        if n <= (batching.CPU_MIN_BATCH if cpu else batching.PROBE_IMAGES):
             return n
 
         def run_probe(k: int) -> None:
@@ -293,6 +295,9 @@ class LevelSetTraversal:
                 label = forward(images).argmax(1)
             self._forward_backward(forward, images, label, layout)
 
+        if cpu:
+            per_image = batching.saved_bytes_per_image(run_probe)
+            return batching.cpu_batch_size(per_image, n, batching.available_memory())
         return batching.measure_cuda_batch_size(run_probe, n, x_start.device)
 
     # -- the loop -------------------------------------------------------------------------------------

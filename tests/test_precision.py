@@ -315,3 +315,33 @@ def test_backend_flags_are_restored_after_each_mode():
     for precision in ("fp32", "bf16"):
         lst_fast.traverse(tiny_cnn(scale=12), x, y, iterations=2, precision=precision)
         assert flags() == before
+
+
+def test_cpu_batch_rule():
+    mib = 2**20
+    assert batching.cpu_batch_size(mib / 4, 10_000, None) == 128  # 32 MiB of saved activations
+    assert batching.cpu_batch_size(40 * mib, 10_000, None) == batching.CPU_MIN_BATCH  # big models: 16
+    assert batching.cpu_batch_size(40 * mib, 10_000, 400 * mib) == 5  # never past half the memory
+    assert batching.cpu_batch_size(1, 50, None) == 50
+    assert batching.cpu_batch_size(2**40, 50, 1) == 1
+
+
+def test_saved_bytes_per_image_counts_what_grows_with_the_batch():
+    weight = torch.rand(1, 50)
+
+    def run_probe(k):
+        x = torch.rand(k, 50, requires_grad=True)
+        (x.exp() * weight).sum().backward()  # exp saves its (k, 50) result, mul only the constant weight
+
+    per_image = batching.saved_bytes_per_image(run_probe)
+    assert per_image == 50 * 4  # exp's fp32 result per image; the weight does not grow with k
+    assert batching.available_memory() is None or batching.available_memory() > 0
+
+
+def test_cpu_automatic_batches_are_reproducible():
+    model = tiny_cnn(scale=12)
+    x, y = images(40, seed=16)
+    a = lst_fast.traverse(model, x, y, iterations=5, generator=torch.Generator().manual_seed(0))
+    b = lst_fast.traverse(model, x, y, iterations=5, generator=torch.Generator().manual_seed(0))
+    assert a.config["batch_size_used"] == b.config["batch_size_used"] >= batching.CPU_MIN_BATCH
+    assert torch.equal(a.images, b.images)
