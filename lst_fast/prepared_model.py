@@ -175,7 +175,9 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
     work.eval().requires_grad_(False)
 
     folded = 0
-    candidate, count = fold_batchnorm(copy.deepcopy(work))
+    # The trace shares every module it does not replace, and the fused convolutions are new, so `work`
+    # stays as it is and remains the fallback.
+    candidate, count = fold_batchnorm(work)
     if count:
         with torch.no_grad():
             if _logits_agree(work(probe), candidate(probe)):

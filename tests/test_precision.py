@@ -345,3 +345,13 @@ def test_cpu_automatic_batches_are_reproducible():
     b = lst_fast.traverse(model, x, y, iterations=5, generator=torch.Generator().manual_seed(0))
     assert a.config["batch_size_used"] == b.config["batch_size_used"] >= batching.CPU_MIN_BATCH
     assert torch.equal(a.images, b.images)
+
+
+def test_folding_leaves_the_traced_model_as_it_was():
+    model = Residual().eval()
+    before = copy.deepcopy(model.state_dict())
+    folded, count = prepared_model.fold_batchnorm(model)
+    assert count == 2 and folded is not model
+    assert isinstance(model.bn1, nn.BatchNorm2d) and isinstance(model.bn2, nn.BatchNorm2d)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
