@@ -207,3 +207,23 @@ def test_staged_on_device_copies_every_chunk_intact():
     for i, (job, (moved,)) in enumerate(staged_on_device(list(range(4)), lambda j: [chunks[j]], "cuda")):
         assert job == i and moved.device.type == "cuda"
         assert torch.equal(moved.cpu(), chunks[i])
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_host_syncs_do_not_grow_with_iterations(graph):
+    import warnings
+
+    model = tiny_cnn(channels=3, size=16, scale=12).cuda()
+    x, y = torch.rand(16, 3, 16, 16, device="cuda"), torch.rand(16, 3, 16, 16, device="cuda")
+    lst_fast.traverse(model, x, y, iterations=5, precision="bf16", graph=graph)  # build the copy, warm up
+    syncs = []
+    for iterations in (5, 40):
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                lst_fast.traverse(model, x, y, iterations=iterations, precision="bf16", graph=graph)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        syncs.append(sum("synchroniz" in str(w.message) for w in caught))
+    assert syncs[0] == syncs[1], syncs

@@ -355,3 +355,27 @@ def test_folding_leaves_the_traced_model_as_it_was():
     assert isinstance(model.bn1, nn.BatchNorm2d) and isinstance(model.bn2, nn.BatchNorm2d)
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_no_host_reads_inside_the_loop(monkeypatch, precision):
+    """Host reads of tensor values (item, float, bool, ...) would stall a GPU every iteration; their
+    number must not grow with the iteration count (the progress bar is off)."""
+    counts = {"n": 0}
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            counts["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    model = tiny_cnn(scale=12)
+    x, y = images(6, seed=17)
+    lst_fast.traverse(model, x, y, iterations=1, precision=precision)  # builds and caches the bf16 copy
+    per_run = []
+    for iterations in (5, 40):
+        counts["n"] = 0
+        lst_fast.traverse(model, x, y, iterations=iterations, precision=precision, record_every=0)
+        per_run.append(counts["n"])
+    assert per_run[0] == per_run[1], per_run
