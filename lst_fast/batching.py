@@ -10,7 +10,7 @@ memory. The rule depends only on the model and the image shape, so runs are repr
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 
@@ -49,12 +49,6 @@ def measure_cuda_batch_size(run_probe: Callable[[int], None], n: int, device: to
     free, _ = torch.cuda.mem_get_info(device)
     reserved_idle = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return batch_size_for(free + reserved_idle, per_image, n)
-
-
-def batches(n: int, size: int) -> Iterator[Tuple[int, int]]:
-    """(start, stop) of consecutive batches covering range(n)."""
-    for start in range(0, n, size):
-        yield start, min(n, start + size)
 
 
 def saved_bytes_per_image(run_probe: Callable[[int], None]) -> float:

@@ -8,6 +8,8 @@ the gradient at x is still the one in hand. The iterates are the same (bit for b
 from __future__ import annotations
 
 import contextlib
+import math
+import warnings
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -259,26 +261,46 @@ class LevelSetTraversal:
             target_label = validation.check_label(target_label, n, first.shape[1], device, name="target_label")
 
         size = self._resolve_batch_size(n, eager_forward, x_start, layout)
-        spans = list(batching.batches(n, size))
-        bar = _progress_bar(self.iterations * len(spans), self.progress)
-        parts = []
+        bar = _progress_bar(self.iterations * math.ceil(n / size), self.progress)
+        parts: List[dict] = []
+        start = 0
         try:
-            for start, stop in spans:
-                part = slice(start, stop)
-                parts.append(self._walk(
-                    forward, as_given, x_src[part], x_start[part], x_tgt[part],
-                    None if label is None else label[part],
-                    None if target_label is None else target_label[part], layout, bar))
-        except _OUT_OF_MEMORY as error:
-            raise _OUT_OF_MEMORY(
-                f"LST on a batch of {size} images ran out of {device.type} memory; the model's forward and "
-                f"backward need it for every iteration. Pass batch_size={max(1, size // 2)} or smaller. "
-                f"({error})") from error
+            while start < n:
+                part = slice(start, min(n, start + size))
+                try:
+                    parts.append(self._walk(
+                        forward, as_given, x_src[part], x_start[part], x_tgt[part],
+                        None if label is None else label[part],
+                        None if target_label is None else target_label[part], layout, bar))
+                except _OUT_OF_MEMORY as error:
+                    if self.batch_size is not None or size == 1:
+                        raise self._out_of_memory(error, size, device) from error
+                    # The automatic size was an estimate: halve it and redo this batch; finished ones stay.
+                    size //= 2
+                    warnings.warn(f"LST ran out of {device.type} memory; continuing with batches of {size}",
+                                  RuntimeWarning, stacklevel=3)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    if bar is not None:
+                        bar.reset(total=self.iterations * (len(parts) + math.ceil((n - start) / size)))
+                        bar.update(self.iterations * len(parts))
+                    continue
+                start = part.stop
         finally:
             if bar is not None:
                 bar.close()
         config["batch_size_used"] = size
         return _concatenate(parts, x_in.dtype, config, self.record_every > 0)
+
+    @staticmethod
+    def _out_of_memory(error: Exception, size: int, device: torch.device) -> Exception:
+        if size == 1:
+            advice = "even one image does not fit; free memory or use a smaller model input"
+        else:
+            advice = f"pass batch_size={size // 2} or smaller"
+        return _OUT_OF_MEMORY(
+            f"LST on a batch of {size} images ran out of {device.type} memory; the model's forward and "
+            f"backward need it for every iteration: {advice}. ({error})")
 
     def _resolve_batch_size(self, n: int, forward, x_start: Tensor, layout) -> int:
         """batch_size, or the automatic size (see lst_fast.batching): measured with the uncompiled copy,
@@ -295,10 +317,15 @@ class LevelSetTraversal:
                 label = forward(images).argmax(1)
             self._forward_backward(forward, images, label, layout)
 
-        if cpu:
-            per_image = batching.saved_bytes_per_image(run_probe)
-            return batching.cpu_batch_size(per_image, n, batching.available_memory())
-        return batching.measure_cuda_batch_size(run_probe, n, x_start.device)
+        try:
+            if cpu:
+                per_image = batching.saved_bytes_per_image(run_probe)
+                return batching.cpu_batch_size(per_image, n, batching.available_memory())
+            return batching.measure_cuda_batch_size(run_probe, n, x_start.device)
+        except _OUT_OF_MEMORY:  # not even the probe's few images fit: one at a time, if that fits
+            if not cpu:
+                torch.cuda.empty_cache()
+            return 1
 
     # -- the loop -------------------------------------------------------------------------------------
 

@@ -197,7 +197,6 @@ def test_batch_size_for_free_memory():
     assert batching.batch_size_for(gib, gib / 5, 50) == 3  # below 8: no rounding
     assert batching.batch_size_for(gib, 0, 50) == 50
     assert batching.batch_size_for(gib, 1, 0) == 0
-    assert list(batching.batches(5, 2)) == [(0, 2), (2, 4), (4, 5)]
 
 
 @pytest.mark.parametrize("name", ["cnn", "cnn-robust", "vit"])
@@ -379,3 +378,31 @@ def test_no_host_reads_inside_the_loop(monkeypatch, precision):
         lst_fast.traverse(model, x, y, iterations=iterations, precision=precision, record_every=0)
         per_run.append(counts["n"])
     assert per_run[0] == per_run[1], per_run
+
+
+class OutOfMemoryAbove(nn.Module):
+    """Raises the out-of-memory error a GPU would for batches larger than `limit` (with gradients)."""
+
+    def __init__(self, net, limit):
+        super().__init__()
+        self.net, self.limit = net, limit
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"simulated: {x.shape[0]} images")
+        return self.net(x)
+
+
+def test_automatic_batches_halve_after_running_out_of_memory():
+    net = PerSample(tiny_cnn(scale=12))
+    x, y = images(40, seed=18)
+    g = lambda: torch.Generator().manual_seed(19)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="continuing with batches of"):
+        r = lst_fast.traverse(OutOfMemoryAbove(net, 7), x, y, iterations=6, generator=g(), **SETTINGS)
+    assert r.config["batch_size_used"] <= 7
+    reference = lst_fast.traverse(net, x, y, iterations=6, generator=g(), batch_size=5, **SETTINGS)
+    assert torch.equal(r.images, reference.images)  # nothing lost or repeated
+    with pytest.raises(torch.OutOfMemoryError, match="batch_size=5 or smaller"):
+        lst_fast.traverse(OutOfMemoryAbove(net, 7), x, y, iterations=2, batch_size=10, **SETTINGS)
+    with pytest.raises(torch.OutOfMemoryError, match="even one image does not fit"):
+        lst_fast.traverse(OutOfMemoryAbove(net, 0), x, y, iterations=2, **SETTINGS)

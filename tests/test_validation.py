@@ -141,7 +141,7 @@ def test_out_of_memory_suggests_a_batch_size(setup):
             return self.net(t)
 
     with pytest.raises(torch.OutOfMemoryError, match="batch_size=1 or smaller"):
-        lst_fast.traverse(Hungry(), x, y, iterations=2)
+        lst_fast.traverse(Hungry(), x, y, iterations=2, batch_size=x.shape[0])
 
 
 def test_demo_reports_an_unwritable_output_folder(tmp_path):
