@@ -227,3 +227,22 @@ def test_host_syncs_do_not_grow_with_iterations(graph):
             torch.cuda.set_sync_debug_mode("default")
         syncs.append(sum("synchroniz" in str(w.message) for w in caught))
     assert syncs[0] == syncs[1], syncs
+
+
+def _wide_conv_model() -> torch.nn.Module:
+    """About 100 MB of activations per 224 px image (512 channels at full resolution)."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 512, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(512, 10)).cuda()
+
+
+def test_real_out_of_memory_names_a_batch_size_and_automatic_batches_fit():
+    free, _ = torch.cuda.mem_get_info()
+    per_image = 3 * 512 * 224 * 224 * 4  # conv output, ReLU output and its gradient: a lower bound
+    n = int(2 * free / per_image) + 1  # twice what could fit
+    model = _wide_conv_model()
+    x = torch.rand(n, 3, 224, 224, device="cuda")
+    with pytest.raises(torch.OutOfMemoryError, match=r"batch_size=\d+ or smaller"):
+        lst_fast.traverse(model, x, x.flip(0), iterations=1, init_noise=0.0, batch_size=n)
+    torch.cuda.empty_cache()
+    r = lst_fast.traverse(model, x, x.flip(0), iterations=1, init_noise=0.0)  # automatic: fits
+    assert r.config["batch_size_used"] < n and r.images.shape == x.shape
