@@ -38,7 +38,7 @@ def batch_size_for(free_bytes: int, bytes_per_image: float, n: int, multiple: in
 
 def measure_cuda_batch_size(run_probe: Callable[[int], None], n: int, device: torch.device) -> int:
     """Run `run_probe(k)` (one forward+backward on k images) and size the batch from the memory it took
-    per image and the memory free on `device` now."""
+    per image and the memory free on `device` now. (This resets the device's peak-memory statistics.)"""
     k = min(n, PROBE_IMAGES)
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
