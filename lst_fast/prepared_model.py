@@ -16,17 +16,30 @@ buffer of the user's model has changed since (storage or in-place version), e.g.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
 import warnings
 import weakref
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 PRECISIONS = ("fp32", "bf16")
+
+
+@contextlib.contextmanager
+def full_fp32_matmuls() -> Iterator[None]:
+    """No TF32 in cuDNN convolutions or cuBLAS products inside (exact mode, and the BatchNorm-folding check)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
 
 _cache: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, PreparedModel]]" = weakref.WeakKeyDictionary()
 
@@ -179,7 +192,7 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
     # stays as it is and remains the fallback.
     candidate, count = fold_batchnorm(work)
     if count:
-        with torch.no_grad():
+        with torch.no_grad(), full_fp32_matmuls():  # TF32 alone would differ by more than the folding does
             if _logits_agree(work(probe), candidate(probe)):
                 work, folded = candidate, count
     channels_last = probe.dim() == 4 and has_conv2d(work)

@@ -17,23 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lst_fast import batching, ops, prepared_model, validation
+from lst_fast.prepared_model import full_fp32_matmuls
 from lst_fast.reference import class_probability
 from lst_fast.result import TraversalResult
 from lst_fast.version import __version__
 
 
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # the former from torch 2.5
-
-
-@contextlib.contextmanager
-def full_fp32_matmuls() -> Iterator[None]:
-    """Exact mode: no TF32 in cuDNN convolutions or cuBLAS products while the model runs."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @contextlib.contextmanager

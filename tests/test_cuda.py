@@ -246,3 +246,14 @@ def test_real_out_of_memory_names_a_batch_size_and_automatic_batches_fit():
     torch.cuda.empty_cache()
     r = lst_fast.traverse(model, x, x.flip(0), iterations=1, init_noise=0.0)  # automatic: fits
     assert r.config["batch_size_used"] < n and r.images.shape == x.shape
+
+
+def test_bf16_copy_folds_batchnorm_on_the_gpu():
+    """The folding check compares fp32 logits; with TF32 on (torch's default for cuDNN) it would see
+    TF32's error instead of the folding's and keep BatchNorm unfolded."""
+    import timm
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10).cuda().eval()
+    x = torch.rand(4, 3, 64, 64, device="cuda")
+    r = lst_fast.traverse(model, x, x.flip(0), iterations=2, precision="bf16")
+    assert r.config["model_copy"]["folded_batchnorms"] == 20

@@ -406,3 +406,13 @@ def test_automatic_batches_halve_after_running_out_of_memory():
         lst_fast.traverse(OutOfMemoryAbove(net, 7), x, y, iterations=2, batch_size=10, **SETTINGS)
     with pytest.raises(torch.OutOfMemoryError, match="even one image does not fit"):
         lst_fast.traverse(OutOfMemoryAbove(net, 0), x, y, iterations=2, **SETTINGS)
+
+
+def test_bf16_copy_of_a_timm_resnet_folds_every_batchnorm():
+    import timm
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    x = torch.rand(3, 3, 64, 64)
+    r = lst_fast.traverse(model, x, x.flip(0), iterations=2, precision="bf16")
+    assert r.config["model_copy"]["folded_batchnorms"] == 20  # every conv -> bn pair, shortcuts included
+    assert r.config["model_copy"]["channels_last"]
