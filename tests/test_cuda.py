@@ -180,7 +180,8 @@ def test_graph_with_fewer_iterations_than_the_warmup():
         assert bool((r.accepted_steps <= iterations).all())
 
 
-def test_automatic_batch_size_fits_and_matches_explicit_batches():
+def test_automatic_batch_size_fits_and_matches_explicit_batches(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     model = tiny_cnn(channels=3, size=16, scale=12).cuda()
     x, y = torch.rand(300, 3, 16, 16, device="cuda"), torch.rand(300, 3, 16, 16, device="cuda")
     auto = lst_fast.traverse(model, x, y, iterations=5, init_noise=0.0)
