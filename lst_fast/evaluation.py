@@ -22,6 +22,7 @@ from lst_fast.data.sources import ImageSet, open_image_set
 from lst_fast.geometry import per_source, triangle_confidence, triangle_statistics, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.pairing import round_targets
+from lst_fast.prepared_model import check_precision
 from lst_fast.reference import class_probability
 from lst_fast.storage import atomic_save
 
@@ -57,8 +58,7 @@ class EvalConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        check_precision(self.precision)
 
 
 def _atomic_save(tensors: Dict[str, Tensor], path: Path, metadata: Optional[dict] = None) -> None:
@@ -98,7 +98,7 @@ def _check_or_write_config(out: Path, cfg: EvalConfig) -> None:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}); use a fresh --out folder") from error
         if isinstance(found, dict):  # settings added since that folder was written took their defaults
-            found = {**dataclasses.asdict(EvalConfig()), **{k: v for k, v in found.items()}}
+            found = {**dataclasses.asdict(EvalConfig()), **found}
         if found != wanted:
             diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
             raise ValueError(f"{out} holds results of another configuration (differences, theirs vs ours: {diff}); "

@@ -56,8 +56,7 @@ def simplex_confidence(
     precision: "fp32" evaluates the model as given; "bf16" its cached bf16 working copy (as traverse's
     fast mode does), several times faster where bf16 is native.
     """
-    if precision not in prepared_model.PRECISIONS:
-        raise ValueError(f"precision must be one of {prepared_model.PRECISIONS}, got {precision!r}")
+    prepared_model.check_precision(precision)
     if vertices.dim() != 5:
         raise ValueError(f"vertices must have shape (N, K, C, H, W), got {tuple(vertices.shape)}")
     if weights.dim() != 2 or weights.shape[1] != vertices.shape[1]:

@@ -211,15 +211,20 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
                          math_attention=math_attention, compiled=compile_model)
 
 
+def check_precision(precision: str, compile_model: bool = False) -> None:
+    """precision is one of PRECISIONS; compile_model only with bf16 (compiled kernels round differently,
+    so exact mode never compiles)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if compile_model and precision != "bf16":
+        raise ValueError("compile_model=True needs precision='bf16'; exact mode (fp32) never compiles")
+
+
 def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool = False) -> PreparedModel:
     """What LST runs for `precision`: the model itself (fp32), or its cached bf16 working copy, built (and
     checked on `probe`, a few of the images to traverse, already normalized) if missing or stale.
     compile_model (bf16 only) wraps the copy in torch.compile."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if compile_model and precision != "bf16":
-        raise ValueError("compile_model=True needs precision='bf16' (compiled kernels round differently, "
-                         "so exact mode never compiles)")
+    check_precision(precision, compile_model)
     if precision == "fp32":
         return as_given(model, probe.dtype)
     key = (probe.device.type, probe.dim(), bool(compile_model))

@@ -110,8 +110,6 @@ class LevelSetTraversal:
         self.init_noise = validation.check_non_negative("init_noise", init_noise)
         self.bounds = validation.check_bounds(bounds)
         self.mean, self.std = mean, std
-        if precision not in prepared_model.PRECISIONS:
-            raise ValueError(f"precision must be one of {prepared_model.PRECISIONS}, got {precision!r}")
         self.precision = precision
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
@@ -120,8 +118,7 @@ class LevelSetTraversal:
         for name, flag in (("compile_model", compile_model), ("graph", graph)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
-        if compile_model and precision != "bf16":
-            raise ValueError("compile_model=True needs precision='bf16'; exact mode (fp32) never compiles")
+        prepared_model.check_precision(precision, compile_model)
         self.compile_model = compile_model
         self.graph = graph
         self.record_every = validation.check_count("record_every", record_every)
