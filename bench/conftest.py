@@ -26,8 +26,10 @@ def _commit() -> str:
 
 def environment(device: str) -> dict:
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    # The backend says whether the rows timed our compiled kernels or the pure-PyTorch fallback.
     return {"torch": torch.__version__, "cuda": torch.version.cuda, "device_name": name,
-            "threads": torch.get_num_threads(), "commit": _commit(), "lst_fast": lst_fast.__version__}
+            "threads": torch.get_num_threads(), "commit": _commit(), "lst_fast": lst_fast.__version__,
+            "backend": lst_fast.backend_info().get(device, "unknown")}
 
 
 def median_seconds(benchmark) -> "float | None":

@@ -6,13 +6,15 @@
 #   bash bench/gpu_check.sh            (from the repository root)
 # GPU_CHECK_PARTS picks parts (default all): build standalone tests bench speed sanitizers.
 # GPU_CHECK_TOOLS picks the sanitizers after memcheck (default "racecheck initcheck").
-# GPU_SPEED_FILTER is a pytest -k expression for the speed benchmarks (default: all models and methods).
+# GPU_SPEED_FILTER is a pytest -k expression for the speed benchmarks (default: all models and methods;
+# "not compile" skips every method that runs torch.compile, the expert loop included).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} LST_FAST_CUDA=1
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-}
-status=()
+STATUS="$OUT/status.txt"  # one ok/FAILED line per step, appended as each ends, so a killed run keeps them
+: > "$STATUS"
 PARTS=" ${GPU_CHECK_PARTS:-build standalone tests bench speed sanitizers} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 
@@ -22,9 +24,17 @@ step() {  # step NAME LOG COMMAND...: run, append to $OUT/LOG.log (few files com
   echo "=== $name: $*" >> "$OUT/$log.log"
   "$@" >> "$OUT/$log.log" 2>&1
   local rc=$?
-  status+=("$name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (rc=$rc)") in $((SECONDS - t0)) s")
+  echo "$name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (rc=$rc)") in $((SECONDS - t0)) s" >> "$STATUS"
   tail -n $([ $rc -eq 0 ] && echo 3 || echo 25) "$OUT/$log.log"
   return $rc
+}
+
+finish() {
+  echo "== summary"
+  [ -f "$OUT/table.md" ] && cat "$OUT/table.md" >> "$OUT/summary.txt"
+  cat "$STATUS" >> "$OUT/summary.txt"
+  rm -f "$OUT/table.md"
+  cat "$OUT/summary.txt"
 }
 
 # pytest that survives a crashing test: on a fatal signal, deselect the test that was running (the last
@@ -53,12 +63,20 @@ pytest_resilient() {
   python3 -c "import torch; p = torch.cuda.get_device_properties(0); print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'SMs', p.multi_processor_count, 'L2 MiB', p.L2_cache_size / 2**20)"; } | tee "$OUT/summary.txt"
 
 if want build; then
-  step build build python3 setup.py build_ext --inplace || { printf '%s\n' "${status[@]}"; exit 1; }
+  step build build python3 setup.py build_ext --inplace || { finish; exit 1; }
 fi
-# Standalone kernel harness (no torch): bit-exact checks at many sizes, misaligned buffers, graph capture.
+# Everything below must time our CUDA kernels, never the pure-PyTorch fallback (the tests would skip and
+# the speed rows would silently measure the fallback): stop unless they loaded.
+python3 -c "import lst_fast, sys; i = lst_fast.backend_info(); print('backend:', i); sys.exit(i['cuda'] != 'native')" \
+  | tee -a "$OUT/summary.txt"
+if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+  echo "backend: FAILED, the CUDA kernels did not load (see backend_info above)" >> "$STATUS"; finish; exit 1
+fi
+# Standalone kernel harness (no torch): bit-exact checks at many sizes (register-row and chunked rows),
+# misaligned buffers, graph capture.
 want standalone && step standalone standalone bash -c "nvcc -std=c++17 -O3 -arch=sm_90 --fmad=false -Xcompiler -ffp-contract=off -Icsrc/cuda \
   csrc/cuda/orthogonal_step_kernel.cu csrc/cuda/confidence_accept_kernel.cu csrc/cuda/simplex_points_kernel.cu \
-  tests/native/test_kernels.cu -o /tmp/lst_test_kernels && /tmp/lst_test_kernels && LST_FAST_STEP_PATH=chunked /tmp/lst_test_kernels"
+  tests/native/test_kernels.cu -o /tmp/lst_test_kernels && /tmp/lst_test_kernels"
 if want tests; then
   step tests_cuda tests pytest_resilient tests tests/test_cuda.py
   step tests_ops tests pytest_resilient tests tests/test_ops.py tests/test_traverse.py tests/test_geometry.py \
@@ -80,7 +98,9 @@ if want speed; then
     grep -h "operators take" "$OUT/bench.log" | tail -n 1 >> "$OUT/table.md"
   done
 fi
-# Sanitizers last (slowest). No caching allocator under memcheck, so overruns inside a cached block show.
+# Sanitizers last (slowest). No caching allocator under memcheck, so overruns inside a cached block show
+# (the probe then skips its CUDA-graph walk: capture needs the caching allocator); racecheck and initcheck
+# run the whole probe, graph walk included.
 if want sanitizers; then
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck sanitizer timeout 200 compute-sanitizer --tool memcheck \
     --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
@@ -88,8 +108,4 @@ if want sanitizers; then
     step "sanitizer_$tool" sanitizer timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
   done
 fi
-echo "== summary"
-cat "$OUT/table.md" >> "$OUT/summary.txt"
-printf '%s\n' "${status[@]}" >> "$OUT/summary.txt"
-rm -f "$OUT/table.md"
-cat "$OUT/summary.txt"
+finish
