@@ -21,15 +21,14 @@ def ops_table(infos) -> None:
     if not rows:
         return
     print("\nOperators: achieved bandwidth")
-    print("| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager | cluster path TB/s | two-kernel path TB/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager |")
+    print("|---|---|---|---|---|---|---|---|")
     for (device, op, shape), variants in sorted(rows.items()):
         def tbs(v):
             return variants[v]["tb_per_s"] if v in variants else float("nan")
         fused, eager, copy = tbs("fused"), tbs("eager"), tbs("copy")
-        forced = [f"{tbs(v):.3f}" if v in variants else "" for v in ("fused_cluster", "fused_chunked")]
         print(f"| {device} | {op} | {shape} | {fused:.3f} | {eager:.3f} | {copy:.3f} | "
-              f"{fused / copy:.0%} | {fused / eager:.1f}x | {forced[0]} | {forced[1]} |")
+              f"{fused / copy:.0%} | {fused / eager:.1f}x |")
 
 
 def speed_table(infos) -> None:

@@ -40,14 +40,10 @@ def _skip_native(variant, name, device):
         pytest.skip(f"no compiled {name} kernel for {device}")
 
 
-@pytest.mark.parametrize("variant", VARIANTS + ["fused_cluster", "fused_chunked"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("shape_index", [0, 1])
-def test_orthogonal_step(benchmark, monkeypatch, device, shape_index, variant):
+def test_orthogonal_step(benchmark, device, shape_index, variant):
     _skip_native(variant, "orthogonal_step", device)
-    if variant in ("fused_cluster", "fused_chunked"):  # the large-row paths forced, for comparison
-        if device != "cuda" or shape_index != 0:
-            pytest.skip("only large rows on the GPU have these paths")
-        monkeypatch.setenv("LST_FAST_STEP_PATH", variant[len("fused_"):])
     shape = SHAPES[device][shape_index]
     x, t = torch.rand(shape, device=device), torch.rand(shape, device=device)
     g, adv = torch.randn(shape, device=device) * 1e-2, torch.zeros(shape, device=device)

@@ -1,16 +1,20 @@
-// Operator schemas of lst_fast, all in one place. Each backend registers its kernels in its own file
-// (cpu/*.cpp, cuda/cuda_ops.cpp). Importing `lst_fast._C` loads this library; its static initializers
-// register the ops with the dispatcher, so there is nothing to bind with pybind11.
+// Operator schemas of lst_fast, all in one place, and the module lst_fast._C (the CPU kernels,
+// cpu/*.cpp). The CUDA kernels live in a module of their own, lst_fast._C_cuda (cuda/cuda_ops.cpp), so
+// that this one loads on a CPU-only torch. Both use the LibTorch stable ABI only: built with
+// TORCH_TARGET_VERSION = 2.10, one binary loads on every torch from 2.10 on. Importing the module loads
+// the library; its static initializers register the ops with the dispatcher, so there is nothing to
+// bind with pybind11.
 #include <Python.h>
-#include <torch/library.h>
+
+#include "op_checks.h"
 
 extern "C" {
 // An empty module: `import lst_fast._C` only has to load the shared library.
-PyObject* PyInit__C(void) {
+PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
       "_C",  // name
-      "lst_fast native operators (registered under torch.ops.lst_fast)",
+      "lst_fast native operators, CPU kernels (registered under torch.ops.lst_fast)",
       -1,    // size of per-interpreter state
       nullptr,
   };
@@ -18,7 +22,7 @@ PyObject* PyInit__C(void) {
 }
 }
 
-TORCH_LIBRARY(lst_fast, m) {
+STABLE_TORCH_LIBRARY(lst_fast, m) {
   // Fused LST step: projects (target - x) orthogonally to grad per sample, updates the accumulated
   // adversarial term `adv` in place and returns the clamped candidate.
   m.def(
@@ -26,6 +30,7 @@ TORCH_LIBRARY(lst_fast, m) {
       "float adv_step_size, float lo, float hi) -> Tensor");
   // Confidence-constrained accept: where p0 - softmax(logits)[label] < threshold, copies the candidate
   // and its gradient into x and grad and its confidence into `confidence`. Returns the accepted mask.
+  // A label outside [0, num_classes) gives that sample a NaN probability: never accepted, no error.
   m.def(
       "confidence_accept(Tensor logits, Tensor label, Tensor p0, float threshold, Tensor(a!) x, "
       "Tensor candidate, Tensor(b!) grad, Tensor candidate_grad, Tensor(c!) confidence) -> Tensor");

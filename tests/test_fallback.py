@@ -44,3 +44,45 @@ def test_backend_info_reports_the_build():
     assert set(info) >= {"lst_fast", "torch", "extension_loaded", "cpu", "cuda"}
     if info["extension_loaded"]:
         assert info["cpu"] == "native"
+
+
+LOAD_SCRIPT = r"""
+import json, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import lst_fast
+    import lst_fast.ops  # a second import path: still one warning
+from lst_fast._extension import backend_line
+print(json.dumps({"warnings": [str(w.message) for w in caught if issubclass(w.category, UserWarning)],
+                  "info": lst_fast.backend_info(), "line": backend_line()}))
+"""
+
+
+def _run_with_broken_extension(tmp_path, extra_env):
+    """lst_fast copied with a _C that exists but cannot load (as beside an incompatible torch)."""
+    import shutil
+
+    shutil.copytree(ROOT / "lst_fast", tmp_path / "lst_fast", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    (tmp_path / "lst_fast" / "_C.abi3.so").write_bytes(b"not a shared library")
+    env = {k: v for k, v in os.environ.items() if k != "LST_FAST_DISABLE_EXTENSION"}
+    env.update(PYTHONPATH=str(tmp_path), **extra_env)
+    out = subprocess.run([sys.executable, "-c", LOAD_SCRIPT], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_built_extension_that_does_not_load_warns_once(tmp_path):
+    report = _run_with_broken_extension(tmp_path, {})
+    assert len(report["warnings"]) == 1, report["warnings"]
+    message = report["warnings"][0]
+    assert "lst_fast._C was built but does not load" in message and "Fix:" in message
+    assert report["info"]["extension_loaded"] is False and report["info"]["cpu"] == "reference"
+    assert report["info"]["extension_error"]  # the details stay in backend_info()
+    assert "cpu=reference" in report["line"] and "fallback" in report["line"]
+
+
+def test_forcing_the_fallback_is_quiet(tmp_path):
+    report = _run_with_broken_extension(tmp_path, {"LST_FAST_DISABLE_EXTENSION": "1"})
+    assert report["warnings"] == []
+    assert "LST_FAST_DISABLE_EXTENSION" in report["info"]["extension_error"]

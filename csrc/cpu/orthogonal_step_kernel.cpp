@@ -1,10 +1,4 @@
 // CPU kernel of lst_fast::orthogonal_step (schema in ../lst_fast.cpp, semantics in ../cuda/launchers.h).
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
-
 #include <algorithm>
 #include <vector>
 
@@ -26,14 +20,14 @@ template <typename scalar_t>
 void orthogonal_step_kernel(const scalar_t* x, const scalar_t* target, const scalar_t* grad, scalar_t* adv,
                             scalar_t* out, int64_t n, int64_t d, double step_size, double adv_step_size,
                             double lo, double hi) {
-  using opmath_t = at::opmath_type<scalar_t>;
+  using opmath_t = lst_fast::opmath_t<scalar_t>;
   const int64_t chunks = (d + kChunk - 1) / kChunk;
   const int64_t tasks = n * chunks;
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, std::min(d, kChunk)));
 
   // Pass 1: per-chunk partial <g, v> and <g, g> in double.
   std::vector<double> partial(2 * tasks);
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t row = task / chunks;
       const int64_t lo_i = row * d + (task % chunks) * kChunk;
@@ -77,7 +71,7 @@ void orthogonal_step_kernel(const scalar_t* x, const scalar_t* target, const sca
   const opmath_t eps = static_cast<opmath_t>(adv_step_size);
   const opmath_t lo_t = static_cast<opmath_t>(lo);
   const opmath_t hi_t = static_cast<opmath_t>(hi);
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t row = task / chunks;
       const int64_t lo_i = row * d + (task % chunks) * kChunk;
@@ -98,20 +92,22 @@ void orthogonal_step_kernel(const scalar_t* x, const scalar_t* target, const sca
   });
 }
 
-at::Tensor orthogonal_step_cpu(const at::Tensor& x, const at::Tensor& target, const at::Tensor& grad,
-                               at::Tensor& adv, double step_size, double adv_step_size, double lo, double hi) {
+Tensor orthogonal_step_cpu(Tensor x, Tensor target, Tensor grad, Tensor adv, double step_size,
+                           double adv_step_size, double lo, double hi) {
+  constexpr const char* op = "lst_fast::orthogonal_step";
   check_orthogonal_step_args(x, target, grad, adv);
-  check_device_type(x, at::kCPU, "lst_fast::orthogonal_step");
+  check_device_type(x, DeviceType::CPU, op);
   check_orthogonal_step_scalars(step_size, adv_step_size, lo, hi);
 
-  at::Tensor out = at::empty_like(x);
+  Tensor out = torch::stable::empty_like(x);
   if (x.numel() == 0) return out;
 
   // In place on the caller's memory for contiguous and channels-last layouts; copies otherwise.
-  const RowDenseViews v({x, target, grad, adv, out});
+  RowDenseViews v({x, target, grad, adv, out});
   const int64_t n = x.size(0);
   const int64_t d = x.numel() / n;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "orthogonal_step_cpu", [&] {
+  dispatch_float(x.scalar_type(), op, [&](auto tag) {
+    using scalar_t = decltype(tag);
     orthogonal_step_kernel<scalar_t>(v[0].const_data_ptr<scalar_t>(), v[1].const_data_ptr<scalar_t>(),
                                      v[2].const_data_ptr<scalar_t>(), v[3].mutable_data_ptr<scalar_t>(),
                                      v[4].mutable_data_ptr<scalar_t>(), n, d, step_size, adv_step_size, lo, hi);
@@ -123,8 +119,8 @@ at::Tensor orthogonal_step_cpu(const at::Tensor& x, const at::Tensor& target, co
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(lst_fast, CPU, m) {
-  m.impl("orthogonal_step", &orthogonal_step_cpu);
+STABLE_TORCH_LIBRARY_IMPL(lst_fast, CPU, m) {
+  m.impl("orthogonal_step", TORCH_BOX(&orthogonal_step_cpu));
 }
 
 }  // namespace lst_fast

@@ -95,6 +95,14 @@ using opmath_t = typename TypeInfo<T>::opmath;
 template <typename T>
 constexpr int kVec16 = static_cast<int>(16 / sizeof(T));
 
+// Register slots (vectors, or scalars on the fallback path) per thread and array: 8 elements per thread
+// (4 for double vectors), so a kernel's working set stays within the 64-register budget of 1024
+// resident threads per SM without spilling.
+template <typename T, int VEC>
+constexpr int slots() {
+  return VEC > 1 ? (sizeof(T) == 2 ? 1 : 2) : (sizeof(T) == 8 ? 4 : 8);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Raw loads/stores of VEC consecutive elements: VEC == 1 is one scalar, VEC == kVec16<T> is one
 // 16-byte access (ld/st.global.v4.u32; the pointer must be 16-byte aligned). Data stays raw in

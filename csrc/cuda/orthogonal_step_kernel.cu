@@ -1,30 +1,17 @@
 // Fused LST orthogonal step (semantics in launchers.h).
 //
-// Regimes, chosen from D alone (and an opt-in switch) so that orthogonal_step_workspace(N, D) can size
-// the scratch:
+// Regimes, chosen from D alone so that orthogonal_step_workspace(N, D) can size the scratch:
 //  * D <= kRowMaxD: one kernel; each row is owned by a group of TPR threads (TPR = 32..512, the smallest
 //    power of two whose registers hold the row, several rows per 256-thread block when TPR < 256).
 //    The group loads its row (adv included) into registers, reduces gv/gg, and writes adv/out from the
 //    registers. Rows too long for the register cache (TPR = 512) stream twice over the row instead,
 //    pass 2 re-reading it from L1/L2.
-//  * D >  kRowMaxD, opt-in (LST_FAST_STEP_PATH=cluster, sm_90+): one thread-block cluster of
-//    kClusterBlocks blocks per row. Pass 1 reads x, target, grad from memory and reduces;
-//    the blocks combine their partial sums through distributed shared memory (every block in rank
-//    order, so identical bits); pass 2 re-reads the row, now from L2. Only the minimum bytes cross
-//    HBM (each input once, each output once) and there is one launch. Measured on an H200 it is
-//    no faster than the chunked path (about 67% of copy bandwidth at 128 x 3x224x224 for both): with
-//    one 1024-thread block per SM the load, cluster-sync and store phases of a row do not overlap.
-//  * D > kRowMaxD (default): each row is split into chunks of kChunk elements (larger chunks for rows
+//  * D > kRowMaxD: each row is split into chunks of kChunk elements (larger chunks for rows
 //    of over kMaxChunks * kChunk elements). Kernel 1 writes per-(row, chunk) partial (gv, gg) to the workspace;
 //    kernel 2 (same chunk grid) sums its row's partials in a fixed order (identical in every block of
 //    the row) and then updates its chunk.
 // 16-byte vector accesses when all five pointers are 16-byte aligned and D is a multiple of the vector
 // width; a scalar path otherwise. Every kernel loops over its logical blocks, so any N fits the grid.
-#include <cooperative_groups.h>
-
-#include <cstdlib>
-#include <cstring>
-
 #include "launchers.h"
 #include "device_utils.cuh"
 
@@ -55,14 +42,6 @@ struct StepParams {
   O neg_adv;   // -(O)adv_step_size
   O lo, hi;
 };
-
-// Register slots (vectors, or scalars on the fallback path) per thread and array: 8 elements per thread
-// (4 for double vectors), i.e. <= 32 registers of raw data for the four arrays, so the kernels fit the
-// 64-register budget of 1024 resident threads per SM without spilling.
-template <typename T, int VEC>
-constexpr int slots() {
-  return VEC > 1 ? (sizeof(T) == 2 ? 1 : 2) : (sizeof(T) == 8 ? 4 : 8);
-}
 
 // The S-slot working set of one thread: slot s holds vector index i0 + s * stride of the segment.
 template <typename T, int VEC, int S>
@@ -211,66 +190,6 @@ __global__ void __launch_bounds__(TPR > kRowBlock ? TPR : kRowBlock, kRowMinBloc
   }
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Cluster path (sm_90+): cluster c = blockIdx.x / kClusterBlocks owns row c; block rank r owns the r-th
-// of kClusterBlocks equal segments of the row. 1024 threads and <= 64 registers: one block per SM, so
-// 132 / kClusterBlocks rows are in flight and their re-read in pass 2 hits L2.
-// ---------------------------------------------------------------------------------------------------
-constexpr int kClusterBlocks = 8;      // portable cluster size
-constexpr int kClusterThreads = 1024;
-
-template <typename T, int VEC, int S>
-__global__ void __launch_bounds__(kClusterThreads, 1)
-    orthogonal_step_cluster_kernel(const T* x, const T* target, const T* grad, T* adv, T* out, int64_t N,
-                                   int64_t D, StepParams<opmath_t<T>> p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  constexpr int kBatch = S * kClusterThreads;
-  __shared__ double smem[2 * kMaxWarps];
-  __shared__ double partial[2];
-  cg::cluster_group cluster = cg::this_cluster();
-  const int rank = static_cast<int>(cluster.block_rank());
-  const int64_t row = blockIdx.x / kClusterBlocks;
-  const int t = static_cast<int>(threadIdx.x);
-  const int nvec = static_cast<int>(D / VEC);
-  const int seg = static_cast<int>(ceil_div(nvec, kClusterBlocks));
-  const int v0 = rank * seg < nvec ? rank * seg : nvec;
-  const int n = (nvec - v0 < seg ? nvec - v0 : seg);
-  const int64_t off = row < N ? row * D + static_cast<int64_t>(v0) * VEC : 0;
-  const T* xr = x + off;
-  const T* tr = target + off;
-  const T* gr = grad + off;
-  T* ar = adv + off;
-  T* orow = out + off;
-
-  double sums[2] = {0.0, 0.0};
-  for (int i0 = t; i0 < n; i0 += kBatch) {
-    Batch<T, VEC, S> b;
-    load_batch<kClusterThreads, false>(b, xr, tr, gr, static_cast<const T*>(nullptr), i0, n);
-    accumulate<kClusterThreads>(b, i0, n, sums[0], sums[1]);
-  }
-  group_allreduce(sums, kClusterThreads / 32, smem, SumOp());
-  if (t == 0) {
-    partial[0] = sums[0];
-    partial[1] = sums[1];
-  }
-  cluster.sync();
-  double total[2] = {0.0, 0.0};
-  for (int r = 0; r < kClusterBlocks; ++r) {  // rank order in every block: identical coef
-    const double* remote = cluster.map_shared_rank(partial, r);
-    total[0] = add(total[0], remote[0]);
-    total[1] = add(total[1], remote[1]);
-  }
-  cluster.sync();  // no block leaves (freeing its shared memory) before all have read it
-  const double coef = make_coef(total[0], total[1]);
-  for (int i0 = t; i0 < n; i0 += kBatch) {
-    Batch<T, VEC, S> b;
-    load_batch<kClusterThreads, true>(b, xr, tr, gr, ar, i0, n);
-    update_store<kClusterThreads>(b, ar, orow, i0, n, coef, p);
-  }
-#endif
-}
-
 // Elements per chunk for rows of D elements (a multiple of kChunk).
 inline int64_t chunk_elems(int64_t D) { return kChunk * ceil_div(ceil_div(D, kChunk), kMaxChunks); }
 
@@ -399,32 +318,6 @@ void launch_chunked(const T* x, const T* target, const T* grad, T* adv, T* out, 
       <<<grid, kChunkThreads, 0, stream>>>(x, target, grad, adv, out, ws, N, D, chunk, chunks, p);
 }
 
-// The large-row path: the two-kernel chunked path by default; LST_FAST_STEP_PATH=cluster selects the
-// one-launch cluster path (sm_90+), which on an H200 measured no faster (bench/RESULTS.md).
-inline bool cluster_path_requested() {
-  const char* v = std::getenv("LST_FAST_STEP_PATH");
-  return v != nullptr && std::strcmp(v, "cluster") == 0;
-}
-
-template <typename T, int VEC>
-cudaError_t launch_cluster(const T* x, const T* target, const T* grad, T* adv, T* out, int64_t N, int64_t D,
-                           const StepParams<opmath_t<T>>& p, cudaStream_t stream) {
-  constexpr int S = slots<T, VEC>();
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(N * kClusterBlocks));
-  config.blockDim = dim3(kClusterThreads);
-  config.dynamicSmemBytes = 0;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = kClusterBlocks;
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, orthogonal_step_cluster_kernel<T, VEC, S>, x, target, grad, adv, out, N, D, p);
-}
-
 template <typename T>
 cudaError_t orthogonal_step_typed(const void* x_, const void* target_, const void* grad_, void* adv_,
                                   void* out_, double* ws, int64_t N, int64_t D, double step_size,
@@ -447,10 +340,6 @@ cudaError_t orthogonal_step_typed(const void* x_, const void* target_, const voi
     if (vec) launch_rows<T, V>(x, target, grad, adv, out, N, D, p, stream);
     else launch_rows<T, 1>(x, target, grad, adv, out, N, D, p, stream);
   } else {
-    if (cluster_path_requested()) {
-      return vec ? launch_cluster<T, V>(x, target, grad, adv, out, N, D, p, stream)
-                 : launch_cluster<T, 1>(x, target, grad, adv, out, N, D, p, stream);
-    }
     if (vec) launch_chunked<T, V>(x, target, grad, adv, out, ws, N, D, p, stream);
     else launch_chunked<T, 1>(x, target, grad, adv, out, ws, N, D, p, stream);
   }

@@ -18,12 +18,6 @@ constexpr int kThreads = 256;
 constexpr int kMinBlocks = 4;  // 1024 resident threads per SM -> at most 64 registers
 constexpr int kKUnroll = 4;    // vertices loaded ahead per step over k
 
-// Vectors (or scalars on the fallback path) per thread: 8 elements, 4 for double vectors.
-template <typename T, int VEC>
-constexpr int slots() {
-  return VEC > 1 ? (sizeof(T) == 2 ? 1 : 2) : (sizeof(T) == 8 ? 4 : 8);
-}
-
 template <typename T, int VEC, int S>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     simplex_points_kernel(const T* vertices, const opmath_t<T>* weights, T* out, int64_t N, int64_t K,
