@@ -52,7 +52,14 @@ def lpips_distance(x: Tensor, target: Tensor, net: str = "alex") -> Tensor:
     """LPIPS (Zhang et al. 2018) per image, from the `lpips` package and its pretrained weights.
 
     Raises RuntimeError saying what is missing when the package or its weights cannot be loaded
-    (the weights come from the network on first use)."""
+    (the weights come from the network on first use). x and target: (N, C, H, W) in [0, 1] with C 1
+    (repeated to 3 channels) or 3; all N images go through the network in one batch."""
+    if not isinstance(x, Tensor) or not isinstance(target, Tensor) or x.dim() != 4 or x.shape != target.shape:
+        got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (x, target)]
+        raise ValueError(f"lpips_distance needs x and target as (N, C, H, W) tensors of one shape, got {got[0]} "
+                         f"and {got[1]}")
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"lpips_distance needs 1- or 3-channel images, got {x.shape[1]} channels")
     try:
         import lpips
     except ImportError:

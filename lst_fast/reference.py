@@ -67,9 +67,12 @@ def confidence_accept(
     """Accept candidates whose source-class confidence dropped less than `threshold` below p0.
 
     Where accepted, x and grad take the candidate's values and confidence its probability (all in
-    place). Returns the accepted mask. NaN probabilities (non-finite logits) are never accepted.
+    place). Returns the accepted mask. NaN probabilities (non-finite logits, or a label outside
+    [0, num_classes), as in the kernels) are never accepted.
     """
-    p = class_probability(logits, label)
+    k = logits.shape[1]
+    in_range = (label >= 0) & (label < k)  # no host sync: the probability is NaN where it is not
+    p = class_probability(logits, label.clamp(0, k - 1)).masked_fill(~in_range, float("nan"))
     accepted = (p0.to(torch.float64) - p) < threshold
     confidence.copy_(torch.where(accepted, p, confidence.to(torch.float64)))
     mask = _per_sample(accepted, x.dim())

@@ -128,3 +128,31 @@ def test_cli_demo_and_info(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lst_fast", "demo", "--iterations", "-3", "--out", str(tmp_path / "e")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "iterations must be" in bad.stderr
+
+
+def test_idx_header_sizes_that_overflow_int64_are_refused():
+    # 65536**4 = 2**64: wrapped to 0 in int64, it matched an empty body and failed later without the name
+    header = b"\x00\x00\x08\x04" + (65536).to_bytes(4, "big") * 4
+    with pytest.raises(ValueError, match=r"f\.gz holds 20 bytes but its header .* needs 18446744073709551636"):
+        parse_idx(header, "f.gz")
+    header = b"\x00\x00\x08\x03" + (2**32 - 1).to_bytes(4, "big") * 3
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        parse_idx(header + b"\x00" * 7, "g.gz")
+
+
+def test_missing_data_message_names_only_flags_that_exist(tmp_path, capsys):
+    import re
+
+    from lst_fast.cli import main
+
+    with pytest.raises(FileNotFoundError) as error:
+        load_fashion_mnist("test", root=tmp_path)
+    message = str(error.value)
+    flags = set(re.findall(r"--[a-z][a-z-]*", message))
+    assert "--download" not in flags and "--data-root" in flags
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    help_text = capsys.readouterr().out
+    for flag in flags:
+        assert re.search(rf"{flag}\b", help_text), f"the message suggests {flag}, which `lst-fast eval` lacks"
+    assert "download_if_missing=True" in message and "fashion-mnist-sample" in message

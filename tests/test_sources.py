@@ -64,3 +64,45 @@ def test_models_by_name_and_from_checkpoints(tmp_path):
         resolve_model("fashion_cnn")
     with pytest.raises(ValueError, match="unknown model"):
         resolve_model("resnet")
+
+
+@pytest.mark.parametrize("images,labels,match", [
+    (torch.zeros(3, 1, 4, 4, dtype=torch.uint8), torch.arange(5), "'labels' has 5 entries but 'images' has 3"),
+    (torch.zeros(5, 1, 4, 4, dtype=torch.uint8), torch.arange(3), "'labels' has 3 entries but 'images' has 5"),
+    (torch.zeros(3, 1, 4, 4), torch.tensor([0.0, 1.5, 2.0]), "must be integer class indices, got torch.float32"),
+    (torch.zeros(3, 1, 4, 4), torch.tensor([[0], [1], [2]]), r"must have shape \(N,\) = \(3,\).*got shape \(3, 1\)"),
+    (torch.zeros(3, 1, 4, 4), torch.tensor([0, -1, 2]), "class indices >= 0, got -1"),
+    (torch.zeros(3, 1, 4, 4, dtype=torch.int32), torch.arange(3), "'images' must be uint8"),
+])
+def test_tensor_file_with_inconsistent_labels_is_refused(tmp_path, images, labels, match):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file({"images": images, "labels": labels}, str(path))
+    with pytest.raises(ValueError, match=f"{path}: .*{match}"):
+        open_image_set(f"tensor:{path}")
+
+
+def test_shipped_name_with_a_checkpoint_uses_its_architecture(tmp_path):
+    from safetensors.torch import save_file
+
+    shipped = load_model("cnn")
+    state = {k: (v * 0.5 if v.is_floating_point() else v).contiguous() for k, v in shipped.state_dict().items()}
+    save_file(state, str(tmp_path / "f.safetensors"))
+    torch.save(state, tmp_path / "f.pt")
+    x = torch.rand(2, 1, 28, 28)
+    want = resolve_model("fashion_cnn", checkpoint=tmp_path / "f.pt")(x)
+    for path in (tmp_path / "f.pt", tmp_path / "f.safetensors"):
+        model = resolve_model("cnn", checkpoint=path)
+        torch.testing.assert_close(model(x), want)  # the checkpoint's weights, not the shipped ones
+    assert not torch.allclose(want, shipped(x))
+    with pytest.raises(ValueError, match="does not fit cnn"):
+        resolve_model("cnn", checkpoint=_vit_weights(tmp_path))
+
+
+def _vit_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in load_model("vit").state_dict().items()}
+    save_file(state, str(tmp_path / "vit.safetensors"))
+    return tmp_path / "vit.safetensors"

@@ -110,12 +110,22 @@ def test_bad_models_and_the_model_is_unchanged(setup):
         assert torch.equal(v, before[k])
 
 
+class _GeneratorReportingCuda(torch.Generator):
+    """A CPU generator that reports the CUDA device: the check runs without a second device type."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+
 def test_generator_on_wrong_device(setup):
-    model, x, y = setup
-    if not torch.cuda.is_available():
-        pytest.skip("needs a second device type")
-    with pytest.raises(ValueError, match="generator is on"):
-        lst_fast.traverse(model, x, y, generator=torch.Generator(device="cuda"))
+    model, x, y = setup  # on the CPU
+    generators = [_GeneratorReportingCuda()]
+    if torch.cuda.is_available():  # and a real one where there is a second device type
+        generators.append(torch.Generator(device="cuda"))
+    for generator in generators:
+        with pytest.raises(ValueError, match="generator is on cuda"):
+            lst_fast.traverse(model, x, y, init_noise=0.01, generator=generator)
 
 
 def test_corrupt_result_file(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import urllib.request
 from pathlib import Path
@@ -45,7 +46,7 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     if ndim == 0 or len(data) < header:
         raise ValueError(f"{name} has a truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # Python integers: sizes that overflow int64 cannot wrap to a match
     if len(data) != expected:
         raise ValueError(f"{name} holds {len(data)} bytes but its header {shape} needs {expected}: truncated or corrupt")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
@@ -102,8 +103,10 @@ def load_fashion_mnist(
             where = f"in {root}" if root is not None else f"in $LST_FAST_DATA, {DEBIAN_DIR} or {CACHE_DIR}"
             raise FileNotFoundError(
                 f"Fashion-MNIST {split} files {FILES[split]} not found {where}. Install them with "
-                "`apt-get install dataset-fashion-mnist`, point --data / root at a folder holding them, "
-                "or allow a download (--download / download_if_missing=True)."
+                "`apt-get install dataset-fashion-mnist`, give a folder holding them (--data-root DIR, "
+                "$LST_FAST_DATA, or root= in Python), fetch them from Python with "
+                "lst_fast.data.fashion_mnist.load_fashion_mnist(split, download_if_missing=True), or use "
+                "the 100 images shipped with the package (--data fashion-mnist-sample)."
             )
         directory = download(Path(root) if root is not None else CACHE_DIR)
     images = _read(directory / FILES[split][0])

@@ -39,6 +39,23 @@ def _in_memory(images: Tensor, labels: Tensor, name: str) -> ImageSet:
     return ImageSet(labels, fetch, name)
 
 
+def check_tensor_data(images: Tensor, labels: Tensor, name: str) -> None:
+    """ValueError naming the file unless images are uint8 or floating and labels are N integer class
+    indices (N = number of images, no dimension but one, none negative)."""
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise ValueError(f"{name}: 'images' must be uint8 (0-255) or floating-point in [0, 1], got {images.dtype}")
+    if labels.dim() != 1:
+        raise ValueError(f"{name}: 'labels' must have shape (N,) = ({images.shape[0]},), one class index per "
+                         f"image, got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name}: 'labels' must be integer class indices, got {labels.dtype}")
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"{name}: 'labels' has {labels.shape[0]} entries but 'images' has {images.shape[0]} "
+                         "images; they must match one to one")
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"{name}: 'labels' must be class indices >= 0, got {int(labels.min())}")
+
+
 def read_cifar10_binary(directory: Path) -> tuple:
     """CIFAR-10 test batch from the binary version: records of 1 label byte and 3072 pixel bytes."""
     path = Path(directory) / "test_batch.bin"
@@ -104,6 +121,8 @@ def open_image_set(spec: str, root: Optional[str] = None) -> ImageSet:
             raise ValueError(f"{arg} is not a readable safetensors file: {error}") from error
         if "images" not in tensors or "labels" not in tensors or tensors["images"].dim() != 4:
             raise ValueError(f"{arg} must hold 'images' (N, C, H, W) and 'labels' (N,)")
-        return _in_memory(tensors["images"], tensors["labels"], spec)
+        images, labels = tensors["images"], tensors["labels"]
+        check_tensor_data(images, labels, arg)
+        return _in_memory(images, labels, spec)
     raise ValueError(f"unknown data {spec!r}: use fashion-mnist, fashion-mnist-sample, cifar10:DIR, "
                      "imagefolder:DIR or tensor:FILE")

@@ -7,7 +7,8 @@ load offline, weights only, from safetensors:
 
 resolve_model also takes timm:NAME and torchvision:NAME (pretrained weights from the network unless
 pretrained=False), and an architecture (fashion_cnn, fashion_vit, wrn28_10: CIFAR-10's WRN-28-10) with
-weights from a file (safetensors, or a torch file read with weights_only=True).
+weights from a file (safetensors, or a torch file read with weights_only=True). A shipped name with a
+checkpoint (`--model cnn --checkpoint f.pt`) means its architecture with the checkpoint's weights.
 """
 from __future__ import annotations
 
@@ -103,7 +104,9 @@ def resolve_model(spec: str, device: Union[str, torch.device] = "cpu", pretraine
         return load_model(spec, device)
     kind, _, name = spec.partition(":")
     mean = std = None
-    if spec in ARCHITECTURES:
+    if spec in SHIPPED:  # with a checkpoint: the shipped model's architecture, the checkpoint's weights
+        net = ARCHITECTURES[model_info(spec)["architecture"]]()
+    elif spec in ARCHITECTURES:
         net = ARCHITECTURES[spec]()
         if checkpoint is None:
             raise ValueError(f"architecture {spec!r} needs a checkpoint; the shipped models are {sorted(SHIPPED)}")
