@@ -596,17 +596,7 @@ def test_simplex_points_rejects_the_same_dtypes_on_every_backend(device, backend
         ops.simplex_points(v, w.half(), backend=backend)
 
 
-def _pending_cpu_kernel(device, backend):
-    marks = []
-    if backend == "native" and torch.device(device).type == "cpu":
-        marks.append(pytest.mark.xfail(
-            strict=False, raises=RuntimeError,
-            reason="pending kernel change: csrc/cpu/confidence_accept_kernel.cpp still raises on an "
-                   "out-of-range label instead of giving NaN and accepting nothing, like the CUDA kernel"))
-    return pytest.param(device, backend, marks=marks)
-
-
-@pytest.mark.parametrize("device,backend", [_pending_cpu_kernel(d, b) for d, b in BACKENDS])
+@pytest.mark.parametrize("device,backend", BACKENDS)
 def test_out_of_range_label_is_never_accepted_on_every_backend(device, backend):
     """A label outside [0, K) gives a NaN probability: that sample is not accepted and keeps x, grad and
     its confidence (no out-of-bounds read, no host sync to check labels); the others are unaffected."""
