@@ -20,8 +20,8 @@ cases = {
     "logits": lambda: torch.ops.lst_fast.confidence_accept(
         torch.rand(1, 3, device=device), torch.zeros(2, dtype=torch.long, device=device),
         torch.rand(2, device=device), 0.2, x.clone(), x.clone(), x.clone(), x.clone(), torch.rand(2, device=device)),
-    "label": lambda: torch.ops.lst_fast.confidence_accept(
-        torch.rand(2, 3, device=device), torch.tensor([0, 5], device=device),
+    "label": lambda: torch.ops.lst_fast.confidence_accept(  # int32 labels (out-of-range values are no error)
+        torch.rand(2, 3, device=device), torch.tensor([0, 1], dtype=torch.int32, device=device),
         torch.rand(2, device=device), 0.2, x.clone(), x.clone(), x.clone(), x.clone(), torch.rand(2, device=device)),
     "weights": lambda: torch.ops.lst_fast.simplex_points(torch.rand(2, 3, 4, device=device),
                                                          torch.rand(5, 2, device=device)),
