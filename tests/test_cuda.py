@@ -53,7 +53,7 @@ def test_fresh_random_inputs_match_reference_many_times():
         a1, a2 = adv.clone(), adv.clone()
         out = ops.orthogonal_step(x, t, g, a1, step_size=0.05, adv_step_size=2e-3, backend="native")
         ref = ops.orthogonal_step(x, t, g, a2, step_size=0.05, adv_step_size=2e-3, backend="reference")
-        torch.testing.assert_close(out, ref, rtol=2e-6, atol=2e-6)
+        assert torch.equal(out, ref)  # float64 sums in another order: equal once rounded to float32
         assert torch.equal(a1, a2)
 
 
@@ -69,9 +69,11 @@ def test_large_row_path_matches_reference(dtype, shape):
     poison_allocator(x.numel() * x.element_size())
     out = ops.orthogonal_step(x, t, g, a1, step_size=0.05, adv_step_size=2e-3, backend="native")
     ref = ops.orthogonal_step(x, t, g, a2, step_size=0.05, adv_step_size=2e-3, backend="reference")
-    tol = {torch.float32: 2e-6, torch.bfloat16: 1.6e-2, torch.float64: 1e-12}[dtype]
-    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
-    torch.testing.assert_close(a1, a2, rtol=tol, atol=tol)
+    if dtype == torch.float64:  # the float64 sums' order differs from the reference's
+        torch.testing.assert_close(out, ref, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(a1, a2, rtol=1e-14, atol=1e-14)
+    else:  # rounded from float64 once: bit-identical
+        assert torch.equal(out, ref) and torch.equal(a1, a2)
     again = ops.orthogonal_step(x, t, g, adv.clone(), step_size=0.05, adv_step_size=2e-3, backend="native")
     assert torch.equal(out, again)  # deterministic
 
@@ -128,7 +130,7 @@ def test_ops_run_on_the_current_stream():
         ref = ops.orthogonal_step(x, t, g, torch.zeros_like(x), step_size=0.05, adv_step_size=2e-3,
                                   backend="reference")
     stream.synchronize()
-    torch.testing.assert_close(out, ref, rtol=2e-6, atol=2e-6)
+    assert torch.equal(out, ref)
 
 
 def test_mixed_devices_are_rejected():
