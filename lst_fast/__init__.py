@@ -2,7 +2,8 @@
 from lst_fast import ops
 from lst_fast._extension import backend_info
 from lst_fast.result import TraversalResult
+from lst_fast.settings import LSTSettings
 from lst_fast.traversal import LevelSetTraversal, traverse
 from lst_fast.version import __version__
 
-__all__ = ["LevelSetTraversal", "TraversalResult", "backend_info", "ops", "traverse", "__version__"]
+__all__ = ["LSTSettings", "LevelSetTraversal", "TraversalResult", "backend_info", "ops", "traverse", "__version__"]

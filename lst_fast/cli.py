@@ -1,19 +1,72 @@
-"""The `lst-fast` command line (also `python -m lst_fast`)."""
+"""The `lst-fast` command line (also `python -m lst_fast`).
+
+The flags of the LST settings and of the evaluation's configuration are made from their dataclasses'
+fields (lst_fast.settings), with the fields' help text and defaults: a new subcommand gets them with
+`add_settings_arguments(parser)` and reads them back with `settings_from_arguments(args)`.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from typing import Optional, Sequence
+import typing
+from typing import Any, Dict, Optional, Sequence
+
+from lst_fast.settings import DEMO_SETTINGS, EVALUATION_SETTINGS, EvalConfig, LSTSettings
+
+# The LST settings each subcommand offers as flags.
+WALK_FIELDS = ("iterations", "step_size", "threshold", "adv_step_size", "precision")
+EVAL_LST_FLAGS = WALK_FIELDS + ("graph",)
+EVAL_OWN_FLAGS = ("model", "checkpoint", "pretrained", "data", "rounds", "num_samples", "min_confidence",
+                  "chunk_size", "seed")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, defaults: Any, names: Sequence[str]) -> None:
+    """One flag per named field of the dataclass instance `defaults`: `--step-size` for step_size, with
+    the field's help text, type and choices, and the default shown. A boolean field that defaults to
+    False becomes a switch (`--graph`); one that defaults to True, a `--no-...` switch."""
+    fields = {f.name: f for f in dataclasses.fields(defaults)}
+    hints = typing.get_type_hints(type(defaults))
+    for name in names:
+        f, default = fields[name], getattr(defaults, name)
+        text = f.metadata.get("help", "")
+        if hints[name] is bool:
+            if default:
+                parser.add_argument(_flag("no_" + name), dest=name, action="store_false",
+                                    help=f.metadata.get("negated", f"not: {text}"))
+            else:
+                parser.add_argument(_flag(name), dest=name, action="store_true", help=text)
+            continue
+        kind = next((t for t in typing.get_args(hints[name]) if t is not type(None)), hints[name])
+        parser.add_argument(_flag(name), dest=name, type=kind, default=default, choices=f.metadata.get("choices"),
+                            help=f"{text} (default: %(default)s)")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] = WALK_FIELDS,
+                           defaults: LSTSettings = LSTSettings()) -> None:
+    """Flags for the named LSTSettings fields, with `defaults`' values as their defaults."""
+    add_dataclass_arguments(parser, defaults, fields)
+
+
+def settings_from_arguments(args: argparse.Namespace, base: LSTSettings = LSTSettings()) -> LSTSettings:
+    """`base` with every LSTSettings field that `args` holds (validated)."""
+    return base.replace(**_values(args, (f.name for f in dataclasses.fields(LSTSettings))))
+
+
+def _values(args: argparse.Namespace, names) -> Dict[str, Any]:
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 def _demo(args: argparse.Namespace) -> int:
     from lst_fast.demo import run_demo
 
-    overrides = {k: v for k, v in (("step_size", args.step_size), ("threshold", args.threshold),
-                                   ("adv_step_size", args.adv_step_size)) if v is not None}
-    numbers = run_demo(args.model, out=args.out, device=args.device, iterations=args.iterations,
-                       progress=not args.no_progress, seed=args.seed, precision=args.precision, **overrides)
+    numbers = run_demo(args.model, out=args.out, device=args.device, progress=not args.no_progress,
+                       seed=args.seed, settings=settings_from_arguments(args, DEMO_SETTINGS))
     print(f"wrote {args.out}/summary.md, grid.png, path.png, linear_path.png, triangles.png "
           f"in {numbers['total_seconds']} s")
     print(f"mean RMS to target {numbers['mean_rms_to_target_start']:.3f} -> {numbers['mean_rms_to_target']:.3f}, "
@@ -25,12 +78,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import os
 
-    from lst_fast.evaluation import EvalConfig, run_evaluation
+    from lst_fast.evaluation import run_evaluation
 
-    cfg = EvalConfig(model=args.model, checkpoint=args.checkpoint, pretrained=not args.no_pretrained, data=args.data, rounds=args.rounds, num_samples=args.num_samples,
-                     min_confidence=args.min_confidence, iterations=args.iterations, step_size=args.step_size,
-                     threshold=args.threshold, adv_step_size=args.adv_step_size, chunk_size=args.chunk_size,
-                     seed=args.seed, precision=args.precision)
+    settings = settings_from_arguments(args, EVALUATION_SETTINGS)
+    cfg = EvalConfig(lst=settings.replace(graph=False), **_values(args, EVAL_OWN_FLAGS))
     device, world = args.device, int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # under torchrun: one process per device (or per CPU share), results merged on disk
         import torch
@@ -42,7 +93,7 @@ def _eval(args: argparse.Namespace) -> int:
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     try:
         tables = run_evaluation(cfg, args.out, device=device, data_root=args.data_root,
-                                progress=not args.no_progress, graph=args.graph)
+                                progress=not args.no_progress, graph=settings.graph)
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -73,39 +124,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     demo = sub.add_parser("demo", help="LST on a shipped Fashion-MNIST model, with figures and a summary")
     demo.add_argument("--model", choices=["cnn", "cnn-robust", "vit"], default="cnn")
-    demo.add_argument("--iterations", type=int, default=None, help="default 400")
-    demo.add_argument("--step-size", type=float, default=None, help="default 0.05")
-    demo.add_argument("--threshold", type=float, default=None, help="default 0.2")
-    demo.add_argument("--adv-step-size", type=float, default=None, help="default 0.002")
+    add_settings_arguments(demo, WALK_FIELDS, DEMO_SETTINGS)
     demo.add_argument("--device", default="cpu")
-    demo.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                      help="fp32: exact; bf16: the model in bfloat16 (faster, same quality)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="lst_demo")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=_demo)
 
     ev = sub.add_parser("eval", help="Tables 1 and 2 over a pool of correctly classified images (resumable)")
-    ev.add_argument("--model", default="cnn",
-                    help="cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
-                         "(fashion_cnn, fashion_vit, timm:NAME, ...) with --checkpoint")
-    ev.add_argument("--checkpoint", default=None, help="weights file: safetensors or a weights-only torch file")
-    ev.add_argument("--no-pretrained", action="store_true", help="timm/torchvision: random initialization")
-    ev.add_argument("--data", default="fashion-mnist",
-                    help="fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE")
+    add_dataclass_arguments(ev, EvalConfig(), EVAL_OWN_FLAGS)
     ev.add_argument("--data-root", default=None, help="folder with the data set's files")
-    ev.add_argument("--rounds", type=int, default=5)
-    ev.add_argument("--num-samples", type=int, default=100)
-    ev.add_argument("--min-confidence", type=float, default=None, help="pool: also ask confidence above this")
-    ev.add_argument("--iterations", type=int, default=400)
-    ev.add_argument("--step-size", type=float, default=5e-2)
-    ev.add_argument("--threshold", type=float, default=0.2)
-    ev.add_argument("--adv-step-size", type=float, default=2e-3)
-    ev.add_argument("--chunk-size", type=int, default=256)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                    help="fp32: exact (SPEC section 1); bf16: the model in bfloat16, several times faster")
-    ev.add_argument("--graph", action="store_true", help="CUDA: replay each iteration from a CUDA graph")
+    add_settings_arguments(ev, EVAL_LST_FLAGS, EVALUATION_SETTINGS)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", required=True)
     ev.add_argument("--no-progress", action="store_true")

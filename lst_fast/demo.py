@@ -19,10 +19,10 @@ from lst_fast.data.fashion_mnist import CLASSES, load_sample, to_float
 from lst_fast.geometry import linear_path_confidence, triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.models import load_model, model_info
+from lst_fast.settings import DEMO_SETTINGS, LSTSettings
 
-# Demo settings (documented in the README): the paper's threshold and adversarial step, with a larger
-# step and more iterations than the paper's ImageNet runs so that 28x28 walks get close to their targets.
-DEMO_SETTINGS = dict(step_size=5e-2, iterations=400, threshold=0.2, adv_step_size=2e-3, init_noise=2 / 255)
+# The summary lists these settings.
+SUMMARY_SETTINGS = ("step_size", "iterations", "threshold", "adv_step_size", "init_noise", "precision")
 
 
 def pick_pairs(model: torch.nn.Module, images: Tensor, labels: Tensor):
@@ -45,12 +45,15 @@ def run_demo(
     model_name: str = "cnn",
     out: Union[str, Path] = "lst_demo",
     device: Union[str, torch.device] = "cpu",
-    iterations: Optional[int] = None,
+    settings: Optional[LSTSettings] = None,
     progress: bool = True,
     seed: int = 0,
     **overrides,
 ) -> Dict[str, float]:
-    """Run the demo; write figures and summary.md / summary.json to `out`; return the numbers."""
+    """Run the demo; write figures and summary.md / summary.json to `out`; return the numbers.
+
+    settings: the LST settings (default DEMO_SETTINGS); keywords override single fields
+    (`run_demo(iterations=100)`)."""
     t0 = time.time()
     out = Path(out)
     try:
@@ -59,9 +62,7 @@ def run_demo(
         (out / ".write_test").unlink()
     except OSError as error:
         raise ValueError(f"cannot write the demo's output folder {out}: {error.strerror or error}") from error
-    settings = {**DEMO_SETTINGS, **overrides}
-    if iterations is not None:
-        settings["iterations"] = iterations
+    settings = LSTSettings.from_keywords(settings or DEMO_SETTINGS, **overrides)
     device = torch.device(device)
     model = load_model(model_name, device)
     images, labels = load_sample()
@@ -71,10 +72,9 @@ def run_demo(
     tgt_idx = torch.tensor([targets[j] for _, j in pairs], device=device)
     xs, xt = x_all[src_idx], x_all[tgt_idx]
 
-    record_every = max(1, settings["iterations"] // 8)
     generator = torch.Generator(device=device).manual_seed(seed)
-    result = lst_fast.traverse(model, xs, xt, record_every=record_every, record_device="cpu", generator=generator,
-                               progress=progress, **settings)
+    walk = settings.replace(record_every=max(1, settings.iterations // 8), record_device="cpu", progress=progress)
+    result = lst_fast.traverse(model, xs, xt, walk, generator=generator)
     t_lst = time.time() - t0
 
     with torch.no_grad():
@@ -92,10 +92,10 @@ def run_demo(
         "mean_initial_confidence": float(result.initial_confidence.mean()),
         "mean_final_confidence": float(result.confidence.mean()),
         "fraction_still_source_class": float((final_pred == result.label).float().mean()),
-        "acceptance_rate": float(result.accepted_steps.sum()) / max(1, len(pairs) * settings["iterations"]),
+        "acceptance_rate": float(result.accepted_steps.sum()) / max(1, len(pairs) * settings.iterations),
         "sources_correct": float(result.source_correct.float().mean()),
         "lst_seconds": round(t_lst, 2),
-        **{f"setting_{k}": v for k, v in settings.items()},
+        **{f"setting_{k}": getattr(settings, k) for k in SUMMARY_SETTINGS},
         "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
     }
     # Linear paths source -> output, and triangles (source, output to target a, output to target b).

@@ -1,17 +1,15 @@
-"""The full evaluation (SPEC.md section 3): Table 1 (distances from LST outputs to their targets) and
-Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
+"""The full evaluation (docs/ALGORITHM.md section 3): Table 1 (distances from LST outputs to their targets)
+and Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
 
-Results are written chunk by chunk (safetensors, atomic rename) under OUT/results; a run restarted with
-the same configuration skips finished chunks and ends with the same tables. Under torchrun (an
-initialized torch.distributed group) each rank takes every world_size-th chunk and triangle set; every
-chunk is seeded by its position alone, so K processes produce exactly the tables of one.
+Results are written chunk by chunk through lst_fast.store.EvaluationStore; a run restarted with the same
+configuration skips finished chunks and ends with the same tables. Under torchrun (an initialized
+torch.distributed group) each rank takes every world_size-th chunk and triangle set; every chunk is
+seeded by its position alone, so K processes produce exactly the tables of one.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -22,53 +20,15 @@ from lst_fast.data.sources import ImageSet, open_image_set
 from lst_fast.geometry import per_source, triangle_confidence, triangle_statistics, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.pairing import round_targets
-from lst_fast.prepared_model import check_precision
 from lst_fast.reference import class_probability
-from lst_fast.storage import atomic_save
+from lst_fast.settings import EvalConfig
+from lst_fast.store import EvaluationStore
+
+__all__ = ["EvalConfig", "TABLE1", "TABLE2", "run_evaluation", "staged_on_device", "tables_markdown"]
 
 TABLE1 = ("l2", "rms", "linf", "ssim", "initial_confidence", "confidence", "still_source")
 TABLE2 = ("p_source", "mean", "frac_above_0", "frac_above_0.1", "frac_above_0.2", "frac_above_0.3",
           "edge_mean", "edge_min_drop")
-
-
-@dataclasses.dataclass
-class EvalConfig:
-    """What an evaluation computes; two runs with equal configs produce equal tables."""
-
-    model: str = "cnn"  # a shipped name, timm:NAME, torchvision:NAME, or an architecture with checkpoint
-    checkpoint: Optional[str] = None
-    pretrained: bool = True
-    data: str = "fashion-mnist"  # see lst_fast.data.sources
-    rounds: int = 5
-    num_samples: int = 100
-    min_confidence: Optional[float] = None  # the paper also asks confidence > 0.6
-    iterations: int = 400
-    step_size: float = 5e-2
-    threshold: float = 0.2
-    adv_step_size: float = 2e-3
-    init_noise: float = 2 / 255
-    triangle_n: int = 10
-    chunk_size: int = 256
-    seed: int = 0
-    precision: str = "fp32"  # "bf16": the fast mode (see lst_fast.traverse)
-
-    def validate(self) -> None:
-        for name in ("rounds", "num_samples", "chunk_size", "triangle_n"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
-        check_precision(self.precision)
-
-
-def _atomic_save(tensors: Dict[str, Tensor], path: Path, metadata: Optional[dict] = None) -> None:
-    atomic_save(tensors, path, {"lst_fast": json.dumps(metadata or {})})
-
-
-def load_tensors(path: Path) -> Dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
 
 
 @torch.no_grad()
@@ -89,25 +49,28 @@ def build_pool(model, data: ImageSet, cfg: EvalConfig, device, batch: int = 512)
     return candidates[order[: cfg.num_samples]].sort().values
 
 
-def _check_or_write_config(out: Path, cfg: EvalConfig) -> None:
-    path = out / "config.json"
-    wanted = dataclasses.asdict(cfg)
-    if path.exists():
-        try:
-            found = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); use a fresh --out folder") from error
-        if isinstance(found, dict):  # settings added since that folder was written took their defaults
-            found = {**dataclasses.asdict(EvalConfig()), **found}
-        if found != wanted:
-            diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
-            raise ValueError(f"{out} holds results of another configuration (differences, theirs vs ours: {diff}); "
-                             "use a fresh --out folder or the same settings")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(wanted, indent=1))
-    tmp.replace(path)
+@dataclasses.dataclass
+class _Work:
+    """What every step of one evaluation shares."""
+
+    cfg: EvalConfig
+    store: EvaluationStore
+    device: torch.device
+    rank: int
+    world: int
+    model: torch.nn.Module = None
+    data: ImageSet = None
+    pool: Tensor = None            # dataset indices of the sources
+    targets: List[Tensor] = None   # per round: pool position of each source's target
+
+    @property
+    def chunks(self) -> int:
+        return math.ceil(len(self.pool) / self.cfg.chunk_size)
+
+    def chunk_rows(self, round_: int, chunk: int) -> Tuple[Tensor, Tensor]:
+        """Dataset indices of the chunk's sources and of their targets."""
+        rows = torch.arange(chunk * self.cfg.chunk_size, min((chunk + 1) * self.cfg.chunk_size, len(self.pool)))
+        return self.pool[rows], self.pool[self.targets[round_][rows]]
 
 
 def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[str] = None,
@@ -116,86 +79,79 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
 
     graph: replay each LST iteration from a CUDA graph (same results; CUDA only).
     """
-    from lst_fast.models import resolve_model
-
     cfg.validate()
     rank, world = _rank_and_world()
-    out = Path(out_dir)
-    results = out / "results"
-    for turn in (0, 1):  # rank 0 writes the config and cleans up first; the others then check it
-        if (rank == 0) == (turn == 0):
-            try:
-                _check_or_write_config(out, cfg)
-                results.mkdir(exist_ok=True)
-            except OSError as error:
-                raise ValueError(f"cannot write to the output folder {out}: {error.strerror or error}") from error
-            if rank == 0:
-                for stale in results.glob(".*.tmp"):  # left by a killed run; its chunk reruns
-                    stale.unlink()
-        _barrier(world)
-    device = torch.device(device)
-    model = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-    data = open_image_set(cfg.data, data_root)
-    labels = data.labels
-    pool = build_pool(model, data, cfg, device)
-    if len(pool) < 2:
-        raise ValueError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
-    pool_labels = labels[pool]
-    rounds = round_targets(pool_labels, cfg.rounds, cfg.seed)
-    chunks = math.ceil(len(pool) / cfg.chunk_size)
-
-    from tqdm.auto import tqdm
-
-    mine = [(r, c) for r in range(cfg.rounds) for c in range(chunks)][rank::world]
-    bar = tqdm(total=len(mine), desc="LST chunks" + (f" (rank {rank})" if world > 1 else ""), disable=not progress)
-    todo = []
-    for r, c in mine:
-        if (results / f"round{r:02d}_chunk{c:05d}.safetensors").exists():
-            bar.update(1)
-        else:
-            todo.append((r, c))
-
-    def chunk_rows(job: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-        r, c = job
-        rows = torch.arange(c * cfg.chunk_size, min((c + 1) * cfg.chunk_size, len(pool)))
-        return pool[rows], pool[rounds[r][rows]]
-
-    def chunk_images(job: Tuple[int, int]) -> List[Tensor]:
-        src, tgt = chunk_rows(job)
-        return [data.get(src), data.get(tgt), labels[src]]
-
-    for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, device):
-        src, tgt = chunk_rows((r, c))
-        path = results / f"round{r:02d}_chunk{c:05d}.safetensors"
-        generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
-        res = lst_fast.traverse(model, xs, xt, label=label, iterations=cfg.iterations,
-                                step_size=cfg.step_size, threshold=cfg.threshold,
-                                adv_step_size=cfg.adv_step_size, init_noise=cfg.init_noise,
-                                precision=cfg.precision, graph=graph, generator=generator)
-        with torch.no_grad():
-            still = model(res.images).argmax(1) == res.label
-        d = distances(res.images, xt)
-        _atomic_save({"source": src, "target": tgt, "images": res.images, "initial_confidence": res.initial_confidence,
-                      "confidence": res.confidence, "still_source": still.double(),
-                      "accepted_steps": res.accepted_steps, **d}, path,
-                     metadata={"round": r, "chunk": c, "config": dataclasses.asdict(cfg)})
-        bar.update(1)
-    bar.close()
+    work = _Work(cfg, EvaluationStore(out_dir), torch.device(device), rank, world)
+    _claim_folder(work)
+    _load_model_and_pool(work, data_root)
+    _run_chunks(work, progress, graph)
     _barrier(world)
-
-    per_round = [_load_round(results, r, chunks) for r in range(cfg.rounds)]
-    table1 = {k: torch.cat([pr[k].double().cpu() for pr in per_round]) for k in TABLE1}
-    _compute_triangles(model, data, pool, per_round, cfg, results, device, rank, world)
+    per_round = [work.store.read_round(r, work.chunks) for r in range(cfg.rounds)]
+    _compute_triangles(work, per_round)
     _barrier(world)
-    table2 = _triangle_table(pool, cfg, results)
-    tables = {"table1": {k: _mean_std(v) for k, v in table1.items()},
-              "table2": {k: _mean_std(v) for k, v in table2.items()},
-              "pairs": len(pool) * cfg.rounds, "sources": len(pool)}
+    tables = _tables(work, per_round)
     if rank == 0:
-        (out / "tables.json").write_text(json.dumps(tables, indent=1))
-        (out / "tables.md").write_text(tables_markdown(tables, cfg))
+        work.store.write_tables(tables, tables_markdown(tables, cfg))
     _barrier(world)
     return tables
+
+
+def _claim_folder(work: _Work) -> None:
+    """Rank 0 writes (or checks) the configuration and removes a killed run's leftovers first; the others
+    then check it."""
+    for turn in (0, 1):
+        if (work.rank == 0) == (turn == 0):
+            try:
+                work.store.check_or_write_config(work.cfg)
+            except OSError as error:
+                raise ValueError(f"cannot write to the output folder {work.store.root}: "
+                                 f"{error.strerror or error}") from error
+            work.store.prepare()
+            if work.rank == 0:
+                work.store.remove_leftovers()
+        _barrier(work.world)
+
+
+def _load_model_and_pool(work: _Work, data_root: Optional[str]) -> None:
+    from lst_fast.models import resolve_model
+
+    cfg = work.cfg
+    work.model = resolve_model(cfg.model, work.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+    work.data = open_image_set(cfg.data, data_root)
+    work.pool = build_pool(work.model, work.data, cfg, work.device)
+    if len(work.pool) < 2:
+        raise ValueError(f"the pool of correctly classified images has {len(work.pool)} images; need at least 2")
+    work.targets = round_targets(work.data.labels[work.pool], cfg.rounds, cfg.seed)
+
+
+def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
+    """LST on this rank's unfinished chunks, each written as it finishes (the next chunk's images are
+    staged on the device meanwhile)."""
+    from tqdm.auto import tqdm
+
+    cfg, store, data = work.cfg, work.store, work.data
+    mine = [(r, c) for r in range(cfg.rounds) for c in range(work.chunks)][work.rank::work.world]
+    todo = [job for job in mine if not store.has_chunk(*job)]
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress,
+               desc="LST chunks" + (f" (rank {work.rank})" if work.world > 1 else ""))
+
+    def chunk_images(job: Tuple[int, int]) -> List[Tensor]:
+        src, tgt = work.chunk_rows(*job)
+        return [data.get(src), data.get(tgt), data.labels[src]]
+
+    settings = cfg.lst.replace(graph=graph)
+    for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, work.device):
+        src, tgt = work.chunk_rows(r, c)
+        generator = torch.Generator(device=work.device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
+        res = lst_fast.traverse(work.model, xs, xt, settings, label=label, generator=generator)
+        with torch.no_grad():
+            still = work.model(res.images).argmax(1) == res.label
+        store.write_chunk(r, c, {"source": src, "target": tgt, "images": res.images,
+                                 "initial_confidence": res.initial_confidence, "confidence": res.confidence,
+                                 "still_source": still.double(), "accepted_steps": res.accepted_steps,
+                                 **distances(res.images, xt)}, cfg)
+        bar.update(1)
+    bar.close()
 
 
 def staged_on_device(jobs: Sequence, load: Callable[[object], List[Tensor]], device: torch.device) -> Iterator:
@@ -239,46 +195,46 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _load_round(results: Path, r: int, chunks: int) -> Dict[str, Tensor]:
-    parts = [load_tensors(results / f"round{r:02d}_chunk{c:05d}.safetensors") for c in range(chunks)]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
 def _round_pairs(rounds: int) -> List[Tuple[int, int]]:
     return [(r1, r2) for r1 in range(rounds) for r2 in range(r1 + 1, rounds)]
 
 
-def _triangle_path(results: Path, r1: int, r2: int) -> Path:
-    return results / f"triangles_r{r1:02d}_r{r2:02d}.safetensors"
-
-
-def _compute_triangles(model, data: ImageSet, pool, per_round, cfg, results: Path, device, rank, world) -> None:
+def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
     """Confidence over the triangle (source, output of round r1, output of round r2) for every source
     and pair of rounds; this rank's share of the pairs, skipping finished ones."""
-    for r1, r2 in _round_pairs(cfg.rounds)[rank::world]:
-        path = _triangle_path(results, r1, r2)
-        if path.exists():
+    cfg, device, pool, data = work.cfg, work.device, work.pool, work.data
+    for r1, r2 in _round_pairs(cfg.rounds)[work.rank::work.world]:
+        if work.store.has_triangles(r1, r2):
             continue
         conf = []
         for start in range(0, len(pool), cfg.chunk_size):
             rows = slice(start, start + cfg.chunk_size)
-            conf.append(triangle_confidence(model, data.get(pool[rows]).to(device),
+            conf.append(triangle_confidence(work.model, data.get(pool[rows]).to(device),
                                             per_round[r1]["images"][rows].to(device),
                                             per_round[r2]["images"][rows].to(device),
                                             data.labels[pool[rows]].to(device), n=cfg.triangle_n,
-                                            precision=cfg.precision).cpu())
-        _atomic_save({"confidence": torch.cat(conf)}, path)
+                                            precision=cfg.lst.precision).cpu())
+        work.store.write_triangles(r1, r2, torch.cat(conf))
 
 
-def _triangle_table(pool, cfg, results: Path) -> Dict[str, Tensor]:
+def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> dict:
+    table1 = {k: torch.cat([pr[k].double().cpu() for pr in per_round]) for k in TABLE1}
+    table2 = _triangle_table(work)
+    return {"table1": {k: _mean_std(v) for k, v in table1.items()},
+            "table2": {k: _mean_std(v) for k, v in table2.items()},
+            "pairs": len(work.pool) * work.cfg.rounds, "sources": len(work.pool)}
+
+
+def _triangle_table(work: _Work) -> Dict[str, Tensor]:
     """Table 2 per source: its triangles' statistics averaged (the edge minimum: minimum)."""
-    weights = triangle_weights(cfg.triangle_n)
-    pairs = _round_pairs(cfg.rounds)
+    weights = triangle_weights(work.cfg.triangle_n)
+    pairs = _round_pairs(work.cfg.rounds)
     if not pairs:  # one round: no pair of outputs, no triangles
         return {k: torch.empty(0, dtype=torch.float64) for k in TABLE2}
-    stats = [triangle_statistics(load_tensors(_triangle_path(results, r1, r2))["confidence"], weights) for r1, r2 in pairs]
+    stats = [triangle_statistics(work.store.read_triangles(r1, r2), weights) for r1, r2 in pairs]
     stacked = {k: torch.cat([s[k] for s in stats]) for k in stats[0]}
-    return per_source(stacked, torch.arange(len(pool)).repeat(len(stats)), len(pool))
+    n = len(work.pool)
+    return per_source(stacked, torch.arange(n).repeat(len(stats)), n)
 
 
 def _mean_std(values: Tensor) -> Tuple[float, float]:
@@ -291,8 +247,8 @@ def _mean_std(values: Tensor) -> Tuple[float, float]:
 def tables_markdown(tables: dict, cfg: EvalConfig) -> str:
     lines = [f"# LST evaluation: model `{cfg.model}`, data `{cfg.data}`", "",
              f"{tables['sources']} sources x {cfg.rounds} rounds = {tables['pairs']} pairs; "
-             f"iterations {cfg.iterations}, step {cfg.step_size:g}, threshold {cfg.threshold:g}, "
-             f"adversarial step {cfg.adv_step_size:g}, seed {cfg.seed}.", ""]
+             f"iterations {cfg.lst.iterations}, step {cfg.lst.step_size:g}, threshold {cfg.lst.threshold:g}, "
+             f"adversarial step {cfg.lst.adv_step_size:g}, seed {cfg.seed}.", ""]
     for title, key in (("Table 1: LST output vs its target (mean ± std over pairs)", "table1"),
                        ("Table 2: triangles (source, two LST outputs), mean ± std over sources", "table2")):
         cols = tables[key]

@@ -1,21 +1,30 @@
-"""Confidence over the region around the level set (SPEC.md section 2): along linear paths and over
-triangles (convex hulls) between a source and its LST outputs. Every interpolated image comes from the
-batched simplex-points operator, and the model runs without gradients in memory-sized chunks."""
+"""Confidence over the region around the level set (docs/ALGORITHM.md section 2): along linear paths and
+over triangles (convex hulls) between a source and its LST outputs, and the width across the step
+direction. Every interpolated image comes from the batched simplex-points operator, and the model runs
+without gradients in memory-sized chunks, under lst_fast.runtime's contexts for its precision."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from lst_fast import ops, prepared_model, validation
+from lst_fast import ops, prepared_model, runtime, validation
 from lst_fast.reference import class_probability
-from lst_fast.traversal import eval_mode
+from lst_fast.settings import check_precision
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # model inputs per forward pass
-# Interpolated points per pass on the CPU, where batches that outgrow the caches run slower (the shipped
-# CNN in fp32: 5.1k images/s at 200 images per pass, 3.0k at 1000 and above).
+# Interpolated points per pass on the CPU, where batches that outgrow the caches run slower
+# (bench/RESULTS.md, "Geometry chunks on the CPU").
 CPU_CHUNK_BYTES = 2 * 2**20
+
+
+def _prepared_forward(model: torch.nn.Module, precision: str, norm: runtime.Normalization,
+                      probe: Tensor) -> Callable[[Tensor], Tensor]:
+    """images -> logits: the model prepared for `precision` (checked on a few normalized `probe` images),
+    normalization first."""
+    prepared = prepared_model.prepare(model, precision, runtime.normalize(probe[:4], norm))
+    return runtime.normalized(prepared, norm)
 
 
 def line_weights(steps: int = 21, dtype=torch.float64) -> Tensor:
@@ -56,7 +65,7 @@ def simplex_confidence(
     precision: "fp32" evaluates the model as given; "bf16" its cached bf16 working copy (as traverse's
     fast mode does), several times faster where bf16 is native.
     """
-    prepared_model.check_precision(precision)
+    check_precision(precision)
     if vertices.dim() != 5:
         raise ValueError(f"vertices must have shape (N, K, C, H, W), got {tuple(vertices.shape)}")
     if weights.dim() != 2 or weights.shape[1] != vertices.shape[1]:
@@ -74,13 +83,11 @@ def simplex_confidence(
     step = max(1, chunk_bytes // max(per_sample, 1))
     out = []
     forward = None
-    with eval_mode(model):
+    with runtime.running(model, precision, vertices.device):
         for start in range(0, n, step):
             points = ops.simplex_points(vertices[start : start + step], weights)
-            if norm is not None:
-                points = (points - norm[0]) / norm[1]
             if forward is None:
-                forward = prepared_model.prepare(model, precision, points[:4])
+                forward = _prepared_forward(model, precision, norm, points)
             logits = forward(points)  # (m * P, classes); class_probability works in float64
             out.append(class_probability(logits, label[start : start + step].repeat_interleave(p)).view(-1, p))
     return torch.cat(out).float() if out else vertices.new_empty(0, p, dtype=torch.float32)
@@ -151,13 +158,16 @@ def width_profile(
     mean: Optional[Union[Sequence[float], Tensor]] = None,
     std: Optional[Union[Sequence[float], Tensor]] = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    precision: str = "fp32",
 ) -> Dict[str, Tensor]:
     """Width of the high-confidence region around iterates x (N, C, H, W) across the step direction.
 
     Draws k random directions per sample, removes their component along `direction` (the step), normalizes
     them, and evaluates the confidence for `label` at x + r * dir for every radius r. Returns the
     `quantiles` of the confidence over the k directions: {"radii": (R,), "low": (N, R), "high": (N, R)}.
+    precision: as for simplex_confidence.
     """
+    check_precision(precision)
     if x.dim() != 4 or direction.shape != x.shape:
         raise ValueError(f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, "
                          f"{tuple(direction.shape)}")
@@ -173,7 +183,8 @@ def width_profile(
     step = max(1, chunk_bytes // max(per_sample, 1))
     q = torch.tensor(quantiles, dtype=torch.float64, device=x.device)
     low, high = [], []
-    with eval_mode(model):
+    forward = None
+    with runtime.running(model, precision, x.device):
         for start in range(0, n, step):
             m = min(step, n - start)
             dirs = torch.randn(m, k, d, generator=generator, dtype=torch.float64,
@@ -186,9 +197,9 @@ def width_profile(
             rows_low, rows_high = [], []
             for r in radii_t.tolist():
                 points = (base + r * dirs).to(x.dtype).reshape(m * k, *x.shape[1:])
-                if norm is not None:
-                    points = (points - norm[0]) / norm[1]
-                p = class_probability(model(points), lab).view(m, k)
+                if forward is None:
+                    forward = _prepared_forward(model, precision, norm, points)
+                p = class_probability(forward(points), lab).view(m, k)
                 qs = torch.quantile(p, q, dim=1)  # (2, m)
                 rows_low.append(qs[0])
                 rows_high.append(qs[1])

@@ -1,4 +1,4 @@
-"""Pairs of source and target images for the full evaluation (SPEC.md section 3): in each round every
+"""Pairs of source and target images for the full evaluation (docs/ALGORITHM.md section 3): in each round every
 source gets a target from a random derangement of the pool, restricted to a different class."""
 from __future__ import annotations
 

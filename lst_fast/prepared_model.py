@@ -16,46 +16,41 @@ buffer of the user's model has changed since (storage or in-place version), e.g.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
 import warnings
 import weakref
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-PRECISIONS = ("fp32", "bf16")
-
-
-@contextlib.contextmanager
-def full_fp32_matmuls() -> Iterator[None]:
-    """No TF32 in cuDNN convolutions or cuBLAS products inside (exact mode, and the BatchNorm-folding check)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
+from lst_fast.runtime import full_fp32_matmuls
+from lst_fast.settings import check_precision
 
 _cache: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, PreparedModel]]" = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
 class PreparedModel:
-    """A model copy plus how to feed it: call it with fp32 (or fp64) images, get float logits."""
+    """A model copy plus how to feed it: call it with fp32 (or fp64) images, get float logits.
+
+    Built by `prepare` (or `PreparedModel.original` for the user's model itself), with keywords."""
 
     module: nn.Module
     input_dtype: Optional[torch.dtype]  # None: the images' own dtype
-    channels_last: bool
-    folded_batchnorms: int
-    fingerprint: tuple
-    is_copy: bool
+    channels_last: bool = False
+    folded_batchnorms: int = 0
+    fingerprint: tuple = ()
+    is_copy: bool = False
     math_attention: bool = False
     compiled: bool = False
+
+    @classmethod
+    def original(cls, model: nn.Module, dtype: torch.dtype) -> "PreparedModel":
+        """The user's model itself, fed images in its own floating dtype (`dtype` when it has none)."""
+        return cls(model, input_dtype=floating_dtype(model, dtype))
 
     def __call__(self, images: Tensor) -> Tensor:
         if not self.compiled:
@@ -173,11 +168,6 @@ def _logits_agree(reference: Tensor, candidate: Tensor) -> bool:
     return float((candidate.float() - reference.float()).abs().max()) <= 1e-3 * scale
 
 
-def as_given(model: nn.Module, dtype: torch.dtype) -> PreparedModel:
-    """The user's model itself, fed images in its own floating dtype (exact mode)."""
-    return PreparedModel(model, floating_dtype(model, dtype), False, 0, (), is_copy=False)
-
-
 def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> PreparedModel:
     fingerprint = _fingerprint(model)
     try:
@@ -207,17 +197,9 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
     math_attention = probe.device.type == "cpu"
     if compile_model:
         work = torch.compile(work, dynamic=False)
-    return PreparedModel(work, torch.bfloat16, channels_last, folded, fingerprint, is_copy=True,
-                         math_attention=math_attention, compiled=compile_model)
-
-
-def check_precision(precision: str, compile_model: bool = False) -> None:
-    """precision is one of PRECISIONS; compile_model only with bf16 (compiled kernels round differently,
-    so exact mode never compiles)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if compile_model and precision != "bf16":
-        raise ValueError("compile_model=True needs precision='bf16'; exact mode (fp32) never compiles")
+    return PreparedModel(work, input_dtype=torch.bfloat16, channels_last=channels_last, folded_batchnorms=folded,
+                         fingerprint=fingerprint, is_copy=True, math_attention=math_attention,
+                         compiled=compile_model)
 
 
 def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool = False) -> PreparedModel:
@@ -226,7 +208,7 @@ def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool
     compile_model (bf16 only) wraps the copy in torch.compile."""
     check_precision(precision, compile_model)
     if precision == "fp32":
-        return as_given(model, probe.dtype)
+        return PreparedModel.original(model, probe.dtype)
     key = (probe.device.type, probe.dim(), bool(compile_model))
     per_model = _cache.setdefault(model, {})
     prepared = per_model.get(key)
@@ -239,14 +221,3 @@ def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool
 def clear_cache() -> None:
     """Drop every cached working copy (they are also dropped with their model)."""
     _cache.clear()
-
-
-def forward_function(prepared: PreparedModel, norm: Optional[Tuple[Tensor, Tensor]]) -> Callable[[Tensor], Tensor]:
-    """images in the iterate's dtype -> logits, with the optional per-channel normalization applied first."""
-
-    def forward(images: Tensor) -> Tensor:
-        if norm is not None:
-            images = (images - norm[0]) / norm[1]
-        return prepared(images)
-
-    return forward

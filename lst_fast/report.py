@@ -1,7 +1,6 @@
 """`lst-fast report DIR`: a Markdown report of a finished evaluation (tables and figures)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -9,22 +8,21 @@ import torch
 
 from lst_fast import plots
 from lst_fast.data.sources import open_image_set
-from lst_fast.evaluation import EvalConfig, load_tensors
 from lst_fast.geometry import linear_path_confidence, triangle_weights, width_profile
+from lst_fast.store import EvaluationStore
 
 
 def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, device="cpu") -> Path:
     """Render OUT/report.md from an evaluation folder written by `lst-fast eval`."""
     from lst_fast.models import resolve_model
 
-    out = Path(out_dir)
-    for needed in ("config.json", "tables.md", "results/round00_chunk00000.safetensors"):
-        if not (out / needed).exists():
-            raise FileNotFoundError(f"{out} is not a finished evaluation: {needed} is missing (run `lst-fast eval` first)")
-    cfg = EvalConfig(**json.loads((out / "config.json").read_text()))
+    store = EvaluationStore(out_dir)
+    out = store.root
+    store.require_finished()
+    cfg = store.read_config()
     model = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
     data = open_image_set(cfg.data, data_root)
-    first = load_tensors(out / "results" / "round00_chunk00000.safetensors")
+    first = store.read_chunk(0, 0)
     k = min(pairs, first["source"].numel())
     src, tgt = first["source"][:k], first["target"][:k]
     xs, xt, outputs = data.get(src), data.get(tgt), first["images"][:k]
@@ -33,11 +31,10 @@ def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, devic
     figures = {"pairs": plots.pair_strips(xs, outputs, xt, first["confidence"][:k], out / "report_pairs.png")}
     line = linear_path_confidence(model, xs.to(device), outputs.to(device), label.to(device), steps=21).cpu()
     figures["linear paths"] = plots.linear_paths(line, out / "report_linear_path.png")
-    tri_path = out / "results" / "triangles_r00_r01.safetensors"
-    if tri_path.exists():
-        second = load_tensors(out / "results" / "round01_chunk00000.safetensors")
+    if store.has_triangles(0, 1):
+        second = store.read_chunk(1, 0)
         m = min(3, k, second["images"].shape[0])
-        conf = load_tensors(tri_path)["confidence"][:m]
+        conf = store.read_triangles(0, 1)[:m]
         figures["triangles"] = plots.triangle_maps(conf, triangle_weights(cfg.triangle_n), xs[:m], outputs[:m],
                                                    second["images"][:m], out / "report_triangles.png")
     radii = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
@@ -46,7 +43,7 @@ def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, devic
     figures["width"] = plots.width_bands(width["radii"], width["low"].cpu(), width["high"].cpu(),
                                          out / "report_width.png")
 
-    text = [(out / "tables.md").read_text(), ""]
+    text = [store.read_tables_markdown(), ""]
     captions = {
         "pairs": "Round 0: source, LST output (source-class confidence under it), target.",
         "linear paths": "Confidence along (1 - t) source + t output for the pairs above.",

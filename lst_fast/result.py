@@ -1,11 +1,12 @@
 """The result of a traversal, and its storage as safetensors with a JSON header (no pickle)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -46,6 +47,35 @@ class TraversalResult:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @classmethod
+    def concatenate(cls, parts: Sequence["TraversalResult"], config: Optional[Dict[str, Any]] = None) -> "TraversalResult":
+        """The results of consecutive batches as one, in batch order (traces along their sample dimension;
+        the trace iterations are the first part's)."""
+        if not parts:
+            raise ValueError("concatenate needs at least one result")
+        if len(parts) == 1:
+            return dataclasses.replace(parts[0], config=dict(config if config is not None else parts[0].config))
+        values: Dict[str, Any] = {}
+        for f in fields(cls):
+            first = getattr(parts[0], f.name)
+            if f.name == "config":
+                values[f.name] = dict(config if config is not None else first)
+            elif first is None or f.name == "trace_iterations":
+                values[f.name] = first
+            else:
+                values[f.name] = torch.cat([getattr(p, f.name) for p in parts], 1 if f.name.startswith("trace_") else 0)
+        return cls(**values)
+
+    @classmethod
+    def empty(cls, images: Tensor, config: Optional[Dict[str, Any]] = None) -> "TraversalResult":
+        """The result of traversing no images (`images` has a batch dimension of 0)."""
+        device = images.device
+        confidence = torch.empty(0, device=device)
+        return cls(images=images.detach().clone(), label=torch.empty(0, dtype=torch.long, device=device),
+                   initial_confidence=confidence, confidence=confidence.clone(),
+                   accepted_steps=torch.empty(0, dtype=torch.long, device=device),
+                   source_correct=torch.empty(0, dtype=torch.bool, device=device), config=dict(config or {}))
+
     def tensors(self) -> Dict[str, Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
 
@@ -54,7 +84,7 @@ class TraversalResult:
 
         The file is written to a temporary name and renamed, so a crash never leaves a partial file.
         """
-        from lst_fast.storage import atomic_save
+        from lst_fast.store import atomic_save
 
         metadata = {_METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config})}
         return atomic_save(self.tensors(), Path(path), metadata)

@@ -28,7 +28,7 @@ def tiny_cnn(channels: int = 1, classes: int = 5, size: int = 8, scale: float = 
 
 def two_pass_lst(model, xs, xt, label, *, step_size, iterations, threshold, adv_step_size, init_noise,
                  bounds=(0.0, 1.0), generator=None):
-    """SPEC.md section 1 written plainly, with the paper's two model evaluations per iteration."""
+    """docs/ALGORITHM.md section 1 written plainly, with the paper's two model evaluations per iteration."""
     lo, hi = bounds
     model.eval()
     with torch.no_grad():

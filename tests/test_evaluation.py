@@ -142,3 +142,54 @@ def test_eval_on_a_tensor_file_with_a_checkpointed_model(tmp_path):
     same = run_evaluation(EvalConfig(**{**SMALL, "num_samples": 10, "rounds": 2, "iterations": 3, "chunk_size": 5}),
                           tmp_path / "ref", progress=False)
     assert tables["table1"] == same["table1"]  # the same model and images, loaded another way
+
+
+def test_config_guard_knows_precision_and_accepts_older_folders(tmp_path):
+    from lst_fast.store import EvaluationStore
+
+    store = EvaluationStore(tmp_path)
+    older = EvalConfig().to_dict()
+    del older["precision"]  # a folder written before the setting existed ran in fp32
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    store.check_or_write_config(EvalConfig())
+    assert store.read_config() == EvalConfig()
+    with pytest.raises(ValueError, match="precision"):
+        store.check_or_write_config(EvalConfig(precision="bf16"))
+    with pytest.raises(ValueError, match="precision must be"):
+        EvalConfig(precision="fp8")
+
+
+def test_config_json_keeps_the_flat_format_of_older_folders():
+    """config.json has the keys it had before the LST settings moved into EvalConfig.lst, so folders
+    written then are still recognized as the same configuration."""
+    keys = {"model", "checkpoint", "pretrained", "data", "rounds", "num_samples", "min_confidence", "iterations",
+            "step_size", "threshold", "adv_step_size", "init_noise", "triangle_n", "chunk_size", "seed", "precision"}
+    cfg = EvalConfig(iterations=7, threshold=0.1)
+    assert set(cfg.to_dict()) == keys
+    assert cfg.lst.step_size == 5e-2 and cfg.lst.iterations == 7  # the evaluation's own step default
+    assert EvalConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown evaluation settings"):
+        EvalConfig.from_dict({**cfg.to_dict(), "colour": 1})
+
+
+def test_store_names_and_atomic_writes(tmp_path):
+    import torch
+
+    from lst_fast.store import EvaluationStore
+
+    store = EvaluationStore(tmp_path)
+    store.check_or_write_config(EvalConfig())
+    store.prepare()
+    assert store.chunk_path(1, 2).name == "round01_chunk00002.safetensors"
+    assert store.triangles_path(0, 3).name == "triangles_r00_r03.safetensors"
+    assert not store.has_chunk(0, 0)
+    store.write_chunk(0, 0, {"images": torch.ones(2, 1, 2, 2)}, EvalConfig())
+    store.write_chunk(0, 1, {"images": torch.zeros(1, 1, 2, 2)}, EvalConfig())
+    assert store.has_chunk(0, 0) and store.read_round(0, 2)["images"].shape == (3, 1, 2, 2)
+    store.write_triangles(0, 1, torch.rand(3, 66))
+    assert store.has_triangles(0, 1) and store.read_triangles(0, 1).shape == (3, 66)
+    (store.results / ".round00_chunk00002.safetensors.x.tmp").write_text("partial")
+    store.remove_leftovers()
+    assert not list(store.results.glob(".*.tmp"))
+    with pytest.raises(FileNotFoundError, match="tables.md is missing"):
+        store.require_finished()

@@ -123,8 +123,8 @@ def test_weight_change_changes_the_walk():
     with torch.no_grad():
         model[5].weight.mul_(0.1)  # a stale cached bf16 copy would walk as before
     b = lst_fast.traverse(model, x, y, **settings)
-    current = prepared_model.PreparedModel(prepared_model.prepare(model, "bf16", x).module, torch.bfloat16,
-                                         False, 0, (), is_copy=True)
+    current = prepared_model.PreparedModel(prepared_model.prepare(model, "bf16", x).module,
+                                           input_dtype=torch.bfloat16, is_copy=True)
     with torch.no_grad():
         fresh_logits = model.eval()(x)
     torch.testing.assert_close(current(x).float(), fresh_logits, rtol=0.05, atol=0.05)
@@ -224,22 +224,6 @@ def test_bf16_quality_matches_exact_mode_on_the_shipped_models(name):
     assert abs(still16 - still32) <= 0.01, (still16, still32)
 
 
-def test_eval_config_guard_knows_precision_and_accepts_older_folders(tmp_path):
-    import dataclasses
-    import json
-
-    from lst_fast.evaluation import EvalConfig, _check_or_write_config
-
-    older = dataclasses.asdict(EvalConfig())
-    del older["precision"]  # a folder written before the setting existed ran in fp32
-    (tmp_path / "config.json").write_text(json.dumps(older))
-    _check_or_write_config(tmp_path, EvalConfig())
-    with pytest.raises(ValueError, match="precision"):
-        _check_or_write_config(tmp_path, EvalConfig(precision="bf16"))
-    with pytest.raises(ValueError, match="precision must be"):
-        EvalConfig(precision="fp8").validate()
-
-
 def test_staged_on_device_yields_every_job_in_order():
     from lst_fast.evaluation import staged_on_device
 
@@ -272,43 +256,114 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
     assert lst_fast.backend_info()["cpu_bf16_instructions"] in (True, False, None)
 
 
+class _StubCuda:
+    """torch.cuda's stream, device and graph calls replaced by recorders, so the CUDA-graph bookkeeping runs
+    on the CPU: a captured graph "replays" by calling the iteration."""
+
+    def __init__(self, monkeypatch):
+        import contextlib
+        import types
+
+        self.current_device = "cuda:0"
+        self.streams, self.captures = [], []
+        stub = self
+
+        class Stream:
+            def __init__(self, device=None):
+                self.device = str(device)
+                stub.streams.append(self)
+
+            def wait_stream(self, other):
+                pass
+
+        @contextlib.contextmanager
+        def device(d):
+            saved, stub.current_device = stub.current_device, str(d)
+            try:
+                yield
+            finally:
+                stub.current_device = saved
+
+        class CUDAGraph:
+            def replay(self):
+                self.fn()
+
+        @contextlib.contextmanager
+        def graph(g, stream=None, **kwargs):
+            stub.captures.append({"device": stub.current_device, "stream": stream})
+            stub.capturing = g
+            yield
+
+        monkeypatch.setattr(torch.cuda, "Stream", Stream)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream(device))
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "device", device)
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", CUDAGraph)
+        monkeypatch.setattr(torch.cuda, "graph", graph)
+        self.types = types
+
+
 def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
     """The CUDA-graph wrapper's bookkeeping, with the CUDA calls stubbed: warm-up calls run eagerly,
-    one capture follows, and every later call is one replay, so each iteration happens exactly once."""
-    import contextlib
-    import types
+    one capture follows (recording, not running), and every later call is one replay, so each iteration
+    happens exactly once. Capture runs under the input's device (cuda:1 while cuda:0 is current), on a
+    side stream of that device."""
+    from lst_fast import loop
 
-    from lst_fast import traversal
-
-    class Stream:
-        def __init__(self, *args):
-            pass
-
-        def wait_stream(self, other):
-            pass
-
-    captured = []
-
-    def capture(fn):  # a real capture records without running; the stub replays by calling fn
-        captured.append(fn)
-        return types.SimpleNamespace(replay=fn)
-
-    monkeypatch.setattr(torch.cuda, "Stream", Stream)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
-    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
-    monkeypatch.setattr(traversal, "_capture", capture)
+    stub = _StubCuda(monkeypatch)
     for iterations, expect_capture in ((0, False), (2, False), (3, False), (4, True), (10, True)):
         calls = []
-        run = traversal._graphed(lambda: calls.append(1), torch.device("cuda"), iterations)
-        captured.clear()
+
+        def iteration():
+            if stub.captures and getattr(stub.capturing, "fn", None) is None:
+                stub.capturing.fn = iteration  # the capture records the iteration instead of running it
+                return
+            calls.append(1)
+
+        stub.captures.clear()
+        run = loop.GraphReplay(torch.device("cuda:1")).runner(iteration, iterations)
         for _ in range(iterations):
             run()
-        assert len(calls) == iterations and bool(captured) == expect_capture
+        assert len(calls) == iterations and bool(stub.captures) == expect_capture
+        if expect_capture:
+            (capture,) = stub.captures
+            assert capture["device"] == "cuda:1" and capture["stream"].device == "cuda:1"
+        assert stub.current_device == "cuda:0"
+
+
+def test_graph_replay_reuses_one_capture_for_batches_of_one_shape(monkeypatch):
+    """Later batches of the captured shape copy their tensors into the captured ones and replay at once;
+    a batch of another shape gets its own capture."""
+    from lst_fast import loop
+
+    _StubCuda(monkeypatch)
+    replay = loop.GraphReplay(torch.device("cuda:0"))
+
+    def batch(n, value):
+        fixed = loop.Targets(target=torch.full((n, 2), value), label=torch.zeros(n, dtype=torch.long),
+                             p0=torch.ones(n, dtype=torch.float64))
+        state = loop.WalkState(x=torch.full((n, 2), value), grad=torch.zeros(n, 2), adv=torch.zeros(n, 2),
+                               confidence=torch.ones(n, dtype=torch.float64),
+                               accepted_steps=torch.zeros(n, dtype=torch.long), logits=None)
+        return fixed, state
+
+    first = replay.adopt(*batch(4, 1.0))
+    replay.graph = object()  # as after a capture
+    second = replay.adopt(*batch(4, 2.0))
+    assert second[1].x is first[1].x and float(second[1].x[0, 0]) == 2.0  # copied into the captured tensors
+    assert replay.graph is not None
+    third = replay.adopt(*batch(3, 5.0))
+    assert third[1].x is not first[1].x and replay.graph is None and replay.calls == 0
+
+
+def _precision_flags():
+    from lst_fast import runtime
+
+    return [getattr(owner, name) for owner, name, _ in runtime._tf32_switches(torch.backends)]
 
 
 def test_backend_flags_are_restored_after_each_mode():
-    flags = lambda: (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,  # noqa: E731
-                     torch.backends.cuda.matmul.allow_tf32)
+    flags = lambda: (torch.backends.cudnn.benchmark, *_precision_flags())  # noqa: E731
     before = flags()
     x, y = images(2, seed=15)
     for precision in ("fp32", "bf16"):
@@ -416,3 +471,87 @@ def test_bf16_copy_of_a_timm_resnet_folds_every_batchnorm():
     r = lst_fast.traverse(model, x, x.flip(0), iterations=2, precision="bf16")
     assert r.config["model_copy"]["folded_batchnorms"] == 20  # every conv -> bn pair, shortcuts included
     assert r.config["model_copy"]["channels_last"]
+
+
+class _RecordsPrecision(nn.Module):
+    """A model that notes the TF32 switches it runs under."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.seen = net, []
+
+    def forward(self, x):
+        self.seen.append(_precision_flags())
+        return self.net(x)
+
+
+@pytest.mark.skipif(not hasattr(torch.backends, "fp32_precision"), reason="torch without fp32_precision settings")
+def test_exact_mode_overrides_a_global_tf32_setting_and_restores_it():
+    """A user's `torch.backends.fp32_precision = "tf32"` is inherited by every backend; exact mode turns each
+    one to "ieee" through the new-style settings (never reading the legacy flags, which torch refuses after
+    a new-style setting) and puts back what it read."""
+    saved = torch.backends.fp32_precision
+    torch.backends.fp32_precision = "tf32"
+    try:
+        before = _precision_flags()
+        assert "tf32" in before
+        model = _RecordsPrecision(tiny_cnn(scale=12))
+        x, y = images(2, seed=20)
+        lst_fast.traverse(model, x, y, iterations=2)
+        assert model.seen and all(set(seen) == {"ieee"} for seen in model.seen)
+        assert _precision_flags() == before
+    finally:
+        torch.backends.fp32_precision = saved
+
+
+def test_exact_mode_uses_the_legacy_flags_on_a_torch_without_new_style_settings():
+    import types
+
+    from lst_fast import runtime
+
+    legacy = types.SimpleNamespace(cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=True)),
+                                   cudnn=types.SimpleNamespace(allow_tf32=True))
+    with runtime.full_fp32_matmuls(legacy):
+        assert legacy.cuda.matmul.allow_tf32 is False and legacy.cudnn.allow_tf32 is False
+    assert legacy.cuda.matmul.allow_tf32 is True and legacy.cudnn.allow_tf32 is True
+    mixed = types.SimpleNamespace(  # new-style cuBLAS setting, legacy cuDNN flag
+        cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(fp32_precision="tf32")),
+        cudnn=types.SimpleNamespace(allow_tf32=True))
+    with runtime.full_fp32_matmuls(mixed):
+        assert mixed.cuda.matmul.fp32_precision == "ieee" and mixed.cudnn.allow_tf32 is False
+    assert mixed.cuda.matmul.fp32_precision == "tf32" and mixed.cudnn.allow_tf32 is True
+
+
+class _FakeMemory:
+    """GPU memory readings for the batch rule: `per_image` bytes per probe image plus `fixed`, and on the
+    first call of a shape (cuDNN autotuning) a workspace of `tuning` bytes more, unless already tuned."""
+
+    def __init__(self, per_image, fixed, tuning, free, tuned=()):
+        self.per_image, self.fixed, self.tuning, self.free_bytes = per_image, fixed, tuning, free
+        self.tuned, self.allocated, self.max = set(tuned), 1000, 1000
+
+    def run_probe(self, k):
+        extra = 0 if k in self.tuned else self.tuning
+        self.tuned.add(k)
+        self.max = max(self.max, self.allocated + self.fixed + self.per_image * k + extra)
+
+    def settle(self):
+        self.max = self.allocated
+        return self.allocated
+
+    def peak(self):
+        return self.max
+
+    def free(self):
+        return self.free_bytes
+
+
+def test_cuda_batch_rule_does_not_depend_on_autotuning():
+    mib = 2**20
+    sizes = []
+    for tuned in ((), (4, 8)):
+        memory = _FakeMemory(per_image=10 * mib, fixed=50 * mib, tuning=500 * mib, free=10_000 * mib, tuned=tuned)
+        sizes.append(batching.measure_cuda_batch_size(memory.run_probe, 100_000, memory))
+    assert sizes[0] == sizes[1] == 688  # (0.7 * 10000 MiB - 50 MiB) / 10 MiB = 695, down to a multiple of 8
+    memory = _FakeMemory(per_image=10 * mib, fixed=0, tuning=0, free=10_000 * mib)
+    assert batching.measure_cuda_batch_size(memory.run_probe, 300, memory) == 300

@@ -193,3 +193,41 @@ def test_geometry_rejects_bad_shapes():
         width_profile(model, x, x, torch.zeros(2, dtype=torch.long), [1.0], k=1)
     with pytest.raises(ValueError, match=r"need confidence \(T, P\) and weights \(P, 3\)"):
         triangle_statistics(torch.rand(2, 5), torch.rand(6, 3))
+
+
+def test_settings_are_frozen_and_every_change_is_validated():
+    import dataclasses
+
+    from lst_fast import ops
+    from lst_fast.settings import BACKENDS, LSTSettings
+
+    assert BACKENDS == ops.BACKENDS
+    lst = lst_fast.LevelSetTraversal(tiny_cnn(), step_size=0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lst.settings.step_size = -1.0
+    with pytest.raises(AttributeError):
+        lst.settings = LSTSettings()
+    with pytest.raises(ValueError, match="step_size must be a finite number > 0"):
+        lst.with_settings(step_size=-1.0)
+    with pytest.raises(ValueError, match="iterations must be an integer"):
+        lst.settings.replace(iterations=-2)
+    with pytest.raises(TypeError, match="unknown LST setting"):
+        lst_fast.LevelSetTraversal(tiny_cnn(), step=0.1)
+    assert lst.with_settings(iterations=3).settings == LSTSettings(step_size=0.1, iterations=3)
+
+
+def test_cli_flags_come_from_the_settings():
+    import argparse
+
+    from lst_fast.cli import add_settings_arguments, settings_from_arguments
+    from lst_fast.settings import EVALUATION_SETTINGS
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, ("step_size", "iterations", "precision", "graph"), EVALUATION_SETTINGS)
+    assert "(default: 0.05)" in parser.format_help() and "eta:" in parser.format_help()
+    args = parser.parse_args(["--iterations", "7", "--graph"])
+    assert settings_from_arguments(args, EVALUATION_SETTINGS) == EVALUATION_SETTINGS.replace(iterations=7, graph=True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "fp16"])
+    with pytest.raises(ValueError, match="step_size"):
+        settings_from_arguments(parser.parse_args(["--step-size", "-1"]))

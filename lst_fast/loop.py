@@ -1,0 +1,260 @@
+"""The LST loop on one batch (docs/ALGORITHM.md section 1), with one forward+backward per iteration.
+
+The paper's loop evaluates the model twice per iteration: forward+backward at x for the gradient, then a
+forward at the candidate for the acceptance test. Here the candidate's forward+backward serves both: its
+logits decide acceptance and, when accepted, its gradient is the next iteration's; when rejected, the
+gradient at x is still the one in hand. The iterates are the same (bit for bit in fp32 on the CPU).
+
+`walk` is the algorithm; `traverse_batch` sets up its state and reports around it; `GraphReplay` replays
+one iteration from a CUDA graph (opt-in). Everything here works on one batch of tensors already on the
+device, in the working dtype and layout; splitting a set into batches is lst_fast.batching's job.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lst_fast import ops, validation
+from lst_fast.reference import class_probability
+from lst_fast.result import TraversalResult
+from lst_fast.runtime import on_device
+from lst_fast.settings import LSTSettings
+
+Forward = Callable[[Tensor], Tensor]  # images in [lo, hi] -> logits (normalization included)
+
+
+def forward_backward(forward: Forward, x: Tensor, label: Tensor, layout: torch.memory_format) -> Tuple[Tensor, Tensor]:
+    """Logits at x and the gradient of the summed cross-entropy for `label` with respect to x."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = forward(x).to(x.dtype)
+        loss = F.cross_entropy(logits, label, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)  # parameters' .grad stay untouched
+    # Autograd may hand back an expanded or otherwise strided gradient; the ops want x's layout.
+    return logits.detach(), grad.contiguous(memory_format=layout)
+
+
+def check_logits(logits: Tensor, n: int) -> None:
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"model must return logits of shape ({n}, num_classes), got {got}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("model returned NaN or Inf logits for the source images x")
+
+
+@dataclasses.dataclass
+class Targets:
+    """What a walk reads and never changes."""
+
+    target: Tensor  # x_t, the target images
+    label: Tensor   # c, the class whose confidence is held
+    p0: Tensor      # confidence for c on the clean source (float64)
+
+
+@dataclasses.dataclass
+class WalkState:
+    """What a walk updates, in place (so a CUDA graph can replay the iteration over the same memory)."""
+
+    x: Tensor                 # the iterate
+    grad: Tensor              # g, gradient of the cross-entropy for c at x
+    adv: Tensor               # D, the accumulated adversarial term
+    confidence: Tensor        # p at x (float64)
+    accepted_steps: Tensor    # per sample
+    logits: Optional[Tensor]  # logits at x; kept only when the walk is recorded
+
+    def fields(self) -> List[Optional[Tensor]]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+
+def start_state(forward: Forward, start: Tensor, label: Tensor, layout: torch.memory_format,
+                keep_logits: bool) -> WalkState:
+    """x at the (noisy) start, D = 0, and the gradient and confidence at x."""
+    x = start.clone(memory_format=torch.preserve_format)
+    logits, grad = forward_backward(forward, x, label, layout)
+    return WalkState(x=x, grad=grad, adv=torch.zeros_like(x), confidence=class_probability(logits, label),
+                     accepted_steps=torch.zeros(x.shape[0], dtype=torch.long, device=x.device),
+                     logits=logits if keep_logits else None)
+
+
+def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettings, layout: torch.memory_format,
+         replay: Optional["GraphReplay"] = None, after: Optional[Callable[[int], None]] = None) -> None:
+    """LST: `settings.iterations` steps from `state`, in place. `after(i)` runs after iteration i."""
+
+    def iteration() -> None:
+        # v = x_t - x;  v_perp = v - (<g, v> / <g, g>) g;  D = clamp(D + (eps / 2) g, -eps, eps);
+        # candidate = clamp(x + eta v_perp - D, lo, hi)   (D updated in place, accepted or not)
+        candidate = ops.orthogonal_step(
+            state.x, fixed.target, state.grad, state.adv, step_size=settings.step_size,
+            adv_step_size=settings.adv_step_size, bounds=settings.bounds, backend=settings.backend)
+        # One forward+backward at the candidate: its confidence decides, its gradient is the next one.
+        cand_logits, cand_grad = forward_backward(forward, candidate, fixed.label, layout)
+        # Where p0 - p(candidate) < delta: x, g and p take the candidate's (in place).
+        accepted = ops.confidence_accept(
+            cand_logits, fixed.label, fixed.p0, settings.threshold, state.x, candidate, state.grad, cand_grad,
+            state.confidence, backend=settings.backend)
+        state.accepted_steps.add_(accepted)
+        if state.logits is not None:
+            state.logits.copy_(torch.where(accepted[:, None], cand_logits, state.logits))
+
+    run = iteration if replay is None else replay.runner(iteration, settings.iterations)
+    for i in range(1, settings.iterations + 1):
+        run()
+        if after is not None:
+            after(i)
+
+
+class GraphReplay:
+    """One LST iteration replayed from a CUDA graph, for all batches of one shape within a traversal.
+
+    The first `warmup` iterations of a new shape run eagerly on a side stream (as the capture rules want;
+    they are real iterations), then the next call captures the iteration without running it, and every
+    call after that replays it. A later batch of the same shape copies its tensors into the captured ones
+    (`adopt`) and replays from its first iteration. Capture and replay run under the input's device, on a
+    stream of that device, whichever device is current.
+    """
+
+    def __init__(self, device: torch.device, warmup: int = 3) -> None:
+        self.device, self.warmup = device, warmup
+        self.graph = None
+        self.calls = 0
+        self.tensors: Optional[Tuple[Targets, WalkState]] = None
+
+    def adopt(self, fixed: Targets, state: WalkState) -> Tuple[Targets, WalkState]:
+        """The tensors the next walk must use: the captured ones, with this batch's values copied in, when
+        the batch's shapes are those of the capture; otherwise this batch's own (any capture is dropped)."""
+        if self.graph is not None and self.tensors is not None and _same_shapes(self.tensors, (fixed, state)):
+            for mine, new in zip(_flatten(self.tensors), _flatten((fixed, state))):
+                if mine is not None:
+                    mine.copy_(new)
+            return self.tensors
+        self.graph, self.calls, self.tensors = None, 0, (fixed, state)
+        return fixed, state
+
+    def runner(self, iteration: Callable[[], None], iterations: int) -> Callable[[], None]:
+        def run() -> None:
+            with on_device(self.device):
+                if self.graph is not None:
+                    self.graph.replay()
+                    return
+                self.calls += 1
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    iteration()
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                if self.calls == self.warmup and iterations > self.warmup:
+                    self.graph = capture(iteration, side)
+
+        return run
+
+
+def capture(fn: Callable[[], None], stream: "torch.cuda.Stream") -> "torch.cuda.CUDAGraph":
+    """Record fn in a CUDA graph on `stream` (fn does not run). Call under that stream's device."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        fn()
+    return graph
+
+
+def _flatten(tensors: Tuple[Targets, WalkState]) -> List[Optional[Tensor]]:
+    fixed, state = tensors
+    return [fixed.target, fixed.label, fixed.p0, *state.fields()]
+
+
+def _same_shapes(a: Tuple[Targets, WalkState], b: Tuple[Targets, WalkState]) -> bool:
+    return all((x is None) == (y is None) and (x is None or (x.shape == y.shape and x.stride() == y.stride()))
+               for x, y in zip(_flatten(a), _flatten(b)))
+
+
+class Recorder:
+    """Keeps the iterate and its source/target-class confidences every `every` iterations."""
+
+    def __init__(self, every: int, target_label: Tensor, device: torch.device) -> None:
+        self.every, self.target_label, self.device = every, target_label, device
+        self.iterations: List[int] = []
+        self.confidence: List[Tensor] = []
+        self.target_confidence: List[Tensor] = []
+        self.images: List[Tensor] = []
+
+    def record(self, iteration: int, state: WalkState) -> None:
+        self.iterations.append(iteration)
+        self.confidence.append(state.confidence.float().clone())
+        self.target_confidence.append(class_probability(state.logits, self.target_label).float())
+        self.images.append(state.x.to(self.device, copy=True))
+
+    def traces(self) -> dict:
+        return {"trace_iterations": torch.tensor(self.iterations, dtype=torch.long),
+                "trace_confidence": torch.stack(self.confidence),
+                "trace_target_confidence": torch.stack(self.target_confidence),
+                "trace_images": torch.stack(self.images)}
+
+
+@dataclasses.dataclass
+class Models:
+    """The model callables one traversal uses (all normalize first)."""
+
+    walk: Forward                # what the loop runs (bf16: the working copy, maybe compiled)
+    report: Optional[Forward]    # bf16: the model as given, for labels and reported confidences; fp32: None
+
+
+def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor, label: Optional[Tensor],
+                   target_label: Optional[Tensor], settings: LSTSettings, layout: torch.memory_format,
+                   output_dtype: torch.dtype, replay: Optional[GraphReplay] = None, bar=None) -> TraversalResult:
+    """LST on one batch: p0 and the labels on the clean source, the walk from `start`, and its report."""
+    n, device = source.shape[0], source.device
+    with torch.no_grad():
+        logits0 = models.walk(source)
+        check_logits(logits0, n)
+        reported0 = logits0 if models.report is None else models.report(source)
+    prediction = reported0.argmax(1)
+    source_correct = torch.ones(n, dtype=torch.bool, device=device) if label is None else prediction == label
+    label = prediction if label is None else label
+    fixed = Targets(target=target, label=label, p0=class_probability(logits0, label))  # p0 float64
+    state = start_state(models.walk, start, label, layout, keep_logits=settings.record_every > 0)
+
+    recorder = None
+    if settings.record_every:
+        if target_label is None:
+            with torch.no_grad():
+                target_label = (models.report or models.walk)(target).argmax(1)
+        target_label = validation.check_label(target_label, n, logits0.shape[1], device, name="target_label")
+        recorder = Recorder(settings.record_every, target_label, settings.record_device or device)
+        recorder.record(0, state)
+    if replay is not None:
+        fixed, state = replay.adopt(fixed, state)
+
+    report_every = max(1, settings.iterations // 20)
+
+    def after(i: int) -> None:
+        if recorder is not None and (i % settings.record_every == 0 or i == settings.iterations):
+            recorder.record(i, state)
+        if bar is not None:
+            bar.update(1)
+            if i % report_every == 0 or i == settings.iterations:  # the only host syncs in the loop
+                bar.set_postfix(accept=f"{float(state.accepted_steps.sum()) / (n * i):.2f}",
+                                conf=f"{float(state.confidence.mean()):.3f}")
+
+    walk(models.walk, fixed, state, settings, layout, replay=replay, after=after)
+
+    x, accepted_steps = state.x, state.accepted_steps
+    if replay is not None:  # the captured tensors serve the next batch of this shape
+        x, accepted_steps = x.clone(), accepted_steps.clone()
+    final_confidence, initial_confidence = state.confidence, fixed.p0
+    if models.report is not None:  # report what the model as given says of the end points
+        with torch.no_grad():
+            final_confidence = class_probability(models.report(x), label)
+            initial_confidence = class_probability(reported0, label)
+    result = TraversalResult(
+        images=x.to(output_dtype), label=label, initial_confidence=initial_confidence.float(),
+        confidence=final_confidence.float(), accepted_steps=accepted_steps, source_correct=source_correct)
+    if recorder is not None:
+        traces = recorder.traces()
+        result.trace_iterations = traces["trace_iterations"]
+        result.trace_confidence = traces["trace_confidence"]
+        result.trace_target_confidence = traces["trace_target_confidence"]
+        result.trace_images = traces["trace_images"].to(output_dtype)
+    return result
