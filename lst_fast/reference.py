@@ -24,7 +24,7 @@ def _per_sample(t: Tensor, ndim: int) -> Tensor:
 def orthogonal_step(
     x: Tensor, target: Tensor, grad: Tensor, adv: Tensor, step_size: float, adv_step_size: float, lo: float, hi: float
 ) -> Tensor:
-    """One LST step (SPEC.md section 1); updates `adv` in place and returns the candidate.
+    """One LST step (docs/ALGORITHM.md, section 1); updates `adv` in place and returns the candidate.
 
     v = target - x; v_perp = v - (<g, v> / <g, g>) g (v itself where g == 0);
     adv = clamp(adv + adv_step_size / 2 * g, -adv_step_size, adv_step_size);

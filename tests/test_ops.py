@@ -79,7 +79,7 @@ def run_step(backend, x, target, grad, adv, **kw):
 
 
 def float64_step(x, target, grad, adv, step_size, adv_step_size, lo, hi):
-    """SPEC.md's step written plainly in float64 (no rounding to the data type in between)."""
+    """The step of docs/ALGORITHM.md written plainly in float64 (no rounding to the data type in between)."""
     n = x.shape[0]
     x, target, grad, adv = (t.to(torch.float64).reshape(n, -1) for t in (x, target, grad, adv))
     v = target - x
@@ -114,7 +114,7 @@ def test_orthogonal_step_matches_reference(device, dtype, shape, layout):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(3, 3, 100, 100), (3, 40000), (6, 1, 28, 28)])
 def test_reference_step_matches_a_float64_formula(device, dtype, shape):
-    """The reference (the oracle of the kernels, and the fallback) against SPEC.md in plain float64; runs
+    """The reference (the oracle of the kernels, and the fallback) against docs/ALGORITHM.md in plain float64; runs
     without the extension. Tolerance: the reference rounds every operation to the opmath type (float32
     below float64), then the result to `dtype`: a few roundings of `dtype` and of float32."""
     gen = torch.Generator().manual_seed(7)
