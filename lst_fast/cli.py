@@ -26,6 +26,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
+        if action.required:
+            return text + " (required)"
         if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
             return text
         return super()._get_help_string(action)

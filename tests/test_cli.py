@@ -28,7 +28,8 @@ def test_every_flag_has_help_that_shows_its_default():
                 continue
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
             if action.option_strings:
-                assert "default" in formatter._get_help_string(action), f"{name} {action.option_strings}"
+                shown = formatter._get_help_string(action)
+                assert ("(required)" if action.required else "default") in shown, f"{name} {action.option_strings}"
     assert set(_subparsers(parser)) >= {"demo", "eval", "report", "info", "run", "compare", "bench"}
     assert "exit codes: 0 done, 1 error" in parser.format_help()
 

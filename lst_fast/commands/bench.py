@@ -149,7 +149,7 @@ def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: 
         row = {"mode": mode, "what": DESCRIPTION[mode], "img_iter_per_s": work / statistics.median(seconds),
                "min": min(speeds), "max": max(speeds), "seconds": seconds}
         rows.append(row)
-        echo(f"  {mode:24s} {row['img_iter_per_s']:12,.1f} img-iter/s  (runs {min(speeds):,.1f} .. {max(speeds):,.1f})")
+        echo(f"  {mode:24s} {row['img_iter_per_s']:12,.1f} img-iter/s  (runs {min(speeds):,.1f} - {max(speeds):,.1f})")
     paper = next((r["img_iter_per_s"] for r in rows if r["mode"] == "paper"), None)
     info = lst_fast.backend_info()
     for row in rows:

@@ -99,8 +99,8 @@ def command(args: argparse.Namespace) -> int:
                          source_label=args.source_label, checkpoint=args.checkpoint,
                          pretrained=not args.no_pretrained, input_size=args.input_size, device=args.device,
                          figures=args.figures, progress=not args.no_progress, **traverse_settings(args))
-    print(f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} images in "
-          f"images/ and the figures in {numbers['total_seconds']} s")
+    print(f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} LST "
+          f"output{'s' if len(numbers['pairs']) != 1 else ''} in images/ and the figures in {numbers['total_seconds']} s")
     m = numbers["mean"]
     print(f"{len(numbers['pairs'])} pairs: RMS to target {m['rms_to_target_start']:.3f} -> {m['rms_to_target']:.3f}, "
           f"SSIM {m['ssim_to_target']:.3f}, source confidence {m['initial_confidence']:.3f} -> "
