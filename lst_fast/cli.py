@@ -14,11 +14,10 @@ EPILOG = "exit codes: 0 done, 1 error (one line on stderr; --debug shows the tra
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors exit with 1 like every other error (argparse's own is 2)."""
+    """Usage errors: one line on stderr and exit code 1, like every other error (argparse's own: 2)."""
 
     def error(self, message: str):
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):

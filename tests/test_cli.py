@@ -43,6 +43,8 @@ def test_version_and_usage_errors(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--no-such-flag"])
     assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lst-fast run: error: the following arguments are required" in err
 
 
 def test_run_flags_are_traverse_settings():

@@ -58,8 +58,8 @@ def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def traverse_settings(args: argparse.Namespace) -> Dict[str, object]:
-    """keyword arguments of lst_fast.traverse from the flags of add_traverse_arguments (mean/std None:
-    the model's own; generator and progress are the caller's)."""
+    """Keyword arguments of lst_fast.traverse from the flags of add_traverse_arguments; mean/std None
+    means the model's own, and `seed` is the seed of the generator the caller makes."""
     record_every = args.record_every if args.record_every is not None else max(1, args.iterations // 8)
     return dict(iterations=args.iterations, step_size=args.step_size, threshold=args.threshold,
                 adv_step_size=args.adv_step_size, init_noise=args.init_noise, bounds=tuple(args.bounds),
