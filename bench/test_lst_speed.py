@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import lst_fast
-from baseline_loops import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
+from lst_fast.baselines import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
 from conftest import environment, median_seconds, sync
 
 # model -> device -> (batch, image size, iterations per timed round). The CPU sizes fit 2 cores.

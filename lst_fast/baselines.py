@@ -1,4 +1,5 @@
-"""The loops lst_fast is measured against, written plainly as a user would (docs/ALGORITHM.md section 1).
+"""The loops lst_fast is measured against, written plainly as a user would (docs/ALGORITHM.md section 1):
+`lst-fast bench` and the repository's bench/ both time them.
 
 paper_loop:     the paper's code: fp32, two model evaluations per iteration (forward+backward at x,
                 forward at the candidate), the step as separate torch ops.
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ETA, DELTA, EPS = 1e-2, 0.2, 2e-3  # the paper's settings (docs/ALGORITHM.md section 1)
+ETA, DELTA, EPS = 1e-2, 0.2, 2e-3  # the paper's settings: step, threshold, adversarial step
 
 
 def _projected_step(x: Tensor, target: Tensor, g: Tensor, adv: Tensor) -> Tuple[Tensor, Tensor]:

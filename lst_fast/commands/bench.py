@@ -1,0 +1,180 @@
+"""`lst-fast bench`: LST speed side by side on this machine and model.
+
+The paper's two-pass fp32 loop, the one-pass loop (both in lst_fast.baselines, which the repository's
+bench/ times too) and lst_fast in each mode that applies to the device, on random images of the model's
+input size: images x iterations per second (the median of --repeats timed runs after one untimed warm-up
+run, which also compiles and captures graphs), the spread of the repeats, and the ratio to the paper loop.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+MODES = ("paper", "one-pass", "expert-compile", "lst-fp32", "lst-bf16", "lst-bf16-graph", "lst-bf16-compile",
+         "lst-bf16-compile-graph")
+DESCRIPTION = {
+    "paper": "paper loop: fp32, two passes per iteration",
+    "one-pass": "one pass per iteration, fp32",
+    "expert-compile": "one pass, bf16 autocast + torch.compile (by hand)",
+    "lst-fp32": "lst_fast fp32 (exact)",
+    "lst-bf16": "lst_fast bf16",
+    "lst-bf16-graph": "lst_fast bf16 + CUDA graph",
+    "lst-bf16-compile": "lst_fast bf16 + torch.compile",
+    "lst-bf16-compile-graph": "lst_fast bf16 + torch.compile + CUDA graph",
+}
+
+
+BACKEND_WORDS = {"native": "compiled kernels", "reference": "pure-PyTorch fallback"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="cnn",
+                        help="any model `lst-fast eval` takes: cnn, cnn-robust, vit, timm:NAME, torchvision:NAME, "
+                             "an architecture with --checkpoint")
+    parser.add_argument("--checkpoint", default=None, help="weights file: safetensors or a weights-only torch file")
+    parser.add_argument("--no-pretrained", action="store_true",
+                        help="timm/torchvision: random weights (speed does not depend on them; no download)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per batch (default: 200 for 28-32 px models, 8 on the CPU / 128 on a GPU above)")
+    parser.add_argument("--image-size", type=int, default=None, help="height and width (default: the model's own)")
+    parser.add_argument("--iterations", type=int, default=20, help="LST iterations per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (after one warm-up run)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=None,
+                        help="what to time (default: every mode that applies to the device; graph modes need "
+                             "CUDA, compile modes torch.compile)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--out", default=None, help="also write the table as OUT.md and the numbers as OUT.json")
+
+
+def command(args: argparse.Namespace) -> int:
+    rows = run_bench(args.model, checkpoint=args.checkpoint, pretrained=not args.no_pretrained,
+                     batch_size=args.batch_size, image_size=args.image_size, iterations=args.iterations,
+                     repeats=args.repeats, modes=args.modes, device=args.device, echo=print)
+    table = markdown_table(rows)
+    print()
+    print(table)
+    if args.out:
+        import json
+        from pathlib import Path
+
+        Path(args.out + ".md").write_text(table + "\n")
+        Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
+        print(f"wrote {args.out}.md and {args.out}.json")
+    return 0
+
+
+def default_modes(device_type: str) -> List[str]:
+    return [m for m in MODES if "graph" not in m or device_type == "cuda"]
+
+
+def input_shape(spec: str, net, image_size: Optional[int]):
+    """(C, H, W) of the model's input: its preprocessing's, the height and width overridden."""
+    from lst_fast.commands.run import split_normalization
+    from lst_fast.image_files import preprocessing_for
+
+    pre = preprocessing_for(spec, split_normalization(net)[0], input_size=image_size)
+    return pre.input_size
+
+
+def _runner(mode: str, model, device_type: str) -> Callable:
+    import lst_fast
+    from lst_fast.baselines import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
+
+    if mode == "paper":
+        return paper_loop
+    if mode == "one-pass":
+        return one_pass_loop
+    if mode == "expert-compile":
+        return make_expert_loop(model, device_type)
+    precision = "bf16" if "bf16" in mode else "fp32"
+
+    def lst(model_, x, y, iterations):
+        return lst_fast.traverse(model_, x, y, iterations=iterations, step_size=ETA, threshold=DELTA,
+                                 adv_step_size=EPS, precision=precision, graph=mode.endswith("graph"),
+                                 compile_model="compile" in mode, batch_size=x.shape[0]).images
+
+    return lst
+
+
+def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: bool = True,
+              batch_size: Optional[int] = None, image_size: Optional[int] = None, iterations: int = 20,
+              repeats: int = 3, modes: Optional[List[str]] = None, device: str = "cpu",
+              echo: Callable[[str], None] = lambda line: None) -> List[Dict[str, object]]:
+    """Time each mode; return one row per mode (img-iter/s median, min, max, ratio to the paper loop)."""
+    import torch
+
+    import lst_fast
+    from lst_fast.models import resolve_model
+
+    for name, value in (("iterations", iterations), ("repeats", repeats)):
+        if value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    modes = list(modes) if modes else default_modes(device.type)
+    for mode in modes:
+        if "graph" in mode and device.type != "cuda":
+            raise ValueError(f"mode {mode} needs a CUDA device (--device cuda)")
+    torch.manual_seed(0)
+    model = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint)
+    c, h, w = input_shape(model_spec, model, image_size)
+    if batch_size is None:
+        batch_size = 200 if max(h, w) <= 32 else (128 if device.type == "cuda" else 8)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch_size, c, h, w, generator=gen).to(device)
+    y = torch.rand(batch_size, c, h, w, generator=gen).to(device)
+    work = batch_size * iterations
+    echo(f"{model_spec}: batch {batch_size} x {c}x{h}x{w}, {iterations} iterations per run, "
+         f"{repeats} timed runs per mode after one warm-up run, on {device}")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    rows: List[Dict[str, object]] = []
+    for mode in modes:
+        run = _runner(mode, model, device.type)
+        run(model, x, y, iterations)  # warm-up: compiles, builds lst_fast's working copy, captures graphs
+        sync()
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(model, x, y, iterations)
+            sync()
+            seconds.append(time.perf_counter() - t0)
+        speeds = [work / s for s in seconds]
+        row = {"mode": mode, "what": DESCRIPTION[mode], "img_iter_per_s": work / statistics.median(seconds),
+               "min": min(speeds), "max": max(speeds), "seconds": seconds}
+        rows.append(row)
+        echo(f"  {mode:24s} {row['img_iter_per_s']:12,.1f} img-iter/s  (runs {min(speeds):,.1f} - {max(speeds):,.1f})")
+    paper = next((r["img_iter_per_s"] for r in rows if r["mode"] == "paper"), None)
+    info = lst_fast.backend_info()
+    for row in rows:
+        row["ratio_to_paper"] = None if paper is None else row["img_iter_per_s"] / paper
+        row.update(model=model_spec, batch=batch_size, input=[c, h, w], iterations=iterations, repeats=repeats,
+                   device=str(device), backend=info["cuda" if device.type == "cuda" else "cpu"],
+                   torch=info["torch"], lst_fast=info["lst_fast"], threads=torch.get_num_threads())
+    return rows
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def markdown_table(rows: List[Dict[str, object]]) -> str:
+    if not rows:
+        return ""
+    first = rows[0]
+    c, h, w = first["input"]
+    lines = [f"`{first['model']}`, batch {first['batch']} x {c}x{h}x{w}, {first['iterations']} iterations, "
+             f"{first['device']} ({first['threads']} threads), {BACKEND_WORDS.get(first['backend'], first['backend'])}, torch {first['torch']}; "
+             f"median of {first['repeats']} runs (range of the runs):", "",
+             "| mode | img-iter/s | range | vs paper loop |", "|---|---|---|---|"]
+    for r in rows:
+        ratio = "" if r["ratio_to_paper"] is None else f"{r['ratio_to_paper']:.2f}x"
+        lines.append(f"| {r['what']} | {_number(r['img_iter_per_s'])} | {_number(r['min'])} - {_number(r['max'])} "
+                     f"| {ratio} |")
+    return "\n".join(lines)

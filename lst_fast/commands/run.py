@@ -1,0 +1,302 @@
+"""`lst-fast run`: Level Set Traversal between the user's own images.
+
+    lst-fast run --model timm:resnet50 --source cat.jpg --target dog.jpg --out out/
+    lst-fast run --model cnn --source 'shirts/*.png' --target shoes/ --pairing all --out out/
+
+Sources and targets are files, folders or glob patterns, paired in order (one source or one target pairs
+with every file of the other side) or every source with every target. Images are resized and cropped
+with the model's own preprocessing (timm's data config for timm models) and walked in [0, 1] image
+space; the model's mean/std goes to `traverse`. Writes to OUT: the LST outputs as PNGs at the model's
+input size (images/), a path strip per pair (paths/, the first --figures pairs), the linear-path figure,
+summary.md / summary.json and the result file (result.safetensors, TraversalResult.load reads it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+# The LST settings that are plain values become flags through the settings dataclass (its defaults and help
+# text); bounds, mean, std and the recording are spelled out here because they take several numbers.
+RUN_SETTINGS = ("iterations", "step_size", "threshold", "adv_step_size", "init_noise", "precision", "batch_size",
+                "compile_model", "graph", "backend")
+
+
+def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings of lst_fast.traverse as flags (read back by traverse_settings)."""
+    from lst_fast.cli import add_settings_arguments
+
+    g = parser.add_argument_group("LST settings (those of lst_fast.traverse)")
+    add_settings_arguments(g, RUN_SETTINGS)
+    g.add_argument("--bounds", type=float, nargs=2, metavar=("LO", "HI"), default=[0.0, 1.0],
+                   help="valid image range; every iterate stays inside")
+    g.add_argument("--mean", type=float, nargs="+", default=None,
+                   help="per-channel normalization mean applied inside (default: the model's own)")
+    g.add_argument("--std", type=float, nargs="+", default=None,
+                   help="per-channel normalization std applied inside (default: the model's own)")
+    g.add_argument("--record-every", type=int, default=None,
+                   help="record the iterate every N iterations, for the path strips (default: iterations/8; "
+                        "0: no strips)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+
+
+def traverse_settings(args: argparse.Namespace) -> Dict[str, object]:
+    """Keyword arguments of lst_fast.traverse from the flags of add_traverse_arguments; mean/std None
+    means the model's own, and `seed` is the seed of the generator the caller makes."""
+    record_every = args.record_every if args.record_every is not None else max(1, args.iterations // 8)
+    return dict(iterations=args.iterations, step_size=args.step_size, threshold=args.threshold,
+                adv_step_size=args.adv_step_size, init_noise=args.init_noise, bounds=tuple(args.bounds),
+                mean=args.mean, std=args.std, precision=args.precision, batch_size=args.batch_size,
+                compile_model=args.compile_model, graph=args.graph, record_every=record_every,
+                backend=args.backend, seed=args.seed)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="cnn",
+                        help="cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
+                             "(fashion_cnn, fashion_vit, wrn28_10) with --checkpoint")
+    parser.add_argument("--checkpoint", default=None, help="weights file: safetensors or a weights-only torch file")
+    parser.add_argument("--no-pretrained", action="store_true",
+                        help="timm/torchvision: random initialization (no download)")
+    parser.add_argument("--source", nargs="+", required=True, metavar="PATH",
+                        help="source images: PNG/JPEG files, folders or glob patterns (quote them)")
+    parser.add_argument("--target", nargs="+", required=True, metavar="PATH",
+                        help="target images: PNG/JPEG files, folders or glob patterns (quote them)")
+    parser.add_argument("--pairing", choices=["in-order", "all"], default="in-order",
+                        help="in-order: i-th source with i-th target (one file on a side pairs with every file "
+                             "of the other); all: every source with every target")
+    parser.add_argument("--source-label", type=int, nargs="+", default=None, metavar="CLASS",
+                        help="class to hold: one for all sources, or one per source file (default: the "
+                             "model's prediction on each source)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="image height and width given to the model (default: the model's own)")
+    parser.add_argument("--figures", type=int, default=10, help="path strips for the first N pairs")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--out", default="lst_run", help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_traverse_arguments(parser)
+
+
+def command(args: argparse.Namespace) -> int:
+    numbers = run_images(args.model, args.source, args.target, out=args.out, pairing=args.pairing,
+                         source_label=args.source_label, checkpoint=args.checkpoint,
+                         pretrained=not args.no_pretrained, input_size=args.input_size, device=args.device,
+                         figures=args.figures, progress=not args.no_progress, **traverse_settings(args))
+    print(f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} LST "
+          f"output{'s' if len(numbers['pairs']) != 1 else ''} in images/ and the figures in {numbers['total_seconds']} s")
+    m = numbers["mean"]
+    print(f"{len(numbers['pairs'])} pairs: RMS to target {m['rms_to_target_start']:.3f} -> {m['rms_to_target']:.3f}, "
+          f"SSIM {m['ssim_to_target']:.3f}, source confidence {m['initial_confidence']:.3f} -> "
+          f"{m['confidence']:.3f}, still the source class {m['still_source']:.0%}, "
+          f"accepted steps {m['accepted_steps']:.1f} of {numbers['settings']['iterations']}")
+    return 0
+
+
+def make_pairs(n_sources: int, n_targets: int, pairing: str) -> List[Tuple[int, int]]:
+    """(source index, target index) per walk."""
+    if pairing == "all":
+        return [(i, j) for i in range(n_sources) for j in range(n_targets)]
+    if pairing != "in-order":
+        raise ValueError(f"pairing must be 'in-order' or 'all', got {pairing!r}")
+    if n_sources == n_targets:
+        return [(i, i) for i in range(n_sources)]
+    if n_targets == 1:
+        return [(i, 0) for i in range(n_sources)]
+    if n_sources == 1:
+        return [(0, j) for j in range(n_targets)]
+    raise ValueError(f"{n_sources} sources and {n_targets} targets cannot be paired in order; give as many of "
+                     "each (or one on a side), or --pairing all")
+
+
+def split_normalization(model):
+    """(network, mean, std): the Normalize in front of a resolved model taken out, so that traverse
+    applies the mean/std itself; (model, None, None) when the model has none in front."""
+    import torch
+
+    from lst_fast.models.fashion import Normalize
+
+    if isinstance(model, torch.nn.Sequential) and len(model) == 2 and isinstance(model[0], Normalize):
+        as_list = lambda t: [float(f"{v:.7g}") for v in t.flatten().tolist()]  # noqa: E731  float32 -> short decimals
+        return model[1], as_list(model[0].mean), as_list(model[0].std)
+    return model, None, None
+
+
+def class_names(spec: str, net, num_classes: int) -> List[str]:
+    """Names of the model's classes where known (Fashion-MNIST, timm's ImageNet subsets), else 'class k'."""
+    from lst_fast.models import SHIPPED
+
+    if (spec in SHIPPED or spec.startswith("fashion")) and num_classes == 10:
+        from lst_fast.data.fashion_mnist import CLASSES
+
+        return list(CLASSES)
+    if spec.startswith("timm:"):
+        try:
+            from timm.data import ImageNetInfo, infer_imagenet_subset
+
+            subset = infer_imagenet_subset(net)
+            if subset:
+                info = ImageNetInfo(subset)
+                if info.num_classes() == num_classes:
+                    return [info.index_to_description(k) for k in range(num_classes)]
+        except Exception:  # older timm without ImageNetInfo, or a model outside ImageNet
+            pass
+    if spec.startswith("torchvision:") and num_classes == 1000:
+        try:
+            import torchvision
+
+            weights = torchvision.models.get_model_weights(spec.partition(":")[2]).DEFAULT
+            return list(weights.meta["categories"])
+        except Exception:
+            pass
+    return [f"class {k}" for k in range(num_classes)]
+
+
+def _labels(source_label: Optional[Sequence[int]], n_files: int, num_classes: int):
+    if source_label is None:
+        return None
+    if len(source_label) not in (1, n_files):
+        raise ValueError(f"--source-label takes one class or one per source file ({n_files}), got {len(source_label)}")
+    for c in source_label:
+        if not 0 <= c < num_classes:
+            raise ValueError(f"source label {c} is not a class of this model (0..{num_classes - 1})")
+    return list(source_label) * (n_files if len(source_label) == 1 else 1)
+
+
+def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], out="lst_run", *,
+               pairing: str = "in-order", source_label: Optional[Sequence[int]] = None,
+               checkpoint: Optional[str] = None, pretrained: bool = True, input_size: Optional[int] = None,
+               device: str = "cpu", figures: int = 10, progress: bool = True, seed: int = 0,
+               **settings) -> dict:
+    """LST from each source image file toward its target image file; write OUT's files; return the numbers
+    (also in OUT/summary.json). `settings` are lst_fast.traverse's keyword arguments."""
+    import torch
+
+    import lst_fast
+    from lst_fast import image_files, plots
+    from lst_fast.geometry import linear_path_confidence
+    from lst_fast.metrics import distances
+    from lst_fast.models import resolve_model
+    from lst_fast.models.fashion import Normalize
+
+    t0 = time.time()
+    out = Path(out)
+    try:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot write the output folder {out}: {error.strerror or error}") from error
+    source_files = image_files.collect_images(sources, "source")
+    target_files = image_files.collect_images(targets, "target")
+    pairs = make_pairs(len(source_files), len(target_files), pairing)
+    if figures < 0:
+        raise ValueError(f"--figures must be >= 0, got {figures}")
+
+    device = torch.device(device)
+    net, model_mean, model_std = split_normalization(
+        resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint))
+    mean = settings.pop("mean", None) or model_mean
+    std = settings.pop("std", None) or model_std
+    pre = image_files.preprocessing_for(model_spec, net, mean, std, input_size)
+    xs_files = image_files.load_images(source_files, pre).to(device)
+    xt_files = image_files.load_images(target_files, pre).to(device)
+    model = torch.nn.Sequential(Normalize(mean, std), net).to(device) if mean is not None else net
+
+    with torch.no_grad():
+        src_logits, tgt_logits = model(xs_files), model(xt_files)
+    num_classes = src_logits.shape[1]
+    names = class_names(model_spec, net, num_classes)
+    labels = _labels(source_label, len(source_files), num_classes)
+    src_idx = torch.tensor([i for i, _ in pairs], dtype=torch.long, device=device)
+    tgt_idx = torch.tensor([j for _, j in pairs], dtype=torch.long, device=device)
+    xs, xt = xs_files[src_idx], xt_files[tgt_idx]
+    label = None if labels is None else torch.tensor(labels, device=device)[src_idx]
+    target_class = tgt_logits.argmax(1)[tgt_idx]
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    t_walk = time.time()
+    result = lst_fast.traverse(net, xs, xt, label=label, target_label=target_class, mean=mean, std=std,
+                               record_device="cpu", generator=generator, progress=progress, **settings)
+    walk_seconds = time.time() - t_walk
+    with torch.no_grad():
+        final_class = model(result.images).argmax(1)
+    start, end = distances(xs, xt), distances(result.images, xt)
+    line = linear_path_confidence(net, xs, result.images, result.label, steps=21, mean=mean, std=std)
+
+    rows = []
+    for k, (i, j) in enumerate(pairs):
+        name = f"{k:03d}_{source_files[i].stem}_to_{target_files[j].stem}.png"
+        image_files.save_png(result.images[k], out / "images" / name)
+        rows.append({
+            "output": f"images/{name}", "source": str(source_files[i]), "target": str(target_files[j]),
+            "label": int(result.label[k]), "label_name": names[int(result.label[k])],
+            "target_class": int(target_class[k]), "target_class_name": names[int(target_class[k])],
+            "source_correct": bool(result.source_correct[k]),
+            "initial_confidence": float(result.initial_confidence[k]), "confidence": float(result.confidence[k]),
+            "still_source": bool(final_class[k] == result.label[k]),
+            "final_class_name": names[int(final_class[k])],
+            "accepted_steps": int(result.accepted_steps[k]),
+            "rms_to_target_start": float(start["rms"][k]), "rms_to_target": float(end["rms"][k]),
+            "l2_to_target": float(end["l2"][k]), "linf_to_target": float(end["linf"][k]),
+            "ssim_to_target": float(end["ssim"][k]),
+            "linear_path_min_confidence": float(line[k].min()),
+        })
+    mean_of = lambda key: sum(float(r[key]) for r in rows) / len(rows)  # noqa: E731
+    keys = ("initial_confidence", "confidence", "still_source", "accepted_steps", "rms_to_target_start",
+            "rms_to_target", "l2_to_target", "linf_to_target", "ssim_to_target", "linear_path_min_confidence")
+    figure_files = {}
+    xs_c, xt_c = xs.cpu(), xt.cpu()
+    if result.trace_images is not None and figures > 0:
+        (out / "paths").mkdir(exist_ok=True)
+        for k in range(min(figures, len(pairs))):
+            classes = {int(result.label[k]): names[int(result.label[k])],
+                       int(target_class[k]): names[int(target_class[k])]}
+            path = out / "paths" / f"{k:03d}.png"
+            plots.path_strip(result, k, xs_c[k], xt_c[k], classes, (int(result.label[k]), int(target_class[k])), path)
+            figure_files[f"path of pair {k}"] = path
+    figure_files["linear path"] = plots.linear_paths(line.cpu(), out / "linear_path.png")
+    result.save(out / "result.safetensors")
+
+    numbers = {
+        "model": model_spec, "checkpoint": checkpoint, "pretrained": pretrained,
+        "preprocessing": {**vars(pre), "input_size": list(pre.input_size)},
+        "pairing": pairing, "settings": {**settings, "mean": mean, "std": std, "seed": seed},
+        "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
+        "device": str(device), "walk_seconds": round(walk_seconds, 2),
+        "mean": {k: mean_of(k) for k in keys}, "pairs": rows,
+    }
+    numbers["total_seconds"] = round(time.time() - t0, 2)
+    (out / "summary.json").write_text(json.dumps(numbers, indent=1))
+    (out / "summary.md").write_text(summary_markdown(numbers, {k: p.relative_to(out) for k, p in figure_files.items()}))
+    return numbers
+
+
+def summary_markdown(n: dict, figures: Dict[str, Path]) -> str:
+    s = n["settings"]
+    m = n["mean"]
+    settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()
+                         if k not in ("record_every",))
+    lines = [
+        f"# lst-fast run: model `{n['model']}`", "",
+        f"{len(n['pairs'])} pairs ({n['pairing']}); input {'x'.join(map(str, n['preprocessing']['input_size']))}, "
+        f"{n['preprocessing']['interpolation']} resize, crop {n['preprocessing']['crop_pct']:g} "
+        f"({n['preprocessing']['crop_mode']}). Settings: {settings}. Backend: {n['backend']} on {n['device']}. "
+        f"LST took {n['walk_seconds']} s, everything {n['total_seconds']} s.", "",
+        f"Means: RMS to target {m['rms_to_target_start']:.4f} -> {m['rms_to_target']:.4f}, SSIM "
+        f"{m['ssim_to_target']:.3f}, source-class confidence {m['initial_confidence']:.4f} -> {m['confidence']:.4f}, "
+        f"still the source class {m['still_source']:.0%}, accepted steps {m['accepted_steps']:.1f} of "
+        f"{s['iterations']}, minimum confidence on the line source -> output {m['linear_path_min_confidence']:.4f}.", "",
+        "| # | output | source | target | held class | p0 -> p | still source | accepted | RMS start -> end | l_inf | SSIM | min p on line |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k, r in enumerate(n["pairs"]):
+        lines.append(
+            f"| {k} | [{Path(r['output']).name}]({r['output']}) | {Path(r['source']).name} | {Path(r['target']).name} "
+            f"({r['target_class_name']}) | {r['label']} {r['label_name']}{'' if r['source_correct'] else ' (not the prediction)'} | "
+            f"{r['initial_confidence']:.4f} -> {r['confidence']:.4f} | {'yes' if r['still_source'] else 'no: ' + r['final_class_name']} | "
+            f"{r['accepted_steps']} | {r['rms_to_target_start']:.4f} -> {r['rms_to_target']:.4f} | "
+            f"{r['linf_to_target']:.4f} | {r['ssim_to_target']:.3f} | {r['linear_path_min_confidence']:.4f} |")
+    lines.append("")
+    for name, path in figures.items():
+        lines += [f"## {name}", "", f"![{name}]({path.as_posix()})", ""]
+    return "\n".join(lines)

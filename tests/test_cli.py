@@ -1,0 +1,228 @@
+"""The command line: run (the user's own image files), compare (finished evaluations side by side),
+bench (speed on this machine), and what every subcommand shares: help with defaults, --version, exit
+codes 0 / 1 / 130, one-line errors, the backend named on the first line."""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+
+import pytest
+import torch
+
+from lst_fast.cli import build_parser, main
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_flag_has_help_that_shows_its_default():
+    parser = build_parser()
+    for name, sub in [("lst-fast", parser), *_subparsers(parser).items()]:
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            if action.option_strings:
+                shown = formatter._get_help_string(action)
+                assert ("(required)" if action.required else "default") in shown, f"{name} {action.option_strings}"
+    assert set(_subparsers(parser)) >= {"demo", "eval", "report", "info", "run", "compare", "bench"}
+    assert "exit codes: 0 done, 1 error" in parser.format_help()
+
+
+def test_version_and_usage_errors(capsys):
+    from lst_fast import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"lst-fast {__version__}"
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--no-such-flag"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lst-fast run: error: the following arguments are required" in err
+
+
+def test_run_flags_are_traverse_settings():
+    """run's defaults are the settings dataclass's own, and its settings dict is accepted by traverse."""
+    import dataclasses
+
+    from lst_fast.commands.run import add_traverse_arguments, traverse_settings
+    from lst_fast.settings import LSTSettings
+
+    parser = argparse.ArgumentParser()
+    add_traverse_arguments(parser)
+    settings = traverse_settings(parser.parse_args(["--iterations", "16"]))
+    assert settings["record_every"] == 2 and settings["bounds"] == (0.0, 1.0) and settings["iterations"] == 16
+    defaults = LSTSettings()
+    for name in ("step_size", "threshold", "adv_step_size", "init_noise", "precision", "batch_size", "backend"):
+        assert settings[name] == getattr(defaults, name), name
+    fields = {f.name for f in dataclasses.fields(LSTSettings)}
+    assert set(settings) - {"seed"} <= fields
+    LSTSettings(**{k: v for k, v in settings.items() if k != "seed"})  # valid as a whole
+
+
+def test_errors_are_one_line_with_exit_code_1(tmp_path, capsys):
+    code = main(["run", "--source", str(tmp_path / "missing.png"), "--target", str(tmp_path), "--out",
+                 str(tmp_path / "o"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out.startswith("lst_fast ") and "on cpu" in captured.out.splitlines()[0]  # the backend
+    assert captured.err.count("\n") == 1 and "no source file, folder or pattern" in captured.err
+    assert "Traceback" not in captured.err
+    with pytest.raises(FileNotFoundError):
+        main(["run", "--debug", "--source", str(tmp_path / "missing.png"), "--target", str(tmp_path)])
+
+
+def test_interrupt_exits_130(monkeypatch, capsys):
+    from lst_fast import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_info", interrupted)
+    assert main(["info"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_pairing():
+    from lst_fast.commands.run import make_pairs
+
+    assert make_pairs(2, 2, "in-order") == [(0, 0), (1, 1)]
+    assert make_pairs(3, 1, "in-order") == [(0, 0), (1, 0), (2, 0)]
+    assert make_pairs(2, 3, "all") == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    with pytest.raises(ValueError, match="cannot be paired in order"):
+        make_pairs(2, 3, "in-order")
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """Sample Fashion-MNIST images as files: sources as grey PNGs, targets as larger RGB JPEGs."""
+    from PIL import Image
+
+    from lst_fast.data.fashion_mnist import load_sample
+
+    root = tmp_path_factory.mktemp("images")
+    images, labels = load_sample()
+    (root / "src").mkdir()
+    (root / "tgt").mkdir()
+    for k, i in enumerate((0, 10)):  # a T-shirt and a trouser
+        Image.fromarray(images[i, 0].numpy()).save(root / "src" / f"s{k}.png")
+    for k, i in enumerate((50, 70, 90)):  # a sandal, a sneaker, an ankle boot
+        Image.fromarray(images[i, 0].numpy()).convert("RGB").resize((56, 56)).save(root / "tgt" / f"t{k}.jpg")
+    return root
+
+
+def test_run_on_image_files_with_a_shipped_model(image_files, tmp_path, capsys):
+    from PIL import Image
+
+    from lst_fast import TraversalResult
+
+    out = tmp_path / "run"
+    code = main(["run", "--model", "cnn", "--source", str(image_files / "src" / "*.png"), "--target",
+                 str(image_files / "tgt"), "--pairing", "all", "--iterations", "8", "--step-size", "0.05",
+                 "--source-label", "0", "1", "--figures", "2", "--out", str(out), "--no-progress"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert re.match(r"lst_fast \S+, torch \S+: (compiled kernels|pure-PyTorch fallback.*) on cpu", stdout)
+    summary = json.loads((out / "summary.json").read_text())
+    pairs = summary["pairs"]
+    assert len(pairs) == 6 and [p["label"] for p in pairs] == [0, 0, 0, 1, 1, 1]
+    assert summary["preprocessing"]["input_size"] == [1, 28, 28]
+    for p in pairs:
+        image = Image.open(out / p["output"])
+        assert image.size == (28, 28) and image.mode == "L"
+        assert p["rms_to_target"] < p["rms_to_target_start"]
+        assert 0 <= p["accepted_steps"] <= 8
+    result = TraversalResult.load(out / "result.safetensors")
+    assert torch.allclose(result.confidence.double(), torch.tensor([p["confidence"] for p in pairs], dtype=torch.float64))
+    assert result.config["iterations"] == 8 and result.config["step_size"] == 0.05
+    assert sorted(f.name for f in (out / "paths").iterdir()) == ["000.png", "001.png"]
+    assert (out / "linear_path.png").stat().st_size > 0
+    text = (out / "summary.md").read_text()
+    assert "T-shirt/top" in text and "paths/000.png" in text and "linear_path.png" in text
+
+
+def test_run_with_a_timm_model_uses_its_preprocessing(image_files, tmp_path):
+    from PIL import Image
+
+    from lst_fast.commands.run import run_images
+
+    numbers = run_images("timm:resnet18", [str(image_files / "src" / "s0.png")], [str(image_files / "tgt" / "t1.jpg")],
+                         out=tmp_path / "timm", pretrained=False, input_size=32, iterations=2, figures=1,
+                         progress=False)
+    pre = numbers["preprocessing"]
+    assert pre["input_size"] == [3, 32, 32] and pre["interpolation"] == "bicubic"
+    assert numbers["settings"]["mean"] == [0.485, 0.456, 0.406]  # timm's config, applied inside traverse
+    image = Image.open(tmp_path / "timm" / numbers["pairs"][0]["output"])
+    assert image.size == (32, 32) and image.mode == "RGB"
+
+
+@pytest.fixture(scope="module")
+def evaluations(tmp_path_factory):
+    from lst_fast.evaluation import EvalConfig, run_evaluation
+
+    root = tmp_path_factory.mktemp("evals")
+    small = dict(data="fashion-mnist-sample", num_samples=6, rounds=2, iterations=2, chunk_size=4)
+    run_evaluation(EvalConfig(**small), root / "cnn", progress=False)
+    run_evaluation(EvalConfig(**small, model="cnn-robust", threshold=0.1), root / "robust", progress=False)
+    return root
+
+
+def test_compare_tables_match_the_evaluations(evaluations, tmp_path, capsys):
+    from lst_fast.commands.compare import TABLE1_HEADERS, TABLE2_HEADERS
+
+    out = tmp_path / "cmp"
+    assert main(["compare", str(evaluations / "cnn"), str(evaluations / "robust"), "--out", str(out)]) == 0
+    assert "## Table 1" in capsys.readouterr().out
+    for key, headers in (("table1", TABLE1_HEADERS), ("table2", TABLE2_HEADERS)):
+        lines = (out / f"{key}.md").read_text().splitlines()
+        rows = [line for line in lines if line.startswith("| `")]
+        assert len(rows) == 2
+        for row, run in zip(rows, ("cnn", "robust")):
+            tables = json.loads((evaluations / run / "tables.json").read_text())
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            assert cells[0] == ("`cnn`" if run == "cnn" else "`cnn-robust`")
+            for cell, name in zip(cells[1:], headers):
+                m, s = tables[key][name]
+                assert cell == f"{m:.3f} ± {s:.3f}", (key, name)
+            assert cells[len(headers) + 1] == str(tables["pairs"]) and cells[len(headers) + 2] == str(tables["sources"])
+            assert "**delta=" in cells[-1] and "eta=0.05" in cells[-1]  # the differing threshold is flagged
+        assert "settings differ between the runs: threshold" in "\n".join(lines)
+        tex = (out / f"{key}.tex").read_text()
+        assert r"\begin{tabular}" in tex and r"\texttt{cnn-robust}" in tex and "$^\\dagger$" in tex
+    for name in ("table1_distributions.png", "table2_fractions.png", "compare.md", "compare.json"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_compare_refuses_unfinished_folders_by_name(evaluations, tmp_path, capsys):
+    unfinished = tmp_path / "half"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text((evaluations / "cnn" / "config.json").read_text())
+    code = main(["compare", str(evaluations / "cnn"), str(unfinished), str(tmp_path / "none"), "--out",
+                 str(tmp_path / "cmp")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{unfinished} is unfinished" in err and f"{tmp_path / 'none'} does not exist" in err
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_bench_runs_once_at_tiny_sizes(tmp_path, capsys):
+    from lst_fast.commands.bench import default_modes
+
+    assert "lst-bf16-graph" not in default_modes("cpu") and "lst-bf16-graph" in default_modes("cuda")
+    out = tmp_path / "speed"
+    code = main(["bench", "--model", "cnn", "--batch-size", "4", "--iterations", "2", "--repeats", "2",
+                 "--modes", "paper", "one-pass", "lst-fp32", "lst-bf16", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0 and stdout.startswith("lst_fast ")
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert [r["mode"] for r in rows] == ["paper", "one-pass", "lst-fp32", "lst-bf16"]
+    assert rows[0]["ratio_to_paper"] == 1.0 and all(len(r["seconds"]) == 2 for r in rows)
+    assert all(r["min"] <= r["img_iter_per_s"] <= r["max"] for r in rows)
+    assert "| lst_fast bf16 |" in stdout and "vs paper loop" in out.with_suffix(".md").read_text()
+    assert main(["bench", "--modes", "lst-bf16-graph"]) == 1  # graphs need CUDA
+    assert "needs a CUDA device" in capsys.readouterr().err
