@@ -53,6 +53,15 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, defaults: Any, name
                             help=f"{text} (default: %(default)s)")
 
 
+MODEL_FLAGS = ("model", "checkpoint", "pretrained")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --checkpoint and --no-pretrained, as `lst-fast eval` has them (read back as args.model,
+    args.checkpoint, args.pretrained)."""
+    add_dataclass_arguments(parser, EvalConfig(), MODEL_FLAGS)
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] = WALK_FIELDS,
                            defaults: LSTSettings = LSTSettings()) -> None:
     """Flags for the named LSTSettings fields, with `defaults`' values as their defaults."""

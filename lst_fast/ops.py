@@ -225,19 +225,8 @@ def orthogonal_step(
     return reference.orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi)
 
 
-def confidence_accept(
-    logits: Tensor,
-    label: Tensor,
-    p0: Tensor,
-    threshold: float,
-    x: Tensor,
-    candidate: Tensor,
-    grad: Tensor,
-    candidate_grad: Tensor,
-    confidence: Tensor,
-    *,
-    backend: str = "auto",
-) -> Tensor:
+def confidence_accept(logits: Tensor, label: Tensor, p0: Tensor, threshold: float, x: Tensor, candidate: Tensor,
+                      grad: Tensor, candidate_grad: Tensor, confidence: Tensor, *, backend: str = "auto") -> Tensor:
     """Confidence-constrained accept (in place on x, grad, confidence); returns the accepted mask.
 
     A label outside [0, num_classes) gives that sample a NaN probability: it is not accepted."""

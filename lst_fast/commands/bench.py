@@ -30,12 +30,9 @@ BACKEND_WORDS = {"native": "compiled kernels", "reference": "pure-PyTorch fallba
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="cnn",
-                        help="any model `lst-fast eval` takes: cnn, cnn-robust, vit, timm:NAME, torchvision:NAME, "
-                             "an architecture with --checkpoint")
-    parser.add_argument("--checkpoint", default=None, help="weights file: safetensors or a weights-only torch file")
-    parser.add_argument("--no-pretrained", action="store_true",
-                        help="timm/torchvision: random weights (speed does not depend on them; no download)")
+    from lst_fast.cli import add_model_arguments
+
+    add_model_arguments(parser)  # as `lst-fast eval` has them
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per batch (default: 200 for 28-32 px models, 8 on the CPU / 128 on a GPU above)")
     parser.add_argument("--image-size", type=int, default=None, help="height and width (default: the model's own)")
@@ -49,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    rows = run_bench(args.model, checkpoint=args.checkpoint, pretrained=not args.no_pretrained,
+    rows = run_bench(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained,
                      batch_size=args.batch_size, image_size=args.image_size, iterations=args.iterations,
                      repeats=args.repeats, modes=args.modes, device=args.device, echo=print)
     table = markdown_table(rows)

@@ -54,12 +54,9 @@ def traverse_settings(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="cnn",
-                        help="cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
-                             "(fashion_cnn, fashion_vit, wrn28_10) with --checkpoint")
-    parser.add_argument("--checkpoint", default=None, help="weights file: safetensors or a weights-only torch file")
-    parser.add_argument("--no-pretrained", action="store_true",
-                        help="timm/torchvision: random initialization (no download)")
+    from lst_fast.cli import add_model_arguments
+
+    add_model_arguments(parser)  # as `lst-fast eval` has them
     parser.add_argument("--source", nargs="+", required=True, metavar="PATH",
                         help="source images: PNG/JPEG files, folders or glob patterns (quote them)")
     parser.add_argument("--target", nargs="+", required=True, metavar="PATH",
@@ -82,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     numbers = run_images(args.model, args.source, args.target, out=args.out, pairing=args.pairing,
                          source_label=args.source_label, checkpoint=args.checkpoint,
-                         pretrained=not args.no_pretrained, input_size=args.input_size, device=args.device,
+                         pretrained=args.pretrained, input_size=args.input_size, device=args.device,
                          figures=args.figures, progress=not args.no_progress, **traverse_settings(args))
     print(f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} LST "
           f"output{'s' if len(numbers['pairs']) != 1 else ''} in images/ and the figures in {numbers['total_seconds']} s")
