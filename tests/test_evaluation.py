@@ -182,12 +182,12 @@ def test_store_names_and_atomic_writes(tmp_path):
     store.prepare()
     assert store.chunk_path(1, 2).name == "round01_chunk00002.safetensors"
     assert store.triangles_path(0, 3).name == "triangles_r00_r03.safetensors"
-    assert not store.has_chunk(0, 0)
+    assert not store.has_chunk(0, 0, EvalConfig())
     store.write_chunk(0, 0, {"images": torch.ones(2, 1, 2, 2)}, EvalConfig())
     store.write_chunk(0, 1, {"images": torch.zeros(1, 1, 2, 2)}, EvalConfig())
-    assert store.has_chunk(0, 0) and store.read_round(0, 2)["images"].shape == (3, 1, 2, 2)
-    store.write_triangles(0, 1, torch.rand(3, 66))
-    assert store.has_triangles(0, 1) and store.read_triangles(0, 1).shape == (3, 66)
+    assert store.has_chunk(0, 0, EvalConfig()) and store.read_round(0, 2)["images"].shape == (3, 1, 2, 2)
+    store.write_triangles(0, 1, torch.rand(3, 66), EvalConfig())
+    assert store.has_triangles(0, 1, EvalConfig()) and store.read_triangles(0, 1).shape == (3, 66)
     (store.results / ".round00_chunk00002.safetensors.x.tmp").write_text("partial")
     store.remove_leftovers()
     assert not list(store.results.glob(".*.tmp"))
