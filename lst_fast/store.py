@@ -41,13 +41,14 @@ CHUNK_KEYS = ("source", "target", "images", "initial_confidence", "confidence", 
               "l2", "rms", "linf", "ssim")
 
 # Tests only: "EVENT:GLOB:COUNT:SIGNAL" sends SIGNAL to this process the COUNT-th time EVENT happens to a
-# file whose name matches GLOB. EVENT "writing": inside an atomic write, the temporary file written but not
-# yet renamed; "written": after the rename. Lets the tests interrupt a run at an exact point, without timing.
+# file whose name matches GLOB. EVENT "writing": inside an atomic write, the temporary file cut to half its
+# size (a write interrupted in its middle); "written": after the rename. Lets the tests interrupt a run at
+# an exact point, without timing.
 TEST_HOOK_VARIABLE = "LST_FAST_TEST_HOOK"
 _hook_counts: Dict[str, int] = {}
 
 
-def _test_hook(event: str, name: str) -> None:
+def _test_hook(event: str, name: str, tmp: Optional[str] = None) -> None:
     spec = os.environ.get(TEST_HOOK_VARIABLE)
     if not spec:
         return
@@ -56,6 +57,8 @@ def _test_hook(event: str, name: str) -> None:
         return
     _hook_counts[spec] = _hook_counts.get(spec, 0) + 1
     if _hook_counts[spec] == int(count):
+        if tmp is not None:
+            os.truncate(tmp, os.path.getsize(tmp) // 2)
         os.kill(os.getpid(), getattr(signal, sig))
 
 
@@ -83,7 +86,7 @@ def _atomic_write(path: Path, write) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are ordinary files
         write(tmp)
-        _test_hook("writing", path.name)
+        _test_hook("writing", path.name, tmp)
         os.replace(tmp, path)
     except BaseException as error:
         if tmp is not None:

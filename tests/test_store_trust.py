@@ -224,3 +224,46 @@ def test_a_second_run_in_a_locked_folder_is_refused_and_leaves_live_temporary_fi
     assert not (tmp_path / "config.json").exists()
     run_evaluation(EvalConfig(**TINY), tmp_path, progress=False)  # the lock is free again
     assert not live.exists()  # stale now: removed by the run that holds the lock
+
+
+# -- killed inside a write or in the triangle stage --------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+KILL_ARGS = ["eval", "--data", "fashion-mnist-sample", "--num-samples", "8", "--rounds", "2", "--iterations", "2",
+             "--chunk-size", "4", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The evaluation of KILL_ARGS, run without interruption."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run_evaluation(EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
+                   out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("hook", [
+    "writing:round01_chunk00000.safetensors:1:SIGKILL",   # in the middle of a chunk's write
+    "written:round01_chunk00001.safetensors:1:SIGKILL",   # the triangle stage, before its first file
+    "writing:triangles_r00_r01.safetensors:1:SIGKILL",    # inside the triangle file's write
+    "writing:tables.md:1:SIGKILL",                        # inside the tables' write
+])
+def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tmp_path, hook):
+    import signal
+    import subprocess
+    import sys
+
+    from lst_fast.store import TEST_HOOK_VARIABLE
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), TEST_HOOK_VARIABLE: hook}
+    killed = subprocess.run([sys.executable, "-m", "lst_fast", *KILL_ARGS, "--out", str(out)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    leftovers = list(out.rglob(".*.tmp"))
+    assert len(leftovers) == (1 if hook.startswith("writing") else 0)
+    assert not (out / "tables.md").exists()
+    run_evaluation(EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
+                   out, progress=False)
+    assert not list(out.rglob(".*.tmp"))
+    assert _files(out) == _files(uninterrupted)  # every result file, the tables and config.json
