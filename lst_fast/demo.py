@@ -108,20 +108,34 @@ def run_demo(
     numbers["mean_triangle_confidence"] = float(tri.mean())
 
     from lst_fast import plots
+    from lst_fast.store import atomic_write_text
 
-    xs_c, xt_c, res_c = xs.cpu(), xt.cpu(), result.images.cpu()
-    figures = {
-        "grid": plots.image_grid(x_all[torch.tensor(sources)].cpu(), pairs, res_c, result.confidence.cpu(),
-                                 CLASSES, out / "grid.png"),
-        "path": plots.path_strip(result, 0, xs_c[0], xt_c[0], CLASSES, pairs[0], out / "path.png"),
-        "linear_path": plots.linear_paths(line.cpu(), out / "linear_path.png"),
-        "triangles": plots.triangle_maps(tri.cpu()[:3], triangle_weights(10), xs_c[tri_rows][:3],
-                                         res_c[tri_rows][:3], res_c[tri_rows2][:3], out / "triangles.png"),
-    }
-    numbers["total_seconds"] = round(time.time() - t0, 2)
-    (out / "summary.json").write_text(json.dumps(numbers, indent=1))
-    result.save(out / "result.safetensors")
-    (out / "summary.md").write_text(summary_markdown(numbers, figures))
+    # Every file is written atomically, the walked result first; a failed write (disk full) raises one
+    # RuntimeError naming the file and the files already written.
+    written = []
+
+    def keep(path: Path) -> Path:
+        written.append(Path(path).name)
+        return path
+
+    try:
+        keep(result.save(out / "result.safetensors"))
+        xs_c, xt_c, res_c = xs.cpu(), xt.cpu(), result.images.cpu()
+        figures = {
+            "grid": keep(plots.image_grid(x_all[torch.tensor(sources)].cpu(), pairs, res_c, result.confidence.cpu(),
+                                          CLASSES, out / "grid.png")),
+            "path": keep(plots.path_strip(result, 0, xs_c[0], xt_c[0], CLASSES, pairs[0], out / "path.png")),
+            "linear_path": keep(plots.linear_paths(line.cpu(), out / "linear_path.png")),
+            "triangles": keep(plots.triangle_maps(tri.cpu()[:3], triangle_weights(10), xs_c[tri_rows][:3],
+                                                  res_c[tri_rows][:3], res_c[tri_rows2][:3], out / "triangles.png")),
+        }
+        numbers["total_seconds"] = round(time.time() - t0, 2)
+        keep(atomic_write_text(out / "summary.json", json.dumps(numbers, indent=1)))
+        keep(atomic_write_text(out / "summary.md", summary_markdown(numbers, figures)))
+    except RuntimeError as error:
+        if not isinstance(error.__cause__, OSError):
+            raise
+        raise RuntimeError(f"{error} (the demo is incomplete; written: {', '.join(written) or 'nothing'})") from error
     return numbers
 
 

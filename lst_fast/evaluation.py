@@ -8,6 +8,7 @@ seeded by its position alone, so K processes produce exactly the tables of one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -77,28 +78,33 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
                    progress: bool = True, graph: bool = False) -> Dict[str, Dict[str, Tuple[float, float]]]:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json.
 
+    Everything is checked before anything is written: the configuration, an existing config.json, the
+    model, the data and the pool. Then rank 0 holds the folder's lock for the whole run (a second run in
+    the same folder is refused), writes config.json and removes a killed run's temporary files.
     graph: replay each LST iteration from a CUDA graph (same results; CUDA only).
     """
     cfg.validate()
     rank, world = _rank_and_world()
     work = _Work(cfg, EvaluationStore(out_dir), torch.device(device), rank, world)
-    _claim_folder(work)
+    work.store.check_config(cfg)
     _load_model_and_pool(work, data_root)
-    _run_chunks(work, progress, graph)
-    _barrier(world)
-    per_round = [work.store.read_round(r, work.chunks) for r in range(cfg.rounds)]
-    _compute_triangles(work, per_round)
-    _barrier(world)
-    tables = _tables(work, per_round)
-    if rank == 0:
-        work.store.write_tables(tables, tables_markdown(tables, cfg))
-    _barrier(world)
+    with work.store.locked() if rank == 0 else contextlib.nullcontext():
+        _claim_folder(work)
+        _run_chunks(work, progress, graph)
+        _barrier(world)
+        per_round = [work.store.read_round(r, work.chunks) for r in range(cfg.rounds)]
+        _compute_triangles(work, per_round)
+        _barrier(world)
+        tables = _tables(work, per_round)
+        if rank == 0:
+            work.store.write_tables(tables, tables_markdown(tables, cfg))
+        _barrier(world)
     return tables
 
 
 def _claim_folder(work: _Work) -> None:
-    """Rank 0 writes (or checks) the configuration and removes a killed run's leftovers first; the others
-    then check it."""
+    """Rank 0 (holding the folder's lock) writes (or checks) the configuration and removes a killed run's
+    leftovers first; the others then check it."""
     for turn in (0, 1):
         if (work.rank == 0) == (turn == 0):
             try:
@@ -131,7 +137,8 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
 
     cfg, store, data = work.cfg, work.store, work.data
     mine = [(r, c) for r in range(cfg.rounds) for c in range(work.chunks)][work.rank::work.world]
-    todo = [job for job in mine if not store.has_chunk(*job)]
+    image_shape = tuple(data.get(work.pool[:1]).shape[1:])
+    todo = [job for job in mine if not store.has_chunk(*job, cfg, *work.chunk_rows(*job), image_shape)]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress,
                desc="LST chunks" + (f" (rank {work.rank})" if work.world > 1 else ""))
 
@@ -204,7 +211,7 @@ def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
     and pair of rounds; this rank's share of the pairs, skipping finished ones."""
     cfg, device, pool, data = work.cfg, work.device, work.pool, work.data
     for r1, r2 in _round_pairs(cfg.rounds)[work.rank::work.world]:
-        if work.store.has_triangles(r1, r2):
+        if work.store.has_triangles(r1, r2, cfg, (len(pool), len(triangle_weights(cfg.triangle_n)))):
             continue
         conf = []
         for start in range(0, len(pool), cfg.chunk_size):
@@ -214,7 +221,7 @@ def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
                                             per_round[r2]["images"][rows].to(device),
                                             data.labels[pool[rows]].to(device), n=cfg.triangle_n,
                                             precision=cfg.lst.precision).cpu())
-        work.store.write_triangles(r1, r2, torch.cat(conf))
+        work.store.write_triangles(r1, r2, torch.cat(conf), cfg)
 
 
 def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> dict:

@@ -4,6 +4,8 @@ direction. Every interpolated image comes from the batched simplex-points operat
 without gradients in memory-sized chunks, under lst_fast.runtime's contexts for its precision."""
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -27,10 +29,60 @@ def _prepared_forward(model: torch.nn.Module, precision: str, norm: runtime.Norm
     return runtime.normalized(prepared, norm)
 
 
+# -- argument checks: every public function checks its arguments first and names the one that is wrong ----
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_tensor(name: str, value, dim: Optional[int] = None, floating: bool = False) -> None:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+    if dim is not None and value.dim() != dim:
+        raise ValueError(f"{name} must have {dim} dimensions, got shape {tuple(value.shape)}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must be floating-point, got {value.dtype}")
+
+
+def _check_model(model) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be a callable module (images -> logits), got {type(model).__name__}")
+
+
+def _check_labels(label, n: int) -> None:
+    """An integer tensor (n,) with no negative value (the upper end is checked against the logits)."""
+    if not isinstance(label, Tensor) or tuple(label.shape) != (n,) or label.is_floating_point() \
+            or label.dtype == torch.bool or label.is_complex():
+        got = f"{label.dtype} {tuple(label.shape)}" if isinstance(label, Tensor) else type(label).__name__
+        raise ValueError(f"label must be an integer tensor of shape ({n},), got {got}")
+    if n and int(label.min()) < 0:
+        raise ValueError(f"label must be >= 0, got {int(label.min())}")
+
+
+def _check_label_range(label: Tensor, logits: Tensor) -> None:
+    if label.numel() and int(label.max()) >= logits.shape[1]:
+        raise ValueError(f"label must be < the model's {logits.shape[1]} classes, got {int(label.max())}")
+
+
+def _check_same_images(**images) -> None:
+    for name, value in images.items():
+        _check_tensor(name, value, dim=4, floating=True)
+    shapes = {name: tuple(value.shape) for name, value in images.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"{', '.join(shapes)} must have one shape (N, C, H, W), got {shapes}")
+
+
+def _check_chunk_bytes(chunk_bytes) -> None:
+    if chunk_bytes is not None:
+        _check_int("chunk_bytes", chunk_bytes, 1)
+
+
 def line_weights(steps: int = 21, dtype=torch.float64) -> Tensor:
     """(steps, 2) weights (1 - t, t) for t = 0, 1/(steps-1), ..., 1."""
-    if steps < 2:
-        raise ValueError(f"steps must be >= 2, got {steps}")
+    _check_int("steps", steps, 2)
     t = torch.arange(steps, dtype=torch.float64) / (steps - 1)
     return torch.stack([1 - t, t], dim=1).to(dtype)
 
@@ -40,8 +92,7 @@ def triangle_weights(n: int = 10, dtype=torch.float64) -> Tensor:
 
     Integer arithmetic, so all (n + 1)(n + 2) / 2 points are kept (n = 10: 66 points; the paper's code
     loses 2 of them to a floating-point test)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    _check_int("n", n, 1)
     rows = [(n - i - j, i, j) for i in range(n + 1) for j in range(n + 1 - i)]
     return (torch.tensor(rows, dtype=torch.float64) / n).to(dtype)
 
@@ -66,14 +117,17 @@ def simplex_confidence(
     fast mode does), several times faster where bf16 is native.
     """
     check_precision(precision)
+    _check_model(model)
+    _check_tensor("vertices", vertices, floating=True)
     if vertices.dim() != 5:
         raise ValueError(f"vertices must have shape (N, K, C, H, W), got {tuple(vertices.shape)}")
-    if weights.dim() != 2 or weights.shape[1] != vertices.shape[1]:
-        raise ValueError(f"weights must have shape (P, {vertices.shape[1]}), got {tuple(weights.shape)}")
+    _check_tensor("weights", weights, floating=True)
+    if weights.dim() != 2 or weights.shape[1] != vertices.shape[1] or weights.shape[0] < 1:
+        raise ValueError(f"weights must have shape (P, {vertices.shape[1]}) with P >= 1, got {tuple(weights.shape)}")
+    _check_chunk_bytes(chunk_bytes)
     n, _, c = vertices.shape[:3]
     p = weights.shape[0]
-    if not isinstance(label, Tensor) or tuple(label.shape) != (n,) or label.is_floating_point():
-        raise ValueError(f"label must be an integer tensor of shape ({n},)")
+    _check_labels(label, n)
     label = label.to(device=vertices.device, dtype=torch.long)
     weights = weights.to(vertices.device)
     norm = validation.normalization(mean, std, c, vertices.device, vertices.dtype)
@@ -89,17 +143,23 @@ def simplex_confidence(
             if forward is None:
                 forward = _prepared_forward(model, precision, norm, points)
             logits = forward(points)  # (m * P, classes); class_probability works in float64
+            if start == 0:
+                _check_label_range(label, logits)
             out.append(class_probability(logits, label[start : start + step].repeat_interleave(p)).view(-1, p))
     return torch.cat(out).float() if out else vertices.new_empty(0, p, dtype=torch.float32)
 
 
 def linear_path_confidence(model, source: Tensor, end: Tensor, label: Tensor, steps: int = 21, **kw) -> Tensor:
     """Confidence for `label` along (1 - t) source + t end: (N, steps)."""
+    _check_same_images(source=source, end=end)
+    _check_int("steps", steps, 2)
     return simplex_confidence(model, torch.stack([source, end], 1), line_weights(steps), label, **kw)
 
 
 def triangle_confidence(model, source: Tensor, end1: Tensor, end2: Tensor, label: Tensor, n: int = 10, **kw) -> Tensor:
     """Confidence for `label` over the triangle grid of (source, end1, end2): (N, (n+1)(n+2)/2)."""
+    _check_same_images(source=source, end1=end1, end2=end2)
+    _check_int("n", n, 1)
     return simplex_confidence(model, torch.stack([source, end1, end2], 1), triangle_weights(n), label, **kw)
 
 
@@ -116,6 +176,8 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
     edge_mean       mean confidence over the two edges from the source (source counted once)
     edge_min_drop   minimum over those edges of p - p_source
     """
+    _check_tensor("confidence", confidence, floating=True)
+    _check_tensor("weights", weights, floating=True)
     if confidence.dim() != 2 or weights.dim() != 2 or weights.shape != (confidence.shape[1], 3):
         raise ValueError(f"need confidence (T, P) and weights (P, 3), got {tuple(confidence.shape)} and "
                          f"{tuple(weights.shape)}")
@@ -135,6 +197,20 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
 
 def per_source(stats: Dict[str, Tensor], source_index: Tensor, num_sources: int) -> Dict[str, Tensor]:
     """Average triangle statistics over each source's triangles (edge_min_drop: their minimum)."""
+    if not isinstance(stats, dict) or not stats:
+        raise ValueError("stats must be a non-empty dict of per-triangle tensors (from triangle_statistics)")
+    _check_int("num_sources", num_sources, 0)
+    _check_tensor("source_index", source_index, dim=1)
+    if source_index.is_floating_point() or source_index.dtype == torch.bool:
+        raise TypeError(f"source_index must be an integer tensor, got {source_index.dtype}")
+    for name, values in stats.items():
+        _check_tensor(f"stats[{name!r}]", values, dim=1, floating=True)
+        if values.shape != source_index.shape:
+            raise ValueError(f"stats[{name!r}] has {values.shape[0]} triangles but source_index "
+                             f"{source_index.shape[0]}")
+    if source_index.numel() and (int(source_index.min()) < 0 or int(source_index.max()) >= num_sources):
+        raise ValueError(f"source_index must lie in [0, num_sources={num_sources}), got values in "
+                         f"[{int(source_index.min())}, {int(source_index.max())}]")
     index = source_index.to(device=next(iter(stats.values())).device, dtype=torch.long)
     out = {}
     for name, values in stats.items():
@@ -168,14 +244,28 @@ def width_profile(
     precision: as for simplex_confidence.
     """
     check_precision(precision)
-    if x.dim() != 4 or direction.shape != x.shape:
-        raise ValueError(f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, "
-                         f"{tuple(direction.shape)}")
-    if k < 2:
-        raise ValueError(f"k must be >= 2, got {k}")
+    _check_model(model)
+    _check_same_images(x=x, direction=direction)
+    _check_int("k", k, 2)
+    _check_chunk_bytes(chunk_bytes)
     n, c = x.shape[:2]
-    d = x[0].numel()
-    radii_t = torch.as_tensor(list(radii), dtype=torch.float64)
+    _check_labels(label, n)
+    try:
+        radii = [float(r) for r in radii]
+    except (TypeError, ValueError):
+        raise TypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
+    if not radii or not all(math.isfinite(r) for r in radii):
+        raise ValueError(f"radii must be a non-empty sequence of finite numbers, got {radii}")
+    if not (isinstance(quantiles, (tuple, list)) and len(quantiles) == 2
+            and all(isinstance(q, numbers.Real) and 0 <= q <= 1 for q in quantiles)):
+        raise ValueError(f"quantiles must be two numbers in [0, 1], got {quantiles!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    d = x[0].numel() if n else 0
+    radii_t = torch.as_tensor(radii, dtype=torch.float64)
+    if n == 0:
+        empty = x.new_empty(0, len(radii), dtype=torch.float32)
+        return {"radii": radii_t, "low": empty, "high": empty.clone()}
     u = direction.reshape(n, 1, d).to(torch.float64)
     u = u / u.norm(dim=2, keepdim=True).clamp_min(1e-300)  # a zero step leaves the directions as drawn
     norm = validation.normalization(mean, std, c, x.device, x.dtype)
@@ -199,7 +289,10 @@ def width_profile(
                 points = (base + r * dirs).to(x.dtype).reshape(m * k, *x.shape[1:])
                 if forward is None:
                     forward = _prepared_forward(model, precision, norm, points)
-                p = class_probability(forward(points), lab).view(m, k)
+                logits = forward(points)
+                if start == 0 and not rows_low:
+                    _check_label_range(label, logits)
+                p = class_probability(logits, lab).view(m, k)
                 qs = torch.quantile(p, q, dim=1)  # (2, m)
                 rows_low.append(qs[0])
                 rows_high.append(qs[1])
@@ -212,6 +305,8 @@ def width_along_path(model: torch.nn.Module, result, radii: Sequence[float], **k
     """width_profile at every recorded iterate of a traversal (record_every > 0), the step direction
     being the move to the next recorded iterate: {"radii": (R,), "iterations": (S,), "low"/"high":
     (S, N, R)} over the S recorded iterates that have a successor."""
+    if not hasattr(result, "trace_images") or not hasattr(result, "trace_iterations"):
+        raise TypeError(f"result must be a TraversalResult, got {type(result).__name__}")
     if result.trace_images is None or result.trace_images.shape[0] < 2:
         raise ValueError("width_along_path needs a traversal recorded with record_every > 0")
     images = result.trace_images

@@ -19,6 +19,10 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
     """Structural similarity per image (N,), Gaussian window, as Wang et al. 2004 and scikit-image's
     structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False): statistics
     over the valid (unpadded) windows, averaged over positions and channels."""
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(f"ssim needs two tensors, got {type(x).__name__} and {type(y).__name__}")
+    if not x.is_floating_point() or not y.is_floating_point():
+        raise TypeError(f"ssim needs floating-point images, got {x.dtype} and {y.dtype}")
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"ssim needs two (N, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < window:
@@ -38,6 +42,12 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
 
 def distances(x: Tensor, target: Tensor) -> Dict[str, Tensor]:
     """Per-sample l2, RMS (l2 / sqrt(C*H*W)), l_inf and SSIM between images and their targets."""
+    for name, value in (("x", x), ("target", target)):
+        if not isinstance(value, Tensor) or value.dim() != 4 or not value.is_floating_point():
+            got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"distances needs {name} as a floating-point (N, C, H, W) tensor, got {got}")
+    if x.shape != target.shape:
+        raise ValueError(f"distances needs x and target of one shape, got {tuple(x.shape)} and {tuple(target.shape)}")
     diff = (x.to(torch.float64) - target.to(torch.float64)).flatten(1)
     l2 = diff.norm(dim=1)
     return {

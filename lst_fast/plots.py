@@ -17,6 +17,18 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    """Write the figure atomically (a temporary file renamed into place), then close it; a failed write
+    (disk full) raises RuntimeError naming the file and leaves no partial figure."""
+    from lst_fast.store import _atomic_write
+
+    path = Path(path)
+    try:
+        return _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix[1:] or "png"))
+    finally:
+        plt.close(fig)
+
+
 def _show(ax, image: Tensor) -> None:
     img = image.detach().float().cpu()
     if img.shape[0] == 1:
@@ -44,9 +56,7 @@ def image_grid(sources: Tensor, pairs: Sequence[Tuple[int, int]], outputs: Tenso
         axes[c, 0].set_ylabel(classes[c], fontsize=7)
     fig.suptitle("LST outputs: columns = source class (held), rows = target image's class", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def path_strip(result, sample: int, source: Tensor, target: Tensor, classes: Sequence[str],
@@ -69,9 +79,7 @@ def path_strip(result, sample: int, source: Tensor, target: Tensor, classes: Seq
     axes[-1].set_title("target", fontsize=8)
     fig.suptitle(f"{classes[pair[0]]} held while walking toward a {classes[pair[1]]}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def linear_paths(confidence: Tensor, path: Path) -> Path:
@@ -87,9 +95,7 @@ def linear_paths(confidence: Tensor, path: Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: Tensor, ends2: Tensor,
@@ -116,9 +122,7 @@ def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: T
         ax.axis("off")
         ax.set_title(f"min {float(confidence[k].min()):.3f}, mean {float(confidence[k].mean()):.3f}", fontsize=9)
     fig.colorbar(cs, ax=axes[0, :].tolist(), shrink=0.8, label="source-class confidence")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def pair_strips(sources: Tensor, outputs: Tensor, targets: Tensor, confidence: Tensor, path: Path) -> Path:
@@ -133,9 +137,7 @@ def pair_strips(sources: Tensor, outputs: Tensor, targets: Tensor, confidence: T
                 axes[i, j].set_title(title, fontsize=8)
         axes[i, 1].set_xlabel(f"p={float(confidence[i]):.3f}", fontsize=7, labelpad=1)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def width_bands(radii: Tensor, low: Tensor, high: Tensor, path: Path) -> Path:
@@ -151,6 +153,4 @@ def width_bands(radii: Tensor, low: Tensor, high: Tensor, path: Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

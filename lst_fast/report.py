@@ -9,7 +9,7 @@ import torch
 from lst_fast import plots
 from lst_fast.data.sources import open_image_set
 from lst_fast.geometry import linear_path_confidence, triangle_weights, width_profile
-from lst_fast.store import EvaluationStore
+from lst_fast.store import EvaluationStore, atomic_write_text
 
 
 def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, device="cpu") -> Path:
@@ -31,7 +31,7 @@ def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, devic
     figures = {"pairs": plots.pair_strips(xs, outputs, xt, first["confidence"][:k], out / "report_pairs.png")}
     line = linear_path_confidence(model, xs.to(device), outputs.to(device), label.to(device), steps=21).cpu()
     figures["linear paths"] = plots.linear_paths(line, out / "report_linear_path.png")
-    if store.has_triangles(0, 1):
+    if store.has_triangles(0, 1, cfg):
         second = store.read_chunk(1, 0)
         m = min(3, k, second["images"].shape[0])
         conf = store.read_triangles(0, 1)[:m]
@@ -54,5 +54,5 @@ def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, devic
     for name, path in figures.items():
         text += [f"## {name}", "", captions[name], "", f"![{name}]({path.name})", ""]
     report = out / "report.md"
-    report.write_text("\n".join(text))
+    atomic_write_text(report, "\n".join(text))
     return report

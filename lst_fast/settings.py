@@ -192,6 +192,19 @@ class EvalConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        mc = self.min_confidence
+        if mc is not None and (isinstance(mc, bool) or not isinstance(mc, numbers.Real) or not 0 <= mc < 1):
+            # NaN fails 0 <= mc: a NaN would pass no image and never equal itself in config.json
+            raise ValueError(f"min_confidence must be None or a number in [0, 1), got {mc!r}")
+        for name in ("model", "data"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
+            raise ValueError(f"checkpoint must be None or a path, got {self.checkpoint!r}")
+        if not isinstance(self.pretrained, bool):
+            raise ValueError(f"pretrained must be True or False, got {self.pretrained!r}")
         if not isinstance(self.lst, LSTSettings):
             raise TypeError(f"lst must be an LSTSettings, got {type(self.lst).__name__}")
 

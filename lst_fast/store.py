@@ -7,16 +7,27 @@ check. `lst-fast eval` writes through it and `lst-fast report` reads through it.
     OUT/tables.json, OUT/tables.md                   the tables
     OUT/report.md, OUT/report_*.png                  the report
 
+    OUT/.lst-fast.lock                               held (flock) by the run writing the folder; holds its PID
+
 Every file is written to a temporary name beside it and renamed, so a killed run leaves no partial file
-(only `.*.tmp` leftovers, which `remove_leftovers` deletes).
+(only `.*.tmp` leftovers, which `remove_leftovers` deletes while the folder's lock is held). Every chunk
+and triangle file records the configuration, round(s) and chunk it belongs to; `has_chunk` and
+`has_triangles` check that record and the shapes before a file is reused: a file of another evaluation
+is refused (ValueError naming it), an unreadable one (truncated, no record) is recomputed with a warning.
+A write that fails (disk full) raises RuntimeError naming the file; finished files are kept.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fnmatch
 import json
 import os
+import signal
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -24,6 +35,31 @@ from torch import Tensor
 from lst_fast.settings import EvalConfig
 
 _METADATA_KEY = "lst_fast"
+LOCK_NAME = ".lst-fast.lock"
+# The tensors of a chunk file, one row per pair of the chunk.
+CHUNK_KEYS = ("source", "target", "images", "initial_confidence", "confidence", "still_source", "accepted_steps",
+              "l2", "rms", "linf", "ssim")
+
+# Tests only: "EVENT:GLOB:COUNT:SIGNAL" sends SIGNAL to this process the COUNT-th time EVENT happens to a
+# file whose name matches GLOB. EVENT "writing": inside an atomic write, the temporary file cut to half its
+# size (a write interrupted in its middle); "written": after the rename. Lets the tests interrupt a run at
+# an exact point, without timing.
+TEST_HOOK_VARIABLE = "LST_FAST_TEST_HOOK"
+_hook_counts: Dict[str, int] = {}
+
+
+def _test_hook(event: str, name: str, tmp: Optional[str] = None) -> None:
+    spec = os.environ.get(TEST_HOOK_VARIABLE)
+    if not spec:
+        return
+    hook_event, pattern, count, sig = spec.split(":")
+    if hook_event != event or not fnmatch.fnmatch(name, pattern):
+        return
+    _hook_counts[spec] = _hook_counts.get(spec, 0) + 1
+    if _hook_counts[spec] == int(count):
+        if tmp is not None:
+            os.truncate(tmp, os.path.getsize(tmp) // 2)
+        os.kill(os.getpid(), getattr(signal, sig))
 
 
 def atomic_save(tensors: Dict[str, Tensor], path: Path, metadata: Optional[Dict[str, str]] = None) -> Path:
@@ -39,25 +75,56 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def _atomic_write(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Write through `write(temporary name)`, then rename; an OSError (disk full, no permission) becomes a
+    RuntimeError naming the file, with the temporary file removed and every finished file kept."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are ordinary files
         write(tmp)
+        _test_hook("writing", path.name, tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+            raise RuntimeError(f"cannot write {path}: {reason}; files written before are kept, "
+                               "the same command resumes once it can write") from error
         raise
+    _test_hook("written", path.name)
     return path
 
 
 def load_tensors(path: Path) -> Dict[str, Tensor]:
+    """Every tensor of a safetensors file; ValueError naming the file if it cannot be read."""
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # SafetensorError (truncated, not safetensors), OSError
+        raise ValueError(f"cannot read {path} ({error}); delete it and run the same command to recompute "
+                         "it") from error
+
+
+def _read_record(path: Path, wanted: Sequence[str]):
+    """(recorded metadata, shape per tensor, the `wanted` tensors) of a result file; raises on an
+    unreadable file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        record = json.loads((f.metadata() or {}).get(_METADATA_KEY, "{}"))
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in wanted if k in shapes}
+    if not isinstance(record, dict):
+        raise ValueError("its record is not a JSON object")
+    return record, shapes, tensors
 
 
 class EvaluationStore:
@@ -86,30 +153,39 @@ class EvaluationStore:
     def check_or_write_config(self, cfg: EvalConfig) -> None:
         """Write config.json, or check that the one there is cfg's; a folder written before a setting
         existed took that setting's default."""
-        wanted = cfg.to_dict()
-        if self.config_path.exists():
-            found = self._read_config_json()
-            if isinstance(found, dict):
-                found = {**EvalConfig().to_dict(), **found}
-            if found != wanted:
-                theirs = found if isinstance(found, dict) else {}
-                diff = {k: (theirs.get(k), v) for k, v in wanted.items() if theirs.get(k) != v}
-                raise ValueError(f"{self.root} holds results of another configuration (differences, theirs vs "
-                                 f"ours: {diff}); use a fresh --out folder or the same settings")
+        if self.check_config(cfg):
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config_path, json.dumps(wanted, indent=1))
+        atomic_write_text(self.config_path, json.dumps(cfg.to_dict(), indent=1))
+
+    def check_config(self, cfg: EvalConfig) -> bool:
+        """Whether config.json exists and is cfg's (writes nothing); ValueError if it is another's or
+        malformed."""
+        if not self.config_path.exists():
+            return False
+        found = self._read_config_json()
+        if not isinstance(found, dict):
+            raise ValueError(f"{self.config_path} does not hold an evaluation configuration (a JSON object); "
+                             "use a fresh --out folder")
+        diff = _config_difference(found, cfg)
+        if diff:
+            raise ValueError(f"{self.root} holds results of another configuration (differences, theirs vs "
+                             f"ours: {diff}); use a fresh --out folder or the same settings")
+        return True
 
     def read_config(self) -> EvalConfig:
         found = self._read_config_json()
         if not isinstance(found, dict):
             raise ValueError(f"{self.config_path} does not hold an evaluation configuration")
-        return EvalConfig.from_dict(found)
+        try:
+            return EvalConfig.from_dict(found)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"{self.config_path} holds an invalid evaluation configuration: {error}") from error
 
     def _read_config_json(self):
         try:
             return json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{self.config_path} is not valid JSON ({error}); use a fresh --out folder") from error
 
     def prepare(self) -> None:
@@ -119,16 +195,69 @@ class EvaluationStore:
         except OSError as error:
             raise ValueError(f"cannot write to the output folder {self.root}: {error.strerror or error}") from error
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock (flock on OUT/.lst-fast.lock, released when the process ends, even by
+        SIGKILL); a second run refuses at once with a RuntimeError naming the folder and the holder's PID.
+        Under torchrun only rank 0 takes it, for the whole run."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise ValueError(f"cannot write to the output folder {self.root}: {error.strerror or error}") from error
+        try:
+            import fcntl
+
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise RuntimeError(f"{self.root} is in use by another lst-fast eval (pid {holder}); wait for it "
+                                   "to finish or use another --out folder") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def remove_leftovers(self) -> None:
-        """Delete the temporary files of a killed run (their chunks rerun)."""
-        for stale in self.results.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+        """Delete the temporary files of a killed run (their chunks rerun). Call it only while holding
+        the folder's lock: another live run's temporary files are then impossible."""
+        for folder in (self.root, self.results):
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
 
     # -- chunks of a round ------------------------------------------------------------------------------
 
-    def has_chunk(self, round_: int, chunk: int) -> bool:
-        """Whether this chunk is finished and may be reused (the one place to vet a chunk before reuse)."""
-        return self.chunk_path(round_, chunk).exists()
+    def has_chunk(self, round_: int, chunk: int, cfg: EvalConfig, source: Optional[Tensor] = None,
+                  target: Optional[Tensor] = None, image_shape: Optional[Sequence[int]] = None) -> bool:
+        """Whether this chunk is finished and may be reused (the one place to vet a chunk before reuse):
+        its recorded configuration, round and chunk must be these, and when given, its source and target
+        indices and its image shape (C, H, W) too, with one row per pair in every tensor of CHUNK_KEYS.
+        A file of another evaluation: ValueError naming it. An unreadable one: False, with a warning."""
+        path = self.chunk_path(round_, chunk)
+        if not path.exists():
+            return False
+        try:
+            record, shapes, found = _read_record(path, ("source", "target"))
+        except Exception as error:  # truncated, not safetensors, bad record
+            return _recompute(path, f"it cannot be read ({error})")
+        if "config" not in record:
+            return _recompute(path, "it records no configuration")
+        problems = _record_problems(record, cfg, {"round": round_, "chunk": chunk})
+        if source is not None:
+            missing = [k for k in CHUNK_KEYS if k not in shapes]
+            rows = len(source)
+            if missing:
+                problems.append(f"it lacks {missing}")
+            elif not torch.equal(found["source"], source.cpu()) or not torch.equal(found["target"], target.cpu()):
+                problems.append("its source or target images are not this pool's")
+            elif any(shapes[k][:1] != (rows,) for k in CHUNK_KEYS):
+                problems.append(f"its tensors do not have {rows} rows: {shapes}")
+            elif image_shape is not None and shapes["images"][1:] != tuple(image_shape):
+                problems.append(f"its images have shape {shapes['images'][1:]}, the data {tuple(image_shape)}")
+        _refuse(path, problems)
+        return True
 
     def write_chunk(self, round_: int, chunk: int, tensors: Dict[str, Tensor], cfg: EvalConfig) -> Path:
         metadata = {"round": round_, "chunk": chunk, "config": cfg.to_dict()}
@@ -144,14 +273,35 @@ class EvaluationStore:
 
     # -- triangles --------------------------------------------------------------------------------------
 
-    def has_triangles(self, r1: int, r2: int) -> bool:
-        return self.triangles_path(r1, r2).exists()
+    def has_triangles(self, r1: int, r2: int, cfg: EvalConfig, shape: Optional[Sequence[int]] = None) -> bool:
+        """As has_chunk, for the triangle file of rounds r1 < r2: its recorded configuration and rounds,
+        and when given the shape (sources, grid points) of its confidences."""
+        path = self.triangles_path(r1, r2)
+        if not path.exists():
+            return False
+        try:
+            record, shapes, _ = _read_record(path, ())
+        except Exception as error:
+            return _recompute(path, f"it cannot be read ({error})")
+        if "config" not in record:
+            return _recompute(path, "it records no configuration")
+        problems = _record_problems(record, cfg, {"rounds": [r1, r2]})
+        if shape is not None and shapes.get("confidence") != tuple(shape):
+            problems.append(f"its confidences have shape {shapes.get('confidence')}, expected {tuple(shape)}")
+        _refuse(path, problems)
+        return True
 
-    def write_triangles(self, r1: int, r2: int, confidence: Tensor) -> Path:
-        return atomic_save({"confidence": confidence}, self.triangles_path(r1, r2), {_METADATA_KEY: "{}"})
+    def write_triangles(self, r1: int, r2: int, confidence: Tensor, cfg: EvalConfig) -> Path:
+        metadata = {"rounds": [r1, r2], "config": cfg.to_dict()}
+        return atomic_save({"confidence": confidence}, self.triangles_path(r1, r2),
+                           {_METADATA_KEY: json.dumps(metadata)})
 
     def read_triangles(self, r1: int, r2: int) -> Tensor:
-        return load_tensors(self.triangles_path(r1, r2))["confidence"]
+        path = self.triangles_path(r1, r2)
+        tensors = load_tensors(path)
+        if "confidence" not in tensors:
+            raise ValueError(f"{path} holds no triangle confidences; delete it and run the same command")
+        return tensors["confidence"]
 
     # -- tables -----------------------------------------------------------------------------------------
 
@@ -168,3 +318,35 @@ class EvaluationStore:
             if not needed.exists():
                 raise FileNotFoundError(f"{self.root} is not a finished evaluation: "
                                         f"{needed.relative_to(self.root)} is missing (run `lst-fast eval` first)")
+
+
+def _config_difference(found: dict, cfg: EvalConfig) -> dict:
+    """{setting: (theirs, ours)} where a recorded configuration differs from cfg (a setting it does not
+    record takes its default, as in folders written before the setting existed)."""
+    wanted = json.loads(json.dumps(cfg.to_dict()))
+    theirs = {**EvalConfig().to_dict(), **found}
+    return {k: (theirs.get(k), v) for k, v in wanted.items() if theirs.get(k) != v} | \
+        {k: (theirs[k], None) for k in theirs if k not in wanted}
+
+
+def _record_problems(record: dict, cfg: EvalConfig, position: dict) -> List[str]:
+    problems = []
+    config = record.get("config")
+    diff = _config_difference(config, cfg) if isinstance(config, dict) else {"config": (config, "a dict")}
+    if diff:
+        problems.append(f"it was written by another configuration (theirs vs ours: {diff})")
+    for key, value in position.items():
+        if record.get(key) != value:
+            problems.append(f"it records {key} {record.get(key)}, expected {value}")
+    return problems
+
+
+def _refuse(path: Path, problems: List[str]) -> None:
+    if problems:
+        raise ValueError(f"{path} does not belong to this evaluation: {'; '.join(problems)}. Use a fresh --out "
+                         "folder, or delete the file to recompute it")
+
+
+def _recompute(path: Path, why: str) -> bool:
+    warnings.warn(f"{path}: {why}; recomputing it", RuntimeWarning, stacklevel=3)
+    return False

@@ -150,3 +150,61 @@ def test_bf16_geometry_is_close_to_fp32_and_validates_precision():
     assert float((fast - exact).abs().max()) < 0.02
     with pytest.raises(ValueError, match="precision must be one of"):
         triangle_confidence(model, a, b, c, label, n=4, precision="int8")
+
+
+def _bad_geometry_calls():
+    import torch
+
+    from lst_fast import geometry as g, metrics as m
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x = torch.rand(2, 1, 4, 4)
+    lab = torch.tensor([0, 1])
+    pair = torch.stack([x, x], 1)
+    return {
+        "steps": lambda: g.line_weights(2.5),
+        "n": lambda: g.triangle_weights("3"),
+        "label must be <": lambda: g.simplex_confidence(model, pair, g.line_weights(3), torch.tensor([0, 7])),
+        "label must be >= 0": lambda: g.simplex_confidence(model, pair, g.line_weights(3), torch.tensor([0, -1])),
+        "vertices": lambda: g.simplex_confidence(model, [x], g.line_weights(3), lab),
+        "weights": lambda: g.simplex_confidence(model, pair, torch.ones(3, 2, dtype=torch.long), lab),
+        "weights must have shape": lambda: g.simplex_confidence(model, pair, torch.ones(0, 2), lab),
+        "chunk_bytes": lambda: g.simplex_confidence(model, pair, g.line_weights(3), lab, chunk_bytes=0),
+        "model": lambda: g.simplex_confidence("cnn", pair, g.line_weights(3), lab),
+        "source, end": lambda: g.linear_path_confidence(model, x, x[:1], lab),
+        "end2": lambda: g.triangle_confidence(model, x, x, torch.rand(2, 1, 4, 5), lab),
+        "confidence": lambda: g.triangle_statistics([[1.0]], g.triangle_weights(1)),
+        "stats": lambda: g.per_source({}, torch.tensor([0]), 1),
+        "source_index must lie": lambda: g.per_source({"mean": torch.rand(3)}, torch.tensor([0, 1, 5]), 2),
+        "stats\\['mean'\\] has 3": lambda: g.per_source({"mean": torch.rand(3)}, torch.tensor([0, 1]), 2),
+        "label must be an integer tensor of shape \\(2,\\)": lambda: g.width_profile(model, x, x, lab[:1], [1.0], k=4),
+        "radii": lambda: g.width_profile(model, x, x, lab, [], k=4),
+        "radii must": lambda: g.width_profile(model, x, x, lab, [float("nan")], k=4),
+        "quantiles": lambda: g.width_profile(model, x, x, lab, [1.0], k=4, quantiles=(0.5, 2.0)),
+        "k must": lambda: g.width_profile(model, x, x, lab, [1.0], k=4.5),
+        "label must be < the model's 3": lambda: g.width_profile(model, x, x, torch.tensor([0, 9]), [1.0], k=4),
+        "result": lambda: g.width_along_path(model, None, [1.0]),
+        "distances needs x and target of one shape": lambda: m.distances(x, x[:1]),
+        "distances needs x": lambda: m.distances(x[0], x[0]),
+        "ssim needs floating-point": lambda: m.ssim(torch.ones(1, 1, 11, 11, dtype=torch.long),
+                                                    torch.ones(1, 1, 11, 11, dtype=torch.long)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_bad_geometry_calls()))
+def test_geometry_and_metrics_name_the_bad_argument(name):
+    """Bad arguments get a ValueError or TypeError naming the argument, never torch's own error from deep
+    inside (index out of bounds, stack of an empty list, a bare StopIteration)."""
+    with pytest.raises((ValueError, TypeError), match=name):
+        _bad_geometry_calls()[name]()
+
+
+def test_width_profile_of_no_image_is_empty():
+    import torch
+
+    from lst_fast.geometry import width_profile
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x = torch.rand(0, 1, 4, 4)
+    out = width_profile(model, x, x, torch.zeros(0, dtype=torch.long), [0.0, 1.0], k=4)
+    assert out["low"].shape == (0, 2) and out["high"].shape == (0, 2) and out["radii"].tolist() == [0.0, 1.0]
