@@ -126,9 +126,9 @@ def test_the_corrected_command_runs_after_a_failed_one(tmp_path):
 
     base = ["eval", "--data", "fashion-mnist-sample", "--num-samples", "4", "--rounds", "1", "--iterations", "1",
             "--chunk-size", "4", "--no-progress", "--out", str(tmp_path / "out")]
-    assert main(base + ["--model", "no-such-model"]) == 2
-    assert main(base + ["--step-size", "nan"]) == 2
-    assert main(base + ["--min-confidence", "nan"]) == 2
+    assert main(base + ["--model", "no-such-model"]) == 1
+    assert main(base + ["--step-size", "nan"]) == 1
+    assert main(base + ["--min-confidence", "nan"]) == 1
     assert not (tmp_path / "out").exists()
     assert main(base) == 0
     assert json.loads((tmp_path / "out" / "config.json").read_text())["num_samples"] == 4
@@ -189,11 +189,11 @@ def test_disk_full_during_eval_is_one_clear_error_and_keeps_finished_chunks(fini
     monkeypatch.undo()
     run_evaluation(EvalConfig(**TINY), out, progress=False)
     assert _files(out) == _files(finished)
-    # through the command line: exit 2 and one line naming the file
+    # through the command line: exit 1 and one line naming the file
     _disk_full_after(monkeypatch, safetensors.torch, "save_file", 1)
     capsys.readouterr()
     assert main(["eval", "--data", "fashion-mnist-sample", "--num-samples", "8", "--rounds", "2", "--iterations",
-                 "2", "--chunk-size", "4", "--no-progress", "--out", str(tmp_path / "cli")]) == 2
+                 "2", "--chunk-size", "4", "--no-progress", "--out", str(tmp_path / "cli")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "round00_chunk00000.safetensors: the disk is full" in err[0]
 
