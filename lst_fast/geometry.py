@@ -245,7 +245,11 @@ def width_profile(
     """
     check_precision(precision)
     _check_model(model)
-    _check_same_images(x=x, direction=direction)
+    _check_tensor("x", x, dim=4, floating=True)
+    _check_tensor("direction", direction, floating=True)
+    if direction.shape != x.shape:
+        raise ValueError(f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, "
+                         f"{tuple(direction.shape)}")
     _check_int("k", k, 2)
     _check_chunk_bytes(chunk_bytes)
     n, c = x.shape[:2]
