@@ -21,7 +21,7 @@ class LevelSetTraversal:
 
     Args:
         model: classifier returning logits for images in `bounds` (after the optional mean/std). It is
-            never modified (bf16 mode runs a cached working copy; see lst_fast.prepared_model).
+            never modified (bf16 mode runs a working copy built per call; see lst_fast.prepared_model).
         settings: an `LSTSettings` (default: its defaults); keywords override single fields, e.g.
             ``LevelSetTraversal(model, step_size=5e-2, precision="bf16")``. The fields and what they mean:
             `LSTSettings` (lst_fast.settings). The settings are frozen: `lst.settings` is read-only, and

@@ -46,6 +46,12 @@ def check_bounds(bounds: Sequence[float]) -> Bounds:
 def check_model(model: torch.nn.Module) -> None:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
+    try:
+        hash(model)
+    except TypeError:
+        raise TypeError(f"model ({type(model).__name__}) is unhashable (it defines __eq__ without __hash__); "
+                        "torch.nn.Module's own methods (.eval(), .modules()) need a hashable module: add "
+                        "__hash__ = nn.Module.__hash__ to the class") from None
 
 
 def check_images(x: Tensor, y: Tensor, bounds: Bounds) -> None:
