@@ -27,6 +27,42 @@ from lst_fast.settings import LSTSettings
 Forward = Callable[[Tensor], Tensor]  # images in [lo, hi] -> logits (normalization included)
 
 
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The values a half-precision input can hold: every iterate is rounded to `dtype` and kept within the
+    bounds rounded inward, so the image returned (in `dtype`) is exactly the one the model judged."""
+
+    dtype: torch.dtype
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, dtype: torch.dtype, bounds: Tuple[float, float]) -> Optional["Grid"]:
+        """The grid of a 16-bit input dtype; None for float32/float64 (the walk's own precision)."""
+        if dtype not in (torch.float16, torch.bfloat16):
+            return None
+        lo, hi = (torch.tensor(b, dtype=torch.float64).to(dtype) for b in bounds)
+        if float(lo) < bounds[0]:
+            lo = _next_toward(lo, 1)
+        if float(hi) > bounds[1]:
+            hi = _next_toward(hi, -1)
+        return cls(dtype, float(lo), float(hi))
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """images rounded to the grid (in their own dtype, in place where possible)."""
+        return images.copy_(images.to(self.dtype)).clamp_(self.lo, self.hi)
+
+
+def _next_toward(value: Tensor, direction: int) -> Tensor:
+    """The next 16-bit float after `value` (a 0-d float16/bfloat16) up (+1) or down (-1)."""
+    bits = value.reshape(1).view(torch.int16)
+    if float(value) == 0:
+        step = torch.tensor([1], dtype=torch.int16).view(value.dtype)
+        return step[0] if direction > 0 else -step[0]
+    same_sign = (float(value) > 0) == (direction > 0)
+    return (bits + (1 if same_sign else -1)).view(value.dtype)[0]
+
+
 def forward_backward(forward: Forward, x: Tensor, label: Tensor, layout: torch.memory_format) -> Tuple[Tensor, Tensor]:
     """Logits at x and the gradient of the summed cross-entropy for `label` with respect to x."""
     x = x.detach().requires_grad_(True)
@@ -81,8 +117,10 @@ def start_state(forward: Forward, start: Tensor, label: Tensor, layout: torch.me
 
 
 def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettings, layout: torch.memory_format,
-         replay: Optional["GraphReplay"] = None, after: Optional[Callable[[int], None]] = None) -> None:
-    """LST: `settings.iterations` steps from `state`, in place. `after(i)` runs after iteration i."""
+         replay: Optional["GraphReplay"] = None, after: Optional[Callable[[int], None]] = None,
+         grid: Optional[Grid] = None) -> None:
+    """LST: `settings.iterations` steps from `state`, in place. `after(i)` runs after iteration i.
+    With a `grid` (half-precision input) each candidate is rounded onto it before it is judged."""
 
     def iteration() -> None:
         # v = x_t - x;  v_perp = v - (<g, v> / <g, g>) g;  D = clamp(D + (eps / 2) g, -eps, eps);
@@ -90,6 +128,8 @@ def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettin
         candidate = ops.orthogonal_step(
             state.x, fixed.target, state.grad, state.adv, step_size=settings.step_size,
             adv_step_size=settings.adv_step_size, bounds=settings.bounds, backend=settings.backend)
+        if grid is not None:
+            candidate = grid(candidate)
         # One forward+backward at the candidate: its confidence decides, its gradient is the next one.
         cand_logits, cand_grad = forward_backward(forward, candidate, fixed.label, layout)
         # Where p0 - p(candidate) < delta: x, g and p take the candidate's (in place).
@@ -214,6 +254,9 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
     source_correct = torch.ones(n, dtype=torch.bool, device=device) if label is None else prediction == label
     label = prediction if label is None else label
     fixed = Targets(target=target, label=label, p0=class_probability(logits0, label))  # p0 float64
+    grid = Grid.of(output_dtype, settings.bounds)
+    if grid is not None:
+        start = grid(start.clone(memory_format=torch.preserve_format))
     state = start_state(models.walk, start, label, layout, keep_logits=settings.record_every > 0)
 
     recorder = None
@@ -238,7 +281,7 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
                 bar.set_postfix(accept=f"{float(state.accepted_steps.sum()) / (n * i):.2f}",
                                 conf=f"{float(state.confidence.mean()):.3f}")
 
-    walk(models.walk, fixed, state, settings, layout, replay=replay, after=after)
+    walk(models.walk, fixed, state, settings, layout, replay=replay, after=after, grid=grid)
 
     x, accepted_steps = state.x, state.accepted_steps
     if replay is not None:  # the captured tensors serve the next batch of this shape

@@ -74,3 +74,62 @@ def test_an_unhashable_model_gets_a_clear_error(precision):
     x, y = images(3, seed=5)
     with pytest.raises(TypeError, match=r"model \(Unhashable\) is unhashable.*__hash__"):
         lst_fast.traverse(Unhashable(), x, y, **{**BF16, "precision": precision})
+
+
+def _confidence(model, images, label):
+    with torch.no_grad():
+        return torch.softmax(model.eval()(images.float()).double(), 1).gather(1, label[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_outputs_keep_the_rule_and_the_bounds_as_returned(dtype):
+    model = tiny_cnn(scale=12)
+    bounds = (0.1001, 0.901)
+    x, y = images(40, seed=11)
+    x, y = (0.1001 + 0.8 * x).to(dtype), (0.1001 + 0.8 * y).to(dtype)
+    x, y = x.clamp(bounds[0], bounds[1]), y.clamp(bounds[0], bounds[1])
+    x = torch.where(x.float() < bounds[0], torch.full_like(x, 0.5), x)
+    y = torch.where(y.float() < bounds[0], torch.full_like(y, 0.5), y)
+    threshold = 0.02
+    r = lst_fast.traverse(model, x, y, iterations=30, step_size=0.1, threshold=threshold, bounds=bounds,
+                          generator=torch.Generator().manual_seed(0))
+    assert r.images.dtype == dtype
+    assert float(r.images.float().min()) >= bounds[0] and float(r.images.float().max()) <= bounds[1]
+    p0 = _confidence(model, x, r.label)
+    p = _confidence(model, r.images, r.label)
+    walked = r.accepted_steps > 0
+    assert int(walked.sum()) >= 20  # the check below means something
+    assert bool((p0 - p < threshold)[walked].all()), (p0 - p)[walked].max()
+    # the reported confidence is that of the returned image
+    torch.testing.assert_close(r.confidence.double(), p.float().double(), rtol=0, atol=1e-6)
+
+
+def test_exact_fp32_input_is_not_put_on_a_grid():
+    model = tiny_cnn(scale=12)
+    x, y = images(4, seed=12)
+    r = lst_fast.traverse(model, x, y, iterations=5, step_size=0.1, threshold=0.2)
+    assert r.images.dtype == torch.float32
+    assert not torch.equal(r.images, r.images.to(torch.bfloat16).float())
+
+
+def _shipped_cnn_and_pairs(n):
+    from safetensors.torch import load_file
+
+    from lst_fast.data.fashion_mnist import SAMPLE
+    from lst_fast.models import load_model
+
+    images = load_file(str(SAMPLE))["images"].float() / 255
+    return load_model("cnn"), images[:n], images[n:2 * n]
+
+
+def test_bfloat16_images_on_the_shipped_cnn_keep_the_rule_as_returned():
+    # Before the fix, 7 of 40 returned images were more than the threshold below p0 for the model itself.
+    model, x, y = _shipped_cnn_and_pairs(40)
+    x, y = x.bfloat16(), y.bfloat16()
+    r = lst_fast.traverse(model, x, y, iterations=25, step_size=5e-2, threshold=0.02,
+                          generator=torch.Generator().manual_seed(0))
+    p0, p = _confidence(model, x, r.label), _confidence(model, r.images, r.label)
+    walked = r.accepted_steps > 0
+    assert int(walked.sum()) >= 30
+    assert bool((p0 - p < 0.02)[walked].all()), (p0 - p)[walked].max()
+    torch.testing.assert_close(r.confidence.double(), p.float().double(), rtol=0, atol=1e-6)
