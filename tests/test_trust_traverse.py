@@ -133,3 +133,110 @@ def test_bfloat16_images_on_the_shipped_cnn_keep_the_rule_as_returned():
     assert int(walked.sum()) >= 30
     assert bool((p0 - p < 0.02)[walked].all()), (p0 - p)[walked].max()
     torch.testing.assert_close(r.confidence.double(), p.float().double(), rtol=0, atol=1e-6)
+
+
+def test_bf16_mode_keeps_the_rule_for_the_model_as_given():
+    # Before the fix, 1 of 40 returned images was more than 0.02 below p0 for the model as given.
+    model, x, y = _shipped_cnn_and_pairs(40)
+    threshold = 0.02
+    r = lst_fast.traverse(model, x, y, iterations=40, step_size=5e-2, threshold=threshold, precision="bf16",
+                          generator=torch.Generator().manual_seed(0))
+    p0, p = _confidence(model, x, r.label), _confidence(model, r.images, r.label)
+    walked = r.accepted_steps > 0
+    assert int(walked.sum()) >= 30
+    assert bool((p0 - p < threshold)[walked].all()), (p0 - p)[walked].max()
+    torch.testing.assert_close(r.confidence.double(), p.float().double(), rtol=0, atol=1e-6)
+
+
+FAST = dict(iterations=2, step_size=0.1, threshold=0.2)
+
+
+class Wrap(nn.Module):
+    def __init__(self, fn, params=True):
+        super().__init__()
+        self.net = tiny_cnn(scale=12)
+        self.fn = fn
+        if not params:
+            self.net.requires_grad_(False)
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def test_probabilities_instead_of_logits_warn_once():
+    model = Wrap(lambda m, x: torch.softmax(m.net(x), 1))
+    x, y = images(4, seed=1)
+    with pytest.warns(UserWarning, match="look like probabilities") as caught:
+        lst_fast.traverse(model, x, y, **FAST)
+    assert sum("probabilities" in str(w.message) for w in caught) == 1
+
+
+@pytest.mark.parametrize("fn, match", [
+    (lambda m, x: m.net(x).detach(), "does not depend differentiably"),
+    (lambda m, x: (m.net(x) * 100).long(), "floating-point logits"),
+], ids=["detached", "integer"])
+def test_models_autograd_cannot_differentiate_get_a_clear_error(fn, match):
+    x, y = images(3, seed=2)
+    with pytest.raises(ValueError, match=match):
+        lst_fast.traverse(Wrap(fn), x, y, **FAST)
+
+
+def test_a_model_without_trainable_parameters_still_walks():
+    x, y = images(3, seed=2)
+    r = lst_fast.traverse(Wrap(lambda m, x: m.net(x), params=False), x, y, **FAST)
+    assert not torch.equal(r.images, x)
+
+
+def test_a_model_that_changes_its_input_in_place():
+    def inplace(m, x):
+        return m.net(x.mul_(1.0))
+
+    x, y = images(3, seed=2)
+    with pytest.raises(ValueError, match="changes its input in place"):
+        lst_fast.traverse(Wrap(inplace), x, y, **FAST)
+    r = lst_fast.traverse(Wrap(inplace), x, y, mean=0.0, std=1.0, **FAST)  # the model gets a normalized copy
+    assert r.images.shape == x.shape
+
+
+def test_a_model_on_the_meta_device_says_so():
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    x, y = images(2, seed=2)
+    with pytest.raises(ValueError, match="meta device"):
+        lst_fast.traverse(model, x, y, **FAST)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(mean=(0.1, 0.2, 0.3, 0.4)), ValueError, "mean must have 1 or 1"),
+    (dict(label=torch.zeros(0)), TypeError, "label must be an integer tensor"),
+    (dict(target_label=torch.zeros(0, 2, dtype=torch.long)), ValueError, "target_label must have shape"),
+], ids=["mean-4-channels", "float-label", "2d-target-label"])
+def test_an_empty_batch_is_validated_too(kwargs, error, match):
+    x = torch.rand(0, 1, 8, 8)
+    label = {k: kwargs.pop(k) for k in ("label", "target_label") if k in kwargs}
+    with pytest.raises(error, match=match):
+        lst_fast.LevelSetTraversal(tiny_cnn(), **kwargs, **FAST)(x, x, **label)
+
+
+def test_settings_cannot_change_after_construction():
+    lst = lst_fast.LevelSetTraversal(tiny_cnn(), **FAST)
+    with pytest.raises(AttributeError, match="read-only"):
+        lst.step_size = -5
+    with pytest.raises(AttributeError):
+        lst.settings = lst_fast.LSTSettings(step_size=5.0)
+    with pytest.raises(AttributeError):
+        lst.settings.step_size = -5  # frozen dataclass
+    with pytest.raises(ValueError, match="step_size"):
+        lst.with_settings(step_size=-5)
+    assert lst.settings.step_size == 0.1
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(mean="abc"), TypeError, "mean must be a number"),
+    (dict(bounds="01"), TypeError, "bounds must be a pair"),
+    (dict(generator=0), TypeError, "generator must be a torch.Generator"),
+], ids=["mean-str", "bounds-str", "generator-int"])
+def test_odd_arguments_name_themselves(kwargs, error, match):
+    x, y = images(2, seed=2)
+    with pytest.raises(error, match=match):
+        lst_fast.traverse(tiny_cnn(), x, y, **kwargs, **FAST)
