@@ -12,6 +12,7 @@ device, in the working dtype and layout; splitting a set into batches is lst_fas
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Callable, List, Optional, Tuple
 
 import torch
@@ -27,11 +28,52 @@ from lst_fast.settings import LSTSettings
 Forward = Callable[[Tensor], Tensor]  # images in [lo, hi] -> logits (normalization included)
 
 
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The values a half-precision input can hold: every iterate is rounded to `dtype` and kept within the
+    bounds rounded inward, so the image returned (in `dtype`) is exactly the one the model judged."""
+
+    dtype: torch.dtype
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, dtype: torch.dtype, bounds: Tuple[float, float]) -> Optional["Grid"]:
+        """The grid of a 16-bit input dtype; None for float32/float64 (the walk's own precision)."""
+        if dtype not in (torch.float16, torch.bfloat16):
+            return None
+        lo, hi = (torch.tensor(b, dtype=torch.float64).to(dtype) for b in bounds)
+        if float(lo) < bounds[0]:
+            lo = _next_toward(lo, 1)
+        if float(hi) > bounds[1]:
+            hi = _next_toward(hi, -1)
+        return cls(dtype, float(lo), float(hi))
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """images rounded to the grid (in their own dtype, in place where possible)."""
+        return images.copy_(images.to(self.dtype)).clamp_(self.lo, self.hi)
+
+
+def _next_toward(value: Tensor, direction: int) -> Tensor:
+    """The next 16-bit float after `value` (a 0-d float16/bfloat16) up (+1) or down (-1)."""
+    bits = value.reshape(1).view(torch.int16)
+    if float(value) == 0:
+        step = torch.tensor([1], dtype=torch.int16).view(value.dtype)
+        return step[0] if direction > 0 else -step[0]
+    same_sign = (float(value) > 0) == (direction > 0)
+    return (bits + (1 if same_sign else -1)).view(value.dtype)[0]
+
+
 def forward_backward(forward: Forward, x: Tensor, label: Tensor, layout: torch.memory_format) -> Tuple[Tensor, Tensor]:
     """Logits at x and the gradient of the summed cross-entropy for `label` with respect to x."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = forward(x).to(x.dtype)
+        logits = forward(x)
+        if isinstance(logits, Tensor) and not logits.requires_grad:
+            raise ValueError("the model's output does not depend differentiably on its input (a detached or "
+                             "integer output, or one computed outside autograd); LST needs the gradient with "
+                             "respect to the input images")
+        logits = logits.to(x.dtype)
         loss = F.cross_entropy(logits, label, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)  # parameters' .grad stay untouched
     # Autograd may hand back an expanded or otherwise strided gradient; the ops want x's layout.
@@ -42,8 +84,20 @@ def check_logits(logits: Tensor, n: int) -> None:
     if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"model must return logits of shape ({n}, num_classes), got {got}")
+    if not logits.is_floating_point():
+        raise ValueError(f"model must return floating-point logits (autograd differentiates only those), "
+                         f"got {logits.dtype}")
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("model returned NaN or Inf logits for the source images x")
+
+
+def warn_if_probabilities(logits: Tensor) -> None:
+    """Once per call: outputs that are already probabilities (every row >= 0, summing to 1) are taken as
+    logits, whose softmax is then nearly flat."""
+    if logits.numel() and bool((logits >= 0).all()) and bool(
+            torch.allclose(logits.double().sum(1), torch.ones(logits.shape[0], dtype=torch.float64), atol=1e-4)):
+        warnings.warn("the model's outputs look like probabilities (every row is non-negative and sums to 1); "
+                      "LST expects logits and applies softmax itself: return the logits", UserWarning, stacklevel=4)
 
 
 @dataclasses.dataclass
@@ -81,8 +135,10 @@ def start_state(forward: Forward, start: Tensor, label: Tensor, layout: torch.me
 
 
 def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettings, layout: torch.memory_format,
-         replay: Optional["GraphReplay"] = None, after: Optional[Callable[[int], None]] = None) -> None:
-    """LST: `settings.iterations` steps from `state`, in place. `after(i)` runs after iteration i."""
+         replay: Optional["GraphReplay"] = None, after: Optional[Callable[[int], None]] = None,
+         grid: Optional[Grid] = None) -> None:
+    """LST: `settings.iterations` steps from `state`, in place. `after(i)` runs after iteration i.
+    With a `grid` (half-precision input) each candidate is rounded onto it before it is judged."""
 
     def iteration() -> None:
         # v = x_t - x;  v_perp = v - (<g, v> / <g, g>) g;  D = clamp(D + (eps / 2) g, -eps, eps);
@@ -90,6 +146,8 @@ def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettin
         candidate = ops.orthogonal_step(
             state.x, fixed.target, state.grad, state.adv, step_size=settings.step_size,
             adv_step_size=settings.adv_step_size, bounds=settings.bounds, backend=settings.backend)
+        if grid is not None:
+            candidate = grid(candidate)
         # One forward+backward at the candidate: its confidence decides, its gradient is the next one.
         cand_logits, cand_grad = forward_backward(forward, candidate, fixed.label, layout)
         # Where p0 - p(candidate) < delta: x, g and p take the candidate's (in place).
@@ -193,6 +251,44 @@ class Recorder:
                 "trace_images": torch.stack(self.images)}
 
 
+class Checkpoints:
+    """bf16 mode: the walk judges with the bf16 copy, so the end points are checked with the model as given
+    (p0 - p < threshold, with its own p0). A sample whose final iterate fails walks back to the newest
+    kept iterate that passes (iterates are kept at 20 evenly spaced iterations, with their accepted-step
+    counts); a sample none of whose kept iterates passes keeps its start (as in exact mode when no step
+    is accepted). One forward of the model as given per batch, plus one per walk-back on the failing few."""
+
+    KEPT = 20
+
+    def __init__(self, report: Forward, state: WalkState, label: Tensor, p0: Tensor, threshold: float,
+                 iterations: int) -> None:
+        self.report, self.label, self.p0, self.threshold = report, label, p0, threshold
+        self.every = max(1, -(-iterations // self.KEPT))
+        self.kept: List[Tuple[Tensor, Tensor]] = []
+        self.keep(state)
+
+    def keep(self, state: WalkState) -> None:
+        self.kept.append((state.x.clone(memory_format=torch.preserve_format), state.accepted_steps.clone()))
+
+    def finish(self, state: WalkState) -> Tuple[Tensor, Tensor, Tensor]:
+        """(images, accepted steps, confidence for the model as given) to return."""
+        x, steps = state.x.clone(memory_format=torch.preserve_format), state.accepted_steps.clone()
+        with torch.no_grad():
+            confidence = class_probability(self.report(x), self.label)
+            failing = (~(self.p0 - confidence < self.threshold)).nonzero()[:, 0]
+            for kept_x, kept_steps in reversed(self.kept):
+                if failing.numel() == 0:
+                    break
+                p = class_probability(self.report(kept_x[failing]), self.label[failing])
+                passes = self.p0[failing] - p < self.threshold
+                if kept_x is self.kept[0][0]:  # the start: kept whatever it gives
+                    passes = torch.ones_like(passes)
+                back = failing[passes]
+                x[back], steps[back], confidence[back] = kept_x[back], kept_steps[back], p[passes]
+                failing = failing[~passes]
+        return x, steps, confidence
+
+
 @dataclasses.dataclass
 class Models:
     """The model callables one traversal uses (all normalize first)."""
@@ -214,6 +310,9 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
     source_correct = torch.ones(n, dtype=torch.bool, device=device) if label is None else prediction == label
     label = prediction if label is None else label
     fixed = Targets(target=target, label=label, p0=class_probability(logits0, label))  # p0 float64
+    grid = Grid.of(output_dtype, settings.bounds)
+    if grid is not None:
+        start = grid(start.clone(memory_format=torch.preserve_format))
     state = start_state(models.walk, start, label, layout, keep_logits=settings.record_every > 0)
 
     recorder = None
@@ -229,7 +328,14 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
 
     report_every = max(1, settings.iterations // 20)
 
+    check = None
+    if models.report is not None:  # the walk judges with the bf16 copy: keep what the model as given accepts
+        check = Checkpoints(models.report, state, label, class_probability(reported0, label), settings.threshold,
+                            settings.iterations)
+
     def after(i: int) -> None:
+        if check is not None and i % check.every == 0 and i < settings.iterations:
+            check.keep(state)
         if recorder is not None and (i % settings.record_every == 0 or i == settings.iterations):
             recorder.record(i, state)
         if bar is not None:
@@ -238,16 +344,15 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
                 bar.set_postfix(accept=f"{float(state.accepted_steps.sum()) / (n * i):.2f}",
                                 conf=f"{float(state.confidence.mean()):.3f}")
 
-    walk(models.walk, fixed, state, settings, layout, replay=replay, after=after)
+    walk(models.walk, fixed, state, settings, layout, replay=replay, after=after, grid=grid)
 
     x, accepted_steps = state.x, state.accepted_steps
     if replay is not None:  # the captured tensors serve the next batch of this shape
         x, accepted_steps = x.clone(), accepted_steps.clone()
     final_confidence, initial_confidence = state.confidence, fixed.p0
-    if models.report is not None:  # report what the model as given says of the end points
-        with torch.no_grad():
-            final_confidence = class_probability(models.report(x), label)
-            initial_confidence = class_probability(reported0, label)
+    if check is not None:  # report what the model as given says of the end points it accepted
+        x, accepted_steps, final_confidence = check.finish(state)
+        initial_confidence = check.p0
     result = TraversalResult(
         images=x.to(output_dtype), label=label, initial_confidence=initial_confidence.float(),
         confidence=final_confidence.float(), accepted_steps=accepted_steps, source_correct=source_correct)

@@ -11,8 +11,12 @@ convolutions, and on the CPU the math attention kernel (faster in bf16 there). T
 adversarial term, the gradient handed to the step and every LST reduction stay in fp32.
 compile_model=True also wraps the copy in torch.compile (static shapes).
 
-Copies are cached per (model, device type, input rank, compile) and rebuilt whenever a parameter or
-buffer of the user's model has changed since (storage or in-place version), e.g. after an optimizer step.
+The copy is built anew for each call (each `traverse`, each `LevelSetTraversal` call, each geometry
+pass) and never kept across calls: any change to the model between calls (weights, a swapped
+parameter-free submodule, a plain attribute forward reads, a hook, a patched method) is always seen. A
+cache keyed on a fingerprint of the model cannot see every such change (closures, globals, class-level
+patches), and building the copy costs about 0.2-0.5% of a 400-iteration walk (bench/RESULTS.md,
+2026-11-29; docs/NOTES.md).
 """
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ import copy
 import dataclasses
 import functools
 import warnings
-import weakref
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -28,9 +31,6 @@ from torch import Tensor, nn
 
 from lst_fast.runtime import full_fp32_matmuls
 from lst_fast.settings import check_precision
-
-_cache: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, PreparedModel]]" = weakref.WeakKeyDictionary()
-
 
 @dataclasses.dataclass
 class PreparedModel:
@@ -203,21 +203,14 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
 
 
 def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool = False) -> PreparedModel:
-    """What LST runs for `precision`: the model itself (fp32), or its cached bf16 working copy, built (and
-    checked on `probe`, a few of the images to traverse, already normalized) if missing or stale.
+    """What LST runs for `precision`: the model itself (fp32), or a bf16 working copy of it as it is now,
+    built for this call (and checked on `probe`, a few of the images to traverse, already normalized).
     compile_model (bf16 only) wraps the copy in torch.compile."""
     check_precision(precision, compile_model)
     if precision == "fp32":
         return PreparedModel.original(model, probe.dtype)
-    key = (probe.device.type, probe.dim(), bool(compile_model))
-    per_model = _cache.setdefault(model, {})
-    prepared = per_model.get(key)
-    if prepared is None or prepared.fingerprint != _fingerprint(model):
-        per_model.pop(key, None)  # free the stale copy before building the new one
-        prepared = per_model[key] = _build_bf16(model, probe.to(floating_dtype(model, probe.dtype)), compile_model)
-    return prepared
+    return _build_bf16(model, probe.to(floating_dtype(model, probe.dtype)), compile_model)
 
 
 def clear_cache() -> None:
-    """Drop every cached working copy (they are also dropped with their model)."""
-    _cache.clear()
+    """Nothing to drop: working copies are built per call and never cached (kept for compatibility)."""

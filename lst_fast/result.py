@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -86,8 +87,13 @@ class TraversalResult:
         """
         from lst_fast.store import atomic_save
 
-        metadata = {_METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config})}
-        return atomic_save(self.tensors(), Path(path), metadata)
+        path = Path(path)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise NotADirectoryError(f"cannot save a result to {path}: {path.parent} is a file, not a folder")
+        tensors = self.tensors()
+        metadata = {_METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config,
+                                               "sha256": digest(tensors)})}
+        return atomic_save(tensors, path, metadata)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
@@ -95,10 +101,17 @@ class TraversalResult:
         from safetensors import safe_open
 
         path = Path(path)
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from error
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"cannot load {path} onto {device}: no CUDA device is available here; "
+                               "load it with device='cpu'")
         if not path.is_file():
             raise FileNotFoundError(f"no traversal result at {path}")
         try:
-            with safe_open(str(path), framework="pt", device=str(device)) as f:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
                 header = json.loads((f.metadata() or {}).get(_METADATA_KEY, "null"))
                 tensors = {name: f.get_tensor(name) for name in f.keys()}
         except Exception as error:  # safetensors raises its own error types for corrupt files
@@ -109,4 +122,51 @@ class TraversalResult:
         missing = {"images", "label", "initial_confidence", "confidence", "accepted_steps", "source_correct"} - set(tensors)
         if missing:
             raise ValueError(f"{path} lacks the tensors {sorted(missing)}")
-        return cls(config=header.get("config", {}), **{k: v for k, v in tensors.items() if k in names})
+        expected = header.get("sha256")  # files written before the digest existed have none
+        if expected is not None and expected != digest(tensors):
+            raise ValueError(f"{path} is corrupt: its tensors do not match the SHA-256 digest in its header")
+        config = header.get("config", {})
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: config must be a JSON object, got {type(config).__name__}")
+        tensors = {k: v for k, v in tensors.items() if k in names}
+        _check_consistent(tensors, path)
+        return cls(config=config, **{k: v.to(device) for k, v in tensors.items()})
+
+
+def digest(tensors: Dict[str, Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _check_consistent(tensors: Dict[str, Tensor], path: Path) -> None:
+    """Shapes and dtypes as `save` writes them: N samples, R recorded iterations."""
+    def fail(what: str) -> None:
+        raise ValueError(f"{path} is not a consistent lst_fast result: {what}")
+
+    images = tensors["images"]
+    if images.dim() != 4 or not images.is_floating_point():
+        fail(f"images must be floating-point (N, C, H, W), got shape {tuple(images.shape)}, dtype {images.dtype}")
+    n = images.shape[0]
+    kinds = {"label": (torch.long,), "accepted_steps": (torch.long,), "source_correct": (torch.bool,),
+             "initial_confidence": (torch.float32, torch.float64), "confidence": (torch.float32, torch.float64)}
+    for name, dtypes in kinds.items():
+        t = tensors[name]
+        if tuple(t.shape) != (n,) or t.dtype not in dtypes:
+            fail(f"{name} must have shape ({n},) and dtype {dtypes[0]}, got {tuple(t.shape)}, {t.dtype}")
+    traces = [k for k in tensors if k.startswith("trace_")]
+    if traces:
+        if sorted(traces) != sorted(("trace_iterations", "trace_confidence", "trace_target_confidence", "trace_images")):
+            fail(f"the traces are incomplete: {sorted(traces)}")
+        r = tensors["trace_iterations"].shape[0] if tensors["trace_iterations"].dim() == 1 else -1
+        if r < 0 or tensors["trace_iterations"].dtype != torch.long:
+            fail("trace_iterations must be a 1-d int64 tensor")
+        for name in ("trace_confidence", "trace_target_confidence"):
+            if tuple(tensors[name].shape) != (r, n) or not tensors[name].is_floating_point():
+                fail(f"{name} must have shape ({r}, {n}), got {tuple(tensors[name].shape)}")
+        if tuple(tensors["trace_images"].shape) != (r, *images.shape) or not tensors["trace_images"].is_floating_point():
+            fail(f"trace_images must have shape {(r, *images.shape)}, got {tuple(tensors['trace_images'].shape)}")

@@ -133,6 +133,8 @@ FIELDS = frozenset(f.name for f in dataclasses.fields(LSTSettings))
 def _channel_values(name: str, value: Union[None, float, Tuple[float, ...], torch.Tensor]) -> Optional[Tuple[float, ...]]:
     if value is None:
         return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a number or a sequence of per-channel numbers, got the string {value!r}")
     try:
         values = tuple(float(v) for v in torch.as_tensor(value, dtype=torch.float64).flatten().tolist())
     except (TypeError, ValueError, RuntimeError):

@@ -21,7 +21,7 @@ class LevelSetTraversal:
 
     Args:
         model: classifier returning logits for images in `bounds` (after the optional mean/std). It is
-            never modified (bf16 mode runs a cached working copy; see lst_fast.prepared_model).
+            never modified (bf16 mode runs a working copy built per call; see lst_fast.prepared_model).
         settings: an `LSTSettings` (default: its defaults); keywords override single fields, e.g.
             ``LevelSetTraversal(model, step_size=5e-2, precision="bf16")``. The fields and what they mean:
             `LSTSettings` (lst_fast.settings). The settings are frozen: `lst.settings` is read-only, and
@@ -30,8 +30,12 @@ class LevelSetTraversal:
 
     def __init__(self, model: torch.nn.Module, settings: Optional[LSTSettings] = None, **overrides: Any) -> None:
         validation.check_model(model)
-        self._model = model
-        self._settings = LSTSettings.from_keywords(settings, **overrides)
+        object.__setattr__(self, "_model", model)
+        object.__setattr__(self, "_settings", LSTSettings.from_keywords(settings, **overrides))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"LevelSetTraversal is read-only (setting {name!r}); the settings are checked once "
+                             "when made: use lst.with_settings(...) for a changed copy")
 
     @property
     def model(self) -> torch.nn.Module:
@@ -73,8 +77,7 @@ class LevelSetTraversal:
         """
         s = self._settings
         validation.check_images(x, y, s.bounds)
-        if generator is not None and generator.device.type != x.device.type:
-            raise ValueError(f"generator is on {generator.device} but x is on {x.device}")
+        validation.check_generator(generator, x.device)
         with runtime.running(self._model, s.precision, x.device), torch.inference_mode(False):
             return self._traverse(x, y, label, target_label, generator)
 
@@ -88,14 +91,25 @@ class LevelSetTraversal:
                                          and not x_in.is_contiguous()) else torch.contiguous_format
         source = x_in.detach().to(dtype=work_dtype, memory_format=layout, copy=True)
         target = y_in.detach().to(work_dtype).expand_as(source).contiguous(memory_format=layout)
+        # What can be checked without running the model is checked for an empty batch too.
+        validation.normalization(s.mean, s.std, source.shape[1], device, source.dtype)
         if n == 0:
+            for name, value in (("label", label), ("target_label", target_label)):
+                validation.check_label(value, 0, 1, device, name=name)
             return TraversalResult.empty(x_in, config)
 
         models, probe_forward, config["model_copy"] = self._models(source)
         start = self._start(source, layout, generator)
-        with torch.no_grad():  # one image tells the class count, so labels are checked before any walk
-            first = probe_forward(source[:1])
-        loop.check_logits(first, 1)
+        probe = source[:8].clone()  # a few images tell the class count, so labels are checked before any walk
+        version = probe._version
+        with torch.no_grad():
+            first = probe_forward(probe)
+        if probe._version != version:
+            raise ValueError(f"model ({type(self._model).__name__}) changes its input in place; LST hands it the "
+                             "iterate itself: make that operation out of place, or pass mean/std (the model then "
+                             "gets a normalized copy)")
+        loop.check_logits(first, probe.shape[0])
+        loop.warn_if_probabilities(first)
         label = validation.check_label(label, n, first.shape[1], device)
         if target_label is not None:
             target_label = validation.check_label(target_label, n, first.shape[1], device, name="target_label")

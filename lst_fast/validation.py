@@ -34,6 +34,8 @@ def check_count(name: str, value: int) -> int:
 
 
 def check_bounds(bounds: Sequence[float]) -> Bounds:
+    if isinstance(bounds, (str, bytes)):
+        raise TypeError(f"bounds must be a pair (lo, hi) of numbers, got the string {bounds!r}")
     try:
         lo, hi = (float(b) for b in bounds)
     except (TypeError, ValueError):
@@ -46,6 +48,16 @@ def check_bounds(bounds: Sequence[float]) -> Bounds:
 def check_model(model: torch.nn.Module) -> None:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
+    try:
+        hash(model)
+    except TypeError:
+        raise TypeError(f"model ({type(model).__name__}) is unhashable (it defines __eq__ without __hash__); "
+                        "torch.nn.Module's own methods (.eval(), .modules()) need a hashable module: add "
+                        "__hash__ = nn.Module.__hash__ to the class") from None
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.device.type == "meta":
+            raise ValueError(f"model ({type(model).__name__}) has weights on the meta device (never materialized); "
+                             "load its weights, e.g. model.to_empty(device=...) and load_state_dict(...)")
 
 
 def check_images(x: Tensor, y: Tensor, bounds: Bounds) -> None:
@@ -81,6 +93,15 @@ def check_images(x: Tensor, y: Tensor, bounds: Bounds) -> None:
                 f"{name} has values in [{t_min:g}, {t_max:g}], outside bounds [{lo:g}, {hi:g}]; "
                 "pass images in the model's input range or set bounds=..."
             )
+
+
+def check_generator(generator, device: torch.device) -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (or None), got {generator!r}")
+    if generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device} but x is on {device}")
 
 
 def check_label(label: Optional[Tensor], n: int, num_classes: int, device: torch.device, name: str = "label") -> Optional[Tensor]:

@@ -1,0 +1,84 @@
+"""TraversalResult.save/load: corruption, inconsistent files, devices and odd paths (issue 15)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from lst_fast.result import TraversalResult
+
+
+def result(n=3):
+    g = torch.Generator().manual_seed(0)
+    return TraversalResult(images=torch.rand(n, 1, 4, 4, generator=g), label=torch.arange(n),
+                           initial_confidence=torch.rand(n, generator=g), confidence=torch.rand(n, generator=g),
+                           accepted_steps=torch.arange(n), source_correct=torch.ones(n, dtype=torch.bool),
+                           config={"iterations": 5})
+
+
+def rewrite(path, change_tensors=None, change_header=None):
+    with safe_open(str(path), framework="pt") as f:
+        header = json.loads(f.metadata()["lst_fast"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if change_tensors:
+        change_tensors(tensors)
+    if change_header:
+        change_header(header)
+    save_file(tensors, str(path), metadata={"lst_fast": json.dumps(header)})
+
+
+def test_round_trip(tmp_path):
+    r = result()
+    loaded = TraversalResult.load(r.save(tmp_path / "r.safetensors"))
+    for name, t in r.tensors().items():
+        assert torch.equal(getattr(loaded, name), t)
+    assert loaded.config == r.config
+
+
+def test_a_changed_data_byte_is_detected(tmp_path):
+    path = result().save(tmp_path / "r.safetensors")
+    rewrite(path, lambda t: t["confidence"].__setitem__(0, 1.19e38))
+    with pytest.raises(ValueError, match="corrupt.*SHA-256"):
+        TraversalResult.load(path)
+
+
+def test_a_file_without_a_digest_still_loads(tmp_path):
+    path = result().save(tmp_path / "r.safetensors")
+    rewrite(path, change_header=lambda h: h.pop("sha256"))
+    assert len(TraversalResult.load(path)) == 3
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda t: t.update(images=torch.rand(3), label=torch.arange(99)), "images must be"),
+    (lambda t: t.update(label=torch.arange(99)), r"label must have shape \(3,\)"),
+    (lambda t: t.update(label=t["label"].float()), "label must have"),
+    (lambda t: t.update(trace_iterations=torch.arange(2)), "traces are incomplete"),
+], ids=["images-3", "label-99", "float-label", "partial-traces"])
+def test_inconsistent_tensors_are_refused(tmp_path, change, match):
+    path = result().save(tmp_path / "r.safetensors")
+    rewrite(path, change, lambda h: h.pop("sha256"))
+    with pytest.raises(ValueError, match=match):
+        TraversalResult.load(path)
+
+
+def test_a_non_dict_config_is_refused(tmp_path):
+    path = result().save(tmp_path / "r.safetensors")
+    rewrite(path, change_header=lambda h: h.update(config=[1, 2]))
+    with pytest.raises(ValueError, match="config must be a JSON object"):
+        TraversalResult.load(path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_loading_onto_cuda_without_a_gpu_says_so(tmp_path):
+    path = result().save(tmp_path / "r.safetensors")
+    with pytest.raises(RuntimeError, match="no CUDA device is available"):
+        TraversalResult.load(path, device="cuda")
+
+
+def test_saving_under_a_file_says_so(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        result().save(tmp_path / "f" / "r.safetensors")
