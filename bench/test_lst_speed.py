@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lst_fast
-from lst_fast.baselines import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
+from lst_fast.commands.bench import mode_runner
 from conftest import environment, median_seconds, sync
 
 # model -> device -> (batch, image size, iterations per timed round). The CPU sizes fit 2 cores.
@@ -50,21 +49,8 @@ def build_model(name: str, size: int, device: str) -> torch.nn.Module:
 
 
 def runner(method: str, model: torch.nn.Module, device: str):
-    if method == "paper":
-        return paper_loop
-    if method == "one_pass":
-        return one_pass_loop
-    if method == "expert_compile":
-        return make_expert_loop(model, device)
-    precision = "bf16" if "bf16" in method else "fp32"
-    graph, compile_model = method.endswith("graph"), "compile" in method
-
-    def lst(model_, x, y, iterations):
-        return lst_fast.traverse(model_, x, y, iterations=iterations, step_size=ETA, threshold=DELTA,
-                                 adv_step_size=EPS, precision=precision, graph=graph,
-                                 compile_model=compile_model, batch_size=x.shape[0]).images
-
-    return lst
+    """The loop `lst-fast bench` times for the same mode (its names use hyphens)."""
+    return mode_runner(method.replace("_", "-"), model, device)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -75,7 +75,8 @@ def input_shape(spec: str, net, image_size: Optional[int]):
     return pre.input_size
 
 
-def _runner(mode: str, model, device_type: str) -> Callable:
+def mode_runner(mode: str, model, device_type: str) -> Callable:
+    """The loop of one mode, called as run(model, x, y, iterations) (bench/ times the same ones)."""
     import lst_fast
     from lst_fast.baselines import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
 
@@ -133,7 +134,7 @@ def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: 
 
     rows: List[Dict[str, object]] = []
     for mode in modes:
-        run = _runner(mode, model, device.type)
+        run = mode_runner(mode, model, device.type)
         run(model, x, y, iterations)  # warm-up: compiles, builds lst_fast's working copy, captures graphs
         sync()
         seconds = []
