@@ -92,13 +92,13 @@ class LevelSetTraversal:
         source = x_in.detach().to(dtype=work_dtype, memory_format=layout, copy=True)
         target = y_in.detach().to(work_dtype).expand_as(source).contiguous(memory_format=layout)
         # What can be checked without running the model is checked for an empty batch too.
-        validation.normalization(s.mean, s.std, source.shape[1], device, source.dtype)
+        norm = validation.normalization(s.mean, s.std, source.shape[1], device, source.dtype)
         if n == 0:
             for name, value in (("label", label), ("target_label", target_label)):
                 validation.check_label(value, 0, 1, device, name=name)
             return TraversalResult.empty(x_in, config)
 
-        models, probe_forward, config["model_copy"] = self._models(source)
+        models, probe_forward, config["model_copy"] = self._models(source, norm)
         start = self._start(source, layout, generator)
         probe = source[:8].clone()  # a few images tell the class count, so labels are checked before any walk
         version = probe._version
@@ -130,10 +130,9 @@ class LevelSetTraversal:
             progress=s.progress)
         return TraversalResult.concatenate(parts, config)
 
-    def _models(self, source: Tensor):
+    def _models(self, source: Tensor, norm):
         """The walk's and the report's model callables, the probe's (never compiled) and the copy's description."""
         s = self._settings
-        norm = validation.normalization(s.mean, s.std, source.shape[1], source.device, source.dtype)
         prepared = prepared_model.prepare(self._model, s.precision, runtime.normalize(source[:4], norm),
                                           compile_model=s.compile_model)
         # bf16: labels and the reported confidences come from the model as given, in its own precision.
