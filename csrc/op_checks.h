@@ -158,7 +158,7 @@ inline bool is_non_overlapping_and_dense(const Tensor& t) {
 inline void check_no_internal_overlap(const Tensor& t, const char* name, const char* op) {
   for (int64_t d = 0; d < t.dim(); ++d) {
     LST_CHECK(!(t.size(d) >= 2 && t.stride(d) == 0), op, ": ", name,
-              " has internal overlap (more than one element refers to one memory location); pass a "
+              " has internal overlap (more than one element refers to a single memory location); pass a "
               "tensor that owns its memory, e.g. ", name, ".clone()");
   }
 }

@@ -1,9 +1,10 @@
 """Typed wrappers of lst_fast's three operators.
 
-Each wrapper checks its arguments, then calls the compiled kernel (torch.ops.lst_fast.*) when one is
-registered for the input's device and the pure-PyTorch reference otherwise (or when asked with
-backend="reference"). The checks are those of the kernels (csrc/op_checks.h), with the same messages,
-run here before dispatch, so that the same arguments get the same answer on every backend: the
+Each wrapper calls the compiled kernel (torch.ops.lst_fast.*) when one is registered for the input's
+device and the pure-PyTorch reference otherwise (or when asked with backend="reference"). The kernels
+check their arguments in C++ (csrc/op_checks.h); before the reference runs, the same checks run here,
+with the same messages (once per call on either path, not twice in the LST loop's hot path), so that
+the same arguments get the same answer on every backend: the
 reference rejects a NaN step, a negative adversarial step, aliased outputs or mixed dtypes exactly as
 the kernels do. They read shapes, dtypes, devices and addresses only, never tensor values (no host sync
 on CUDA). One contract the checks cannot cover without reading values: a label outside [0, K) in
@@ -105,8 +106,8 @@ def _check_no_internal_overlap(op: str, name: str, t: Tensor) -> None:
     if _non_overlapping_and_dense(t):
         return
     if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride())):
-        _fail(f"{op}: {name} is written in place but more than one of its elements refer to a single "
-              "memory location (an expanded tensor?); pass a clone()")
+        _fail(f"{op}: {name} has internal overlap (more than one element refers to a single memory location); "
+              f"pass a tensor that owns its memory, e.g. {name}.clone()")
 
 
 def _check_no_overlap(op: str, written: str, a: Tensor, other: str, b: Tensor) -> None:
@@ -217,11 +218,12 @@ def orthogonal_step(
     """Fused LST step: returns the candidate and updates `adv` in place (see reference.orthogonal_step)."""
     lo, hi = float(bounds[0]), float(bounds[1])
     step_size, adv_step_size = float(step_size), float(adv_step_size)
-    check_orthogonal_step_args(x, target, grad, adv, step_size, adv_step_size, lo, hi)
-    if _use_native("orthogonal_step", x.device, backend):
+    _require_tensors("lst_fast::orthogonal_step", x=x, target=target, grad=grad, adv=adv)
+    if _use_native("orthogonal_step", x.device, backend):  # the kernel checks its arguments itself
         return torch.ops.lst_fast.orthogonal_step.default(
             x, target, grad, adv, step_size, adv_step_size, lo, hi
         )
+    check_orthogonal_step_args(x, target, grad, adv, step_size, adv_step_size, lo, hi)
     return reference.orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi)
 
 
@@ -231,11 +233,13 @@ def confidence_accept(logits: Tensor, label: Tensor, p0: Tensor, threshold: floa
 
     A label outside [0, num_classes) gives that sample a NaN probability: it is not accepted."""
     threshold = float(threshold)
-    check_confidence_accept_args(logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence)
-    if _use_native("confidence_accept", x.device, backend):
+    _require_tensors("lst_fast::confidence_accept", logits=logits, label=label, p0=p0, x=x, candidate=candidate,
+                     grad=grad, candidate_grad=candidate_grad, confidence=confidence)
+    if _use_native("confidence_accept", x.device, backend):  # the kernel checks its arguments itself
         return torch.ops.lst_fast.confidence_accept.default(
             logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence
         )
+    check_confidence_accept_args(logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence)
     return reference.confidence_accept(
         logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence
     )
@@ -243,9 +247,10 @@ def confidence_accept(logits: Tensor, label: Tensor, p0: Tensor, threshold: floa
 
 def simplex_points(vertices: Tensor, weights: Tensor, *, backend: str = "auto") -> Tensor:
     """Convex combinations of per-sample vertices (N, K, *) with weights (P, K): (N * P, *)."""
-    check_simplex_points_args(vertices, weights)
-    if _use_native("simplex_points", vertices.device, backend):
+    _require_tensors("lst_fast::simplex_points", vertices=vertices, weights=weights)
+    if _use_native("simplex_points", vertices.device, backend):  # the kernel checks its arguments itself
         return torch.ops.lst_fast.simplex_points.default(vertices, weights)
+    check_simplex_points_args(vertices, weights)
     return reference.simplex_points(vertices, weights)
 
 
