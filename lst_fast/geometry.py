@@ -152,14 +152,12 @@ def simplex_confidence(
 def linear_path_confidence(model, source: Tensor, end: Tensor, label: Tensor, steps: int = 21, **kw) -> Tensor:
     """Confidence for `label` along (1 - t) source + t end: (N, steps)."""
     _check_same_images(source=source, end=end)
-    _check_int("steps", steps, 2)
     return simplex_confidence(model, torch.stack([source, end], 1), line_weights(steps), label, **kw)
 
 
 def triangle_confidence(model, source: Tensor, end1: Tensor, end2: Tensor, label: Tensor, n: int = 10, **kw) -> Tensor:
     """Confidence for `label` over the triangle grid of (source, end1, end2): (N, (n+1)(n+2)/2)."""
     _check_same_images(source=source, end1=end1, end2=end2)
-    _check_int("n", n, 1)
     return simplex_confidence(model, torch.stack([source, end1, end2], 1), triangle_weights(n), label, **kw)
 
 

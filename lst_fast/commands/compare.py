@@ -63,11 +63,12 @@ def load_evaluation(folder) -> dict:
         raise ValueError(f"{folder} is unfinished (no tables.json)")
     tables = json.loads(store.tables_json.read_text())
     chunks = math.ceil(int(tables["sources"]) / int(config["chunk_size"]))
-    jobs = [(r, c) for r in range(int(config["rounds"])) for c in range(chunks)]
-    missing = [store.chunk_path(r, c).name for r, c in jobs if not store.chunk_path(r, c).is_file()]
+    rounds = range(int(config["rounds"]))
+    paths = [store.chunk_path(r, c) for r in rounds for c in range(chunks)]
+    missing = [path.name for path in paths if not path.is_file()]
     if missing:
         raise ValueError(f"{folder} is unfinished ({len(missing)} result files missing, e.g. {missing[0]})")
-    parts = [store.read_chunk(r, c) for r, c in jobs]
+    parts = [store.read_round(r, chunks) for r in rounds]
     per_pair = {k: torch.cat([p[k].double().flatten() for p in parts]) for k in PER_PAIR}
     return {"folder": str(folder), "config": config, "tables": tables, "per_pair": per_pair}
 

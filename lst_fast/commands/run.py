@@ -46,11 +46,9 @@ def traverse_settings(args: argparse.Namespace) -> Dict[str, object]:
     """Keyword arguments of lst_fast.traverse from the flags of add_traverse_arguments; mean/std None
     means the model's own, and `seed` is the seed of the generator the caller makes."""
     record_every = args.record_every if args.record_every is not None else max(1, args.iterations // 8)
-    return dict(iterations=args.iterations, step_size=args.step_size, threshold=args.threshold,
-                adv_step_size=args.adv_step_size, init_noise=args.init_noise, bounds=tuple(args.bounds),
-                mean=args.mean, std=args.std, precision=args.precision, batch_size=args.batch_size,
-                compile_model=args.compile_model, graph=args.graph, record_every=record_every,
-                backend=args.backend, seed=args.seed)
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+    return dict(settings, bounds=tuple(args.bounds), mean=args.mean, std=args.std, record_every=record_every,
+                seed=args.seed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
