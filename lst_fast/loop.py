@@ -22,8 +22,10 @@ from torch import Tensor
 from lst_fast import ops, validation
 from lst_fast.reference import class_probability
 from lst_fast.result import TraversalResult
-from lst_fast.runtime import on_device
+from lst_fast.runtime import cudnn_autotune
+from lst_fast.graph_replay import GraphReplay
 from lst_fast.settings import LSTSettings
+from lst_fast.walk_state import Targets, WalkState
 
 Forward = Callable[[Tensor], Tensor]  # images in [lo, hi] -> logits (normalization included)
 
@@ -95,33 +97,9 @@ def warn_if_probabilities(logits: Tensor) -> None:
     """Once per call: outputs that are already probabilities (every row >= 0, summing to 1) are taken as
     logits, whose softmax is then nearly flat."""
     if logits.numel() and bool((logits >= 0).all()) and bool(
-            torch.allclose(logits.double().sum(1), torch.ones(logits.shape[0], dtype=torch.float64), atol=1e-4)):
+            torch.allclose(logits.double().sum(1), logits.new_ones(logits.shape[0], dtype=torch.float64), atol=1e-4)):
         warnings.warn("the model's outputs look like probabilities (every row is non-negative and sums to 1); "
                       "LST expects logits and applies softmax itself: return the logits", UserWarning, stacklevel=4)
-
-
-@dataclasses.dataclass
-class Targets:
-    """What a walk reads and never changes."""
-
-    target: Tensor  # x_t, the target images
-    label: Tensor   # c, the class whose confidence is held
-    p0: Tensor      # confidence for c on the clean source (float64)
-
-
-@dataclasses.dataclass
-class WalkState:
-    """What a walk updates, in place (so a CUDA graph can replay the iteration over the same memory)."""
-
-    x: Tensor                 # the iterate
-    grad: Tensor              # g, gradient of the cross-entropy for c at x
-    adv: Tensor               # D, the accumulated adversarial term
-    confidence: Tensor        # p at x (float64)
-    accepted_steps: Tensor    # per sample
-    logits: Optional[Tensor]  # logits at x; kept only when the walk is recorded
-
-    def fields(self) -> List[Optional[Tensor]]:
-        return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
 
 def start_state(forward: Forward, start: Tensor, label: Tensor, layout: torch.memory_format,
@@ -135,7 +113,7 @@ def start_state(forward: Forward, start: Tensor, label: Tensor, layout: torch.me
 
 
 def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettings, layout: torch.memory_format,
-         replay: Optional["GraphReplay"] = None, after: Optional[Callable[[int], None]] = None,
+         replay: Optional[GraphReplay] = None, after: Optional[Callable[[int], None]] = None,
          grid: Optional[Grid] = None) -> None:
     """LST: `settings.iterations` steps from `state`, in place. `after(i)` runs after iteration i.
     With a `grid` (half-precision input) each candidate is rounded onto it before it is judged."""
@@ -163,69 +141,6 @@ def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettin
         run()
         if after is not None:
             after(i)
-
-
-class GraphReplay:
-    """One LST iteration replayed from a CUDA graph, for all batches of one shape within a traversal.
-
-    The first `warmup` iterations of a new shape run eagerly on a side stream (as the capture rules want;
-    they are real iterations), then the next call captures the iteration without running it, and every
-    call after that replays it. A later batch of the same shape copies its tensors into the captured ones
-    (`adopt`) and replays from its first iteration. Capture and replay run under the input's device, on a
-    stream of that device, whichever device is current.
-    """
-
-    def __init__(self, device: torch.device, warmup: int = 3) -> None:
-        self.device, self.warmup = device, warmup
-        self.graph = None
-        self.calls = 0
-        self.tensors: Optional[Tuple[Targets, WalkState]] = None
-
-    def adopt(self, fixed: Targets, state: WalkState) -> Tuple[Targets, WalkState]:
-        """The tensors the next walk must use: the captured ones, with this batch's values copied in, when
-        the batch's shapes are those of the capture; otherwise this batch's own (any capture is dropped)."""
-        if self.graph is not None and self.tensors is not None and _same_shapes(self.tensors, (fixed, state)):
-            for mine, new in zip(_flatten(self.tensors), _flatten((fixed, state))):
-                if mine is not None:
-                    mine.copy_(new)
-            return self.tensors
-        self.graph, self.calls, self.tensors = None, 0, (fixed, state)
-        return fixed, state
-
-    def runner(self, iteration: Callable[[], None], iterations: int) -> Callable[[], None]:
-        def run() -> None:
-            with on_device(self.device):
-                if self.graph is not None:
-                    self.graph.replay()
-                    return
-                self.calls += 1
-                side = torch.cuda.Stream(self.device)
-                side.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(side):
-                    iteration()
-                torch.cuda.current_stream(self.device).wait_stream(side)
-                if self.calls == self.warmup and iterations > self.warmup:
-                    self.graph = capture(iteration, side)
-
-        return run
-
-
-def capture(fn: Callable[[], None], stream: "torch.cuda.Stream") -> "torch.cuda.CUDAGraph":
-    """Record fn in a CUDA graph on `stream` (fn does not run). Call under that stream's device."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        fn()
-    return graph
-
-
-def _flatten(tensors: Tuple[Targets, WalkState]) -> List[Optional[Tensor]]:
-    fixed, state = tensors
-    return [fixed.target, fixed.label, fixed.p0, *state.fields()]
-
-
-def _same_shapes(a: Tuple[Targets, WalkState], b: Tuple[Targets, WalkState]) -> bool:
-    return all((x is None) == (y is None) and (x is None or (x.shape == y.shape and x.stride() == y.stride()))
-               for x, y in zip(_flatten(a), _flatten(b)))
 
 
 class Recorder:
@@ -273,7 +188,9 @@ class Checkpoints:
     def finish(self, state: WalkState) -> Tuple[Tensor, Tensor, Tensor]:
         """(images, accepted steps, confidence for the model as given) to return."""
         x, steps = state.x.clone(memory_format=torch.preserve_format), state.accepted_steps.clone()
-        with torch.no_grad():
+        # The walk-back forwards subsets of ever-changing size: autotuning cuDNN for each would cost more
+        # than these few forwards.
+        with torch.no_grad(), cudnn_autotune(False):
             confidence = class_probability(self.report(x), self.label)
             failing = (~(self.p0 - confidence < self.threshold)).nonzero()[:, 0]
             for kept_x, kept_steps in reversed(self.kept):
@@ -347,9 +264,10 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
     walk(models.walk, fixed, state, settings, layout, replay=replay, after=after, grid=grid)
 
     x, accepted_steps = state.x, state.accepted_steps
-    if replay is not None:  # the captured tensors serve the next batch of this shape
-        x, accepted_steps = x.clone(), accepted_steps.clone()
     final_confidence, initial_confidence = state.confidence, fixed.p0
+    if replay is not None:  # the replay's tensors serve the next batch of this shape: copy this one's out
+        x, accepted_steps = x.clone(memory_format=torch.preserve_format), accepted_steps.clone()
+        final_confidence, initial_confidence = final_confidence.clone(), initial_confidence.clone()
     if check is not None:  # report what the model as given says of the end points it accepted
         x, accepted_steps, final_confidence = check.finish(state)
         initial_confidence = check.p0

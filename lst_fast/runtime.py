@@ -24,11 +24,12 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def cudnn_autotune() -> Iterator[None]:
+def cudnn_autotune(enabled: bool = True) -> Iterator[None]:
     """bf16 mode: let cuDNN time its algorithms once per shape (LST repeats one shape hundreds of times);
-    exact mode leaves this off, since the choice may differ between runs."""
+    exact mode leaves this off, since the choice may differ between runs. `enabled=False` turns it off
+    inside (calls on shapes that will not repeat)."""
     saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = enabled
     try:
         yield
     finally:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from lst_fast import batching, loop, prepared_model, runtime, validation
+from lst_fast.graph_replay import GraphReplay
 from lst_fast.result import TraversalResult
 from lst_fast.settings import LSTSettings
 from lst_fast.version import __version__
@@ -118,7 +119,7 @@ class LevelSetTraversal:
         if size is None:  # measured with the uncompiled copy, so the probes' shapes trigger no compile
             size = batching.automatic_batch_size(
                 functools.partial(_probe, probe_forward, start, layout), n, device)
-        replay = loop.GraphReplay(device) if s.graph and device.type == "cuda" else None
+        replay = _graph_replay(device) if s.graph else None
 
         def run(part: slice, bar) -> TraversalResult:
             return loop.traverse_batch(
@@ -150,6 +151,11 @@ class LevelSetTraversal:
             return start.clamp(lo, hi)
         noise = torch.rand(start.shape, generator=generator, device=start.device, dtype=start.dtype)
         return (start + (noise * 2 - 1) * a).clamp(lo, hi).contiguous(memory_format=layout)
+
+
+def _graph_replay(device: torch.device) -> Optional[GraphReplay]:
+    """graph=True: CUDA graphs on a CUDA device; on other devices it changes nothing."""
+    return GraphReplay(device) if device.type == "cuda" else None
 
 
 def _probe(forward: loop.Forward, images: Tensor, layout: torch.memory_format, k: int) -> None:

@@ -211,9 +211,23 @@ def test_staged_on_device_copies_every_chunk_intact():
 
 
 @pytest.mark.parametrize("graph", [False, True])
-def test_host_syncs_do_not_grow_with_iterations(graph):
+def test_host_syncs_do_not_grow_with_iterations(monkeypatch, graph):
+    """The walk's syncs are counted; the bf16 end check's walk-back (its syncs depend on the data) is not."""
     import warnings
 
+    from lst_fast import loop
+
+    finish = loop.Checkpoints.finish
+
+    def finish_uncounted(self, state):
+        mode = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("default")
+        try:
+            return finish(self, state)
+        finally:
+            torch.cuda.set_sync_debug_mode(mode)
+
+    monkeypatch.setattr(loop.Checkpoints, "finish", finish_uncounted)
     model = tiny_cnn(channels=3, size=16, scale=12).cuda()
     x, y = torch.rand(16, 3, 16, 16, device="cuda"), torch.rand(16, 3, 16, 16, device="cuda")
     lst_fast.traverse(model, x, y, iterations=5, precision="bf16", graph=graph)  # build the copy, warm up
@@ -258,3 +272,30 @@ def test_bf16_copy_folds_batchnorm_on_the_gpu():
     x = torch.rand(4, 3, 64, 64, device="cuda")
     r = lst_fast.traverse(model, x, x.flip(0), iterations=2, precision="bf16")
     assert r.config["model_copy"]["folded_batchnorms"] == 20
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graph_with_several_equal_batches_keeps_inputs_and_matches_eager(monkeypatch, precision):
+    """batch_size below N: every batch after the first replays the first one's capture."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    model = tiny_cnn(channels=3, size=16, scale=12).cuda()
+    gen = torch.Generator().manual_seed(4)
+    x, y = (torch.rand(48, 3, 16, 16, generator=gen).cuda() for _ in range(2))
+    label = model(x).argmax(1)
+    y_before, label_before = y.clone(), label.clone()
+    settings = dict(iterations=12, step_size=0.05, threshold=0.05, precision=precision, batch_size=16,
+                    record_every=4)
+    eager = lst_fast.traverse(model, x, y, label=label, generator=torch.Generator("cuda").manual_seed(5),
+                              **settings)
+    graphed = lst_fast.traverse(model, x, y, label=label, generator=torch.Generator("cuda").manual_seed(5),
+                                graph=True, **settings)
+    assert torch.equal(y, y_before) and torch.equal(label, label_before)
+    for name, value in eager.tensors().items():
+        assert torch.equal(getattr(graphed, name), value), name
+
+
+def test_probability_outputs_warn_on_cuda():
+    model = torch.nn.Sequential(tiny_cnn(channels=3, size=16), torch.nn.Softmax(1)).cuda()
+    x = torch.rand(4, 3, 16, 16, device="cuda")
+    with pytest.warns(UserWarning, match="look like probabilities"):
+        lst_fast.traverse(model, x, x.flip(0), iterations=1)

@@ -309,7 +309,7 @@ def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
     one capture follows (recording, not running), and every later call is one replay, so each iteration
     happens exactly once. Capture runs under the input's device (cuda:1 while cuda:0 is current), on a
     side stream of that device."""
-    from lst_fast import loop
+    from lst_fast import graph_replay, walk_state
 
     stub = _StubCuda(monkeypatch)
     for iterations, expect_capture in ((0, False), (2, False), (3, False), (4, True), (10, True)):
@@ -322,7 +322,7 @@ def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
             calls.append(1)
 
         stub.captures.clear()
-        run = loop.GraphReplay(torch.device("cuda:1")).runner(iteration, iterations)
+        run = graph_replay.GraphReplay(torch.device("cuda:1")).runner(iteration, iterations)
         for _ in range(iterations):
             run()
         assert len(calls) == iterations and bool(stub.captures) == expect_capture
@@ -335,15 +335,15 @@ def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
 def test_graph_replay_reuses_one_capture_for_batches_of_one_shape(monkeypatch):
     """Later batches of the captured shape copy their tensors into the captured ones and replay at once;
     a batch of another shape gets its own capture."""
-    from lst_fast import loop
+    from lst_fast import graph_replay, walk_state
 
     _StubCuda(monkeypatch)
-    replay = loop.GraphReplay(torch.device("cuda:0"))
+    replay = graph_replay.GraphReplay(torch.device("cuda:0"))
 
     def batch(n, value):
-        fixed = loop.Targets(target=torch.full((n, 2), value), label=torch.zeros(n, dtype=torch.long),
+        fixed = walk_state.Targets(target=torch.full((n, 2), value), label=torch.zeros(n, dtype=torch.long),
                              p0=torch.ones(n, dtype=torch.float64))
-        state = loop.WalkState(x=torch.full((n, 2), value), grad=torch.zeros(n, 2), adv=torch.zeros(n, 2),
+        state = walk_state.WalkState(x=torch.full((n, 2), value), grad=torch.zeros(n, 2), adv=torch.zeros(n, 2),
                                confidence=torch.ones(n, dtype=torch.float64),
                                accepted_steps=torch.zeros(n, dtype=torch.long), logits=None)
         return fixed, state
@@ -355,6 +355,74 @@ def test_graph_replay_reuses_one_capture_for_batches_of_one_shape(monkeypatch):
     assert replay.graph is not None
     third = replay.adopt(*batch(3, 5.0))
     assert third[1].x is not first[1].x and replay.graph is None and replay.calls == 0
+
+
+def _simulated_graphs_on_the_cpu(monkeypatch):
+    """graph=True on the CPU with torch.cuda's calls stubbed: the capture records the iteration closure
+    without running it, and each replay calls that closure again, on the tensors it was captured with,
+    as a CUDA graph replays its kernels on the captured memory."""
+    from lst_fast import graph_replay, traversal
+
+    _StubCuda(monkeypatch)
+
+    class RecordedGraph:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def replay(self):
+            self.fn()
+
+    monkeypatch.setattr(graph_replay, "capture", lambda fn, stream: RecordedGraph(fn))
+    monkeypatch.setattr(traversal, "_graph_replay", lambda device: graph_replay.GraphReplay(device))
+
+
+@pytest.mark.parametrize("give_label", [True, False])
+def test_graph_batches_of_one_shape_keep_inputs_and_own_their_results(monkeypatch, give_label):
+    """Several equal batches through one capture: the caller's targets and labels stay untouched, and every
+    batch's outputs (images, labels, confidences, steps, traces) are its own, equal to the eager run's."""
+    model = tiny_cnn(scale=12)
+    x, y = images(12, seed=21)
+    y = y.contiguous()  # fp32, contiguous, full size: the walk's target could be the caller's y itself
+    label = model(x).argmax(1) if give_label else None
+    y_before, label_before = y.clone(), None if label is None else label.clone()
+    settings = dict(iterations=9, step_size=0.05, threshold=0.2, batch_size=4, record_every=3)
+    eager = lst_fast.traverse(model, x, y, label=label, generator=torch.Generator().manual_seed(3), **settings)
+    _simulated_graphs_on_the_cpu(monkeypatch)
+    graphed = lst_fast.traverse(model, x, y, label=label, generator=torch.Generator().manual_seed(3), graph=True,
+                                **settings)
+    assert torch.equal(y, y_before)
+    if label is not None:
+        assert torch.equal(label, label_before)
+    assert (eager.accepted_steps > 0).any()
+    for name, value in eager.tensors().items():
+        assert torch.equal(getattr(graphed, name), value), name
+
+
+def test_bf16_walk_back_does_not_autotune_cudnn_for_each_subset_size():
+    """The end check's walk-back forwards subsets of changing size; cuDNN autotuning (on for the walk in
+    bf16 mode) is off for those forwards and on again afterwards."""
+    from lst_fast import loop, runtime, walk_state
+
+    flags = []
+
+    def report(images):
+        flags.append(torch.backends.cudnn.benchmark)
+        first = 10 * (1 - images.flatten(1).mean(1))  # confident at 0, not at 1
+        return torch.stack([first, torch.zeros_like(first)], 1)
+
+    n = 4
+    state = walk_state.WalkState(x=torch.zeros(n, 3), grad=torch.zeros(n, 3), adv=torch.zeros(n, 3),
+                                 confidence=torch.ones(n, dtype=torch.float64),
+                                 accepted_steps=torch.zeros(n, dtype=torch.long), logits=None)
+    label = torch.zeros(n, dtype=torch.long)
+    with runtime.cudnn_autotune():
+        check = loop.Checkpoints(report, state, label, torch.ones(n, dtype=torch.float64), 0.2, iterations=4)
+        state.x[:2] = 1.0  # two samples end where the model as given no longer holds the class
+        state.accepted_steps += 4
+        x, steps, _ = check.finish(state)
+        assert torch.backends.cudnn.benchmark
+    assert len(flags) == 2 and not any(flags), flags
+    assert torch.equal(x, torch.zeros(n, 3)) and steps.tolist() == [0, 0, 4, 4]
 
 
 def _precision_flags():

@@ -1,0 +1,34 @@
+"""The tensors one LST walk reads (`Targets`) and updates in place (`WalkState`), on one batch."""
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+from torch import Tensor
+
+
+@dataclasses.dataclass
+class Targets:
+    """What a walk reads and never changes."""
+
+    target: Tensor  # x_t, the target images
+    label: Tensor   # c, the class whose confidence is held
+    p0: Tensor      # confidence for c on the clean source (float64)
+
+    def fields(self) -> List[Tensor]:
+        return [self.target, self.label, self.p0]
+
+
+@dataclasses.dataclass
+class WalkState:
+    """What a walk updates, in place (so a CUDA graph can replay the iteration over the same memory)."""
+
+    x: Tensor                 # the iterate
+    grad: Tensor              # g, gradient of the cross-entropy for c at x
+    adv: Tensor               # D, the accumulated adversarial term
+    confidence: Tensor        # p at x (float64)
+    accepted_steps: Tensor    # per sample
+    logits: Optional[Tensor]  # logits at x; kept only when the walk is recorded
+
+    def fields(self) -> List[Optional[Tensor]]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
