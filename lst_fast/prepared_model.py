@@ -5,8 +5,8 @@ so parameters and their .grad are untouched; a copy with frozen parameters measu
 interleaved runs) and would double the weights' memory, so there is none.
 
 precision="bf16": a deep copy in eval mode with frozen parameters, BatchNorm folded into the convolution
-before it (checked on the images about to be traversed; left unfolded if the folded model disagrees or
-cannot be traced), weights and buffers in bfloat16, channels-last memory when the model has 2-d
+before it, in place in the copy (checked on the images about to be traversed; left unfolded if the folded
+model disagrees or cannot be traced), weights and buffers in bfloat16, channels-last memory when the model has 2-d
 convolutions, and on the CPU the math attention kernel (faster in bf16 there). The iterate, the
 adversarial term, the gradient handed to the step and every LST reduction stay in fp32.
 compile_model=True also wraps the copy in torch.compile (static shapes).
@@ -119,25 +119,23 @@ def has_conv2d(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def fold_batchnorm(model: nn.Module) -> Tuple[nn.Module, int]:
-    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d into that convolution.
+def conv_batchnorm_pairs(model: nn.Module) -> List[Tuple[str, str]]:
+    """(convolution, BatchNorm) submodule names of every eval-mode BatchNorm2d that directly follows a
+    Conv2d whose output nothing else uses, each module called once: the pairs that can be folded.
 
-    Works on a torch.fx trace, so it finds conv->bn pairs wherever the model's forward writes them.
-    Returns (model, number folded); the model is returned unchanged when it cannot be traced.
-    """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
+    Works on a torch.fx trace, so it finds the pairs wherever the model's forward writes them; none when
+    the model cannot be traced."""
     try:
         traced = torch.fx.symbolic_trace(model)
     except Exception:  # data-dependent control flow and the like: no folding, still correct
-        return model, 0
-    modules = dict(traced.named_modules())
+        return []
+    modules = dict(model.named_modules())
     uses: Dict[str, int] = {}
     for node in traced.graph.nodes:
         if node.op == "call_module":
             uses[node.target] = uses.get(node.target, 0) + 1
-    folded = 0
-    for node in list(traced.graph.nodes):
+    pairs = []
+    for node in traced.graph.nodes:
         if node.op != "call_module" or type(modules.get(node.target)) is not nn.BatchNorm2d:
             continue
         conv_node = node.args[0] if node.args else None
@@ -145,20 +143,40 @@ def fold_batchnorm(model: nn.Module) -> Tuple[nn.Module, int]:
             continue
         conv, bn = modules.get(conv_node.target), modules[node.target]
         if (type(conv) is not nn.Conv2d or len(conv_node.users) != 1 or uses[conv_node.target] != 1
-                or bn.running_mean is None or len(node.args) != 1 or node.kwargs):
+                or uses[node.target] != 1 or bn.running_mean is None or len(node.args) != 1 or node.kwargs):
             continue
+        pairs.append((conv_node.target, node.target))
+    return pairs
+
+
+def fold_batchnorm(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """Fold every pair `conv_batchnorm_pairs` finds, in place: the convolution becomes the fused one and the
+    BatchNorm an identity. Returns the modules replaced, by name (`restore_submodules` puts them back);
+    two per folded pair.
+
+    The model keeps its own classes and forward code (no fx GraphModule, whose generated forward is new
+    code on every trace), so torch.compile finds the code it compiled for an earlier copy of the same
+    model and does not compile again."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    replaced: List[Tuple[str, nn.Module]] = []
+    for conv_name, bn_name in conv_batchnorm_pairs(model):
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
-        parent, _, name = conv_node.target.rpartition(".")
-        setattr(traced.get_submodule(parent) if parent else traced, name, fused)
-        node.replace_all_uses_with(conv_node)
-        traced.graph.erase_node(node)
-        folded += 1
-    if folded == 0:
-        return model, 0
-    traced.graph.lint()
-    traced.recompile()
-    traced.delete_all_unused_submodules()
-    return traced, folded
+        replaced += [(conv_name, conv), (bn_name, bn)]
+        _set_submodule(model, conv_name, fused)
+        _set_submodule(model, bn_name, nn.Identity())
+    return replaced
+
+
+def restore_submodules(model: nn.Module, replaced: List[Tuple[str, nn.Module]]) -> None:
+    for name, module in reversed(replaced):
+        _set_submodule(model, name, module)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attribute, module)
 
 
 def _logits_agree(reference: Tensor, candidate: Tensor) -> bool:
@@ -178,13 +196,14 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
     work.eval().requires_grad_(False)
 
     folded = 0
-    # The trace shares every module it does not replace, and the fused convolutions are new, so `work`
-    # stays as it is and remains the fallback.
-    candidate, count = fold_batchnorm(work)
-    if count:
+    if conv_batchnorm_pairs(work):
         with torch.no_grad(), full_fp32_matmuls():  # TF32 alone would differ by more than the folding does
-            if _logits_agree(work(probe), candidate(probe)):
-                work, folded = candidate, count
+            unfolded = work(probe)
+            replaced = fold_batchnorm(work)
+            if _logits_agree(unfolded, work(probe)):
+                folded = len(replaced) // 2
+            else:
+                restore_submodules(work, replaced)
     channels_last = probe.dim() == 4 and has_conv2d(work)
     if probe.device.type == "cpu" and cpu_has_bf16_instructions() is False:
         warnings.warn("precision='bf16' on a CPU without bf16 instructions (no AVX512-BF16 or AMX): bf16 is "

@@ -56,17 +56,19 @@ class DataDependent(nn.Module):
 def test_fold_batchnorm_matches_the_model_and_folds_only_conv_bn_pairs():
     model = Residual().eval()
     x = torch.rand(5, 3, 8, 8)
-    folded, count = prepared_model.fold_batchnorm(copy.deepcopy(model))
-    assert count == 2  # bn1 and bn2; bn_after_add follows an addition
+    folded = copy.deepcopy(model)
+    replaced = prepared_model.fold_batchnorm(folded)
+    assert len(replaced) == 4  # bn1 and bn2 with their convolutions; bn_after_add follows an addition
     assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == 1
+    assert type(folded) is Residual  # folded in place: the model's own class and forward
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_fold_batchnorm_leaves_untraceable_models_alone():
     model = DataDependent().eval()
-    folded, count = prepared_model.fold_batchnorm(model)
-    assert count == 0 and folded is model
+    before = dict(model.named_modules())
+    assert prepared_model.fold_batchnorm(model) == [] and dict(model.named_modules()) == before
 
 
 @pytest.mark.parametrize("make", [lambda: tiny_cnn(channels=3, scale=12), Residual])
@@ -470,14 +472,38 @@ def test_cpu_automatic_batches_are_reproducible():
     assert torch.equal(a.images, b.images)
 
 
-def test_folding_leaves_the_traced_model_as_it_was():
+def test_folding_is_undone_exactly():
     model = Residual().eval()
+    modules = dict(model.named_modules())
     before = copy.deepcopy(model.state_dict())
-    folded, count = prepared_model.fold_batchnorm(model)
-    assert count == 2 and folded is not model
-    assert isinstance(model.bn1, nn.BatchNorm2d) and isinstance(model.bn2, nn.BatchNorm2d)
+    replaced = prepared_model.fold_batchnorm(model)
+    assert isinstance(model.bn1, nn.Identity) and type(model.conv1) is nn.Conv2d
+    prepared_model.restore_submodules(model, replaced)
+    assert dict(model.named_modules()) == modules  # the very same module objects
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+def test_compile_model_compiles_once_across_calls(monkeypatch):
+    """Repeated calls with compile_model=True reuse the compiled code (no new Dynamo graph), BatchNorm
+    folded or not. The graphs are counted with torch.compile's eager backend, which traces as inductor
+    does and compiles nothing."""
+    import functools
+
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    for make in (lambda: tiny_cnn(scale=12), lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 5))):
+        model = make()
+        x, y = images(4, seed=22)
+        graphs = []
+        for _ in range(3):
+            r = lst_fast.traverse(model, x, y, iterations=2, precision="bf16", compile_model=True, batch_size=4)
+            graphs.append(counters["stats"]["unique_graphs"])
+        assert graphs[0] >= 1 and graphs[2] == graphs[0], graphs
+    assert r.config["model_copy"]["compiled"]
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
