@@ -1,8 +1,8 @@
-"""The full evaluation (docs/ALGORITHM.md section 3): Table 1 (distances from LST outputs to their targets)
-and Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
+"""Running the full evaluation (docs/ALGORITHM.md section 3): Table 1 (distances from LST outputs to their
+targets) and Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
 
-Results are written chunk by chunk through lst_fast.store.EvaluationStore; a run restarted with the same
-configuration skips finished chunks and ends with the same tables. Under torchrun (an initialized
+Results are written chunk by chunk through the evaluation's store (EvaluationStore); a run restarted with
+the same configuration skips finished chunks and ends with the same tables. Under torchrun (an initialized
 torch.distributed group) each rank takes every world_size-th chunk and triangle set; every chunk is
 seeded by its position alone, so K processes produce exactly the tables of one.
 """
@@ -16,20 +16,17 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-import lst_fast
 from lst_fast.data.sources import ImageSet, open_image_set
-from lst_fast.geometry import per_source, triangle_confidence, triangle_statistics, triangle_weights
+from lst_fast.evaluation import tables as paper_tables
+from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.store import EvaluationStore
+from lst_fast.evaluation.targets import round_targets
+from lst_fast.geometry import triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
-from lst_fast.pairing import round_targets
 from lst_fast.reference import class_probability
-from lst_fast.settings import EvalConfig
-from lst_fast.store import EvaluationStore
+from lst_fast.traversal import traverse
 
-__all__ = ["EvalConfig", "TABLE1", "TABLE2", "run_evaluation", "staged_on_device", "tables_markdown"]
-
-TABLE1 = ("l2", "rms", "linf", "ssim", "initial_confidence", "confidence", "still_source")
-TABLE2 = ("p_source", "mean", "frac_above_0", "frac_above_0.1", "frac_above_0.2", "frac_above_0.3",
-          "edge_mean", "edge_min_drop")
+__all__ = ["build_pool", "run_evaluation", "staged_on_device"]
 
 
 @torch.no_grad()
@@ -97,7 +94,7 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
         _barrier(world)
         tables = _tables(work, per_round)
         if rank == 0:
-            work.store.write_tables(tables, tables_markdown(tables, cfg))
+            work.store.write_tables(tables, paper_tables.tables_markdown(tables, cfg))
         _barrier(world)
     return tables
 
@@ -150,7 +147,7 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
     for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, work.device):
         src, tgt = work.chunk_rows(r, c)
         generator = torch.Generator(device=work.device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
-        res = lst_fast.traverse(work.model, xs, xt, settings, label=label, generator=generator)
+        res = traverse(work.model, xs, xt, settings, label=label, generator=generator)
         with torch.no_grad():
             still = work.model(res.images).argmax(1) == res.label
         store.write_chunk(r, c, {"source": src, "target": tgt, "images": res.images,
@@ -202,15 +199,11 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _round_pairs(rounds: int) -> List[Tuple[int, int]]:
-    return [(r1, r2) for r1 in range(rounds) for r2 in range(r1 + 1, rounds)]
-
-
 def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
     """Confidence over the triangle (source, output of round r1, output of round r2) for every source
     and pair of rounds; this rank's share of the pairs, skipping finished ones."""
     cfg, device, pool, data = work.cfg, work.device, work.pool, work.data
-    for r1, r2 in _round_pairs(cfg.rounds)[work.rank::work.world]:
+    for r1, r2 in paper_tables.round_pairs(cfg.rounds)[work.rank::work.world]:
         if work.store.has_triangles(r1, r2, cfg, (len(pool), len(triangle_weights(cfg.triangle_n)))):
             continue
         conf = []
@@ -225,42 +218,7 @@ def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
 
 
 def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> dict:
-    table1 = {k: torch.cat([pr[k].double().cpu() for pr in per_round]) for k in TABLE1}
-    table2 = _triangle_table(work)
-    return {"table1": {k: _mean_std(v) for k, v in table1.items()},
-            "table2": {k: _mean_std(v) for k, v in table2.items()},
-            "pairs": len(work.pool) * work.cfg.rounds, "sources": len(work.pool)}
-
-
-def _triangle_table(work: _Work) -> Dict[str, Tensor]:
-    """Table 2 per source: its triangles' statistics averaged (the edge minimum: minimum)."""
-    weights = triangle_weights(work.cfg.triangle_n)
-    pairs = _round_pairs(work.cfg.rounds)
-    if not pairs:  # one round: no pair of outputs, no triangles
-        return {k: torch.empty(0, dtype=torch.float64) for k in TABLE2}
-    stats = [triangle_statistics(work.store.read_triangles(r1, r2), weights) for r1, r2 in pairs]
-    stacked = {k: torch.cat([s[k] for s in stats]) for k in stats[0]}
-    n = len(work.pool)
-    return per_source(stacked, torch.arange(n).repeat(len(stats)), n)
-
-
-def _mean_std(values: Tensor) -> Tuple[float, float]:
-    values = values[~values.isnan()] if values.numel() else values
-    if values.numel() == 0:
-        return (float("nan"), float("nan"))
-    return (float(values.mean()), float(values.std()) if values.numel() > 1 else 0.0)
-
-
-def tables_markdown(tables: dict, cfg: EvalConfig) -> str:
-    lines = [f"# LST evaluation: model `{cfg.model}`, data `{cfg.data}`", "",
-             f"{tables['sources']} sources x {cfg.rounds} rounds = {tables['pairs']} pairs; "
-             f"iterations {cfg.lst.iterations}, step {cfg.lst.step_size:g}, threshold {cfg.lst.threshold:g}, "
-             f"adversarial step {cfg.lst.adv_step_size:g}, seed {cfg.seed}.", ""]
-    for title, key in (("Table 1: LST output vs its target (mean ± std over pairs)", "table1"),
-                       ("Table 2: triangles (source, two LST outputs), mean ± std over sources", "table2")):
-        cols = tables[key]
-        lines += [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-                  "| " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in cols.values()) + " |", "",
-                  "LaTeX:", "", "```", " & ".join(f"${m:.3f} \\pm {s:.3f}$" for m, s in cols.values()) + r" \\",
-                  "```", ""]
-    return "\n".join(lines)
+    triangles = [work.store.read_triangles(r1, r2) for r1, r2 in paper_tables.round_pairs(work.cfg.rounds)]
+    return paper_tables.summarize(paper_tables.table1_per_pair(per_round),
+                                  paper_tables.table2_per_source(triangles, work.cfg.triangle_n, len(work.pool)),
+                                  len(work.pool), work.cfg.rounds)
