@@ -32,6 +32,7 @@ from lst_fast.machine import cpu_has_bf16_instructions
 from lst_fast.runtime import full_fp32_matmuls
 from lst_fast.settings import check_precision
 
+
 @dataclasses.dataclass
 class PreparedModel:
     """A model copy plus how to feed it: call it with fp32 (or fp64) images, get float logits.

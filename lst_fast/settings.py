@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from lst_fast import validation
+
 PRECISIONS = ("fp32", "bf16")
 # Which implementation of the operators runs (lst_fast.ops reads the choice).
 BACKENDS = ("auto", "native", "reference")

@@ -204,8 +204,8 @@ def test_bf16_quality_matches_exact_mode_on_the_shipped_models(name):
     """The issue's parity bar: mean RMS to target and mean final confidence within 0.01, the fraction
     still the source class within 1 %, 100 Fashion-MNIST test images, the demo's settings."""
     from lst_fast.data.sources import open_image_set
-    from lst_fast.models import load_model
     from lst_fast.evaluation.targets import round_targets
+    from lst_fast.models import load_model
 
     data = open_image_set("fashion-mnist-sample")
     x = data.get(torch.arange(100))

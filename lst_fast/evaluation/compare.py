@@ -18,8 +18,13 @@ import torch
 from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text
 from lst_fast.evaluation.store import EvaluationStore
-from lst_fast.evaluation.tables import TITLES, differing_settings, side_by_side, side_by_side_latex, \
-    side_by_side_markdown
+from lst_fast.evaluation.tables import (
+    TITLES,
+    differing_settings,
+    side_by_side,
+    side_by_side_latex,
+    side_by_side_markdown,
+)
 
 __all__ = ["PER_PAIR", "distributions_figure", "fractions_figure", "load_all", "load_evaluation", "row_labels",
            "write_comparison"]
