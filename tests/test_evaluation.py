@@ -38,6 +38,24 @@ def test_tables_and_resume_after_deleted_chunks(tmp_path):
     assert "Table 2" in (tmp_path / "tables.md").read_text()
 
 
+def test_one_run_and_the_side_by_side_tables_share_their_titles_and_numbers(tmp_path):
+    """tables.md and compare's tables are made from one list of titles and columns (evaluation.tables)."""
+    from lst_fast.evaluation.tables import TITLES, side_by_side, side_by_side_markdown, table2_per_source
+
+    cfg = EvalConfig(**{**SMALL, "rounds": 1, "num_samples": 8})
+    tables = run_evaluation(cfg, tmp_path, progress=False)
+    one_run = (tmp_path / "tables.md").read_text()
+    run = {"config": cfg.to_dict(), "tables": json.loads((tmp_path / "tables.json").read_text())}
+    for key, title in TITLES.items():
+        assert f"## {title}" in one_run
+        assert side_by_side_markdown(side_by_side([run], key, ["cnn"], 4)).startswith(f"## {title}\n")
+    m, s = tables["table1"]["rms"]
+    assert f"{m:.4f} ± {s:.4f}" in one_run
+    # One round: no pair of outputs, so Table 2 is empty (NaN), not an error.
+    assert all(v != v for v, _ in tables["table2"].values())
+    assert all(t.numel() == 0 for t in table2_per_source([], cfg.triangle_n, 8).values())
+
+
 def test_results_folder_of_another_configuration_is_refused(tmp_path):
     run_evaluation(EvalConfig(**{**SMALL, "rounds": 1}), tmp_path, progress=False)
     with pytest.raises(ValueError, match="another configuration"):
