@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -27,6 +27,8 @@ from lst_fast.reference import class_probability
 from lst_fast.traversal import traverse
 
 __all__ = ["build_pool", "run_evaluation", "staged_on_device"]
+
+Job = TypeVar("Job")
 
 
 @torch.no_grad()
@@ -56,10 +58,10 @@ class _Work:
     device: torch.device
     rank: int
     world: int
-    model: torch.nn.Module = None
-    data: ImageSet = None
-    pool: Tensor = None            # dataset indices of the sources
-    targets: List[Tensor] = None   # per round: pool position of each source's target
+    model: torch.nn.Module
+    data: ImageSet
+    pool: Tensor            # dataset indices of the sources
+    targets: List[Tensor]   # per round: pool position of each source's target
 
     @property
     def chunks(self) -> int:
@@ -72,8 +74,9 @@ class _Work:
 
 
 def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[str] = None,
-                   progress: bool = True, graph: bool = False) -> Dict[str, Dict[str, Tuple[float, float]]]:
-    """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json.
+                   progress: bool = True, graph: bool = False) -> paper_tables.Tables:
+    """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json, and return
+    the tables (the dict of tables.json: see lst_fast.evaluation.tables).
 
     Everything is checked before anything is written: the configuration, an existing config.json, the
     model, the data and the pool. Then rank 0 holds the folder's lock for the whole run (a second run in
@@ -82,9 +85,9 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
     """
     cfg.validate()
     rank, world = _rank_and_world()
-    work = _Work(cfg, EvaluationStore(out_dir), torch.device(device), rank, world)
-    work.store.check_config(cfg)
-    _load_model_and_pool(work, data_root)
+    store, device = EvaluationStore(out_dir), torch.device(device)
+    store.check_config(cfg)
+    work = _Work(cfg, store, device, rank, world, *_load_model_and_pool(cfg, device, data_root))
     with work.store.locked() if rank == 0 else contextlib.nullcontext():
         _claim_folder(work)
         _run_chunks(work, progress, graph)
@@ -115,16 +118,17 @@ def _claim_folder(work: _Work) -> None:
         _barrier(work.world)
 
 
-def _load_model_and_pool(work: _Work, data_root: Optional[str]) -> None:
+def _load_model_and_pool(cfg: EvalConfig, device: torch.device,
+                         data_root: Optional[str]) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor]]:
+    """The model, the data, the pool and each round's targets (checked; nothing written)."""
     from lst_fast.models import resolve_model
 
-    cfg = work.cfg
-    work.model = resolve_model(cfg.model, work.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-    work.data = open_image_set(cfg.data, data_root)
-    work.pool = build_pool(work.model, work.data, cfg, work.device)
-    if len(work.pool) < 2:
-        raise ValueError(f"the pool of correctly classified images has {len(work.pool)} images; need at least 2")
-    work.targets = round_targets(work.data.labels[work.pool], cfg.rounds, cfg.seed)
+    model = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+    data = open_image_set(cfg.data, data_root)
+    pool = build_pool(model, data, cfg, device)
+    if len(pool) < 2:
+        raise ValueError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
+    return model, data, pool, round_targets(data.labels[pool], cfg.rounds, cfg.seed)
 
 
 def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
@@ -158,7 +162,8 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
     bar.close()
 
 
-def staged_on_device(jobs: Sequence, load: Callable[[object], List[Tensor]], device: torch.device) -> Iterator:
+def staged_on_device(jobs: Sequence[Job], load: Callable[[Job], List[Tensor]],
+                     device: torch.device) -> Iterator[Tuple[Job, List[Tensor]]]:
     """Yield (job, tensors on `device`) for each job; on CUDA the next job's tensors are copied from pinned
     memory on a side stream while the current job computes."""
     device = torch.device(device)
@@ -168,13 +173,14 @@ def staged_on_device(jobs: Sequence, load: Callable[[object], List[Tensor]], dev
         return
     copy_stream = torch.cuda.Stream(device)
 
-    def stage(job):
+    def stage(job: Job) -> Tuple[Job, List[Tensor], List[Tensor]]:
         pinned = [t.pin_memory() for t in load(job)]
         with torch.cuda.stream(copy_stream):
             return job, [t.to(device, non_blocking=True) for t in pinned], pinned
 
     pending = stage(jobs[0]) if len(jobs) else None
     for i in range(len(jobs)):
+        assert pending is not None
         job, moved, _pinned = pending  # the pinned sources stay referenced until their copy is consumed
         compute = torch.cuda.current_stream(device)
         compute.wait_stream(copy_stream)
@@ -217,7 +223,7 @@ def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
         work.store.write_triangles(r1, r2, torch.cat(conf), cfg)
 
 
-def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> dict:
+def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> paper_tables.Tables:
     triangles = [work.store.read_triangles(r1, r2) for r1, r2 in paper_tables.round_pairs(work.cfg.rounds)]
     return paper_tables.summarize(paper_tables.table1_per_pair(per_round),
                                   paper_tables.table2_per_source(triangles, work.cfg.triangle_n, len(work.pool)),

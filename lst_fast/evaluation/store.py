@@ -187,7 +187,9 @@ class EvaluationStore:
         if "config" not in record:
             return _recompute(path, "it records no configuration")
         problems = _record_problems(record, cfg, {"round": round_, "chunk": chunk})
-        if source is not None:
+        if (source is None) != (target is None):
+            raise ValueError("has_chunk takes both source and target, or neither")
+        if source is not None and target is not None:
             missing = [k for k in CHUNK_KEYS if k not in shapes]
             rows = len(source)
             if missing:

@@ -37,7 +37,7 @@ SHOWN = {"data": "data", "num_samples": "n", "rounds": "rounds", "iterations": "
          "threshold": "delta", "adv_step_size": "eps", "precision": "precision", "seed": "seed"}
 NOT_SETTINGS = ("model", "checkpoint", "pretrained")  # what a row is, not how it was measured
 
-Tables = Dict[str, Any]
+Tables = Dict[str, Any]  # the tables.json dict (see the module docstring)
 
 
 # -- the numbers ------------------------------------------------------------------------------------------
