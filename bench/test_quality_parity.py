@@ -24,7 +24,7 @@ def _walk(model, x, y, precision, device):
 def test_bf16_matches_exact(benchmark, device, name):
     from lst_fast.data.sources import open_image_set
     from lst_fast.models import load_model
-    from lst_fast.pairing import round_targets
+    from lst_fast.evaluation.targets import round_targets
 
     data = open_image_set("fashion-mnist-sample")
     x = data.get(torch.arange(100)).to(device)

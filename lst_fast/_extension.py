@@ -115,7 +115,7 @@ def backend_info() -> dict:
     Returns a dict with the package and torch versions, whether the extension modules loaded (and the
     error if not), and for "cpu" and "cuda" whether the compiled kernels or the pure-PyTorch fallback run.
     """
-    from lst_fast.prepared_model import cpu_has_bf16_instructions
+    from lst_fast.machine import cpu_has_bf16_instructions
     from lst_fast.version import __version__
 
     def kind(device_type: str) -> str:
@@ -134,15 +134,3 @@ def backend_info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "cpu_bf16_instructions": cpu_has_bf16_instructions(),  # precision="bf16" pays off on the CPU
     }
-
-
-def backend_line() -> str:
-    """One line naming the backend in use, for the first line of the CLI's output."""
-    info = backend_info()
-    line = f"lst_fast {info['lst_fast']} (torch {info['torch']}): cpu={info['cpu']}"
-    if info["torch_cuda"] is not None:
-        line += f", cuda={info['cuda']}"
-    reasons = [e for e in (info["extension_error"], info["cuda_extension_error"] if info["torch_cuda"] else None) if e]
-    if reasons:
-        line += f" (pure-PyTorch fallback: {'; '.join(dict.fromkeys(reasons))})"
-    return line

@@ -15,7 +15,8 @@ import sys
 import typing
 from typing import Any, Dict, Optional, Sequence
 
-from lst_fast.settings import DEMO_SETTINGS, EVALUATION_SETTINGS, EvalConfig, LSTSettings
+from lst_fast.evaluation.config import EvalConfig
+from lst_fast.settings import DEMO_SETTINGS, EVALUATION_SETTINGS, LSTSettings
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 EPILOG = "exit codes: 0 done, 1 error (one line on stderr; --debug shows the traceback), 130 interrupted"
@@ -127,7 +128,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import os
 
-    from lst_fast.evaluation import run_evaluation
+    from lst_fast.evaluation.runner import run_evaluation
 
     settings = settings_from_arguments(args, EVALUATION_SETTINGS)
     cfg = EvalConfig(lst=settings.replace(graph=False), **_values(args, EVAL_OWN_FLAGS))
@@ -156,7 +157,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lst_fast.report import write_report
+    from lst_fast.evaluation.report import write_report
 
     print(f"wrote {write_report(args.dir, data_root=args.data_root, device=args.device)}")
     return 0

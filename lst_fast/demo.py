@@ -108,7 +108,7 @@ def run_demo(
     numbers["mean_triangle_confidence"] = float(tri.mean())
 
     from lst_fast import plots
-    from lst_fast.store import atomic_write_text
+    from lst_fast.atomic_files import atomic_write_text
 
     # Every file is written atomically, the walked result first; a failed write (disk full) raises one
     # RuntimeError naming the file and the files already written.

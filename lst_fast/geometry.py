@@ -113,8 +113,8 @@ def simplex_confidence(
     with weights (P, K): returns (N, P).
 
     chunk_bytes: model inputs per forward pass (default DEFAULT_CHUNK_BYTES, CPU_CHUNK_BYTES on the CPU).
-    precision: "fp32" evaluates the model as given; "bf16" its cached bf16 working copy (as traverse's
-    fast mode does), several times faster where bf16 is native.
+    precision: "fp32" evaluates the model as given; "bf16" a bf16 working copy built for this call (as
+    traverse's fast mode does), several times faster where bf16 is native.
     """
     check_precision(precision)
     _check_model(model)

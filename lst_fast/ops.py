@@ -23,8 +23,7 @@ from torch import Tensor
 
 from lst_fast import reference
 from lst_fast._extension import has_native_kernel, has_ops
-
-BACKENDS = ("auto", "native", "reference")
+from lst_fast.settings import BACKENDS
 
 
 def _use_native(name: str, device: torch.device, backend: str) -> bool:

@@ -1,4 +1,7 @@
-"""Figures of the demo and reports (matplotlib, headless)."""
+"""Figures of the demo, `lst-fast run`, the evaluation's report and `lst-fast compare` (matplotlib, headless).
+
+Every figure is drawn on `pyplot()` and written with `save_figure` (atomically, through lst_fast.atomic_files).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +10,11 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor
 
+from lst_fast.atomic_files import atomic_write
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,16 +23,14 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, path: Path) -> Path:
-    """Write the figure atomically (a temporary file renamed into place), then close it; a failed write
+def save_figure(fig, path: Path) -> Path:
+    """Write the figure atomically (format from the suffix, png by default), then close it; a failed write
     (disk full) raises RuntimeError naming the file and leaves no partial figure."""
-    from lst_fast.store import _atomic_write
-
     path = Path(path)
     try:
-        return _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix[1:] or "png"))
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix[1:] or "png"))
     finally:
-        plt.close(fig)
+        pyplot().close(fig)
 
 
 def _show(ax, image: Tensor) -> None:
@@ -43,7 +47,7 @@ def image_grid(sources: Tensor, pairs: Sequence[Tuple[int, int]], outputs: Tenso
                classes: Sequence[str], path: Path) -> Path:
     """Rows: target classes; columns: source classes; each cell the LST output with its source-class
     confidence; the originals on the diagonal (as in the paper's figure)."""
-    plt = _pyplot()
+    plt = pyplot()
     k = len(classes)
     fig, axes = plt.subplots(k, k, figsize=(1.15 * k, 1.3 * k))
     for (i, j), image, conf in zip(pairs, outputs, confidence):
@@ -56,13 +60,13 @@ def image_grid(sources: Tensor, pairs: Sequence[Tuple[int, int]], outputs: Tenso
         axes[c, 0].set_ylabel(classes[c], fontsize=7)
     fig.suptitle("LST outputs: columns = source class (held), rows = target image's class", fontsize=9)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def path_strip(result, sample: int, source: Tensor, target: Tensor, classes: Sequence[str],
                pair: Tuple[int, int], path: Path) -> Path:
     """Source, recorded iterates, and target of one walk, with the source-class confidence of each."""
-    plt = _pyplot()
+    plt = pyplot()
     iterates = result.trace_images[:, sample]
     conf = result.trace_confidence[:, sample]
     its = result.trace_iterations.tolist()
@@ -79,12 +83,12 @@ def path_strip(result, sample: int, source: Tensor, target: Tensor, classes: Seq
     axes[-1].set_title("target", fontsize=8)
     fig.suptitle(f"{classes[pair[0]]} held while walking toward a {classes[pair[1]]}", fontsize=9)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def linear_paths(confidence: Tensor, path: Path) -> Path:
     """Source-class confidence along (1 - t) source + t output for every pair, and their mean."""
-    plt = _pyplot()
+    plt = pyplot()
     t = torch.linspace(0, 1, confidence.shape[1])
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for row in confidence:
@@ -95,13 +99,13 @@ def linear_paths(confidence: Tensor, path: Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: Tensor, ends2: Tensor,
                   path: Path) -> Path:
     """Filled contours of the confidence over triangles (source, output 1, output 2), images at corners."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
     from matplotlib.tri import Triangulation
 
@@ -122,12 +126,12 @@ def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: T
         ax.axis("off")
         ax.set_title(f"min {float(confidence[k].min()):.3f}, mean {float(confidence[k].mean()):.3f}", fontsize=9)
     fig.colorbar(cs, ax=axes[0, :].tolist(), shrink=0.8, label="source-class confidence")
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def pair_strips(sources: Tensor, outputs: Tensor, targets: Tensor, confidence: Tensor, path: Path) -> Path:
     """Rows of (source, LST output with its source-class confidence, target)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = sources.shape[0]
     fig, axes = plt.subplots(n, 3, figsize=(4.2, 1.45 * n), squeeze=False)
     for i in range(n):
@@ -137,12 +141,12 @@ def pair_strips(sources: Tensor, outputs: Tensor, targets: Tensor, confidence: T
                 axes[i, j].set_title(title, fontsize=8)
         axes[i, 1].set_xlabel(f"p={float(confidence[i]):.3f}", fontsize=7, labelpad=1)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def width_bands(radii: Tensor, low: Tensor, high: Tensor, path: Path) -> Path:
     """Per sample, the band between the low and high confidence quantiles against the radius."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for i in range(low.shape[0]):
         ax.fill_between(radii.numpy(), low[i].numpy(), high[i].numpy(), alpha=0.15, color="tab:blue")
@@ -153,4 +157,4 @@ def width_bands(radii: Tensor, low: Tensor, high: Tensor, path: Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(fig, path)

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from lst_fast.machine import cpu_has_bf16_instructions
 from lst_fast.runtime import full_fp32_matmuls
 from lst_fast.settings import check_precision
+
 
 @dataclasses.dataclass
 class PreparedModel:
@@ -42,7 +43,6 @@ class PreparedModel:
     input_dtype: Optional[torch.dtype]  # None: the images' own dtype
     channels_last: bool = False
     folded_batchnorms: int = 0
-    fingerprint: tuple = ()
     is_copy: bool = False
     math_attention: bool = False
     compiled: bool = False
@@ -87,25 +87,8 @@ class PreparedModel:
                 "copy": self.is_copy, "math_attention": self.math_attention, "compiled": self.compiled}
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_has_bf16_instructions() -> Optional[bool]:
-    """True when this CPU does bf16 arithmetic in hardware (x86 AVX512-BF16 or AMX, Arm BF16), False
-    when it does not (oneDNN then emulates bf16, often slower than fp32), None when unknown."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return None
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
 def _state_tensors(model: nn.Module) -> List[Tensor]:
     return list(model.parameters()) + list(model.buffers())
-
-
-def _fingerprint(model: nn.Module) -> tuple:
-    """Changes when any parameter or buffer is replaced, moved or modified in place."""
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in _state_tensors(model))
 
 
 def floating_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
@@ -187,7 +170,6 @@ def _logits_agree(reference: Tensor, candidate: Tensor) -> bool:
 
 
 def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> PreparedModel:
-    fingerprint = _fingerprint(model)
     try:
         work = copy.deepcopy(model)
     except Exception as error:
@@ -217,8 +199,7 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
     if compile_model:
         work = torch.compile(work, dynamic=False)
     return PreparedModel(work, input_dtype=torch.bfloat16, channels_last=channels_last, folded_batchnorms=folded,
-                         fingerprint=fingerprint, is_copy=True, math_attention=math_attention,
-                         compiled=compile_model)
+                         is_copy=True, math_attention=math_attention, compiled=compile_model)
 
 
 def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool = False) -> PreparedModel:
@@ -229,7 +210,3 @@ def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool
     if precision == "fp32":
         return PreparedModel.original(model, probe.dtype)
     return _build_bf16(model, probe.to(floating_dtype(model, probe.dtype)), compile_model)
-
-
-def clear_cache() -> None:
-    """Nothing to drop: working copies are built per call and never cached (kept for compatibility)."""

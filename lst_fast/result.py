@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from lst_fast.atomic_files import atomic_save_tensors
+
 FORMAT_VERSION = 1
 _METADATA_KEY = "lst_fast"
 
@@ -83,17 +85,18 @@ class TraversalResult:
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write the result to `path` (safetensors; config and versions as JSON in its header).
 
-        The file is written to a temporary name and renamed, so a crash never leaves a partial file.
+        The file is written to a temporary name and renamed, so a crash never leaves a partial file and a
+        failed write (disk full: RuntimeError naming the file and the cause) leaves the file there before
+        as it was. `config` must hold only JSON values (TypeError naming the first key that does not).
         """
-        from lst_fast.store import atomic_save
-
         path = Path(path)
         if path.parent.exists() and not path.parent.is_dir():
             raise NotADirectoryError(f"cannot save a result to {path}: {path.parent} is a file, not a folder")
+        _check_json("config", self.config, path)
         tensors = self.tensors()
         metadata = {_METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config,
                                                "sha256": digest(tensors)})}
-        return atomic_save(tensors, path, metadata)
+        return atomic_save_tensors(tensors, path, metadata, advice="a file already there is unchanged")
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
@@ -131,6 +134,25 @@ class TraversalResult:
         tensors = {k: v for k, v in tensors.items() if k in names}
         _check_consistent(tensors, path)
         return cls(config=config, **{k: v.to(device) for k, v in tensors.items()})
+
+
+def _check_json(where: str, value: Any, path: Path) -> None:
+    """TypeError naming the first entry of `value` (a config) that JSON cannot hold, as config['a'][0]."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"cannot save a result to {path}: {where} has the key {key!r} of type "
+                                f"{type(key).__name__}; config keys must be strings (JSON)")
+            _check_json(f"{where}[{key!r}]", item, path)
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(f"{where}[{i}]", item, path)
+        return
+    raise TypeError(f"cannot save a result to {path}: {where} is a {type(value).__name__} ({value!r:.60}), which "
+                    "JSON cannot hold; put numbers, strings, lists or dicts in the config")
 
 
 def digest(tensors: Dict[str, Tensor]) -> str:

@@ -1,9 +1,9 @@
-"""The settings of a Level Set Traversal and of an evaluation: frozen, validated dataclasses.
+"""The settings of a Level Set Traversal: a frozen, validated dataclass.
 
 `LSTSettings` is the one place the traversal's settings, their defaults, their checks and their help text
-are written. `LevelSetTraversal`, `traverse`, the evaluation (`EvalConfig.lst`), the demo and the command
-line (`lst_fast.cli.add_settings_arguments`) all take it. It is frozen: a changed setting is a new object
-(`settings.replace(step_size=...)`), and every new object runs `validate()`.
+are written. `LevelSetTraversal`, `traverse`, the evaluation (`lst_fast.evaluation.config.EvalConfig.lst`),
+the demo and the command line (its `add_settings_arguments`) all take it. It is frozen: a changed setting
+is a new object (`settings.replace(step_size=...)`), and every new object runs `validate()`.
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from lst_fast import validation
-from lst_fast.ops import BACKENDS
 
 PRECISIONS = ("fp32", "bf16")
+# Which implementation of the operators runs (lst_fast.ops reads the choice).
+BACKENDS = ("auto", "native", "reference")
 
 
 def check_precision(precision: str, compile_model: bool = False) -> None:
@@ -150,82 +151,3 @@ def _channel_values(name: str, value: Union[None, float, Tuple[float, ...], torc
 # close to their targets (README, "The shipped Fashion-MNIST default"); otherwise the paper's settings.
 EVALUATION_SETTINGS = LSTSettings(step_size=5e-2)
 DEMO_SETTINGS = EVALUATION_SETTINGS
-
-# The LST settings an evaluation records in its config.json (the others do not change its tables).
-EVAL_LST_FIELDS = ("iterations", "step_size", "threshold", "adv_step_size", "init_noise", "precision")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What an evaluation computes; two runs with equal configs produce equal tables.
-
-    Build it with keywords: the evaluation's own fields, and either `lst=LSTSettings(...)` or the recorded
-    LST fields by name (`EvalConfig(iterations=40, step_size=0.1)`), applied to EVALUATION_SETTINGS.
-    """
-
-    model: str = field(default="cnn", metadata=_help(
-        "cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
-        "(fashion_cnn, fashion_vit, wrn28_10, timm:NAME, ...) with --checkpoint"))
-    checkpoint: Optional[str] = field(default=None, metadata=_help(
-        "weights file: safetensors or a weights-only torch file"))
-    pretrained: bool = field(default=True, metadata=_help(
-        "timm/torchvision: pretrained weights", negated="timm/torchvision: random initialization"))
-    data: str = field(default="fashion-mnist", metadata=_help(
-        "fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE"))
-    rounds: int = field(default=5, metadata=_help("rounds of targets per source"))
-    num_samples: int = field(default=100, metadata=_help("sources in the pool"))
-    min_confidence: Optional[float] = field(default=None, metadata=_help(
-        "pool: also ask confidence above this (the paper: 0.6)"))
-    triangle_n: int = field(default=10, metadata=_help("triangle grid: n + 1 points per edge"))
-    chunk_size: int = field(default=256, metadata=_help("images per result file (the unit of resume)"))
-    seed: int = field(default=0, metadata=_help("seeds the pool, the pairing and every chunk's noise"))
-    lst: LSTSettings = field(default=EVALUATION_SETTINGS, metadata=_help("the traversal's settings"))
-
-    def __init__(self, lst: Optional[LSTSettings] = None, **keywords: Any) -> None:
-        own = {k: keywords.pop(k) for k in list(keywords) if k in _EVAL_OWN_FIELDS}
-        for f in dataclasses.fields(self):
-            if f.name != "lst":
-                object.__setattr__(self, f.name, own.get(f.name, f.default))
-        object.__setattr__(self, "lst", LSTSettings.from_keywords(lst or EVALUATION_SETTINGS, **keywords))
-        self.validate()
-
-    def validate(self) -> None:
-        for name in ("rounds", "num_samples", "chunk_size", "triangle_n"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        mc = self.min_confidence
-        if mc is not None and (isinstance(mc, bool) or not isinstance(mc, numbers.Real) or not 0 <= mc < 1):
-            # NaN fails 0 <= mc: a NaN would pass no image and never equal itself in config.json
-            raise ValueError(f"min_confidence must be None or a number in [0, 1), got {mc!r}")
-        for name in ("model", "data"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
-        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
-            raise ValueError(f"checkpoint must be None or a path, got {self.checkpoint!r}")
-        if not isinstance(self.pretrained, bool):
-            raise ValueError(f"pretrained must be True or False, got {self.pretrained!r}")
-        if not isinstance(self.lst, LSTSettings):
-            raise TypeError(f"lst must be an LSTSettings, got {type(self.lst).__name__}")
-
-    def replace(self, **changes: Any) -> "EvalConfig":
-        return EvalConfig(**{**self.to_dict(), "lst": self.lst, **changes})
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The flat form written to config.json (the same keys as folders written before `lst` existed)."""
-        out = {name: getattr(self, name) for name in _EVAL_OWN_FIELDS}
-        out.update({name: getattr(self.lst, name) for name in EVAL_LST_FIELDS})
-        return out
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "EvalConfig":
-        """Read the flat form; keys missing from an older folder take their defaults."""
-        unknown = sorted(set(values) - set(_EVAL_OWN_FIELDS) - set(EVAL_LST_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown evaluation settings {unknown}")
-        return cls(**values)
-
-
-_EVAL_OWN_FIELDS = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name != "lst")

@@ -174,7 +174,7 @@ def evaluations(tmp_path_factory):
 
 
 def test_compare_tables_match_the_evaluations(evaluations, tmp_path, capsys):
-    from lst_fast.commands.compare import TABLE1_HEADERS, TABLE2_HEADERS
+    from lst_fast.evaluation.tables import TABLE1_HEADERS, TABLE2_HEADERS
 
     out = tmp_path / "cmp"
     assert main(["compare", str(evaluations / "cnn"), str(evaluations / "robust"), "--out", str(out)]) == 0

@@ -202,7 +202,7 @@ def test_bf16_on_cuda_keeps_fp32_iterates_and_parity_with_exact():
 
 
 def test_staged_on_device_copies_every_chunk_intact():
-    from lst_fast.evaluation import staged_on_device
+    from lst_fast.evaluation.runner import staged_on_device
 
     chunks = [torch.rand(64, 3, 32, 32) for _ in range(4)]
     for i, (job, (moved,)) in enumerate(staged_on_device(list(range(4)), lambda j: [chunks[j]], "cuda")):

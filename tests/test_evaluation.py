@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lst_fast.evaluation import TABLE1, TABLE2, EvalConfig, run_evaluation
+from lst_fast.evaluation import EvalConfig, run_evaluation
+from lst_fast.evaluation.tables import TABLE1, TABLE2
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(data="fashion-mnist-sample", num_samples=20, rounds=3, iterations=6, chunk_size=8)
@@ -35,6 +36,24 @@ def test_tables_and_resume_after_deleted_chunks(tmp_path):
     assert (tmp_path / "tables.json").read_text() == first  # identical tables
     assert kept.stat().st_mtime_ns == mtime  # finished chunks are not recomputed
     assert "Table 2" in (tmp_path / "tables.md").read_text()
+
+
+def test_one_run_and_the_side_by_side_tables_share_their_titles_and_numbers(tmp_path):
+    """tables.md and compare's tables are made from one list of titles and columns (evaluation.tables)."""
+    from lst_fast.evaluation.tables import TITLES, side_by_side, side_by_side_markdown, table2_per_source
+
+    cfg = EvalConfig(**{**SMALL, "rounds": 1, "num_samples": 8})
+    tables = run_evaluation(cfg, tmp_path, progress=False)
+    one_run = (tmp_path / "tables.md").read_text()
+    run = {"config": cfg.to_dict(), "tables": json.loads((tmp_path / "tables.json").read_text())}
+    for key, title in TITLES.items():
+        assert f"## {title}" in one_run
+        assert side_by_side_markdown(side_by_side([run], key, ["cnn"], 4)).startswith(f"## {title}\n")
+    m, s = tables["table1"]["rms"]
+    assert f"{m:.4f} ± {s:.4f}" in one_run
+    # One round: no pair of outputs, so Table 2 is empty (NaN), not an error.
+    assert all(v != v for v, _ in tables["table2"].values())
+    assert all(t.numel() == 0 for t in table2_per_source([], cfg.triangle_n, 8).values())
 
 
 def test_results_folder_of_another_configuration_is_refused(tmp_path):
@@ -84,7 +103,7 @@ def test_a_run_killed_several_times_resumes_to_the_same_tables(tmp_path):
 def test_sigint_stops_cleanly_and_keeps_finished_chunks(tmp_path):
     """The run sends itself SIGINT right after its second chunk file is written (a test hook, no timing),
     so the signal always lands in the middle of the run, however busy the machine."""
-    from lst_fast.store import TEST_HOOK_VARIABLE
+    from lst_fast.atomic_files import TEST_HOOK_VARIABLE
 
     args = [sys.executable, "-m", "lst_fast", "eval", "--data", "fashion-mnist-sample", "--num-samples", "24",
             "--rounds", "2", "--iterations", "4", "--chunk-size", "4", "--no-progress"]
@@ -113,7 +132,7 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
 
 
 def test_report_of_a_finished_evaluation(tmp_path):
-    from lst_fast.report import write_report
+    from lst_fast.evaluation import write_report
 
     run_evaluation(EvalConfig(**{**SMALL, "rounds": 2}), tmp_path, progress=False)
     report = write_report(tmp_path, pairs=4)
@@ -144,7 +163,7 @@ def test_eval_on_a_tensor_file_with_a_checkpointed_model(tmp_path):
 
 
 def test_config_guard_knows_precision_and_accepts_older_folders(tmp_path):
-    from lst_fast.store import EvaluationStore
+    from lst_fast.evaluation import EvaluationStore
 
     store = EvaluationStore(tmp_path)
     older = EvalConfig().to_dict()
@@ -174,7 +193,7 @@ def test_config_json_keeps_the_flat_format_of_older_folders():
 def test_store_names_and_atomic_writes(tmp_path):
     import torch
 
-    from lst_fast.store import EvaluationStore
+    from lst_fast.evaluation import EvaluationStore
 
     store = EvaluationStore(tmp_path)
     store.check_or_write_config(EvalConfig())

@@ -82,3 +82,57 @@ def test_saving_under_a_file_says_so(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         result().save(tmp_path / "f" / "r.safetensors")
+
+
+def test_a_full_disk_is_one_clear_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as its own SafetensorError; save turns it into one line naming the file
+    and the cause, removes its temporary file and leaves the file there before as it was."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    path = tmp_path / "r.safetensors"
+    result(3).save(path)
+    before = path.read_bytes()
+
+    def disk_full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")  # what a real full disk leaves in the temporary file
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    with pytest.raises(RuntimeError, match=r"^cannot write .*r\.safetensors: the disk is full; a file already "
+                                           r"there is unchanged$") as caught:
+        result(5).save(path)
+    assert "\n" not in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError) and caught.value.__cause__.errno == 28
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.safetensors"]
+    assert len(TraversalResult.load(path)) == 3
+
+
+def test_a_safetensors_error_that_is_not_about_the_disk_is_not_disguised(tmp_path, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def broken(tensors, filename, metadata=None):
+        raise SafetensorError("some other failure")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    with pytest.raises(SafetensorError, match="some other failure"):
+        result().save(tmp_path / "r.safetensors")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+@pytest.mark.parametrize("config, where, kind", [
+    ({"device": torch.device("cpu")}, "config['device']", "device"),
+    ({"mean": torch.tensor([0.5])}, "config['mean']", "Tensor"),
+    ({"settings": {"bounds": (0.0, {1, 2})}}, "config['settings']['bounds'][1]", "set"),
+    ({3: "three"}, "the key 3 of type int", None),
+])
+def test_a_config_value_json_cannot_hold_is_named(tmp_path, config, where, kind):
+    r = result()
+    r.config = config
+    with pytest.raises(TypeError, match="cannot save a result to .*r.safetensors") as caught:
+        r.save(tmp_path / "r.safetensors")
+    message = str(caught.value)
+    assert where in message and (kind is None or f"is a {kind} (" in message), message
+    assert "\n" not in message and list(tmp_path.iterdir()) == []

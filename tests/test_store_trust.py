@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lst_fast.evaluation import EvalConfig, run_evaluation
-from lst_fast.store import EvaluationStore
+from lst_fast.evaluation import EvalConfig, EvaluationStore, run_evaluation
 
 TINY = dict(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4, triangle_n=2)
 
@@ -253,7 +252,7 @@ def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tm
     import subprocess
     import sys
 
-    from lst_fast.store import TEST_HOOK_VARIABLE
+    from lst_fast.atomic_files import TEST_HOOK_VARIABLE
 
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT), TEST_HOOK_VARIABLE: hook}

@@ -9,22 +9,19 @@ check. `lst-fast eval` writes through it and `lst-fast report` reads through it.
 
     OUT/.lst-fast.lock                               held (flock) by the run writing the folder; holds its PID
 
-Every file is written to a temporary name beside it and renamed, so a killed run leaves no partial file
-(only `.*.tmp` leftovers, which `remove_leftovers` deletes while the folder's lock is held). Every chunk
-and triangle file records the configuration, round(s) and chunk it belongs to; `has_chunk` and
-`has_triangles` check that record and the shapes before a file is reused: a file of another evaluation
-is refused (ValueError naming it), an unreadable one (truncated, no record) is recomputed with a warning.
-A write that fails (disk full) raises RuntimeError naming the file; finished files are kept.
+Every file is written through lst_fast.atomic_files (a temporary name beside it, then renamed), so a killed
+run leaves no partial file (only `.*.tmp` leftovers, which `remove_leftovers` deletes while the folder's
+lock is held). Every chunk and triangle file records the configuration, round(s) and chunk it belongs to;
+`has_chunk` and `has_triangles` check that record and the shapes before a file is reused: a file of
+another evaluation is refused (ValueError naming it), an unreadable one (truncated, no record) is
+recomputed with a warning. A write that fails (disk full) raises RuntimeError naming the file; finished
+files are kept.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
-import fnmatch
 import json
 import os
-import signal
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -32,7 +29,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from lst_fast.settings import EvalConfig
+from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text
+from lst_fast.evaluation.config import EvalConfig
 
 _METADATA_KEY = "lst_fast"
 LOCK_NAME = ".lst-fast.lock"
@@ -40,64 +38,8 @@ LOCK_NAME = ".lst-fast.lock"
 CHUNK_KEYS = ("source", "target", "images", "initial_confidence", "confidence", "still_source", "accepted_steps",
               "l2", "rms", "linf", "ssim")
 
-# Tests only: "EVENT:GLOB:COUNT:SIGNAL" sends SIGNAL to this process the COUNT-th time EVENT happens to a
-# file whose name matches GLOB. EVENT "writing": inside an atomic write, the temporary file cut to half its
-# size (a write interrupted in its middle); "written": after the rename. Lets the tests interrupt a run at
-# an exact point, without timing.
-TEST_HOOK_VARIABLE = "LST_FAST_TEST_HOOK"
-_hook_counts: Dict[str, int] = {}
-
-
-def _test_hook(event: str, name: str, tmp: Optional[str] = None) -> None:
-    spec = os.environ.get(TEST_HOOK_VARIABLE)
-    if not spec:
-        return
-    hook_event, pattern, count, sig = spec.split(":")
-    if hook_event != event or not fnmatch.fnmatch(name, pattern):
-        return
-    _hook_counts[spec] = _hook_counts.get(spec, 0) + 1
-    if _hook_counts[spec] == int(count):
-        if tmp is not None:
-            os.truncate(tmp, os.path.getsize(tmp) // 2)
-        os.kill(os.getpid(), getattr(signal, sig))
-
-
-def atomic_save(tensors: Dict[str, Tensor], path: Path, metadata: Optional[Dict[str, str]] = None) -> Path:
-    """Save tensors (safetensors) to a temporary file beside `path`, then rename it into place."""
-    from safetensors.torch import save_file
-
-    return _atomic_write(Path(path), lambda tmp: save_file(
-        {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata))
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
-
-
-def _atomic_write(path: Path, write) -> Path:
-    """Write through `write(temporary name)`, then rename; an OSError (disk full, no permission) becomes a
-    RuntimeError naming the file, with the temporary file removed and every finished file kept."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are ordinary files
-        write(tmp)
-        _test_hook("writing", path.name, tmp)
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-            raise RuntimeError(f"cannot write {path}: {reason}; files written before are kept, "
-                               "the same command resumes once it can write") from error
-        raise
-    _test_hook("written", path.name)
-    return path
+# Appended to the error of a failed write: nothing finished is lost.
+RESUME_ADVICE = "files written before are kept, the same command resumes once it can write"
 
 
 def load_tensors(path: Path) -> Dict[str, Tensor]:
@@ -156,7 +98,7 @@ class EvaluationStore:
         if self.check_config(cfg):
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config_path, json.dumps(cfg.to_dict(), indent=1))
+        atomic_write_text(self.config_path, json.dumps(cfg.to_dict(), indent=1), RESUME_ADVICE)
 
     def check_config(self, cfg: EvalConfig) -> bool:
         """Whether config.json exists and is cfg's (writes nothing); ValueError if it is another's or
@@ -245,7 +187,9 @@ class EvaluationStore:
         if "config" not in record:
             return _recompute(path, "it records no configuration")
         problems = _record_problems(record, cfg, {"round": round_, "chunk": chunk})
-        if source is not None:
+        if (source is None) != (target is None):
+            raise ValueError("has_chunk takes both source and target, or neither")
+        if source is not None and target is not None:
             missing = [k for k in CHUNK_KEYS if k not in shapes]
             rows = len(source)
             if missing:
@@ -261,7 +205,8 @@ class EvaluationStore:
 
     def write_chunk(self, round_: int, chunk: int, tensors: Dict[str, Tensor], cfg: EvalConfig) -> Path:
         metadata = {"round": round_, "chunk": chunk, "config": cfg.to_dict()}
-        return atomic_save(tensors, self.chunk_path(round_, chunk), {_METADATA_KEY: json.dumps(metadata)})
+        return atomic_save_tensors(tensors, self.chunk_path(round_, chunk), {_METADATA_KEY: json.dumps(metadata)},
+                                   RESUME_ADVICE)
 
     def read_chunk(self, round_: int, chunk: int) -> Dict[str, Tensor]:
         return load_tensors(self.chunk_path(round_, chunk))
@@ -293,8 +238,8 @@ class EvaluationStore:
 
     def write_triangles(self, r1: int, r2: int, confidence: Tensor, cfg: EvalConfig) -> Path:
         metadata = {"rounds": [r1, r2], "config": cfg.to_dict()}
-        return atomic_save({"confidence": confidence}, self.triangles_path(r1, r2),
-                           {_METADATA_KEY: json.dumps(metadata)})
+        return atomic_save_tensors({"confidence": confidence}, self.triangles_path(r1, r2),
+                                   {_METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE)
 
     def read_triangles(self, r1: int, r2: int) -> Tensor:
         path = self.triangles_path(r1, r2)
@@ -306,8 +251,8 @@ class EvaluationStore:
     # -- tables -----------------------------------------------------------------------------------------
 
     def write_tables(self, tables: dict, markdown: str) -> None:
-        atomic_write_text(self.tables_json, json.dumps(tables, indent=1))
-        atomic_write_text(self.tables_md, markdown)
+        atomic_write_text(self.tables_json, json.dumps(tables, indent=1), RESUME_ADVICE)
+        atomic_write_text(self.tables_md, markdown, RESUME_ADVICE)
 
     def read_tables_markdown(self) -> str:
         return self.tables_md.read_text()

@@ -1,5 +1,7 @@
-"""Pairs of source and target images for the full evaluation (docs/ALGORITHM.md section 3): in each round every
-source gets a target from a random derangement of the pool, restricted to a different class."""
+"""The targets of the full evaluation (docs/ALGORITHM.md section 3): in each round every source of the pool
+gets a target from a seeded random derangement of the pool, restricted to a different class.
+
+(Not to be confused with `lst-fast run --pairing`, which matches the user's source files to target files.)"""
 from __future__ import annotations
 
 from typing import List
@@ -10,7 +12,7 @@ from torch import Tensor
 
 def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_tries: int = 100) -> Tensor:
     """target[i] for every i with labels[target[i]] != labels[i] (so also target[i] != i), each pool
-    index used exactly once. Raises ValueError when no such pairing exists (one class holds more than
+    index used exactly once. Raises ValueError when no such derangement exists (one class holds more than
     half of the pool)."""
     labels = labels.flatten().cpu()
     n = labels.numel()
@@ -18,7 +20,7 @@ def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_trie
         return torch.empty(0, dtype=torch.long)
     largest = int(torch.bincount(labels).max())
     if 2 * largest > n:
-        raise ValueError(f"no cross-class pairing exists: one class holds {largest} of the {n} pool images")
+        raise ValueError(f"no cross-class derangement exists: one class holds {largest} of the {n} pool images")
     for _ in range(max_tries):
         perm = torch.randperm(n, generator=generator)
         # Repair collisions by swapping targets with random partners; accept only a full fix.
@@ -30,7 +32,7 @@ def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_trie
             j = int(torch.randint(n, (1,), generator=generator))
             if labels[perm[j]] != labels[i] and labels[perm[i]] != labels[j]:
                 perm[i], perm[j] = perm[j].clone(), perm[i].clone()
-    raise ValueError(f"could not find a cross-class pairing in {max_tries} tries")
+    raise ValueError(f"could not find a cross-class derangement in {max_tries} tries")
 
 
 def round_targets(labels: Tensor, rounds: int, seed: int) -> List[Tensor]:

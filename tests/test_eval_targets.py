@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from lst_fast.pairing import cross_class_derangement, round_targets
+from lst_fast.evaluation.targets import cross_class_derangement, round_targets
 
 
 @settings(max_examples=50, deadline=None)
@@ -12,7 +12,7 @@ def test_every_source_gets_one_target_of_another_class(counts, seed):
     labels = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
     labels = labels[torch.randperm(labels.numel(), generator=torch.Generator().manual_seed(seed))]
     if 2 * max(counts) > sum(counts):
-        with pytest.raises(ValueError, match="no cross-class pairing exists"):
+        with pytest.raises(ValueError, match="no cross-class derangement exists"):
             cross_class_derangement(labels, torch.Generator().manual_seed(seed))
         return
     target = cross_class_derangement(labels, torch.Generator().manual_seed(seed))

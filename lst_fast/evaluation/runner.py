@@ -1,8 +1,8 @@
-"""The full evaluation (docs/ALGORITHM.md section 3): Table 1 (distances from LST outputs to their targets)
-and Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
+"""Running the full evaluation (docs/ALGORITHM.md section 3): Table 1 (distances from LST outputs to their
+targets) and Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
 
-Results are written chunk by chunk through lst_fast.store.EvaluationStore; a run restarted with the same
-configuration skips finished chunks and ends with the same tables. Under torchrun (an initialized
+Results are written chunk by chunk through the evaluation's store (EvaluationStore); a run restarted with
+the same configuration skips finished chunks and ends with the same tables. Under torchrun (an initialized
 torch.distributed group) each rank takes every world_size-th chunk and triangle set; every chunk is
 seeded by its position alone, so K processes produce exactly the tables of one.
 """
@@ -11,25 +11,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from torch import Tensor
 
-import lst_fast
 from lst_fast.data.sources import ImageSet, open_image_set
-from lst_fast.geometry import per_source, triangle_confidence, triangle_statistics, triangle_weights
+from lst_fast.evaluation import tables as paper_tables
+from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.store import EvaluationStore
+from lst_fast.evaluation.targets import round_targets
+from lst_fast.geometry import triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
-from lst_fast.pairing import round_targets
 from lst_fast.reference import class_probability
-from lst_fast.settings import EvalConfig
-from lst_fast.store import EvaluationStore
+from lst_fast.traversal import traverse
 
-__all__ = ["EvalConfig", "TABLE1", "TABLE2", "run_evaluation", "staged_on_device", "tables_markdown"]
+__all__ = ["build_pool", "run_evaluation", "staged_on_device"]
 
-TABLE1 = ("l2", "rms", "linf", "ssim", "initial_confidence", "confidence", "still_source")
-TABLE2 = ("p_source", "mean", "frac_above_0", "frac_above_0.1", "frac_above_0.2", "frac_above_0.3",
-          "edge_mean", "edge_min_drop")
+Job = TypeVar("Job")
 
 
 @torch.no_grad()
@@ -59,10 +58,10 @@ class _Work:
     device: torch.device
     rank: int
     world: int
-    model: torch.nn.Module = None
-    data: ImageSet = None
-    pool: Tensor = None            # dataset indices of the sources
-    targets: List[Tensor] = None   # per round: pool position of each source's target
+    model: torch.nn.Module
+    data: ImageSet
+    pool: Tensor            # dataset indices of the sources
+    targets: List[Tensor]   # per round: pool position of each source's target
 
     @property
     def chunks(self) -> int:
@@ -75,8 +74,9 @@ class _Work:
 
 
 def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[str] = None,
-                   progress: bool = True, graph: bool = False) -> Dict[str, Dict[str, Tuple[float, float]]]:
-    """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json.
+                   progress: bool = True, graph: bool = False) -> paper_tables.Tables:
+    """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json, and return
+    the tables (the dict of tables.json: see lst_fast.evaluation.tables).
 
     Everything is checked before anything is written: the configuration, an existing config.json, the
     model, the data and the pool. Then rank 0 holds the folder's lock for the whole run (a second run in
@@ -85,9 +85,9 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
     """
     cfg.validate()
     rank, world = _rank_and_world()
-    work = _Work(cfg, EvaluationStore(out_dir), torch.device(device), rank, world)
-    work.store.check_config(cfg)
-    _load_model_and_pool(work, data_root)
+    store, device = EvaluationStore(out_dir), torch.device(device)
+    store.check_config(cfg)
+    work = _Work(cfg, store, device, rank, world, *_load_model_and_pool(cfg, device, data_root))
     with work.store.locked() if rank == 0 else contextlib.nullcontext():
         _claim_folder(work)
         _run_chunks(work, progress, graph)
@@ -97,7 +97,7 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
         _barrier(world)
         tables = _tables(work, per_round)
         if rank == 0:
-            work.store.write_tables(tables, tables_markdown(tables, cfg))
+            work.store.write_tables(tables, paper_tables.tables_markdown(tables, cfg))
         _barrier(world)
     return tables
 
@@ -118,16 +118,17 @@ def _claim_folder(work: _Work) -> None:
         _barrier(work.world)
 
 
-def _load_model_and_pool(work: _Work, data_root: Optional[str]) -> None:
+def _load_model_and_pool(cfg: EvalConfig, device: torch.device,
+                         data_root: Optional[str]) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor]]:
+    """The model, the data, the pool and each round's targets (checked; nothing written)."""
     from lst_fast.models import resolve_model
 
-    cfg = work.cfg
-    work.model = resolve_model(cfg.model, work.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-    work.data = open_image_set(cfg.data, data_root)
-    work.pool = build_pool(work.model, work.data, cfg, work.device)
-    if len(work.pool) < 2:
-        raise ValueError(f"the pool of correctly classified images has {len(work.pool)} images; need at least 2")
-    work.targets = round_targets(work.data.labels[work.pool], cfg.rounds, cfg.seed)
+    model = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+    data = open_image_set(cfg.data, data_root)
+    pool = build_pool(model, data, cfg, device)
+    if len(pool) < 2:
+        raise ValueError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
+    return model, data, pool, round_targets(data.labels[pool], cfg.rounds, cfg.seed)
 
 
 def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
@@ -150,7 +151,7 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
     for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, work.device):
         src, tgt = work.chunk_rows(r, c)
         generator = torch.Generator(device=work.device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
-        res = lst_fast.traverse(work.model, xs, xt, settings, label=label, generator=generator)
+        res = traverse(work.model, xs, xt, settings, label=label, generator=generator)
         with torch.no_grad():
             still = work.model(res.images).argmax(1) == res.label
         store.write_chunk(r, c, {"source": src, "target": tgt, "images": res.images,
@@ -161,7 +162,8 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
     bar.close()
 
 
-def staged_on_device(jobs: Sequence, load: Callable[[object], List[Tensor]], device: torch.device) -> Iterator:
+def staged_on_device(jobs: Sequence[Job], load: Callable[[Job], List[Tensor]],
+                     device: torch.device) -> Iterator[Tuple[Job, List[Tensor]]]:
     """Yield (job, tensors on `device`) for each job; on CUDA the next job's tensors are copied from pinned
     memory on a side stream while the current job computes."""
     device = torch.device(device)
@@ -171,13 +173,14 @@ def staged_on_device(jobs: Sequence, load: Callable[[object], List[Tensor]], dev
         return
     copy_stream = torch.cuda.Stream(device)
 
-    def stage(job):
+    def stage(job: Job) -> Tuple[Job, List[Tensor], List[Tensor]]:
         pinned = [t.pin_memory() for t in load(job)]
         with torch.cuda.stream(copy_stream):
             return job, [t.to(device, non_blocking=True) for t in pinned], pinned
 
     pending = stage(jobs[0]) if len(jobs) else None
     for i in range(len(jobs)):
+        assert pending is not None
         job, moved, _pinned = pending  # the pinned sources stay referenced until their copy is consumed
         compute = torch.cuda.current_stream(device)
         compute.wait_stream(copy_stream)
@@ -202,15 +205,11 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _round_pairs(rounds: int) -> List[Tuple[int, int]]:
-    return [(r1, r2) for r1 in range(rounds) for r2 in range(r1 + 1, rounds)]
-
-
 def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
     """Confidence over the triangle (source, output of round r1, output of round r2) for every source
     and pair of rounds; this rank's share of the pairs, skipping finished ones."""
     cfg, device, pool, data = work.cfg, work.device, work.pool, work.data
-    for r1, r2 in _round_pairs(cfg.rounds)[work.rank::work.world]:
+    for r1, r2 in paper_tables.round_pairs(cfg.rounds)[work.rank::work.world]:
         if work.store.has_triangles(r1, r2, cfg, (len(pool), len(triangle_weights(cfg.triangle_n)))):
             continue
         conf = []
@@ -224,43 +223,8 @@ def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
         work.store.write_triangles(r1, r2, torch.cat(conf), cfg)
 
 
-def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> dict:
-    table1 = {k: torch.cat([pr[k].double().cpu() for pr in per_round]) for k in TABLE1}
-    table2 = _triangle_table(work)
-    return {"table1": {k: _mean_std(v) for k, v in table1.items()},
-            "table2": {k: _mean_std(v) for k, v in table2.items()},
-            "pairs": len(work.pool) * work.cfg.rounds, "sources": len(work.pool)}
-
-
-def _triangle_table(work: _Work) -> Dict[str, Tensor]:
-    """Table 2 per source: its triangles' statistics averaged (the edge minimum: minimum)."""
-    weights = triangle_weights(work.cfg.triangle_n)
-    pairs = _round_pairs(work.cfg.rounds)
-    if not pairs:  # one round: no pair of outputs, no triangles
-        return {k: torch.empty(0, dtype=torch.float64) for k in TABLE2}
-    stats = [triangle_statistics(work.store.read_triangles(r1, r2), weights) for r1, r2 in pairs]
-    stacked = {k: torch.cat([s[k] for s in stats]) for k in stats[0]}
-    n = len(work.pool)
-    return per_source(stacked, torch.arange(n).repeat(len(stats)), n)
-
-
-def _mean_std(values: Tensor) -> Tuple[float, float]:
-    values = values[~values.isnan()] if values.numel() else values
-    if values.numel() == 0:
-        return (float("nan"), float("nan"))
-    return (float(values.mean()), float(values.std()) if values.numel() > 1 else 0.0)
-
-
-def tables_markdown(tables: dict, cfg: EvalConfig) -> str:
-    lines = [f"# LST evaluation: model `{cfg.model}`, data `{cfg.data}`", "",
-             f"{tables['sources']} sources x {cfg.rounds} rounds = {tables['pairs']} pairs; "
-             f"iterations {cfg.lst.iterations}, step {cfg.lst.step_size:g}, threshold {cfg.lst.threshold:g}, "
-             f"adversarial step {cfg.lst.adv_step_size:g}, seed {cfg.seed}.", ""]
-    for title, key in (("Table 1: LST output vs its target (mean ± std over pairs)", "table1"),
-                       ("Table 2: triangles (source, two LST outputs), mean ± std over sources", "table2")):
-        cols = tables[key]
-        lines += [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-                  "| " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in cols.values()) + " |", "",
-                  "LaTeX:", "", "```", " & ".join(f"${m:.3f} \\pm {s:.3f}$" for m, s in cols.values()) + r" \\",
-                  "```", ""]
-    return "\n".join(lines)
+def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> paper_tables.Tables:
+    triangles = [work.store.read_triangles(r1, r2) for r1, r2 in paper_tables.round_pairs(work.cfg.rounds)]
+    return paper_tables.summarize(paper_tables.table1_per_pair(per_round),
+                                  paper_tables.table2_per_source(triangles, work.cfg.triangle_n, len(work.pool)),
+                                  len(work.pool), work.cfg.rounds)

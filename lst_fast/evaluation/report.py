@@ -1,4 +1,4 @@
-"""`lst-fast report DIR`: a Markdown report of a finished evaluation (tables and figures)."""
+"""A Markdown report of a finished evaluation (its tables and figures), for `lst-fast report DIR`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +7,12 @@ from typing import Optional
 import torch
 
 from lst_fast import plots
+from lst_fast.atomic_files import atomic_write_text
 from lst_fast.data.sources import open_image_set
+from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.geometry import linear_path_confidence, triangle_weights, width_profile
-from lst_fast.store import EvaluationStore, atomic_write_text
+
+__all__ = ["write_report"]
 
 
 def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, device="cpu") -> Path:

@@ -1,0 +1,108 @@
+"""Files written whole or not at all: each write goes to a temporary name beside the file, then is renamed
+into place, so a killed process or a full disk never leaves a partial file, and the file that was there
+before stays as it was until the rename. TraversalResult.save, the evaluation store, the demo and the
+figures all write through here.
+
+A write that fails for lack of space or permission raises one RuntimeError naming the file and the
+cause ("cannot write OUT/x.png: the disk is full"), with the OSError as its __cause__; the temporary file
+is removed.
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import re
+import signal
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, Mapping, Optional, Union
+
+from torch import Tensor
+
+__all__ = ["TEST_HOOK_VARIABLE", "atomic_save_tensors", "atomic_write", "atomic_write_text"]
+
+PathLike = Union[str, os.PathLike]
+
+# Tests only: "EVENT:GLOB:COUNT:SIGNAL" sends SIGNAL to this process the COUNT-th time EVENT happens to a
+# file whose name matches GLOB. EVENT "writing": inside an atomic write, the temporary file cut to half its
+# size (a write interrupted in its middle); "written": after the rename. Lets the tests interrupt a run at
+# an exact point, without timing.
+TEST_HOOK_VARIABLE = "LST_FAST_TEST_HOOK"
+_hook_counts: Dict[str, int] = {}
+
+# safetensors reports an I/O failure as SafetensorError("... (os error 28)"), not as an OSError.
+_OS_ERROR_NUMBER = re.compile(r"\(os error (\d+)\)")
+
+
+def atomic_write(path: PathLike, write: Callable[[str], object], advice: str = "") -> Path:
+    """Call `write(temporary name)`, then rename the temporary file to `path`; return `path`.
+
+    On an OSError (or a safetensors I/O error) raise RuntimeError("cannot write PATH: CAUSE[; advice]"),
+    with the temporary file removed and any file already at `path` unchanged. Other errors pass through
+    (after the same cleanup)."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; these are ordinary files
+        write(tmp)
+        _test_hook("writing", path.name, tmp)
+        os.replace(tmp, path)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        cause = _as_os_error(error)
+        if cause is None:
+            raise
+        reason = "the disk is full" if cause.errno == errno.ENOSPC else (cause.strerror or str(cause))
+        raise RuntimeError(f"cannot write {path}: {reason}" + (f"; {advice}" if advice else "")) from cause
+    _test_hook("written", path.name)
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str, advice: str = "") -> Path:
+    """Write `text` (UTF-8) to `path` atomically (see atomic_write)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), advice)
+
+
+def atomic_save_tensors(tensors: Mapping[str, Tensor], path: PathLike, metadata: Optional[Dict[str, str]] = None,
+                        advice: str = "") -> Path:
+    """Save tensors as safetensors (copied to the CPU, contiguous) to `path` atomically (see atomic_write)."""
+    from safetensors.torch import save_file
+
+    return atomic_write(path, lambda tmp: save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata), advice)
+
+
+def _as_os_error(error: BaseException) -> Optional[OSError]:
+    """The OSError behind a failed write: the error itself, or one rebuilt from a safetensors I/O error's
+    "(os error N)" (chained to it); None for any other error."""
+    if isinstance(error, OSError):
+        return error
+    if type(error).__name__ == "SafetensorError":
+        found = _OS_ERROR_NUMBER.search(str(error))
+        if found:
+            number = int(found.group(1))
+            rebuilt = OSError(number, os.strerror(number))
+            rebuilt.__cause__ = error
+            return rebuilt
+    return None
+
+
+def _test_hook(event: str, name: str, tmp: Optional[str] = None) -> None:
+    spec = os.environ.get(TEST_HOOK_VARIABLE)
+    if not spec:
+        return
+    hook_event, pattern, count, sig = spec.split(":")
+    if hook_event != event or not fnmatch.fnmatch(name, pattern):
+        return
+    _hook_counts[spec] = _hook_counts.get(spec, 0) + 1
+    if _hook_counts[spec] == int(count):
+        if tmp is not None:
+            os.truncate(tmp, os.path.getsize(tmp) // 2)
+        os.kill(os.getpid(), getattr(signal, sig))

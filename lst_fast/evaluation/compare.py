@@ -1,0 +1,150 @@
+"""Finished evaluations side by side, one row per run, the way a leaderboard shows models: per paper table
+a Markdown and a LaTeX table (lst_fast.evaluation.tables.side_by_side), and two figures: the Table 1
+distributions per run (RMS, SSIM, final confidence over all pairs) and the Table 2 high-confidence
+fractions per threshold. `lst-fast compare` runs `write_comparison`.
+
+Reads only what `lst-fast eval` wrote, through the evaluation's store: config.json, tables.json and the
+per-pair chunk files; unfinished folders are refused, by name.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from lst_fast import plots
+from lst_fast.atomic_files import atomic_write_text
+from lst_fast.evaluation.store import EvaluationStore
+from lst_fast.evaluation.tables import (
+    TITLES,
+    differing_settings,
+    side_by_side,
+    side_by_side_latex,
+    side_by_side_markdown,
+)
+
+__all__ = ["PER_PAIR", "distributions_figure", "fractions_figure", "load_all", "load_evaluation", "row_labels",
+           "write_comparison"]
+
+PER_PAIR = ("rms", "ssim", "confidence")  # the Table 1 columns whose distributions are drawn
+Run = Dict[str, Any]
+
+
+def load_evaluation(folder) -> Run:
+    """One finished evaluation: its folder, config (flat keys), tables and the per-pair values of RMS, SSIM
+    and final confidence; ValueError when the folder is not a finished evaluation."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} does not exist")
+    store = EvaluationStore(folder)
+    if not store.config_path.is_file():
+        raise ValueError(f"{folder} is not an evaluation folder (no config.json)")
+    config = store.read_config().to_dict()
+    if not store.tables_json.is_file():
+        raise ValueError(f"{folder} is unfinished (no tables.json)")
+    tables = json.loads(store.tables_json.read_text())
+    chunks = math.ceil(int(tables["sources"]) / int(config["chunk_size"]))
+    rounds = range(int(config["rounds"]))
+    paths = [store.chunk_path(r, c) for r in rounds for c in range(chunks)]
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise ValueError(f"{folder} is unfinished ({len(missing)} result files missing, e.g. {missing[0]})")
+    parts = [store.read_round(r, chunks) for r in rounds]
+    per_pair = {k: torch.cat([p[k].double().flatten() for p in parts]) for k in PER_PAIR}
+    return {"folder": str(folder), "config": config, "tables": tables, "per_pair": per_pair}
+
+
+def load_all(folders: Sequence[str]) -> List[Run]:
+    """Every folder, or one ValueError naming all the folders that are not finished evaluations."""
+    runs, problems = [], []
+    for folder in folders:
+        try:
+            runs.append(load_evaluation(folder))
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError("cannot compare: " + "; ".join(problems))
+    return runs
+
+
+def row_labels(runs: List[Run], labels: Optional[Sequence[str]] = None) -> List[str]:
+    """`labels` (one per run), or each run's model, with the folder name where models repeat."""
+    if labels is not None:
+        if len(labels) != len(runs):
+            raise ValueError(f"--labels takes one name per folder ({len(runs)}), got {len(labels)}")
+        return list(labels)
+    models = [r["config"].get("model", "?") for r in runs]
+    return [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs)]
+
+
+def write_comparison(folders: Sequence[str], out, digits: int = 3,
+                     labels: Optional[Sequence[str]] = None) -> List[Path]:
+    """Write OUT/table{1,2}.{md,tex}, compare.md, compare.json and the two figures; return the paths."""
+    runs = load_all(folders)
+    names = row_labels(runs, labels)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot write the output folder {out}: {error.strerror or error}") from error
+    written, sections = [], []
+    for key in TITLES:
+        table = side_by_side(runs, key, names, digits)
+        md = side_by_side_markdown(table)
+        sections.append(md)
+        written.append(atomic_write_text(out / f"{key}.md", md))
+        written.append(atomic_write_text(out / f"{key}.tex", side_by_side_latex(table)))
+    figures = {"Table 1 distributions": distributions_figure(runs, names, out / "table1_distributions.png"),
+               "Table 2 high-confidence fractions": fractions_figure(runs, names, out / "table2_fractions.png")}
+    written += list(figures.values())
+    text = ["# lst-fast compare", "", "Runs: " + ", ".join(f"`{n}` = {r['folder']}" for n, r in zip(names, runs)), "",
+            *sections]
+    for title, path in figures.items():
+        text += [f"## {title}", "", f"![{title}]({path.name})", ""]
+    summary = [{"label": n, "folder": r["folder"], "config": r["config"], "tables": r["tables"]}
+               for n, r in zip(names, runs)]
+    return written + [atomic_write_text(out / "compare.md", "\n".join(text)),
+                      atomic_write_text(out / "compare.json", json.dumps(
+                          {"runs": summary, "differing_settings": differing_settings(runs)}, indent=1))]
+
+
+def distributions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
+    """Per run, the distribution over pairs of RMS to target, SSIM to target and final confidence."""
+    plt = plots.pyplot()
+    titles = {"rms": "RMS to target", "ssim": "SSIM to target", "confidence": "final source-class confidence"}
+    fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.1 * len(runs) * 3), 3.4))
+    for ax, key in zip(axes, PER_PAIR):
+        values = [r["per_pair"][key][~r["per_pair"][key].isnan()].numpy() for r in runs]
+        ax.boxplot(values, showmeans=True, medianprops={"color": "tab:red"},
+                   meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
+                   flierprops={"marker": ".", "markersize": 3})
+        ax.set_xticks(range(1, len(runs) + 1))
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.set_title(titles[key], fontsize=9)
+        if key != "rms":
+            ax.set_ylim(min(0.0, min((float(v.min()) for v in values if v.size), default=0.0)), 1.02)
+    fig.suptitle("Table 1 per pair (box: quartiles, line: median, diamond: mean)", fontsize=9)
+    fig.tight_layout()
+    return plots.save_figure(fig, path)
+
+
+def fractions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
+    """Per run, the fraction of the triangle grid with confidence above p_src - drop, for each drop."""
+    plt = plots.pyplot()
+    drops = [0.0, 0.1, 0.2, 0.3]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, run in zip(names, runs):
+        cols = run["tables"]["table2"]
+        mean = [cols[f"frac_above_{d:g}"][0] for d in drops]
+        std = [cols[f"frac_above_{d:g}"][1] for d in drops]
+        ax.errorbar(drops, mean, yerr=std, marker="o", capsize=3, label=name)
+    ax.set_xticks(drops)
+    ax.set_xlabel("drop d: fraction of the triangle with p > p_src - d")
+    ax.set_ylabel("fraction (mean ± std over sources)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return plots.save_figure(fig, path)
