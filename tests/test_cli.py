@@ -78,6 +78,22 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path, capsys):
         main(["run", "--debug", "--source", str(tmp_path / "missing.png"), "--target", str(tmp_path)])
 
 
+def test_device_defaults_to_auto_which_picks_cuda_only_when_torch_sees_a_gpu(tmp_path, monkeypatch, capsys):
+    parser = build_parser()
+    for name, sub in _subparsers(parser).items():
+        device = next((a for a in sub._actions if "--device" in a.option_strings), None)
+        assert name in ("info", "compare") or device is not None, name  # the two that compute nothing
+        assert device is None or device.default == "auto", name
+    missing = ["run", "--source", str(tmp_path / "missing.png"), "--target", str(tmp_path), "--no-progress"]
+    for seen, device, words in ((False, "cpu", "no GPU"), (True, "cuda", "a GPU")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda seen=seen: seen)
+        assert main(missing) == 1  # the missing file stops it after the first line
+        first = capsys.readouterr().out.splitlines()[0]
+        assert first.endswith(f" on {device} (--device auto: torch sees {words})"), first
+    assert main(missing + ["--device", "cpu"]) == 1  # given explicitly: used as is, even with a GPU seen
+    assert capsys.readouterr().out.splitlines()[0].endswith(" on cpu")
+
+
 def test_interrupt_exits_130(monkeypatch, capsys):
     from lst_fast import cli
 

@@ -15,10 +15,10 @@ from typing import Optional, Sequence
 
 from lst_fast.cli import bench, compare, demo, eval, info, report, run
 from lst_fast.cli.arguments import add_dataclass_arguments, add_model_arguments, add_settings_arguments, \
-    print_backend, settings_from_arguments
+    pick_device, print_backend, settings_from_arguments
 
 __all__ = ["add_dataclass_arguments", "add_model_arguments", "add_settings_arguments", "build_parser", "main",
-           "print_backend", "settings_from_arguments"]
+           "pick_device", "print_backend", "settings_from_arguments"]
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 EPILOG = "exit codes: 0 done, 1 error (one line on stderr; --debug shows the traceback), 130 interrupted"
@@ -74,6 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "device", None) == "auto":
+            args.device, args.device_auto = pick_device(), True
         return args.func(args)
     except KeyboardInterrupt:
         if args.debug:

@@ -87,12 +87,23 @@ def values(args: argparse.Namespace, names: Iterable[str]) -> Dict[str, Any]:
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    """--device, read back with args.device."""
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    """--device (default auto), read back with args.device; lst_fast.cli.main replaces auto by the device
+    it picks (pick_device) before the command runs, and sets args.device_auto."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N")
+    parser.set_defaults(device_auto=False)
 
 
-def print_backend(device: str) -> None:
-    """The first output line of the commands that compute: which implementation runs on `device`."""
+def pick_device() -> str:
+    """What --device auto means on this machine: cuda when torch sees a GPU, else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def print_backend(device: str, auto: bool = False) -> None:
+    """The first output line of the commands that compute: which implementation runs on `device`, and,
+    when `auto`, that --device auto picked it."""
     from lst_fast._extension import backend_info
 
     info = backend_info()
@@ -102,4 +113,5 @@ def print_backend(device: str) -> None:
     else:
         why = info["extension_error"] or f"no compiled {kind} kernels"
         what = f"pure-PyTorch fallback ({why})"
-    print(f"lst_fast {info['lst_fast']}, torch {info['torch']}: {what} on {device}", flush=True)
+    picked = f" (--device auto: torch sees {'a GPU' if kind == 'cuda' else 'no GPU'})" if auto else ""
+    print(f"lst_fast {info['lst_fast']}, torch {info['torch']}: {what} on {device}{picked}", flush=True)

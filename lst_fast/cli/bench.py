@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     from lst_fast.bench import markdown_table, run_bench
 
-    print_backend(args.device)
+    print_backend(args.device, args.device_auto)
     rows = run_bench(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained,
                      batch_size=args.batch_size, image_size=args.image_size, iterations=args.iterations,
                      repeats=args.repeats, modes=args.modes, device=args.device, echo=print)

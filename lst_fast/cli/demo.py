@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     from lst_fast.demo import run_demo
 
-    print_backend(args.device)
+    print_backend(args.device, args.device_auto)
     numbers = run_demo(args.model, out=args.out, device=args.device, progress=not args.no_progress,
                        seed=args.seed, settings=settings_from_arguments(args, DEMO_SETTINGS, WALK_FIELDS))
     print(f"wrote {args.out}/summary.md, grid.png, path.png, linear_path.png, triangles.png "

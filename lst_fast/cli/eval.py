@@ -30,7 +30,7 @@ def command(args: argparse.Namespace) -> int:
     cfg = EvalConfig(lst=settings.replace(graph=False), **values(args, EVAL_OWN_FIELDS))
     first = int(os.environ.get("RANK", "0")) == 0
     if first:
-        print_backend(args.device)
+        print_backend(args.device, args.device_auto)
     with process_group(args.device) as device:
         tables = run_evaluation(cfg, args.out, device=device, data_root=args.data_root,
                                 progress=not args.no_progress, graph=settings.graph)

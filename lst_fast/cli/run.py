@@ -63,7 +63,7 @@ def traverse_settings(args: argparse.Namespace) -> Dict[str, object]:
 def command(args: argparse.Namespace) -> int:
     from lst_fast.run_images import run_images
 
-    print_backend(args.device)
+    print_backend(args.device, args.device_auto)
     numbers = run_images(args.model, args.source, args.target, out=args.out, pairing=args.pairing,
                          source_label=args.source_label, checkpoint=args.checkpoint,
                          pretrained=args.pretrained, input_size=args.input_size, device=args.device,
