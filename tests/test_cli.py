@@ -4,7 +4,6 @@ codes 0 / 1 / 130, one-line errors, the backend named on the first line."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 

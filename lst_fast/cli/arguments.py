@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import typing
 from typing import Any, Dict, Iterable, Optional, Sequence
 
@@ -30,22 +29,15 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _field_type(cls: type, f: dataclasses.Field) -> Any:
-    """The field's annotation as a type, resolved for this field alone (so that another field's type,
-    such as record_device's torch.device, needs nothing imported)."""
-    if not isinstance(f.type, str):
-        return f.type
-    return eval(f.type, vars(sys.modules[cls.__module__]))  # noqa: S307  the package's own annotation
-
-
 def add_dataclass_arguments(parser: argparse.ArgumentParser, defaults: Any, names: Sequence[str]) -> None:
     """One flag per named field of the dataclass instance `defaults`: `--step-size` for step_size, with
     the field's help text, type and choices, and the default shown. A boolean field that defaults to
     False becomes a switch (`--graph`); one that defaults to True, a `--no-...` switch."""
     fields = {f.name: f for f in dataclasses.fields(defaults)}
+    hints = typing.get_type_hints(type(defaults))
     for name in names:
         f, default = fields[name], getattr(defaults, name)
-        hint = _field_type(type(defaults), f)
+        hint = hints[name]
         text = f.metadata.get("help", "")
         if hint is bool:
             # A switch is off unless given (its dest's default would read backwards for --no-...).
