@@ -33,6 +33,15 @@ def test_every_flag_has_help_that_shows_its_default():
     assert "exit codes: 0 done, 1 error" in parser.format_help()
 
 
+def test_every_subcommand_module_has_the_same_pair_of_functions():
+    from lst_fast import cli
+
+    assert set(cli.SUBCOMMANDS) == {"demo", "eval", "report", "info", "run", "compare", "bench"}
+    for name, module in cli.SUBCOMMANDS.items():
+        assert module.__name__ == f"lst_fast.cli.{name}"
+        assert module.HELP and callable(module.add_arguments) and callable(module.command), name
+
+
 def test_version_and_usage_errors(capsys):
     from lst_fast import __version__
 
