@@ -4,7 +4,6 @@ codes 0 / 1 / 130, one-line errors, the backend named on the first line."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 
@@ -34,6 +33,15 @@ def test_every_flag_has_help_that_shows_its_default():
     assert "exit codes: 0 done, 1 error" in parser.format_help()
 
 
+def test_every_subcommand_module_has_the_same_pair_of_functions():
+    from lst_fast import cli
+
+    assert set(cli.SUBCOMMANDS) == {"demo", "eval", "report", "info", "run", "compare", "bench"}
+    for name, module in cli.SUBCOMMANDS.items():
+        assert module.__name__ == f"lst_fast.cli.{name}"
+        assert module.HELP and callable(module.add_arguments) and callable(module.command), name
+
+
 def test_version_and_usage_errors(capsys):
     from lst_fast import __version__
 
@@ -51,7 +59,7 @@ def test_run_flags_are_traverse_settings():
     """run's defaults are the settings dataclass's own, and its settings dict is accepted by traverse."""
     import dataclasses
 
-    from lst_fast.commands.run import add_traverse_arguments, traverse_settings
+    from lst_fast.cli.run import add_traverse_arguments, traverse_settings
     from lst_fast.settings import LSTSettings
 
     parser = argparse.ArgumentParser()
@@ -78,19 +86,35 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path, capsys):
         main(["run", "--debug", "--source", str(tmp_path / "missing.png"), "--target", str(tmp_path)])
 
 
+def test_device_defaults_to_auto_which_picks_cuda_only_when_torch_sees_a_gpu(tmp_path, monkeypatch, capsys):
+    parser = build_parser()
+    for name, sub in _subparsers(parser).items():
+        device = next((a for a in sub._actions if "--device" in a.option_strings), None)
+        assert name in ("info", "compare") or device is not None, name  # the two that compute nothing
+        assert device is None or device.default == "auto", name
+    missing = ["run", "--source", str(tmp_path / "missing.png"), "--target", str(tmp_path), "--no-progress"]
+    for seen, device, words in ((False, "cpu", "no GPU"), (True, "cuda", "a GPU")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda seen=seen: seen)
+        assert main(missing) == 1  # the missing file stops it after the first line
+        first = capsys.readouterr().out.splitlines()[0]
+        assert first.endswith(f" on {device} (--device auto: torch sees {words})"), first
+    assert main(missing + ["--device", "cpu"]) == 1  # given explicitly: used as is, even with a GPU seen
+    assert capsys.readouterr().out.splitlines()[0].endswith(" on cpu")
+
+
 def test_interrupt_exits_130(monkeypatch, capsys):
     from lst_fast import cli
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_info", interrupted)
+    monkeypatch.setattr(cli.info, "command", interrupted)
     assert main(["info"]) == 130
     assert "interrupted" in capsys.readouterr().err
 
 
 def test_pairing():
-    from lst_fast.commands.run import make_pairs
+    from lst_fast.run_images import make_pairs
 
     assert make_pairs(2, 2, "in-order") == [(0, 0), (1, 1)]
     assert make_pairs(3, 1, "in-order") == [(0, 0), (1, 0), (2, 0)]
@@ -150,7 +174,7 @@ def test_run_on_image_files_with_a_shipped_model(image_files, tmp_path, capsys):
 def test_run_with_a_timm_model_uses_its_preprocessing(image_files, tmp_path):
     from PIL import Image
 
-    from lst_fast.commands.run import run_images
+    from lst_fast.run_images import run_images
 
     numbers = run_images("timm:resnet18", [str(image_files / "src" / "s0.png")], [str(image_files / "tgt" / "t1.jpg")],
                          out=tmp_path / "timm", pretrained=False, input_size=32, iterations=2, figures=1,
@@ -211,7 +235,7 @@ def test_compare_refuses_unfinished_folders_by_name(evaluations, tmp_path, capsy
 
 
 def test_bench_runs_once_at_tiny_sizes(tmp_path, capsys):
-    from lst_fast.commands.bench import default_modes
+    from lst_fast.bench import default_modes
 
     assert "lst-bf16-graph" not in default_modes("cpu") and "lst-bf16-graph" in default_modes("cuda")
     out = tmp_path / "speed"

@@ -138,13 +138,8 @@ def test_the_graph_sees_imports_inside_functions():
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-# cli.py and commands/ import each other until they become one lst_fast/cli/ package (issue 21, part 1);
-# remove this allowance when that lands.
-ALLOWED_CYCLES = [["lst_fast.cli", "lst_fast.commands.bench", "lst_fast.commands.run"]]
-
-
 def test_no_import_cycles():
-    assert [cycle for cycle in import_cycles(import_graph()) if cycle not in ALLOWED_CYCLES] == []
+    assert import_cycles(import_graph()) == []
 
 
 def test_no_private_names_across_modules():

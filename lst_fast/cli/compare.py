@@ -1,9 +1,11 @@
-"""`lst-fast compare DIR...`: finished evaluations side by side (lst_fast.evaluation.compare): per paper
-table a Markdown and a LaTeX table, compare.md, compare.json and two figures in --out."""
+"""`lst-fast compare DIR...`: finished evaluations side by side (lst_fast.evaluation.compare writes the tables and
+figures)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+HELP = "side-by-side tables and figures of finished evaluations"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
