@@ -23,6 +23,7 @@ from torch import Tensor
 
 from lst_fast import reference
 from lst_fast._extension import has_native_kernel, has_ops
+from lst_fast.cuda_compat import cuda_kernels_fit
 
 BACKENDS = ("auto", "native", "reference")
 
@@ -33,6 +34,8 @@ def _use_native(name: str, device: torch.device, backend: str) -> bool:
     if backend == "reference":
         return False
     native = has_native_kernel(name, device.type)
+    if native and device.type == "cuda" and not cuda_kernels_fit(device):  # old driver or GPU: warned once
+        native = False
     if backend == "native" and not native:
         from lst_fast._extension import backend_info
 
