@@ -16,7 +16,6 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -43,7 +42,7 @@ def _version_tuple(text: str) -> tuple:
     return int(major), int(minor)
 
 
-def cuda_build(module: Optional[str]) -> Optional[CudaBuild]:
+def cuda_build(module: str | None) -> CudaBuild | None:
     """Reads lst_fast/<module>.json (written by setup.py beside the module); None when it is missing."""
     if module is None:
         return None
@@ -55,7 +54,7 @@ def cuda_build(module: Optional[str]) -> Optional[CudaBuild]:
     return CudaBuild(cuda=str(data["cuda"]), arches=tuple(data["arches"]), ptx=tuple(data["ptx"]))
 
 
-def driver_cuda_version() -> Optional[tuple]:
+def driver_cuda_version() -> tuple | None:
     """The newest CUDA version the installed driver supports, e.g. (12, 4); None without a driver."""
     try:
         libcuda = ctypes.CDLL("libcuda.so.1")
@@ -67,7 +66,7 @@ def driver_cuda_version() -> Optional[tuple]:
     return version.value // 1000, (version.value % 1000) // 10
 
 
-def driver_release() -> Optional[str]:
+def driver_release() -> str | None:
     """The driver's release number, e.g. "535.104.05", read from the kernel module; None if unknown."""
     try:
         text = Path("/proc/driver/nvidia/version").read_text()
@@ -84,7 +83,7 @@ def device_query(index: int) -> tuple:
     return torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index)
 
 
-def unfit_reason(build: CudaBuild, driver: Optional[tuple], capability: tuple) -> Optional[str]:
+def unfit_reason(build: CudaBuild, driver: tuple | None, capability: tuple) -> str | None:
     """None when a module built as `build` runs on a GPU of `capability` under a driver for CUDA `driver`;
     else what does not fit (the start of the warning's sentence)."""
     major = build.cuda_tuple[0]
@@ -106,7 +105,7 @@ def unfit_reason(build: CudaBuild, driver: Optional[tuple], capability: tuple) -
     return f"the kernels carry no code for compute capability {cap[0]}.{cap[1]} (only {carried}, PTX {', '.join(build.ptx) or 'none'})"
 
 
-def _fix(build: CudaBuild, driver: Optional[tuple], capability: tuple) -> str:
+def _fix(build: CudaBuild, driver: tuple | None, capability: tuple) -> str:
     major = build.cuda_tuple[0]
     if driver is None or driver < build.cuda_tuple:
         fix = f"install an NVIDIA driver >= {MIN_DRIVER.get(major, f'for CUDA {build.cuda}')}"
@@ -134,7 +133,7 @@ def cuda_checks() -> dict:
     return {f"cuda:{index}": reason for index, reason in sorted(_checked.items())}
 
 
-def _check(index: int) -> Optional[str]:
+def _check(index: int) -> str | None:
     from lst_fast._extension import cuda_module_name
 
     module = cuda_module_name()
