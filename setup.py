@@ -24,6 +24,7 @@ Environment switches (the resolved configuration is printed at build time):
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,9 +39,11 @@ MIN_TORCH = "2.10"
 # The torch whose stable ABI the binaries target: 2.10.0 as TORCH_ABI_VERSION encodes it (major, minor,
 # patch, ABI tag in bytes 7, 6, 5, 0). The headers then refuse any API newer than 2.10.
 TORCH_TARGET_VERSION = "0x020a000000000000"
-# glibc functions whose default version on a newer glibc is above 2.28 (csrc/compat/glibc_compat.cpp).
-GLIBC_WRAPPED = ("exp", "log", "pow", "dlsym", "dlopen", "dlclose", "dlerror", "pthread_once", "fstat64", "fstat",
-                 "arc4random")
+# glibc functions whose default version on a newer glibc is above 2.28: the LST_FAST_OLD lines of
+# csrc/compat/glibc_compat.cpp, plus the ones it wraps by hand.
+GLIBC_WRAPPED = tuple(
+    re.findall(r"^LST_FAST_OLD\((\w+),", (CSRC / "compat" / "glibc_compat.cpp").read_text(), re.M)
+) + ("fstat64", "fstat", "arc4random")
 
 # torch.utils.cpp_extension reads CUDA_HOME when imported; its own guess is wrong on some machines.
 if not os.environ.get("CUDA_HOME") and Path("/usr/local/cuda/bin/nvcc").exists():

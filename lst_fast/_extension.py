@@ -68,11 +68,30 @@ def _load(module: str) -> Optional[str]:
     return None
 
 
-def cuda_module_name() -> Optional[str]:
-    """The CUDA module that fits this torch: _C_cuda<major of torch.version.cuda>; None on a CPU-only torch."""
-    if torch.version.cuda is None:
+def choose_cuda_module(torch_cuda: Optional[str], available: list) -> Optional[str]:
+    """The CUDA module for a torch built with CUDA `torch_cuda`, among the module names `available`.
+
+    _C_cuda<major of torch's CUDA> when present; else the newest other one (its CUDA runtime is linked
+    statically, so it loads beside any torch, and the first-use check tells whether the driver runs it);
+    else that first name, so the error names the missing module. None on a CPU-only torch.
+    """
+    if torch_cuda is None:
         return None
-    return f"_C_cuda{torch.version.cuda.split('.')[0]}"
+    wanted = f"_C_cuda{torch_cuda.split('.')[0]}"
+    if wanted in available or not available:
+        return wanted
+    return max(available, key=lambda name: int(name[len("_C_cuda"):]))
+
+
+def _available_cuda_modules() -> list:
+    folder = os.path.dirname(os.path.abspath(__file__))
+    names = {entry.split(".")[0] for entry in os.listdir(folder) if entry.startswith("_C_cuda") and ".so" in entry}
+    return sorted(name for name in names if name[len("_C_cuda"):].isdigit())
+
+
+def cuda_module_name() -> Optional[str]:
+    """The CUDA module lst_fast loads beside this torch (choose_cuda_module); None on a CPU-only torch."""
+    return choose_cuda_module(torch.version.cuda, _available_cuda_modules())
 
 
 _load_error: Optional[str] = None

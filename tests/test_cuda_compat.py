@@ -102,13 +102,14 @@ def test_ops_take_the_reference_path_for_an_unfit_gpu(stubbed_gpu, monkeypatch):
     assert ops._use_native("orthogonal_step", torch.device("cpu"), "auto")  # the CPU is not affected
 
 
-def test_module_follows_torchs_cuda_major(monkeypatch):
-    monkeypatch.setattr(torch.version, "cuda", "12.8")
-    assert _extension.cuda_module_name() == "_C_cuda12"
-    monkeypatch.setattr(torch.version, "cuda", "13.0")
-    assert _extension.cuda_module_name() == "_C_cuda13"
-    monkeypatch.setattr(torch.version, "cuda", None)
-    assert _extension.cuda_module_name() is None  # a CPU-only torch loads no CUDA module
+def test_module_follows_torchs_cuda_major():
+    both = ["_C_cuda12", "_C_cuda13"]
+    assert _extension.choose_cuda_module("12.8", both) == "_C_cuda12"
+    assert _extension.choose_cuda_module("13.0", both) == "_C_cuda13"
+    assert _extension.choose_cuda_module(None, both) is None  # a CPU-only torch loads no CUDA module
+    # A build with one module serves the other torch too (static CUDA runtime; the first use checks the driver).
+    assert _extension.choose_cuda_module("12.8", ["_C_cuda13"]) == "_C_cuda13"
+    assert _extension.choose_cuda_module("12.8", []) == "_C_cuda12"  # the error then names what is missing
 
 
 def test_backend_info_names_the_cuda_module():
@@ -118,4 +119,5 @@ def test_backend_info_names_the_cuda_module():
     if torch.version.cuda is None:
         assert info["cuda_module"] is None
     else:
-        assert info["cuda_module"] == f"lst_fast._C_cuda{torch.version.cuda.split('.')[0]}"
+        assert info["cuda_module"] == f"lst_fast.{_extension.cuda_module_name()}"
+        assert info["cuda_module"].startswith("lst_fast._C_cuda")
