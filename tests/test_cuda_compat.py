@@ -121,3 +121,13 @@ def test_backend_info_names_the_cuda_module():
     else:
         assert info["cuda_module"] == f"lst_fast.{_extension.cuda_module_name()}"
         assert info["cuda_module"].startswith("lst_fast._C_cuda")
+
+
+def test_info_command_names_the_cuda_module(capsys):
+    import json
+
+    from lst_fast.cli import main
+
+    assert main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {"cuda_module", "cuda_module_cuda", "cuda_module_arches", "cuda_module_ptx"} <= set(info)
