@@ -144,6 +144,12 @@ def extension_modules():
               f"skipping the CUDA kernels (LST_FAST_CUDA=1 builds lst_fast._C_cuda{nvcc.major} anyway)")
         build_cuda = False
     cuda_module = f"lst_fast._C_cuda{nvcc.major}" if build_cuda else None
+    if build_cuda and nvcc.major != Version(torch.version.cuda).major:
+        # torch refuses an nvcc of another major version because its C++ CUDA API would differ; the stable
+        # ABI passes only C types and no torch header reaches nvcc, so that check does not apply here.
+        import torch.utils.cpp_extension as cpp_extension
+
+        cpp_extension._check_cuda_version = lambda *args: None
 
     if build_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         arches = default_arch_list(Path(CUDA_HOME) / "bin" / "nvcc", nvcc.major)
@@ -210,13 +216,19 @@ def extension_modules():
     # only, not c10/c10_cuda/libtorch's C++ symbols, which change with every torch release.
     extensions[0].libraries = ["torch_cpu"]
     if build_cuda:
-        extensions[1].libraries = ["torch_cpu", "torch_cuda", "cudart_static", "rt", "pthread", "dl"]
+        # The CUDA runtime statically where the toolkit has it (so the module does not depend on which
+        # libcudart torch ships); else the shared libcudart.so.<major> that torch's CUDA build of the same
+        # major version has already loaded (auditwheel excludes it).
+        static_runtime = any((Path(CUDA_HOME) / lib / "libcudart_static.a").exists() for lib in ("lib64", "lib"))
+        cudart = "cudart_static" if static_runtime else "cudart"
+        extensions[1].libraries = ["torch_cpu", "torch_cuda", cudart, "rt", "pthread", "dl"]
 
     print(
         "lst_fast build configuration:\n"
         f"  torch {torch.__version__} (CUDA {torch.version.cuda}), CUDA_HOME={CUDA_HOME}, nvcc {nvcc}\n"
         f"  CUDA kernels: {'yes' if build_cuda else 'no'} (LST_FAST_CUDA={want_cuda})"
         + (f", TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}" if build_cuda else "")
+        + (f", CUDA runtime: {extensions[1].libraries[2]}" if build_cuda else "")
         + f"\n  MAX_JOBS={os.environ['MAX_JOBS']}, ninja: {'yes' if shutil.which('ninja') else 'no'}\n"
         f"  modules: {', '.join(e.name for e in extensions)}; "
         f"{'debug build' if debug else 'release build (stripped)'}, TORCH_TARGET_VERSION={TORCH_TARGET_VERSION}\n"
