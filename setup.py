@@ -1,19 +1,30 @@
-"""Build script for lst_fast and its native operators: lst_fast._C (CPU kernels) and lst_fast._C_cuda
-(CUDA kernels, loaded only when torch has CUDA). Both use the LibTorch stable ABI only, compiled for
-torch 2.10 (TORCH_TARGET_VERSION), so one build loads on every torch from 2.10 on.
+"""Build script for lst_fast and its native operators: lst_fast._C (CPU kernels) and lst_fast._C_cuda<N>
+(CUDA kernels built with CUDA major version N; lst_fast loads the one that matches torch.version.cuda).
+All use the LibTorch stable ABI only, compiled for torch 2.10 (TORCH_TARGET_VERSION), so one build loads
+on every torch from 2.10 on. Beside each CUDA module goes lst_fast/_C_cuda<N>.json: its CUDA version and
+architectures, which lst_fast checks against the driver and the GPU before it uses the kernels.
+
+Every module links libstdc++ statically, binds the few glibc symbols newer than 2.28 to their 2.28
+versions (csrc/compat/glibc_compat.cpp) and exports PyInit_* only (csrc/compat/exports.map), so the
+wheel is manylinux_2_28 (torch's own tag) even when it is built on a newer Linux.
 
 Environment switches (the resolved configuration is printed at build time):
   LST_FAST_BUILD_EXTENSION=1|0  0: install the pure-Python package only (the pure-PyTorch fallback runs).
-  LST_FAST_CUDA=auto|1|0   build the CUDA kernels: auto (default) when torch is a CUDA build and nvcc is
-                           found (no GPU needed); 1 to require them; 0 to skip them.
-  TORCH_CUDA_ARCH_LIST     GPU architectures; default sm_80, sm_90, sm_100 and the newest architecture
-                           family nvcc knows, with PTX (plus the visible GPUs' own, if any).
+  LST_FAST_CUDA=auto|1|0   build the CUDA kernels: auto (default) when torch is a CUDA build of nvcc's
+                           major version and nvcc is found (no GPU needed); 1 to require them (with 1,
+                           an nvcc of another major version than torch's builds its own module, e.g.
+                           _C_cuda12 beside a CUDA 13 torch: the stable-ABI headers are CUDA-agnostic);
+                           0 to skip them.
+  TORCH_CUDA_ARCH_LIST     GPU architectures; default for CUDA 12: 7.0 7.5 8.0 8.6 8.9 9.0+PTX, for
+                           CUDA 13: 7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0+PTX (plus the visible GPUs' own).
   LST_FAST_DEBUG=1         keep debug info (-g, -lineinfo) and symbols; release builds are stripped.
   MAX_JOBS                 parallel compile jobs (ninja); default from cores and free memory.
   LST_FAST_NVCC_FLAGS      extra nvcc flags, LST_FAST_CXX_FLAGS extra host-compiler flags.
   CUDA_HOME                CUDA toolkit; /usr/local/cuda when unset and present.
 """
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +39,11 @@ MIN_TORCH = "2.10"
 # The torch whose stable ABI the binaries target: 2.10.0 as TORCH_ABI_VERSION encodes it (major, minor,
 # patch, ABI tag in bytes 7, 6, 5, 0). The headers then refuse any API newer than 2.10.
 TORCH_TARGET_VERSION = "0x020a000000000000"
+# glibc functions whose default version on a newer glibc is above 2.28: the LST_FAST_OLD lines of
+# csrc/compat/glibc_compat.cpp, plus the ones it wraps by hand.
+GLIBC_WRAPPED = tuple(
+    re.findall(r"^LST_FAST_OLD\((\w+),", (CSRC / "compat" / "glibc_compat.cpp").read_text(), re.M)
+) + ("fstat64", "fstat", "arc4random")
 
 # torch.utils.cpp_extension reads CUDA_HOME when imported; its own guess is wrong on some machines.
 if not os.environ.get("CUDA_HOME") and Path("/usr/local/cuda/bin/nvcc").exists():
@@ -69,18 +85,34 @@ def nvcc_version(cuda_home: str):
     return None
 
 
-def default_arch_list(nvcc_path: Path) -> list:
-    """sm_80, sm_90, sm_100 and the newest architecture family nvcc knows (e.g. 12.0), that one with PTX.
+# Architectures per CUDA major version. A cubin runs on its own major version from its minor on (sm_86
+# code runs on 8.7 and 8.9), and PTX is compiled by the driver for the same or a newer architecture: the
+# newest entry carries PTX for GPUs newer than the toolkit. CUDA 12 is the one for Volta (sm_70), which
+# CUDA 13 dropped; CUDA 13 is the one for Blackwell and Thor (sm_100, sm_110, sm_120).
+DEFAULT_ARCHES = {
+    12: ["7.0", "7.5", "8.0", "8.6", "8.9", "9.0"],
+    13: ["7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "11.0", "12.0"],
+}
 
-    A cubin runs on its own major version only (sm_120 code runs on 12.x), and PTX is JIT-compiled for
-    the same or a newer architecture: so sm_100 is listed for B200/B300, and the newest family's PTX
-    serves GPUs newer than this toolkit.
-    """
+
+def default_arch_list(nvcc_path: Path, major: int) -> list:
+    """DEFAULT_ARCHES of this CUDA major version, restricted to what nvcc knows."""
     out = subprocess.run([str(nvcc_path), "--list-gpu-arch"], capture_output=True, text=True, check=False).stdout
-    majors = [int(tok.split("_")[1]) // 10 for tok in out.split() if tok.startswith("compute_")]
-    newest = f"{max(majors)}.0" if majors else "9.0"
-    arches = ["8.0", "9.0", "10.0", newest]
-    return sorted(set(arches), key=lambda a: tuple(map(int, a.split("."))))
+    known = {f"{int(tok.split('_')[1]) // 10}.{int(tok.split('_')[1]) % 10}" for tok in out.split()
+             if tok.startswith("compute_") and tok.split("_")[1].isdigit()}
+    arches = [a for a in DEFAULT_ARCHES.get(major, DEFAULT_ARCHES[13]) if not known or a in known]
+    return arches or ["9.0"]
+
+
+def parse_arch_list(text: str) -> tuple:
+    """TORCH_CUDA_ARCH_LIST ("8.0;9.0+PTX", separators ; or space) -> (cubin architectures, PTX ones)."""
+    arches, ptx = [], []
+    for entry in text.replace(";", " ").split():
+        arch = entry.replace("+PTX", "")
+        arches.append(arch)
+        if entry.endswith("+PTX"):
+            ptx.append(arch)
+    return arches, ptx
 
 
 def extension_modules():
@@ -107,15 +139,20 @@ def extension_modules():
             f"(torch CUDA: {torch.version.cuda}, nvcc: {nvcc}, CUDA_HOME: {CUDA_HOME})"
         )
     build_cuda = cuda_possible and want_cuda != "0"
-    if build_cuda and nvcc.major != Version(torch.version.cuda).major:
-        message = f"nvcc {nvcc} and torch's CUDA {torch.version.cuda} differ in major version"
-        if want_cuda == "1":
-            sys.exit(f"setup.py: {message}")
-        print(f"lst_fast build: {message}; skipping the CUDA kernels (LST_FAST_CUDA=1 to insist)")
+    if build_cuda and nvcc.major != Version(torch.version.cuda).major and want_cuda != "1":
+        print(f"lst_fast build: nvcc {nvcc} and torch's CUDA {torch.version.cuda} differ in major version; "
+              f"skipping the CUDA kernels (LST_FAST_CUDA=1 builds lst_fast._C_cuda{nvcc.major} anyway)")
         build_cuda = False
+    cuda_module = f"lst_fast._C_cuda{nvcc.major}" if build_cuda else None
+    if build_cuda and nvcc.major != Version(torch.version.cuda).major:
+        # torch refuses an nvcc of another major version because its C++ CUDA API would differ; the stable
+        # ABI passes only C types and no torch header reaches nvcc, so that check does not apply here.
+        import torch.utils.cpp_extension as cpp_extension
+
+        cpp_extension._check_cuda_version = lambda *args: None
 
     if build_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        arches = default_arch_list(Path(CUDA_HOME) / "bin" / "nvcc")
+        arches = default_arch_list(Path(CUDA_HOME) / "bin" / "nvcc", nvcc.major)
         newest = arches[-1]
         if torch.cuda.is_available():
             for i in range(torch.cuda.device_count()):
@@ -136,16 +173,22 @@ def extension_modules():
     nvcc_flags = ["-O3", "--fmad=false", "-std=c++17", *stable_abi] + (["-g", "-lineinfo"] if debug else [])
     nvcc_flags += os.environ.get("LST_FAST_NVCC_FLAGS", "").split()
     link_flags = [] if debug else ["-Wl,--strip-all"]
+    # manylinux_2_28 (see the docstring): static libstdc++ (libgcc stays shared: a static one needs glibc
+    # 2.35's _dl_find_object), glibc symbols newer than 2.28 redirected to csrc/compat/glibc_compat.cpp,
+    # and PyInit_* the only export.
+    link_flags += ["-static-libstdc++", f"-Wl,--version-script={CSRC / 'compat' / 'exports.map'}"]
+    link_flags += [f"-Wl,--wrap={name}" for name in GLIBC_WRAPPED]
 
     # Sources relative to the project (setuptools refuses absolute ones); include paths absolute (ninja).
     def rel(paths):
         return sorted(str(p.relative_to(ROOT)) for p in paths)
 
+    compat_sources = rel([CSRC / "compat" / "glibc_compat.cpp"])
     cpu_sources = rel([CSRC / "lst_fast.cpp", *(CSRC / "cpu").glob("*.cpp")])
     extensions = [
         CppExtension(
             "lst_fast._C",
-            cpu_sources,
+            cpu_sources + compat_sources,
             include_dirs=[str(CSRC)],
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=link_flags,
@@ -157,13 +200,13 @@ def extension_modules():
         cuda_sources = rel([CSRC / "cuda" / "cuda_ops.cpp", *(CSRC / "cuda").glob("*.cu")])
         extensions.append(
             CUDAExtension(
-                "lst_fast._C_cuda",
-                cuda_sources,
+                cuda_module,
+                cuda_sources + compat_sources,
                 include_dirs=[str(CSRC)],
                 # USE_CUDA declares the shim's CUDA calls (the current stream).
                 extra_compile_args={"cxx": cxx_flags + ["-DUSE_CUDA"], "nvcc": nvcc_flags},
-                # The CUDA runtime linked statically: the module then loads beside any torch CUDA build
-                # (12.x or 13.x); the kernels need a driver for this toolkit's CUDA version.
+                # The CUDA runtime linked statically: the module does not depend on which libcudart
+                # torch ships, and needs a driver of this toolkit's CUDA major version.
                 extra_link_args=link_flags + ["-Wl,--as-needed"],
                 py_limited_api=True,
             )
@@ -173,19 +216,44 @@ def extension_modules():
     # only, not c10/c10_cuda/libtorch's C++ symbols, which change with every torch release.
     extensions[0].libraries = ["torch_cpu"]
     if build_cuda:
-        extensions[1].libraries = ["torch_cpu", "torch_cuda", "cudart_static", "rt", "pthread", "dl"]
+        # The CUDA runtime statically where the toolkit has it (so the module does not depend on which
+        # libcudart torch ships); else the shared libcudart.so.<major> that torch's CUDA build of the same
+        # major version has already loaded (auditwheel excludes it).
+        static_runtime = any((Path(CUDA_HOME) / lib / "libcudart_static.a").exists() for lib in ("lib64", "lib"))
+        cudart = "cudart_static" if static_runtime else "cudart"
+        extensions[1].libraries = ["torch_cpu", "torch_cuda", cudart, "rt", "pthread", "dl"]
 
     print(
         "lst_fast build configuration:\n"
         f"  torch {torch.__version__} (CUDA {torch.version.cuda}), CUDA_HOME={CUDA_HOME}, nvcc {nvcc}\n"
         f"  CUDA kernels: {'yes' if build_cuda else 'no'} (LST_FAST_CUDA={want_cuda})"
         + (f", TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}" if build_cuda else "")
+        + (f", CUDA runtime: {extensions[1].libraries[2]}" if build_cuda else "")
         + f"\n  MAX_JOBS={os.environ['MAX_JOBS']}, ninja: {'yes' if shutil.which('ninja') else 'no'}\n"
         f"  modules: {', '.join(e.name for e in extensions)}; "
         f"{'debug build' if debug else 'release build (stripped)'}, TORCH_TARGET_VERSION={TORCH_TARGET_VERSION}\n"
         f"  sources: {', '.join(sources)}"
     )
-    return extensions, {"build_ext": BuildExtension}
+    if build_cuda:
+        arches, ptx = parse_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"])
+        description = {"cuda": f"{nvcc.major}.{nvcc.minor}", "arches": arches, "ptx": ptx}
+    else:
+        description = None
+    return extensions, {"build_ext": build_ext_with_description(BuildExtension, cuda_module, description)}
+
+
+def build_ext_with_description(base, cuda_module, description):
+    """build_ext that also writes lst_fast/<CUDA module>.json beside the module (what lst_fast checks)."""
+
+    class BuildExt(base):
+        def build_extension(self, ext):
+            super().build_extension(ext)
+            if description is not None and ext.name == cuda_module:
+                target = Path(self.get_ext_fullpath(ext.name)).parent / (ext.name.split(".")[-1] + ".json")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(json.dumps(description) + "\n")
+
+    return BuildExt
 
 
 ext_modules, cmdclass = extension_modules()

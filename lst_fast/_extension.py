@@ -1,8 +1,15 @@
 """Loading of the compiled operators and what the package can run natively.
 
-lst_fast._C holds the CPU kernels and the op schemas; lst_fast._C_cuda the CUDA kernels, loaded only when
-torch is a CUDA build (so the CPU kernels also load on a CPU-only torch). Both use the LibTorch stable
-ABI, built for torch 2.10: one binary serves every torch from 2.10 on.
+lst_fast._C holds the CPU kernels and the op schemas; lst_fast._C_cuda<N> the CUDA kernels built with
+CUDA major version N, loaded only when torch is a CUDA build of that major version (so the CPU kernels
+also load on a CPU-only torch, which loads no CUDA module). All use the LibTorch stable ABI, built for
+torch 2.10: one binary serves every torch from 2.10 on. Beside each CUDA module, lst_fast/<module>.json
+(written by setup.py) names the CUDA version it was built with and the architectures it carries.
+
+Loading a CUDA module does not prove its kernels run here: the driver may be older than its CUDA
+version, or the GPU may be one it carries no code for. lst_fast.cuda_compat checks both on the first
+use of each GPU and, when either does not fit, sends that GPU's tensors to the pure-PyTorch operators
+with one warning.
 
 The package works without them: every operator has a pure-PyTorch implementation (lst_fast.reference).
 A module that was built but does not load is never a silent fallback: a UserWarning names the reason and
@@ -61,6 +68,34 @@ def _load(module: str) -> Optional[str]:
     return None
 
 
+def choose_cuda_module(torch_cuda: Optional[str], available: list) -> Optional[str]:
+    """The CUDA module for a torch built with CUDA `torch_cuda`, among the module names `available`.
+
+    _C_cuda<major of torch's CUDA> when present; else the newest other one (its CUDA runtime is linked
+    statically, so it loads beside any torch, and the first-use check tells whether the driver runs it);
+    else that first name, so the error names the missing module. None on a CPU-only torch.
+    """
+    if torch_cuda is None:
+        return None
+    wanted = f"_C_cuda{torch_cuda.split('.')[0]}"
+    if wanted in available or not available:
+        return wanted
+    return max(available, key=lambda name: int(name[len("_C_cuda"):]))
+
+
+def _available_cuda_modules() -> list:
+    folder = os.path.dirname(os.path.abspath(__file__))
+    names = {entry.split(".")[0] for entry in os.listdir(folder) if entry.startswith("_C_cuda") and ".so" in entry}
+    return sorted(name for name in names if name[len("_C_cuda"):].isdigit())
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_module_name() -> Optional[str]:
+    """The CUDA module lst_fast loads beside this torch (choose_cuda_module); None on a CPU-only torch.
+    Decided once (the operators ask on every CUDA call)."""
+    return choose_cuda_module(torch.version.cuda, _available_cuda_modules())
+
+
 _load_error: Optional[str] = None
 _cuda_load_error: Optional[str] = None
 if os.environ.get("LST_FAST_DISABLE_EXTENSION", "0") == "1":
@@ -72,7 +107,7 @@ else:
     elif torch.version.cuda is None:
         _cuda_load_error = "torch is a CPU-only build"
     else:
-        _cuda_load_error = _load("_C_cuda")
+        _cuda_load_error = _load(cuda_module_name())
 
 
 def has_ops() -> bool:
@@ -121,6 +156,9 @@ def backend_info() -> dict:
     def kind(device_type: str) -> str:
         return "native" if all(has_native_kernel(n, device_type) for n in OP_NAMES) else "reference"
 
+    from lst_fast.cuda_compat import cuda_build, cuda_checks
+
+    build = cuda_build(cuda_module_name()) if _cuda_load_error is None else None
     return {
         "lst_fast": __version__,
         "torch": torch.__version__,
@@ -129,6 +167,14 @@ def backend_info() -> dict:
         "extension_error": _load_error,
         "cuda_extension_loaded": _cuda_load_error is None,
         "cuda_extension_error": _cuda_load_error,
+        # The CUDA module torch's CUDA major version selects, the CUDA version it was built with, and the
+        # architectures it carries as machine code (cubins) and as PTX (compiled by the driver for newer GPUs).
+        "cuda_module": f"lst_fast.{cuda_module_name()}" if cuda_module_name() else None,
+        "cuda_module_cuda": build.cuda if build else None,
+        "cuda_module_arches": [f"sm_{a.replace('.', '')}" for a in build.arches] if build else [],
+        "cuda_module_ptx": [f"compute_{a.replace('.', '')}" for a in build.ptx] if build else [],
+        # Per GPU checked so far (on its first use): None when the compiled kernels run on it, else why not.
+        "cuda_device_checks": cuda_checks(),
         "cpu": kind("cpu"),
         "cuda": kind("cuda"),
         "cuda_available": torch.cuda.is_available(),

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from lst_fast import reference
-from lst_fast._extension import has_native_kernel, has_ops
+from lst_fast._extension import cuda_module_name, has_native_kernel, has_ops
+from lst_fast.cuda_compat import cuda_kernels_fit
 from lst_fast.settings import BACKENDS
 
 
@@ -32,6 +33,9 @@ def _use_native(name: str, device: torch.device, backend: str) -> bool:
     if backend == "reference":
         return False
     native = has_native_kernel(name, device.type)
+    # An old driver or a GPU the module has no code for: the pure-PyTorch operators, warned once per GPU.
+    if native and device.type == "cuda" and not cuda_kernels_fit(device, cuda_module_name()):
+        native = False
     if backend == "native" and not native:
         from lst_fast._extension import backend_info
 

@@ -1,4 +1,4 @@
-// CUDA registration of the lst_fast operators and the module lst_fast._C_cuda: argument checks, layout
+// CUDA registration of the lst_fast operators and the module lst_fast._C_cuda<N>: argument checks, layout
 // handling, device guard and stream, then the plain launchers of launchers.h. Stable ABI only (see
 // ../lst_fast.cpp); this file is compiled by the host compiler, so no torch header reaches nvcc.
 #include <Python.h>
@@ -9,12 +9,19 @@
 #include "../op_checks.h"
 #include "launchers.h"
 
+// The module is named after the CUDA major version it is built with (_C_cuda12, _C_cuda13): setup.py
+// passes the name as TORCH_EXTENSION_NAME.
+#define LST_FAST_JOIN2(a, b) a##b
+#define LST_FAST_JOIN(a, b) LST_FAST_JOIN2(a, b)
+#define LST_FAST_STRING2(a) #a
+#define LST_FAST_STRING(a) LST_FAST_STRING2(a)
+
 extern "C" {
-// An empty module: `import lst_fast._C_cuda` only has to load the shared library (after lst_fast._C).
-PyMODINIT_FUNC PyInit__C_cuda(void) {
+// An empty module: `import lst_fast._C_cuda<N>` only has to load the shared library (after lst_fast._C).
+PyMODINIT_FUNC LST_FAST_JOIN(PyInit_, TORCH_EXTENSION_NAME)(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
-      "_C_cuda",
+      LST_FAST_STRING(TORCH_EXTENSION_NAME),
       "lst_fast native operators, CUDA kernels (registered under torch.ops.lst_fast)",
       -1,
       nullptr,
