@@ -75,19 +75,21 @@ class _Work:
 
 
 def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[str] = None,
-                   progress: bool = True, graph: bool = False) -> Dict[str, Dict[str, Tuple[float, float]]]:
+                   progress: bool = True, graph: bool = False,
+                   model_dir: Optional[str] = None) -> Dict[str, Dict[str, Tuple[float, float]]]:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json.
 
     Everything is checked before anything is written: the configuration, an existing config.json, the
     model, the data and the pool. Then rank 0 holds the folder's lock for the whole run (a second run in
     the same folder is refused), writes config.json and removes a killed run's temporary files.
     graph: replay each LST iteration from a CUDA graph (same results; CUDA only).
+    model_dir: RobustBench's checkpoint folder (robustbench: models; default ./models).
     """
     cfg.validate()
     rank, world = _rank_and_world()
     work = _Work(cfg, EvaluationStore(out_dir), torch.device(device), rank, world)
     work.store.check_config(cfg)
-    _load_model_and_pool(work, data_root)
+    _load_model_and_pool(work, data_root, model_dir)
     with work.store.locked() if rank == 0 else contextlib.nullcontext():
         _claim_folder(work)
         _run_chunks(work, progress, graph)
@@ -118,12 +120,14 @@ def _claim_folder(work: _Work) -> None:
         _barrier(work.world)
 
 
-def _load_model_and_pool(work: _Work, data_root: Optional[str]) -> None:
+def _load_model_and_pool(work: _Work, data_root: Optional[str], model_dir: Optional[str] = None) -> None:
     from lst_fast.models import resolve_model
 
     cfg = work.cfg
-    work.model = resolve_model(cfg.model, work.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-    work.data = open_image_set(cfg.data, data_root)
+    described = resolve_model(cfg.model, work.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
+                              model_dir=model_dir)
+    work.model = described.classifier()  # [0, 1] images to logits, its mean/std (if any) in front
+    work.data = open_image_set(cfg.data, data_root, described.preprocessing)
     work.pool = build_pool(work.model, work.data, cfg, work.device)
     if len(work.pool) < 2:
         raise ValueError(f"the pool of correctly classified images has {len(work.pool)} images; need at least 2")
