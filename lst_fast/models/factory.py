@@ -102,7 +102,7 @@ def load(spec: str) -> Tuple[nn.Module, Preprocessing, Any, Any, Any]:
     if factory is None:
         raise ValueError(f"{spec}: module {module_name!r} has no {function_name!r}")
     if not callable(factory):
-        raise ValueError(f"{spec}: {module_name}.{function_name} is a {type(factory).__name__}, not a function")
+        raise ValueError(f"{spec}: {module_name}.{function_name} is not callable (a {type(factory).__name__})")
     try:
         net = factory(**keywords)
     except TypeError as error:
