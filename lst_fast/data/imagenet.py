@@ -37,6 +37,12 @@ def open_imagenet_val(root: Union[str, Path], preprocessing: Optional[Preprocess
     if not (root / "val").is_dir() and not (root / VAL_ARCHIVE).is_file():
         raise FileNotFoundError(f"{spec}: the val images are missing: neither {root / VAL_ARCHIVE} (from the "
                                 f"ImageNet site) nor the folder {root / 'val'} unpacked from it")
+    if not (root / META_FILE).is_file():
+        try:
+            import scipy.io  # noqa: F401  torchvision reads the devkit's meta.mat with it
+        except ImportError:
+            raise RuntimeError(f"{spec}: reading the devkit the first time needs scipy: "
+                               'pip install "lst_fast[imagenet]" (or pip install scipy)') from None
     from torchvision.datasets import ImageNet
 
     try:
