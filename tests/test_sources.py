@@ -109,3 +109,18 @@ def _vit_weights(tmp_path):
     state = {k: v.contiguous() for k, v in load_model("vit").state_dict().items()}
     save_file(state, str(tmp_path / "vit.safetensors"))
     return tmp_path / "vit.safetensors"
+
+
+def test_image_folder_takes_the_models_preprocessing(tmp_path):
+    from PIL import Image
+
+    from lst_fast.data.preprocessing import Preprocessing
+
+    for k, name in enumerate(["cat", "dog"]):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.full((60, 90, 3), 100 * k, dtype=np.uint8)).save(tmp_path / name / "a.png")
+    cifar_sized = open_image_set(f"imagefolder:{tmp_path}", preprocessing=Preprocessing((3, 32, 32)))
+    assert cifar_sized.get(torch.tensor([0, 1])).shape == (2, 3, 32, 32)
+    assert cifar_sized.class_names == ("cat", "dog")
+    grey = open_image_set(f"imagefolder:{tmp_path}", preprocessing=resolve_model("cnn").preprocessing)
+    assert grey.get(torch.tensor([1])).shape == (1, 1, 28, 28)
