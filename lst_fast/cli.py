@@ -57,9 +57,16 @@ MODEL_FLAGS = ("model", "checkpoint", "pretrained")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --checkpoint and --no-pretrained, as `lst-fast eval` has them (read back as args.model,
-    args.checkpoint, args.pretrained)."""
+    """--model, --checkpoint, --no-pretrained and --model-dir, as `lst-fast eval` has them (read back as
+    args.model, args.checkpoint, args.pretrained, args.model_dir)."""
     add_dataclass_arguments(parser, EvalConfig(), MODEL_FLAGS)
+    add_model_dir_argument(parser)
+
+
+def add_model_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", default=None, metavar="DIR",
+                        help="robustbench: models: RobustBench's checkpoint folder, which holds "
+                             "DATASET/THREAT/NAME.pt (default: ./models)")
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] = WALK_FIELDS,
@@ -144,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     try:
         tables = run_evaluation(cfg, args.out, device=device, data_root=args.data_root,
-                                progress=not args.no_progress, graph=settings.graph)
+                                progress=not args.no_progress, graph=settings.graph, model_dir=args.model_dir)
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -158,7 +165,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from lst_fast.report import write_report
 
-    print(f"wrote {write_report(args.dir, data_root=args.data_root, device=args.device)}")
+    print(f"wrote {write_report(args.dir, data_root=args.data_root, device=args.device, model_dir=args.model_dir)}")
     return 0
 
 
@@ -200,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = _add_subcommand(sub, "eval", "Tables 1 and 2 over a pool of correctly classified images (resumable)")
     add_dataclass_arguments(ev, EvalConfig(), EVAL_OWN_FLAGS)
     ev.add_argument("--data-root", default=None, help="folder with the data set's files")
+    add_model_dir_argument(ev)
     add_settings_arguments(ev, EVAL_LST_FLAGS, EVALUATION_SETTINGS)
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ev.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
@@ -209,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = _add_subcommand(sub, "report", "a Markdown report (tables and figures) of a finished evaluation")
     rep.add_argument("dir", help="an `lst-fast eval` output folder")
     rep.add_argument("--data-root", default=None, help="folder with the data set's files")
+    add_model_dir_argument(rep)
     rep.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     rep.set_defaults(func=_report)
 
