@@ -113,7 +113,7 @@ def test_robustbench_errors_are_one_line(standin_robustbench, tmp_path):
     text = str(missing.value)
     assert "\n" not in text
     assert str(tmp_path / "models" / "imagenet" / "Linf" / "Salman2020Do_R50.pt") in text
-    assert "could not download it (ConnectionError: HTTPSConnectionPool" in text and "--model-dir" in text
+    assert "downloading it failed (ConnectionError: HTTPSConnectionPool" in text and "--model-dir" in text
     with pytest.raises(ValueError, match="RobustBench has no model 'Nobody2020' for imagenet / Linf"):
         resolve_model("robustbench:Nobody2020", model_dir=tmp_path)
     with pytest.raises(ValueError, match="the data set must be one of"):
@@ -270,3 +270,22 @@ def test_eval_with_a_py_factory_end_to_end(factory_module, tmp_path, capsys):
                  _tensor_data(tmp_path / "d.safetensors"), "--out", str(out), *EVAL_SMALL])
     assert code == 0, capsys.readouterr().err
     assert json.loads((out / "tables.json").read_text())["pairs"] == 12
+
+
+def test_run_with_a_py_factory_uses_its_attributes(factory_module, tmp_path, capsys):
+    from PIL import Image
+
+    from lst_fast.cli import main
+
+    images, _ = colour_images(n_per_class=1, size=20)
+    for k, name in enumerate(("src.png", "tgt.png")):
+        Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(tmp_path / name)
+    out = tmp_path / "run"
+    code = main(["run", "--model", f"py:{factory_module}:build(size=24)", "--source", str(tmp_path / "src.png"),
+                 "--target", str(tmp_path / "tgt.png"), "--iterations", "2", "--figures", "0", "--out", str(out),
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preprocessing"]["input_size"] == [3, 24, 24]
+    assert summary["settings"]["mean"] == [0.5, 0.5, 0.5]  # lst_mean, applied inside traverse
+    assert summary["pairs"][0]["label_name"] == "red" and summary["pairs"][0]["target_class_name"] == "green"

@@ -73,9 +73,10 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
     except Exception as error:  # noqa: BLE001  a download that failed, or an unreadable checkpoint
         if not had_file:
             raise FileNotFoundError(
-                f"{spec}: the checkpoint {path} is missing and RobustBench could not download it "
-                f"({_one_line(error)}); RobustBench looks for MODEL_DIR/{dataset}/{threat}/{name}.pt with "
-                f"MODEL_DIR = {Path(model_dir or DEFAULT_MODEL_DIR)} (--model-dir): put the file there") from None
+                f"{spec}: no checkpoint {path.absolute()}, where RobustBench looks for it "
+                f"(MODEL_DIR/{dataset}/{threat}/{name}.pt, MODEL_DIR from --model-dir, default ./models), and "
+                f"downloading it failed ({_one_line(error)}): put the file there, or run once with network "
+                "access") from None
         raise RuntimeError(f"{spec}: RobustBench could not load {path}: {_one_line(error)}") from error
     if not isinstance(module, nn.Module):
         raise TypeError(f"{spec}: robustbench.utils.load_model returned {type(module).__name__}, not a module")
