@@ -289,3 +289,34 @@ def test_run_with_a_py_factory_uses_its_attributes(factory_module, tmp_path, cap
     assert summary["preprocessing"]["input_size"] == [3, 24, 24]
     assert summary["settings"]["mean"] == [0.5, 0.5, 0.5]  # lst_mean, applied inside traverse
     assert summary["pairs"][0]["label_name"] == "red" and summary["pairs"][0]["target_class_name"] == "green"
+
+
+def test_the_readme_recipe_commands_parse():
+    """Every command of README's "Reproduce the paper's comparison" is accepted by the parser as written."""
+    import re
+    import shlex
+
+    from lst_fast.cli import build_parser
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Reproduce the paper's comparison", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    paper = re.search(r'PAPER="([^"]*)"', block).group(1)
+    commands = [line.replace("$PAPER", paper).replace("$IMAGENET", "/data/imagenet").replace("$CIFAR10", "/data/c")
+                for line in block.splitlines() if line.startswith("lst-fast ")]
+    models = set()
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        if args.command == "eval":
+            models.add(args.model)
+            assert (args.iterations, args.step_size, args.threshold, args.adv_step_size) == (400, 0.01, 0.2, 0.002)
+            assert (args.num_samples, args.rounds, args.min_confidence) == (1000, 5, 0.6)
+    assert models == {"timm:resnet50", "robustbench:Salman2020Do_R50", "timm:deit_small_patch16_224",
+                      "robustbench:Singh2023Revisiting_ViT-S-ConvStem", "robustbench:Standard:cifar10",
+                      "robustbench:Wu2020Adversarial_extra:cifar10:Linf"}
+    assert sum(c.startswith("lst-fast compare") for c in commands) == 2
+    from lst_fast.models.robustbench import parse_spec
+
+    assert {parse_spec(m) for m in models if m.startswith("robustbench:")} == {
+        ("Salman2020Do_R50", "imagenet", "Linf"), ("Singh2023Revisiting_ViT-S-ConvStem", "imagenet", "Linf"),
+        ("Standard", "cifar10", "Linf"), ("Wu2020Adversarial_extra", "cifar10", "Linf")}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -58,7 +59,8 @@ class ModelDescriptor:
             return self.module
         from lst_fast.models.fashion import Normalize
 
-        device = next((p.device for p in self.module.parameters()), torch.device("cpu"))
+        tensors = itertools.chain(self.module.parameters(), self.module.buffers())
+        device = next((t.device for t in tensors), torch.device("cpu"))
         return nn.Sequential(Normalize(self.mean, self.std), self.module).to(device).eval()
 
     def class_name(self, k: int) -> str:
@@ -86,9 +88,3 @@ def channel_values(values, name: str) -> Optional[Tuple[float, ...]]:
     if not out:
         raise ValueError(f"{name} must not be empty")
     return out
-
-
-def names_or_none(names: Optional[Sequence[str]], num_classes: Optional[int] = None) -> Optional[Tuple[str, ...]]:
-    if names is None or (num_classes is not None and len(names) != num_classes):
-        return None
-    return tuple(names)
