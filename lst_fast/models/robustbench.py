@@ -2,8 +2,11 @@
 
 RobustBench's own loader builds the model and reads its checkpoint from
 MODEL_DIR/DATASET/THREAT/NAME.pt (downloading it there first when the file is missing and the network is
-there). Its models take images in [0, 1] and normalize inside, so the descriptor's mean/std are None. The
-resize and crop come from the zoo's entry for the model (ImageNet), or none (CIFAR: 32x32 as stored).
+there). Its models take images in [0, 1] and normalize inside, so the descriptor's mean/std are None. For
+the paper's four this was read in the zoo's source: Salman2020Do_R50 and Singh2023Revisiting_ViT-S-ConvStem
+are wrapped with the ImageNet mean/std inside; the CIFAR-10 Standard and Wu2020Adversarial_extra
+WideResNets were trained on [0, 1] images and normalize nothing. The resize and crop come from the zoo's
+entry for the model (ImageNet), or none (CIFAR: 32x32 as stored).
 
 RobustBench reads checkpoints with torch.load; under torch 2.6 and later that is weights-only by default,
 and lst_fast does not change it.
