@@ -63,14 +63,14 @@ def image_transform(pre: Preprocessing) -> Callable:
     import torch
     from timm.data import create_transform
 
-    kwargs = dict(input_size=pre.input_size, interpolation=pre.interpolation, crop_pct=pre.crop_pct,
-                  crop_mode=pre.crop_mode)
     try:
-        transform = create_transform(**kwargs, normalize=False)
+        transform = create_transform(input_size=pre.input_size, interpolation=pre.interpolation,
+                                     crop_pct=pre.crop_pct, crop_mode=pre.crop_mode, normalize=False)
     except TypeError:  # timm before `normalize=`: drop the Normalize step ourselves
         from torchvision import transforms
 
-        full = create_transform(**kwargs)
+        full = create_transform(input_size=pre.input_size, interpolation=pre.interpolation,
+                                crop_pct=pre.crop_pct, crop_mode=pre.crop_mode)
         transform = transforms.Compose([t for t in full.transforms if type(t).__name__ != "Normalize"])
 
     def to_tensor(image) -> "torch.Tensor":

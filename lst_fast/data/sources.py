@@ -119,11 +119,14 @@ def open_image_set(spec: str, root: Optional[str] = None, preprocessing: Optiona
 
     kind, _, arg = spec.partition(":")
     if spec == "fashion-mnist":
-        return _in_memory(*load_fashion_mnist("test", root), spec, CLASSES)
+        images, labels = load_fashion_mnist("test", root)
+        return _in_memory(images, labels, spec, CLASSES)
     if spec == "fashion-mnist-sample":
-        return _in_memory(*load_sample(), spec, CLASSES)
+        images, labels = load_sample()
+        return _in_memory(images, labels, spec, CLASSES)
     if kind == "cifar10" and arg:
-        return _in_memory(*read_cifar10_binary(Path(arg)), spec, CIFAR10_CLASSES)
+        images, labels = read_cifar10_binary(Path(arg))
+        return _in_memory(images, labels, spec, CIFAR10_CLASSES)
     if kind == "imagefolder" and arg:
         return _image_folder(Path(arg), preprocessing or IMAGENET_EVAL)
     if kind == "imagenet" and arg:

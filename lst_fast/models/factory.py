@@ -51,8 +51,9 @@ def _keywords(spec: str, call: str) -> Dict[str, Any]:
         raise ValueError(f"{spec}: the arguments {call} are not valid Python; use {USAGE}") from None
     if not isinstance(node, ast.Call) or node.args or any(k.arg is None for k in node.keywords):
         raise ValueError(f"{spec}: give keyword arguments only, like FUNCTION(depth=18, name='x')")
-    out = {}
+    out: Dict[str, Any] = {}
     for keyword in node.keywords:
+        assert keyword.arg is not None  # **kwargs refused above
         try:
             out[keyword.arg] = ast.literal_eval(keyword.value)
         except ValueError:
@@ -81,6 +82,8 @@ def _import(spec: str, module: str):
         if not path.is_file():
             raise FileNotFoundError(f"{spec}: no Python file {path}")
         unit = importlib.util.spec_from_file_location(path.stem, path)
+        if unit is None or unit.loader is None:
+            raise ValueError(f"{spec}: {path} cannot be imported as a Python module")
         loaded = importlib.util.module_from_spec(unit)
         unit.loader.exec_module(loaded)
         return loaded
@@ -109,9 +112,9 @@ def load(spec: str) -> Tuple[nn.Module, Preprocessing, Any, Any, Any]:
         raise ValueError(f"{spec}: calling {function_name}(**{keywords}) failed: {error}") from error
     if not isinstance(net, nn.Module):
         raise TypeError(f"{spec}: {function_name} returned {type(net).__name__}, not a torch.nn.Module")
-    size = getattr(net, "lst_input_size", (3, 224, 224))
     try:
-        pre = Preprocessing(tuple(int(v) for v in size), getattr(net, "lst_interpolation", "bilinear"),
+        c, h, w = (int(v) for v in getattr(net, "lst_input_size", (3, 224, 224)))
+        pre = Preprocessing((c, h, w), getattr(net, "lst_interpolation", "bilinear"),
                             float(getattr(net, "lst_crop_pct", 0.875)), "center")
     except (TypeError, ValueError) as error:
         raise ValueError(f"{spec}: its lst_input_size / lst_crop_pct / lst_interpolation: {error}") from None
