@@ -185,7 +185,7 @@ def _describe(spec: str, kind: str, net: nn.Module) -> ModelDescriptor:
         return ModelDescriptor(spec, net, IMAGENET_EVAL, IMAGENET_MEAN, IMAGENET_STD,
                                _torchvision_class_names(spec.partition(":")[2]))
     architecture = model_info(spec)["architecture"] if spec in SHIPPED else spec
-    if architecture == "wrn28_10":  # CIFAR-10, normalizing inside
+    if architecture == "wrn28_10":  # CIFAR-10 images in [0, 1]; no normalization (see wide_resnet.py)
         return ModelDescriptor(spec, net, Preprocessing((3, 32, 32)), class_names=_dataset_class_names("cifar10"))
     return ModelDescriptor(spec, net, Preprocessing((1, 28, 28)), class_names=_dataset_class_names("fashion-mnist"))
 
