@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lst_fast.commands.bench import mode_runner
+from lst_fast.bench import mode_runner
 from conftest import environment, median_seconds, sync
 
 # model -> device -> (batch, image size, iterations per timed round). The CPU sizes fit 2 cores.

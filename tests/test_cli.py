@@ -51,7 +51,7 @@ def test_run_flags_are_traverse_settings():
     """run's defaults are the settings dataclass's own, and its settings dict is accepted by traverse."""
     import dataclasses
 
-    from lst_fast.commands.run import add_traverse_arguments, traverse_settings
+    from lst_fast.cli.run import add_traverse_arguments, traverse_settings
     from lst_fast.settings import LSTSettings
 
     parser = argparse.ArgumentParser()
@@ -84,13 +84,13 @@ def test_interrupt_exits_130(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_info", interrupted)
+    monkeypatch.setattr(cli.info, "command", interrupted)
     assert main(["info"]) == 130
     assert "interrupted" in capsys.readouterr().err
 
 
 def test_pairing():
-    from lst_fast.commands.run import make_pairs
+    from lst_fast.run_images import make_pairs
 
     assert make_pairs(2, 2, "in-order") == [(0, 0), (1, 1)]
     assert make_pairs(3, 1, "in-order") == [(0, 0), (1, 0), (2, 0)]
@@ -150,7 +150,7 @@ def test_run_on_image_files_with_a_shipped_model(image_files, tmp_path, capsys):
 def test_run_with_a_timm_model_uses_its_preprocessing(image_files, tmp_path):
     from PIL import Image
 
-    from lst_fast.commands.run import run_images
+    from lst_fast.run_images import run_images
 
     numbers = run_images("timm:resnet18", [str(image_files / "src" / "s0.png")], [str(image_files / "tgt" / "t1.jpg")],
                          out=tmp_path / "timm", pretrained=False, input_size=32, iterations=2, figures=1,
@@ -174,7 +174,7 @@ def evaluations(tmp_path_factory):
 
 
 def test_compare_tables_match_the_evaluations(evaluations, tmp_path, capsys):
-    from lst_fast.commands.compare import TABLE1_HEADERS, TABLE2_HEADERS
+    from lst_fast.compare import TABLE1_HEADERS, TABLE2_HEADERS
 
     out = tmp_path / "cmp"
     assert main(["compare", str(evaluations / "cnn"), str(evaluations / "robust"), "--out", str(out)]) == 0
@@ -211,7 +211,7 @@ def test_compare_refuses_unfinished_folders_by_name(evaluations, tmp_path, capsy
 
 
 def test_bench_runs_once_at_tiny_sizes(tmp_path, capsys):
-    from lst_fast.commands.bench import default_modes
+    from lst_fast.bench import default_modes
 
     assert "lst-bf16-graph" not in default_modes("cpu") and "lst-bf16-graph" in default_modes("cuda")
     out = tmp_path / "speed"

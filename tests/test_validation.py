@@ -219,7 +219,7 @@ def test_settings_are_frozen_and_every_change_is_validated():
 def test_cli_flags_come_from_the_settings():
     import argparse
 
-    from lst_fast.cli import add_settings_arguments, settings_from_arguments
+    from lst_fast.cli.arguments import add_settings_arguments, settings_from_arguments
     from lst_fast.settings import EVALUATION_SETTINGS
 
     parser = argparse.ArgumentParser()

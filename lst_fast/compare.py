@@ -1,5 +1,5 @@
-"""`lst-fast compare DIR...`: finished evaluations side by side, one row per run, the way a leaderboard
-shows models: per paper table a Markdown and a LaTeX table (mean ± std, pairs and sources, the settings,
+"""Finished evaluations side by side (what `lst-fast compare DIR...` calls), one row per run, the way a
+leaderboard shows models: per paper table a Markdown and a LaTeX table (mean ± std, pairs and sources, the settings,
 settings that differ between the runs flagged), and two figures: the Table 1 distributions per run (RMS,
 SSIM, final confidence over all pairs) and the Table 2 high-confidence fractions per threshold.
 
@@ -8,7 +8,6 @@ load_evaluation); unfinished folders are refused, by name.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -26,22 +25,6 @@ SHOWN = {"data": "data", "num_samples": "n", "rounds": "rounds", "iterations": "
          "threshold": "delta", "adv_step_size": "eps", "precision": "precision", "seed": "seed"}
 NOT_SETTINGS = ("model", "checkpoint", "pretrained")  # what a row is, not how it was measured
 PER_PAIR = ("rms", "ssim", "confidence")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dirs", nargs="+", metavar="DIR", help="finished `lst-fast eval` output folders")
-    parser.add_argument("--out", default="lst_compare", help="output folder")
-    parser.add_argument("--digits", type=int, default=3, help="decimals in the tables")
-    parser.add_argument("--labels", nargs="+", default=None,
-                        help="row names, one per DIR (default: the model, with the folder name where models repeat)")
-
-
-def command(args: argparse.Namespace) -> int:
-    written = write_comparison(args.dirs, args.out, digits=args.digits, labels=args.labels)
-    print((Path(args.out) / "table1.md").read_text())
-    print((Path(args.out) / "table2.md").read_text())
-    print(f"wrote {', '.join(p.name for p in written)} in {args.out}")
-    return 0
 
 
 def load_evaluation(folder) -> dict:

@@ -1,4 +1,4 @@
-"""`lst-fast bench`: LST speed side by side on this machine and model.
+"""LST speed side by side on this machine and model (what `lst-fast bench` calls).
 
 The paper's two-pass fp32 loop, the one-pass loop (both in lst_fast.baselines, which the repository's
 bench/ times too) and lst_fast in each mode that applies to the device, on random images of the model's
@@ -7,7 +7,6 @@ run, which also compiles and captures graphs), the spread of the repeats, and th
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from typing import Callable, Dict, List, Optional
@@ -27,40 +26,6 @@ DESCRIPTION = {
 
 
 BACKEND_WORDS = {"native": "compiled kernels", "reference": "pure-PyTorch fallback"}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lst_fast.cli import add_model_arguments
-
-    add_model_arguments(parser)  # as `lst-fast eval` has them
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="images per batch (default: 200 for 28-32 px models, 8 on the CPU / 128 on a GPU above)")
-    parser.add_argument("--image-size", type=int, default=None, help="height and width (default: the model's own)")
-    parser.add_argument("--iterations", type=int, default=20, help="LST iterations per timed run")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (after one warm-up run)")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=None,
-                        help="what to time (default: every mode that applies to the device; graph modes need "
-                             "CUDA, compile modes torch.compile)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--out", default=None, help="also write the table as OUT.md and the numbers as OUT.json")
-
-
-def command(args: argparse.Namespace) -> int:
-    rows = run_bench(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained,
-                     batch_size=args.batch_size, image_size=args.image_size, iterations=args.iterations,
-                     repeats=args.repeats, modes=args.modes, device=args.device,
-                     model_dir=getattr(args, "model_dir", None), echo=print)
-    table = markdown_table(rows)
-    print()
-    print(table)
-    if args.out:
-        import json
-        from pathlib import Path
-
-        Path(args.out + ".md").write_text(table + "\n")
-        Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
-        print(f"wrote {args.out}.md and {args.out}.json")
-    return 0
 
 
 def default_modes(device_type: str) -> List[str]:

@@ -1,0 +1,89 @@
+"""The `lst-fast` command line (also `python -m lst_fast`).
+
+One module per subcommand (demo, eval, report, run, compare, bench, info), each with `HELP`,
+`add_arguments(parser)` and `command(args) -> exit code`; the flags several of them share are built in
+lst_fast.cli.arguments. The work itself is done by library modules (lst_fast.demo, evaluation, report,
+run_images, compare, bench) that the subcommands import when they run.
+
+Exit codes: 0 done, 1 error (one line on stderr; the traceback with --debug), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from lst_fast.cli import bench, compare, demo, eval, info, report, run
+from lst_fast.cli.arguments import add_dataclass_arguments, add_model_arguments, add_settings_arguments, \
+    print_backend, settings_from_arguments
+
+__all__ = ["add_dataclass_arguments", "add_model_arguments", "add_settings_arguments", "build_parser", "main",
+           "print_backend", "settings_from_arguments"]
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+EPILOG = "exit codes: 0 done, 1 error (one line on stderr; --debug shows the traceback), 130 interrupted"
+SUBCOMMANDS = {"demo": demo, "eval": eval, "report": report, "run": run, "compare": compare, "bench": bench,
+               "info": info}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors: one line on stderr and exit code 1, like every other error (argparse's own: 2)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag shows its default, unless its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required:
+            return text + " (required)"
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lst_fast.version import __version__
+
+    parser = _Parser(prog="lst-fast", description="Level Set Traversal: blind spots of vision models",
+                     formatter_class=_Help, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"lst-fast {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in SUBCOMMANDS.items():
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=_Help,
+                                 epilog=EPILOG)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on an error, show the traceback (default: off)")
+        module.add_arguments(command)
+        command.set_defaults(func=module.command)
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, (ValueError, FileNotFoundError, RuntimeError, OSError)) or not text:
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        # Every finished chunk is already on disk (atomic writes); the same command resumes.
+        resume = "; finished work is saved, run the same command to resume" if args.command == "eval" else ""
+        print(f"lst-fast {args.command}: interrupted{resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001  one line, no traceback, unless --debug
+        if args.debug:
+            raise
+        print(f"lst-fast {args.command}: error: {_one_line(error)} (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,113 @@
+"""The flags that several subcommands share, and the one way each is read back.
+
+The flags of the LST settings and of the evaluation's configuration are made from their dataclasses'
+fields (lst_fast.settings), with the fields' help text and defaults: a subcommand gets them with
+`add_settings_arguments(parser, fields, defaults)` and reads them back with
+`settings_from_arguments(args, base, fields)`, a checked LSTSettings.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+from lst_fast.settings import EvalConfig, LSTSettings
+
+# The LST settings each subcommand offers as flags (the other LSTSettings fields keep the base's value).
+WALK_FIELDS = ("iterations", "step_size", "threshold", "adv_step_size", "precision")
+EVAL_LST_FIELDS = WALK_FIELDS + ("graph",)
+# `run` passes these to lst_fast.traverse; bounds, mean, std and the recording take several numbers and
+# are flags of their own there.
+RUN_LST_FIELDS = WALK_FIELDS + ("init_noise", "batch_size", "compile_model", "graph", "backend")
+# The evaluation's own fields (EvalConfig) that `eval` offers; the model's three are shared with run and bench.
+MODEL_FIELDS = ("model", "checkpoint", "pretrained")
+EVAL_OWN_FIELDS = MODEL_FIELDS + ("data", "rounds", "num_samples", "min_confidence", "chunk_size", "seed")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    """The field's annotation as a type, resolved for this field alone (so that another field's type,
+    such as record_device's torch.device, needs nothing imported)."""
+    if not isinstance(f.type, str):
+        return f.type
+    return eval(f.type, vars(sys.modules[cls.__module__]))  # noqa: S307  the package's own annotation
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, defaults: Any, names: Sequence[str]) -> None:
+    """One flag per named field of the dataclass instance `defaults`: `--step-size` for step_size, with
+    the field's help text, type and choices, and the default shown. A boolean field that defaults to
+    False becomes a switch (`--graph`); one that defaults to True, a `--no-...` switch."""
+    fields = {f.name: f for f in dataclasses.fields(defaults)}
+    for name in names:
+        f, default = fields[name], getattr(defaults, name)
+        hint = _field_type(type(defaults), f)
+        text = f.metadata.get("help", "")
+        if hint is bool:
+            # A switch is off unless given (its dest's default would read backwards for --no-...).
+            if default:
+                parser.add_argument(_flag("no_" + name), dest=name, action="store_false",
+                                    help=f.metadata.get("negated", f"not: {text}") + " (default: off)")
+            else:
+                parser.add_argument(_flag(name), dest=name, action="store_true", help=text + " (default: off)")
+            continue
+        kind = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+        parser.add_argument(_flag(name), dest=name, type=kind, default=default, choices=f.metadata.get("choices"),
+                            help=f"{text} (default: %(default)s)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --checkpoint, --no-pretrained and --model-dir, as `lst-fast eval` has them (read back as
+    args.model, args.checkpoint, args.pretrained, args.model_dir)."""
+    add_dataclass_arguments(parser, EvalConfig(), MODEL_FIELDS)
+    add_model_dir_argument(parser)
+
+
+def add_model_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """--model-dir, read back with args.model_dir (None: RobustBench's default, ./models)."""
+    parser.add_argument("--model-dir", default=None, metavar="DIR",
+                        help="robustbench: models: RobustBench's checkpoint folder, which holds "
+                             "DATASET/THREAT/NAME.pt (default: ./models)")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] = WALK_FIELDS,
+                           defaults: Optional[LSTSettings] = None) -> None:
+    """Flags for the named LSTSettings fields, with `defaults`' values (default: LSTSettings()) as their
+    defaults."""
+    add_dataclass_arguments(parser, LSTSettings() if defaults is None else defaults, fields)
+
+
+def settings_from_arguments(args: argparse.Namespace, base: Optional[LSTSettings] = None,
+                            fields: Optional[Iterable[str]] = None) -> LSTSettings:
+    """`base` (default: LSTSettings()) with the named LSTSettings fields (default: all) that `args`
+    holds; checked."""
+    names = (f.name for f in dataclasses.fields(LSTSettings)) if fields is None else fields
+    return (LSTSettings() if base is None else base).replace(**values(args, names))
+
+
+def values(args: argparse.Namespace, names: Iterable[str]) -> Dict[str, Any]:
+    """The named flags' values that `args` holds, by field name."""
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """--device, read back with args.device."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+
+
+def print_backend(device: str) -> None:
+    """The first output line of the commands that compute: which implementation runs on `device`."""
+    from lst_fast._extension import backend_info
+
+    info = backend_info()
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    if info[kind] == "native":
+        what = "compiled kernels"
+    else:
+        why = info["extension_error"] or f"no compiled {kind} kernels"
+        what = f"pure-PyTorch fallback ({why})"
+    print(f"lst_fast {info['lst_fast']}, torch {info['torch']}: {what} on {device}", flush=True)

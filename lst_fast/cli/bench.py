@@ -1,0 +1,43 @@
+"""`lst-fast bench`: LST speed side by side on this machine and model (lst_fast.bench times it)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lst_fast.bench import MODES
+from lst_fast.cli.arguments import add_device_argument, add_model_arguments, print_backend
+
+HELP = "LST speed side by side on this machine: paper loop, one pass, lst_fast"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)  # as `lst-fast eval` has them
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per batch (default: 200 for 28-32 px models, 8 on the CPU / 128 on a GPU above)")
+    parser.add_argument("--image-size", type=int, default=None, help="height and width (default: the model's own)")
+    parser.add_argument("--iterations", type=int, default=20, help="LST iterations per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (after one warm-up run)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=None,
+                        help="what to time (default: every mode that applies to the device; graph modes need "
+                             "CUDA, compile modes torch.compile)")
+    add_device_argument(parser)
+    parser.add_argument("--out", default=None, help="also write the table as OUT.md and the numbers as OUT.json")
+
+
+def command(args: argparse.Namespace) -> int:
+    from lst_fast.bench import markdown_table, run_bench
+
+    print_backend(args.device)
+    rows = run_bench(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained,
+                     batch_size=args.batch_size, image_size=args.image_size, iterations=args.iterations,
+                     repeats=args.repeats, modes=args.modes, device=args.device, model_dir=args.model_dir,
+                     echo=print)
+    table = markdown_table(rows)
+    print()
+    print(table)
+    if args.out:
+        Path(args.out + ".md").write_text(table + "\n")
+        Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
+        print(f"wrote {args.out}.md and {args.out}.json")
+    return 0

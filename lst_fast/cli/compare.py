@@ -1,0 +1,26 @@
+"""`lst-fast compare DIR...`: finished evaluations side by side (lst_fast.compare writes the tables and
+figures)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "side-by-side tables and figures of finished evaluations"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="finished `lst-fast eval` output folders")
+    parser.add_argument("--out", default="lst_compare", help="output folder")
+    parser.add_argument("--digits", type=int, default=3, help="decimals in the tables")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="row names, one per DIR (default: the model, with the folder name where models repeat)")
+
+
+def command(args: argparse.Namespace) -> int:
+    from lst_fast.compare import write_comparison
+
+    written = write_comparison(args.dirs, args.out, digits=args.digits, labels=args.labels)
+    print((Path(args.out) / "table1.md").read_text())
+    print((Path(args.out) / "table2.md").read_text())
+    print(f"wrote {', '.join(p.name for p in written)} in {args.out}")
+    return 0

@@ -1,0 +1,63 @@
+"""`lst-fast eval`: Tables 1 and 2 over a pool of correctly classified images (resumable; one process per
+device under torchrun)."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from typing import Iterator
+
+from lst_fast.cli.arguments import EVAL_LST_FIELDS, EVAL_OWN_FIELDS, add_dataclass_arguments, \
+    add_device_argument, add_model_dir_argument, add_settings_arguments, print_backend, settings_from_arguments, \
+    values
+from lst_fast.settings import EVALUATION_SETTINGS, EvalConfig
+
+HELP = "Tables 1 and 2 over a pool of correctly classified images (resumable)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataclass_arguments(parser, EvalConfig(), EVAL_OWN_FIELDS)
+    parser.add_argument("--data-root", default=None, help="folder with the data set's files")
+    add_model_dir_argument(parser)
+    add_settings_arguments(parser, EVAL_LST_FIELDS, EVALUATION_SETTINGS)
+    add_device_argument(parser)
+    parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def command(args: argparse.Namespace) -> int:
+    from lst_fast.evaluation import run_evaluation
+
+    settings = settings_from_arguments(args, EVALUATION_SETTINGS, EVAL_LST_FIELDS)
+    cfg = EvalConfig(lst=settings.replace(graph=False), **values(args, EVAL_OWN_FIELDS))
+    first = int(os.environ.get("RANK", "0")) == 0
+    if first:
+        print_backend(args.device)
+    with process_group(args.device) as device:
+        tables = run_evaluation(cfg, args.out, device=device, data_root=args.data_root,
+                                progress=not args.no_progress, graph=settings.graph, model_dir=args.model_dir)
+    if first:
+        print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
+        for key in ("table1", "table2"):
+            print(key + ": " + ", ".join(f"{k} {m:.4f}±{sd:.4f}" for k, (m, sd) in tables[key].items()))
+    return 0
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[str]:
+    """Under torchrun (WORLD_SIZE > 1): one process per device (or per CPU share), joined in a process group
+    for the run, results merged on disk; yields this process's device. Otherwise yields `device` as is."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield device
+        return
+    import torch
+    import torch.distributed as dist
+
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
