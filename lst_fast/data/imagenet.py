@@ -16,6 +16,7 @@ from typing import Optional, Union
 
 import torch
 
+from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_transform
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
@@ -23,10 +24,8 @@ VAL_ARCHIVE = "ILSVRC2012_img_val.tar"
 META_FILE = "meta.bin"  # torchvision's parse of the devkit
 
 
-def open_imagenet_val(root: Union[str, Path], preprocessing: Optional[Preprocessing] = None):
+def open_imagenet_val(root: Union[str, Path], preprocessing: Optional[Preprocessing] = None) -> ImageSet:
     """The ImageNet validation set under `root` as an ImageSet (see the module docstring)."""
-    from lst_fast.data.sources import ImageSet
-
     root = Path(root).expanduser()
     spec = f"imagenet:{root}"
     if not root.is_dir():

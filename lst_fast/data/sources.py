@@ -14,33 +14,18 @@ Image files (imagefolder, imagenet) are resized and cropped with the model's own
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_transform
 
+__all__ = ["CIFAR10_CLASSES", "ImageSet", "check_tensor_data", "open_image_set", "read_cifar10_binary"]
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-class ImageSet:
-    """Labels (N,) in memory; images fetched by index as float32 (n, C, H, W) in [0, 1]; the class names
-    where the data set has them (else None)."""
-
-    def __init__(self, labels: Tensor, fetch: Callable[[Tensor], Tensor], name: str,
-                 class_names: Optional[Sequence[str]] = None):
-        self.labels = labels.to(torch.long)
-        self._fetch = fetch
-        self.name = name
-        self.class_names = None if class_names is None else tuple(class_names)
-
-    def __len__(self) -> int:
-        return self.labels.numel()
-
-    def get(self, index: Tensor) -> Tensor:
-        return self._fetch(index.to(torch.long).cpu())
 
 
 def _in_memory(images: Tensor, labels: Tensor, name: str, class_names=None) -> ImageSet:
