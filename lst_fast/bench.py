@@ -32,12 +32,9 @@ def default_modes(device_type: str) -> List[str]:
     return [m for m in MODES if "graph" not in m or device_type == "cuda"]
 
 
-def input_shape(spec: str, net, image_size: Optional[int]):
-    """(C, H, W) of the model's input: its preprocessing's, the height and width overridden."""
-    from lst_fast.run_images import split_normalization
-    from lst_fast.image_files import preprocessing_for
-
-    pre = preprocessing_for(spec, split_normalization(net)[0], input_size=image_size)
+def input_shape(described, image_size: Optional[int]):
+    """(C, H, W) of the model's input (its descriptor's), the height and width overridden."""
+    pre = described.preprocessing if image_size is None else described.preprocessing.with_size(image_size)
     return pre.input_size
 
 
@@ -65,7 +62,7 @@ def mode_runner(mode: str, model, device_type: str) -> Callable:
 def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: bool = True,
               batch_size: Optional[int] = None, image_size: Optional[int] = None, iterations: int = 20,
               repeats: int = 3, modes: Optional[List[str]] = None, device: str = "cpu",
-              echo: Callable[[str], None] = lambda line: None) -> List[Dict[str, object]]:
+              model_dir: Optional[str] = None, echo: Callable[[str], None] = lambda line: None) -> List[Dict[str, object]]:
     """Time each mode; return one row per mode (img-iter/s median, min, max, ratio to the paper loop)."""
     import torch
 
@@ -83,8 +80,9 @@ def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: 
         if "graph" in mode and device.type != "cuda":
             raise ValueError(f"mode {mode} needs a CUDA device (--device cuda)")
     torch.manual_seed(0)
-    model = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint)
-    c, h, w = input_shape(model_spec, model, image_size)
+    described = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir)
+    model = described.classifier()  # every mode times the same [0, 1]-image module
+    c, h, w = input_shape(described, image_size)
     if batch_size is None:
         batch_size = 200 if max(h, w) <= 32 else (128 if device.type == "cuda" else 8)
     gen = torch.Generator().manual_seed(0)

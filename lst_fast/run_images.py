@@ -31,46 +31,11 @@ def make_pairs(n_sources: int, n_targets: int, pairing: str) -> List[Tuple[int, 
                      "each (or one on a side), or --pairing all")
 
 
-def split_normalization(model):
-    """(network, mean, std): the Normalize in front of a resolved model taken out, so that traverse
-    applies the mean/std itself; (model, None, None) when the model has none in front."""
-    import torch
-
-    from lst_fast.models.fashion import Normalize
-
-    if isinstance(model, torch.nn.Sequential) and len(model) == 2 and isinstance(model[0], Normalize):
-        as_list = lambda t: [float(f"{v:.7g}") for v in t.flatten().tolist()]  # noqa: E731  float32 -> short decimals
-        return model[1], as_list(model[0].mean), as_list(model[0].std)
-    return model, None, None
-
-
-def class_names(spec: str, net, num_classes: int) -> List[str]:
-    """Names of the model's classes where known (Fashion-MNIST, timm's ImageNet subsets), else 'class k'."""
-    from lst_fast.models import SHIPPED
-
-    if (spec in SHIPPED or spec.startswith("fashion")) and num_classes == 10:
-        from lst_fast.data.fashion_mnist import CLASSES
-
-        return list(CLASSES)
-    if spec.startswith("timm:"):
-        try:
-            from timm.data import ImageNetInfo, infer_imagenet_subset
-
-            subset = infer_imagenet_subset(net)
-            if subset:
-                info = ImageNetInfo(subset)
-                if info.num_classes() == num_classes:
-                    return [info.index_to_description(k) for k in range(num_classes)]
-        except Exception:  # older timm without ImageNetInfo, or a model outside ImageNet
-            pass
-    if spec.startswith("torchvision:") and num_classes == 1000:
-        try:
-            import torchvision
-
-            weights = torchvision.models.get_model_weights(spec.partition(":")[2]).DEFAULT
-            return list(weights.meta["categories"])
-        except Exception:
-            pass
+def class_names(described, num_classes: int) -> List[str]:
+    """The model's class names where its descriptor knows them for this many classes, else 'class k'."""
+    names = described.class_names
+    if names is not None and len(names) == num_classes:
+        return list(names)
     return [f"class {k}" for k in range(num_classes)]
 
 
@@ -89,9 +54,10 @@ def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], 
                pairing: str = "in-order", source_label: Optional[Sequence[int]] = None,
                checkpoint: Optional[str] = None, pretrained: bool = True, input_size: Optional[int] = None,
                device: str = "cpu", figures: int = 10, progress: bool = True, seed: int = 0,
-               **settings) -> dict:
+               model_dir: Optional[str] = None, **settings) -> dict:
     """LST from each source image file toward its target image file; write OUT's files; return the numbers
-    (also in OUT/summary.json). `settings` are lst_fast.traverse's keyword arguments."""
+    (also in OUT/summary.json). `settings` are lst_fast.traverse's keyword arguments; mean/std None there
+    means the model's own (its descriptor's)."""
     import torch
 
     import lst_fast
@@ -99,7 +65,6 @@ def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], 
     from lst_fast.geometry import linear_path_confidence
     from lst_fast.metrics import distances
     from lst_fast.models import resolve_model
-    from lst_fast.models.fashion import Normalize
 
     t0 = time.time()
     out = Path(out)
@@ -114,19 +79,21 @@ def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], 
         raise ValueError(f"--figures must be >= 0, got {figures}")
 
     device = torch.device(device)
-    net, model_mean, model_std = split_normalization(
-        resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint))
-    mean = settings.pop("mean", None) or model_mean
-    std = settings.pop("std", None) or model_std
-    pre = image_files.preprocessing_for(model_spec, net, mean, std, input_size)
+    described = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir)
+    mean = settings.pop("mean", None) or described.mean
+    std = settings.pop("std", None) or described.std
+    described = described.replace(mean=mean, std=std)  # checks them against the input's channels
+    mean, std = (None, None) if described.mean is None else (list(described.mean), list(described.std))
+    net = described.module
+    pre = described.preprocessing if input_size is None else described.preprocessing.with_size(input_size)
     xs_files = image_files.load_images(source_files, pre).to(device)
     xt_files = image_files.load_images(target_files, pre).to(device)
-    model = torch.nn.Sequential(Normalize(mean, std), net).to(device) if mean is not None else net
+    model = described.classifier()  # for the plain forward passes; traverse applies mean/std itself
 
     with torch.no_grad():
         src_logits, tgt_logits = model(xs_files), model(xt_files)
     num_classes = src_logits.shape[1]
-    names = class_names(model_spec, net, num_classes)
+    names = class_names(described, num_classes)
     labels = _labels(source_label, len(source_files), num_classes)
     src_idx = torch.tensor([i for i, _ in pairs], dtype=torch.long, device=device)
     tgt_idx = torch.tensor([j for _, j in pairs], dtype=torch.long, device=device)
@@ -180,7 +147,7 @@ def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], 
 
     numbers = {
         "model": model_spec, "checkpoint": checkpoint, "pretrained": pretrained,
-        "preprocessing": {**vars(pre), "input_size": list(pre.input_size)},
+        "preprocessing": pre.to_dict(),
         "pairing": pairing, "settings": {**settings, "mean": mean, "std": std, "seed": seed},
         "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
         "device": str(device), "walk_seconds": round(walk_seconds, 2),

@@ -47,9 +47,11 @@ def test_models_by_name_and_from_checkpoints(tmp_path):
     from safetensors.torch import save_file
 
     timm_model = resolve_model("timm:resnet18", pretrained=False)
-    assert timm_model(torch.rand(1, 3, 64, 64)).shape == (1, 1000) and not timm_model.training
+    assert timm_model.module(torch.rand(1, 3, 64, 64)).shape == (1, 1000) and not timm_model.module.training
+    assert timm_model.mean == (0.485, 0.456, 0.406) and timm_model.preprocessing.interpolation == "bicubic"
     tv = resolve_model("torchvision:resnet18", pretrained=False)
-    assert tv(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
+    assert tv.classifier()(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
+    assert tv.input_size == (3, 224, 224) and tv.std == (0.229, 0.224, 0.225)
     shipped = load_model("cnn")
     state = {k: v.contiguous() for k, v in shipped.state_dict().items()}
     save_file(state, str(tmp_path / "w.safetensors"))
@@ -57,7 +59,8 @@ def test_models_by_name_and_from_checkpoints(tmp_path):
     x = torch.rand(3, 1, 28, 28)
     for path in (tmp_path / "w.safetensors", tmp_path / "w.pt"):
         again = resolve_model("fashion_cnn", checkpoint=path)
-        torch.testing.assert_close(again(x), shipped(x))
+        assert again.mean is None and again.input_size == (1, 28, 28)  # normalizes inside
+        torch.testing.assert_close(again.module(x), shipped(x))
     with pytest.raises(ValueError, match="does not fit"):
         resolve_model("fashion_vit", checkpoint=tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match="needs a checkpoint"):
@@ -91,9 +94,9 @@ def test_shipped_name_with_a_checkpoint_uses_its_architecture(tmp_path):
     save_file(state, str(tmp_path / "f.safetensors"))
     torch.save(state, tmp_path / "f.pt")
     x = torch.rand(2, 1, 28, 28)
-    want = resolve_model("fashion_cnn", checkpoint=tmp_path / "f.pt")(x)
+    want = resolve_model("fashion_cnn", checkpoint=tmp_path / "f.pt").module(x)
     for path in (tmp_path / "f.pt", tmp_path / "f.safetensors"):
-        model = resolve_model("cnn", checkpoint=path)
+        model = resolve_model("cnn", checkpoint=path).classifier()
         torch.testing.assert_close(model(x), want)  # the checkpoint's weights, not the shipped ones
     assert not torch.allclose(want, shipped(x))
     with pytest.raises(ValueError, match="does not fit cnn"):
@@ -106,3 +109,18 @@ def _vit_weights(tmp_path):
     state = {k: v.contiguous() for k, v in load_model("vit").state_dict().items()}
     save_file(state, str(tmp_path / "vit.safetensors"))
     return tmp_path / "vit.safetensors"
+
+
+def test_image_folder_takes_the_models_preprocessing(tmp_path):
+    from PIL import Image
+
+    from lst_fast.data.preprocessing import Preprocessing
+
+    for k, name in enumerate(["cat", "dog"]):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.full((60, 90, 3), 100 * k, dtype=np.uint8)).save(tmp_path / name / "a.png")
+    cifar_sized = open_image_set(f"imagefolder:{tmp_path}", preprocessing=Preprocessing((3, 32, 32)))
+    assert cifar_sized.get(torch.tensor([0, 1])).shape == (2, 3, 32, 32)
+    assert cifar_sized.class_names == ("cat", "dog")
+    grey = open_image_set(f"imagefolder:{tmp_path}", preprocessing=resolve_model("cnn").preprocessing)
+    assert grey.get(torch.tensor([1])).shape == (1, 1, 28, 28)

@@ -54,9 +54,17 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, defaults: Any, name
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --checkpoint and --no-pretrained, as `lst-fast eval` has them (read back as args.model,
-    args.checkpoint, args.pretrained)."""
+    """--model, --checkpoint, --no-pretrained and --model-dir, as `lst-fast eval` has them (read back as
+    args.model, args.checkpoint, args.pretrained, args.model_dir)."""
     add_dataclass_arguments(parser, EvalConfig(), MODEL_FIELDS)
+    add_model_dir_argument(parser)
+
+
+def add_model_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """--model-dir, read back with args.model_dir (None: RobustBench's default, ./models)."""
+    parser.add_argument("--model-dir", default=None, metavar="DIR",
+                        help="robustbench: models: RobustBench's checkpoint folder, which holds "
+                             "DATASET/THREAT/NAME.pt (default: ./models)")
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] = WALK_FIELDS,

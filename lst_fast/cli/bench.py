@@ -31,7 +31,8 @@ def command(args: argparse.Namespace) -> int:
     print_backend(args.device, args.device_auto)
     rows = run_bench(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained,
                      batch_size=args.batch_size, image_size=args.image_size, iterations=args.iterations,
-                     repeats=args.repeats, modes=args.modes, device=args.device, echo=print)
+                     repeats=args.repeats, modes=args.modes, device=args.device, model_dir=args.model_dir,
+                     echo=print)
     table = markdown_table(rows)
     print()
     print(table)

@@ -8,7 +8,8 @@ import os
 from typing import Iterator
 
 from lst_fast.cli.arguments import EVAL_LST_FIELDS, EVAL_OWN_FIELDS, add_dataclass_arguments, \
-    add_device_argument, add_settings_arguments, print_backend, settings_from_arguments, values
+    add_device_argument, add_model_dir_argument, add_settings_arguments, print_backend, settings_from_arguments, \
+    values
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.settings import EVALUATION_SETTINGS
 
@@ -18,6 +19,7 @@ HELP = "Tables 1 and 2 over a pool of correctly classified images (resumable)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, EvalConfig(), EVAL_OWN_FIELDS)
     parser.add_argument("--data-root", default=None, help="folder with the data set's files")
+    add_model_dir_argument(parser)
     add_settings_arguments(parser, EVAL_LST_FIELDS, EVALUATION_SETTINGS)
     add_device_argument(parser)
     parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
@@ -34,7 +36,7 @@ def command(args: argparse.Namespace) -> int:
         print_backend(args.device, args.device_auto)
     with process_group(args.device) as device:
         tables = run_evaluation(cfg, args.out, device=device, data_root=args.data_root,
-                                progress=not args.no_progress, graph=settings.graph)
+                                progress=not args.no_progress, graph=settings.graph, model_dir=args.model_dir)
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
         for key in ("table1", "table2"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import add_device_argument
+from lst_fast.cli.arguments import add_device_argument, add_model_dir_argument
 
 HELP = "a Markdown report (tables and figures) of a finished evaluation"
 
@@ -11,11 +11,12 @@ HELP = "a Markdown report (tables and figures) of a finished evaluation"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="an `lst-fast eval` output folder")
     parser.add_argument("--data-root", default=None, help="folder with the data set's files")
+    add_model_dir_argument(parser)
     add_device_argument(parser)
 
 
 def command(args: argparse.Namespace) -> int:
     from lst_fast.evaluation.report import write_report
 
-    print(f"wrote {write_report(args.dir, data_root=args.data_root, device=args.device)}")
+    print(f"wrote {write_report(args.dir, data_root=args.data_root, device=args.device, model_dir=args.model_dir)}")
     return 0

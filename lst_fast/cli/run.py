@@ -67,7 +67,7 @@ def command(args: argparse.Namespace) -> int:
     numbers = run_images(args.model, args.source, args.target, out=args.out, pairing=args.pairing,
                          source_label=args.source_label, checkpoint=args.checkpoint,
                          pretrained=args.pretrained, input_size=args.input_size, device=args.device,
-                         figures=args.figures, progress=not args.no_progress, **traverse_settings(args))
+                         model_dir=args.model_dir, figures=args.figures, progress=not args.no_progress, **traverse_settings(args))
     print(f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} LST "
           f"output{'s' if len(numbers['pairs']) != 1 else ''} in images/ and the figures in {numbers['total_seconds']} s")
     m = numbers["mean"]

@@ -3,40 +3,37 @@
     fashion-mnist          Fashion-MNIST test split (Debian package, $LST_FAST_DATA or --data-root)
     fashion-mnist-sample   the 100 images shipped in the package
     cifar10:DIR            CIFAR-10 test batch, binary version (DIR holds test_batch.bin); no unpickling
-    imagefolder:DIR        class-per-folder tree (ImageNet val layout), resized to 256, center-cropped to 224
+    imagefolder:DIR        class-per-folder tree (classes in sorted folder order)
+    imagenet:ROOT          ImageNet val through torchvision.datasets.ImageNet(ROOT, split="val")
+                           (lst_fast.data.imagenet: the devkit's class order and names)
     tensor:FILE            a safetensors file with "images" (N, C, H, W; uint8 or float in [0, 1]) and "labels"
+
+Image files (imagefolder, imagenet) are resized and cropped with the model's own preprocessing, passed as
+`preprocessing` (a ModelDescriptor's); without one, resize 256 and center crop 224.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lst_fast.data.image_set import ImageSet
+from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_transform
 
-class ImageSet:
-    """Labels (N,) in memory; images fetched by index as float32 (n, C, H, W) in [0, 1]."""
+__all__ = ["CIFAR10_CLASSES", "ImageSet", "check_tensor_data", "open_image_set", "read_cifar10_binary"]
 
-    def __init__(self, labels: Tensor, fetch: Callable[[Tensor], Tensor], name: str):
-        self.labels = labels.to(torch.long)
-        self._fetch = fetch
-        self.name = name
-
-    def __len__(self) -> int:
-        return self.labels.numel()
-
-    def get(self, index: Tensor) -> Tensor:
-        return self._fetch(index.to(torch.long).cpu())
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def _in_memory(images: Tensor, labels: Tensor, name: str) -> ImageSet:
+def _in_memory(images: Tensor, labels: Tensor, name: str, class_names=None) -> ImageSet:
     def fetch(index: Tensor) -> Tensor:
         batch = images[index]
         return batch.to(torch.float32) / 255.0 if batch.dtype == torch.uint8 else batch.to(torch.float32)
 
-    return ImageSet(labels, fetch, name)
+    return ImageSet(labels, fetch, name, class_names)
 
 
 def check_tensor_data(images: Tensor, labels: Tensor, name: str) -> None:
@@ -73,9 +70,8 @@ def read_cifar10_binary(directory: Path) -> tuple:
     return images, labels
 
 
-def _image_folder(directory: Path) -> ImageSet:
+def _image_folder(directory: Path, pre: Preprocessing) -> ImageSet:
     from PIL import Image
-    from torchvision import transforms
 
     root = Path(directory)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -89,27 +85,39 @@ def _image_folder(directory: Path) -> ImageSet:
                 labels.append(k)
     if not files:
         raise FileNotFoundError(f"{root} has class folders but no images in them")
-    prep = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    transform = image_transform(pre)
+    mode = "L" if pre.input_size[0] == 1 else "RGB"
 
     def fetch(index: Tensor) -> Tensor:
-        return torch.stack([prep(Image.open(files[i]).convert("RGB")) for i in index.tolist()])
+        images = []
+        for i in index.tolist():
+            with Image.open(files[i]) as image:
+                images.append(transform(image.convert(mode)))
+        return torch.stack(images) if images else torch.empty(0, *pre.input_size)
 
-    return ImageSet(torch.tensor(labels), fetch, f"imagefolder:{root}")
+    return ImageSet(torch.tensor(labels), fetch, f"imagefolder:{root}", classes)
 
 
-def open_image_set(spec: str, root: Optional[str] = None) -> ImageSet:
-    """An image set from its name (see the module docstring)."""
-    from lst_fast.data.fashion_mnist import load_fashion_mnist, load_sample
+def open_image_set(spec: str, root: Optional[str] = None, preprocessing: Optional[Preprocessing] = None) -> ImageSet:
+    """An image set from its name (see the module docstring); `preprocessing` resizes and crops image files."""
+    from lst_fast.data.fashion_mnist import CLASSES, load_fashion_mnist, load_sample
 
     kind, _, arg = spec.partition(":")
     if spec == "fashion-mnist":
-        return _in_memory(*load_fashion_mnist("test", root), spec)
+        images, labels = load_fashion_mnist("test", root)
+        return _in_memory(images, labels, spec, CLASSES)
     if spec == "fashion-mnist-sample":
-        return _in_memory(*load_sample(), spec)
+        images, labels = load_sample()
+        return _in_memory(images, labels, spec, CLASSES)
     if kind == "cifar10" and arg:
-        return _in_memory(*read_cifar10_binary(Path(arg)), spec)
+        images, labels = read_cifar10_binary(Path(arg))
+        return _in_memory(images, labels, spec, CIFAR10_CLASSES)
     if kind == "imagefolder" and arg:
-        return _image_folder(Path(arg))
+        return _image_folder(Path(arg), preprocessing or IMAGENET_EVAL)
+    if kind == "imagenet" and arg:
+        from lst_fast.data.imagenet import open_imagenet_val
+
+        return open_imagenet_val(arg, preprocessing)
     if kind == "tensor" and arg:
         from safetensors.torch import load_file
 
@@ -125,4 +133,4 @@ def open_image_set(spec: str, root: Optional[str] = None) -> ImageSet:
         check_tensor_data(images, labels, arg)
         return _in_memory(images, labels, spec)
     raise ValueError(f"unknown data {spec!r}: use fashion-mnist, fashion-mnist-sample, cifar10:DIR, "
-                     "imagefolder:DIR or tensor:FILE")
+                     "imagefolder:DIR, imagenet:ROOT or tensor:FILE")

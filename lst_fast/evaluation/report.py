@@ -15,16 +15,20 @@ from lst_fast.geometry import linear_path_confidence, triangle_weights, width_pr
 __all__ = ["write_report"]
 
 
-def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, device="cpu") -> Path:
-    """Render OUT/report.md from an evaluation folder written by `lst-fast eval`."""
+def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, device="cpu",
+                 model_dir: Optional[str] = None) -> Path:
+    """Render OUT/report.md from an evaluation folder written by `lst-fast eval` (model_dir: RobustBench's
+    checkpoint folder, for robustbench: models)."""
     from lst_fast.models import resolve_model
 
     store = EvaluationStore(out_dir)
     out = store.root
     store.require_finished()
     cfg = store.read_config()
-    model = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-    data = open_image_set(cfg.data, data_root)
+    described = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
+                              model_dir=model_dir)
+    model = described.classifier()
+    data = open_image_set(cfg.data, data_root, described.preprocessing)
     first = store.read_chunk(0, 0)
     k = min(pairs, first["source"].numel())
     src, tgt = first["source"][:k], first["target"][:k]

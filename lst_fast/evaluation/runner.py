@@ -16,7 +16,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Ty
 import torch
 from torch import Tensor
 
-from lst_fast.data.sources import ImageSet, open_image_set
+from lst_fast.data.image_set import ImageSet
+from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.store import EvaluationStore
@@ -74,7 +75,8 @@ class _Work:
 
 
 def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[str] = None,
-                   progress: bool = True, graph: bool = False) -> paper_tables.Tables:
+                   progress: bool = True, graph: bool = False,
+                   model_dir: Optional[str] = None) -> paper_tables.Tables:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json, and return
     the tables (the dict of tables.json: see lst_fast.evaluation.tables).
 
@@ -82,12 +84,13 @@ def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[s
     model, the data and the pool. Then rank 0 holds the folder's lock for the whole run (a second run in
     the same folder is refused), writes config.json and removes a killed run's temporary files.
     graph: replay each LST iteration from a CUDA graph (same results; CUDA only).
+    model_dir: RobustBench's checkpoint folder (robustbench: models; default ./models).
     """
     cfg.validate()
     rank, world = _rank_and_world()
     store, device = EvaluationStore(out_dir), torch.device(device)
     store.check_config(cfg)
-    work = _Work(cfg, store, device, rank, world, *_load_model_and_pool(cfg, device, data_root))
+    work = _Work(cfg, store, device, rank, world, *_load_model_and_pool(cfg, device, data_root, model_dir))
     with work.store.locked() if rank == 0 else contextlib.nullcontext():
         _claim_folder(work)
         _run_chunks(work, progress, graph)
@@ -118,13 +121,16 @@ def _claim_folder(work: _Work) -> None:
         _barrier(work.world)
 
 
-def _load_model_and_pool(cfg: EvalConfig, device: torch.device,
-                         data_root: Optional[str]) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor]]:
-    """The model, the data, the pool and each round's targets (checked; nothing written)."""
+def _load_model_and_pool(cfg: EvalConfig, device: torch.device, data_root: Optional[str],
+                         model_dir: Optional[str]) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor]]:
+    """The model, the data (in the model's own preprocessing), the pool and each round's targets (checked;
+    nothing written)."""
     from lst_fast.models import resolve_model
 
-    model = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-    data = open_image_set(cfg.data, data_root)
+    described = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
+                              model_dir=model_dir)
+    model = described.classifier()  # [0, 1] images to logits, its mean/std (if any) in front
+    data = open_image_set(cfg.data, data_root, described.preprocessing)
     pool = build_pool(model, data, cfg, device)
     if len(pool) < 2:
         raise ValueError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")

@@ -1,5 +1,8 @@
-"""Models by name, all taking images in [0, 1] (normalization inside). The shipped Fashion-MNIST models
-load offline, weights only, from safetensors:
+"""Models by name. `resolve_model(spec)` returns a ModelDescriptor: the module (taking images in [0, 1]),
+the mean/std to apply in front of it (None where it normalizes inside), its input size and preprocessing
+(timm's data config for timm models), and its class names where known.
+
+The shipped Fashion-MNIST models load offline, weights only, from safetensors:
 
     cnn         FashionCNN, normal training
     cnn-robust  the same CNN, PGD adversarial training (l_inf eps 0.1)
@@ -9,18 +12,29 @@ resolve_model also takes timm:NAME and torchvision:NAME (pretrained weights from
 pretrained=False), and an architecture (fashion_cnn, fashion_vit, wrn28_10: CIFAR-10's WRN-28-10) with
 weights from a file (safetensors, or a torch file read with weights_only=True). A shipped name with a
 checkpoint (`--model cnn --checkpoint f.pt`) means its architecture with the checkpoint's weights.
+
+robustbench:NAME[:DATASET[:THREAT]] loads a RobustBench model with RobustBench's own loader
+(lst_fast.models.robustbench), py:MODULE:FUNCTION[(key=value, ...)] calls the user's own factory
+(lst_fast.models.factory).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, from_timm_config
+from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.models.fashion import ARCHITECTURES as _FASHION_ARCHITECTURES
 from lst_fast.models.wide_resnet import wrn28_10
+
+__all__ = ["ARCHITECTURES", "SHIPPED", "ModelDescriptor", "load_checkpoint", "load_model", "model_info",
+           "resolve_model"]
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's ImageNet weights
 
 # Architectures by name, for weights from a checkpoint file.
 ARCHITECTURES = {**_FASHION_ARCHITECTURES, "wrn28_10": wrn28_10}
@@ -96,46 +110,125 @@ def _read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
 
 
 def resolve_model(spec: str, device: Union[str, torch.device] = "cpu", pretrained: bool = True,
-                  checkpoint: Optional[Union[str, Path]] = None) -> nn.Module:
-    """A model by name (see the module docstring), in eval mode, normalizing inside."""
-    from lst_fast.models.fashion import Normalize
-
-    if spec in SHIPPED and checkpoint is None:
-        return load_model(spec, device)
+                  checkpoint: Optional[Union[str, Path]] = None,
+                  model_dir: Optional[Union[str, Path]] = None) -> ModelDescriptor:
+    """The model named `spec` (see the module docstring), in eval mode on `device`, with its mean/std,
+    preprocessing and class names. `model_dir`: RobustBench's checkpoint folder (default ./models)."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"the model must be a non-empty name, got {spec!r}")
     kind, _, name = spec.partition(":")
-    mean = std = None
+    if kind in ("robustbench", "py"):
+        if checkpoint is not None:
+            raise ValueError(f"{spec} loads its own weights; a checkpoint applies to the shipped names, the "
+                             f"architectures {sorted(ARCHITECTURES)}, timm:NAME and torchvision:NAME")
+        if kind == "robustbench":
+            from lst_fast.models import robustbench
+
+            net, pre, dataset = robustbench.load(spec, model_dir)
+            return ModelDescriptor(spec, net.to(device), pre, class_names=_dataset_class_names(dataset))
+        from lst_fast.models import factory
+
+        net, pre, mean, std, names = factory.load(spec)
+        return ModelDescriptor(spec, net.to(device), pre, mean, std, names)
+    if spec in ARCHITECTURES and checkpoint is None:
+        raise ValueError(f"architecture {spec!r} needs a checkpoint; the shipped models are {sorted(SHIPPED)}")
+    if spec in SHIPPED and checkpoint is None:
+        net = load_model(spec, device)
+    else:
+        net = _build(spec, kind, name, pretrained and checkpoint is None)
+        if checkpoint is not None:
+            try:
+                net.load_state_dict(_read_state_dict(checkpoint), strict=True)
+            except RuntimeError as error:
+                raise ValueError(f"{checkpoint} does not fit {spec}: {error}") from error
+        net = net.eval().to(device)
+    return _describe(spec, kind, net)
+
+
+def _build(spec: str, kind: str, name: str, pretrained: bool) -> nn.Module:
+    """The network of `spec` (weights pretrained where asked, else as built)."""
     if spec in SHIPPED:  # with a checkpoint: the shipped model's architecture, the checkpoint's weights
-        net = ARCHITECTURES[model_info(spec)["architecture"]]()
-    elif spec in ARCHITECTURES:
-        net = ARCHITECTURES[spec]()
-        if checkpoint is None:
-            raise ValueError(f"architecture {spec!r} needs a checkpoint; the shipped models are {sorted(SHIPPED)}")
-    elif kind == "timm" and name:
+        return ARCHITECTURES[model_info(spec)["architecture"]]()
+    if spec in ARCHITECTURES:
+        return ARCHITECTURES[spec]()
+    if kind == "timm" and name:
         import timm
 
         try:
-            net = timm.create_model(name, pretrained=pretrained and checkpoint is None)
+            return timm.create_model(name, pretrained=pretrained)
         except Exception as error:
             raise RuntimeError(f"could not create timm model {name!r} ({error}); pretrained weights come from "
                                "the network (or its cache): pass pretrained=False / --no-pretrained or a checkpoint") from error
-        cfg = getattr(net, "pretrained_cfg", {}) or {}
-        mean, std = cfg.get("mean"), cfg.get("std")
-    elif kind == "torchvision" and name:
+    if kind == "torchvision" and name:
         import torchvision
 
         try:
-            net = torchvision.models.get_model(name, weights="DEFAULT" if pretrained and checkpoint is None else None)
+            return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
         except Exception as error:
             raise RuntimeError(f"could not create torchvision model {name!r} ({error}); pretrained weights come "
                                "from the network: pass pretrained=False / --no-pretrained or a checkpoint") from error
-        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's ImageNet weights
-    else:
-        raise ValueError(f"unknown model {spec!r}: a shipped name {sorted(SHIPPED)}, an architecture "
-                         f"{sorted(ARCHITECTURES)} with a checkpoint, timm:NAME or torchvision:NAME")
-    if checkpoint is not None:
+    raise ValueError(f"unknown model {spec!r}: a shipped name {sorted(SHIPPED)}, an architecture "
+                     f"{sorted(ARCHITECTURES)} with a checkpoint, timm:NAME, torchvision:NAME, "
+                     "robustbench:NAME[:DATASET[:THREAT]] or py:MODULE:FUNCTION")
+
+
+def _describe(spec: str, kind: str, net: nn.Module) -> ModelDescriptor:
+    """mean/std, preprocessing and class names of a shipped, architecture, timm or torchvision model."""
+    if kind == "timm":
+        from timm.data import resolve_data_config
+
+        config = resolve_data_config(model=net)
+        return ModelDescriptor(spec, net, from_timm_config(config), config.get("mean"), config.get("std"),
+                               _timm_class_names(net))
+    if kind == "torchvision":
+        # torchvision's ImageNet weights: resize 256, crop 224, ImageNet mean/std
+        return ModelDescriptor(spec, net, IMAGENET_EVAL, IMAGENET_MEAN, IMAGENET_STD,
+                               _torchvision_class_names(spec.partition(":")[2]))
+    architecture = model_info(spec)["architecture"] if spec in SHIPPED else spec
+    if architecture == "wrn28_10":  # CIFAR-10 images in [0, 1]; no normalization (see wide_resnet.py)
+        return ModelDescriptor(spec, net, Preprocessing((3, 32, 32)), class_names=_dataset_class_names("cifar10"))
+    return ModelDescriptor(spec, net, Preprocessing((1, 28, 28)), class_names=_dataset_class_names("fashion-mnist"))
+
+
+def _dataset_class_names(dataset: str) -> Optional[Tuple[str, ...]]:
+    if dataset == "fashion-mnist":
+        from lst_fast.data.fashion_mnist import CLASSES
+
+        return tuple(CLASSES)
+    if dataset == "cifar10":
+        from lst_fast.data.sources import CIFAR10_CLASSES
+
+        return CIFAR10_CLASSES
+    if dataset == "imagenet":
         try:
-            net.load_state_dict(_read_state_dict(checkpoint), strict=True)
-        except RuntimeError as error:
-            raise ValueError(f"{checkpoint} does not fit {spec}: {error}") from error
-    model = nn.Sequential(Normalize(mean, std), net) if mean is not None and std is not None else net
-    return model.eval().to(device)
+            from timm.data import ImageNetInfo
+
+            info = ImageNetInfo("imagenet-1k")
+            return tuple(info.index_to_description(k) for k in range(info.num_classes()))
+        except Exception:  # noqa: BLE001  an older timm without ImageNetInfo
+            return None
+    return None
+
+
+def _timm_class_names(net: nn.Module) -> Optional[Tuple[str, ...]]:
+    """timm's names for the ImageNet subset the model was trained on, if it says."""
+    try:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+
+        subset = infer_imagenet_subset(net)
+        if subset:
+            info = ImageNetInfo(subset)
+            if info.num_classes() == getattr(net, "num_classes", info.num_classes()):
+                return tuple(info.index_to_description(k) for k in range(info.num_classes()))
+    except Exception:  # noqa: BLE001  an older timm without ImageNetInfo, or a model outside ImageNet
+        pass
+    return None
+
+
+def _torchvision_class_names(name: str) -> Optional[Tuple[str, ...]]:
+    try:
+        import torchvision
+
+        return tuple(torchvision.models.get_model_weights(name).DEFAULT.meta["categories"])
+    except Exception:  # noqa: BLE001  a model without ImageNet weights
+        return None
