@@ -171,7 +171,7 @@ class RowDenseViews {
 // aliasing and the exact message are lst_fast/op_checks.py's business (a NaN step or an aliased output
 // gives wrong numbers, never a wrong address).
 
-inline void guard(bool ok, const char* name) {
+inline void refuse_unless(bool ok, const char* name) {
   LST_CHECK(ok, "lst_fast_kernels::", name, ": arguments this kernel cannot run on (shapes, dtypes or devices); ",
             "call torch.ops.lst_fast.", name, ", which names the argument");
 }
@@ -181,37 +181,39 @@ inline bool like(const Tensor& t, const Tensor& ref) {
   return t.scalar_type() == ref.scalar_type() && same_sizes(t, ref) && t.device() == ref.device();
 }
 
-// A 1-D tensor of n elements of one of the dtypes, on `device`.
-inline bool vector_of(const Tensor& t, int64_t n, std::initializer_list<ScalarType> dtypes, const Tensor& device) {
-  return t.dim() == 1 && t.size(0) == n && t.device() == device.device() &&
+// t is 1-D with n elements of one of the dtypes, on ref's device.
+inline bool vector_of(const Tensor& t, int64_t n, std::initializer_list<ScalarType> dtypes, const Tensor& ref) {
+  return t.dim() == 1 && t.size(0) == n && t.device() == ref.device() &&
          std::find(dtypes.begin(), dtypes.end(), t.scalar_type()) != dtypes.end();
+}
+
+// x is a batch of one of the float dtypes on a device of `type`.
+inline bool float_batch_on(const Tensor& x, DeviceType type) {
+  return x.dim() >= 1 && is_supported_float(x.scalar_type()) && x.device().type() == type;
 }
 
 inline void guard_orthogonal_step(const Tensor& x, const Tensor& target, const Tensor& grad, const Tensor& adv,
                                   DeviceType type) {
-  guard(x.dim() >= 1 && is_supported_float(x.scalar_type()) && x.device().type() == type && like(target, x) &&
-            like(grad, x) && like(adv, x),
-        "orthogonal_step");
+  refuse_unless(float_batch_on(x, type) && like(target, x) && like(grad, x) && like(adv, x), "orthogonal_step");
 }
 
 inline void guard_confidence_accept(const Tensor& logits, const Tensor& label, const Tensor& p0, const Tensor& x,
                                     const Tensor& candidate, const Tensor& grad, const Tensor& candidate_grad,
                                     const Tensor& confidence, DeviceType type) {
-  const bool data = x.dim() >= 1 && is_supported_float(x.scalar_type()) && x.device().type() == type &&
-                    like(candidate, x) && like(grad, x) && like(candidate_grad, x);
-  const int64_t n = x.dim() >= 1 ? x.size(0) : 0;
-  guard(data && logits.dim() == 2 && logits.size(0) == n && logits.size(1) >= 1 &&
-            is_supported_float(logits.scalar_type()) && logits.device() == x.device() &&
-            vector_of(label, n, {ScalarType::Long}, x) && vector_of(p0, n, {ScalarType::Float, ScalarType::Double}, x) &&
-            like(confidence, p0),
-        "confidence_accept");
+  const bool rows = float_batch_on(x, type) && like(candidate, x) && like(grad, x) && like(candidate_grad, x);
+  const int64_t n = rows ? x.size(0) : 0;
+  const bool logits_ok = logits.dim() == 2 && logits.size(0) == n && logits.size(1) >= 1 &&
+                         is_supported_float(logits.scalar_type()) && logits.device() == x.device();
+  refuse_unless(rows && logits_ok && vector_of(label, n, {ScalarType::Long}, x) &&
+                    vector_of(p0, n, {ScalarType::Float, ScalarType::Double}, x) && like(confidence, p0),
+                "confidence_accept");
 }
 
 inline void guard_simplex_points(const Tensor& vertices, const Tensor& weights, DeviceType type) {
-  guard(vertices.dim() >= 2 && vertices.size(1) >= 1 && is_supported_float(vertices.scalar_type()) &&
-            vertices.device().type() == type && weights.dim() == 2 && weights.size(1) == vertices.size(1) &&
-            weights.device() == vertices.device(),
-        "simplex_points");
+  refuse_unless(vertices.dim() >= 2 && vertices.size(1) >= 1 && is_supported_float(vertices.scalar_type()) &&
+                    vertices.device().type() == type && weights.dim() == 2 &&
+                    weights.size(1) == vertices.size(1) && weights.device() == vertices.device(),
+                "simplex_points");
 }
 
 // ---- shared pieces of the kernels' set-up -----------------------------------------------------------
