@@ -1,9 +1,14 @@
-// Operator schemas of lst_fast, all in one place, and the module lst_fast._C (the CPU kernels,
+// Schemas of lst_fast's compiled kernels, all in one place, and the module lst_fast._C (the CPU kernels,
 // cpu/*.cpp). The CUDA kernels live in a module of their own, lst_fast._C_cuda (cuda/cuda_ops.cpp), so
 // that this one loads on a CPU-only torch. Both use the LibTorch stable ABI only: built with
 // TORCH_TARGET_VERSION = 2.10, one binary loads on every torch from 2.10 on. Importing the module loads
 // the library; its static initializers register the ops with the dispatcher, so there is nothing to
 // bind with pybind11.
+//
+// The kernels are registered as lst_fast_kernels::*. The public operators, torch.ops.lst_fast.*, are
+// defined in lst_fast/ops.py with the same schemas: they check the arguments (lst_fast/op_checks.py, the
+// one written contract), then call these kernels or, without them, the pure-PyTorch reference. Called
+// directly, a kernel only refuses what would take it outside its tensors' memory (op_checks.h).
 #include <Python.h>
 
 #include "op_checks.h"
@@ -22,18 +27,13 @@ PyMODINIT_FUNC PyInit__C(void) {
 }
 }
 
-STABLE_TORCH_LIBRARY(lst_fast, m) {
-  // Fused LST step: projects (target - x) orthogonally to grad per sample, updates the accumulated
-  // adversarial term `adv` in place and returns the clamped candidate.
+STABLE_TORCH_LIBRARY(lst_fast_kernels, m) {
+  // The semantics are those of the public ops (lst_fast/ops.py, lst_fast/reference.py, cuda/launchers.h).
   m.def(
       "orthogonal_step(Tensor x, Tensor target, Tensor grad, Tensor(a!) adv, float step_size, "
       "float adv_step_size, float lo, float hi) -> Tensor");
-  // Confidence-constrained accept: where p0 - softmax(logits)[label] < threshold, copies the candidate
-  // and its gradient into x and grad and its confidence into `confidence`. Returns the accepted mask.
-  // A label outside [0, num_classes) gives that sample a NaN probability: never accepted, no error.
   m.def(
       "confidence_accept(Tensor logits, Tensor label, Tensor p0, float threshold, Tensor(a!) x, "
       "Tensor candidate, Tensor(b!) grad, Tensor candidate_grad, Tensor(c!) confidence) -> Tensor");
-  // Batched convex combinations: vertices (N, K, *), weights (P, K) -> (N * P, *).
   m.def("simplex_points(Tensor vertices, Tensor weights) -> Tensor");
 }

@@ -1,7 +1,10 @@
-// Argument checks and layout helpers shared by the CPU and CUDA registrations, on the LibTorch stable ABI
-// (torch/csrc/stable, torch/headeronly) only. Header-only so that both backends give the same error
-// messages for the same mistakes. The few things the stable API lacks (an opmath type, a dtype switch,
-// the non-overlapping-and-dense test, the overlap checks) are small helpers here.
+// Memory-safety guards and layout helpers shared by the CPU and CUDA kernels, on the LibTorch stable ABI
+// (torch/csrc/stable, torch/headeronly) only. The argument contract of the operators (what is accepted,
+// and the message that names the argument otherwise) is not here: it is written once, in
+// lst_fast/op_checks.py, and runs before every call of the public ops torch.ops.lst_fast.*, which then
+// call these kernels (torch.ops.lst_fast_kernels.*). A kernel called directly only refuses, tersely, the
+// arguments that would take it outside its tensors' memory. The few things the stable API lacks (an
+// opmath type, a dtype switch, the non-overlapping-and-dense test) are small helpers here.
 #pragma once
 
 #include <torch/csrc/stable/library.h>
@@ -15,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -97,29 +101,6 @@ decltype(auto) dispatch_float(ScalarType t, const char* op, F&& f) {
   throw std::runtime_error(message(op, ": unsupported dtype ", torch::headeronly::toString(t)));
 }
 
-// ---- descriptions for messages ----------------------------------------------------------------------
-
-inline std::string shape_str(const Tensor& t) {
-  std::string s = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
-  return s + "]";
-}
-inline const char* dtype_str(const Tensor& t) { return torch::headeronly::toString(t.scalar_type()); }
-inline std::string device_type_str(DeviceType type) {
-  switch (type) {
-    case DeviceType::CPU: return "cpu";
-    case DeviceType::CUDA: return "cuda";
-    case DeviceType::Meta: return "meta";
-    default: return "device type " + std::to_string(static_cast<int>(type));
-  }
-}
-inline std::string device_str(const Tensor& t) {
-  const auto device = t.device();
-  std::string s = device_type_str(device.type());
-  if (device.has_index()) s += ":" + std::to_string(device.index());
-  return s;
-}
-
 // ---- layout -----------------------------------------------------------------------------------------
 
 inline bool same_sizes(const Tensor& a, const Tensor& b) {
@@ -151,31 +132,6 @@ inline bool is_non_overlapping_and_dense(const Tensor& t) {
     expected *= size;
   }
   return true;
-}
-
-// As at::assert_no_internal_overlap: a dimension of size >= 2 with stride 0 writes one element twice.
-// (Other overlapping layouts are "too hard" to decide there too, and pass.)
-inline void check_no_internal_overlap(const Tensor& t, const char* name, const char* op) {
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    LST_CHECK(!(t.size(d) >= 2 && t.stride(d) == 0), op, ": ", name,
-              " has internal overlap (more than one element refers to a single memory location); pass a "
-              "tensor that owns its memory, e.g. ", name, ".clone()");
-  }
-}
-
-// As at::assert_no_overlap: two non-overlapping-and-dense tensors whose memory ranges intersect (the
-// same tensor twice included). Strided layouts are "too hard" there too, and pass.
-inline void check_no_overlap(const Tensor& written, const char* written_name, const Tensor& other,
-                             const char* other_name, const char* op) {
-  if (written.numel() == 0 || other.numel() == 0) return;
-  if (!is_non_overlapping_and_dense(written) || !is_non_overlapping_and_dense(other)) return;
-  const auto* a = static_cast<const char*>(written.data_ptr());
-  const auto* b = static_cast<const char*>(other.data_ptr());
-  const auto* a_end = a + written.numel() * static_cast<int64_t>(written.element_size());
-  const auto* b_end = b + other.numel() * static_cast<int64_t>(other.element_size());
-  LST_CHECK(!(a < b_end && b < a_end), op, ": ", written_name, " and ", other_name,
-            " overlap (some elements refer to the same memory location); ", written_name,
-            " is written, so pass a separate tensor, e.g. ", written_name, ".clone()");
 }
 
 // True when every tensor has the same sizes and strides, its memory is non-overlapping and dense, and
@@ -210,99 +166,54 @@ class RowDenseViews {
   std::vector<Tensor> work_;
 };
 
-// ---- argument checks --------------------------------------------------------------------------------
+// ---- memory-safety guards ---------------------------------------------------------------------------
+// What each kernel needs to stay inside its tensors: ranks, sizes, element types, one device. Scalars,
+// aliasing and the exact message are lst_fast/op_checks.py's business (a NaN step or an aliased output
+// gives wrong numbers, never a wrong address).
 
-inline void check_data_tensor(const Tensor& t, const char* name, const Tensor& ref, const char* ref_name,
-                              const char* op) {
-  LST_CHECK(is_supported_float(t.scalar_type()), op, ": ", name,
-            " must be float32, float64, float16 or bfloat16, got ", dtype_str(t));
-  LST_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", device_str(t), " but ", ref_name, " is on ",
-            device_str(ref), "; all tensors must be on one device");
-  LST_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", dtype_str(t), " but ", ref_name,
-            " has dtype ", dtype_str(ref));
-  LST_CHECK(same_sizes(t, ref), op, ": ", name, " has shape ", shape_str(t), " but ", ref_name, " has shape ",
-            shape_str(ref));
+inline void refuse_unless(bool ok, const char* name) {
+  LST_CHECK(ok, "lst_fast_kernels::", name, ": arguments this kernel cannot run on (shapes, dtypes or devices); ",
+            "call torch.ops.lst_fast.", name, ", which names the argument");
 }
 
-inline void check_device_type(const Tensor& t, DeviceType type, const char* op) {
-  LST_CHECK(t.device().type() == type, op, ": expected tensors on ", device_type_str(type), ", got ",
-            device_str(t));
+// t has ref's dtype, sizes and device.
+inline bool like(const Tensor& t, const Tensor& ref) {
+  return t.scalar_type() == ref.scalar_type() && same_sizes(t, ref) && t.device() == ref.device();
 }
 
-inline void check_orthogonal_step_args(const Tensor& x, const Tensor& target, const Tensor& grad,
-                                       const Tensor& adv) {
-  constexpr const char* op = "lst_fast::orthogonal_step";
-  LST_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", shape_str(x));
-  check_data_tensor(x, "x", x, "x", op);
-  check_data_tensor(target, "target", x, "x", op);
-  check_data_tensor(grad, "grad", x, "x", op);
-  check_data_tensor(adv, "adv", x, "x", op);
-  check_no_internal_overlap(adv, "adv", op);
-  check_no_overlap(adv, "adv", x, "x", op);
-  check_no_overlap(adv, "adv", target, "target", op);
-  check_no_overlap(adv, "adv", grad, "grad", op);
+// t is 1-D with n elements of one of the dtypes, on ref's device.
+inline bool vector_of(const Tensor& t, int64_t n, std::initializer_list<ScalarType> dtypes, const Tensor& ref) {
+  return t.dim() == 1 && t.size(0) == n && t.device() == ref.device() &&
+         std::find(dtypes.begin(), dtypes.end(), t.scalar_type()) != dtypes.end();
 }
 
-inline void check_orthogonal_step_scalars(double step_size, double adv_step_size, double lo, double hi) {
-  constexpr const char* op = "lst_fast::orthogonal_step";
-  LST_CHECK(std::isfinite(step_size), op, ": step_size must be finite, got ", num_str(step_size));
-  LST_CHECK(std::isfinite(adv_step_size) && adv_step_size >= 0, op,
-            ": adv_step_size must be finite and >= 0, got ", num_str(adv_step_size));
-  LST_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo < hi, op,
-            ": bounds must be finite with lo < hi, got lo=", num_str(lo), " hi=", num_str(hi));
+// x is a batch of one of the float dtypes on a device of `type`.
+inline bool float_batch_on(const Tensor& x, DeviceType type) {
+  return x.dim() >= 1 && is_supported_float(x.scalar_type()) && x.device().type() == type;
 }
 
-inline void check_confidence_accept_args(const Tensor& logits, const Tensor& label, const Tensor& p0,
-                                         const Tensor& x, const Tensor& candidate, const Tensor& grad,
-                                         const Tensor& candidate_grad, const Tensor& confidence,
-                                         double threshold) {
-  constexpr const char* op = "lst_fast::confidence_accept";
-  LST_CHECK(x.dim() >= 1, op, ": x must have a batch dimension, got shape ", shape_str(x));
-  const int64_t n = x.size(0);
-  check_data_tensor(candidate, "candidate", x, "x", op);
-  check_data_tensor(grad, "grad", x, "x", op);
-  check_data_tensor(candidate_grad, "candidate_grad", x, "x", op);
-  LST_CHECK(logits.dim() == 2 && logits.size(0) == n, op, ": logits must have shape (", num_str(n),
-            ", num_classes), got ", shape_str(logits));
-  LST_CHECK(logits.size(1) >= 1, op, ": logits must have at least one class, got ", shape_str(logits));
-  LST_CHECK(is_supported_float(logits.scalar_type()), op, ": logits must be a floating tensor, got ",
-            dtype_str(logits));
-  LST_CHECK(label.dim() == 1 && label.size(0) == n, op, ": label must have shape (", num_str(n), "), got ",
-            shape_str(label));
-  LST_CHECK(label.scalar_type() == ScalarType::Long, op, ": label must be int64, got ", dtype_str(label));
-  LST_CHECK(p0.dim() == 1 && p0.size(0) == n, op, ": p0 must have shape (", num_str(n), "), got ",
-            shape_str(p0));
-  LST_CHECK(p0.scalar_type() == ScalarType::Float || p0.scalar_type() == ScalarType::Double, op,
-            ": p0 must be float32 or float64, got ", dtype_str(p0));
-  LST_CHECK(same_sizes(confidence, p0) && confidence.scalar_type() == p0.scalar_type(), op,
-            ": confidence must match p0 (shape ", shape_str(p0), ", dtype ", dtype_str(p0), "), got shape ",
-            shape_str(confidence), " dtype ", dtype_str(confidence));
-  for (const Tensor* t : {&logits, &label, &p0, &confidence}) {
-    LST_CHECK(t->device() == x.device(), op, ": all tensors must be on one device; x is on ", device_str(x),
-              " but another argument is on ", device_str(*t));
-  }
-  check_no_internal_overlap(x, "x", op);
-  check_no_internal_overlap(grad, "grad", op);
-  check_no_overlap(x, "x", candidate, "candidate", op);
-  check_no_overlap(grad, "grad", candidate_grad, "candidate_grad", op);
-  check_no_overlap(x, "x", grad, "grad", op);
-  LST_CHECK(!std::isnan(threshold), op, ": threshold must not be NaN");
+inline void guard_orthogonal_step(const Tensor& x, const Tensor& target, const Tensor& grad, const Tensor& adv,
+                                  DeviceType type) {
+  refuse_unless(float_batch_on(x, type) && like(target, x) && like(grad, x) && like(adv, x), "orthogonal_step");
 }
 
-inline void check_simplex_points_args(const Tensor& vertices, const Tensor& weights) {
-  constexpr const char* op = "lst_fast::simplex_points";
-  LST_CHECK(vertices.dim() >= 2, op, ": vertices must have shape (N, K, ...), got ", shape_str(vertices));
-  LST_CHECK(vertices.size(1) >= 1, op, ": vertices need at least one vertex (K >= 1), got ",
-            shape_str(vertices));
-  LST_CHECK(is_supported_float(vertices.scalar_type()), op,
-            ": vertices must be float32, float64, float16 or bfloat16, got ", dtype_str(vertices));
-  LST_CHECK(weights.dim() == 2 && weights.size(1) == vertices.size(1), op,
-            ": weights must have shape (P, K) with K = vertices.size(1) = ", num_str(vertices.size(1)),
-            ", got ", shape_str(weights));
-  LST_CHECK(weights.scalar_type() == ScalarType::Float || weights.scalar_type() == ScalarType::Double, op,
-            ": weights must be float32 or float64, got ", dtype_str(weights));
-  LST_CHECK(weights.device() == vertices.device(), op, ": weights are on ", device_str(weights),
-            " but vertices are on ", device_str(vertices));
+inline void guard_confidence_accept(const Tensor& logits, const Tensor& label, const Tensor& p0, const Tensor& x,
+                                    const Tensor& candidate, const Tensor& grad, const Tensor& candidate_grad,
+                                    const Tensor& confidence, DeviceType type) {
+  const bool rows = float_batch_on(x, type) && like(candidate, x) && like(grad, x) && like(candidate_grad, x);
+  const int64_t n = rows ? x.size(0) : 0;
+  const bool logits_ok = logits.dim() == 2 && logits.size(0) == n && logits.size(1) >= 1 &&
+                         is_supported_float(logits.scalar_type()) && logits.device() == x.device();
+  refuse_unless(rows && logits_ok && vector_of(label, n, {ScalarType::Long}, x) &&
+                    vector_of(p0, n, {ScalarType::Float, ScalarType::Double}, x) && like(confidence, p0),
+                "confidence_accept");
+}
+
+inline void guard_simplex_points(const Tensor& vertices, const Tensor& weights, DeviceType type) {
+  refuse_unless(vertices.dim() >= 2 && vertices.size(1) >= 1 && is_supported_float(vertices.scalar_type()) &&
+                    vertices.device().type() == type && weights.dim() == 2 &&
+                    weights.size(1) == vertices.size(1) && weights.device() == vertices.device(),
+                "simplex_points");
 }
 
 // ---- shared pieces of the kernels' set-up -----------------------------------------------------------

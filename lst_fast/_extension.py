@@ -29,6 +29,7 @@ from typing import Optional
 import torch
 
 OP_NAMES = ("orthogonal_step", "confidence_accept", "simplex_points")
+KERNEL_NAMESPACE = "lst_fast_kernels"  # the compiled kernels behind the checked ops of lst_fast.ops
 MIN_TORCH = (2, 10)  # the stable-ABI version the binaries are built for (setup.py: TORCH_TARGET_VERSION)
 
 
@@ -111,13 +112,13 @@ else:
 
 
 def has_ops() -> bool:
-    """True when the compiled operators are registered under torch.ops.lst_fast."""
+    """True when the compiled kernels are registered (under torch.ops.lst_fast_kernels)."""
     return _load_error is None and all(_has_schema(name) for name in OP_NAMES)
 
 
 def _has_schema(name: str) -> bool:
     try:
-        getattr(torch.ops.lst_fast, name)
+        getattr(getattr(torch.ops, KERNEL_NAMESPACE), name)
     except (AttributeError, RuntimeError):
         return False
     return True
@@ -129,7 +130,7 @@ def has_native_kernel(name: str, device_type: str) -> bool:
     if _load_error is not None or not _has_schema(name):
         return False
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"lst_fast::{name}", key)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"{KERNEL_NAMESPACE}::{name}", key)
 
 
 def assert_has_ops() -> None:

@@ -15,6 +15,13 @@ def _describe(t: Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
+def _check_has_data(name: str, t: Tensor, what: str) -> None:
+    """Meta tensors have shapes but no values: say so before torch fails to read them."""
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a tensor without values); pass {what} that hold data, "
+                         f"e.g. on the CPU or a GPU, got {_describe(t)}")
+
+
 def check_positive(name: str, value: float) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -64,12 +71,14 @@ def check_images(x: Tensor, y: Tensor, bounds: Bounds) -> None:
     """x: source images (N, C, H, W); y: target images of x's shape, or one (C, H, W) image."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor of source images (N, C, H, W), got {type(x).__name__}")
+    _check_has_data("x", x, "source images")
     if not x.is_floating_point():
         raise TypeError(f"x must be floating-point source images (N, C, H, W) in {bounds}, got {_describe(x)}")
     if x.dim() != 4:
         raise ValueError(f"x must be source images of shape (N, C, H, W), got {_describe(x)}")
     if not isinstance(y, Tensor):
         raise TypeError(f"y must be a tensor of target images, got {type(y).__name__}")
+    _check_has_data("y", y, "target images")
     if not y.is_floating_point() or y.dim() == 1:
         raise TypeError(
             f"y is the target images (N, C, H, W) or one image (C, H, W), got {_describe(y)}; "
@@ -111,6 +120,7 @@ def check_label(label: Optional[Tensor], n: int, num_classes: int, device: torch
         label = torch.full((n,), int(label), dtype=torch.long, device=device)
     if not isinstance(label, Tensor):
         raise TypeError(f"{name} must be an integer tensor of shape ({n},), got {type(label).__name__}")
+    _check_has_data(name, label, "class indices")
     if label.dtype.is_floating_point or label.dtype.is_complex or label.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor of class indices, got {_describe(label)}")
     if tuple(label.shape) != (n,):

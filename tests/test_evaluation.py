@@ -100,6 +100,10 @@ def test_a_run_killed_several_times_resumes_to_the_same_tables(tmp_path):
     assert json.loads((killed / "tables.json").read_text()) == json.loads((tmp_path / "whole" / "tables.json").read_text())
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python then installs its KeyboardInterrupt handler
+
+
 def test_sigint_stops_cleanly_and_keeps_finished_chunks(tmp_path):
     """The run sends itself SIGINT right after its second chunk file is written (a test hook, no timing),
     so the signal always lands in the middle of the run, however busy the machine."""
@@ -109,7 +113,10 @@ def test_sigint_stops_cleanly_and_keeps_finished_chunks(tmp_path):
             "--rounds", "2", "--iterations", "4", "--chunk-size", "4", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), TEST_HOOK_VARIABLE: "written:round*_chunk*:2:SIGINT"}
     out = tmp_path / "stopped"
-    proc = subprocess.run(args + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    # A background job of a shell without job control (pytest ... &) inherits SIGINT as ignored, and
+    # Python keeps it ignored: the child starts with the default disposition, as from a terminal.
+    proc = subprocess.run(args + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_default_sigint)
     assert proc.returncode == 130 and "interrupted; finished work is saved" in proc.stderr, proc.stderr
     assert _count(out) == 2 and not (out / "tables.json").exists()
     assert not list(out.rglob(".*.tmp"))

@@ -20,8 +20,16 @@ try:
     native_error = None
 except RuntimeError as e:
     native_error = str(e)
+# The ops still exist in the dispatcher (the reference is their kernel) and still check their arguments.
+try:
+    torch.ops.lst_fast.orthogonal_step(x, y.double(), x, torch.zeros_like(x), 0.1, 0.0, 0.0, 1.0)
+    check_error = None
+except RuntimeError as e:
+    check_error = str(e)
+torch.library.opcheck(torch.ops.lst_fast.simplex_points.default, (torch.rand(2, 3, 4), torch.rand(5, 3)))
 print(json.dumps({"info": lst_fast.backend_info(), "shape": list(r.images.shape),
-                  "finite": bool(torch.isfinite(r.images).all()), "native_error": native_error}))
+                  "finite": bool(torch.isfinite(r.images).all()), "native_error": native_error,
+                  "check_error": check_error}))
 """
 
 
@@ -35,6 +43,7 @@ def test_traverse_runs_with_extension_forced_missing():
     assert report["info"]["cpu"] == "reference" and report["info"]["cuda"] == "reference"
     assert report["shape"] == [3, 1, 4, 4] and report["finite"]
     assert "no compiled kernel" in report["native_error"]
+    assert report["check_error"] == "lst_fast::orthogonal_step: target has dtype Double but x has dtype Float"
 
 
 def test_backend_info_reports_the_build():

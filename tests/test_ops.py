@@ -351,16 +351,18 @@ def opcheck_samples(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(device):
-    for name in ("orthogonal_step", "confidence_accept", "simplex_points"):
-        native_or_skip(name, device)
+@pytest.mark.parametrize("namespace", ["lst_fast", "lst_fast_kernels"])
+def test_opcheck(device, namespace):
+    """The public ops (checks, then the kernel or the reference) and, where built, the kernels themselves."""
+    if namespace == "lst_fast_kernels":
+        for name in ("orthogonal_step", "confidence_accept", "simplex_points"):
+            native_or_skip(name, device)
     for name, args in opcheck_samples(device):
-        torch.library.opcheck(getattr(torch.ops.lst_fast, name).default, args)
+        torch.library.opcheck(getattr(getattr(torch.ops, namespace), name).default, args)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_ops_under_torch_compile(device):
-    native_or_skip("orthogonal_step", device)
 
     def step_and_accept(x, target, grad, adv, logits, label, p0, cand_grad, conf):
         cand = torch.ops.lst_fast.orthogonal_step(x, target, grad, adv, 0.05, 2e-3, 0.0, 1.0)
@@ -375,6 +377,11 @@ def test_ops_under_torch_compile(device):
     assert torch.equal(got, want)
     for a, b in zip(compiled_args, eager_args):  # the in-place updates happen under compile too
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    # The fake kernels run the same checks while torch.compile traces.
+    bad = [t.clone() for t in eager_args]
+    bad[2] = bad[2].double()
+    with pytest.raises(RuntimeError, match="lst_fast::orthogonal_step: grad has dtype Double but x has dtype Float"):
+        torch.compile(step_and_accept, backend="aot_eager", fullgraph=True)(*bad)
 
 
 # -- property tests ------------------------------------------------------------------------------------
@@ -450,8 +457,8 @@ def test_confidence_accept_property(n, k, threshold, spread, seed):
 # -- errors -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_native_ops_reject_bad_arguments(device):
-    native_or_skip("orthogonal_step", device)
+def test_the_dispatcher_ops_check_their_arguments(device):
+    """torch.ops.lst_fast.* called directly run the same checks as the wrappers (native kernel or not)."""
     step = torch.ops.lst_fast.orthogonal_step
     x = torch.rand(2, 1, 4, 4, device=device)
     with pytest.raises(RuntimeError, match="target has shape"):
@@ -481,6 +488,59 @@ def test_native_ops_reject_bad_arguments(device):
         torch.ops.lst_fast.simplex_points(torch.rand(2, 0, 4, device=device), torch.rand(5, 0, device=device))
     # An out-of-range label is not an error (it needs the label values): see
     # test_out_of_range_label_is_never_accepted_on_every_backend.
+
+
+def _kernel_refusals(device):
+    """Arguments that would take a compiled kernel outside its tensors' memory, one mistake each."""
+    x = torch.rand(3, 2, 4, device=device)
+
+    def step(*tensors):
+        return torch.ops.lst_fast_kernels.orthogonal_step(*tensors, 0.1, 0.0, 0.0, 1.0)
+
+    yield "orthogonal_step", lambda: step(x, x[:, :1].clone(), x.clone(), x.clone())  # target too small
+    yield "orthogonal_step", lambda: step(x, x.clone(), x.double(), x.clone())  # grad of wider elements
+    yield "orthogonal_step", lambda: step(x, x.clone(), x.clone(), x.half())  # adv of narrower elements
+    yield "orthogonal_step", lambda: step(*(x.int() for _ in range(4)))  # no float dispatch
+    yield "orthogonal_step", lambda: step(*(x[0, 0, 0].clone() for _ in range(4)))  # no batch dimension
+    logits, label, p0 = torch.rand(3, 5, device=device), torch.zeros(3, dtype=torch.long, device=device), torch.rand(3, device=device)
+
+    def accept(lg, lb, p, *tensors, conf=None):  # tensors: x, candidate, grad, candidate_grad
+        tensors = tensors or tuple(x.clone() for _ in range(4))
+        return torch.ops.lst_fast_kernels.confidence_accept(lg, lb, p, 0.2, *tensors, p.clone() if conf is None else conf)
+
+    yield "confidence_accept", lambda: accept(logits[:2], label, p0)  # fewer rows than samples
+    yield "confidence_accept", lambda: accept(logits[:, :0], label, p0)  # no class
+    yield "confidence_accept", lambda: accept(logits, label[:2], p0)  # too few labels
+    yield "confidence_accept", lambda: accept(logits, label.int(), p0)  # labels read as int64
+    yield "confidence_accept", lambda: accept(logits, label, p0.half())  # p0 read as float or double
+    yield "confidence_accept", lambda: accept(logits, label, p0, conf=p0.double())  # confidence written as p0's type
+    yield "confidence_accept", lambda: accept(logits, label, p0, x.clone(), x[:, :1].clone(), x.clone(), x.clone())
+    yield "confidence_accept", lambda: accept(logits, label, p0, x.clone(), x.clone(), x.clone(), x.double())
+    simplex = torch.ops.lst_fast_kernels.simplex_points
+    yield "simplex_points", lambda: simplex(torch.rand(2, 3, 4, device=device), torch.rand(5, 2, device=device))
+    yield "simplex_points", lambda: simplex(torch.rand(2, 0, 4, device=device), torch.rand(5, 0, device=device))
+    yield "simplex_points", lambda: simplex(torch.rand(2, device=device), torch.rand(5, 2, device=device))
+    yield "simplex_points", lambda: simplex(torch.rand(2, 3, 4, device=device).long(), torch.rand(5, 3, device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_kernel_ops_refuse_what_would_leave_their_memory(device):
+    """The compiled kernels called directly (past the checks of lst_fast.op_checks) still refuse every
+    argument that would make them read or write out of bounds: a RuntimeError, never a crash."""
+    native_or_skip("orthogonal_step", device)
+    for name, call in _kernel_refusals(device):
+        with pytest.raises(RuntimeError, match=f"lst_fast_kernels::{name}: .* torch.ops.lst_fast.{name}, which names"):
+            call()
+
+
+def test_kernel_schemas_match_the_public_ones():
+    """The public ops (lst_fast/ops.py) and the compiled kernels (csrc/lst_fast.cpp) share one signature."""
+    native_or_skip("orthogonal_step", "cpu")
+    for name, schema in ops.SCHEMAS.items():
+        public = getattr(torch.ops.lst_fast, name).default._schema
+        kernel = getattr(torch.ops.lst_fast_kernels, name).default._schema
+        assert str(public) == "lst_fast::" + schema
+        assert str(kernel) == "lst_fast_kernels::" + schema
 
 
 # -- one contract per operator: the same arguments get the same answer on every backend ----------------

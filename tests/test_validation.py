@@ -81,6 +81,16 @@ def test_bad_labels(setup, label, error, match):
         lst_fast.traverse(model, x, y, label=label, iterations=1)
 
 
+@pytest.mark.parametrize("argument", ["x", "y", "label", "target_label"])
+def test_meta_tensors_name_the_argument(setup, argument):
+    """A meta tensor has a shape but no values: a ValueError names it (not torch's "no data" errors)."""
+    model, x, y = setup
+    kwargs = dict(x=x, y=y, label=torch.tensor([0, 1, 2]), target_label=torch.tensor([1, 2, 3]))
+    kwargs[argument] = kwargs[argument].to("meta")
+    with pytest.raises(ValueError, match=f"^{argument} is on the meta device"):
+        lst_fast.traverse(model, **kwargs, iterations=1, record_every=1)
+
+
 def test_bad_models_and_the_model_is_unchanged(setup):
     model, x, y = setup
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):

@@ -50,9 +50,8 @@ void store_accepted(Tensor& confidence, const std::vector<double>& prob, const b
 
 Tensor confidence_accept_cpu(Tensor logits, Tensor label, Tensor p0, double threshold, Tensor x,
                              Tensor candidate, Tensor grad, Tensor candidate_grad, Tensor confidence) {
-  constexpr const char* op = "lst_fast::confidence_accept";
-  check_confidence_accept_args(logits, label, p0, x, candidate, grad, candidate_grad, confidence, threshold);
-  check_device_type(x, DeviceType::CPU, op);
+  constexpr const char* op = "lst_fast_kernels::confidence_accept";
+  guard_confidence_accept(logits, label, p0, x, candidate, grad, candidate_grad, confidence, DeviceType::CPU);
 
   const int64_t n = x.size(0);
   const int64_t k = logits.size(1);
@@ -104,7 +103,7 @@ Tensor confidence_accept_cpu(Tensor logits, Tensor label, Tensor p0, double thre
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(lst_fast, CPU, m) {
+STABLE_TORCH_LIBRARY_IMPL(lst_fast_kernels, CPU, m) {
   m.impl("confidence_accept", TORCH_BOX(&confidence_accept_cpu));
 }
 

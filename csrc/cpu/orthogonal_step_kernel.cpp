@@ -94,10 +94,8 @@ void orthogonal_step_kernel(const scalar_t* x, const scalar_t* target, const sca
 
 Tensor orthogonal_step_cpu(Tensor x, Tensor target, Tensor grad, Tensor adv, double step_size,
                            double adv_step_size, double lo, double hi) {
-  constexpr const char* op = "lst_fast::orthogonal_step";
-  check_orthogonal_step_args(x, target, grad, adv);
-  check_device_type(x, DeviceType::CPU, op);
-  check_orthogonal_step_scalars(step_size, adv_step_size, lo, hi);
+  constexpr const char* op = "lst_fast_kernels::orthogonal_step";
+  guard_orthogonal_step(x, target, grad, adv, DeviceType::CPU);
 
   Tensor out = torch::stable::empty_like(x);
   if (x.numel() == 0) return out;
@@ -119,7 +117,7 @@ Tensor orthogonal_step_cpu(Tensor x, Tensor target, Tensor grad, Tensor adv, dou
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(lst_fast, CPU, m) {
+STABLE_TORCH_LIBRARY_IMPL(lst_fast_kernels, CPU, m) {
   m.impl("orthogonal_step", TORCH_BOX(&orthogonal_step_cpu));
 }
 

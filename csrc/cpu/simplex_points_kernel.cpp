@@ -38,9 +38,8 @@ void simplex_points_kernel(const scalar_t* vertices, const opmath_t<scalar_t>* w
 }
 
 Tensor simplex_points_cpu(Tensor vertices, Tensor weights) {
-  constexpr const char* op = "lst_fast::simplex_points";
-  check_simplex_points_args(vertices, weights);
-  check_device_type(vertices, DeviceType::CPU, op);
+  constexpr const char* op = "lst_fast_kernels::simplex_points";
+  guard_simplex_points(vertices, weights, DeviceType::CPU);
   Tensor out = new_tensor(vertices, simplex_points_shape(vertices, weights), vertices.scalar_type());
   if (out.numel() == 0) return out;
 
@@ -58,7 +57,7 @@ Tensor simplex_points_cpu(Tensor vertices, Tensor weights) {
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(lst_fast, CPU, m) {
+STABLE_TORCH_LIBRARY_IMPL(lst_fast_kernels, CPU, m) {
   m.impl("simplex_points", TORCH_BOX(&simplex_points_cpu));
 }
 

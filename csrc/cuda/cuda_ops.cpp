@@ -1,4 +1,4 @@
-// CUDA registration of the lst_fast operators and the module lst_fast._C_cuda<N>: argument checks, layout
+// CUDA registration of the lst_fast kernels and the module lst_fast._C_cuda<N>: memory-safety guards, layout
 // handling, device guard and stream, then the plain launchers of launchers.h. Stable ABI only (see
 // ../lst_fast.cpp); this file is compiled by the host compiler, so no torch header reaches nvcc.
 #include <Python.h>
@@ -61,10 +61,8 @@ using torch::stable::accelerator::DeviceGuard;
 
 Tensor orthogonal_step_cuda(Tensor x, Tensor target, Tensor grad, Tensor adv, double step_size,
                             double adv_step_size, double lo, double hi) {
-  constexpr const char* op = "lst_fast::orthogonal_step";
-  check_orthogonal_step_args(x, target, grad, adv);
-  check_device_type(x, DeviceType::CUDA, op);
-  check_orthogonal_step_scalars(step_size, adv_step_size, lo, hi);
+  constexpr const char* op = "lst_fast_kernels::orthogonal_step";
+  guard_orthogonal_step(x, target, grad, adv, DeviceType::CUDA);
   const DeviceGuard guard(x.get_device_index());
 
   Tensor out = torch::stable::empty_like(x);
@@ -88,9 +86,8 @@ Tensor orthogonal_step_cuda(Tensor x, Tensor target, Tensor grad, Tensor adv, do
 
 Tensor confidence_accept_cuda(Tensor logits, Tensor label, Tensor p0, double threshold, Tensor x,
                               Tensor candidate, Tensor grad, Tensor candidate_grad, Tensor confidence) {
-  constexpr const char* op = "lst_fast::confidence_accept";
-  check_confidence_accept_args(logits, label, p0, x, candidate, grad, candidate_grad, confidence, threshold);
-  check_device_type(x, DeviceType::CUDA, op);
+  constexpr const char* op = "lst_fast_kernels::confidence_accept";
+  guard_confidence_accept(logits, label, p0, x, candidate, grad, candidate_grad, confidence, DeviceType::CUDA);
   const DeviceGuard guard(x.get_device_index());
 
   const int64_t n = x.size(0);
@@ -121,9 +118,8 @@ Tensor confidence_accept_cuda(Tensor logits, Tensor label, Tensor p0, double thr
 }
 
 Tensor simplex_points_cuda(Tensor vertices, Tensor weights) {
-  constexpr const char* op = "lst_fast::simplex_points";
-  check_simplex_points_args(vertices, weights);
-  check_device_type(vertices, DeviceType::CUDA, op);
+  constexpr const char* op = "lst_fast_kernels::simplex_points";
+  guard_simplex_points(vertices, weights, DeviceType::CUDA);
   const DeviceGuard guard(vertices.get_device_index());
   Tensor out = new_tensor(vertices, simplex_points_shape(vertices, weights), vertices.scalar_type());
   if (out.numel() == 0) return out;
@@ -139,7 +135,7 @@ Tensor simplex_points_cuda(Tensor vertices, Tensor weights) {
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(lst_fast, CUDA, m) {
+STABLE_TORCH_LIBRARY_IMPL(lst_fast_kernels, CUDA, m) {
   m.impl("orthogonal_step", TORCH_BOX(&orthogonal_step_cuda));
   m.impl("confidence_accept", TORCH_BOX(&confidence_accept_cuda));
   m.impl("simplex_points", TORCH_BOX(&simplex_points_cuda));
