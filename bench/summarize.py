@@ -32,27 +32,45 @@ def ops_table(infos) -> None:
 
 
 def speed_table(infos) -> None:
-    rows = defaultdict(dict)
+    """Steady rates and set-up seconds from the k and 3k spans (files written before the spans existed
+    have one span: their per-call rate is shown, marked)."""
+    runs = defaultdict(dict)
     for info in infos:
-        key = (info["device_name"], info["model"], info["batch"], info["image_size"], info["iterations"])
         method = "expert_compile" if info["method"] == "expert" else info["method"]  # its name before 2026-11-29
-        rows[key][method] = info["img_iter_per_s"]
-    if not rows:
+        k = info.get("k", info["iterations"])
+        key = (info["device_name"], info["model"], info["batch"], info["image_size"], k)
+        runs[key].setdefault(method, {})[info.get("span", "k")] = info
+    if not runs:
         return
+    rows = {}
+    for key, methods in runs.items():
+        batch, k = key[2], key[4]
+        rows[key] = {}
+        for method, spans in methods.items():
+            if "k" in spans and "3k" in spans:
+                extra = spans["3k"]["seconds"] - spans["k"]["seconds"]
+                rate = batch * 2 * k / extra if extra > 0 else float("nan")
+                setup = max(0.0, spans["k"]["seconds"] - batch * k / rate) if extra > 0 else float("nan")
+                rows[key][method] = (rate, setup)
+            else:
+                rows[key][method] = (next(iter(spans.values()))["img_iter_per_s"], None)
     methods = [m for m in LST_METHODS if any(m in r for r in rows.values())]
-    print("\nLST throughput, img-iter/s (x the paper loop)")
-    print("| device | model | batch | px | " + " | ".join(methods) + " |")
-    print("|---|---|---|---|" + "---|" * len(methods))
-    for (device, model, batch, size, _), values in sorted(rows.items()):
-        base = values.get("paper")
+    print("\nLST throughput: steady img-iter/s (x the paper loop), set-up s per call (* = one span only: per-call "
+          "rate, set-up included)")
+    print("| device | model | batch | px | k | " + " | ".join(methods) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(methods))
+    for (device, model, batch, size, k), values in sorted(rows.items()):
+        base = values.get("paper", (None, None))[0]
         cells = []
         for m in methods:
             if m not in values:
                 cells.append("")
-            else:
-                ratio = f" ({values[m] / base:.2f}x)" if base else ""
-                cells.append(f"{values[m]:,.0f}{ratio}")
-        print(f"| {device} | {model} | {batch} | {size} | " + " | ".join(cells) + " |")
+                continue
+            rate, setup = values[m]
+            ratio = f" ({rate / base:.2f}x)" if base and base == base and rate == rate else ""
+            tail = "*" if setup is None else ("" if setup != setup else f", {setup:.2f} s")
+            cells.append(("n/a" if rate != rate else f"{rate:,.0f}") + ratio + tail)
+        print(f"| {device} | {model} | {batch} | {size} | {k} | " + " | ".join(cells) + " |")
 
 
 def parity_table(infos) -> None:

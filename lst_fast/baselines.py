@@ -89,7 +89,9 @@ def make_expert_loop(model: torch.nn.Module, device_type: str) -> Callable[..., 
             logits = model(images)
         return F.cross_entropy(logits.float(), label, reduction="sum"), logits
 
-    compiled = torch.compile(forward_loss)
+    # Static shapes, as lst_fast's compile_model: without dynamic=False, Dynamo would recompile with
+    # dynamic shapes once it saw a second model through this same code, slowing the baseline.
+    compiled = torch.compile(forward_loss, dynamic=False)
 
     def expert_loop(model_, x, target, iterations):
         return _one_pass(compiled, model_, x, target, iterations)

@@ -2,8 +2,18 @@
 
 The paper's two-pass fp32 loop, the one-pass loop (both in lst_fast.baselines, which the repository's
 bench/ times too) and lst_fast in each mode that applies to the device, on random images of the model's
-input size: images x iterations per second (the median of --repeats timed runs after one untimed warm-up
-run, which also compiles and captures graphs), the spread of the repeats, and the ratio to the paper loop.
+input size.
+
+Every call of a loop has a fixed set-up cost (lst_fast: the bf16 copy with its BatchNorm folding and
+check, the end check, a graph capture; the baselines: the first forward) besides its per-iteration work,
+and on a GPU a short run is mostly set-up. So each mode runs k and 3k iterations (`--iterations` is k),
+each --repeats times after one untimed warm-up run (which also compiles), and reports both:
+- the steady rate, images x iterations per second from the difference of the two runs
+  (batch * 2k / (t_3k - t_k)): what a long run achieves;
+- the set-up seconds per call (t_k minus k iterations at the steady rate);
+with the spread of the repeats' steady rates and the ratio to the paper loop's steady rate.
+
+The fp32 baselines run without TF32, as lst_fast's exact mode does, so a ratio compares like with like.
 """
 from __future__ import annotations
 
@@ -14,8 +24,8 @@ from typing import Callable, Dict, List, Optional
 MODES = ("paper", "one-pass", "expert-compile", "lst-fp32", "lst-bf16", "lst-bf16-graph", "lst-bf16-compile",
          "lst-bf16-compile-graph")
 DESCRIPTION = {
-    "paper": "paper loop: fp32, two passes per iteration",
-    "one-pass": "one pass per iteration, fp32",
+    "paper": "paper loop: fp32 (no TF32), two passes per iteration",
+    "one-pass": "one pass per iteration, fp32 (no TF32)",
     "expert-compile": "one pass, bf16 autocast + torch.compile (by hand)",
     "lst-fp32": "lst_fast fp32 (exact)",
     "lst-bf16": "lst_fast bf16",
@@ -43,10 +53,8 @@ def mode_runner(mode: str, model, device_type: str) -> Callable:
     import lst_fast
     from lst_fast.baselines import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
 
-    if mode == "paper":
-        return paper_loop
-    if mode == "one-pass":
-        return one_pass_loop
+    if mode in ("paper", "one-pass"):
+        return _without_tf32(paper_loop if mode == "paper" else one_pass_loop)
     if mode == "expert-compile":
         return make_expert_loop(model, device_type)
     precision = "bf16" if "bf16" in mode else "fp32"
@@ -57,6 +65,31 @@ def mode_runner(mode: str, model, device_type: str) -> Callable:
                                  compile_model="compile" in mode, batch_size=x.shape[0]).images
 
     return lst
+
+
+def _without_tf32(loop: Callable) -> Callable:
+    """An fp32 baseline under the precision settings of lst_fast's exact mode (no TF32 in convolutions and
+    matrix products), so that its ratio to lst_fp32 compares the same arithmetic."""
+    from lst_fast.runtime import full_fp32_matmuls
+
+    def run(model, x, y, iterations):
+        with full_fp32_matmuls():
+            return loop(model, x, y, iterations)
+
+    return run
+
+
+def steady_rate(batch: int, iterations: int, short_s: float, long_s: float) -> float:
+    """img-iter/s of the work that grows with the iterations: `iterations` (k) and 3k took short_s and
+    long_s seconds. NaN when the long run was not longer (too little work to see)."""
+    extra = long_s - short_s
+    return batch * 2 * iterations / extra if extra > 0 else float("nan")
+
+
+def setup_seconds(batch: int, iterations: int, short_s: float, long_s: float) -> float:
+    """The seconds of a call that do not grow with the iterations: t_k less k iterations at the steady rate."""
+    rate = steady_rate(batch, iterations, short_s, long_s)
+    return max(0.0, short_s - batch * iterations / rate) if rate == rate else float("nan")
 
 
 def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: bool = True,
@@ -89,8 +122,8 @@ def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: 
     x = torch.rand(batch_size, c, h, w, generator=gen).to(device)
     y = torch.rand(batch_size, c, h, w, generator=gen).to(device)
     work = batch_size * iterations
-    echo(f"{model_spec}: batch {batch_size} x {c}x{h}x{w}, {iterations} iterations per run, "
-         f"{repeats} timed runs per mode after one warm-up run, on {device}")
+    echo(f"{model_spec}: batch {batch_size} x {c}x{h}x{w}, {iterations} and {3 * iterations} iterations per run, "
+         f"{repeats} timed runs of each per mode after one warm-up run, on {device}")
 
     def sync():
         if device.type == "cuda":
@@ -101,17 +134,23 @@ def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: 
         run = mode_runner(mode, model, device.type)
         run(model, x, y, iterations)  # warm-up: compiles, builds lst_fast's working copy, captures graphs
         sync()
-        seconds = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run(model, x, y, iterations)
-            sync()
-            seconds.append(time.perf_counter() - t0)
-        speeds = [work / s for s in seconds]
-        row = {"mode": mode, "what": DESCRIPTION[mode], "img_iter_per_s": work / statistics.median(seconds),
-               "min": min(speeds), "max": max(speeds), "seconds": seconds}
+        short, long_ = [], []
+        for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both spans alike
+            for span, times in ((iterations, short), (3 * iterations, long_)):
+                t0 = time.perf_counter()
+                run(model, x, y, span)
+                sync()
+                times.append(time.perf_counter() - t0)
+        t_short, t_long = statistics.median(short), statistics.median(long_)
+        speeds = [steady_rate(batch_size, iterations, a, b) for a, b in zip(short, long_)]
+        row = {"mode": mode, "what": DESCRIPTION[mode],
+               "img_iter_per_s": steady_rate(batch_size, iterations, t_short, t_long),
+               "setup_s": setup_seconds(batch_size, iterations, t_short, t_long),
+               "per_call_img_iter_per_s": work / t_short,
+               "min": min(speeds), "max": max(speeds), "seconds": short, "seconds_3x": long_}
         rows.append(row)
-        echo(f"  {mode:24s} {row['img_iter_per_s']:12,.1f} img-iter/s  (runs {min(speeds):,.1f} - {max(speeds):,.1f})")
+        echo(f"  {mode:24s} {row['img_iter_per_s']:12,.1f} img-iter/s steady, set-up {row['setup_s']:.3f} s "
+             f"(runs {min(speeds):,.1f} - {max(speeds):,.1f})")
     paper = next((r["img_iter_per_s"] for r in rows if r["mode"] == "paper"), None)
     info = lst_fast.backend_info()
     for row in rows:
@@ -123,6 +162,8 @@ def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: 
 
 
 def _number(value: float) -> str:
+    if value != value:
+        return "n/a"
     return f"{value:,.0f}" if value >= 1000 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
@@ -131,12 +172,17 @@ def markdown_table(rows: List[Dict[str, object]]) -> str:
         return ""
     first = rows[0]
     c, h, w = first["input"]
-    lines = [f"`{first['model']}`, batch {first['batch']} x {c}x{h}x{w}, {first['iterations']} iterations, "
-             f"{first['device']} ({first['threads']} threads), {BACKEND_WORDS.get(first['backend'], first['backend'])}, torch {first['torch']}; "
-             f"median of {first['repeats']} runs (range of the runs):", "",
-             "| mode | img-iter/s | range | vs paper loop |", "|---|---|---|---|"]
+    k = first["iterations"]
+    backend = BACKEND_WORDS.get(first["backend"], first["backend"])
+    lines = [f"`{first['model']}`, batch {first['batch']} x {c}x{h}x{w}, {first['device']} ({first['threads']} "
+             f"threads), {backend}, torch {first['torch']}; steady rate from runs of {k} and {3 * k} iterations "
+             f"(median of {first['repeats']} each; range of the runs), set-up: the seconds of a call that do not "
+             "grow with the iterations:", "",
+             "| mode | img-iter/s | range | vs paper loop | set-up s | per call of k |", "|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = "" if r["ratio_to_paper"] is None else f"{r['ratio_to_paper']:.2f}x"
+        ratio = "" if r["ratio_to_paper"] is None or r["ratio_to_paper"] != r["ratio_to_paper"] \
+            else f"{r['ratio_to_paper']:.2f}x"
+        setup = "n/a" if r["setup_s"] != r["setup_s"] else f"{r['setup_s']:.3f}"
         lines.append(f"| {r['what']} | {_number(r['img_iter_per_s'])} | {_number(r['min'])} - {_number(r['max'])} "
-                     f"| {ratio} |")
+                     f"| {ratio} | {setup} | {_number(r['per_call_img_iter_per_s'])} |")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 
 import pytest
 import torch
@@ -245,8 +246,36 @@ def test_bench_runs_once_at_tiny_sizes(tmp_path, capsys):
     assert code == 0 and stdout.startswith("lst_fast ")
     rows = json.loads(out.with_suffix(".json").read_text())
     assert [r["mode"] for r in rows] == ["paper", "one-pass", "lst-fp32", "lst-bf16"]
-    assert rows[0]["ratio_to_paper"] == 1.0 and all(len(r["seconds"]) == 2 for r in rows)
-    assert all(r["min"] <= r["img_iter_per_s"] <= r["max"] for r in rows)
-    assert "| lst_fast bf16 |" in stdout and "vs paper loop" in out.with_suffix(".md").read_text()
+    assert all(len(r["seconds"]) == 2 and len(r["seconds_3x"]) == 2 for r in rows)
+    for r in rows:  # the steady rate and set-up come from the runs themselves (NaN only if 3k was not longer)
+        assert r["setup_s"] >= 0 or r["setup_s"] != r["setup_s"]
+        assert r["per_call_img_iter_per_s"] == pytest.approx(4 * 2 / statistics.median(r["seconds"]))
+    assert "| lst_fast bf16 |" in stdout and "set-up s" in stdout
+    assert "vs paper loop" in out.with_suffix(".md").read_text()
     assert main(["bench", "--modes", "lst-bf16-graph"]) == 1  # graphs need CUDA
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_steady_rate_and_setup_split_a_call():
+    from lst_fast.bench import setup_seconds, steady_rate
+
+    # 2 s of set-up, then 0.01 s per iteration for a batch of 8: k=10 takes 2.1 s, 3k=30 takes 2.3 s.
+    assert steady_rate(8, 10, 2.1, 2.3) == pytest.approx(8 / 0.01)
+    assert setup_seconds(8, 10, 2.1, 2.3) == pytest.approx(2.0)
+    assert steady_rate(8, 10, 2.1, 2.1) != steady_rate(8, 10, 2.1, 2.1)  # no growth seen: NaN, not infinity
+
+
+def test_fp32_baselines_run_without_tf32(monkeypatch):
+    from lst_fast import bench, runtime
+
+    seen = []
+    def spy(model, x, y, iterations):
+        seen.append([getattr(owner, name) == full for owner, name, full in runtime._tf32_switches(torch.backends)])
+
+    import lst_fast.baselines as baselines
+
+    monkeypatch.setattr(baselines, "paper_loop", spy)
+    monkeypatch.setattr(baselines, "one_pass_loop", spy)
+    for mode in ("paper", "one-pass"):
+        bench.mode_runner(mode, None, "cpu")(None, None, None, 1)
+    assert len(seen) == 2 and all(all(flags) for flags in seen), seen

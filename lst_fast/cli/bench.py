@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per batch (default: 200 for 28-32 px models, 8 on the CPU / 128 on a GPU above)")
     parser.add_argument("--image-size", type=int, default=None, help="height and width (default: the model's own)")
-    parser.add_argument("--iterations", type=int, default=20, help="LST iterations per timed run")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (after one warm-up run)")
+    parser.add_argument("--iterations", type=int, default=20,
+                        help="k: each mode runs k and 3k iterations; the steady rate is their difference")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each length per mode (after one warm-up run)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=None,
                         help="what to time (default: every mode that applies to the device; graph modes need "
                              "CUDA, compile modes torch.compile)")
