@@ -38,8 +38,7 @@ class GraphReplay:
         values copied in when the shapes match the capture; otherwise fresh copies (any capture dropped)."""
         if self.graph is not None and self.tensors is not None and _same_shapes(self.tensors, (fixed, state)):
             for mine, new in zip(_flatten(self.tensors), _flatten((fixed, state))):
-                if mine is not None:
-                    mine.copy_(new)
+                mine.copy_(new)
             return self.tensors
         owned = (_owned_copy(fixed), _owned_copy(state))
         self.graph, self.calls, self.tensors = None, 0, owned
@@ -75,17 +74,14 @@ def capture(fn: Callable[[], None], stream: "torch.cuda.Stream") -> "torch.cuda.
 
 def _owned_copy(tensors):
     """A copy of a Targets or WalkState whose tensors are new memory in the same layout."""
-    return dataclasses.replace(tensors, **{
-        f.name: None if getattr(tensors, f.name) is None
-        else getattr(tensors, f.name).clone(memory_format=torch.preserve_format)
-        for f in dataclasses.fields(tensors)})
+    return dataclasses.replace(tensors, **{f.name: getattr(tensors, f.name).clone(memory_format=torch.preserve_format)
+                                           for f in dataclasses.fields(tensors)})
 
 
-def _flatten(tensors: Tensors) -> List[Optional[Tensor]]:
+def _flatten(tensors: Tensors) -> List[Tensor]:
     fixed, state = tensors
     return [*fixed.fields(), *state.fields()]
 
 
 def _same_shapes(a: Tensors, b: Tensors) -> bool:
-    return all((x is None) == (y is None) and (x is None or (x.shape == y.shape and x.stride() == y.stride()))
-               for x, y in zip(_flatten(a), _flatten(b)))
+    return all(x.shape == y.shape and x.stride() == y.stride() for x, y in zip(_flatten(a), _flatten(b)))

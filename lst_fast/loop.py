@@ -5,26 +5,29 @@ forward at the candidate for the acceptance test. Here the candidate's forward+b
 logits decide acceptance and, when accepted, its gradient is the next iteration's; when rejected, the
 gradient at x is still the one in hand. The iterates are the same (bit for bit in fp32 on the CPU).
 
-`walk` is the algorithm; `traverse_batch` sets up its state and reports around it; `GraphReplay` replays
-one iteration from a CUDA graph (opt-in). Everything here works on one batch of tensors already on the
-device, in the working dtype and layout; splitting a set into batches is lst_fast.batching's job.
+`walk` is the algorithm, top to bottom; `traverse_batch` sets up its state, hands it the observers (the
+recorder, the progress bar and the bf16 end check, lst_fast.walk_observers and lst_fast.prepared_model)
+and reports around it. lst_fast.graph_replay replays one iteration from a CUDA graph (opt-in).
+Everything here works on one batch of tensors already on the device, in the working dtype and layout;
+splitting a set into batches is lst_fast.batching's job.
 """
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lst_fast import ops, validation
+from lst_fast.graph_replay import GraphReplay
+from lst_fast.prepared_model import Checkpoints
 from lst_fast.reference import class_probability
 from lst_fast.result import TraversalResult
-from lst_fast.runtime import cudnn_autotune
-from lst_fast.graph_replay import GraphReplay
 from lst_fast.settings import LSTSettings
+from lst_fast.walk_observers import ProgressReport, Recorder, WalkObserver
 from lst_fast.walk_state import Targets, WalkState
 
 Forward = Callable[[Tensor], Tensor]  # images in [lo, hi] -> logits (normalization included)
@@ -102,21 +105,20 @@ def warn_if_probabilities(logits: Tensor) -> None:
                       "LST expects logits and applies softmax itself: return the logits", UserWarning, stacklevel=4)
 
 
-def start_state(forward: Forward, start: Tensor, label: Tensor, layout: torch.memory_format,
-                keep_logits: bool) -> WalkState:
+def start_state(forward: Forward, start: Tensor, label: Tensor, layout: torch.memory_format) -> WalkState:
     """x at the (noisy) start, D = 0, and the gradient and confidence at x."""
     x = start.clone(memory_format=torch.preserve_format)
     logits, grad = forward_backward(forward, x, label, layout)
     return WalkState(x=x, grad=grad, adv=torch.zeros_like(x), confidence=class_probability(logits, label),
-                     accepted_steps=torch.zeros(x.shape[0], dtype=torch.long, device=x.device),
-                     logits=logits if keep_logits else None)
+                     accepted_steps=torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
 
 
 def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettings, layout: torch.memory_format,
-         replay: Optional[GraphReplay] = None, after: Optional[Callable[[int], None]] = None,
+         replay: Optional[GraphReplay] = None, observers: Sequence[WalkObserver] = (),
          grid: Optional[Grid] = None) -> None:
-    """LST: `settings.iterations` steps from `state`, in place. `after(i)` runs after iteration i.
-    With a `grid` (half-precision input) each candidate is rounded onto it before it is judged."""
+    """LST: `settings.iterations` steps from `state`, in place; each observer's `stepped(i, state)` runs
+    after iteration i. With a `grid` (half-precision input) each candidate is rounded onto it before it
+    is judged. With a `replay`, the iteration is replayed from a CUDA graph once captured."""
 
     def iteration() -> None:
         # v = x_t - x;  v_perp = v - (<g, v> / <g, g>) g;  D = clamp(D + (eps / 2) g, -eps, eps);
@@ -133,77 +135,12 @@ def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettin
             cand_logits, fixed.label, fixed.p0, settings.threshold, state.x, candidate, state.grad, cand_grad,
             state.confidence, backend=settings.backend)
         state.accepted_steps.add_(accepted)
-        if state.logits is not None:
-            state.logits.copy_(torch.where(accepted[:, None], cand_logits, state.logits))
 
     run = iteration if replay is None else replay.runner(iteration, settings.iterations)
     for i in range(1, settings.iterations + 1):
         run()
-        if after is not None:
-            after(i)
-
-
-class Recorder:
-    """Keeps the iterate and its source/target-class confidences every `every` iterations."""
-
-    def __init__(self, every: int, target_label: Tensor, device: torch.device) -> None:
-        self.every, self.target_label, self.device = every, target_label, device
-        self.iterations: List[int] = []
-        self.confidence: List[Tensor] = []
-        self.target_confidence: List[Tensor] = []
-        self.images: List[Tensor] = []
-
-    def record(self, iteration: int, state: WalkState) -> None:
-        self.iterations.append(iteration)
-        self.confidence.append(state.confidence.float().clone())
-        self.target_confidence.append(class_probability(state.logits, self.target_label).float())
-        self.images.append(state.x.to(self.device, copy=True))
-
-    def traces(self) -> dict:
-        return {"trace_iterations": torch.tensor(self.iterations, dtype=torch.long),
-                "trace_confidence": torch.stack(self.confidence),
-                "trace_target_confidence": torch.stack(self.target_confidence),
-                "trace_images": torch.stack(self.images)}
-
-
-class Checkpoints:
-    """bf16 mode: the walk judges with the bf16 copy, so the end points are checked with the model as given
-    (p0 - p < threshold, with its own p0). A sample whose final iterate fails walks back to the newest
-    kept iterate that passes (iterates are kept at 20 evenly spaced iterations, with their accepted-step
-    counts); a sample none of whose kept iterates passes keeps its start (as in exact mode when no step
-    is accepted). One forward of the model as given per batch, plus one per walk-back on the failing few."""
-
-    KEPT = 20
-
-    def __init__(self, report: Forward, state: WalkState, label: Tensor, p0: Tensor, threshold: float,
-                 iterations: int) -> None:
-        self.report, self.label, self.p0, self.threshold = report, label, p0, threshold
-        self.every = max(1, -(-iterations // self.KEPT))
-        self.kept: List[Tuple[Tensor, Tensor]] = []
-        self.keep(state)
-
-    def keep(self, state: WalkState) -> None:
-        self.kept.append((state.x.clone(memory_format=torch.preserve_format), state.accepted_steps.clone()))
-
-    def finish(self, state: WalkState) -> Tuple[Tensor, Tensor, Tensor]:
-        """(images, accepted steps, confidence for the model as given) to return."""
-        x, steps = state.x.clone(memory_format=torch.preserve_format), state.accepted_steps.clone()
-        # The walk-back forwards subsets of ever-changing size: autotuning cuDNN for each would cost more
-        # than these few forwards.
-        with torch.no_grad(), cudnn_autotune(False):
-            confidence = class_probability(self.report(x), self.label)
-            failing = (~(self.p0 - confidence < self.threshold)).nonzero()[:, 0]
-            for kept_x, kept_steps in reversed(self.kept):
-                if failing.numel() == 0:
-                    break
-                p = class_probability(self.report(kept_x[failing]), self.label[failing])
-                passes = self.p0[failing] - p < self.threshold
-                if kept_x is self.kept[0][0]:  # the start: kept whatever it gives
-                    passes = torch.ones_like(passes)
-                back = failing[passes]
-                x[back], steps[back], confidence[back] = kept_x[back], kept_steps[back], p[passes]
-                failing = failing[~passes]
-        return x, steps, confidence
+        for observer in observers:
+            observer.stepped(i, state)
 
 
 @dataclasses.dataclass
@@ -230,7 +167,7 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
     grid = Grid.of(output_dtype, settings.bounds)
     if grid is not None:
         start = grid(start.clone(memory_format=torch.preserve_format))
-    state = start_state(models.walk, start, label, layout, keep_logits=settings.record_every > 0)
+    state = start_state(models.walk, start, label, layout)
 
     recorder = None
     if settings.record_every:
@@ -238,30 +175,18 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
             with torch.no_grad():
                 target_label = (models.report or models.walk)(target).argmax(1)
         target_label = validation.check_label(target_label, n, logits0.shape[1], device, name="target_label")
-        recorder = Recorder(settings.record_every, target_label, settings.record_device or device)
-        recorder.record(0, state)
+        recorder = Recorder(settings.record_every, settings.iterations, models.walk, target_label,
+                            settings.record_device or device, state)
     if replay is not None:
         fixed, state = replay.adopt(fixed, state)
-
-    report_every = max(1, settings.iterations // 20)
-
     check = None
     if models.report is not None:  # the walk judges with the bf16 copy: keep what the model as given accepts
         check = Checkpoints(models.report, state, label, class_probability(reported0, label), settings.threshold,
                             settings.iterations)
+    progress = None if bar is None else ProgressReport(bar, n, settings.iterations)
+    observers = [o for o in (check, recorder, progress) if o is not None]
 
-    def after(i: int) -> None:
-        if check is not None and i % check.every == 0 and i < settings.iterations:
-            check.keep(state)
-        if recorder is not None and (i % settings.record_every == 0 or i == settings.iterations):
-            recorder.record(i, state)
-        if bar is not None:
-            bar.update(1)
-            if i % report_every == 0 or i == settings.iterations:  # the only host syncs in the loop
-                bar.set_postfix(accept=f"{float(state.accepted_steps.sum()) / (n * i):.2f}",
-                                conf=f"{float(state.confidence.mean()):.3f}")
-
-    walk(models.walk, fixed, state, settings, layout, replay=replay, after=after, grid=grid)
+    walk(models.walk, fixed, state, settings, layout, replay=replay, observers=observers, grid=grid)
 
     x, accepted_steps = state.x, state.accepted_steps
     final_confidence, initial_confidence = state.confidence, fixed.p0

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import List
 
 from torch import Tensor
 
@@ -28,7 +28,6 @@ class WalkState:
     adv: Tensor               # D, the accumulated adversarial term
     confidence: Tensor        # p at x (float64)
     accepted_steps: Tensor    # per sample
-    logits: Optional[Tensor]  # logits at x; kept only when the walk is recorded
 
-    def fields(self) -> List[Optional[Tensor]]:
+    def fields(self) -> List[Tensor]:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]

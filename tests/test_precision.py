@@ -345,7 +345,7 @@ def test_graph_replay_reuses_one_capture_for_batches_of_one_shape(monkeypatch):
                              p0=torch.ones(n, dtype=torch.float64))
         state = walk_state.WalkState(x=torch.full((n, 2), value), grad=torch.zeros(n, 2), adv=torch.zeros(n, 2),
                                confidence=torch.ones(n, dtype=torch.float64),
-                               accepted_steps=torch.zeros(n, dtype=torch.long), logits=None)
+                               accepted_steps=torch.zeros(n, dtype=torch.long))
         return fixed, state
 
     first = replay.adopt(*batch(4, 1.0))
@@ -401,7 +401,7 @@ def test_graph_batches_of_one_shape_keep_inputs_and_own_their_results(monkeypatc
 def test_bf16_walk_back_does_not_autotune_cudnn_for_each_subset_size():
     """The end check's walk-back forwards subsets of changing size; cuDNN autotuning (on for the walk in
     bf16 mode) is off for those forwards and on again afterwards."""
-    from lst_fast import loop, runtime, walk_state
+    from lst_fast import runtime, walk_state
 
     flags = []
 
@@ -413,10 +413,10 @@ def test_bf16_walk_back_does_not_autotune_cudnn_for_each_subset_size():
     n = 4
     state = walk_state.WalkState(x=torch.zeros(n, 3), grad=torch.zeros(n, 3), adv=torch.zeros(n, 3),
                                  confidence=torch.ones(n, dtype=torch.float64),
-                                 accepted_steps=torch.zeros(n, dtype=torch.long), logits=None)
+                                 accepted_steps=torch.zeros(n, dtype=torch.long))
     label = torch.zeros(n, dtype=torch.long)
     with runtime.cudnn_autotune():
-        check = loop.Checkpoints(report, state, label, torch.ones(n, dtype=torch.float64), 0.2, iterations=4)
+        check = prepared_model.Checkpoints(report, state, label, torch.ones(n, dtype=torch.float64), 0.2, iterations=4)
         state.x[:2] = 1.0  # two samples end where the model as given no longer holds the class
         state.accepted_steps += 4
         x, steps, _ = check.finish(state)
