@@ -65,7 +65,7 @@ def _non_overlapping_and_dense(t: Tensor) -> bool:
     """The elements fill one block of numel() slots, in some order of the dimensions."""
     if t.is_contiguous():
         return True
-    dims = sorted((stride, size) for size, stride in zip(t.shape, t.stride()) if size >= 2)
+    dims = sorted((stride, size) for size, stride in zip(t.shape, t.stride(), strict=True) if size >= 2)
     expected = 1
     for stride, size in dims:
         if stride != expected:
@@ -76,7 +76,7 @@ def _non_overlapping_and_dense(t: Tensor) -> bool:
 
 def _check_no_internal_overlap(op: str, name: str, t: Tensor) -> None:
     """A written tensor with a dimension of stride 0 (an expanded one) writes one element twice."""
-    if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride())):
+    if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride(), strict=True)):
         _fail(f"{op}: {name} has internal overlap (more than one element refers to a single memory location); "
               f"pass a tensor that owns its memory, e.g. {name}.clone()")
 

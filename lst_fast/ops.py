@@ -171,7 +171,7 @@ _IMPLEMENTATIONS: Dict[str, Tuple[Callable[..., Tensor], Callable[..., Tensor]]]
 def _define() -> torch.library.Library:
     try:
         library = torch.library.Library("lst_fast", "DEF")
-        for name, schema in SCHEMAS.items():
+        for schema in SCHEMAS.values():
             library.define(schema)
     except RuntimeError as error:  # a lst_fast._C from before the ops moved here defines them itself
         raise ImportError(f"the lst_fast ops are already defined ({str(error).splitlines()[0]}); the compiled "

@@ -50,7 +50,7 @@ def image_grid(sources: Tensor, pairs: Sequence[Tuple[int, int]], outputs: Tenso
     plt = pyplot()
     k = len(classes)
     fig, axes = plt.subplots(k, k, figsize=(1.15 * k, 1.3 * k))
-    for (i, j), image, conf in zip(pairs, outputs, confidence):
+    for (i, j), image, conf in zip(pairs, outputs, confidence, strict=True):
         _show(axes[j, i], image)
         axes[j, i].set_xlabel(f"{float(conf):.3f}", fontsize=7, labelpad=1)
     for c in range(k):
@@ -75,7 +75,7 @@ def path_strip(result, sample: int, source: Tensor, target: Tensor, classes: Seq
     _show(axes[0], source)
     axes[0].set_title("source", fontsize=8)
     axes[0].set_xlabel(f"p={float(result.initial_confidence[sample]):.3f}", fontsize=7)
-    for a, (it, image, p) in enumerate(zip(its, iterates, conf), start=1):
+    for a, (it, image, p) in enumerate(zip(its, iterates, conf, strict=True), start=1):
         _show(axes[a], image)
         axes[a].set_title(f"iter {it}", fontsize=8)
         axes[a].set_xlabel(f"p={float(p):.3f}", fontsize=7)
@@ -117,7 +117,7 @@ def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: T
     for k in range(n):
         ax = axes[0, k]
         cs = ax.tricontourf(tri, confidence[k].numpy(), levels=torch.linspace(0, 1, 11).tolist(), cmap="viridis")
-        for corner, image in zip(corners, (sources[k], ends1[k], ends2[k])):
+        for corner, image in zip(corners, (sources[k], ends1[k], ends2[k]), strict=True):
             box = OffsetImage(image[0].float().numpy(), cmap="gray", zoom=1.6)
             ax.add_artist(AnnotationBbox(box, corner.tolist(), frameon=True, pad=0.1))
         ax.set_xlim(-0.2, 1.2)

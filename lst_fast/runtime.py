@@ -71,7 +71,7 @@ def full_fp32_matmuls(backends: Any = None) -> Iterator[None]:
             setattr(owner, name, full)
         yield
     finally:
-        for (owner, name, _), value in zip(switches, saved):
+        for (owner, name, _), value in zip(switches, saved, strict=True):
             setattr(owner, name, value)
 
 

@@ -207,11 +207,11 @@ def test_compare_tables_match_the_evaluations(evaluations, tmp_path, capsys):
         lines = (out / f"{key}.md").read_text().splitlines()
         rows = [line for line in lines if line.startswith("| `")]
         assert len(rows) == 2
-        for row, run in zip(rows, ("cnn", "robust")):
+        for row, run in zip(rows, ("cnn", "robust"), strict=True):
             tables = json.loads((evaluations / run / "tables.json").read_text())
             cells = [c.strip() for c in row.strip("|").split("|")]
             assert cells[0] == ("`cnn`" if run == "cnn" else "`cnn-robust`")
-            for cell, name in zip(cells[1:], headers):
+            for cell, name in zip(cells[1 : len(headers) + 1], headers, strict=True):
                 m, s = tables[key][name]
                 assert cell == f"{m:.3f} ± {s:.3f}", (key, name)
             assert cells[len(headers) + 1] == str(tables["pairs"]) and cells[len(headers) + 2] == str(tables["sources"])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lst_fast.data.fashion_mnist import CLASSES, DEBIAN_DIR, FILES, load_fashion_mnist, load_sample, parse_idx, to_float
+from lst_fast.data.fashion_mnist import CLASSES, DEBIAN_DIR, FILES, load_fashion_mnist, load_sample, parse_idx
 from lst_fast.models import SHIPPED, load_checkpoint, load_model, model_info, shipped_path
 from lst_fast.models.train_fashion import accuracy
 

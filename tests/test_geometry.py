@@ -4,7 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lst_fast.geometry import line_weights, linear_path_confidence, simplex_confidence, triangle_confidence, triangle_weights
+from lst_fast.geometry import (
+    line_weights,
+    linear_path_confidence,
+    simplex_confidence,
+    triangle_confidence,
+    triangle_weights,
+)
 from lst_fast.metrics import distances, ssim
 from conftest import tiny_cnn
 
@@ -155,7 +161,8 @@ def test_bf16_geometry_is_close_to_fp32_and_validates_precision():
 def _bad_geometry_calls():
     import torch
 
-    from lst_fast import geometry as g, metrics as m
+    from lst_fast import geometry as g
+    from lst_fast import metrics as m
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     x = torch.rand(2, 1, 4, 4)

@@ -46,7 +46,7 @@ def make_unpacked(root: Path) -> Path:
     """What torchvision leaves after its first use: meta.bin and val/WNID/*.JPEG."""
     root.mkdir(parents=True, exist_ok=True)
     val_wnids = [WNIDS[k] for _, k in _val_images()]
-    torch.save(({w: tuple(words.split(", ")) for w, words in zip(WNIDS, WORDS)}, val_wnids), root / "meta.bin")
+    torch.save(({w: tuple(words.split(", ")) for w, words in zip(WNIDS, WORDS, strict=True)}, val_wnids), root / "meta.bin")
     for i, (name, k) in enumerate(_val_images()):
         (root / "val" / WNIDS[k]).mkdir(parents=True, exist_ok=True)
         (root / "val" / WNIDS[k] / name).write_bytes(_jpeg(k, i))
@@ -66,7 +66,7 @@ def make_archives(root: Path) -> dict:
 
     root.mkdir(parents=True, exist_ok=True)
     fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"), ("num_children", "O")]
-    synsets = np.array([(k + 1, w, words, "a fish", 0) for k, (w, words) in enumerate(zip(WNIDS, WORDS))]
+    synsets = np.array([(k + 1, w, words, "a fish", 0) for k, (w, words) in enumerate(zip(WNIDS, WORDS, strict=True))]
                        + [(1001, "n00000001", "fish", "an inner node", 3)], dtype=fields)
     mat = io.BytesIO()
     savemat(mat, {"synsets": synsets})
@@ -129,8 +129,9 @@ def test_missing_devkit_or_val_images_are_clear_errors(tmp_path):
 def test_eval_on_imagenet_with_a_robustbench_model_end_to_end(tmp_path, monkeypatch, capsys):
     """`lst-fast eval --model robustbench:... --data imagenet:...` with the stand-in robustbench package
     (tests/standins) and the miniature ImageNet: the model's resize-and-crop (256 -> 224) is applied."""
-    from lst_fast.cli import main
     from test_model_specs import STANDINS, _forget_robustbench, write_checkpoint
+
+    from lst_fast.cli import main
 
     _forget_robustbench(monkeypatch)
     monkeypatch.syspath_prepend(str(STANDINS))

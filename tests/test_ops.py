@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lst_fast import ops, reference
 from lst_fast._extension import has_native_kernel
@@ -375,7 +376,7 @@ def test_ops_under_torch_compile(device):
     want = step_and_accept(*eager_args)
     got = torch.compile(step_and_accept, backend="aot_eager", fullgraph=True)(*compiled_args)
     assert torch.equal(got, want)
-    for a, b in zip(compiled_args, eager_args):  # the in-place updates happen under compile too
+    for a, b in zip(compiled_args, eager_args, strict=True):  # the in-place updates happen under compile too
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
     # The fake kernels run the same checks while torch.compile traces.
     bad = [t.clone() for t in eager_args]
@@ -592,7 +593,7 @@ def test_orthogonal_step_rejects_the_same_arguments_on_every_backend(device, bac
         return
     with pytest.raises(RuntimeError, match="lst_fast::orthogonal_step: .*" + message):
         ops.orthogonal_step(xb, tb, gb, ab, **kw, backend=backend)
-    for before, after in zip(saved, (xb, tb, gb, ab)):  # nothing written before the error
+    for before, after in zip(saved, (xb, tb, gb, ab), strict=True):  # nothing written before the error
         assert torch.equal(before, after)
 
 

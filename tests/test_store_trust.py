@@ -54,7 +54,6 @@ def test_a_chunk_of_a_larger_run_is_refused_in_a_smaller_folder(finished, tmp_pa
 
 def test_a_chunk_under_another_name_or_with_other_rows_is_refused(finished, tmp_path):
     import torch
-
     from safetensors.torch import load_file, save_file
 
     out = _copy(finished, tmp_path / "copy")

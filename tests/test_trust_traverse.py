@@ -2,8 +2,6 @@
 the bf16 walk; odd models and arguments get clear errors."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn

@@ -16,8 +16,14 @@ import sys
 from typing import Optional, Sequence
 
 from lst_fast.cli import bench, compare, demo, eval, info, report, run
-from lst_fast.cli.arguments import add_dataclass_arguments, add_model_arguments, add_settings_arguments, \
-    pick_device, print_backend, settings_from_arguments
+from lst_fast.cli.arguments import (
+    add_dataclass_arguments,
+    add_model_arguments,
+    add_settings_arguments,
+    pick_device,
+    print_backend,
+    settings_from_arguments,
+)
 
 __all__ = ["add_dataclass_arguments", "add_model_arguments", "add_settings_arguments", "build_parser", "main",
            "pick_device", "print_backend", "settings_from_arguments"]

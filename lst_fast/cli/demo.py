@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import WALK_FIELDS, add_device_argument, add_settings_arguments, print_backend, \
-    settings_from_arguments
+from lst_fast.cli.arguments import (
+    WALK_FIELDS,
+    add_device_argument,
+    add_settings_arguments,
+    print_backend,
+    settings_from_arguments,
+)
 from lst_fast.settings import DEMO_SETTINGS
 
 HELP = "LST on a shipped Fashion-MNIST model, with figures and a summary"

@@ -7,9 +7,17 @@ import contextlib
 import os
 from typing import Iterator
 
-from lst_fast.cli.arguments import EVAL_LST_FIELDS, EVAL_OWN_FIELDS, add_dataclass_arguments, \
-    add_device_argument, add_model_dir_argument, add_settings_arguments, print_backend, settings_from_arguments, \
-    values
+from lst_fast.cli.arguments import (
+    EVAL_LST_FIELDS,
+    EVAL_OWN_FIELDS,
+    add_dataclass_arguments,
+    add_device_argument,
+    add_model_dir_argument,
+    add_settings_arguments,
+    print_backend,
+    settings_from_arguments,
+    values,
+)
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.settings import EVALUATION_SETTINGS
 

@@ -8,8 +8,14 @@ from __future__ import annotations
 import argparse
 from typing import Dict
 
-from lst_fast.cli.arguments import RUN_LST_FIELDS, add_device_argument, add_model_arguments, \
-    add_settings_arguments, print_backend, settings_from_arguments
+from lst_fast.cli.arguments import (
+    RUN_LST_FIELDS,
+    add_device_argument,
+    add_model_arguments,
+    add_settings_arguments,
+    print_backend,
+    settings_from_arguments,
+)
 
 HELP = "LST between your own images (PNG/JPEG files, folders or patterns)"
 

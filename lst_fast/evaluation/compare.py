@@ -77,7 +77,7 @@ def row_labels(runs: List[Run], labels: Optional[Sequence[str]] = None) -> List[
             raise ValueError(f"--labels takes one name per folder ({len(runs)}), got {len(labels)}")
         return list(labels)
     models = [r["config"].get("model", "?") for r in runs]
-    return [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs)]
+    return [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs, strict=True)]
 
 
 def write_comparison(folders: Sequence[str], out, digits: int = 3,
@@ -100,12 +100,12 @@ def write_comparison(folders: Sequence[str], out, digits: int = 3,
     figures = {"Table 1 distributions": distributions_figure(runs, names, out / "table1_distributions.png"),
                "Table 2 high-confidence fractions": fractions_figure(runs, names, out / "table2_fractions.png")}
     written += list(figures.values())
-    text = ["# lst-fast compare", "", "Runs: " + ", ".join(f"`{n}` = {r['folder']}" for n, r in zip(names, runs)), "",
+    text = ["# lst-fast compare", "", "Runs: " + ", ".join(f"`{n}` = {r['folder']}" for n, r in zip(names, runs, strict=True)), "",
             *sections]
     for title, path in figures.items():
         text += [f"## {title}", "", f"![{title}]({path.name})", ""]
     summary = [{"label": n, "folder": r["folder"], "config": r["config"], "tables": r["tables"]}
-               for n, r in zip(names, runs)]
+               for n, r in zip(names, runs, strict=True)]
     return written + [atomic_write_text(out / "compare.md", "\n".join(text)),
                       atomic_write_text(out / "compare.json", json.dumps(
                           {"runs": summary, "differing_settings": differing_settings(runs)}, indent=1))]
@@ -116,7 +116,7 @@ def distributions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
     plt = plots.pyplot()
     titles = {"rms": "RMS to target", "ssim": "SSIM to target", "confidence": "final source-class confidence"}
     fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.1 * len(runs) * 3), 3.4))
-    for ax, key in zip(axes, PER_PAIR):
+    for ax, key in zip(axes, PER_PAIR, strict=True):
         values = [r["per_pair"][key][~r["per_pair"][key].isnan()].numpy() for r in runs]
         ax.boxplot(values, showmeans=True, medianprops={"color": "tab:red"},
                    meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
@@ -136,7 +136,7 @@ def fractions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
     plt = plots.pyplot()
     drops = [0.0, 0.1, 0.2, 0.3]
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for name, run in zip(names, runs):
+    for name, run in zip(names, runs, strict=True):
         cols = run["tables"]["table2"]
         mean = [cols[f"frac_above_{d:g}"][0] for d in drops]
         std = [cols[f"frac_above_{d:g}"][1] for d in drops]

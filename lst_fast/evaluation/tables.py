@@ -109,7 +109,7 @@ def side_by_side(runs: Sequence[Dict[str, Any]], key: str, labels: Sequence[str]
     headers = TABLE1_HEADERS if key == "table1" else TABLE2_HEADERS
     differ = differing_settings(runs)
     rows = []
-    for label, run in zip(labels, runs):
+    for label, run in zip(labels, runs, strict=True):
         cols = run["tables"][key]
         cells = [tuple(cols.get(name, (float("nan"), float("nan")))) for name in headers]
         settings = [(SHOWN[k], _setting(run["config"].get(k)), k in differ) for k in SHOWN]
