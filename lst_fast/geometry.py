@@ -2,6 +2,7 @@
 over triangles (convex hulls) between a source and its LST outputs, and the width across the step
 direction. Every interpolated image comes from the batched simplex-points operator, and the model runs
 without gradients in memory-sized chunks, under lst_fast.runtime's contexts for its precision."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20  # model inputs per forward pass
 CPU_CHUNK_BYTES = 2 * 2**20
 
 
-def _prepared_forward(model: torch.nn.Module, precision: str, norm: runtime.Normalization,
-                      probe: Tensor) -> Callable[[Tensor], Tensor]:
+def _prepared_forward(
+    model: torch.nn.Module, precision: str, norm: runtime.Normalization, probe: Tensor
+) -> Callable[[Tensor], Tensor]:
     """images -> logits: the model prepared for `precision` (checked on a few normalized `probe` images),
     normalization first."""
     prepared = prepared_model.prepare(model, precision, runtime.normalize(probe[:4], norm))
@@ -30,6 +32,7 @@ def _prepared_forward(model: torch.nn.Module, precision: str, norm: runtime.Norm
 
 
 # -- argument checks: every public function checks its arguments first and names the one that is wrong ----
+
 
 def _check_int(name: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -54,8 +57,13 @@ def _check_model(model) -> None:
 
 def _check_labels(label, n: int) -> None:
     """An integer tensor (n,) with no negative value (the upper end is checked against the logits)."""
-    if not isinstance(label, Tensor) or tuple(label.shape) != (n,) or label.is_floating_point() \
-            or label.dtype == torch.bool or label.is_complex():
+    if (
+        not isinstance(label, Tensor)
+        or tuple(label.shape) != (n,)
+        or label.is_floating_point()
+        or label.dtype == torch.bool
+        or label.is_complex()
+    ):
         got = f"{label.dtype} {tuple(label.shape)}" if isinstance(label, Tensor) else type(label).__name__
         raise ValueError(f"label must be an integer tensor of shape ({n},), got {got}")
     if n and int(label.min()) < 0:
@@ -177,8 +185,9 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
     _check_tensor("confidence", confidence, floating=True)
     _check_tensor("weights", weights, floating=True)
     if confidence.dim() != 2 or weights.dim() != 2 or weights.shape != (confidence.shape[1], 3):
-        raise ValueError(f"need confidence (T, P) and weights (P, 3), got {tuple(confidence.shape)} and "
-                         f"{tuple(weights.shape)}")
+        raise ValueError(
+            f"need confidence (T, P) and weights (P, 3), got {tuple(confidence.shape)} and {tuple(weights.shape)}"
+        )
     source = torch.nonzero(weights[:, 0] == 1).flatten()
     if source.numel() != 1:
         raise ValueError("the grid must contain the source vertex (weights row (1, 0, 0)) exactly once")
@@ -204,11 +213,14 @@ def per_source(stats: Dict[str, Tensor], source_index: Tensor, num_sources: int)
     for name, values in stats.items():
         _check_tensor(f"stats[{name!r}]", values, dim=1, floating=True)
         if values.shape != source_index.shape:
-            raise ValueError(f"stats[{name!r}] has {values.shape[0]} triangles but source_index "
-                             f"{source_index.shape[0]}")
+            raise ValueError(
+                f"stats[{name!r}] has {values.shape[0]} triangles but source_index {source_index.shape[0]}"
+            )
     if source_index.numel() and (int(source_index.min()) < 0 or int(source_index.max()) >= num_sources):
-        raise ValueError(f"source_index must lie in [0, num_sources={num_sources}), got values in "
-                         f"[{int(source_index.min())}, {int(source_index.max())}]")
+        raise ValueError(
+            f"source_index must lie in [0, num_sources={num_sources}), got values in "
+            f"[{int(source_index.min())}, {int(source_index.max())}]"
+        )
     index = source_index.to(device=next(iter(stats.values())).device, dtype=torch.long)
     out = {}
     for name, values in stats.items():
@@ -246,8 +258,9 @@ def width_profile(
     _check_tensor("x", x, dim=4, floating=True)
     _check_tensor("direction", direction, floating=True)
     if direction.shape != x.shape:
-        raise ValueError(f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, "
-                         f"{tuple(direction.shape)}")
+        raise ValueError(
+            f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, {tuple(direction.shape)}"
+        )
     _check_int("k", k, 2)
     _check_chunk_bytes(chunk_bytes)
     n, c = x.shape[:2]
@@ -258,8 +271,11 @@ def width_profile(
         raise TypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
     if not radii or not all(math.isfinite(r) for r in radii):
         raise ValueError(f"radii must be a non-empty sequence of finite numbers, got {radii}")
-    if not (isinstance(quantiles, (tuple, list)) and len(quantiles) == 2
-            and all(isinstance(q, numbers.Real) and 0 <= q <= 1 for q in quantiles)):
+    if not (
+        isinstance(quantiles, (tuple, list))
+        and len(quantiles) == 2
+        and all(isinstance(q, numbers.Real) and 0 <= q <= 1 for q in quantiles)
+    ):
         raise ValueError(f"quantiles must be two numbers in [0, 1], got {quantiles!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -279,8 +295,14 @@ def width_profile(
     with runtime.running(model, precision, x.device):
         for start in range(0, n, step):
             m = min(step, n - start)
-            dirs = torch.randn(m, k, d, generator=generator, dtype=torch.float64,
-                               device=generator.device if generator is not None else x.device).to(x.device)
+            dirs = torch.randn(
+                m,
+                k,
+                d,
+                generator=generator,
+                dtype=torch.float64,
+                device=generator.device if generator is not None else x.device,
+            ).to(x.device)
             us = u[start : start + m]
             dirs = dirs - (dirs * us).sum(2, keepdim=True) * us
             dirs = dirs / dirs.norm(dim=2, keepdim=True)
@@ -320,5 +342,9 @@ def width_along_path(model: torch.nn.Module, result, radii: Sequence[float], **k
         out = width_profile(model, x, images[s + 1].to(device) - x, label, radii, **kw)
         low.append(out["low"])
         high.append(out["high"])
-    return {"radii": out["radii"], "iterations": result.trace_iterations[:-1],
-            "low": torch.stack(low), "high": torch.stack(high)}
+    return {
+        "radii": out["radii"],
+        "iterations": result.trace_iterations[:-1],
+        "low": torch.stack(low),
+        "high": torch.stack(high),
+    }

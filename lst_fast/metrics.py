@@ -1,4 +1,5 @@
 """Distances between LST outputs and their targets (the paper's Table 1): l2, RMS, l_inf and SSIM."""
+
 from __future__ import annotations
 
 from typing import Dict
@@ -66,20 +67,25 @@ def lpips_distance(x: Tensor, target: Tensor, net: str = "alex") -> Tensor:
     (repeated to 3 channels) or 3; all N images go through the network in one batch."""
     if not isinstance(x, Tensor) or not isinstance(target, Tensor) or x.dim() != 4 or x.shape != target.shape:
         got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (x, target)]
-        raise ValueError(f"lpips_distance needs x and target as (N, C, H, W) tensors of one shape, got {got[0]} "
-                         f"and {got[1]}")
+        raise ValueError(
+            f"lpips_distance needs x and target as (N, C, H, W) tensors of one shape, got {got[0]} and {got[1]}"
+        )
     if x.shape[1] not in (1, 3):
         raise ValueError(f"lpips_distance needs 1- or 3-channel images, got {x.shape[1]} channels")
     try:
         import lpips
     except ImportError:
-        raise RuntimeError("LPIPS needs the `lpips` package (pip install lpips) and its pretrained "
-                           f"{net} weights, which it downloads on first use") from None
+        raise RuntimeError(
+            "LPIPS needs the `lpips` package (pip install lpips) and its pretrained "
+            f"{net} weights, which it downloads on first use"
+        ) from None
     try:
         model = lpips.LPIPS(net=net, verbose=False).to(x.device).eval()
     except Exception as error:  # no network or no cached weights
-        raise RuntimeError(f"could not load the LPIPS {net} weights ({error}); they download on first "
-                           "use, so run once with a network or copy them into the torch hub cache") from error
+        raise RuntimeError(
+            f"could not load the LPIPS {net} weights ({error}); they download on first "
+            "use, so run once with a network or copy them into the torch hub cache"
+        ) from error
     images = [t.to(torch.float32) * 2 - 1 for t in (x, target)]  # LPIPS takes [-1, 1]
     if images[0].shape[1] == 1:
         images = [t.expand(-1, 3, -1, -1) for t in images]

@@ -2,6 +2,7 @@
 
 Every figure is drawn on `pyplot()` and written with `save_figure` (atomically, through lst_fast.atomic_files).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,14 @@ def _show(ax, image: Tensor) -> None:
     ax.set_yticks([])
 
 
-def image_grid(sources: Tensor, pairs: Sequence[Tuple[int, int]], outputs: Tensor, confidence: Tensor,
-               classes: Sequence[str], path: Path) -> Path:
+def image_grid(
+    sources: Tensor,
+    pairs: Sequence[Tuple[int, int]],
+    outputs: Tensor,
+    confidence: Tensor,
+    classes: Sequence[str],
+    path: Path,
+) -> Path:
     """Rows: target classes; columns: source classes; each cell the LST output with its source-class
     confidence; the originals on the diagonal (as in the paper's figure)."""
     plt = pyplot()
@@ -63,8 +70,9 @@ def image_grid(sources: Tensor, pairs: Sequence[Tuple[int, int]], outputs: Tenso
     return save_figure(fig, path)
 
 
-def path_strip(result, sample: int, source: Tensor, target: Tensor, classes: Sequence[str],
-               pair: Tuple[int, int], path: Path) -> Path:
+def path_strip(
+    result, sample: int, source: Tensor, target: Tensor, classes: Sequence[str], pair: Tuple[int, int], path: Path
+) -> Path:
     """Source, recorded iterates, and target of one walk, with the source-class confidence of each."""
     plt = pyplot()
     iterates = result.trace_images[:, sample]
@@ -102,8 +110,9 @@ def linear_paths(confidence: Tensor, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: Tensor, ends2: Tensor,
-                  path: Path) -> Path:
+def triangle_maps(
+    confidence: Tensor, weights: Tensor, sources: Tensor, ends1: Tensor, ends2: Tensor, path: Path
+) -> Path:
     """Filled contours of the confidence over triangles (source, output 1, output 2), images at corners."""
     plt = pyplot()
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
@@ -135,7 +144,9 @@ def pair_strips(sources: Tensor, outputs: Tensor, targets: Tensor, confidence: T
     n = sources.shape[0]
     fig, axes = plt.subplots(n, 3, figsize=(4.2, 1.45 * n), squeeze=False)
     for i in range(n):
-        for j, (image, title) in enumerate(((sources[i], "source"), (outputs[i], "LST output"), (targets[i], "target"))):
+        for j, (image, title) in enumerate(
+            ((sources[i], "source"), (outputs[i], "LST output"), (targets[i], "target"))
+        ):
             _show(axes[i, j], image)
             if i == 0:
                 axes[i, j].set_title(title, fontsize=8)

@@ -1,4 +1,5 @@
 """Cross-class derangements for the evaluation's rounds."""
+
 import pytest
 import torch
 from hypothesis import given, settings

@@ -1,5 +1,6 @@
 """`lst-fast eval`: Tables 1 and 2 over a pool of correctly classified images (resumable; one process per
 device under torchrun)."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,15 @@ def command(args: argparse.Namespace) -> int:
     if first:
         print_backend(args.device, args.device_auto)
     with process_group(args.device) as device:
-        tables = run_evaluation(cfg, args.out, device=device, data_root=args.data_root,
-                                progress=not args.no_progress, graph=settings.graph, model_dir=args.model_dir)
+        tables = run_evaluation(
+            cfg,
+            args.out,
+            device=device,
+            data_root=args.data_root,
+            progress=not args.no_progress,
+            graph=settings.graph,
+            model_dir=args.model_dir,
+        )
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
         for key in ("table1", "table2"):
