@@ -107,7 +107,8 @@ def unfit_reason(build: CudaBuild, driver: tuple | None, capability: tuple) -> s
             f"and compiling their PTX needs a driver for CUDA {build.cuda}; the driver supports CUDA "
             f"{driver[0]}.{driver[1]}"
         )
-    return f"the kernels carry no code for compute capability {cap[0]}.{cap[1]} (only {carried}, PTX {', '.join(build.ptx) or 'none'})"
+    ptx = ", ".join(build.ptx) or "none"
+    return f"the kernels carry no code for compute capability {cap[0]}.{cap[1]} (only {carried}, PTX {ptx})"
 
 
 def _fix(build: CudaBuild, driver: tuple | None, capability: tuple) -> str:

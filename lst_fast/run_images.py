@@ -231,14 +231,17 @@ def summary_markdown(n: dict, figures: Dict[str, Path]) -> str:
         f"still the source class {m['still_source']:.0%}, accepted steps {m['accepted_steps']:.1f} of "
         f"{s['iterations']}, minimum confidence on the line source -> output {m['linear_path_min_confidence']:.4f}.",
         "",
-        "| # | output | source | target | held class | p0 -> p | still source | accepted | RMS start -> end | l_inf | SSIM | min p on line |",
+        "| # | output | source | target | held class | p0 -> p | still source | accepted | RMS start -> end | l_inf "
+        "| SSIM | min p on line |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k, r in enumerate(n["pairs"]):
         lines.append(
             f"| {k} | [{Path(r['output']).name}]({r['output']}) | {Path(r['source']).name} | {Path(r['target']).name} "
-            f"({r['target_class_name']}) | {r['label']} {r['label_name']}{'' if r['source_correct'] else ' (not the prediction)'} | "
-            f"{r['initial_confidence']:.4f} -> {r['confidence']:.4f} | {'yes' if r['still_source'] else 'no: ' + r['final_class_name']} | "
+            f"({r['target_class_name']}) | {r['label']} {r['label_name']}"
+            f"{'' if r['source_correct'] else ' (not the prediction)'} | "
+            f"{r['initial_confidence']:.4f} -> {r['confidence']:.4f} | "
+            f"{'yes' if r['still_source'] else 'no: ' + r['final_class_name']} | "
             f"{r['accepted_steps']} | {r['rms_to_target_start']:.4f} -> {r['rms_to_target']:.4f} | "
             f"{r['linf_to_target']:.4f} | {r['ssim_to_target']:.3f} | {r['linear_path_min_confidence']:.4f} |"
         )

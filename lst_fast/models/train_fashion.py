@@ -1,8 +1,11 @@
-"""Train the shipped Fashion-MNIST models (seeded and reproducible on the CPU).
+r"""Train the shipped Fashion-MNIST models (seeded and reproducible on the CPU).
 
-    python -m lst_fast.models.train_fashion --model cnn        --epochs 6  --out lst_fast/assets/fashion_cnn.safetensors
-    python -m lst_fast.models.train_fashion --model cnn-robust --epochs 6  --out lst_fast/assets/fashion_cnn_robust.safetensors
-    python -m lst_fast.models.train_fashion --model vit        --epochs 12 --out lst_fast/assets/fashion_vit.safetensors
+    python -m lst_fast.models.train_fashion --model cnn        --epochs 6  \
+        --out lst_fast/assets/fashion_cnn.safetensors
+    python -m lst_fast.models.train_fashion --model cnn-robust --epochs 6  \
+        --out lst_fast/assets/fashion_cnn_robust.safetensors
+    python -m lst_fast.models.train_fashion --model vit        --epochs 12 \
+        --out lst_fast/assets/fashion_vit.safetensors
 
 cnn-robust is trained with PGD (l_inf, eps 0.1, 7 steps of 0.025 from a random start; Madry et al.).
 --limit N trains on the first N images only (a smoke run).

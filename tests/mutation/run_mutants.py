@@ -10,7 +10,8 @@ For each mutant: copy the repository to a temporary folder (once), apply the mut
 snippets; "mutant could not be applied" when a snippet is not found exactly once, so a changed source
 fails loudly and the patch can be updated), rebuild the extension there when a C++ file changed
 (CPU only: LST_FAST_CUDA=0, MAX_JOBS=2; ninja recompiles the changed files only), run the mutant's test
-files (stopping at the first failure), then restore the copy (sources and the unmutated extension). A mutant is "killed" when the tests fail,
+files (stopping at the first failure), then restore the copy (sources and the unmutated extension).
+A mutant is "killed" when the tests fail,
 "survived" when they pass. Mutants of the pure-PyTorch reference and of the wrappers run their tests a
 second time with the extension disabled (LST_FAST_DISABLE_EXTENSION=1), where the reference must be
 caught without the kernels to compare with; they count as killed only when both runs fail.
