@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -15,6 +15,9 @@ from torch import Tensor
 from lst_fast import ops, prepared_model, runtime, validation
 from lst_fast.reference import class_probability
 from lst_fast.settings import check_precision
+
+if TYPE_CHECKING:
+    from lst_fast.result import TraversalResult
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # model inputs per forward pass
 # Interpolated points per pass on the CPU, where batches that outgrow the caches run slower
@@ -34,14 +37,14 @@ def _prepared_forward(
 # -- argument checks: every public function checks its arguments first and names the one that is wrong ----
 
 
-def _check_int(name: str, value, minimum: int) -> None:
+def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-def _check_tensor(name: str, value, dim: Optional[int] = None, floating: bool = False) -> None:
+def _check_tensor(name: str, value: object, dim: Optional[int] = None, floating: bool = False) -> None:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
     if dim is not None and value.dim() != dim:
@@ -50,12 +53,12 @@ def _check_tensor(name: str, value, dim: Optional[int] = None, floating: bool = 
         raise TypeError(f"{name} must be floating-point, got {value.dtype}")
 
 
-def _check_model(model) -> None:
+def _check_model(model: object) -> None:
     if not callable(model):
         raise TypeError(f"model must be a callable module (images -> logits), got {type(model).__name__}")
 
 
-def _check_labels(label, n: int) -> None:
+def _check_labels(label: object, n: int) -> None:
     """An integer tensor (n,) with no negative value (the upper end is checked against the logits)."""
     if (
         not isinstance(label, Tensor)
@@ -75,7 +78,7 @@ def _check_label_range(label: Tensor, logits: Tensor) -> None:
         raise ValueError(f"label must be < the model's {logits.shape[1]} classes, got {int(label.max())}")
 
 
-def _check_same_images(**images) -> None:
+def _check_same_images(**images: Tensor) -> None:
     for name, value in images.items():
         _check_tensor(name, value, dim=4, floating=True)
     shapes = {name: tuple(value.shape) for name, value in images.items()}
@@ -83,19 +86,19 @@ def _check_same_images(**images) -> None:
         raise ValueError(f"{', '.join(shapes)} must have one shape (N, C, H, W), got {shapes}")
 
 
-def _check_chunk_bytes(chunk_bytes) -> None:
+def _check_chunk_bytes(chunk_bytes: object) -> None:
     if chunk_bytes is not None:
         _check_int("chunk_bytes", chunk_bytes, 1)
 
 
-def line_weights(steps: int = 21, dtype=torch.float64) -> Tensor:
+def line_weights(steps: int = 21, dtype: torch.dtype = torch.float64) -> Tensor:
     """(steps, 2) weights (1 - t, t) for t = 0, 1/(steps-1), ..., 1."""
     _check_int("steps", steps, 2)
     t = torch.arange(steps, dtype=torch.float64) / (steps - 1)
     return torch.stack([1 - t, t], dim=1).to(dtype)
 
 
-def triangle_weights(n: int = 10, dtype=torch.float64) -> Tensor:
+def triangle_weights(n: int = 10, dtype: torch.dtype = torch.float64) -> Tensor:
     """Barycentric grid (P, 3) of (1 - a - b, a, b) for a, b in {0, 1/n, ..., 1} with a + b <= 1.
 
     Integer arithmetic, so all (n + 1)(n + 2) / 2 points are kept (n = 10: 66 points; the paper's code
@@ -157,13 +160,17 @@ def simplex_confidence(
     return torch.cat(out).float() if out else vertices.new_empty(0, p, dtype=torch.float32)
 
 
-def linear_path_confidence(model, source: Tensor, end: Tensor, label: Tensor, steps: int = 21, **kw) -> Tensor:
+def linear_path_confidence(
+    model: torch.nn.Module, source: Tensor, end: Tensor, label: Tensor, steps: int = 21, **kw: Any
+) -> Tensor:
     """Confidence for `label` along (1 - t) source + t end: (N, steps)."""
     _check_same_images(source=source, end=end)
     return simplex_confidence(model, torch.stack([source, end], 1), line_weights(steps), label, **kw)
 
 
-def triangle_confidence(model, source: Tensor, end1: Tensor, end2: Tensor, label: Tensor, n: int = 10, **kw) -> Tensor:
+def triangle_confidence(
+    model: torch.nn.Module, source: Tensor, end1: Tensor, end2: Tensor, label: Tensor, n: int = 10, **kw: Any
+) -> Tensor:
     """Confidence for `label` over the triangle grid of (source, end1, end2): (N, (n+1)(n+2)/2)."""
     _check_same_images(source=source, end1=end1, end2=end2)
     return simplex_confidence(model, torch.stack([source, end1, end2], 1), triangle_weights(n), label, **kw)
@@ -308,7 +315,8 @@ def width_profile(
             dirs = dirs / dirs.norm(dim=2, keepdim=True)
             base = x[start : start + m].reshape(m, 1, d).to(torch.float64)
             lab = label[start : start + m].repeat_interleave(k)
-            rows_low, rows_high = [], []
+            rows_low: List[Tensor] = []
+            rows_high: List[Tensor] = []
             for r in radii_t.tolist():
                 points = (base + r * dirs).to(x.dtype).reshape(m * k, *x.shape[1:])
                 if forward is None:
@@ -325,13 +333,15 @@ def width_profile(
     return {"radii": radii_t, "low": torch.cat(low).float(), "high": torch.cat(high).float()}
 
 
-def width_along_path(model: torch.nn.Module, result, radii: Sequence[float], **kw) -> Dict[str, Tensor]:
+def width_along_path(
+    model: torch.nn.Module, result: TraversalResult, radii: Sequence[float], **kw: Any
+) -> Dict[str, Tensor]:
     """width_profile at every recorded iterate of a traversal (record_every > 0), the step direction
     being the move to the next recorded iterate: {"radii": (R,), "iterations": (S,), "low"/"high":
     (S, N, R)} over the S recorded iterates that have a successor."""
     if not hasattr(result, "trace_images") or not hasattr(result, "trace_iterations"):
         raise TypeError(f"result must be a TraversalResult, got {type(result).__name__}")
-    if result.trace_images is None or result.trace_images.shape[0] < 2:
+    if result.trace_images is None or result.trace_iterations is None or result.trace_images.shape[0] < 2:
         raise ValueError("width_along_path needs a traversal recorded with record_every > 0")
     images = result.trace_images
     device = result.images.device
@@ -342,6 +352,7 @@ def width_along_path(model: torch.nn.Module, result, radii: Sequence[float], **k
         out = width_profile(model, x, images[s + 1].to(device) - x, label, radii, **kw)
         low.append(out["low"])
         high.append(out["high"])
+    assert out is not None  # at least two recorded iterates, checked above
     return {
         "radii": out["radii"],
         "iterations": result.trace_iterations[:-1],

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
+def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
@@ -31,7 +31,10 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
     x, y = x.to(torch.float64), y.to(torch.float64)
     c = x.shape[1]
     w = _gaussian_window(window, sigma, c, x.device, x.dtype)
-    blur = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(t, w, groups=c)
+
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2
     var_y = blur(y * y) - mu_y**2
@@ -90,4 +93,5 @@ def lpips_distance(x: Tensor, target: Tensor, net: str = "alex") -> Tensor:
     if images[0].shape[1] == 1:
         images = [t.expand(-1, 3, -1, -1) for t in images]
     with torch.no_grad():
-        return model(*images).flatten()
+        distance: Tensor = model(*images)
+    return distance.flatten()

@@ -90,7 +90,7 @@ class TraversalResult:
     def tensors(self) -> Dict[str, Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
 
-    def save(self, path: Union[str, os.PathLike]) -> Path:
+    def save(self, path: Union[str, os.PathLike[str]]) -> Path:
         """Write the result to `path` (safetensors; config and versions as JSON in its header).
 
         The file is written to a temporary name and renamed, so a crash never leaves a partial file and a
@@ -108,7 +108,7 @@ class TraversalResult:
         return atomic_save_tensors(tensors, path, metadata, advice="a file already there is unchanged")
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
+    def load(cls, path: Union[str, os.PathLike[str]], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
         """Read a result written by `save`."""
         from safetensors import safe_open
 

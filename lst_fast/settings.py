@@ -98,7 +98,10 @@ class LSTSettings:
 
     def validate(self) -> None:
         """Check every field; store the canonical form (floats, tuples, torch.device)."""
-        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)  # the dataclass is frozen
+
         put("step_size", validation.check_positive("step_size", self.step_size))
         put("iterations", validation.check_count("iterations", self.iterations))
         put("threshold", validation.check_non_negative("threshold", self.threshold))
