@@ -22,6 +22,7 @@ Environment switches (the resolved configuration is printed at build time):
   LST_FAST_NVCC_FLAGS      extra nvcc flags, LST_FAST_CXX_FLAGS extra host-compiler flags.
   CUDA_HOME                CUDA toolkit; /usr/local/cuda when unset and present.
 """
+
 import json
 import os
 import re
@@ -98,8 +99,11 @@ DEFAULT_ARCHES = {
 def default_arch_list(nvcc_path: Path, major: int) -> list:
     """DEFAULT_ARCHES of this CUDA major version, restricted to what nvcc knows."""
     out = subprocess.run([str(nvcc_path), "--list-gpu-arch"], capture_output=True, text=True, check=False).stdout
-    known = {f"{int(tok.split('_')[1]) // 10}.{int(tok.split('_')[1]) % 10}" for tok in out.split()
-             if tok.startswith("compute_") and tok.split("_")[1].isdigit()}
+    known = {
+        f"{int(tok.split('_')[1]) // 10}.{int(tok.split('_')[1]) % 10}"
+        for tok in out.split()
+        if tok.startswith("compute_") and tok.split("_")[1].isdigit()
+    }
     arches = [a for a in DEFAULT_ARCHES.get(major, DEFAULT_ARCHES[13]) if not known or a in known]
     return arches or ["9.0"]
 
@@ -140,8 +144,10 @@ def extension_modules():
         )
     build_cuda = cuda_possible and want_cuda != "0"
     if build_cuda and nvcc.major != Version(torch.version.cuda).major and want_cuda != "1":
-        print(f"lst_fast build: nvcc {nvcc} and torch's CUDA {torch.version.cuda} differ in major version; "
-              f"skipping the CUDA kernels (LST_FAST_CUDA=1 builds lst_fast._C_cuda{nvcc.major} anyway)")
+        print(
+            f"lst_fast build: nvcc {nvcc} and torch's CUDA {torch.version.cuda} differ in major version; "
+            f"skipping the CUDA kernels (LST_FAST_CUDA=1 builds lst_fast._C_cuda{nvcc.major} anyway)"
+        )
         build_cuda = False
     cuda_module = f"lst_fast._C_cuda{nvcc.major}" if build_cuda else None
     if build_cuda and nvcc.major != Version(torch.version.cuda).major:

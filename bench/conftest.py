@@ -1,4 +1,5 @@
 """Benchmark environment recorded in every result (torch, CUDA, device, commit)."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,12 @@ def _commit() -> str:
         return os.environ["LST_FAST_COMMIT"]
     try:
         root = Path(__file__).resolve().parents[1]
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=False).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            or "unknown"
+        )
     except OSError:
         return "unknown"
 
@@ -27,9 +32,15 @@ def _commit() -> str:
 def environment(device: str) -> dict:
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     # The backend says whether the rows timed our compiled kernels or the pure-PyTorch fallback.
-    return {"torch": torch.__version__, "cuda": torch.version.cuda, "device_name": name,
-            "threads": torch.get_num_threads(), "commit": _commit(), "lst_fast": lst_fast.__version__,
-            "backend": lst_fast.backend_info().get(device, "unknown")}
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "commit": _commit(),
+        "lst_fast": lst_fast.__version__,
+        "backend": lst_fast.backend_info().get(device, "unknown"),
+    }
 
 
 def median_seconds(benchmark) -> "float | None":

@@ -8,6 +8,7 @@ with the eager warm-up iterations only.
 
     python bench/profile_lst.py --model resnet50 --device cuda --precision bf16 --batch 128 --size 224
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import lst_fast  # noqa: E402
 from test_lst_speed import build_model  # noqa: E402
 
+import lst_fast  # noqa: E402
 
 OUR_KERNELS = ("orthogonal_step_", "confidence_accept_", "simplex_points_")
 
@@ -28,8 +29,11 @@ OUR_KERNELS = ("orthogonal_step_", "confidence_accept_", "simplex_points_")
 def is_kernel(event) -> bool:
     """A GPU kernel's event (not a host operator, not a memcpy/memset)."""
     device_type = getattr(event, "device_type", None)
-    return device_type is not None and device_type != torch.autograd.DeviceType.CPU and \
-        not event.key.startswith(("Memcpy", "Memset"))
+    return (
+        device_type is not None
+        and device_type != torch.autograd.DeviceType.CPU
+        and not event.key.startswith(("Memcpy", "Memset"))
+    )
 
 
 def main() -> None:
@@ -51,8 +55,9 @@ def main() -> None:
     y = torch.rand(args.batch, channels, args.size, args.size, generator=gen).to(args.device)
 
     def walk():
-        lst_fast.traverse(model, x, y, iterations=args.iterations, precision=args.precision, graph=args.graph,
-                          batch_size=args.batch)
+        lst_fast.traverse(
+            model, x, y, iterations=args.iterations, precision=args.precision, graph=args.graph, batch_size=args.batch
+        )
         if args.device == "cuda":
             torch.cuda.synchronize()
 
@@ -72,8 +77,10 @@ def main() -> None:
     else:
         total = sum(getattr(e, key, 0) for e in averages)
         ours = sum(getattr(e, key, 0) for e in averages if e.key.startswith("lst_fast::"))
-    print(f"{args.model} {args.precision} batch {args.batch} {args.size}px, {args.iterations} iterations on "
-          f"{args.device}: lst_fast's operators take {ours / max(total, 1):.1%} of the {key.replace('_', ' ')}")
+    print(
+        f"{args.model} {args.precision} batch {args.batch} {args.size}px, {args.iterations} iterations on "
+        f"{args.device}: lst_fast's operators take {ours / max(total, 1):.1%} of the {key.replace('_', ' ')}"
+    )
     print(averages.table(sort_by=key, row_limit=args.rows, max_name_column_width=60))
 
 

@@ -4,14 +4,23 @@ operator bandwidth (test_ops_bandwidth.py), LST throughput (test_lst_speed.py) a
 
     python bench/summarize.py out.json
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 from collections import defaultdict
 
-LST_METHODS = ["paper", "one_pass", "expert_compile", "lst_fp32", "lst_bf16", "lst_bf16_graph", "lst_bf16_compile",
-               "lst_bf16_compile_graph"]
+LST_METHODS = [
+    "paper",
+    "one_pass",
+    "expert_compile",
+    "lst_fp32",
+    "lst_bf16",
+    "lst_bf16_graph",
+    "lst_bf16_compile",
+    "lst_bf16_compile_graph",
+]
 
 
 def ops_table(infos) -> None:
@@ -24,11 +33,15 @@ def ops_table(infos) -> None:
     print("| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager |")
     print("|---|---|---|---|---|---|---|---|")
     for (device, op, shape), variants in sorted(rows.items()):
-        def tbs(v):
+
+        def tbs(v, variants=variants):
             return variants[v]["tb_per_s"] if v in variants else float("nan")
+
         fused, eager, copy = tbs("fused"), tbs("eager"), tbs("copy")
-        print(f"| {device} | {op} | {shape} | {fused:.3f} | {eager:.3f} | {copy:.3f} | "
-              f"{fused / copy:.0%} | {fused / eager:.1f}x |")
+        print(
+            f"| {device} | {op} | {shape} | {fused:.3f} | {eager:.3f} | {copy:.3f} | "
+            f"{fused / copy:.0%} | {fused / eager:.1f}x |"
+        )
 
 
 def speed_table(infos) -> None:
@@ -55,8 +68,10 @@ def speed_table(infos) -> None:
             else:
                 rows[key][method] = (next(iter(spans.values()))["img_iter_per_s"], None)
     methods = [m for m in LST_METHODS if any(m in r for r in rows.values())]
-    print("\nLST throughput: steady img-iter/s (x the paper loop), set-up s per call (* = one span only: per-call "
-          "rate, set-up included)")
+    print(
+        "\nLST throughput: steady img-iter/s (x the paper loop), set-up s per call (* = one span only: per-call "
+        "rate, set-up included)"
+    )
     print("| device | model | batch | px | k | " + " | ".join(methods) + " |")
     print("|---|---|---|---|---|" + "---|" * len(methods))
     for (device, model, batch, size, k), values in sorted(rows.items()):
@@ -77,12 +92,17 @@ def parity_table(infos) -> None:
     if not infos:
         return
     print("\nQuality parity, bf16 vs exact fp32 (100 images, 400 iterations; bar: 0.01, 0.01, 1 %)")
-    print("| device | model | RMS fp32 | RMS bf16 | confidence fp32 | confidence bf16 | still source fp32 | still source bf16 |")
+    print(
+        "| device | model | RMS fp32 | RMS bf16 | confidence fp32 | confidence bf16 "
+        "| still source fp32 | still source bf16 |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for i in sorted(infos, key=lambda i: (i["device_name"], i["model"])):
-        print(f"| {i['device_name']} | {i['model']} | {i['fp32_rms']:.4f} | {i['bf16_rms']:.4f} | "
-              f"{i['fp32_confidence']:.4f} | {i['bf16_confidence']:.4f} | {i['fp32_still_source']:.0%} | "
-              f"{i['bf16_still_source']:.0%} |")
+        print(
+            f"| {i['device_name']} | {i['model']} | {i['fp32_rms']:.4f} | {i['bf16_rms']:.4f} | "
+            f"{i['fp32_confidence']:.4f} | {i['bf16_confidence']:.4f} | {i['fp32_still_source']:.0%} | "
+            f"{i['bf16_still_source']:.0%} |"
+        )
 
 
 def main() -> None:
@@ -96,8 +116,10 @@ def main() -> None:
         print("no benchmark results in", args.json_file)
         return
     env = infos[0]
-    print(f"torch {env.get('torch')} CUDA {env.get('cuda')} commit {env.get('commit')}, "
-          f"{env.get('threads')} CPU threads, date {data.get('datetime', '')[:10]}")
+    print(
+        f"torch {env.get('torch')} CUDA {env.get('cuda')} commit {env.get('commit')}, "
+        f"{env.get('threads')} CPU threads, date {data.get('datetime', '')[:10]}"
+    )
     fallback = sorted({i["device_name"] for i in infos if i.get("backend", "native") != "native"})
     if fallback:
         print(f"WARNING: rows on {', '.join(fallback)} timed the pure-PyTorch fallback, not the compiled kernels")

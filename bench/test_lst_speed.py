@@ -7,6 +7,7 @@ per-call set-up (the bf16 copy, the end check, a graph capture) as iteration tim
 
     pytest bench/test_lst_speed.py --benchmark-json=out.json && python bench/summarize.py out.json
 """
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,16 @@ CASES = {
 }
 SPANS = {"k": 1, "3k": 3}
 # Every method that runs torch.compile has "compile" in its name, so `-k "not compile"` skips them all.
-METHODS = ["paper", "one_pass", "expert_compile", "lst_fp32", "lst_bf16", "lst_bf16_graph", "lst_bf16_compile",
-           "lst_bf16_compile_graph"]
+METHODS = [
+    "paper",
+    "one_pass",
+    "expert_compile",
+    "lst_fp32",
+    "lst_bf16",
+    "lst_bf16_graph",
+    "lst_bf16_compile",
+    "lst_bf16_compile_graph",
+]
 _models = {}
 
 
@@ -82,6 +91,16 @@ def test_lst_throughput(benchmark, device, model_name, method, span):
     seconds = median_seconds(benchmark)
     if seconds is None:
         return
-    benchmark.extra_info.update(environment(device), kind="lst_speed", model=model_name, method=method,
-                                batch=batch, image_size=size, iterations=iterations, k=k, span=span,
-                                seconds=seconds, img_iter_per_s=batch * iterations / seconds)
+    benchmark.extra_info.update(
+        environment(device),
+        kind="lst_speed",
+        model=model_name,
+        method=method,
+        batch=batch,
+        image_size=size,
+        iterations=iterations,
+        k=k,
+        span=span,
+        seconds=seconds,
+        img_iter_per_s=batch * iterations / seconds,
+    )

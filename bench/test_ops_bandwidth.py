@@ -4,6 +4,7 @@ must move: each input read once, each output written once) and the fraction of c
 
     pytest bench/test_ops_bandwidth.py --benchmark-json=out.json && python bench/summarize.py out.json
 """
+
 from __future__ import annotations
 
 import pytest
@@ -31,8 +32,9 @@ def _time(benchmark, device, fn, nbytes, **info):
     if seconds is None:
         return
     seconds /= reps
-    benchmark.extra_info.update(environment(device), bytes=nbytes, seconds_per_call=seconds,
-                                tb_per_s=nbytes / seconds / 1e12, **info)
+    benchmark.extra_info.update(
+        environment(device), bytes=nbytes, seconds_per_call=seconds, tb_per_s=nbytes / seconds / 1e12, **info
+    )
 
 
 def _skip_native(variant, name, device):

@@ -2,6 +2,7 @@
 models, precision="bf16" must match exact fp32 mode in mean RMS to target and mean final confidence
 within 0.01 and in the fraction still the source class within 1 %. 100 Fashion-MNIST test images,
 cross-class targets, the demo's settings (step 0.05, 400 iterations)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,15 @@ from conftest import environment, sync
 
 
 def _walk(model, x, y, precision, device):
-    r = lst_fast.traverse(model, x, y, step_size=5e-2, iterations=400, precision=precision,
-                          generator=torch.Generator(device).manual_seed(0))
+    r = lst_fast.traverse(
+        model,
+        x,
+        y,
+        step_size=5e-2,
+        iterations=400,
+        precision=precision,
+        generator=torch.Generator(device).manual_seed(0),
+    )
     with torch.no_grad():
         still = (model(r.images).argmax(1) == r.label).float().mean()
     rms = (r.images - y).flatten(1).pow(2).mean(1).sqrt().mean()
@@ -23,8 +31,8 @@ def _walk(model, x, y, precision, device):
 @pytest.mark.parametrize("name", ["cnn", "cnn-robust", "vit"])
 def test_bf16_matches_exact(benchmark, device, name):
     from lst_fast.data.sources import open_image_set
-    from lst_fast.models import load_model
     from lst_fast.evaluation.targets import round_targets
+    from lst_fast.models import load_model
 
     data = open_image_set("fashion-mnist-sample")
     x = data.get(torch.arange(100)).to(device)
@@ -38,9 +46,13 @@ def test_bf16_matches_exact(benchmark, device, name):
         sync(device)
 
     benchmark.pedantic(timed, rounds=1, warmup_rounds=0)
-    benchmark.extra_info.update(environment(device), kind="parity", model=name,
-                                **{f"fp32_{k}": v for k, v in exact.items()},
-                                **{f"bf16_{k}": v for k, v in fast.items()})
+    benchmark.extra_info.update(
+        environment(device),
+        kind="parity",
+        model=name,
+        **{f"fp32_{k}": v for k, v in exact.items()},
+        **{f"bf16_{k}": v for k, v in fast.items()},
+    )
     assert abs(fast["rms"] - exact["rms"]) <= 0.01
     assert abs(fast["confidence"] - exact["confidence"]) <= 0.01
     assert abs(fast["still_source"] - exact["still_source"]) <= 0.01

@@ -1,4 +1,5 @@
 """lst_fast: fast Level Set Traversal for finding and measuring the blind spots of vision models."""
+
 from lst_fast import ops
 from lst_fast._extension import backend_info
 from lst_fast.result import TraversalResult

@@ -17,6 +17,7 @@ the fix, once, and backend_info() keeps the details. Set LST_FAST_DISABLE_EXTENS
 fallback on purpose (quietly); a package installed without its extension (LST_FAST_BUILD_EXTENSION=0) is
 quiet too.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,10 +45,14 @@ def _torch_version() -> tuple:
 def _fix_for(error: BaseException) -> str:
     """What to do about a module that was built but does not load."""
     if _torch_version() < MIN_TORCH:
-        return (f"lst_fast's compiled kernels need torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}, found "
-                f"{torch.__version__}: upgrade torch (pip install 'torch>={MIN_TORCH[0]}.{MIN_TORCH[1]}')")
-    return ("reinstall lst_fast against this torch (pip install --no-build-isolation --force-reinstall "
-            "--no-deps lst_fast, or from a source checkout: pip install --no-build-isolation .)")
+        return (
+            f"lst_fast's compiled kernels need torch >= {MIN_TORCH[0]}.{MIN_TORCH[1]}, found "
+            f"{torch.__version__}: upgrade torch (pip install 'torch>={MIN_TORCH[0]}.{MIN_TORCH[1]}')"
+        )
+    return (
+        "reinstall lst_fast against this torch (pip install --no-build-isolation --force-reinstall "
+        "--no-deps lst_fast, or from a source checkout: pip install --no-build-isolation .)"
+    )
 
 
 def _load(module: str) -> Optional[str]:
@@ -81,13 +86,13 @@ def choose_cuda_module(torch_cuda: Optional[str], available: list) -> Optional[s
     wanted = f"_C_cuda{torch_cuda.split('.')[0]}"
     if wanted in available or not available:
         return wanted
-    return max(available, key=lambda name: int(name[len("_C_cuda"):]))
+    return max(available, key=lambda name: int(name[len("_C_cuda") :]))
 
 
 def _available_cuda_modules() -> list:
     folder = os.path.dirname(os.path.abspath(__file__))
     names = {entry.split(".")[0] for entry in os.listdir(folder) if entry.startswith("_C_cuda") and ".so" in entry}
-    return sorted(name for name in names if name[len("_C_cuda"):].isdigit())
+    return sorted(name for name in names if name[len("_C_cuda") :].isdigit())
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,6 +7,7 @@ A write that fails for lack of space or permission raises one RuntimeError namin
 cause ("cannot write OUT/x.png: the disk is full"), with the OSError as its __cause__; the temporary file
 is removed.
 """
+
 from __future__ import annotations
 
 import errno
@@ -70,13 +71,17 @@ def atomic_write_text(path: PathLike, text: str, advice: str = "") -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), advice)
 
 
-def atomic_save_tensors(tensors: Mapping[str, Tensor], path: PathLike, metadata: Optional[Dict[str, str]] = None,
-                        advice: str = "") -> Path:
+def atomic_save_tensors(
+    tensors: Mapping[str, Tensor], path: PathLike, metadata: Optional[Dict[str, str]] = None, advice: str = ""
+) -> Path:
     """Save tensors as safetensors (copied to the CPU, contiguous) to `path` atomically (see atomic_write)."""
     from safetensors.torch import save_file
 
-    return atomic_write(path, lambda tmp: save_file(
-        {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata), advice)
+    return atomic_write(
+        path,
+        lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata),
+        advice,
+    )
 
 
 def _as_os_error(error: BaseException) -> Optional[OSError]:

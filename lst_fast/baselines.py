@@ -8,6 +8,7 @@ expert_loop:    one pass, bf16 autocast, the forward+loss compiled with torch.co
                 writes by hand.
 All take a model that returns logits for images in [0, 1] and run `iterations` steps on (x, target).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Tuple

@@ -12,6 +12,7 @@ Sizes when the user gives none (measurements behind the rules: bench/RESULTS.md,
 The driver (`run_in_batches`) runs one function per batch and, when an automatic size runs out of memory,
 halves it and redoes that batch (finished batches are kept).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,7 @@ CPU_MEMORY_SHARE = 0.5
 Probe = Callable[[int], None]  # one forward+backward on the first k images
 
 
-def batch_size_for(free_bytes: int, bytes_per_image: float, n: int, multiple: int = 8,
-                   fixed_bytes: float = 0) -> int:
+def batch_size_for(free_bytes: int, bytes_per_image: float, n: int, multiple: int = 8, fixed_bytes: float = 0) -> int:
     """The largest batch (at most n) whose planned use (fixed_bytes plus bytes_per_image per image) fits
     MEMORY_SHARE of free_bytes, rounded down to a multiple of `multiple` when that is at least `multiple`."""
     if n <= 0:
@@ -160,8 +160,16 @@ def progress_bar(total: int, enabled: bool):
     return tqdm(total=total, desc="LST", unit="it", dynamic_ncols=True)
 
 
-def run_in_batches(run: Callable[[slice, object], T], n: int, size: int, *, automatic: bool,
-                   device: torch.device, steps_per_batch: int, progress: bool) -> Tuple[List[T], int]:
+def run_in_batches(
+    run: Callable[[slice, object], T],
+    n: int,
+    size: int,
+    *,
+    automatic: bool,
+    device: torch.device,
+    steps_per_batch: int,
+    progress: bool,
+) -> Tuple[List[T], int]:
     """`run(part, bar)` for consecutive slices of n items, `size` at a time; returns the results in order
     and the size used last. The progress bar (None when off) counts `steps_per_batch` per batch.
 
@@ -179,8 +187,11 @@ def run_in_batches(run: Callable[[slice, object], T], n: int, size: int, *, auto
                 if not automatic or size == 1:
                     raise out_of_memory(error, size, device) from error
                 size //= 2
-                warnings.warn(f"LST ran out of {device.type} memory; continuing with batches of {size}",
-                              RuntimeWarning, stacklevel=4)
+                warnings.warn(
+                    f"LST ran out of {device.type} memory; continuing with batches of {size}",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 if bar is not None:
@@ -201,4 +212,5 @@ def out_of_memory(error: Exception, size: int, device: torch.device) -> Exceptio
         advice = f"pass batch_size={size // 2} or smaller"
     return OUT_OF_MEMORY(
         f"LST on a batch of {size} images ran out of {device.type} memory; the model's forward and "
-        f"backward need it for every iteration: {advice}. ({error})")
+        f"backward need it for every iteration: {advice}. ({error})"
+    )

@@ -15,14 +15,23 @@ with the spread of the repeats' steady rates and the ratio to the paper loop's s
 
 The fp32 baselines run without TF32, as lst_fast's exact mode does, so a ratio compares like with like.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
 from typing import Callable, Dict, List, Optional
 
-MODES = ("paper", "one-pass", "expert-compile", "lst-fp32", "lst-bf16", "lst-bf16-graph", "lst-bf16-compile",
-         "lst-bf16-compile-graph")
+MODES = (
+    "paper",
+    "one-pass",
+    "expert-compile",
+    "lst-fp32",
+    "lst-bf16",
+    "lst-bf16-graph",
+    "lst-bf16-compile",
+    "lst-bf16-compile-graph",
+)
 DESCRIPTION = {
     "paper": "paper loop: fp32 (no TF32), two passes per iteration",
     "one-pass": "one pass per iteration, fp32 (no TF32)",
@@ -60,9 +69,19 @@ def mode_runner(mode: str, model, device_type: str) -> Callable:
     precision = "bf16" if "bf16" in mode else "fp32"
 
     def lst(model_, x, y, iterations):
-        return lst_fast.traverse(model_, x, y, iterations=iterations, step_size=ETA, threshold=DELTA,
-                                 adv_step_size=EPS, precision=precision, graph=mode.endswith("graph"),
-                                 compile_model="compile" in mode, batch_size=x.shape[0]).images
+        return lst_fast.traverse(
+            model_,
+            x,
+            y,
+            iterations=iterations,
+            step_size=ETA,
+            threshold=DELTA,
+            adv_step_size=EPS,
+            precision=precision,
+            graph=mode.endswith("graph"),
+            compile_model="compile" in mode,
+            batch_size=x.shape[0],
+        ).images
 
     return lst
 
@@ -92,10 +111,20 @@ def setup_seconds(batch: int, iterations: int, short_s: float, long_s: float) ->
     return max(0.0, short_s - batch * iterations / rate) if rate == rate else float("nan")
 
 
-def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: bool = True,
-              batch_size: Optional[int] = None, image_size: Optional[int] = None, iterations: int = 20,
-              repeats: int = 3, modes: Optional[List[str]] = None, device: str = "cpu",
-              model_dir: Optional[str] = None, echo: Callable[[str], None] = lambda line: None) -> List[Dict[str, object]]:
+def run_bench(
+    model_spec: str,
+    *,
+    checkpoint: Optional[str] = None,
+    pretrained: bool = True,
+    batch_size: Optional[int] = None,
+    image_size: Optional[int] = None,
+    iterations: int = 20,
+    repeats: int = 3,
+    modes: Optional[List[str]] = None,
+    device: str = "cpu",
+    model_dir: Optional[str] = None,
+    echo: Callable[[str], None] = lambda line: None,
+) -> List[Dict[str, object]]:
     """Time each mode; return one row per mode (img-iter/s median, min, max, ratio to the paper loop)."""
     import torch
 
@@ -122,8 +151,10 @@ def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: 
     x = torch.rand(batch_size, c, h, w, generator=gen).to(device)
     y = torch.rand(batch_size, c, h, w, generator=gen).to(device)
     work = batch_size * iterations
-    echo(f"{model_spec}: batch {batch_size} x {c}x{h}x{w}, {iterations} and {3 * iterations} iterations per run, "
-         f"{repeats} timed runs of each per mode after one warm-up run, on {device}")
+    echo(
+        f"{model_spec}: batch {batch_size} x {c}x{h}x{w}, {iterations} and {3 * iterations} iterations per run, "
+        f"{repeats} timed runs of each per mode after one warm-up run, on {device}"
+    )
 
     def sync():
         if device.type == "cuda":
@@ -142,22 +173,39 @@ def run_bench(model_spec: str, *, checkpoint: Optional[str] = None, pretrained: 
                 sync()
                 times.append(time.perf_counter() - t0)
         t_short, t_long = statistics.median(short), statistics.median(long_)
-        speeds = [steady_rate(batch_size, iterations, a, b) for a, b in zip(short, long_)]
-        row = {"mode": mode, "what": DESCRIPTION[mode],
-               "img_iter_per_s": steady_rate(batch_size, iterations, t_short, t_long),
-               "setup_s": setup_seconds(batch_size, iterations, t_short, t_long),
-               "per_call_img_iter_per_s": work / t_short,
-               "min": min(speeds), "max": max(speeds), "seconds": short, "seconds_3x": long_}
+        speeds = [steady_rate(batch_size, iterations, a, b) for a, b in zip(short, long_, strict=True)]
+        row = {
+            "mode": mode,
+            "what": DESCRIPTION[mode],
+            "img_iter_per_s": steady_rate(batch_size, iterations, t_short, t_long),
+            "setup_s": setup_seconds(batch_size, iterations, t_short, t_long),
+            "per_call_img_iter_per_s": work / t_short,
+            "min": min(speeds),
+            "max": max(speeds),
+            "seconds": short,
+            "seconds_3x": long_,
+        }
         rows.append(row)
-        echo(f"  {mode:24s} {row['img_iter_per_s']:12,.1f} img-iter/s steady, set-up {row['setup_s']:.3f} s "
-             f"(runs {min(speeds):,.1f} - {max(speeds):,.1f})")
+        echo(
+            f"  {mode:24s} {row['img_iter_per_s']:12,.1f} img-iter/s steady, set-up {row['setup_s']:.3f} s "
+            f"(runs {min(speeds):,.1f} - {max(speeds):,.1f})"
+        )
     paper = next((r["img_iter_per_s"] for r in rows if r["mode"] == "paper"), None)
     info = lst_fast.backend_info()
     for row in rows:
         row["ratio_to_paper"] = None if paper is None else row["img_iter_per_s"] / paper
-        row.update(model=model_spec, batch=batch_size, input=[c, h, w], iterations=iterations, repeats=repeats,
-                   device=str(device), backend=info["cuda" if device.type == "cuda" else "cpu"],
-                   torch=info["torch"], lst_fast=info["lst_fast"], threads=torch.get_num_threads())
+        row.update(
+            model=model_spec,
+            batch=batch_size,
+            input=[c, h, w],
+            iterations=iterations,
+            repeats=repeats,
+            device=str(device),
+            backend=info["cuda" if device.type == "cuda" else "cpu"],
+            torch=info["torch"],
+            lst_fast=info["lst_fast"],
+            threads=torch.get_num_threads(),
+        )
     return rows
 
 
@@ -174,15 +222,24 @@ def markdown_table(rows: List[Dict[str, object]]) -> str:
     c, h, w = first["input"]
     k = first["iterations"]
     backend = BACKEND_WORDS.get(first["backend"], first["backend"])
-    lines = [f"`{first['model']}`, batch {first['batch']} x {c}x{h}x{w}, {first['device']} ({first['threads']} "
-             f"threads), {backend}, torch {first['torch']}; steady rate from runs of {k} and {3 * k} iterations "
-             f"(median of {first['repeats']} each; range of the runs), set-up: the seconds of a call that do not "
-             "grow with the iterations:", "",
-             "| mode | img-iter/s | range | vs paper loop | set-up s | per call of k |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"`{first['model']}`, batch {first['batch']} x {c}x{h}x{w}, {first['device']} ({first['threads']} "
+        f"threads), {backend}, torch {first['torch']}; steady rate from runs of {k} and {3 * k} iterations "
+        f"(median of {first['repeats']} each; range of the runs), set-up: the seconds of a call that do not "
+        "grow with the iterations:",
+        "",
+        "| mode | img-iter/s | range | vs paper loop | set-up s | per call of k |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        ratio = "" if r["ratio_to_paper"] is None or r["ratio_to_paper"] != r["ratio_to_paper"] \
+        ratio = (
+            ""
+            if r["ratio_to_paper"] is None or r["ratio_to_paper"] != r["ratio_to_paper"]
             else f"{r['ratio_to_paper']:.2f}x"
+        )
         setup = "n/a" if r["setup_s"] != r["setup_s"] else f"{r['setup_s']:.3f}"
-        lines.append(f"| {r['what']} | {_number(r['img_iter_per_s'])} | {_number(r['min'])} - {_number(r['max'])} "
-                     f"| {ratio} | {setup} | {_number(r['per_call_img_iter_per_s'])} |")
+        lines.append(
+            f"| {r['what']} | {_number(r['img_iter_per_s'])} | {_number(r['min'])} - {_number(r['max'])} "
+            f"| {ratio} | {setup} | {_number(r['per_call_img_iter_per_s'])} |"
+        )
     return "\n".join(lines)

@@ -9,6 +9,7 @@ once, naming the GPU, the driver, what is needed and the fix.
 The driver and device queries are the functions `driver_cuda_version`, `driver_release` and
 `device_query`; the tests replace them to decide on a machine without a GPU.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -89,8 +90,10 @@ def unfit_reason(build: CudaBuild, driver: tuple | None, capability: tuple) -> s
     major = build.cuda_tuple[0]
     if driver is None or driver < (major, 0):
         have = "no CUDA driver was found" if driver is None else f"the driver supports CUDA {driver[0]}.{driver[1]}"
-        return (f"{have}, and the kernels were built with CUDA {build.cuda}, which needs a driver "
-                f">= {MIN_DRIVER.get(major, f'for CUDA {major}')}")
+        return (
+            f"{have}, and the kernels were built with CUDA {build.cuda}, which needs a driver "
+            f">= {MIN_DRIVER.get(major, f'for CUDA {major}')}"
+        )
     cap = tuple(capability)
     if any(_version_tuple(a)[0] == cap[0] and _version_tuple(a) <= cap for a in build.arches):
         return None  # machine code of this architecture family, for this GPU's or an older minor version
@@ -99,10 +102,13 @@ def unfit_reason(build: CudaBuild, driver: tuple | None, capability: tuple) -> s
         return None  # the driver compiles the PTX for this GPU
     carried = ", ".join(f"sm_{a.replace('.', '')}" for a in build.arches)
     if jit:
-        return (f"the kernels carry no machine code for compute capability {cap[0]}.{cap[1]} (only {carried}), "
-                f"and compiling their PTX needs a driver for CUDA {build.cuda}; the driver supports CUDA "
-                f"{driver[0]}.{driver[1]}")
-    return f"the kernels carry no code for compute capability {cap[0]}.{cap[1]} (only {carried}, PTX {', '.join(build.ptx) or 'none'})"
+        return (
+            f"the kernels carry no machine code for compute capability {cap[0]}.{cap[1]} (only {carried}), "
+            f"and compiling their PTX needs a driver for CUDA {build.cuda}; the driver supports CUDA "
+            f"{driver[0]}.{driver[1]}"
+        )
+    ptx = ", ".join(build.ptx) or "none"
+    return f"the kernels carry no code for compute capability {cap[0]}.{cap[1]} (only {carried}, PTX {ptx})"
 
 
 def _fix(build: CudaBuild, driver: tuple | None, capability: tuple) -> str:
@@ -143,8 +149,11 @@ def _check(index: int, module: "str | None") -> str | None:
     reason = unfit_reason(build, driver, capability)
     if reason is not None:
         release = driver_release()
-        driver_words = "no driver" if driver is None else (
-            f"driver {release or 'of unknown release'} (CUDA {driver[0]}.{driver[1]})")
+        driver_words = (
+            "no driver"
+            if driver is None
+            else (f"driver {release or 'of unknown release'} (CUDA {driver[0]}.{driver[1]})")
+        )
         warnings.warn(
             f"lst_fast: the compiled CUDA kernels (lst_fast.{module}, CUDA {build.cuda}) cannot run on cuda:{index} "
             f"({name}, compute capability {capability[0]}.{capability[1]}, {driver_words}): {reason}. "

@@ -4,6 +4,7 @@ From one image of each class toward one image of every other class (90 pairs), t
 pictures: the image grid, one path, linear-path confidences and triangle confidence maps, with a short
 Markdown summary of the numbers.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,9 @@ def run_demo(
     line = linear_path_confidence(model, xs, result.images, result.label, steps=21)
     tri_rows = [k for k, (i, j) in enumerate(pairs) if j == (i + 1) % 10]
     tri_rows2 = [k for k, (i, j) in enumerate(pairs) if j == (i + 2) % 10]
-    tri = triangle_confidence(model, xs[tri_rows], result.images[tri_rows], result.images[tri_rows2],
-                              result.label[tri_rows], n=10)
+    tri = triangle_confidence(
+        model, xs[tri_rows], result.images[tri_rows], result.images[tri_rows2], result.label[tri_rows], n=10
+    )
     numbers["mean_linear_path_min_confidence"] = float(line.min(1).values.mean())
     numbers["mean_triangle_confidence"] = float(tri.mean())
 
@@ -122,12 +124,23 @@ def run_demo(
         keep(result.save(out / "result.safetensors"))
         xs_c, xt_c, res_c = xs.cpu(), xt.cpu(), result.images.cpu()
         figures = {
-            "grid": keep(plots.image_grid(x_all[torch.tensor(sources)].cpu(), pairs, res_c, result.confidence.cpu(),
-                                          CLASSES, out / "grid.png")),
+            "grid": keep(
+                plots.image_grid(
+                    x_all[torch.tensor(sources)].cpu(), pairs, res_c, result.confidence.cpu(), CLASSES, out / "grid.png"
+                )
+            ),
             "path": keep(plots.path_strip(result, 0, xs_c[0], xt_c[0], CLASSES, pairs[0], out / "path.png")),
             "linear_path": keep(plots.linear_paths(line.cpu(), out / "linear_path.png")),
-            "triangles": keep(plots.triangle_maps(tri.cpu()[:3], triangle_weights(10), xs_c[tri_rows][:3],
-                                                  res_c[tri_rows][:3], res_c[tri_rows2][:3], out / "triangles.png")),
+            "triangles": keep(
+                plots.triangle_maps(
+                    tri.cpu()[:3],
+                    triangle_weights(10),
+                    xs_c[tri_rows][:3],
+                    res_c[tri_rows][:3],
+                    res_c[tri_rows2][:3],
+                    out / "triangles.png",
+                )
+            ),
         }
         numbers["total_seconds"] = round(time.time() - t0, 2)
         keep(atomic_write_text(out / "summary.json", json.dumps(numbers, indent=1)))
@@ -144,19 +157,37 @@ def summary_markdown(n: Dict[str, float], figures: Dict[str, Path]) -> str:
         ("pairs (source class != target class)", f"{n['pairs']}"),
         ("mean RMS to target: start -> end", f"{n['mean_rms_to_target_start']:.4f} -> {n['mean_rms_to_target']:.4f}"),
         ("mean l_inf to target", f"{n['mean_linf_to_target']:.4f}"),
-        ("mean SSIM to target: start -> end", f"{n['mean_ssim_to_target_start']:.3f} -> {n['mean_ssim_to_target']:.3f}"),
-        ("mean source-class confidence: start -> end", f"{n['mean_initial_confidence']:.4f} -> {n['mean_final_confidence']:.4f}"),
+        (
+            "mean SSIM to target: start -> end",
+            f"{n['mean_ssim_to_target_start']:.3f} -> {n['mean_ssim_to_target']:.3f}",
+        ),
+        (
+            "mean source-class confidence: start -> end",
+            f"{n['mean_initial_confidence']:.4f} -> {n['mean_final_confidence']:.4f}",
+        ),
         ("fraction still predicted as the source class", f"{n['fraction_still_source_class']:.1%}"),
         ("accepted steps", f"{n['acceptance_rate']:.1%}"),
-        ("mean over paths of the minimum confidence on the line source -> output", f"{n['mean_linear_path_min_confidence']:.4f}"),
+        (
+            "mean over paths of the minimum confidence on the line source -> output",
+            f"{n['mean_linear_path_min_confidence']:.4f}",
+        ),
         ("mean confidence over the triangles (66 points each)", f"{n['mean_triangle_confidence']:.4f}"),
     ]
-    settings = ", ".join(f"{k[8:]}={v:g}" if isinstance(v, (int, float)) else f"{k[8:]}={v}" for k, v in n.items() if k.startswith("setting_"))
+    settings = ", ".join(
+        f"{k[8:]}={v:g}" if isinstance(v, (int, float)) else f"{k[8:]}={v}"
+        for k, v in n.items()
+        if k.startswith("setting_")
+    )
     lines = [
-        f"# lst_fast demo: model `{n['model']}` (test accuracy {n['model_test_accuracy']})", "",
+        f"# lst_fast demo: model `{n['model']}` (test accuracy {n['model_test_accuracy']})",
+        "",
         f"Settings: {settings}. Backend: {n['backend']}. LST took {n['lst_seconds']} s, everything "
-        f"{n['total_seconds']} s.", "",
-        "| measure | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "",
+        f"{n['total_seconds']} s.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *[f"| {a} | {b} |" for a, b in rows],
+        "",
     ]
     for name, path in figures.items():
         lines += [f"## {name.replace('_', ' ')}", "", f"![{name}]({path.name})", ""]

@@ -2,11 +2,12 @@
 over triangles (convex hulls) between a source and its LST outputs, and the width across the step
 direction. Every interpolated image comes from the batched simplex-points operator, and the model runs
 without gradients in memory-sized chunks, under lst_fast.runtime's contexts for its precision."""
+
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -15,14 +16,18 @@ from lst_fast import ops, prepared_model, runtime, validation
 from lst_fast.reference import class_probability
 from lst_fast.settings import check_precision
 
+if TYPE_CHECKING:
+    from lst_fast.result import TraversalResult
+
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # model inputs per forward pass
 # Interpolated points per pass on the CPU, where batches that outgrow the caches run slower
 # (bench/RESULTS.md, "Geometry chunks on the CPU").
 CPU_CHUNK_BYTES = 2 * 2**20
 
 
-def _prepared_forward(model: torch.nn.Module, precision: str, norm: runtime.Normalization,
-                      probe: Tensor) -> Callable[[Tensor], Tensor]:
+def _prepared_forward(
+    model: torch.nn.Module, precision: str, norm: runtime.Normalization, probe: Tensor
+) -> Callable[[Tensor], Tensor]:
     """images -> logits: the model prepared for `precision` (checked on a few normalized `probe` images),
     normalization first."""
     prepared = prepared_model.prepare(model, precision, runtime.normalize(probe[:4], norm))
@@ -31,14 +36,15 @@ def _prepared_forward(model: torch.nn.Module, precision: str, norm: runtime.Norm
 
 # -- argument checks: every public function checks its arguments first and names the one that is wrong ----
 
-def _check_int(name: str, value, minimum: int) -> None:
+
+def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-def _check_tensor(name: str, value, dim: Optional[int] = None, floating: bool = False) -> None:
+def _check_tensor(name: str, value: object, dim: Optional[int] = None, floating: bool = False) -> None:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
     if dim is not None and value.dim() != dim:
@@ -47,15 +53,20 @@ def _check_tensor(name: str, value, dim: Optional[int] = None, floating: bool = 
         raise TypeError(f"{name} must be floating-point, got {value.dtype}")
 
 
-def _check_model(model) -> None:
+def _check_model(model: object) -> None:
     if not callable(model):
         raise TypeError(f"model must be a callable module (images -> logits), got {type(model).__name__}")
 
 
-def _check_labels(label, n: int) -> None:
+def _check_labels(label: object, n: int) -> None:
     """An integer tensor (n,) with no negative value (the upper end is checked against the logits)."""
-    if not isinstance(label, Tensor) or tuple(label.shape) != (n,) or label.is_floating_point() \
-            or label.dtype == torch.bool or label.is_complex():
+    if (
+        not isinstance(label, Tensor)
+        or tuple(label.shape) != (n,)
+        or label.is_floating_point()
+        or label.dtype == torch.bool
+        or label.is_complex()
+    ):
         got = f"{label.dtype} {tuple(label.shape)}" if isinstance(label, Tensor) else type(label).__name__
         raise ValueError(f"label must be an integer tensor of shape ({n},), got {got}")
     if n and int(label.min()) < 0:
@@ -67,7 +78,7 @@ def _check_label_range(label: Tensor, logits: Tensor) -> None:
         raise ValueError(f"label must be < the model's {logits.shape[1]} classes, got {int(label.max())}")
 
 
-def _check_same_images(**images) -> None:
+def _check_same_images(**images: Tensor) -> None:
     for name, value in images.items():
         _check_tensor(name, value, dim=4, floating=True)
     shapes = {name: tuple(value.shape) for name, value in images.items()}
@@ -75,19 +86,19 @@ def _check_same_images(**images) -> None:
         raise ValueError(f"{', '.join(shapes)} must have one shape (N, C, H, W), got {shapes}")
 
 
-def _check_chunk_bytes(chunk_bytes) -> None:
+def _check_chunk_bytes(chunk_bytes: object) -> None:
     if chunk_bytes is not None:
         _check_int("chunk_bytes", chunk_bytes, 1)
 
 
-def line_weights(steps: int = 21, dtype=torch.float64) -> Tensor:
+def line_weights(steps: int = 21, dtype: torch.dtype = torch.float64) -> Tensor:
     """(steps, 2) weights (1 - t, t) for t = 0, 1/(steps-1), ..., 1."""
     _check_int("steps", steps, 2)
     t = torch.arange(steps, dtype=torch.float64) / (steps - 1)
     return torch.stack([1 - t, t], dim=1).to(dtype)
 
 
-def triangle_weights(n: int = 10, dtype=torch.float64) -> Tensor:
+def triangle_weights(n: int = 10, dtype: torch.dtype = torch.float64) -> Tensor:
     """Barycentric grid (P, 3) of (1 - a - b, a, b) for a, b in {0, 1/n, ..., 1} with a + b <= 1.
 
     Integer arithmetic, so all (n + 1)(n + 2) / 2 points are kept (n = 10: 66 points; the paper's code
@@ -149,13 +160,17 @@ def simplex_confidence(
     return torch.cat(out).float() if out else vertices.new_empty(0, p, dtype=torch.float32)
 
 
-def linear_path_confidence(model, source: Tensor, end: Tensor, label: Tensor, steps: int = 21, **kw) -> Tensor:
+def linear_path_confidence(
+    model: torch.nn.Module, source: Tensor, end: Tensor, label: Tensor, steps: int = 21, **kw: Any
+) -> Tensor:
     """Confidence for `label` along (1 - t) source + t end: (N, steps)."""
     _check_same_images(source=source, end=end)
     return simplex_confidence(model, torch.stack([source, end], 1), line_weights(steps), label, **kw)
 
 
-def triangle_confidence(model, source: Tensor, end1: Tensor, end2: Tensor, label: Tensor, n: int = 10, **kw) -> Tensor:
+def triangle_confidence(
+    model: torch.nn.Module, source: Tensor, end1: Tensor, end2: Tensor, label: Tensor, n: int = 10, **kw: Any
+) -> Tensor:
     """Confidence for `label` over the triangle grid of (source, end1, end2): (N, (n+1)(n+2)/2)."""
     _check_same_images(source=source, end1=end1, end2=end2)
     return simplex_confidence(model, torch.stack([source, end1, end2], 1), triangle_weights(n), label, **kw)
@@ -177,8 +192,9 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
     _check_tensor("confidence", confidence, floating=True)
     _check_tensor("weights", weights, floating=True)
     if confidence.dim() != 2 or weights.dim() != 2 or weights.shape != (confidence.shape[1], 3):
-        raise ValueError(f"need confidence (T, P) and weights (P, 3), got {tuple(confidence.shape)} and "
-                         f"{tuple(weights.shape)}")
+        raise ValueError(
+            f"need confidence (T, P) and weights (P, 3), got {tuple(confidence.shape)} and {tuple(weights.shape)}"
+        )
     source = torch.nonzero(weights[:, 0] == 1).flatten()
     if source.numel() != 1:
         raise ValueError("the grid must contain the source vertex (weights row (1, 0, 0)) exactly once")
@@ -204,11 +220,14 @@ def per_source(stats: Dict[str, Tensor], source_index: Tensor, num_sources: int)
     for name, values in stats.items():
         _check_tensor(f"stats[{name!r}]", values, dim=1, floating=True)
         if values.shape != source_index.shape:
-            raise ValueError(f"stats[{name!r}] has {values.shape[0]} triangles but source_index "
-                             f"{source_index.shape[0]}")
+            raise ValueError(
+                f"stats[{name!r}] has {values.shape[0]} triangles but source_index {source_index.shape[0]}"
+            )
     if source_index.numel() and (int(source_index.min()) < 0 or int(source_index.max()) >= num_sources):
-        raise ValueError(f"source_index must lie in [0, num_sources={num_sources}), got values in "
-                         f"[{int(source_index.min())}, {int(source_index.max())}]")
+        raise ValueError(
+            f"source_index must lie in [0, num_sources={num_sources}), got values in "
+            f"[{int(source_index.min())}, {int(source_index.max())}]"
+        )
     index = source_index.to(device=next(iter(stats.values())).device, dtype=torch.long)
     out = {}
     for name, values in stats.items():
@@ -246,8 +265,9 @@ def width_profile(
     _check_tensor("x", x, dim=4, floating=True)
     _check_tensor("direction", direction, floating=True)
     if direction.shape != x.shape:
-        raise ValueError(f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, "
-                         f"{tuple(direction.shape)}")
+        raise ValueError(
+            f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, {tuple(direction.shape)}"
+        )
     _check_int("k", k, 2)
     _check_chunk_bytes(chunk_bytes)
     n, c = x.shape[:2]
@@ -258,8 +278,11 @@ def width_profile(
         raise TypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
     if not radii or not all(math.isfinite(r) for r in radii):
         raise ValueError(f"radii must be a non-empty sequence of finite numbers, got {radii}")
-    if not (isinstance(quantiles, (tuple, list)) and len(quantiles) == 2
-            and all(isinstance(q, numbers.Real) and 0 <= q <= 1 for q in quantiles)):
+    if not (
+        isinstance(quantiles, (tuple, list))
+        and len(quantiles) == 2
+        and all(isinstance(q, numbers.Real) and 0 <= q <= 1 for q in quantiles)
+    ):
         raise ValueError(f"quantiles must be two numbers in [0, 1], got {quantiles!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -279,14 +302,21 @@ def width_profile(
     with runtime.running(model, precision, x.device):
         for start in range(0, n, step):
             m = min(step, n - start)
-            dirs = torch.randn(m, k, d, generator=generator, dtype=torch.float64,
-                               device=generator.device if generator is not None else x.device).to(x.device)
+            dirs = torch.randn(
+                m,
+                k,
+                d,
+                generator=generator,
+                dtype=torch.float64,
+                device=generator.device if generator is not None else x.device,
+            ).to(x.device)
             us = u[start : start + m]
             dirs = dirs - (dirs * us).sum(2, keepdim=True) * us
             dirs = dirs / dirs.norm(dim=2, keepdim=True)
             base = x[start : start + m].reshape(m, 1, d).to(torch.float64)
             lab = label[start : start + m].repeat_interleave(k)
-            rows_low, rows_high = [], []
+            rows_low: List[Tensor] = []
+            rows_high: List[Tensor] = []
             for r in radii_t.tolist():
                 points = (base + r * dirs).to(x.dtype).reshape(m * k, *x.shape[1:])
                 if forward is None:
@@ -303,13 +333,15 @@ def width_profile(
     return {"radii": radii_t, "low": torch.cat(low).float(), "high": torch.cat(high).float()}
 
 
-def width_along_path(model: torch.nn.Module, result, radii: Sequence[float], **kw) -> Dict[str, Tensor]:
+def width_along_path(
+    model: torch.nn.Module, result: TraversalResult, radii: Sequence[float], **kw: Any
+) -> Dict[str, Tensor]:
     """width_profile at every recorded iterate of a traversal (record_every > 0), the step direction
     being the move to the next recorded iterate: {"radii": (R,), "iterations": (S,), "low"/"high":
     (S, N, R)} over the S recorded iterates that have a successor."""
     if not hasattr(result, "trace_images") or not hasattr(result, "trace_iterations"):
         raise TypeError(f"result must be a TraversalResult, got {type(result).__name__}")
-    if result.trace_images is None or result.trace_images.shape[0] < 2:
+    if result.trace_images is None or result.trace_iterations is None or result.trace_images.shape[0] < 2:
         raise ValueError("width_along_path needs a traversal recorded with record_every > 0")
     images = result.trace_images
     device = result.images.device
@@ -320,5 +352,10 @@ def width_along_path(model: torch.nn.Module, result, radii: Sequence[float], **k
         out = width_profile(model, x, images[s + 1].to(device) - x, label, radii, **kw)
         low.append(out["low"])
         high.append(out["high"])
-    return {"radii": out["radii"], "iterations": result.trace_iterations[:-1],
-            "low": torch.stack(low), "high": torch.stack(high)}
+    assert out is not None  # at least two recorded iterates, checked above
+    return {
+        "radii": out["radii"],
+        "iterations": result.trace_iterations[:-1],
+        "low": torch.stack(low),
+        "high": torch.stack(high),
+    }

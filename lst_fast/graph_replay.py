@@ -6,6 +6,7 @@ a later batch of the same shape copies its values into them and replays from its
 caller's own tensors (the user's targets and labels, another batch's results) are never captured and so
 never overwritten; whatever a batch returns must be copied out of the owned tensors before the next batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,7 +38,7 @@ class GraphReplay:
         """The tensors the next walk must use, owned by the replay: the captured ones with this batch's
         values copied in when the shapes match the capture; otherwise fresh copies (any capture dropped)."""
         if self.graph is not None and self.tensors is not None and _same_shapes(self.tensors, (fixed, state)):
-            for mine, new in zip(_flatten(self.tensors), _flatten((fixed, state))):
+            for mine, new in zip(_flatten(self.tensors), _flatten((fixed, state)), strict=True):
                 mine.copy_(new)
             return self.tensors
         owned = (_owned_copy(fixed), _owned_copy(state))
@@ -74,8 +75,13 @@ def capture(fn: Callable[[], None], stream: "torch.cuda.Stream") -> "torch.cuda.
 
 def _owned_copy(tensors):
     """A copy of a Targets or WalkState whose tensors are new memory in the same layout."""
-    return dataclasses.replace(tensors, **{f.name: getattr(tensors, f.name).clone(memory_format=torch.preserve_format)
-                                           for f in dataclasses.fields(tensors)})
+    return dataclasses.replace(
+        tensors,
+        **{
+            f.name: getattr(tensors, f.name).clone(memory_format=torch.preserve_format)
+            for f in dataclasses.fields(tensors)
+        },
+    )
 
 
 def _flatten(tensors: Tensors) -> List[Tensor]:
@@ -84,4 +90,4 @@ def _flatten(tensors: Tensors) -> List[Tensor]:
 
 
 def _same_shapes(a: Tensors, b: Tensors) -> bool:
-    return all(x.shape == y.shape and x.stride() == y.stride() for x, y in zip(_flatten(a), _flatten(b)))
+    return all(x.shape == y.shape and x.stride() == y.stride() for x, y in zip(_flatten(a), _flatten(b), strict=True))

@@ -5,6 +5,7 @@ Images come out as float32 (C, H, W) in [0, 1]: LST walks in image space, and th
 normalization is applied inside `traverse`, so only the geometric part of the preprocessing (resize,
 crop, interpolation, input size: lst_fast.data.preprocessing, a ModelDescriptor's) is applied here.
 """
+
 from __future__ import annotations
 
 import glob
@@ -41,8 +42,11 @@ def collect_images(specs: Sequence[str], what: str = "image") -> List[Path]:
         elif path.is_file():
             files = [path]
         elif glob.has_magic(spec):
-            files = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True)
-                           if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(
+                Path(p)
+                for p in glob.glob(os.path.expanduser(spec), recursive=True)
+                if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES
+            )
             if not files:
                 raise ValueError(f"the {what} pattern {spec!r} matches no PNG or JPEG files")
         else:

@@ -11,6 +11,7 @@ and reports around it. lst_fast.graph_replay replays one iteration from a CUDA g
 Everything here works on one batch of tensors already on the device, in the working dtype and layout;
 splitting a set into batches is lst_fast.batching's job.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,9 +76,11 @@ def forward_backward(forward: Forward, x: Tensor, label: Tensor, layout: torch.m
     with torch.enable_grad():
         logits = forward(x)
         if isinstance(logits, Tensor) and not logits.requires_grad:
-            raise ValueError("the model's output does not depend differentiably on its input (a detached or "
-                             "integer output, or one computed outside autograd); LST needs the gradient with "
-                             "respect to the input images")
+            raise ValueError(
+                "the model's output does not depend differentiably on its input (a detached or "
+                "integer output, or one computed outside autograd); LST needs the gradient with "
+                "respect to the input images"
+            )
         logits = logits.to(x.dtype)
         loss = F.cross_entropy(logits, label, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)  # parameters' .grad stay untouched
@@ -90,8 +93,9 @@ def check_logits(logits: Tensor, n: int) -> None:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"model must return logits of shape ({n}, num_classes), got {got}")
     if not logits.is_floating_point():
-        raise ValueError(f"model must return floating-point logits (autograd differentiates only those), "
-                         f"got {logits.dtype}")
+        raise ValueError(
+            f"model must return floating-point logits (autograd differentiates only those), got {logits.dtype}"
+        )
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("model returned NaN or Inf logits for the source images x")
 
@@ -99,23 +103,44 @@ def check_logits(logits: Tensor, n: int) -> None:
 def warn_if_probabilities(logits: Tensor) -> None:
     """Once per call: outputs that are already probabilities (every row >= 0, summing to 1) are taken as
     logits, whose softmax is then nearly flat."""
-    if logits.numel() and bool((logits >= 0).all()) and bool(
-            torch.allclose(logits.double().sum(1), logits.new_ones(logits.shape[0], dtype=torch.float64), atol=1e-4)):
-        warnings.warn("the model's outputs look like probabilities (every row is non-negative and sums to 1); "
-                      "LST expects logits and applies softmax itself: return the logits", UserWarning, stacklevel=4)
+    if (
+        logits.numel()
+        and bool((logits >= 0).all())
+        and bool(
+            torch.allclose(logits.double().sum(1), logits.new_ones(logits.shape[0], dtype=torch.float64), atol=1e-4)
+        )
+    ):
+        warnings.warn(
+            "the model's outputs look like probabilities (every row is non-negative and sums to 1); "
+            "LST expects logits and applies softmax itself: return the logits",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def start_state(forward: Forward, start: Tensor, label: Tensor, layout: torch.memory_format) -> WalkState:
     """x at the (noisy) start, D = 0, and the gradient and confidence at x."""
     x = start.clone(memory_format=torch.preserve_format)
     logits, grad = forward_backward(forward, x, label, layout)
-    return WalkState(x=x, grad=grad, adv=torch.zeros_like(x), confidence=class_probability(logits, label),
-                     accepted_steps=torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+    return WalkState(
+        x=x,
+        grad=grad,
+        adv=torch.zeros_like(x),
+        confidence=class_probability(logits, label),
+        accepted_steps=torch.zeros(x.shape[0], dtype=torch.long, device=x.device),
+    )
 
 
-def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettings, layout: torch.memory_format,
-         replay: Optional[GraphReplay] = None, observers: Sequence[WalkObserver] = (),
-         grid: Optional[Grid] = None) -> None:
+def walk(
+    forward: Forward,
+    fixed: Targets,
+    state: WalkState,
+    settings: LSTSettings,
+    layout: torch.memory_format,
+    replay: Optional[GraphReplay] = None,
+    observers: Sequence[WalkObserver] = (),
+    grid: Optional[Grid] = None,
+) -> None:
     """LST: `settings.iterations` steps from `state`, in place; each observer's `stepped(i, state)` runs
     after iteration i. With a `grid` (half-precision input) each candidate is rounded onto it before it
     is judged. With a `replay`, the iteration is replayed from a CUDA graph once captured."""
@@ -124,16 +149,32 @@ def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettin
         # v = x_t - x;  v_perp = v - (<g, v> / <g, g>) g;  D = clamp(D + (eps / 2) g, -eps, eps);
         # candidate = clamp(x + eta v_perp - D, lo, hi)   (D updated in place, accepted or not)
         candidate = ops.orthogonal_step(
-            state.x, fixed.target, state.grad, state.adv, step_size=settings.step_size,
-            adv_step_size=settings.adv_step_size, bounds=settings.bounds, backend=settings.backend)
+            state.x,
+            fixed.target,
+            state.grad,
+            state.adv,
+            step_size=settings.step_size,
+            adv_step_size=settings.adv_step_size,
+            bounds=settings.bounds,
+            backend=settings.backend,
+        )
         if grid is not None:
             candidate = grid(candidate)
         # One forward+backward at the candidate: its confidence decides, its gradient is the next one.
         cand_logits, cand_grad = forward_backward(forward, candidate, fixed.label, layout)
         # Where p0 - p(candidate) < delta: x, g and p take the candidate's (in place).
         accepted = ops.confidence_accept(
-            cand_logits, fixed.label, fixed.p0, settings.threshold, state.x, candidate, state.grad, cand_grad,
-            state.confidence, backend=settings.backend)
+            cand_logits,
+            fixed.label,
+            fixed.p0,
+            settings.threshold,
+            state.x,
+            candidate,
+            state.grad,
+            cand_grad,
+            state.confidence,
+            backend=settings.backend,
+        )
         state.accepted_steps.add_(accepted)
 
     run = iteration if replay is None else replay.runner(iteration, settings.iterations)
@@ -147,13 +188,23 @@ def walk(forward: Forward, fixed: Targets, state: WalkState, settings: LSTSettin
 class Models:
     """The model callables one traversal uses (all normalize first)."""
 
-    walk: Forward                # what the loop runs (bf16: the working copy, maybe compiled)
-    report: Optional[Forward]    # bf16: the model as given, for labels and reported confidences; fp32: None
+    walk: Forward  # what the loop runs (bf16: the working copy, maybe compiled)
+    report: Optional[Forward]  # bf16: the model as given, for labels and reported confidences; fp32: None
 
 
-def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor, label: Optional[Tensor],
-                   target_label: Optional[Tensor], settings: LSTSettings, layout: torch.memory_format,
-                   output_dtype: torch.dtype, replay: Optional[GraphReplay] = None, bar=None) -> TraversalResult:
+def traverse_batch(
+    models: Models,
+    source: Tensor,
+    start: Tensor,
+    target: Tensor,
+    label: Optional[Tensor],
+    target_label: Optional[Tensor],
+    settings: LSTSettings,
+    layout: torch.memory_format,
+    output_dtype: torch.dtype,
+    replay: Optional[GraphReplay] = None,
+    bar=None,
+) -> TraversalResult:
     """LST on one batch: p0 and the labels on the clean source, the walk from `start`, and its report."""
     n, device = source.shape[0], source.device
     with torch.no_grad():
@@ -175,14 +226,21 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
             with torch.no_grad():
                 target_label = (models.report or models.walk)(target).argmax(1)
         target_label = validation.check_label(target_label, n, logits0.shape[1], device, name="target_label")
-        recorder = Recorder(settings.record_every, settings.iterations, models.walk, target_label,
-                            settings.record_device or device, state)
+        recorder = Recorder(
+            settings.record_every,
+            settings.iterations,
+            models.walk,
+            target_label,
+            settings.record_device or device,
+            state,
+        )
     if replay is not None:
         fixed, state = replay.adopt(fixed, state)
     check = None
     if models.report is not None:  # the walk judges with the bf16 copy: keep what the model as given accepts
-        check = Checkpoints(models.report, state, label, class_probability(reported0, label), settings.threshold,
-                            settings.iterations)
+        check = Checkpoints(
+            models.report, state, label, class_probability(reported0, label), settings.threshold, settings.iterations
+        )
     progress = None if bar is None else ProgressReport(bar, n, settings.iterations)
     observers = [o for o in (check, recorder, progress) if o is not None]
 
@@ -197,8 +255,13 @@ def traverse_batch(models: Models, source: Tensor, start: Tensor, target: Tensor
         x, accepted_steps, final_confidence = check.finish(state)
         initial_confidence = check.p0
     result = TraversalResult(
-        images=x.to(output_dtype), label=label, initial_confidence=initial_confidence.float(),
-        confidence=final_confidence.float(), accepted_steps=accepted_steps, source_correct=source_correct)
+        images=x.to(output_dtype),
+        label=label,
+        initial_confidence=initial_confidence.float(),
+        confidence=final_confidence.float(),
+        accepted_steps=accepted_steps,
+        source_correct=source_correct,
+    )
     if recorder is not None:
         traces = recorder.traces()
         result.trace_iterations = traces["trace_iterations"]

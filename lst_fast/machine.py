@@ -1,4 +1,5 @@
 """Facts about the machine that decide what pays off here (read by backend_info and the bf16 preparation)."""
+
 from __future__ import annotations
 
 import functools

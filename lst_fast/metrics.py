@@ -1,4 +1,5 @@
 """Distances between LST outputs and their targets (the paper's Table 1): l2, RMS, l_inf and SSIM."""
+
 from __future__ import annotations
 
 from typing import Dict
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
+def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
@@ -30,7 +31,10 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
     x, y = x.to(torch.float64), y.to(torch.float64)
     c = x.shape[1]
     w = _gaussian_window(window, sigma, c, x.device, x.dtype)
-    blur = lambda t: F.conv2d(t, w, groups=c)  # noqa: E731
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(t, w, groups=c)
+
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2
     var_y = blur(y * y) - mu_y**2
@@ -66,22 +70,28 @@ def lpips_distance(x: Tensor, target: Tensor, net: str = "alex") -> Tensor:
     (repeated to 3 channels) or 3; all N images go through the network in one batch."""
     if not isinstance(x, Tensor) or not isinstance(target, Tensor) or x.dim() != 4 or x.shape != target.shape:
         got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (x, target)]
-        raise ValueError(f"lpips_distance needs x and target as (N, C, H, W) tensors of one shape, got {got[0]} "
-                         f"and {got[1]}")
+        raise ValueError(
+            f"lpips_distance needs x and target as (N, C, H, W) tensors of one shape, got {got[0]} and {got[1]}"
+        )
     if x.shape[1] not in (1, 3):
         raise ValueError(f"lpips_distance needs 1- or 3-channel images, got {x.shape[1]} channels")
     try:
         import lpips
     except ImportError:
-        raise RuntimeError("LPIPS needs the `lpips` package (pip install lpips) and its pretrained "
-                           f"{net} weights, which it downloads on first use") from None
+        raise RuntimeError(
+            "LPIPS needs the `lpips` package (pip install lpips) and its pretrained "
+            f"{net} weights, which it downloads on first use"
+        ) from None
     try:
         model = lpips.LPIPS(net=net, verbose=False).to(x.device).eval()
     except Exception as error:  # no network or no cached weights
-        raise RuntimeError(f"could not load the LPIPS {net} weights ({error}); they download on first "
-                           "use, so run once with a network or copy them into the torch hub cache") from error
+        raise RuntimeError(
+            f"could not load the LPIPS {net} weights ({error}); they download on first "
+            "use, so run once with a network or copy them into the torch hub cache"
+        ) from error
     images = [t.to(torch.float32) * 2 - 1 for t in (x, target)]  # LPIPS takes [-1, 1]
     if images[0].shape[1] == 1:
         images = [t.expand(-1, 3, -1, -1) for t in images]
     with torch.no_grad():
-        return model(*images).flatten()
+        distance: Tensor = model(*images)
+    return distance.flatten()

@@ -10,6 +10,7 @@ The checks read shapes, dtypes, devices and addresses, never tensor values (no h
 contract they cannot cover without reading values: a label outside [0, K) in confidence_accept gives a
 NaN probability, so that sample is not accepted and x, grad and confidence keep their values for it.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,22 @@ from torch import Tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _DTYPE_NAMES = {  # c10's names of the dtypes, as torch prints them in its own errors
-    torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16",
-    torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
-    torch.bool: "Bool", torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble",
+    torch.float32: "Float",
+    torch.float64: "Double",
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+    torch.int64: "Long",
+    torch.int32: "Int",
+    torch.int16: "Short",
+    torch.int8: "Char",
+    torch.uint8: "Byte",
+    torch.bool: "Bool",
+    torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble",
 }
-_SHARED_MEMORY = ("some elements of the input tensor and the written-to tensor refer to a single memory "
-                  "location; clone() one of them")
+_SHARED_MEMORY = (
+    "some elements of the input tensor and the written-to tensor refer to a single memory location; clone() one of them"
+)
 
 
 def _fail(message: str) -> None:
@@ -65,7 +76,7 @@ def _non_overlapping_and_dense(t: Tensor) -> bool:
     """The elements fill one block of numel() slots, in some order of the dimensions."""
     if t.is_contiguous():
         return True
-    dims = sorted((stride, size) for size, stride in zip(t.shape, t.stride()) if size >= 2)
+    dims = sorted((stride, size) for size, stride in zip(t.shape, t.stride(), strict=True) if size >= 2)
     expected = 1
     for stride, size in dims:
         if stride != expected:
@@ -76,9 +87,11 @@ def _non_overlapping_and_dense(t: Tensor) -> bool:
 
 def _check_no_internal_overlap(op: str, name: str, t: Tensor) -> None:
     """A written tensor with a dimension of stride 0 (an expanded one) writes one element twice."""
-    if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride())):
-        _fail(f"{op}: {name} has internal overlap (more than one element refers to a single memory location); "
-              f"pass a tensor that owns its memory, e.g. {name}.clone()")
+    if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride(), strict=True)):
+        _fail(
+            f"{op}: {name} has internal overlap (more than one element refers to a single memory location); "
+            f"pass a tensor that owns its memory, e.g. {name}.clone()"
+        )
 
 
 def _check_no_overlap(op: str, written: str, a: Tensor, other: str, b: Tensor, addresses: bool) -> None:
@@ -95,8 +108,17 @@ def _check_no_overlap(op: str, written: str, a: Tensor, other: str, b: Tensor, a
         _fail(f"{op}: {written} and {other} overlap in memory: {_SHARED_MEMORY}")
 
 
-def check_orthogonal_step(x: Tensor, target: Tensor, grad: Tensor, adv: Tensor, step_size: float,
-                          adv_step_size: float, lo: float, hi: float, addresses: bool = True) -> None:
+def check_orthogonal_step(
+    x: Tensor,
+    target: Tensor,
+    grad: Tensor,
+    adv: Tensor,
+    step_size: float,
+    adv_step_size: float,
+    lo: float,
+    hi: float,
+    addresses: bool = True,
+) -> None:
     """orthogonal_step's arguments; `addresses=False` skips the memory comparisons (fake tensors)."""
     op = "lst_fast::orthogonal_step"
     require_tensors(op, x=x, target=target, grad=grad, adv=adv)
@@ -115,13 +137,31 @@ def check_orthogonal_step(x: Tensor, target: Tensor, grad: Tensor, adv: Tensor, 
         _fail(f"{op}: bounds must be finite with lo < hi, got lo={_num_str(lo)} hi={_num_str(hi)}")
 
 
-def check_confidence_accept(logits: Tensor, label: Tensor, p0: Tensor, threshold: float, x: Tensor,
-                            candidate: Tensor, grad: Tensor, candidate_grad: Tensor, confidence: Tensor,
-                            addresses: bool = True) -> None:
+def check_confidence_accept(
+    logits: Tensor,
+    label: Tensor,
+    p0: Tensor,
+    threshold: float,
+    x: Tensor,
+    candidate: Tensor,
+    grad: Tensor,
+    candidate_grad: Tensor,
+    confidence: Tensor,
+    addresses: bool = True,
+) -> None:
     """confidence_accept's arguments; `addresses=False` skips the memory comparisons (fake tensors)."""
     op = "lst_fast::confidence_accept"
-    require_tensors(op, logits=logits, label=label, p0=p0, x=x, candidate=candidate, grad=grad,
-                    candidate_grad=candidate_grad, confidence=confidence)
+    require_tensors(
+        op,
+        logits=logits,
+        label=label,
+        p0=p0,
+        x=x,
+        candidate=candidate,
+        grad=grad,
+        candidate_grad=candidate_grad,
+        confidence=confidence,
+    )
     if x.dim() < 1:
         _fail(f"{op}: x must have a batch dimension, got shape {_shape_str(x)}")
     n = x.shape[0]
@@ -142,8 +182,10 @@ def check_confidence_accept(logits: Tensor, label: Tensor, p0: Tensor, threshold
     if p0.dtype not in (torch.float32, torch.float64):
         _fail(f"{op}: p0 must be float32 or float64, got {_dtype_str(p0)}")
     if confidence.shape != p0.shape or confidence.dtype != p0.dtype:
-        _fail(f"{op}: confidence must match p0 (shape {_shape_str(p0)}, dtype {_dtype_str(p0)}), got shape "
-              f"{_shape_str(confidence)} dtype {_dtype_str(confidence)}")
+        _fail(
+            f"{op}: confidence must match p0 (shape {_shape_str(p0)}, dtype {_dtype_str(p0)}), got shape "
+            f"{_shape_str(confidence)} dtype {_dtype_str(confidence)}"
+        )
     for name, t in (("logits", logits), ("label", label), ("p0", p0), ("confidence", confidence)):
         if t.device != x.device:
             _fail(f"{op}: {name} is on {t.device} but x is on {x.device}; all tensors must be on one device")
@@ -167,8 +209,10 @@ def check_simplex_points(vertices: Tensor, weights: Tensor) -> None:
     if vertices.dtype not in FLOAT_DTYPES:
         _fail(f"{op}: vertices must be float32, float64, float16 or bfloat16, got {_dtype_str(vertices)}")
     if weights.dim() != 2 or weights.shape[1] != vertices.shape[1]:
-        _fail(f"{op}: weights must have shape (P, K) with K = vertices.size(1) = {vertices.shape[1]}, got "
-              f"{_shape_str(weights)}")
+        _fail(
+            f"{op}: weights must have shape (P, K) with K = vertices.size(1) = {vertices.shape[1]}, got "
+            f"{_shape_str(weights)}"
+        )
     if weights.dtype not in (torch.float32, torch.float64):
         _fail(f"{op}: weights must be float32 or float64, got {_dtype_str(weights)}")
     if weights.device != vertices.device:

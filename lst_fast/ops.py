@@ -12,6 +12,7 @@ outside their tensors, for direct calls (csrc/op_checks.h).
 The fake kernels let torch.compile and torch.library.opcheck trace the ops without running them; they
 run the same checks, minus the memory-address comparisons that fake tensors cannot make.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Tuple
@@ -30,12 +31,12 @@ SCHEMAS = {
     # Fused LST step: projects (target - x) orthogonally to grad per sample, updates the accumulated
     # adversarial term `adv` in place and returns the clamped candidate.
     "orthogonal_step": "orthogonal_step(Tensor x, Tensor target, Tensor grad, Tensor(a!) adv, float step_size, "
-                       "float adv_step_size, float lo, float hi) -> Tensor",
+    "float adv_step_size, float lo, float hi) -> Tensor",
     # Confidence-constrained accept: where p0 - softmax(logits)[label] < threshold, copies the candidate
     # and its gradient into x and grad and its confidence into `confidence`. Returns the accepted mask.
     "confidence_accept": "confidence_accept(Tensor logits, Tensor label, Tensor p0, float threshold, "
-                         "Tensor(a!) x, Tensor candidate, Tensor(b!) grad, Tensor candidate_grad, "
-                         "Tensor(c!) confidence) -> Tensor",
+    "Tensor(a!) x, Tensor candidate, Tensor(b!) grad, Tensor candidate_grad, "
+    "Tensor(c!) confidence) -> Tensor",
     # Batched convex combinations: vertices (N, K, *), weights (P, K) -> (N * P, *).
     "simplex_points": "simplex_points(Tensor vertices, Tensor weights) -> Tensor",
 }
@@ -71,16 +72,36 @@ def _kernel(name: str) -> Callable[..., Tensor]:
 # Registered below as the ops' kernels for every device (CompositeExplicitAutograd); `backend` keeps
 # its default there.
 
-def _orthogonal_step(x: Tensor, target: Tensor, grad: Tensor, adv: Tensor, step_size: float, adv_step_size: float,
-                     lo: float, hi: float, backend: str = "auto") -> Tensor:
+
+def _orthogonal_step(
+    x: Tensor,
+    target: Tensor,
+    grad: Tensor,
+    adv: Tensor,
+    step_size: float,
+    adv_step_size: float,
+    lo: float,
+    hi: float,
+    backend: str = "auto",
+) -> Tensor:
     op_checks.check_orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi)
     if _use_native("orthogonal_step", x.device, backend):
         return _kernel("orthogonal_step")(x, target, grad, adv, step_size, adv_step_size, lo, hi)
     return reference.orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi)
 
 
-def _confidence_accept(logits: Tensor, label: Tensor, p0: Tensor, threshold: float, x: Tensor, candidate: Tensor,
-                       grad: Tensor, candidate_grad: Tensor, confidence: Tensor, backend: str = "auto") -> Tensor:
+def _confidence_accept(
+    logits: Tensor,
+    label: Tensor,
+    p0: Tensor,
+    threshold: float,
+    x: Tensor,
+    candidate: Tensor,
+    grad: Tensor,
+    candidate_grad: Tensor,
+    confidence: Tensor,
+    backend: str = "auto",
+) -> Tensor:
     args = (logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence)
     op_checks.check_confidence_accept(*args)
     if _use_native("confidence_accept", x.device, backend):
@@ -99,6 +120,7 @@ def _simplex_points(vertices: Tensor, weights: Tensor, backend: str = "auto") ->
 # backend="auto" goes through the dispatcher (torch.compile sees one opaque op); "native" and "reference"
 # call the implementation with that choice. Non-tensors are refused here, before the dispatcher's own
 # parser, so that the message is ours on every path.
+
 
 def orthogonal_step(
     x: Tensor,
@@ -120,14 +142,34 @@ def orthogonal_step(
     return _orthogonal_step(*args, backend=backend)
 
 
-def confidence_accept(logits: Tensor, label: Tensor, p0: Tensor, threshold: float, x: Tensor, candidate: Tensor,
-                      grad: Tensor, candidate_grad: Tensor, confidence: Tensor, *, backend: str = "auto") -> Tensor:
+def confidence_accept(
+    logits: Tensor,
+    label: Tensor,
+    p0: Tensor,
+    threshold: float,
+    x: Tensor,
+    candidate: Tensor,
+    grad: Tensor,
+    candidate_grad: Tensor,
+    confidence: Tensor,
+    *,
+    backend: str = "auto",
+) -> Tensor:
     """Confidence-constrained accept (in place on x, grad, confidence); returns the accepted mask.
 
     A label outside [0, num_classes) gives that sample a NaN probability: it is not accepted."""
     check_backend(backend)
-    op_checks.require_tensors("lst_fast::confidence_accept", logits=logits, label=label, p0=p0, x=x,
-                              candidate=candidate, grad=grad, candidate_grad=candidate_grad, confidence=confidence)
+    op_checks.require_tensors(
+        "lst_fast::confidence_accept",
+        logits=logits,
+        label=label,
+        p0=p0,
+        x=x,
+        candidate=candidate,
+        grad=grad,
+        candidate_grad=candidate_grad,
+        confidence=confidence,
+    )
     args = (logits, label, p0, float(threshold), x, candidate, grad, candidate_grad, confidence)
     if backend == "auto":
         return torch.ops.lst_fast.confidence_accept.default(*args)
@@ -145,14 +187,16 @@ def simplex_points(vertices: Tensor, weights: Tensor, *, backend: str = "auto") 
 
 # -- registration ------------------------------------------------------------------------------------------
 
+
 def _orthogonal_step_fake(x, target, grad, adv, step_size, adv_step_size, lo, hi):
     op_checks.check_orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi, addresses=False)
     return torch.empty_like(x)
 
 
 def _confidence_accept_fake(logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence):
-    op_checks.check_confidence_accept(logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence,
-                                      addresses=False)
+    op_checks.check_confidence_accept(
+        logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence, addresses=False
+    )
     return x.new_empty((x.shape[0],), dtype=torch.bool)
 
 
@@ -171,11 +215,13 @@ _IMPLEMENTATIONS: Dict[str, Tuple[Callable[..., Tensor], Callable[..., Tensor]]]
 def _define() -> torch.library.Library:
     try:
         library = torch.library.Library("lst_fast", "DEF")
-        for name, schema in SCHEMAS.items():
+        for schema in SCHEMAS.values():
             library.define(schema)
     except RuntimeError as error:  # a lst_fast._C from before the ops moved here defines them itself
-        raise ImportError(f"the lst_fast ops are already defined ({str(error).splitlines()[0]}); the compiled "
-                          "extension is from an older lst_fast: rebuild it (pip install --no-build-isolation .)") from None
+        raise ImportError(
+            f"the lst_fast ops are already defined ({str(error).splitlines()[0]}); the compiled "
+            "extension is from an older lst_fast: rebuild it (pip install --no-build-isolation .)"
+        ) from None
     for name, (implementation, fake) in _IMPLEMENTATIONS.items():
         library.impl(name, implementation, "CompositeExplicitAutograd")
         torch.library.register_fake(f"lst_fast::{name}", fake, lib=library)

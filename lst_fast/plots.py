@@ -2,6 +2,7 @@
 
 Every figure is drawn on `pyplot()` and written with `save_figure` (atomically, through lst_fast.atomic_files).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,14 +44,20 @@ def _show(ax, image: Tensor) -> None:
     ax.set_yticks([])
 
 
-def image_grid(sources: Tensor, pairs: Sequence[Tuple[int, int]], outputs: Tensor, confidence: Tensor,
-               classes: Sequence[str], path: Path) -> Path:
+def image_grid(
+    sources: Tensor,
+    pairs: Sequence[Tuple[int, int]],
+    outputs: Tensor,
+    confidence: Tensor,
+    classes: Sequence[str],
+    path: Path,
+) -> Path:
     """Rows: target classes; columns: source classes; each cell the LST output with its source-class
     confidence; the originals on the diagonal (as in the paper's figure)."""
     plt = pyplot()
     k = len(classes)
     fig, axes = plt.subplots(k, k, figsize=(1.15 * k, 1.3 * k))
-    for (i, j), image, conf in zip(pairs, outputs, confidence):
+    for (i, j), image, conf in zip(pairs, outputs, confidence, strict=True):
         _show(axes[j, i], image)
         axes[j, i].set_xlabel(f"{float(conf):.3f}", fontsize=7, labelpad=1)
     for c in range(k):
@@ -63,8 +70,9 @@ def image_grid(sources: Tensor, pairs: Sequence[Tuple[int, int]], outputs: Tenso
     return save_figure(fig, path)
 
 
-def path_strip(result, sample: int, source: Tensor, target: Tensor, classes: Sequence[str],
-               pair: Tuple[int, int], path: Path) -> Path:
+def path_strip(
+    result, sample: int, source: Tensor, target: Tensor, classes: Sequence[str], pair: Tuple[int, int], path: Path
+) -> Path:
     """Source, recorded iterates, and target of one walk, with the source-class confidence of each."""
     plt = pyplot()
     iterates = result.trace_images[:, sample]
@@ -75,7 +83,7 @@ def path_strip(result, sample: int, source: Tensor, target: Tensor, classes: Seq
     _show(axes[0], source)
     axes[0].set_title("source", fontsize=8)
     axes[0].set_xlabel(f"p={float(result.initial_confidence[sample]):.3f}", fontsize=7)
-    for a, (it, image, p) in enumerate(zip(its, iterates, conf), start=1):
+    for a, (it, image, p) in enumerate(zip(its, iterates, conf, strict=True), start=1):
         _show(axes[a], image)
         axes[a].set_title(f"iter {it}", fontsize=8)
         axes[a].set_xlabel(f"p={float(p):.3f}", fontsize=7)
@@ -102,8 +110,9 @@ def linear_paths(confidence: Tensor, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: Tensor, ends2: Tensor,
-                  path: Path) -> Path:
+def triangle_maps(
+    confidence: Tensor, weights: Tensor, sources: Tensor, ends1: Tensor, ends2: Tensor, path: Path
+) -> Path:
     """Filled contours of the confidence over triangles (source, output 1, output 2), images at corners."""
     plt = pyplot()
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
@@ -117,7 +126,7 @@ def triangle_maps(confidence: Tensor, weights: Tensor, sources: Tensor, ends1: T
     for k in range(n):
         ax = axes[0, k]
         cs = ax.tricontourf(tri, confidence[k].numpy(), levels=torch.linspace(0, 1, 11).tolist(), cmap="viridis")
-        for corner, image in zip(corners, (sources[k], ends1[k], ends2[k])):
+        for corner, image in zip(corners, (sources[k], ends1[k], ends2[k]), strict=True):
             box = OffsetImage(image[0].float().numpy(), cmap="gray", zoom=1.6)
             ax.add_artist(AnnotationBbox(box, corner.tolist(), frameon=True, pad=0.1))
         ax.set_xlim(-0.2, 1.2)
@@ -135,7 +144,9 @@ def pair_strips(sources: Tensor, outputs: Tensor, targets: Tensor, confidence: T
     n = sources.shape[0]
     fig, axes = plt.subplots(n, 3, figsize=(4.2, 1.45 * n), squeeze=False)
     for i in range(n):
-        for j, (image, title) in enumerate(((sources[i], "source"), (outputs[i], "LST output"), (targets[i], "target"))):
+        for j, (image, title) in enumerate(
+            ((sources[i], "source"), (outputs[i], "LST output"), (targets[i], "target"))
+        ):
             _show(axes[i, j], image)
             if i == 0:
                 axes[i, j].set_title(title, fontsize=8)

@@ -18,6 +18,7 @@ cache keyed on a fingerprint of the model cannot see every such change (closures
 patches), and building the copy costs about 0.2-0.5% of a 400-iteration walk (bench/RESULTS.md,
 2026-11-29; docs/NOTES.md).
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,8 +62,10 @@ class PreparedModel:
             return self._run(images)
         except Exception as error:  # torch.compile reports failures at the first call, verbosely
             if type(error).__module__.startswith("torch._dynamo") or "inductor" in type(error).__module__:
-                raise RuntimeError(f"compile_model=True: torch.compile failed on this model "
-                                   f"({type(error).__name__}); run without compile_model") from error
+                raise RuntimeError(
+                    f"compile_model=True: torch.compile failed on this model "
+                    f"({type(error).__name__}); run without compile_model"
+                ) from error
             raise
 
     def eager(self) -> "PreparedModel":
@@ -84,9 +87,14 @@ class PreparedModel:
         return self.module(images)
 
     def describe(self) -> dict:
-        return {"input_dtype": str(self.input_dtype).replace("torch.", "") if self.input_dtype else None,
-                "channels_last": self.channels_last, "folded_batchnorms": self.folded_batchnorms,
-                "copy": self.is_copy, "math_attention": self.math_attention, "compiled": self.compiled}
+        return {
+            "input_dtype": str(self.input_dtype).replace("torch.", "") if self.input_dtype else None,
+            "channels_last": self.channels_last,
+            "folded_batchnorms": self.folded_batchnorms,
+            "copy": self.is_copy,
+            "math_attention": self.math_attention,
+            "compiled": self.compiled,
+        }
 
 
 def _state_tensors(model: nn.Module) -> List[Tensor]:
@@ -127,8 +135,15 @@ def conv_batchnorm_pairs(model: nn.Module) -> List[Tuple[str, str]]:
         if not isinstance(conv_node, torch.fx.Node) or conv_node.op != "call_module":
             continue
         conv, bn = modules.get(conv_node.target), modules[node.target]
-        if (type(conv) is not nn.Conv2d or len(conv_node.users) != 1 or uses[conv_node.target] != 1
-                or uses[node.target] != 1 or bn.running_mean is None or len(node.args) != 1 or node.kwargs):
+        if (
+            type(conv) is not nn.Conv2d
+            or len(conv_node.users) != 1
+            or uses[conv_node.target] != 1
+            or uses[node.target] != 1
+            or bn.running_mean is None
+            or len(node.args) != 1
+            or node.kwargs
+        ):
             continue
         pairs.append((conv_node.target, node.target))
     return pairs
@@ -175,8 +190,10 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
     try:
         work = copy.deepcopy(model)
     except Exception as error:
-        raise ValueError(f"precision='bf16' runs a converted copy of the model, but model could not be "
-                         f"copied (copy.deepcopy failed: {error}); use precision='fp32'") from error
+        raise ValueError(
+            f"precision='bf16' runs a converted copy of the model, but model could not be "
+            f"copied (copy.deepcopy failed: {error}); use precision='fp32'"
+        ) from error
     work.eval().requires_grad_(False)
 
     folded = 0
@@ -190,8 +207,12 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
                 restore_submodules(work, replaced)
     channels_last = probe.dim() == 4 and has_conv2d(work)
     if probe.device.type == "cpu" and cpu_has_bf16_instructions() is False:
-        warnings.warn("precision='bf16' on a CPU without bf16 instructions (no AVX512-BF16 or AMX): bf16 is "
-                      "emulated there and may be slower than precision='fp32'", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            "precision='bf16' on a CPU without bf16 instructions (no AVX512-BF16 or AMX): bf16 is "
+            "emulated there and may be slower than precision='fp32'",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     work = work.to(torch.bfloat16)
     if channels_last:
         work = work.to(memory_format=torch.channels_last)
@@ -200,8 +221,15 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
     math_attention = probe.device.type == "cpu"
     if compile_model:
         work = torch.compile(work, dynamic=False)
-    return PreparedModel(work, input_dtype=torch.bfloat16, channels_last=channels_last, folded_batchnorms=folded,
-                         is_copy=True, math_attention=math_attention, compiled=compile_model)
+    return PreparedModel(
+        work,
+        input_dtype=torch.bfloat16,
+        channels_last=channels_last,
+        folded_batchnorms=folded,
+        is_copy=True,
+        math_attention=math_attention,
+        compiled=compile_model,
+    )
 
 
 def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool = False) -> PreparedModel:
@@ -223,8 +251,15 @@ class Checkpoints:
 
     KEPT = 20
 
-    def __init__(self, report: Callable[[Tensor], Tensor], state: WalkState, label: Tensor, p0: Tensor,
-                 threshold: float, iterations: int) -> None:
+    def __init__(
+        self,
+        report: Callable[[Tensor], Tensor],
+        state: WalkState,
+        label: Tensor,
+        p0: Tensor,
+        threshold: float,
+        iterations: int,
+    ) -> None:
         self.report, self.label, self.p0, self.threshold, self.last = report, label, p0, threshold, iterations
         self.every = max(1, -(-iterations // self.KEPT))
         self.kept: List[Tuple[Tensor, Tensor]] = []

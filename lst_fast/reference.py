@@ -5,6 +5,7 @@ tested against. The arithmetic is spelled out op by op (each product and sum rou
 kernels' "opmath" type) so that the kernels can match it bit for bit, up to the order of the per-sample
 double-precision sums.
 """
+
 from __future__ import annotations
 
 import torch

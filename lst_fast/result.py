@@ -1,4 +1,5 @@
 """The result of a traversal, and its storage as safetensors with a JSON header (no pickle)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,7 +52,9 @@ class TraversalResult:
         return self.images.shape[0]
 
     @classmethod
-    def concatenate(cls, parts: Sequence["TraversalResult"], config: Optional[Dict[str, Any]] = None) -> "TraversalResult":
+    def concatenate(
+        cls, parts: Sequence["TraversalResult"], config: Optional[Dict[str, Any]] = None
+    ) -> "TraversalResult":
         """The results of consecutive batches as one, in batch order (traces along their sample dimension;
         the trace iterations are the first part's)."""
         if not parts:
@@ -74,15 +77,20 @@ class TraversalResult:
         """The result of traversing no images (`images` has a batch dimension of 0)."""
         device = images.device
         confidence = torch.empty(0, device=device)
-        return cls(images=images.detach().clone(), label=torch.empty(0, dtype=torch.long, device=device),
-                   initial_confidence=confidence, confidence=confidence.clone(),
-                   accepted_steps=torch.empty(0, dtype=torch.long, device=device),
-                   source_correct=torch.empty(0, dtype=torch.bool, device=device), config=dict(config or {}))
+        return cls(
+            images=images.detach().clone(),
+            label=torch.empty(0, dtype=torch.long, device=device),
+            initial_confidence=confidence,
+            confidence=confidence.clone(),
+            accepted_steps=torch.empty(0, dtype=torch.long, device=device),
+            source_correct=torch.empty(0, dtype=torch.bool, device=device),
+            config=dict(config or {}),
+        )
 
     def tensors(self) -> Dict[str, Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
 
-    def save(self, path: Union[str, os.PathLike]) -> Path:
+    def save(self, path: Union[str, os.PathLike[str]]) -> Path:
         """Write the result to `path` (safetensors; config and versions as JSON in its header).
 
         The file is written to a temporary name and renamed, so a crash never leaves a partial file and a
@@ -94,12 +102,13 @@ class TraversalResult:
             raise NotADirectoryError(f"cannot save a result to {path}: {path.parent} is a file, not a folder")
         _check_json("config", self.config, path)
         tensors = self.tensors()
-        metadata = {_METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config,
-                                               "sha256": digest(tensors)})}
+        metadata = {
+            _METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config, "sha256": digest(tensors)})
+        }
         return atomic_save_tensors(tensors, path, metadata, advice="a file already there is unchanged")
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
+    def load(cls, path: Union[str, os.PathLike[str]], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
         """Read a result written by `save`."""
         from safetensors import safe_open
 
@@ -109,8 +118,9 @@ class TraversalResult:
         except (RuntimeError, TypeError) as error:
             raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from error
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"cannot load {path} onto {device}: no CUDA device is available here; "
-                               "load it with device='cpu'")
+            raise RuntimeError(
+                f"cannot load {path} onto {device}: no CUDA device is available here; load it with device='cpu'"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"no traversal result at {path}")
         try:
@@ -122,7 +132,9 @@ class TraversalResult:
         if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
             raise ValueError(f"{path} is not an lst_fast result (format {FORMAT_VERSION}) file")
         names = {f.name for f in fields(cls)}
-        missing = {"images", "label", "initial_confidence", "confidence", "accepted_steps", "source_correct"} - set(tensors)
+        missing = {"images", "label", "initial_confidence", "confidence", "accepted_steps", "source_correct"} - set(
+            tensors
+        )
         if missing:
             raise ValueError(f"{path} lacks the tensors {sorted(missing)}")
         expected = header.get("sha256")  # files written before the digest existed have none
@@ -143,16 +155,20 @@ def _check_json(where: str, value: Any, path: Path) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(f"cannot save a result to {path}: {where} has the key {key!r} of type "
-                                f"{type(key).__name__}; config keys must be strings (JSON)")
+                raise TypeError(
+                    f"cannot save a result to {path}: {where} has the key {key!r} of type "
+                    f"{type(key).__name__}; config keys must be strings (JSON)"
+                )
             _check_json(f"{where}[{key!r}]", item, path)
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             _check_json(f"{where}[{i}]", item, path)
         return
-    raise TypeError(f"cannot save a result to {path}: {where} is a {type(value).__name__} ({value!r:.60}), which "
-                    "JSON cannot hold; put numbers, strings, lists or dicts in the config")
+    raise TypeError(
+        f"cannot save a result to {path}: {where} is a {type(value).__name__} ({value!r:.60}), which "
+        "JSON cannot hold; put numbers, strings, lists or dicts in the config"
+    )
 
 
 def digest(tensors: Dict[str, Tensor]) -> str:
@@ -167,6 +183,7 @@ def digest(tensors: Dict[str, Tensor]) -> str:
 
 def _check_consistent(tensors: Dict[str, Tensor], path: Path) -> None:
     """Shapes and dtypes as `save` writes them: N samples, R recorded iterations."""
+
     def fail(what: str) -> None:
         raise ValueError(f"{path} is not a consistent lst_fast result: {what}")
 
@@ -174,15 +191,22 @@ def _check_consistent(tensors: Dict[str, Tensor], path: Path) -> None:
     if images.dim() != 4 or not images.is_floating_point():
         fail(f"images must be floating-point (N, C, H, W), got shape {tuple(images.shape)}, dtype {images.dtype}")
     n = images.shape[0]
-    kinds = {"label": (torch.long,), "accepted_steps": (torch.long,), "source_correct": (torch.bool,),
-             "initial_confidence": (torch.float32, torch.float64), "confidence": (torch.float32, torch.float64)}
+    kinds = {
+        "label": (torch.long,),
+        "accepted_steps": (torch.long,),
+        "source_correct": (torch.bool,),
+        "initial_confidence": (torch.float32, torch.float64),
+        "confidence": (torch.float32, torch.float64),
+    }
     for name, dtypes in kinds.items():
         t = tensors[name]
         if tuple(t.shape) != (n,) or t.dtype not in dtypes:
             fail(f"{name} must have shape ({n},) and dtype {dtypes[0]}, got {tuple(t.shape)}, {t.dtype}")
     traces = [k for k in tensors if k.startswith("trace_")]
     if traces:
-        if sorted(traces) != sorted(("trace_iterations", "trace_confidence", "trace_target_confidence", "trace_images")):
+        if sorted(traces) != sorted(
+            ("trace_iterations", "trace_confidence", "trace_target_confidence", "trace_images")
+        ):
             fail(f"the traces are incomplete: {sorted(traces)}")
         r = tensors["trace_iterations"].shape[0] if tensors["trace_iterations"].dim() == 1 else -1
         if r < 0 or tensors["trace_iterations"].dtype != torch.long:
@@ -190,5 +214,8 @@ def _check_consistent(tensors: Dict[str, Tensor], path: Path) -> None:
         for name in ("trace_confidence", "trace_target_confidence"):
             if tuple(tensors[name].shape) != (r, n) or not tensors[name].is_floating_point():
                 fail(f"{name} must have shape ({r}, {n}), got {tuple(tensors[name].shape)}")
-        if tuple(tensors["trace_images"].shape) != (r, *images.shape) or not tensors["trace_images"].is_floating_point():
+        if (
+            tuple(tensors["trace_images"].shape) != (r, *images.shape)
+            or not tensors["trace_images"].is_floating_point()
+        ):
             fail(f"trace_images must have shape {(r, *images.shape)}, got {tuple(tensors['trace_images'].shape)}")

@@ -7,6 +7,7 @@ space; the model's mean/std goes to `traverse`. Writes to OUT: the LST outputs a
 input size (images/), a path strip per pair (paths/, the first --figures pairs), the linear-path figure,
 summary.md / summary.json and the result file (result.safetensors, TraversalResult.load reads it).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ def make_pairs(n_sources: int, n_targets: int, pairing: str) -> List[Tuple[int, 
         return [(i, 0) for i in range(n_sources)]
     if n_sources == 1:
         return [(0, j) for j in range(n_targets)]
-    raise ValueError(f"{n_sources} sources and {n_targets} targets cannot be paired in order; give as many of "
-                     "each (or one on a side), or --pairing all")
+    raise ValueError(
+        f"{n_sources} sources and {n_targets} targets cannot be paired in order; give as many of "
+        "each (or one on a side), or --pairing all"
+    )
 
 
 def class_names(described, num_classes: int) -> List[str]:
@@ -50,11 +53,24 @@ def _labels(source_label: Optional[Sequence[int]], n_files: int, num_classes: in
     return list(source_label) * (n_files if len(source_label) == 1 else 1)
 
 
-def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], out="lst_run", *,
-               pairing: str = "in-order", source_label: Optional[Sequence[int]] = None,
-               checkpoint: Optional[str] = None, pretrained: bool = True, input_size: Optional[int] = None,
-               device: str = "cpu", figures: int = 10, progress: bool = True, seed: int = 0,
-               model_dir: Optional[str] = None, **settings) -> dict:
+def run_images(
+    model_spec: str,
+    sources: Sequence[str],
+    targets: Sequence[str],
+    out="lst_run",
+    *,
+    pairing: str = "in-order",
+    source_label: Optional[Sequence[int]] = None,
+    checkpoint: Optional[str] = None,
+    pretrained: bool = True,
+    input_size: Optional[int] = None,
+    device: str = "cpu",
+    figures: int = 10,
+    progress: bool = True,
+    seed: int = 0,
+    model_dir: Optional[str] = None,
+    **settings,
+) -> dict:
     """LST from each source image file toward its target image file; write OUT's files; return the numbers
     (also in OUT/summary.json). `settings` are lst_fast.traverse's keyword arguments; mean/std None there
     means the model's own (its descriptor's)."""
@@ -103,8 +119,19 @@ def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], 
 
     generator = torch.Generator(device=device).manual_seed(seed)
     t_walk = time.time()
-    result = lst_fast.traverse(net, xs, xt, label=label, target_label=target_class, mean=mean, std=std,
-                               record_device="cpu", generator=generator, progress=progress, **settings)
+    result = lst_fast.traverse(
+        net,
+        xs,
+        xt,
+        label=label,
+        target_label=target_class,
+        mean=mean,
+        std=std,
+        record_device="cpu",
+        generator=generator,
+        progress=progress,
+        **settings,
+    )
     walk_seconds = time.time() - t_walk
     with torch.no_grad():
         final_class = model(result.images).argmax(1)
@@ -115,30 +142,51 @@ def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], 
     for k, (i, j) in enumerate(pairs):
         name = f"{k:03d}_{source_files[i].stem}_to_{target_files[j].stem}.png"
         image_files.save_png(result.images[k], out / "images" / name)
-        rows.append({
-            "output": f"images/{name}", "source": str(source_files[i]), "target": str(target_files[j]),
-            "label": int(result.label[k]), "label_name": names[int(result.label[k])],
-            "target_class": int(target_class[k]), "target_class_name": names[int(target_class[k])],
-            "source_correct": bool(result.source_correct[k]),
-            "initial_confidence": float(result.initial_confidence[k]), "confidence": float(result.confidence[k]),
-            "still_source": bool(final_class[k] == result.label[k]),
-            "final_class_name": names[int(final_class[k])],
-            "accepted_steps": int(result.accepted_steps[k]),
-            "rms_to_target_start": float(start["rms"][k]), "rms_to_target": float(end["rms"][k]),
-            "l2_to_target": float(end["l2"][k]), "linf_to_target": float(end["linf"][k]),
-            "ssim_to_target": float(end["ssim"][k]),
-            "linear_path_min_confidence": float(line[k].min()),
-        })
+        rows.append(
+            {
+                "output": f"images/{name}",
+                "source": str(source_files[i]),
+                "target": str(target_files[j]),
+                "label": int(result.label[k]),
+                "label_name": names[int(result.label[k])],
+                "target_class": int(target_class[k]),
+                "target_class_name": names[int(target_class[k])],
+                "source_correct": bool(result.source_correct[k]),
+                "initial_confidence": float(result.initial_confidence[k]),
+                "confidence": float(result.confidence[k]),
+                "still_source": bool(final_class[k] == result.label[k]),
+                "final_class_name": names[int(final_class[k])],
+                "accepted_steps": int(result.accepted_steps[k]),
+                "rms_to_target_start": float(start["rms"][k]),
+                "rms_to_target": float(end["rms"][k]),
+                "l2_to_target": float(end["l2"][k]),
+                "linf_to_target": float(end["linf"][k]),
+                "ssim_to_target": float(end["ssim"][k]),
+                "linear_path_min_confidence": float(line[k].min()),
+            }
+        )
     mean_of = lambda key: sum(float(r[key]) for r in rows) / len(rows)  # noqa: E731
-    keys = ("initial_confidence", "confidence", "still_source", "accepted_steps", "rms_to_target_start",
-            "rms_to_target", "l2_to_target", "linf_to_target", "ssim_to_target", "linear_path_min_confidence")
+    keys = (
+        "initial_confidence",
+        "confidence",
+        "still_source",
+        "accepted_steps",
+        "rms_to_target_start",
+        "rms_to_target",
+        "l2_to_target",
+        "linf_to_target",
+        "ssim_to_target",
+        "linear_path_min_confidence",
+    )
     figure_files = {}
     xs_c, xt_c = xs.cpu(), xt.cpu()
     if result.trace_images is not None and figures > 0:
         (out / "paths").mkdir(exist_ok=True)
         for k in range(min(figures, len(pairs))):
-            classes = {int(result.label[k]): names[int(result.label[k])],
-                       int(target_class[k]): names[int(target_class[k])]}
+            classes = {
+                int(result.label[k]): names[int(result.label[k])],
+                int(target_class[k]): names[int(target_class[k])],
+            }
             path = out / "paths" / f"{k:03d}.png"
             plots.path_strip(result, k, xs_c[k], xt_c[k], classes, (int(result.label[k]), int(target_class[k])), path)
             figure_files[f"path of pair {k}"] = path
@@ -146,12 +194,17 @@ def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], 
     result.save(out / "result.safetensors")
 
     numbers = {
-        "model": model_spec, "checkpoint": checkpoint, "pretrained": pretrained,
+        "model": model_spec,
+        "checkpoint": checkpoint,
+        "pretrained": pretrained,
         "preprocessing": pre.to_dict(),
-        "pairing": pairing, "settings": {**settings, "mean": mean, "std": std, "seed": seed},
+        "pairing": pairing,
+        "settings": {**settings, "mean": mean, "std": std, "seed": seed},
         "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
-        "device": str(device), "walk_seconds": round(walk_seconds, 2),
-        "mean": {k: mean_of(k) for k in keys}, "pairs": rows,
+        "device": str(device),
+        "walk_seconds": round(walk_seconds, 2),
+        "mean": {k: mean_of(k) for k in keys},
+        "pairs": rows,
     }
     numbers["total_seconds"] = round(time.time() - t0, 2)
     (out / "summary.json").write_text(json.dumps(numbers, indent=1))
@@ -162,28 +215,36 @@ def run_images(model_spec: str, sources: Sequence[str], targets: Sequence[str], 
 def summary_markdown(n: dict, figures: Dict[str, Path]) -> str:
     s = n["settings"]
     m = n["mean"]
-    settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()
-                         if k not in ("record_every",))
+    settings = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items() if k not in ("record_every",)
+    )
     lines = [
-        f"# lst-fast run: model `{n['model']}`", "",
+        f"# lst-fast run: model `{n['model']}`",
+        "",
         f"{len(n['pairs'])} pairs ({n['pairing']}); input {'x'.join(map(str, n['preprocessing']['input_size']))}, "
         f"{n['preprocessing']['interpolation']} resize, crop {n['preprocessing']['crop_pct']:g} "
         f"({n['preprocessing']['crop_mode']}). Settings: {settings}. Backend: {n['backend']} on {n['device']}. "
-        f"LST took {n['walk_seconds']} s, everything {n['total_seconds']} s.", "",
+        f"LST took {n['walk_seconds']} s, everything {n['total_seconds']} s.",
+        "",
         f"Means: RMS to target {m['rms_to_target_start']:.4f} -> {m['rms_to_target']:.4f}, SSIM "
         f"{m['ssim_to_target']:.3f}, source-class confidence {m['initial_confidence']:.4f} -> {m['confidence']:.4f}, "
         f"still the source class {m['still_source']:.0%}, accepted steps {m['accepted_steps']:.1f} of "
-        f"{s['iterations']}, minimum confidence on the line source -> output {m['linear_path_min_confidence']:.4f}.", "",
-        "| # | output | source | target | held class | p0 -> p | still source | accepted | RMS start -> end | l_inf | SSIM | min p on line |",
+        f"{s['iterations']}, minimum confidence on the line source -> output {m['linear_path_min_confidence']:.4f}.",
+        "",
+        "| # | output | source | target | held class | p0 -> p | still source | accepted | RMS start -> end | l_inf "
+        "| SSIM | min p on line |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k, r in enumerate(n["pairs"]):
         lines.append(
             f"| {k} | [{Path(r['output']).name}]({r['output']}) | {Path(r['source']).name} | {Path(r['target']).name} "
-            f"({r['target_class_name']}) | {r['label']} {r['label_name']}{'' if r['source_correct'] else ' (not the prediction)'} | "
-            f"{r['initial_confidence']:.4f} -> {r['confidence']:.4f} | {'yes' if r['still_source'] else 'no: ' + r['final_class_name']} | "
+            f"({r['target_class_name']}) | {r['label']} {r['label_name']}"
+            f"{'' if r['source_correct'] else ' (not the prediction)'} | "
+            f"{r['initial_confidence']:.4f} -> {r['confidence']:.4f} | "
+            f"{'yes' if r['still_source'] else 'no: ' + r['final_class_name']} | "
             f"{r['accepted_steps']} | {r['rms_to_target_start']:.4f} -> {r['rms_to_target']:.4f} | "
-            f"{r['linf_to_target']:.4f} | {r['ssim_to_target']:.3f} | {r['linear_path_min_confidence']:.4f} |")
+            f"{r['linf_to_target']:.4f} | {r['ssim_to_target']:.3f} | {r['linear_path_min_confidence']:.4f} |"
+        )
     lines.append("")
     for name, path in figures.items():
         lines += [f"## {name}", "", f"![{name}]({path.as_posix()})", ""]

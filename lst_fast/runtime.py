@@ -1,5 +1,6 @@
 """What the model runs under, shared by the traversal and the geometry: eval mode, the backend flags of each
 precision, the input's CUDA device, and the model call with the per-channel normalization in front."""
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,9 @@ def _tf32_switches(backends: Any) -> List[Tuple[Any, str, Any]]:
     (which torch refuses to read once a new-style setting was made) only where a backend lacks them."""
     switches: List[Tuple[Any, str, Any]] = []
     matmul = backends.cuda.matmul
-    switches.append((matmul, "fp32_precision", "ieee") if hasattr(matmul, "fp32_precision")
-                    else (matmul, "allow_tf32", False))
+    switches.append(
+        (matmul, "fp32_precision", "ieee") if hasattr(matmul, "fp32_precision") else (matmul, "allow_tf32", False)
+    )
     cudnn = [getattr(backends.cudnn, op, None) for op in ("conv", "rnn")]
     if all(hasattr(setting, "fp32_precision") for setting in cudnn):
         switches += [(setting, "fp32_precision", "ieee") for setting in cudnn]
@@ -71,7 +73,7 @@ def full_fp32_matmuls(backends: Any = None) -> Iterator[None]:
             setattr(owner, name, full)
         yield
     finally:
-        for (owner, name, _), value in zip(switches, saved):
+        for (owner, name, _), value in zip(switches, saved, strict=True):
             setattr(owner, name, value)
 
 

@@ -5,6 +5,7 @@ are written. `LevelSetTraversal`, `traverse`, the evaluation (`lst_fast.evaluati
 the demo and the command line (its `add_settings_arguments`) all take it. It is frozen: a changed setting
 is a new object (`settings.replace(step_size=...)`), and every new object runs `validate()`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,44 +43,65 @@ class LSTSettings:
     Build it with keywords; every field is checked on construction and on `replace`.
     """
 
-    step_size: float = field(default=1e-2, metadata=_help(
-        "eta: the step along the part of (target - x) orthogonal to the gradient"))
+    step_size: float = field(
+        default=1e-2, metadata=_help("eta: the step along the part of (target - x) orthogonal to the gradient")
+    )
     iterations: int = field(default=400, metadata=_help("T: the number of steps tried"))
-    threshold: float = field(default=0.2, metadata=_help(
-        "delta: a step is accepted while p0 - p < delta for the source-class confidence p"))
-    adv_step_size: float = field(default=2e-3, metadata=_help(
-        "eps: step of the accumulated adversarial term (bounded by eps); 0 disables it"))
-    init_noise: float = field(default=2 / 255, metadata=_help(
-        "a: the start is clamp(x + U(-a, a)); 0 starts at x"))
-    bounds: Tuple[float, float] = field(default=(0.0, 1.0), metadata=_help(
-        "(lo, hi): the valid image range; every iterate stays inside"))
-    mean: Optional[Tuple[float, ...]] = field(default=None, metadata=_help(
-        "per-channel normalization applied inside: the model sees (x - mean) / std"))
+    threshold: float = field(
+        default=0.2, metadata=_help("delta: a step is accepted while p0 - p < delta for the source-class confidence p")
+    )
+    adv_step_size: float = field(
+        default=2e-3, metadata=_help("eps: step of the accumulated adversarial term (bounded by eps); 0 disables it")
+    )
+    init_noise: float = field(default=2 / 255, metadata=_help("a: the start is clamp(x + U(-a, a)); 0 starts at x"))
+    bounds: Tuple[float, float] = field(
+        default=(0.0, 1.0), metadata=_help("(lo, hi): the valid image range; every iterate stays inside")
+    )
+    mean: Optional[Tuple[float, ...]] = field(
+        default=None, metadata=_help("per-channel normalization applied inside: the model sees (x - mean) / std")
+    )
     std: Optional[Tuple[float, ...]] = field(default=None, metadata=_help("see mean"))
-    precision: str = field(default="fp32", metadata=_help(
-        "fp32: exact (the algorithm to the bit, TF32 off); bf16: the model runs as a bfloat16 copy with "
-        "BatchNorm folded and channels-last memory, all LST arithmetic stays fp32", choices=PRECISIONS))
-    batch_size: Optional[int] = field(default=None, metadata=_help(
-        "images per batch; default automatic (GPU: what free memory holds; CPU: cache-sized batches)"))
-    compile_model: bool = field(default=False, metadata=_help(
-        "with precision bf16: run the working copy through torch.compile"))
-    graph: bool = field(default=False, metadata=_help(
-        "CUDA: replay each iteration from a CUDA graph (the same iterates as eager)"))
-    record_every: int = field(default=0, metadata=_help(
-        "when > 0, record the iterate and its confidences every that many iterations"))
-    record_device: Optional[torch.device] = field(default=None, metadata=_help(
-        "where recorded images go (e.g. cpu); default the input's device"))
+    precision: str = field(
+        default="fp32",
+        metadata=_help(
+            "fp32: exact (the algorithm to the bit, TF32 off); bf16: the model runs as a bfloat16 copy with "
+            "BatchNorm folded and channels-last memory, all LST arithmetic stays fp32",
+            choices=PRECISIONS,
+        ),
+    )
+    batch_size: Optional[int] = field(
+        default=None,
+        metadata=_help("images per batch; default automatic (GPU: what free memory holds; CPU: cache-sized batches)"),
+    )
+    compile_model: bool = field(
+        default=False, metadata=_help("with precision bf16: run the working copy through torch.compile")
+    )
+    graph: bool = field(
+        default=False, metadata=_help("CUDA: replay each iteration from a CUDA graph (the same iterates as eager)")
+    )
+    record_every: int = field(
+        default=0, metadata=_help("when > 0, record the iterate and its confidences every that many iterations")
+    )
+    record_device: Optional[torch.device] = field(
+        default=None, metadata=_help("where recorded images go (e.g. cpu); default the input's device")
+    )
     progress: bool = field(default=False, metadata=_help("show a progress bar"))
-    backend: str = field(default="auto", metadata=_help(
-        "auto: compiled kernels where available; native: require them; reference: pure PyTorch",
-        choices=BACKENDS))
+    backend: str = field(
+        default="auto",
+        metadata=_help(
+            "auto: compiled kernels where available; native: require them; reference: pure PyTorch", choices=BACKENDS
+        ),
+    )
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Check every field; store the canonical form (floats, tuples, torch.device)."""
-        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)  # the dataclass is frozen
+
         put("step_size", validation.check_positive("step_size", self.step_size))
         put("iterations", validation.check_count("iterations", self.iterations))
         put("threshold", validation.check_non_negative("threshold", self.threshold))
@@ -89,8 +111,9 @@ class LSTSettings:
         for name in ("mean", "std"):
             put(name, _channel_values(name, getattr(self, name)))
         batch_size = self.batch_size
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                                       or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive int or None (automatic), got {batch_size!r}")
         put("batch_size", None if batch_size is None else int(batch_size))
         for name in ("compile_model", "graph"):
@@ -121,8 +144,11 @@ class LSTSettings:
     def config(self) -> Dict[str, Any]:
         """The settings as plain JSON-able values (record_device and progress do not change results and
         are left out)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in ("record_device", "progress")}
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("record_device", "progress")
+        }
         for name in ("bounds", "mean", "std"):
             out[name] = None if out[name] is None else list(out[name])
         return out
@@ -131,7 +157,9 @@ class LSTSettings:
 FIELDS = frozenset(f.name for f in dataclasses.fields(LSTSettings))
 
 
-def _channel_values(name: str, value: Union[None, float, Tuple[float, ...], torch.Tensor]) -> Optional[Tuple[float, ...]]:
+def _channel_values(
+    name: str, value: Union[None, float, Tuple[float, ...], torch.Tensor]
+) -> Optional[Tuple[float, ...]]:
     if value is None:
         return None
     if isinstance(value, (str, bytes)):

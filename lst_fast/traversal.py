@@ -2,10 +2,11 @@
 `traverse` (one call). They check the input, prepare the model for the precision, draw the start, split
 the set into batches (lst_fast.batching) and run the loop on each (lst_fast.loop, where the algorithm is).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -29,14 +30,19 @@ class LevelSetTraversal:
             `lst.with_settings(...)` makes a configured copy.
     """
 
+    _model: torch.nn.Module  # set once in __init__ (the object is read-only afterwards)
+    _settings: LSTSettings
+
     def __init__(self, model: torch.nn.Module, settings: Optional[LSTSettings] = None, **overrides: Any) -> None:
         validation.check_model(model)
         object.__setattr__(self, "_model", model)
         object.__setattr__(self, "_settings", LSTSettings.from_keywords(settings, **overrides))
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"LevelSetTraversal is read-only (setting {name!r}); the settings are checked once "
-                             "when made: use lst.with_settings(...) for a changed copy")
+        raise AttributeError(
+            f"LevelSetTraversal is read-only (setting {name!r}); the settings are checked once "
+            "when made: use lst.with_settings(...) for a changed copy"
+        )
 
     @property
     def model(self) -> torch.nn.Module:
@@ -49,7 +55,7 @@ class LevelSetTraversal:
     def with_settings(self, **overrides: Any) -> "LevelSetTraversal":
         return LevelSetTraversal(self._model, self._settings, **overrides)
 
-    def config(self) -> dict:
+    def config(self) -> Dict[str, Any]:
         """The settings, as plain JSON-able values."""
         return self._settings.config()
 
@@ -82,14 +88,24 @@ class LevelSetTraversal:
         with runtime.running(self._model, s.precision, x.device), torch.inference_mode(False):
             return self._traverse(x, y, label, target_label, generator)
 
-    def _traverse(self, x_in: Tensor, y_in: Tensor, label, target_label, generator) -> TraversalResult:
+    def _traverse(
+        self,
+        x_in: Tensor,
+        y_in: Tensor,
+        label: Optional[Tensor],
+        target_label: Optional[Tensor],
+        generator: Optional[torch.Generator],
+    ) -> TraversalResult:
         s = self._settings
         n, device = x_in.shape[0], x_in.device
         config = {**s.config(), "lst_fast": __version__, "torch": torch.__version__, "device": str(device)}
         # Working copies in x's memory layout (contiguous or channels-last), the target materialized.
         work_dtype = torch.float64 if x_in.dtype == torch.float64 else torch.float32
-        layout = torch.channels_last if (x_in.is_contiguous(memory_format=torch.channels_last)
-                                         and not x_in.is_contiguous()) else torch.contiguous_format
+        layout = (
+            torch.channels_last
+            if (x_in.is_contiguous(memory_format=torch.channels_last) and not x_in.is_contiguous())
+            else torch.contiguous_format
+        )
         source = x_in.detach().to(dtype=work_dtype, memory_format=layout, copy=True)
         target = y_in.detach().to(work_dtype).expand_as(source).contiguous(memory_format=layout)
         # What can be checked without running the model is checked for an empty batch too.
@@ -106,9 +122,11 @@ class LevelSetTraversal:
         with torch.no_grad():
             first = probe_forward(probe)
         if probe._version != version:
-            raise ValueError(f"model ({type(self._model).__name__}) changes its input in place; LST hands it the "
-                             "iterate itself: make that operation out of place, or pass mean/std (the model then "
-                             "gets a normalized copy)")
+            raise ValueError(
+                f"model ({type(self._model).__name__}) changes its input in place; LST hands it the "
+                "iterate itself: make that operation out of place, or pass mean/std (the model then "
+                "gets a normalized copy)"
+            )
         loop.check_logits(first, probe.shape[0])
         loop.warn_if_probabilities(first)
         label = validation.check_label(label, n, first.shape[1], device)
@@ -117,32 +135,51 @@ class LevelSetTraversal:
 
         size = s.batch_size and min(s.batch_size, n)
         if size is None:  # measured with the uncompiled copy, so the probes' shapes trigger no compile
-            size = batching.automatic_batch_size(
-                functools.partial(_probe, probe_forward, start, layout), n, device)
+            size = batching.automatic_batch_size(functools.partial(_probe, probe_forward, start, layout), n, device)
         replay = _graph_replay(device) if s.graph else None
 
-        def run(part: slice, bar) -> TraversalResult:
+        def run(part: slice, bar: Any) -> TraversalResult:
             return loop.traverse_batch(
-                models, source[part], start[part], target[part], None if label is None else label[part],
-                None if target_label is None else target_label[part], s, layout, x_in.dtype, replay, bar)
+                models,
+                source[part],
+                start[part],
+                target[part],
+                None if label is None else label[part],
+                None if target_label is None else target_label[part],
+                s,
+                layout,
+                x_in.dtype,
+                replay,
+                bar,
+            )
 
         parts, config["batch_size_used"] = batching.run_in_batches(
-            run, n, size, automatic=s.batch_size is None, device=device, steps_per_batch=s.iterations,
-            progress=s.progress)
+            run,
+            n,
+            size,
+            automatic=s.batch_size is None,
+            device=device,
+            steps_per_batch=s.iterations,
+            progress=s.progress,
+        )
         return TraversalResult.concatenate(parts, config)
 
-    def _models(self, source: Tensor, norm):
+    def _models(self, source: Tensor, norm: runtime.Normalization) -> Tuple[loop.Models, loop.Forward, Dict[str, Any]]:
         """The walk's and the report's model callables, the probe's (never compiled) and the copy's description."""
         s = self._settings
-        prepared = prepared_model.prepare(self._model, s.precision, runtime.normalize(source[:4], norm),
-                                          compile_model=s.compile_model)
+        prepared = prepared_model.prepare(
+            self._model, s.precision, runtime.normalize(source[:4], norm), compile_model=s.compile_model
+        )
         # bf16: labels and the reported confidences come from the model as given, in its own precision.
-        report = None if s.precision == "fp32" else runtime.normalized(
-            prepared_model.PreparedModel.original(self._model, source.dtype), norm)
+        report = (
+            None
+            if s.precision == "fp32"
+            else runtime.normalized(prepared_model.PreparedModel.original(self._model, source.dtype), norm)
+        )
         models = loop.Models(walk=runtime.normalized(prepared, norm), report=report)
         return models, runtime.normalized(prepared.eager(), norm), prepared.describe()
 
-    def _start(self, source: Tensor, layout: torch.memory_format, generator) -> Tensor:
+    def _start(self, source: Tensor, layout: torch.memory_format, generator: Optional[torch.Generator]) -> Tensor:
         """clamp(x + U(-a, a)), drawn for the whole set at once, so batching does not change it."""
         lo, hi = self._settings.bounds
         start = source.clone(memory_format=torch.preserve_format)
@@ -150,7 +187,8 @@ class LevelSetTraversal:
         if a == 0:
             return start.clamp(lo, hi)
         noise = torch.rand(start.shape, generator=generator, device=start.device, dtype=start.dtype)
-        return (start + (noise * 2 - 1) * a).clamp(lo, hi).contiguous(memory_format=layout)
+        noisy: Tensor = (start + (noise * 2 - 1) * a).clamp(lo, hi).contiguous(memory_format=layout)
+        return noisy
 
 
 def _graph_replay(device: torch.device) -> Optional[GraphReplay]:

@@ -1,4 +1,5 @@
 """Argument checks for the public API: each failure names the argument and what was expected."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,10 @@ def _describe(t: Tensor) -> str:
 def _check_has_data(name: str, t: Tensor, what: str) -> None:
     """Meta tensors have shapes but no values: say so before torch fails to read them."""
     if t.device.type == "meta":
-        raise ValueError(f"{name} is on the meta device (a tensor without values); pass {what} that hold data, "
-                         f"e.g. on the CPU or a GPU, got {_describe(t)}")
+        raise ValueError(
+            f"{name} is on the meta device (a tensor without values); pass {what} that hold data, "
+            f"e.g. on the CPU or a GPU, got {_describe(t)}"
+        )
 
 
 def check_positive(name: str, value: float) -> float:
@@ -58,13 +61,17 @@ def check_model(model: torch.nn.Module) -> None:
     try:
         hash(model)
     except TypeError:
-        raise TypeError(f"model ({type(model).__name__}) is unhashable (it defines __eq__ without __hash__); "
-                        "torch.nn.Module's own methods (.eval(), .modules()) need a hashable module: add "
-                        "__hash__ = nn.Module.__hash__ to the class") from None
+        raise TypeError(
+            f"model ({type(model).__name__}) is unhashable (it defines __eq__ without __hash__); "
+            "torch.nn.Module's own methods (.eval(), .modules()) need a hashable module: add "
+            "__hash__ = nn.Module.__hash__ to the class"
+        ) from None
     for t in list(model.parameters()) + list(model.buffers()):
         if t.device.type == "meta":
-            raise ValueError(f"model ({type(model).__name__}) has weights on the meta device (never materialized); "
-                             "load its weights, e.g. model.to_empty(device=...) and load_state_dict(...)")
+            raise ValueError(
+                f"model ({type(model).__name__}) has weights on the meta device (never materialized); "
+                "load its weights, e.g. model.to_empty(device=...) and load_state_dict(...)"
+            )
 
 
 def check_images(x: Tensor, y: Tensor, bounds: Bounds) -> None:
@@ -113,7 +120,9 @@ def check_generator(generator, device: torch.device) -> None:
         raise ValueError(f"generator is on {generator.device} but x is on {device}")
 
 
-def check_label(label: Optional[Tensor], n: int, num_classes: int, device: torch.device, name: str = "label") -> Optional[Tensor]:
+def check_label(
+    label: Optional[Tensor], n: int, num_classes: int, device: torch.device, name: str = "label"
+) -> Optional[Tensor]:
     if label is None:
         return None
     if isinstance(label, numbers.Integral) and not isinstance(label, bool):

@@ -1,5 +1,6 @@
 """What watches a walk without changing it: each observer's `stepped(iteration, state)` runs after every
 iteration, outside any CUDA graph. The walk itself (lst_fast.loop.walk) knows nothing of what they do."""
+
 from __future__ import annotations
 
 from typing import Callable, List, Protocol
@@ -21,8 +22,15 @@ class Recorder:
     iterations and at the last one. The target-class confidence comes from one forward of the walk's
     model at the kept iterate (outside the walk, so the walk's state holds only what it needs)."""
 
-    def __init__(self, every: int, last: int, forward: Callable[[Tensor], Tensor], target_label: Tensor,
-                 device: torch.device, state: WalkState) -> None:
+    def __init__(
+        self,
+        every: int,
+        last: int,
+        forward: Callable[[Tensor], Tensor],
+        target_label: Tensor,
+        device: torch.device,
+        state: WalkState,
+    ) -> None:
         self.every, self.last, self.forward, self.target_label, self.device = every, last, forward, target_label, device
         self.iterations: List[int] = []
         self.confidence: List[Tensor] = []
@@ -43,10 +51,12 @@ class Recorder:
         self.images.append(state.x.to(self.device, copy=True))
 
     def traces(self) -> dict:
-        return {"trace_iterations": torch.tensor(self.iterations, dtype=torch.long),
-                "trace_confidence": torch.stack(self.confidence),
-                "trace_target_confidence": torch.stack(self.target_confidence),
-                "trace_images": torch.stack(self.images)}
+        return {
+            "trace_iterations": torch.tensor(self.iterations, dtype=torch.long),
+            "trace_confidence": torch.stack(self.confidence),
+            "trace_target_confidence": torch.stack(self.target_confidence),
+            "trace_images": torch.stack(self.images),
+        }
 
 
 class ProgressReport:
@@ -60,5 +70,7 @@ class ProgressReport:
     def stepped(self, iteration: int, state: WalkState) -> None:
         self.bar.update(1)
         if iteration % self.every == 0 or iteration == self.last:
-            self.bar.set_postfix(accept=f"{float(state.accepted_steps.sum()) / (self.samples * iteration):.2f}",
-                                 conf=f"{float(state.confidence.mean()):.3f}")
+            self.bar.set_postfix(
+                accept=f"{float(state.accepted_steps.sum()) / (self.samples * iteration):.2f}",
+                conf=f"{float(state.confidence.mean()):.3f}",
+            )

@@ -1,4 +1,5 @@
 """Shared fixtures: devices, tiny seeded models, and the plain two-pass LST loop used as the oracle."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,20 @@ def tiny_cnn(channels: int = 1, classes: int = 5, size: int = 8, scale: float = 
     return model
 
 
-def two_pass_lst(model, xs, xt, label, *, step_size, iterations, threshold, adv_step_size, init_noise,
-                 bounds=(0.0, 1.0), generator=None):
+def two_pass_lst(
+    model,
+    xs,
+    xt,
+    label,
+    *,
+    step_size,
+    iterations,
+    threshold,
+    adv_step_size,
+    init_noise,
+    bounds=(0.0, 1.0),
+    generator=None,
+):
     """docs/ALGORITHM.md section 1 written plainly, with the paper's two model evaluations per iteration."""
     lo, hi = bounds
     model.eval()

@@ -8,6 +8,7 @@ The CUDA-graph walk is skipped when PYTORCH_NO_CUDA_MEMORY_CACHING=1 (memcheck r
 inside a cached block show; the uncached allocator refuses allocations during graph capture). It runs in
 fp32: bf16 mode turns on cuDNN autotuning, which would time every algorithm under instrumentation.
 """
+
 import os
 
 import torch
@@ -30,7 +31,15 @@ def run_ops() -> None:
     torch.manual_seed(0)
     dev = "cuda"
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        for shape in ((3, 3, 64, 64), (5, 1, 28, 28), (2, 3, 5, 7), (1, 1, 1, 1), (0, 3, 4, 4), (2, 70000), (2, 3, 224, 224)):
+        for shape in (
+            (3, 3, 64, 64),
+            (5, 1, 28, 28),
+            (2, 3, 5, 7),
+            (1, 1, 1, 1),
+            (0, 3, 4, 4),
+            (2, 70000),
+            (2, 3, 224, 224),
+        ):
             x, t = torch.rand(shape, device=dev).to(dtype), torch.rand(shape, device=dev).to(dtype)
             g = (torch.randn(shape, device=dev) * 1e-2).to(dtype)
             adv = torch.zeros(shape, device=dev, dtype=dtype)
@@ -39,8 +48,15 @@ def run_ops() -> None:
                 # an unaligned view exercises the scalar path
                 xs, ts, gs = (v.flatten()[1:].contiguous()[: v.numel() - shape[0]] for v in (x, t, g))
                 a = torch.zeros_like(xs)
-                ops.orthogonal_step(xs.view(shape[0], -1), ts.view(shape[0], -1), gs.view(shape[0], -1),
-                                    a.view(shape[0], -1), step_size=0.05, adv_step_size=2e-3, backend="native")
+                ops.orthogonal_step(
+                    xs.view(shape[0], -1),
+                    ts.view(shape[0], -1),
+                    gs.view(shape[0], -1),
+                    a.view(shape[0], -1),
+                    step_size=0.05,
+                    adv_step_size=2e-3,
+                    backend="native",
+                )
             n = shape[0]
             logits = torch.randn(n, 10, device=dev)
             label = torch.randint(0, 10, (n,), device=dev)
@@ -53,8 +69,9 @@ def run_ops() -> None:
 
 def run_traverse(graph: bool) -> None:
     dev = "cuda"
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-                                torch.nn.Linear(8 * 16 * 16, 10)).to(dev)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 16 * 16, 10)
+    ).to(dev)
     x, y = torch.rand(8, 3, 16, 16, device=dev), torch.rand(8, 3, 16, 16, device=dev)
     lst_fast.traverse(model, x, y, iterations=5)
     if graph:  # 3 eager iterations, one capture, then replays

@@ -1,6 +1,7 @@
 """The command line: run (the user's own image files), compare (finished evaluations side by side),
 bench (speed on this machine), and what every subcommand shares: help with defaults, --version, exit
 codes 0 / 1 / 130, one-line errors, the backend named on the first line."""
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,18 @@ def test_run_flags_are_traverse_settings():
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path, capsys):
-    code = main(["run", "--source", str(tmp_path / "missing.png"), "--target", str(tmp_path), "--out",
-                 str(tmp_path / "o"), "--no-progress"])
+    code = main(
+        [
+            "run",
+            "--source",
+            str(tmp_path / "missing.png"),
+            "--target",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert captured.out.startswith("lst_fast ") and "on cpu" in captured.out.splitlines()[0]  # the backend
@@ -148,9 +159,31 @@ def test_run_on_image_files_with_a_shipped_model(image_files, tmp_path, capsys):
     from lst_fast import TraversalResult
 
     out = tmp_path / "run"
-    code = main(["run", "--model", "cnn", "--source", str(image_files / "src" / "*.png"), "--target",
-                 str(image_files / "tgt"), "--pairing", "all", "--iterations", "8", "--step-size", "0.05",
-                 "--source-label", "0", "1", "--figures", "2", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "run",
+            "--model",
+            "cnn",
+            "--source",
+            str(image_files / "src" / "*.png"),
+            "--target",
+            str(image_files / "tgt"),
+            "--pairing",
+            "all",
+            "--iterations",
+            "8",
+            "--step-size",
+            "0.05",
+            "--source-label",
+            "0",
+            "1",
+            "--figures",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     stdout = capsys.readouterr().out
     assert code == 0
     assert re.match(r"lst_fast \S+, torch \S+: (compiled kernels|pure-PyTorch fallback.*) on cpu", stdout)
@@ -164,7 +197,9 @@ def test_run_on_image_files_with_a_shipped_model(image_files, tmp_path, capsys):
         assert p["rms_to_target"] < p["rms_to_target_start"]
         assert 0 <= p["accepted_steps"] <= 8
     result = TraversalResult.load(out / "result.safetensors")
-    assert torch.allclose(result.confidence.double(), torch.tensor([p["confidence"] for p in pairs], dtype=torch.float64))
+    assert torch.allclose(
+        result.confidence.double(), torch.tensor([p["confidence"] for p in pairs], dtype=torch.float64)
+    )
     assert result.config["iterations"] == 8 and result.config["step_size"] == 0.05
     assert sorted(f.name for f in (out / "paths").iterdir()) == ["000.png", "001.png"]
     assert (out / "linear_path.png").stat().st_size > 0
@@ -177,9 +212,17 @@ def test_run_with_a_timm_model_uses_its_preprocessing(image_files, tmp_path):
 
     from lst_fast.run_images import run_images
 
-    numbers = run_images("timm:resnet18", [str(image_files / "src" / "s0.png")], [str(image_files / "tgt" / "t1.jpg")],
-                         out=tmp_path / "timm", pretrained=False, input_size=32, iterations=2, figures=1,
-                         progress=False)
+    numbers = run_images(
+        "timm:resnet18",
+        [str(image_files / "src" / "s0.png")],
+        [str(image_files / "tgt" / "t1.jpg")],
+        out=tmp_path / "timm",
+        pretrained=False,
+        input_size=32,
+        iterations=2,
+        figures=1,
+        progress=False,
+    )
     pre = numbers["preprocessing"]
     assert pre["input_size"] == [3, 32, 32] and pre["interpolation"] == "bicubic"
     assert numbers["settings"]["mean"] == [0.485, 0.456, 0.406]  # timm's config, applied inside traverse
@@ -208,11 +251,11 @@ def test_compare_tables_match_the_evaluations(evaluations, tmp_path, capsys):
         lines = (out / f"{key}.md").read_text().splitlines()
         rows = [line for line in lines if line.startswith("| `")]
         assert len(rows) == 2
-        for row, run in zip(rows, ("cnn", "robust")):
+        for row, run in zip(rows, ("cnn", "robust"), strict=True):
             tables = json.loads((evaluations / run / "tables.json").read_text())
             cells = [c.strip() for c in row.strip("|").split("|")]
             assert cells[0] == ("`cnn`" if run == "cnn" else "`cnn-robust`")
-            for cell, name in zip(cells[1:], headers):
+            for cell, name in zip(cells[1 : len(headers) + 1], headers, strict=True):
                 m, s = tables[key][name]
                 assert cell == f"{m:.3f} ± {s:.3f}", (key, name)
             assert cells[len(headers) + 1] == str(tables["pairs"]) and cells[len(headers) + 2] == str(tables["sources"])
@@ -228,8 +271,9 @@ def test_compare_refuses_unfinished_folders_by_name(evaluations, tmp_path, capsy
     unfinished = tmp_path / "half"
     unfinished.mkdir()
     (unfinished / "config.json").write_text((evaluations / "cnn" / "config.json").read_text())
-    code = main(["compare", str(evaluations / "cnn"), str(unfinished), str(tmp_path / "none"), "--out",
-                 str(tmp_path / "cmp")])
+    code = main(
+        ["compare", str(evaluations / "cnn"), str(unfinished), str(tmp_path / "none"), "--out", str(tmp_path / "cmp")]
+    )
     err = capsys.readouterr().err
     assert code == 1 and f"{unfinished} is unfinished" in err and f"{tmp_path / 'none'} does not exist" in err
     assert not (tmp_path / "cmp").exists()
@@ -240,8 +284,26 @@ def test_bench_runs_once_at_tiny_sizes(tmp_path, capsys):
 
     assert "lst-bf16-graph" not in default_modes("cpu") and "lst-bf16-graph" in default_modes("cuda")
     out = tmp_path / "speed"
-    code = main(["bench", "--model", "cnn", "--batch-size", "4", "--iterations", "2", "--repeats", "2",
-                 "--modes", "paper", "one-pass", "lst-fp32", "lst-bf16", "--out", str(out)])
+    code = main(
+        [
+            "bench",
+            "--model",
+            "cnn",
+            "--batch-size",
+            "4",
+            "--iterations",
+            "2",
+            "--repeats",
+            "2",
+            "--modes",
+            "paper",
+            "one-pass",
+            "lst-fp32",
+            "lst-bf16",
+            "--out",
+            str(out),
+        ]
+    )
     stdout = capsys.readouterr().out
     assert code == 0 and stdout.startswith("lst_fast ")
     rows = json.loads(out.with_suffix(".json").read_text())
@@ -269,6 +331,7 @@ def test_fp32_baselines_run_without_tf32(monkeypatch):
     from lst_fast import bench, runtime
 
     seen = []
+
     def spy(model, x, y, iterations):
         seen.append([getattr(owner, name) == full for owner, name, full in runtime._tf32_switches(torch.backends)])
 

@@ -2,6 +2,7 @@
 
 Skipped without a GPU; bench/gpu_check.sh runs them on one.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -109,14 +110,14 @@ def test_ops_capture_in_a_cuda_graph():
     captured = [s.clone() for s in state]
     with torch.cuda.graph(graph):
         accepted = step(*captured)
-    for s, c in zip(state, captured):
+    for s, c in zip(state, captured, strict=True):
         c.copy_(s)
     graph.replay()
     eager = [s.clone() for s in state]
     want = step(*eager)
     torch.cuda.synchronize()
     assert torch.equal(accepted, want)
-    for a, b in zip(captured, eager):
+    for a, b in zip(captured, eager, strict=True):
         assert torch.equal(a, b)
 
 
@@ -127,8 +128,7 @@ def test_ops_run_on_the_current_stream():
     torch.cuda.synchronize()
     with torch.cuda.stream(stream):
         out = ops.orthogonal_step(x, t, g, torch.zeros_like(x), step_size=0.05, adv_step_size=2e-3)
-        ref = ops.orthogonal_step(x, t, g, torch.zeros_like(x), step_size=0.05, adv_step_size=2e-3,
-                                  backend="reference")
+        ref = ops.orthogonal_step(x, t, g, torch.zeros_like(x), step_size=0.05, adv_step_size=2e-3, backend="reference")
     stream.synchronize()
     assert torch.equal(out, ref)
 
@@ -163,8 +163,7 @@ def test_graph_replay_gives_the_eager_iterates(monkeypatch, precision):
     x, y = (torch.rand(64, 3, 16, 16, generator=gen).cuda() for _ in range(2))
     settings = dict(iterations=40, step_size=0.05, threshold=0.05, precision=precision, record_every=10)
     eager = lst_fast.traverse(model, x, y, generator=torch.Generator("cuda").manual_seed(2), **settings)
-    graphed = lst_fast.traverse(model, x, y, generator=torch.Generator("cuda").manual_seed(2), graph=True,
-                                **settings)
+    graphed = lst_fast.traverse(model, x, y, generator=torch.Generator("cuda").manual_seed(2), graph=True, **settings)
     assert (eager.accepted_steps > 0).any() and (eager.accepted_steps < 40).any()
     for name, value in eager.tensors().items():
         assert torch.equal(getattr(graphed, name), value), name
@@ -246,8 +245,13 @@ def test_host_syncs_do_not_grow_with_iterations(monkeypatch, graph):
 
 def _wide_conv_model() -> torch.nn.Module:
     """About 100 MB of activations per 224 px image (512 channels at full resolution)."""
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 512, 3, padding=1), torch.nn.ReLU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(512, 10)).cuda()
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 512, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(512, 10),
+    ).cuda()
 
 
 def test_real_out_of_memory_names_a_batch_size_and_automatic_batches_fit():
@@ -283,12 +287,11 @@ def test_graph_with_several_equal_batches_keeps_inputs_and_matches_eager(monkeyp
     x, y = (torch.rand(48, 3, 16, 16, generator=gen).cuda() for _ in range(2))
     label = model(x).argmax(1)
     y_before, label_before = y.clone(), label.clone()
-    settings = dict(iterations=12, step_size=0.05, threshold=0.05, precision=precision, batch_size=16,
-                    record_every=4)
-    eager = lst_fast.traverse(model, x, y, label=label, generator=torch.Generator("cuda").manual_seed(5),
-                              **settings)
-    graphed = lst_fast.traverse(model, x, y, label=label, generator=torch.Generator("cuda").manual_seed(5),
-                                graph=True, **settings)
+    settings = dict(iterations=12, step_size=0.05, threshold=0.05, precision=precision, batch_size=16, record_every=4)
+    eager = lst_fast.traverse(model, x, y, label=label, generator=torch.Generator("cuda").manual_seed(5), **settings)
+    graphed = lst_fast.traverse(
+        model, x, y, label=label, generator=torch.Generator("cuda").manual_seed(5), graph=True, **settings
+    )
     assert torch.equal(y, y_before) and torch.equal(label, label_before)
     for name, value in eager.tensors().items():
         assert torch.equal(getattr(graphed, name), value), name

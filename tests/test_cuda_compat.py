@@ -1,5 +1,6 @@
 """The choice between the compiled CUDA kernels and the pure-PyTorch path, decided on the CPU: the driver
 and device queries are stubbed, so these tests run (and mean the same) on machines without a GPU."""
+
 import warnings
 
 import pytest
@@ -15,10 +16,14 @@ CUDA12 = CudaBuild(cuda="12.8", arches=("7.0", "7.5", "8.0", "8.6", "8.9", "9.0"
 @pytest.mark.parametrize(
     "build, driver, capability",
     [
-        (CUDA13, (13, 0), (9, 0)),   # H100, driver 580
-        (CUDA13, (13, 0), (8, 7)),   # Orin: sm_86 machine code runs on 8.7
-        (CUDA12, (12, 0), (7, 0)),   # V100 on a 525 driver: minor-version compatibility
-        (CUDA12, (12, 8), (12, 0)),  # a Blackwell GPU under the CUDA 12 module: its compute_90 PTX, compiled by the driver
+        (CUDA13, (13, 0), (9, 0)),  # H100, driver 580
+        (CUDA13, (13, 0), (8, 7)),  # Orin: sm_86 machine code runs on 8.7
+        (CUDA12, (12, 0), (7, 0)),  # V100 on a 525 driver: minor-version compatibility
+        (
+            CUDA12,
+            (12, 8),
+            (12, 0),
+        ),  # a Blackwell GPU under the CUDA 12 module: its compute_90 PTX, compiled by the driver
         (CUDA13, (13, 1), (12, 1)),  # sm_120 machine code runs on 12.1
     ],
 )
@@ -29,11 +34,11 @@ def test_fitting_combinations_use_the_kernels(build, driver, capability):
 @pytest.mark.parametrize(
     "build, driver, capability, words",
     [
-        (CUDA13, (12, 4), (9, 0), ["CUDA 12.4", ">= 580"]),                  # driver too old for CUDA 13
+        (CUDA13, (12, 4), (9, 0), ["CUDA 12.4", ">= 580"]),  # driver too old for CUDA 13
         (CUDA13, None, (9, 0), ["no CUDA driver"]),
-        (CUDA13, (13, 0), (7, 0), ["compute capability 7.0", "sm_75"]),     # V100 under the CUDA 13 module
-        (CUDA12, (12, 0), (6, 1), ["compute capability 6.1"]),               # Pascal: below both modules
-        (CUDA12, (12, 4), (10, 0), ["compiling their PTX", "CUDA 12.8"]),   # PTX newer than the driver
+        (CUDA13, (13, 0), (7, 0), ["compute capability 7.0", "sm_75"]),  # V100 under the CUDA 13 module
+        (CUDA12, (12, 0), (6, 1), ["compute capability 6.1"]),  # Pascal: below both modules
+        (CUDA12, (12, 4), (10, 0), ["compiling their PTX", "CUDA 12.8"]),  # PTX newer than the driver
     ],
 )
 def test_misfits_say_why(build, driver, capability, words):

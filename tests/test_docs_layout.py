@@ -1,5 +1,6 @@
 """docs/ARCHITECTURE.md's layout tree is the layout on disk: every module and native source file is listed
 once, and everything listed exists."""
+
 from __future__ import annotations
 
 import re

@@ -1,7 +1,9 @@
 """Cross-class derangements for the evaluation's rounds."""
+
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lst_fast.evaluation.targets import cross_class_derangement, round_targets
 
@@ -23,7 +25,7 @@ def test_every_source_gets_one_target_of_another_class(counts, seed):
 def test_rounds_are_reproducible_and_differ():
     labels = torch.arange(40) % 10
     a, b = round_targets(labels, 5, seed=3), round_targets(labels, 5, seed=3)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], a[1])
     with pytest.raises(ValueError, match="rounds must be"):
         round_targets(labels, 0, seed=0)

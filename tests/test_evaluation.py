@@ -1,4 +1,5 @@
 """The evaluation: tables from chunked results, resume after deletion or SIGKILL, config guard."""
+
 from __future__ import annotations
 
 import json
@@ -82,11 +83,27 @@ def _start_and_stop(args, env, out: Path, after_chunks: int, sig) -> int:
 def test_a_run_killed_several_times_resumes_to_the_same_tables(tmp_path):
     from safetensors.torch import load_file
 
-    args = [sys.executable, "-m", "lst_fast", "eval", "--data", "fashion-mnist-sample", "--num-samples", "24",
-            "--rounds", "2", "--iterations", "40", "--chunk-size", "4", "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "lst_fast",
+        "eval",
+        "--data",
+        "fashion-mnist-sample",
+        "--num-samples",
+        "24",
+        "--rounds",
+        "2",
+        "--iterations",
+        "40",
+        "--chunk-size",
+        "4",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    whole = subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True,
-                           timeout=600)
+    whole = subprocess.run(
+        args + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True, timeout=600
+    )
     assert whole.returncode == 0, whole.stderr
     killed = tmp_path / "killed"
     for after in (2, 5, 8):  # SIGKILL at three points of the same run
@@ -97,7 +114,9 @@ def test_a_run_killed_several_times_resumes_to_the_same_tables(tmp_path):
     resumed = subprocess.run(args + ["--out", str(killed)], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert not list((killed / "results").glob(".*.tmp"))
-    assert json.loads((killed / "tables.json").read_text()) == json.loads((tmp_path / "whole" / "tables.json").read_text())
+    assert json.loads((killed / "tables.json").read_text()) == json.loads(
+        (tmp_path / "whole" / "tables.json").read_text()
+    )
 
 
 def _default_sigint() -> None:
@@ -109,32 +128,81 @@ def test_sigint_stops_cleanly_and_keeps_finished_chunks(tmp_path):
     so the signal always lands in the middle of the run, however busy the machine."""
     from lst_fast.atomic_files import TEST_HOOK_VARIABLE
 
-    args = [sys.executable, "-m", "lst_fast", "eval", "--data", "fashion-mnist-sample", "--num-samples", "24",
-            "--rounds", "2", "--iterations", "4", "--chunk-size", "4", "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "lst_fast",
+        "eval",
+        "--data",
+        "fashion-mnist-sample",
+        "--num-samples",
+        "24",
+        "--rounds",
+        "2",
+        "--iterations",
+        "4",
+        "--chunk-size",
+        "4",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), TEST_HOOK_VARIABLE: "written:round*_chunk*:2:SIGINT"}
     out = tmp_path / "stopped"
     # A background job of a shell without job control (pytest ... &) inherits SIGINT as ignored, and
     # Python keeps it ignored: the child starts with the default disposition, as from a terminal.
-    proc = subprocess.run(args + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=300,
-                          preexec_fn=_default_sigint)
+    proc = subprocess.run(
+        args + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=300, preexec_fn=_default_sigint
+    )
     assert proc.returncode == 130 and "interrupted; finished work is saved" in proc.stderr, proc.stderr
     assert _count(out) == 2 and not (out / "tables.json").exists()
     assert not list(out.rglob(".*.tmp"))
 
 
 def test_two_process_gloo_run_equals_one_process(tmp_path):
-    args = ["--data", "fashion-mnist-sample", "--num-samples", "16", "--rounds", "3", "--iterations", "8",
-            "--chunk-size", "4", "--no-progress"]
+    args = [
+        "--data",
+        "fashion-mnist-sample",
+        "--num-samples",
+        "16",
+        "--rounds",
+        "3",
+        "--iterations",
+        "8",
+        "--chunk-size",
+        "4",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "lst_fast", "eval", *args, "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "lst_fast", "eval", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "lst_fast", "eval", *args, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=600)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "lst_fast",
+            "eval",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    assert json.loads((tmp_path / "two" / "tables.json").read_text()) == \
-        json.loads((tmp_path / "one" / "tables.json").read_text())
+    assert json.loads((tmp_path / "two" / "tables.json").read_text()) == json.loads(
+        (tmp_path / "one" / "tables.json").read_text()
+    )
     assert len(list((tmp_path / "two" / "results").glob("round*.safetensors"))) == 12
 
 
@@ -160,12 +228,21 @@ def test_eval_on_a_tensor_file_with_a_checkpointed_model(tmp_path):
     images, labels = load_sample()
     save_file({"images": images, "labels": labels}, str(tmp_path / "data.safetensors"))
     save_file({k: v.contiguous() for k, v in load_model("cnn").state_dict().items()}, str(tmp_path / "w.safetensors"))
-    cfg = EvalConfig(model="fashion_cnn", checkpoint=str(tmp_path / "w.safetensors"),
-                     data=f"tensor:{tmp_path / 'data.safetensors'}", num_samples=10, rounds=2, iterations=3,
-                     chunk_size=5)
+    cfg = EvalConfig(
+        model="fashion_cnn",
+        checkpoint=str(tmp_path / "w.safetensors"),
+        data=f"tensor:{tmp_path / 'data.safetensors'}",
+        num_samples=10,
+        rounds=2,
+        iterations=3,
+        chunk_size=5,
+    )
     tables = run_evaluation(cfg, tmp_path / "out", progress=False)
-    same = run_evaluation(EvalConfig(**{**SMALL, "num_samples": 10, "rounds": 2, "iterations": 3, "chunk_size": 5}),
-                          tmp_path / "ref", progress=False)
+    same = run_evaluation(
+        EvalConfig(**{**SMALL, "num_samples": 10, "rounds": 2, "iterations": 3, "chunk_size": 5}),
+        tmp_path / "ref",
+        progress=False,
+    )
     assert tables["table1"] == same["table1"]  # the same model and images, loaded another way
 
 
@@ -187,8 +264,24 @@ def test_config_guard_knows_precision_and_accepts_older_folders(tmp_path):
 def test_config_json_keeps_the_flat_format_of_older_folders():
     """config.json has the keys it had before the LST settings moved into EvalConfig.lst, so folders
     written then are still recognized as the same configuration."""
-    keys = {"model", "checkpoint", "pretrained", "data", "rounds", "num_samples", "min_confidence", "iterations",
-            "step_size", "threshold", "adv_step_size", "init_noise", "triangle_n", "chunk_size", "seed", "precision"}
+    keys = {
+        "model",
+        "checkpoint",
+        "pretrained",
+        "data",
+        "rounds",
+        "num_samples",
+        "min_confidence",
+        "iterations",
+        "step_size",
+        "threshold",
+        "adv_step_size",
+        "init_noise",
+        "triangle_n",
+        "chunk_size",
+        "seed",
+        "precision",
+    }
     cfg = EvalConfig(iterations=7, threshold=0.1)
     assert set(cfg.to_dict()) == keys
     assert cfg.lst.step_size == 5e-2 and cfg.lst.iterations == 7  # the evaluation's own step default

@@ -1,4 +1,5 @@
 """The package works without the compiled extension (pure-PyTorch fallback)."""
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ def _run_with_broken_extension(tmp_path, extra_env):
     (tmp_path / "lst_fast" / "_C.abi3.so").write_bytes(b"not a shared library")
     env = {k: v for k, v in os.environ.items() if k != "LST_FAST_DISABLE_EXTENSION"}
     env.update(PYTHONPATH=str(tmp_path), **extra_env)
-    out = subprocess.run([sys.executable, "-c", LOAD_SCRIPT], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 

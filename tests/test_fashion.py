@@ -1,9 +1,9 @@
 """The embedded default: Fashion-MNIST data, the shipped models, the training script and the demo."""
+
 from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lst_fast.data.fashion_mnist import CLASSES, DEBIAN_DIR, FILES, load_fashion_mnist, load_sample, parse_idx, to_float
+from lst_fast.data.fashion_mnist import CLASSES, DEBIAN_DIR, FILES, load_fashion_mnist, load_sample, parse_idx
 from lst_fast.models import SHIPPED, load_checkpoint, load_model, model_info, shipped_path
 from lst_fast.models.train_fashion import accuracy
 
@@ -107,8 +107,15 @@ def test_demo_writes_figures_and_summary(tmp_path):
     from lst_fast.demo import run_demo
 
     numbers = run_demo("cnn", out=tmp_path, iterations=30, progress=False)
-    for name in ("grid.png", "path.png", "linear_path.png", "triangles.png", "summary.md", "summary.json",
-                 "result.safetensors"):
+    for name in (
+        "grid.png",
+        "path.png",
+        "linear_path.png",
+        "triangles.png",
+        "summary.md",
+        "summary.json",
+        "result.safetensors",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     assert numbers["pairs"] == 90
     assert numbers["mean_rms_to_target"] < numbers["mean_rms_to_target_start"]
@@ -118,15 +125,35 @@ def test_demo_writes_figures_and_summary(tmp_path):
 
 
 def test_cli_demo_and_info(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "lst_fast", "demo", "--model", "vit", "--iterations", "5",
-                          "--out", str(tmp_path / "d"), "--no-progress"], capture_output=True, text=True,
-                         timeout=600, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lst_fast",
+            "demo",
+            "--model",
+            "vit",
+            "--iterations",
+            "5",
+            "--out",
+            str(tmp_path / "d"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     assert "mean RMS to target" in out.stdout
     info = subprocess.run([sys.executable, "-m", "lst_fast", "info"], capture_output=True, text=True, timeout=300)
     assert info.returncode == 0 and '"cpu"' in info.stdout
-    bad = subprocess.run([sys.executable, "-m", "lst_fast", "demo", "--iterations", "-3", "--out", str(tmp_path / "e")],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "lst_fast", "demo", "--iterations", "-3", "--out", str(tmp_path / "e")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1 and "iterations must be" in bad.stderr
 
 

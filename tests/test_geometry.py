@@ -1,10 +1,17 @@
 """Linear paths, triangles and distances against direct evaluation and scikit-image."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lst_fast.geometry import line_weights, linear_path_confidence, simplex_confidence, triangle_confidence, triangle_weights
+from lst_fast.geometry import (
+    line_weights,
+    linear_path_confidence,
+    simplex_confidence,
+    triangle_confidence,
+    triangle_weights,
+)
 from lst_fast.metrics import distances, ssim
 from conftest import tiny_cnn
 
@@ -44,8 +51,14 @@ def test_ssim_matches_scikit_image():
     y = (x + 0.2 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
     ours = ssim(x, y)
     for i in range(3):
-        ref = metrics.structural_similarity(x[i, 0].numpy(), y[i, 0].numpy(), gaussian_weights=True, sigma=1.5,
-                                            use_sample_covariance=False, data_range=1.0)
+        ref = metrics.structural_similarity(
+            x[i, 0].numpy(),
+            y[i, 0].numpy(),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
         assert float(ours[i]) == pytest.approx(ref, abs=1e-10)
     assert torch.allclose(ssim(x, x), torch.ones(3, dtype=torch.float64))
 
@@ -68,10 +81,10 @@ def test_triangle_statistics_by_hand():
     s = triangle_statistics(conf, w)
     assert float(s["p_source"]) == pytest.approx(0.9)
     assert float(s["mean"]) == pytest.approx(sum([0.9, 0.79, 0.95, 0.55, 0.5, 0.75]) / 6)
-    assert float(s["frac_above_0"]) == pytest.approx(1 / 6)       # 0.95 > 0.9
-    assert float(s["frac_above_0.1"]) == pytest.approx(2 / 6)     # 0.9, 0.95 > 0.8
-    assert float(s["frac_above_0.2"]) == pytest.approx(4 / 6)     # and 0.79, 0.75 > 0.7
-    assert float(s["frac_above_0.3"]) == pytest.approx(4 / 6)     # 0.55 and 0.5 are not > 0.6
+    assert float(s["frac_above_0"]) == pytest.approx(1 / 6)  # 0.95 > 0.9
+    assert float(s["frac_above_0.1"]) == pytest.approx(2 / 6)  # 0.9, 0.95 > 0.8
+    assert float(s["frac_above_0.2"]) == pytest.approx(4 / 6)  # and 0.79, 0.75 > 0.7
+    assert float(s["frac_above_0.3"]) == pytest.approx(4 / 6)  # 0.55 and 0.5 are not > 0.6
     # edges from the source: rows 0, 1, 2 (a = 0) and 0, 3, 5 (b = 0); row 4 is the far edge
     assert float(s["edge_mean"]) == pytest.approx((0.9 + 0.79 + 0.95 + 0.55 + 0.75) / 5)
     assert float(s["edge_min_drop"]) == pytest.approx(0.55 - 0.9)
@@ -104,8 +117,15 @@ def test_width_profile_is_flat_across_a_direction_the_model_ignores():
     for r in range(3):
         torch.testing.assert_close(out["low"][:, r], p, rtol=0, atol=1e-4)
         torch.testing.assert_close(out["high"][:, r], p, rtol=0, atol=1e-4)
-    generic = width_profile(tiny_cnn(scale=12), torch.rand(2, 1, 8, 8, generator=g),
-                            torch.randn(2, 1, 8, 8, generator=g), label, radii=[0.0, 3.0], k=32, generator=g)
+    generic = width_profile(
+        tiny_cnn(scale=12),
+        torch.rand(2, 1, 8, 8, generator=g),
+        torch.randn(2, 1, 8, 8, generator=g),
+        label,
+        radii=[0.0, 3.0],
+        k=32,
+        generator=g,
+    )
     assert (generic["low"] <= generic["high"]).all()
     torch.testing.assert_close(generic["low"][:, 0], generic["high"][:, 0])  # radius 0: one point
     assert (generic["high"][:, 1] - generic["low"][:, 1] > 0).all()
@@ -140,8 +160,13 @@ def test_width_along_a_recorded_path():
 
 def test_bf16_geometry_is_close_to_fp32_and_validates_precision():
     torch.manual_seed(5)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 36, 3),
+    ).eval()
     a, b, c = (torch.rand(5, 1, 6, 6) for _ in range(3))
     label = torch.randint(0, 3, (5,))
     exact = triangle_confidence(model, a, b, c, label, n=4)
@@ -155,7 +180,8 @@ def test_bf16_geometry_is_close_to_fp32_and_validates_precision():
 def _bad_geometry_calls():
     import torch
 
-    from lst_fast import geometry as g, metrics as m
+    from lst_fast import geometry as g
+    from lst_fast import metrics as m
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     x = torch.rand(2, 1, 4, 4)
@@ -186,8 +212,9 @@ def _bad_geometry_calls():
         "result": lambda: g.width_along_path(model, None, [1.0]),
         "distances needs x and target of one shape": lambda: m.distances(x, x[:1]),
         "distances needs x": lambda: m.distances(x[0], x[0]),
-        "ssim needs floating-point": lambda: m.ssim(torch.ones(1, 1, 11, 11, dtype=torch.long),
-                                                    torch.ones(1, 1, 11, 11, dtype=torch.long)),
+        "ssim needs floating-point": lambda: m.ssim(
+            torch.ones(1, 1, 11, 11, dtype=torch.long), torch.ones(1, 1, 11, 11, dtype=torch.long)
+        ),
     }
 
 

@@ -1,6 +1,7 @@
 """Geometry with several samples in one model pass: every point is evaluated with its own sample's label.
 
 Compared with a naive loop, one sample and one point at a time. Uses only geometry's public functions."""
+
 from __future__ import annotations
 
 import pytest

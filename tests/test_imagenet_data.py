@@ -3,6 +3,7 @@ devkit's metadata in the formats torchvision reads (the devkit archive with meta
 truth; the meta.bin that torchvision writes from it). The real archives are checked by MD5, so the
 archive test tells torchvision the miniature's checksums; everything after that is torchvision's own code.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,7 +47,9 @@ def make_unpacked(root: Path) -> Path:
     """What torchvision leaves after its first use: meta.bin and val/WNID/*.JPEG."""
     root.mkdir(parents=True, exist_ok=True)
     val_wnids = [WNIDS[k] for _, k in _val_images()]
-    torch.save(({w: tuple(words.split(", ")) for w, words in zip(WNIDS, WORDS)}, val_wnids), root / "meta.bin")
+    torch.save(
+        ({w: tuple(words.split(", ")) for w, words in zip(WNIDS, WORDS, strict=True)}, val_wnids), root / "meta.bin"
+    )
     for i, (name, k) in enumerate(_val_images()):
         (root / "val" / WNIDS[k]).mkdir(parents=True, exist_ok=True)
         (root / "val" / WNIDS[k] / name).write_bytes(_jpeg(k, i))
@@ -66,8 +69,11 @@ def make_archives(root: Path) -> dict:
 
     root.mkdir(parents=True, exist_ok=True)
     fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"), ("num_children", "O")]
-    synsets = np.array([(k + 1, w, words, "a fish", 0) for k, (w, words) in enumerate(zip(WNIDS, WORDS))]
-                       + [(1001, "n00000001", "fish", "an inner node", 3)], dtype=fields)
+    synsets = np.array(
+        [(k + 1, w, words, "a fish", 0) for k, (w, words) in enumerate(zip(WNIDS, WORDS, strict=True))]
+        + [(1001, "n00000001", "fish", "an inner node", 3)],
+        dtype=fields,
+    )
     mat = io.BytesIO()
     savemat(mat, {"synsets": synsets})
     truth = "".join(f"{k + 1}\n" for _, k in _val_images()).encode()
@@ -77,8 +83,10 @@ def make_archives(root: Path) -> dict:
     with tarfile.open(root / "ILSVRC2012_img_val.tar", "w") as tar:
         for i, (name, k) in enumerate(_val_images()):
             _add(tar, name, _jpeg(k, i))
-    return {key: hashlib.md5((root / file).read_bytes()).hexdigest()
-            for key, file in (("devkit", "ILSVRC2012_devkit_t12.tar.gz"), ("val", "ILSVRC2012_img_val.tar"))}
+    return {
+        key: hashlib.md5((root / file).read_bytes()).hexdigest()
+        for key, file in (("devkit", "ILSVRC2012_devkit_t12.tar.gz"), ("val", "ILSVRC2012_img_val.tar"))
+    }
 
 
 def _expected_labels():
@@ -129,8 +137,9 @@ def test_missing_devkit_or_val_images_are_clear_errors(tmp_path):
 def test_eval_on_imagenet_with_a_robustbench_model_end_to_end(tmp_path, monkeypatch, capsys):
     """`lst-fast eval --model robustbench:... --data imagenet:...` with the stand-in robustbench package
     (tests/standins) and the miniature ImageNet: the model's resize-and-crop (256 -> 224) is applied."""
-    from lst_fast.cli import main
     from test_model_specs import STANDINS, _forget_robustbench, write_checkpoint
+
+    from lst_fast.cli import main
 
     _forget_robustbench(monkeypatch)
     monkeypatch.syspath_prepend(str(STANDINS))
@@ -138,9 +147,28 @@ def test_eval_on_imagenet_with_a_robustbench_model_end_to_end(tmp_path, monkeypa
     write_checkpoint(tmp_path / "models", "Salman2020Do_R50")
     out = tmp_path / "out"
     try:
-        code = main(["eval", "--model", "robustbench:Salman2020Do_R50", "--model-dir", str(tmp_path / "models"),
-                     "--data", f"imagenet:{root}", "--num-samples", "6", "--rounds", "2", "--iterations", "2",
-                     "--chunk-size", "3", "--out", str(out), "--no-progress"])
+        code = main(
+            [
+                "eval",
+                "--model",
+                "robustbench:Salman2020Do_R50",
+                "--model-dir",
+                str(tmp_path / "models"),
+                "--data",
+                f"imagenet:{root}",
+                "--num-samples",
+                "6",
+                "--rounds",
+                "2",
+                "--iterations",
+                "2",
+                "--chunk-size",
+                "3",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
     finally:
         _forget_robustbench(monkeypatch)
     assert code == 0, capsys.readouterr().err

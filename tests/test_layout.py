@@ -3,6 +3,7 @@ module reaches into another module's private names (`from lst_fast.x import _y`,
 
 Read from the source with `ast`, so every import counts, also those inside functions (a lazy import only
 hides a circle)."""
+
 from __future__ import annotations
 
 import ast

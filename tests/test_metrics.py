@@ -1,6 +1,7 @@
 """lst_fast's own plumbing around LPIPS, with a fake `lpips` module (the real package and its weights
 need a network): inputs scaled to [-1, 1], grey images repeated to 3 channels, one batch, one distance
 per image, and clear errors."""
+
 from __future__ import annotations
 
 import sys

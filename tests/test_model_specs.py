@@ -7,6 +7,7 @@ robustbench tests put a STAND-IN package on sys.path (tests/standins/robustbench
 tiny colour classifier. They prove lst_fast's side (the call, the descriptor, the messages, the CLI end
 to end), not that the real zoo's models load.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,8 +46,15 @@ def write_checkpoint(model_dir: Path, name: str, dataset: str = "imagenet", thre
     path = model_dir / dataset / threat / f"{name}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if dataset == "imagenet" else ((0.0,) * 3, (1.0,) * 3)
-    torch.save({"mu": torch.tensor(mean).reshape(1, 3, 1, 1), "sigma": torch.tensor(std).reshape(1, 3, 1, 1),
-                "linear.weight": 10 * torch.eye(3), "linear.bias": torch.zeros(3)}, path)
+    torch.save(
+        {
+            "mu": torch.tensor(mean).reshape(1, 3, 1, 1),
+            "sigma": torch.tensor(std).reshape(1, 3, 1, 1),
+            "linear.weight": 10 * torch.eye(3),
+            "linear.bias": torch.zeros(3),
+        },
+        path,
+    )
     return path
 
 
@@ -54,7 +62,9 @@ def colour_images(n_per_class: int = 4, size: int = 32, seed: int = 0):
     """(images, labels): class k is channel k bright, the others dark, with noise."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(3).repeat_interleave(n_per_class)
-    images = 0.15 + 0.7 * COLOURS[labels][:, :, None, None] + 0.1 * torch.rand(len(labels), 3, size, size, generator=gen)
+    images = (
+        0.15 + 0.7 * COLOURS[labels][:, :, None, None] + 0.1 * torch.rand(len(labels), 3, size, size, generator=gen)
+    )
     return images.clamp(0, 1), labels
 
 
@@ -132,7 +142,7 @@ def test_missing_robustbench_package_is_one_line_with_the_install_command(monkey
     assert "\n" not in str(error.value) and str(error.value).endswith(f"install it with: {INSTALL}")
 
 
-FACTORY = '''
+FACTORY = """
 import torch
 from torch import nn
 
@@ -166,7 +176,7 @@ def not_a_model():
 
 
 NOT_CALLABLE = 3
-'''
+"""
 
 
 @pytest.fixture
@@ -192,15 +202,18 @@ def test_py_factory_with_keywords_and_attributes(factory_module, tmp_path):
     assert by_path.module.linear.weight[0, 0] == 10.0
 
 
-@pytest.mark.parametrize("suffix,error,match", [
-    (":nothing", ValueError, "has no 'nothing'"),
-    (":NOT_CALLABLE", ValueError, r"is not callable \(a int\)"),
-    (":not_a_model", TypeError, "not_a_model returned int, not a torch.nn.Module"),
-    (":build(1, 2)", ValueError, "keyword arguments only"),
-    (":build(scale=__import__('os'))", ValueError, "must be a Python literal"),
-    (":build(scale=", ValueError, "a factory model is py:MODULE:FUNCTION"),
-    (":build(colour=1)", ValueError, "calling build"),
-])
+@pytest.mark.parametrize(
+    "suffix,error,match",
+    [
+        (":nothing", ValueError, "has no 'nothing'"),
+        (":NOT_CALLABLE", ValueError, r"is not callable \(a int\)"),
+        (":not_a_model", TypeError, "not_a_model returned int, not a torch.nn.Module"),
+        (":build(1, 2)", ValueError, "keyword arguments only"),
+        (":build(scale=__import__('os'))", ValueError, "must be a Python literal"),
+        (":build(scale=", ValueError, "a factory model is py:MODULE:FUNCTION"),
+        (":build(colour=1)", ValueError, "calling build"),
+    ],
+)
 def test_py_factory_errors(factory_module, suffix, error, match):
     with pytest.raises(error, match=match):
         resolve_model(f"py:{factory_module}{suffix}")
@@ -215,6 +228,7 @@ def test_py_missing_module_is_a_clear_error(tmp_path, monkeypatch):
 
 
 # End to end: `lst-fast eval` with the stand-ins, a few iterations on a few images (seconds on a CPU).
+
 
 def _tensor_data(path: Path) -> str:
     from safetensors.torch import save_file
@@ -232,9 +246,20 @@ def test_eval_with_a_robustbench_model_end_to_end(standin_robustbench, tmp_path,
 
     write_checkpoint(tmp_path / "rb", "Wu2020Adversarial_extra", "cifar10")
     out = tmp_path / "out"
-    code = main(["eval", "--model", "robustbench:Wu2020Adversarial_extra:cifar10:Linf", "--model-dir",
-                 str(tmp_path / "rb"), "--data", _tensor_data(tmp_path / "d.safetensors"), "--out", str(out),
-                 *EVAL_SMALL])
+    code = main(
+        [
+            "eval",
+            "--model",
+            "robustbench:Wu2020Adversarial_extra:cifar10:Linf",
+            "--model-dir",
+            str(tmp_path / "rb"),
+            "--data",
+            _tensor_data(tmp_path / "d.safetensors"),
+            "--out",
+            str(out),
+            *EVAL_SMALL,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     tables = json.loads((out / "tables.json").read_text())
     assert tables["sources"] == 6 and tables["pairs"] == 12
@@ -244,8 +269,20 @@ def test_eval_with_a_robustbench_model_end_to_end(standin_robustbench, tmp_path,
 def test_eval_robustbench_without_checkpoint_says_so_in_one_line(standin_robustbench, tmp_path, capsys):
     from lst_fast.cli import main
 
-    code = main(["eval", "--model", "robustbench:Standard:cifar10", "--model-dir", str(tmp_path / "rb"),
-                 "--data", _tensor_data(tmp_path / "d.safetensors"), "--out", str(tmp_path / "out"), *EVAL_SMALL])
+    code = main(
+        [
+            "eval",
+            "--model",
+            "robustbench:Standard:cifar10",
+            "--model-dir",
+            str(tmp_path / "rb"),
+            "--data",
+            _tensor_data(tmp_path / "d.safetensors"),
+            "--out",
+            str(tmp_path / "out"),
+            *EVAL_SMALL,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
     assert str(tmp_path / "rb" / "cifar10" / "Linf" / "Standard.pt") in err
@@ -256,8 +293,18 @@ def test_eval_without_robustbench_gives_the_install_command(monkeypatch, tmp_pat
 
     _forget_robustbench(monkeypatch)
     monkeypatch.setitem(sys.modules, "robustbench", None)
-    code = main(["eval", "--model", "robustbench:Standard:cifar10", "--data",
-                 _tensor_data(tmp_path / "d.safetensors"), "--out", str(tmp_path / "out"), *EVAL_SMALL])
+    code = main(
+        [
+            "eval",
+            "--model",
+            "robustbench:Standard:cifar10",
+            "--data",
+            _tensor_data(tmp_path / "d.safetensors"),
+            "--out",
+            str(tmp_path / "out"),
+            *EVAL_SMALL,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and INSTALL in err
 
@@ -266,8 +313,18 @@ def test_eval_with_a_py_factory_end_to_end(factory_module, tmp_path, capsys):
     from lst_fast.cli import main
 
     out = tmp_path / "out"
-    code = main(["eval", "--model", f"py:{factory_module}:build(scale=10.0)", "--data",
-                 _tensor_data(tmp_path / "d.safetensors"), "--out", str(out), *EVAL_SMALL])
+    code = main(
+        [
+            "eval",
+            "--model",
+            f"py:{factory_module}:build(scale=10.0)",
+            "--data",
+            _tensor_data(tmp_path / "d.safetensors"),
+            "--out",
+            str(out),
+            *EVAL_SMALL,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert json.loads((out / "tables.json").read_text())["pairs"] == 12
 
@@ -281,9 +338,24 @@ def test_run_with_a_py_factory_uses_its_attributes(factory_module, tmp_path, cap
     for k, name in enumerate(("src.png", "tgt.png")):
         Image.fromarray((images[k].permute(1, 2, 0) * 255).round().byte().numpy()).save(tmp_path / name)
     out = tmp_path / "run"
-    code = main(["run", "--model", f"py:{factory_module}:build(size=24)", "--source", str(tmp_path / "src.png"),
-                 "--target", str(tmp_path / "tgt.png"), "--iterations", "2", "--figures", "0", "--out", str(out),
-                 "--no-progress"])
+    code = main(
+        [
+            "run",
+            "--model",
+            f"py:{factory_module}:build(size=24)",
+            "--source",
+            str(tmp_path / "src.png"),
+            "--target",
+            str(tmp_path / "tgt.png"),
+            "--iterations",
+            "2",
+            "--figures",
+            "0",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["preprocessing"]["input_size"] == [3, 24, 24]
@@ -302,8 +374,11 @@ def test_the_readme_recipe_commands_parse():
     section = readme.split("## Reproduce the paper's comparison", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
     paper = re.search(r'PAPER="([^"]*)"', block).group(1)
-    commands = [line.replace("$PAPER", paper).replace("$IMAGENET", "/data/imagenet").replace("$CIFAR10", "/data/c")
-                for line in block.splitlines() if line.startswith("lst-fast ")]
+    commands = [
+        line.replace("$PAPER", paper).replace("$IMAGENET", "/data/imagenet").replace("$CIFAR10", "/data/c")
+        for line in block.splitlines()
+        if line.startswith("lst-fast ")
+    ]
     models = set()
     for command in commands:
         args = build_parser().parse_args(shlex.split(command)[1:])
@@ -311,12 +386,20 @@ def test_the_readme_recipe_commands_parse():
             models.add(args.model)
             assert (args.iterations, args.step_size, args.threshold, args.adv_step_size) == (400, 0.01, 0.2, 0.002)
             assert (args.num_samples, args.rounds, args.min_confidence) == (1000, 5, 0.6)
-    assert models == {"timm:resnet50", "robustbench:Salman2020Do_R50", "timm:deit_small_patch16_224",
-                      "robustbench:Singh2023Revisiting_ViT-S-ConvStem", "robustbench:Standard:cifar10",
-                      "robustbench:Wu2020Adversarial_extra:cifar10:Linf"}
+    assert models == {
+        "timm:resnet50",
+        "robustbench:Salman2020Do_R50",
+        "timm:deit_small_patch16_224",
+        "robustbench:Singh2023Revisiting_ViT-S-ConvStem",
+        "robustbench:Standard:cifar10",
+        "robustbench:Wu2020Adversarial_extra:cifar10:Linf",
+    }
     assert sum(c.startswith("lst-fast compare") for c in commands) == 2
     from lst_fast.models.robustbench import parse_spec
 
     assert {parse_spec(m) for m in models if m.startswith("robustbench:")} == {
-        ("Salman2020Do_R50", "imagenet", "Linf"), ("Singh2023Revisiting_ViT-S-ConvStem", "imagenet", "Linf"),
-        ("Standard", "cifar10", "Linf"), ("Wu2020Adversarial_extra", "cifar10", "Linf")}
+        ("Salman2020Do_R50", "imagenet", "Linf"),
+        ("Singh2023Revisiting_ViT-S-ConvStem", "imagenet", "Linf"),
+        ("Standard", "cifar10", "Linf"),
+        ("Wu2020Adversarial_extra", "cifar10", "Linf"),
+    }

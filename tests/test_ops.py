@@ -1,4 +1,5 @@
 """Native operators against the pure-PyTorch reference, opcheck, and their error messages."""
+
 from __future__ import annotations
 
 import itertools
@@ -6,7 +7,8 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lst_fast import ops, reference
 from lst_fast._extension import has_native_kernel
@@ -16,12 +18,24 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 LAYOUTS = ["contiguous", "channels_last", "strided"]
 # Rows of every kernel path: tiny, one CPU chunk (16,384 elements) and CUDA register row (8,192) and
 # above each, with a remainder chunk; N >= 4 keeps ordinary samples next to the edge cases.
-SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (5, 1, 28, 28), (4, 3, 32, 32), (4, 3, 100, 100), (4, 17), (0, 3, 4, 4),
-          (4, 8193), (4, 16384), (5, 16385), (4, 40000)]
+SHAPES = [
+    (1, 1, 1, 1),
+    (2, 3, 5, 7),
+    (5, 1, 28, 28),
+    (4, 3, 32, 32),
+    (4, 3, 100, 100),
+    (4, 17),
+    (0, 3, 4, 4),
+    (4, 8193),
+    (4, 16384),
+    (5, 16385),
+    (4, 40000),
+]
 
 # Every backend this machine can run: (device, backend).
 BACKENDS = [(d, "reference") for d in DEVICES] + [
-    (d, "native") for d in DEVICES if has_native_kernel("orthogonal_step", torch.device(d).type)]
+    (d, "native") for d in DEVICES if has_native_kernel("orthogonal_step", torch.device(d).type)
+]
 
 
 def native_or_skip(name, device):
@@ -134,8 +148,16 @@ def test_reference_step_matches_a_float64_formula(device, dtype, shape):
 def test_orthogonal_step_zero_gradient_moves_along_target(device, backend):
     x = torch.full((2, 1, 3, 3), 0.25, device=device)
     target = torch.full_like(x, 0.75)
-    out = ops.orthogonal_step(x, target, torch.zeros_like(x), torch.zeros_like(x), step_size=0.5,
-                              adv_step_size=1e-3, bounds=(0.0, 1.0), backend=backend)
+    out = ops.orthogonal_step(
+        x,
+        target,
+        torch.zeros_like(x),
+        torch.zeros_like(x),
+        step_size=0.5,
+        adv_step_size=1e-3,
+        bounds=(0.0, 1.0),
+        backend=backend,
+    )
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, torch.full_like(x, 0.5))
 
@@ -147,8 +169,9 @@ def test_orthogonal_step_projection_is_orthogonal_to_gradient(device, backend, s
     x = (torch.rand(shape, generator=gen, dtype=torch.float64) * 0.5 + 0.25).to(device)
     target = (torch.rand(shape, generator=gen, dtype=torch.float64) * 0.5 + 0.25).to(device)
     grad = torch.randn(shape, generator=gen, dtype=torch.float64).to(device)
-    out = ops.orthogonal_step(x, target, grad, torch.zeros_like(x), step_size=0.01, adv_step_size=0.0,
-                              bounds=(0.0, 1.0), backend=backend)
+    out = ops.orthogonal_step(
+        x, target, grad, torch.zeros_like(x), step_size=0.01, adv_step_size=0.0, bounds=(0.0, 1.0), backend=backend
+    )
     inner = ((out - x) * grad).flatten(1).sum(1)
     assert inner.abs().max() < 1e-12
     assert ((out - x).flatten(1).norm(dim=1) > 1e-4).all()  # it did move
@@ -184,7 +207,9 @@ def assert_confidence_equal(got, want):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n,shape", [(1, (1, 1, 1)), (9, (3, 5, 7)), (6, (1, 28, 28)), (3, (3, 64, 64)), (0, (2, 2, 2))])
+@pytest.mark.parametrize(
+    "n,shape", [(1, (1, 1, 1)), (9, (3, 5, 7)), (6, (1, 28, 28)), (3, (3, 64, 64)), (0, (2, 2, 2))]
+)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_confidence_accept_matches_reference(device, dtype, n, shape, layout):
     native_or_skip("confidence_accept", device)
@@ -202,12 +227,20 @@ def test_confidence_accept_matches_reference(device, dtype, n, shape, layout):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("conf_dtype,logit_dtype", [(torch.float32, torch.float32), (torch.float32, torch.bfloat16),
-                                                     (torch.float64, torch.float64), (torch.float64, torch.float16)])
+@pytest.mark.parametrize(
+    "conf_dtype,logit_dtype",
+    [
+        (torch.float32, torch.float32),
+        (torch.float32, torch.bfloat16),
+        (torch.float64, torch.float64),
+        (torch.float64, torch.float16),
+    ],
+)
 def test_confidence_accept_dtype_combinations(device, conf_dtype, logit_dtype):
     native_or_skip("confidence_accept", device)
-    inputs = accept_inputs(16, (2, 4, 4), torch.float32, device, "contiguous", seed=5, conf_dtype=conf_dtype,
-                           logit_dtype=logit_dtype)
+    inputs = accept_inputs(
+        16, (2, 4, 4), torch.float32, device, "contiguous", seed=5, conf_dtype=conf_dtype, logit_dtype=logit_dtype
+    )
     got, want = run_accept("native", *inputs), run_accept("reference", *inputs)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
     assert_confidence_equal(got[3], want[3])
@@ -226,8 +259,13 @@ def threshold_cases(device, conf_dtype, dtype):
         if conf_dtype == torch.float32:
             below = float(torch.tensor(exact, dtype=torch.float32).nextafter(torch.tensor(0.0)))
             above = float(torch.tensor(exact, dtype=torch.float32).nextafter(torch.tensor(2.0)))
-        rows += [(k, exact, threshold, False), (k, below, threshold, True), (k, above, threshold, False),
-                 (k, p, threshold, threshold > 0), (k, p + threshold + 0.01, threshold, False)]
+        rows += [
+            (k, exact, threshold, False),
+            (k, below, threshold, True),
+            (k, above, threshold, False),
+            (k, p, threshold, threshold > 0),
+            (k, p + threshold + 0.01, threshold, False),
+        ]
     n, kmax = len(rows), 8
     logits = torch.full((n, kmax), -float("inf"))
     for i, (k, *_rest) in enumerate(rows):
@@ -257,8 +295,9 @@ def test_confidence_accept_at_the_threshold(device, backend, conf_dtype, dtype):
         rows = torch.tensor([t == th for t in thresholds], device=device)
         idx = rows.nonzero().squeeze(1)
         xi, gi, ci = xs[idx].clone(), gs[idx].clone(), cs[idx].clone()
-        acc = ops.confidence_accept(logits[idx], label[idx], p0[idx], th, xi, cand[idx], gi, cand_grad[idx], ci,
-                                    backend=backend)
+        acc = ops.confidence_accept(
+            logits[idx], label[idx], p0[idx], th, xi, cand[idx], gi, cand_grad[idx], ci, backend=backend
+        )
         accepted[idx], xs[idx], gs[idx], cs[idx] = acc, xi, gi, ci
     assert torch.equal(accepted.cpu(), expected)
     mask = expected.to(device)[:, None, None, None]
@@ -273,7 +312,7 @@ def test_reference_accept_matches_a_float64_formula(device, backend):
     """The accept against softmax in float64 written plainly; runs without the extension."""
     gen = torch.Generator().manual_seed(9)
     n = 64
-    logits = (torch.randn(n, 10, generator=gen, dtype=torch.float64) * 4)
+    logits = torch.randn(n, 10, generator=gen, dtype=torch.float64) * 4
     label = torch.randint(0, 10, (n,), generator=gen)
     p0 = torch.rand(n, generator=gen, dtype=torch.float64)
     x, cand, grad, cand_grad = (torch.rand(n, 2, 5, 5, generator=gen) for _ in range(4))
@@ -336,8 +375,11 @@ def test_simplex_points_layouts_and_empty(device):
 
 # -- opcheck: schema, fake kernel, autograd registration, dynamic shapes -------------------------------
 
+
 def opcheck_samples(device):
-    for dtype, layout in itertools.product([torch.float32, torch.bfloat16, torch.float64], ["contiguous", "channels_last"]):
+    for dtype, layout in itertools.product(
+        [torch.float32, torch.bfloat16, torch.float64], ["contiguous", "channels_last"]
+    ):
         x, target, grad, adv = step_inputs((3, 2, 5, 6), dtype, device, layout, seed=11)
         yield "orthogonal_step", (x, target, grad, adv, 0.05, 2e-3, 0.0, 1.0)
     for dtype in [torch.float32, torch.float16]:
@@ -375,7 +417,7 @@ def test_ops_under_torch_compile(device):
     want = step_and_accept(*eager_args)
     got = torch.compile(step_and_accept, backend="aot_eager", fullgraph=True)(*compiled_args)
     assert torch.equal(got, want)
-    for a, b in zip(compiled_args, eager_args):  # the in-place updates happen under compile too
+    for a, b in zip(compiled_args, eager_args, strict=True):  # the in-place updates happen under compile too
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
     # The fake kernels run the same checks while torch.compile traces.
     bad = [t.clone() for t in eager_args]
@@ -421,21 +463,35 @@ def test_orthogonal_step_property(n, d, split, dtype, step_size, adv_step_size, 
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
-@given(n=st.integers(1, 6), k=st.integers(1, 4), p=st.integers(1, 5),
-       d=st.one_of(st.integers(1, 300), st.sampled_from([4095, 4096, 4097, 9000])),
-       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 6),
+    k=st.integers(1, 4),
+    p=st.integers(1, 5),
+    d=st.one_of(st.integers(1, 300), st.sampled_from([4095, 4096, 4097, 9000])),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**16),
+)
 def test_simplex_points_property(n, k, p, d, dtype, seed):
     native_or_skip("simplex_points", "cpu")
     gen = torch.Generator().manual_seed(seed)
     vertices = torch.rand(n, k, d, generator=gen).to(dtype)
     weights = torch.rand(p, k, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(ops.simplex_points(vertices, weights),
-                               ops.simplex_points(vertices, weights, backend="reference"), rtol=0, atol=0)
+    torch.testing.assert_close(
+        ops.simplex_points(vertices, weights),
+        ops.simplex_points(vertices, weights, backend="reference"),
+        rtol=0,
+        atol=0,
+    )
 
 
 @settings(max_examples=30, deadline=None, derandomize=True)
-@given(n=st.integers(1, 8), k=st.integers(1, 12), threshold=st.floats(0.0, 1.0), spread=st.floats(0.0, 40.0),
-       seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 8),
+    k=st.integers(1, 12),
+    threshold=st.floats(0.0, 1.0),
+    spread=st.floats(0.0, 40.0),
+    seed=st.integers(0, 2**16),
+)
 def test_confidence_accept_property(n, k, threshold, spread, seed):
     native_or_skip("confidence_accept", "cpu")
     gen = torch.Generator().manual_seed(seed)
@@ -456,6 +512,7 @@ def test_confidence_accept_property(n, k, threshold, spread, seed):
 
 # -- errors -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_dispatcher_ops_check_their_arguments(device):
     """torch.ops.lst_fast.* called directly run the same checks as the wrappers (native kernel or not)."""
@@ -474,7 +531,11 @@ def test_the_dispatcher_ops_check_their_arguments(device):
     with pytest.raises(RuntimeError, match="overlap|memory location"):
         step(x, x, x, x, 0.1, 0.0, 0.0, 1.0)
     accept = torch.ops.lst_fast.confidence_accept
-    logits, label, p0 = torch.rand(2, 3, device=device), torch.zeros(2, dtype=torch.long, device=device), torch.rand(2, device=device)
+    logits, label, p0 = (
+        torch.rand(2, 3, device=device),
+        torch.zeros(2, dtype=torch.long, device=device),
+        torch.rand(2, device=device),
+    )
     args = (x.clone(), x.clone(), x.clone(), x.clone(), p0.clone())
     with pytest.raises(RuntimeError, match="logits must have shape"):
         accept(logits[:1], label, p0, 0.2, *args)
@@ -502,11 +563,17 @@ def _kernel_refusals(device):
     yield "orthogonal_step", lambda: step(x, x.clone(), x.clone(), x.half())  # adv of narrower elements
     yield "orthogonal_step", lambda: step(*(x.int() for _ in range(4)))  # no float dispatch
     yield "orthogonal_step", lambda: step(*(x[0, 0, 0].clone() for _ in range(4)))  # no batch dimension
-    logits, label, p0 = torch.rand(3, 5, device=device), torch.zeros(3, dtype=torch.long, device=device), torch.rand(3, device=device)
+    logits, label, p0 = (
+        torch.rand(3, 5, device=device),
+        torch.zeros(3, dtype=torch.long, device=device),
+        torch.rand(3, device=device),
+    )
 
     def accept(lg, lb, p, *tensors, conf=None):  # tensors: x, candidate, grad, candidate_grad
         tensors = tensors or tuple(x.clone() for _ in range(4))
-        return torch.ops.lst_fast_kernels.confidence_accept(lg, lb, p, 0.2, *tensors, p.clone() if conf is None else conf)
+        return torch.ops.lst_fast_kernels.confidence_accept(
+            lg, lb, p, 0.2, *tensors, p.clone() if conf is None else conf
+        )
 
     yield "confidence_accept", lambda: accept(logits[:2], label, p0)  # fewer rows than samples
     yield "confidence_accept", lambda: accept(logits[:, :0], label, p0)  # no class
@@ -544,6 +611,7 @@ def test_kernel_schemas_match_the_public_ones():
 
 
 # -- one contract per operator: the same arguments get the same answer on every backend ----------------
+
 
 def _step_args(device):
     gen = torch.Generator().manual_seed(21)
@@ -592,7 +660,7 @@ def test_orthogonal_step_rejects_the_same_arguments_on_every_backend(device, bac
         return
     with pytest.raises(RuntimeError, match="lst_fast::orthogonal_step: .*" + message):
         ops.orthogonal_step(xb, tb, gb, ab, **kw, backend=backend)
-    for before, after in zip(saved, (xb, tb, gb, ab)):  # nothing written before the error
+    for before, after in zip(saved, (xb, tb, gb, ab), strict=True):  # nothing written before the error
         assert torch.equal(before, after)
 
 
@@ -618,10 +686,17 @@ ACCEPT_REJECTS = [  # (change to the argument list, message)
 def _accept_args(device):
     gen = torch.Generator().manual_seed(22)
     x, cand, grad, cand_grad = (torch.rand(3, 2, 4, 4, generator=gen).to(device) for _ in range(4))
-    return dict(logits=torch.randn(3, 5, generator=gen).to(device), label=torch.tensor([0, 4, 2], device=device),
-                p0=torch.rand(3, generator=gen, dtype=torch.float64).to(device), threshold=0.9, x=x,
-                candidate=cand, grad=grad, candidate_grad=cand_grad,
-                confidence=torch.rand(3, generator=gen, dtype=torch.float64).to(device))
+    return dict(
+        logits=torch.randn(3, 5, generator=gen).to(device),
+        label=torch.tensor([0, 4, 2], device=device),
+        p0=torch.rand(3, generator=gen, dtype=torch.float64).to(device),
+        threshold=0.9,
+        x=x,
+        candidate=cand,
+        grad=grad,
+        candidate_grad=cand_grad,
+        confidence=torch.rand(3, generator=gen, dtype=torch.float64).to(device),
+    )
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
@@ -637,11 +712,14 @@ def test_confidence_accept_rejects_the_same_arguments_on_every_backend(device, b
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
-@pytest.mark.parametrize("vertices,weights,message", [
-    ((2, 3, 4), (5, 2), r"weights must have shape \(P, K\) with K = vertices.size\(1\) = 3"),
-    ((2, 0, 4), (5, 0), r"at least one vertex"),
-    ((2,), (5, 2), r"vertices must have shape \(N, K, ...\)"),
-])
+@pytest.mark.parametrize(
+    "vertices,weights,message",
+    [
+        ((2, 3, 4), (5, 2), r"weights must have shape \(P, K\) with K = vertices.size\(1\) = 3"),
+        ((2, 0, 4), (5, 0), r"at least one vertex"),
+        ((2,), (5, 2), r"vertices must have shape \(N, K, ...\)"),
+    ],
+)
 def test_simplex_points_rejects_the_same_shapes_on_every_backend(device, backend, vertices, weights, message):
     with pytest.raises(RuntimeError, match="lst_fast::simplex_points: .*" + message):
         ops.simplex_points(torch.rand(vertices, device=device), torch.rand(weights, device=device), backend=backend)
@@ -668,8 +746,18 @@ def test_out_of_range_label_is_never_accepted_on_every_backend(device, backend):
     x, cand, grad, cand_grad = (torch.rand(n, 3, 6, 6, generator=gen) for _ in range(4))
     conf = torch.full((n,), 0.9, dtype=torch.float64)
     xs, gs, cs = x.to(device), grad.to(device), conf.to(device)
-    accepted = ops.confidence_accept(logits.to(device), label.to(device), p0.to(device), 0.2, xs,
-                                     cand.to(device), gs, cand_grad.to(device), cs, backend=backend)
+    accepted = ops.confidence_accept(
+        logits.to(device),
+        label.to(device),
+        p0.to(device),
+        0.2,
+        xs,
+        cand.to(device),
+        gs,
+        cand_grad.to(device),
+        cs,
+        backend=backend,
+    )
     want = torch.tensor([True, False, False, True, False])
     assert torch.equal(accepted.cpu(), want)
     m = want[:, None, None, None]

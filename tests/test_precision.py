@@ -1,4 +1,5 @@
 """precision="bf16", the per-call working copy of the model, BatchNorm folding and batching."""
+
 from __future__ import annotations
 
 import copy
@@ -8,9 +9,9 @@ import torch
 from torch import nn
 
 import lst_fast
-from conftest import PerSample, tiny_cnn
 from lst_fast import batching, prepared_model
 from lst_fast.reference import class_probability
+from conftest import PerSample, tiny_cnn
 
 SETTINGS = dict(step_size=0.1, threshold=0.005, adv_step_size=2e-3, init_noise=2 / 255)
 
@@ -125,8 +126,9 @@ def test_weight_change_changes_the_walk():
     with torch.no_grad():
         model[5].weight.mul_(0.1)  # a stale cached bf16 copy would walk as before
     b = lst_fast.traverse(model, x, y, **settings)
-    current = prepared_model.PreparedModel(prepared_model.prepare(model, "bf16", x).module,
-                                           input_dtype=torch.bfloat16, is_copy=True)
+    current = prepared_model.PreparedModel(
+        prepared_model.prepare(model, "bf16", x).module, input_dtype=torch.bfloat16, is_copy=True
+    )
     with torch.no_grad():
         fresh_logits = model.eval()(x)
     torch.testing.assert_close(current(x).float(), fresh_logits, rtol=0.05, atol=0.05)
@@ -164,8 +166,7 @@ def test_batches_give_the_whole_set_result(size):
     x, y = images(5, seed=10)
     g = lambda: torch.Generator().manual_seed(11)  # noqa: E731
     whole = lst_fast.traverse(model, x, y, iterations=20, generator=g(), record_every=10, **SETTINGS)
-    split = lst_fast.traverse(model, x, y, iterations=20, generator=g(), record_every=10, batch_size=size,
-                              **SETTINGS)
+    split = lst_fast.traverse(model, x, y, iterations=20, generator=g(), record_every=10, batch_size=size, **SETTINGS)
     assert split.config["batch_size_used"] == size
     for name, value in whole.tensors().items():
         assert torch.equal(getattr(split, name), value), name
@@ -178,12 +179,15 @@ def test_progress_bar_covers_every_batch(capsys):
     assert "12/12" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(precision="fp16"), "precision must be one of"),
-    (dict(batch_size=0), "batch_size must be a positive int"),
-    (dict(batch_size=2.5), "batch_size must be a positive int"),
-    (dict(batch_size=True), "batch_size must be a positive int"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(precision="fp16"), "precision must be one of"),
+        (dict(batch_size=0), "batch_size must be a positive int"),
+        (dict(batch_size=2.5), "batch_size must be a positive int"),
+        (dict(batch_size=True), "batch_size must be a positive int"),
+    ],
+)
 def test_bad_settings_name_the_argument(bad, match):
     with pytest.raises(ValueError, match=match):
         lst_fast.LevelSetTraversal(tiny_cnn(), **bad)
@@ -215,8 +219,9 @@ def test_bf16_quality_matches_exact_mode_on_the_shipped_models(name):
     model = load_model(name)
     runs = {}
     for precision in ("fp32", "bf16"):
-        r = lst_fast.traverse(model, x, y, step_size=5e-2, iterations=400, precision=precision,
-                              generator=torch.Generator().manual_seed(0))
+        r = lst_fast.traverse(
+            model, x, y, step_size=5e-2, iterations=400, precision=precision, generator=torch.Generator().manual_seed(0)
+        )
         with torch.no_grad():
             still = (model(r.images).argmax(1) == r.label).float().mean()
         runs[precision] = ((r.images - y).flatten(1).pow(2).mean(1).sqrt().mean(), r.confidence.mean(), still)
@@ -230,8 +235,10 @@ def test_staged_on_device_yields_every_job_in_order():
     from lst_fast.evaluation.runner import staged_on_device
 
     jobs = [(0, 0), (0, 1), (1, 0)]
-    seen = [(job, [t.tolist() for t in tensors])
-            for job, tensors in staged_on_device(jobs, lambda j: [torch.tensor(j)], torch.device("cpu"))]
+    seen = [
+        (job, [t.tolist() for t in tensors])
+        for job, tensors in staged_on_device(jobs, lambda j: [torch.tensor(j)], torch.device("cpu"))
+    ]
     assert seen == [(j, [list(j)]) for j in jobs]
     assert list(staged_on_device([], lambda j: [], torch.device("cpu"))) == []
 
@@ -309,13 +316,13 @@ def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
     one capture follows (recording, not running), and every later call is one replay, so each iteration
     happens exactly once. Capture runs under the input's device (cuda:1 while cuda:0 is current), on a
     side stream of that device."""
-    from lst_fast import graph_replay, walk_state
+    from lst_fast import graph_replay
 
     stub = _StubCuda(monkeypatch)
     for iterations, expect_capture in ((0, False), (2, False), (3, False), (4, True), (10, True)):
         calls = []
 
-        def iteration():
+        def iteration(calls=calls):
             if stub.captures and getattr(stub.capturing, "fn", None) is None:
                 stub.capturing.fn = iteration  # the capture records the iteration instead of running it
                 return
@@ -341,11 +348,18 @@ def test_graph_replay_reuses_one_capture_for_batches_of_one_shape(monkeypatch):
     replay = graph_replay.GraphReplay(torch.device("cuda:0"))
 
     def batch(n, value):
-        fixed = walk_state.Targets(target=torch.full((n, 2), value), label=torch.zeros(n, dtype=torch.long),
-                             p0=torch.ones(n, dtype=torch.float64))
-        state = walk_state.WalkState(x=torch.full((n, 2), value), grad=torch.zeros(n, 2), adv=torch.zeros(n, 2),
-                               confidence=torch.ones(n, dtype=torch.float64),
-                               accepted_steps=torch.zeros(n, dtype=torch.long))
+        fixed = walk_state.Targets(
+            target=torch.full((n, 2), value),
+            label=torch.zeros(n, dtype=torch.long),
+            p0=torch.ones(n, dtype=torch.float64),
+        )
+        state = walk_state.WalkState(
+            x=torch.full((n, 2), value),
+            grad=torch.zeros(n, 2),
+            adv=torch.zeros(n, 2),
+            confidence=torch.ones(n, dtype=torch.float64),
+            accepted_steps=torch.zeros(n, dtype=torch.long),
+        )
         return fixed, state
 
     first = replay.adopt(*batch(4, 1.0))
@@ -388,8 +402,9 @@ def test_graph_batches_of_one_shape_keep_inputs_and_own_their_results(monkeypatc
     settings = dict(iterations=9, step_size=0.05, threshold=0.2, batch_size=4, record_every=3)
     eager = lst_fast.traverse(model, x, y, label=label, generator=torch.Generator().manual_seed(3), **settings)
     _simulated_graphs_on_the_cpu(monkeypatch)
-    graphed = lst_fast.traverse(model, x, y, label=label, generator=torch.Generator().manual_seed(3), graph=True,
-                                **settings)
+    graphed = lst_fast.traverse(
+        model, x, y, label=label, generator=torch.Generator().manual_seed(3), graph=True, **settings
+    )
     assert torch.equal(y, y_before)
     if label is not None:
         assert torch.equal(label, label_before)
@@ -411,9 +426,13 @@ def test_bf16_walk_back_does_not_autotune_cudnn_for_each_subset_size():
         return torch.stack([first, torch.zeros_like(first)], 1)
 
     n = 4
-    state = walk_state.WalkState(x=torch.zeros(n, 3), grad=torch.zeros(n, 3), adv=torch.zeros(n, 3),
-                                 confidence=torch.ones(n, dtype=torch.float64),
-                                 accepted_steps=torch.zeros(n, dtype=torch.long))
+    state = walk_state.WalkState(
+        x=torch.zeros(n, 3),
+        grad=torch.zeros(n, 3),
+        adv=torch.zeros(n, 3),
+        confidence=torch.ones(n, dtype=torch.float64),
+        accepted_steps=torch.zeros(n, dtype=torch.long),
+    )
     label = torch.zeros(n, dtype=torch.long)
     with runtime.cudnn_autotune():
         check = prepared_model.Checkpoints(report, state, label, torch.ones(n, dtype=torch.float64), 0.2, iterations=4)
@@ -602,14 +621,17 @@ def test_exact_mode_uses_the_legacy_flags_on_a_torch_without_new_style_settings(
 
     from lst_fast import runtime
 
-    legacy = types.SimpleNamespace(cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=True)),
-                                   cudnn=types.SimpleNamespace(allow_tf32=True))
+    legacy = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=True)),
+        cudnn=types.SimpleNamespace(allow_tf32=True),
+    )
     with runtime.full_fp32_matmuls(legacy):
         assert legacy.cuda.matmul.allow_tf32 is False and legacy.cudnn.allow_tf32 is False
     assert legacy.cuda.matmul.allow_tf32 is True and legacy.cudnn.allow_tf32 is True
     mixed = types.SimpleNamespace(  # new-style cuBLAS setting, legacy cuDNN flag
         cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(fp32_precision="tf32")),
-        cudnn=types.SimpleNamespace(allow_tf32=True))
+        cudnn=types.SimpleNamespace(allow_tf32=True),
+    )
     with runtime.full_fp32_matmuls(mixed):
         assert mixed.cuda.matmul.fp32_precision == "ieee" and mixed.cudnn.allow_tf32 is False
     assert mixed.cuda.matmul.fp32_precision == "tf32" and mixed.cudnn.allow_tf32 is True

@@ -1,4 +1,5 @@
 """TraversalResult.save/load: corruption, inconsistent files, devices and odd paths (issue 15)."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,15 @@ from lst_fast.result import TraversalResult
 
 def result(n=3):
     g = torch.Generator().manual_seed(0)
-    return TraversalResult(images=torch.rand(n, 1, 4, 4, generator=g), label=torch.arange(n),
-                           initial_confidence=torch.rand(n, generator=g), confidence=torch.rand(n, generator=g),
-                           accepted_steps=torch.arange(n), source_correct=torch.ones(n, dtype=torch.bool),
-                           config={"iterations": 5})
+    return TraversalResult(
+        images=torch.rand(n, 1, 4, 4, generator=g),
+        label=torch.arange(n),
+        initial_confidence=torch.rand(n, generator=g),
+        confidence=torch.rand(n, generator=g),
+        accepted_steps=torch.arange(n),
+        source_correct=torch.ones(n, dtype=torch.bool),
+        config={"iterations": 5},
+    )
 
 
 def rewrite(path, change_tensors=None, change_header=None):
@@ -51,12 +57,16 @@ def test_a_file_without_a_digest_still_loads(tmp_path):
     assert len(TraversalResult.load(path)) == 3
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda t: t.update(images=torch.rand(3), label=torch.arange(99)), "images must be"),
-    (lambda t: t.update(label=torch.arange(99)), r"label must have shape \(3,\)"),
-    (lambda t: t.update(label=t["label"].float()), "label must have"),
-    (lambda t: t.update(trace_iterations=torch.arange(2)), "traces are incomplete"),
-], ids=["images-3", "label-99", "float-label", "partial-traces"])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda t: t.update(images=torch.rand(3), label=torch.arange(99)), "images must be"),
+        (lambda t: t.update(label=torch.arange(99)), r"label must have shape \(3,\)"),
+        (lambda t: t.update(label=t["label"].float()), "label must have"),
+        (lambda t: t.update(trace_iterations=torch.arange(2)), "traces are incomplete"),
+    ],
+    ids=["images-3", "label-99", "float-label", "partial-traces"],
+)
 def test_inconsistent_tensors_are_refused(tmp_path, change, match):
     path = result().save(tmp_path / "r.safetensors")
     rewrite(path, change, lambda h: h.pop("sha256"))
@@ -100,8 +110,11 @@ def test_a_full_disk_is_one_clear_error_and_keeps_the_old_file(tmp_path, monkeyp
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
-    with pytest.raises(RuntimeError, match=r"^cannot write .*r\.safetensors: the disk is full; a file already "
-                                           r"there is unchanged$") as caught:
+    with pytest.raises(
+        RuntimeError,
+        match=r"^cannot write .*r\.safetensors: the disk is full; a file already "
+        r"there is unchanged$",
+    ) as caught:
         result(5).save(path)
     assert "\n" not in str(caught.value)
     assert isinstance(caught.value.__cause__, OSError) and caught.value.__cause__.errno == 28
@@ -122,12 +135,15 @@ def test_a_safetensors_error_that_is_not_about_the_disk_is_not_disguised(tmp_pat
     assert list(tmp_path.iterdir()) == []  # no temporary file left
 
 
-@pytest.mark.parametrize("config, where, kind", [
-    ({"device": torch.device("cpu")}, "config['device']", "device"),
-    ({"mean": torch.tensor([0.5])}, "config['mean']", "Tensor"),
-    ({"settings": {"bounds": (0.0, {1, 2})}}, "config['settings']['bounds'][1]", "set"),
-    ({3: "three"}, "the key 3 of type int", None),
-])
+@pytest.mark.parametrize(
+    "config, where, kind",
+    [
+        ({"device": torch.device("cpu")}, "config['device']", "device"),
+        ({"mean": torch.tensor([0.5])}, "config['mean']", "Tensor"),
+        ({"settings": {"bounds": (0.0, {1, 2})}}, "config['settings']['bounds'][1]", "set"),
+        ({3: "three"}, "the key 3 of type int", None),
+    ],
+)
 def test_a_config_value_json_cannot_hold_is_named(tmp_path, config, where, kind):
     r = result()
     r.config = config

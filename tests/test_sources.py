@@ -1,4 +1,5 @@
 """Image sets and models by name for the evaluation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,9 @@ from lst_fast.models import load_model, resolve_model
 
 def test_cifar10_binary_and_its_errors(tmp_path):
     rng = np.random.default_rng(0)
-    records = np.concatenate([np.array([[3], [7], [0]], dtype=np.uint8),
-                              rng.integers(0, 256, (3, 3072), dtype=np.uint8)], axis=1)
+    records = np.concatenate(
+        [np.array([[3], [7], [0]], dtype=np.uint8), rng.integers(0, 256, (3, 3072), dtype=np.uint8)], axis=1
+    )
     records.tofile(tmp_path / "test_batch.bin")
     data = open_image_set(f"cifar10:{tmp_path}")
     assert len(data) == 3 and data.labels.tolist() == [3, 7, 0]
@@ -30,8 +32,10 @@ def test_tensor_file_and_image_folder(tmp_path):
     from PIL import Image
     from safetensors.torch import save_file
 
-    save_file({"images": torch.randint(0, 256, (4, 1, 5, 5), dtype=torch.uint8), "labels": torch.arange(4)},
-              str(tmp_path / "t.safetensors"))
+    save_file(
+        {"images": torch.randint(0, 256, (4, 1, 5, 5), dtype=torch.uint8), "labels": torch.arange(4)},
+        str(tmp_path / "t.safetensors"),
+    )
     data = open_image_set(f"tensor:{tmp_path / 't.safetensors'}")
     assert data.get(torch.arange(4)).max() <= 1 and len(data) == 4
     for k, name in enumerate(["cat", "dog"]):
@@ -69,14 +73,21 @@ def test_models_by_name_and_from_checkpoints(tmp_path):
         resolve_model("resnet")
 
 
-@pytest.mark.parametrize("images,labels,match", [
-    (torch.zeros(3, 1, 4, 4, dtype=torch.uint8), torch.arange(5), "'labels' has 5 entries but 'images' has 3"),
-    (torch.zeros(5, 1, 4, 4, dtype=torch.uint8), torch.arange(3), "'labels' has 3 entries but 'images' has 5"),
-    (torch.zeros(3, 1, 4, 4), torch.tensor([0.0, 1.5, 2.0]), "must be integer class indices, got torch.float32"),
-    (torch.zeros(3, 1, 4, 4), torch.tensor([[0], [1], [2]]), r"must have shape \(N,\) = \(3,\).*got shape \(3, 1\)"),
-    (torch.zeros(3, 1, 4, 4), torch.tensor([0, -1, 2]), "class indices >= 0, got -1"),
-    (torch.zeros(3, 1, 4, 4, dtype=torch.int32), torch.arange(3), "'images' must be uint8"),
-])
+@pytest.mark.parametrize(
+    "images,labels,match",
+    [
+        (torch.zeros(3, 1, 4, 4, dtype=torch.uint8), torch.arange(5), "'labels' has 5 entries but 'images' has 3"),
+        (torch.zeros(5, 1, 4, 4, dtype=torch.uint8), torch.arange(3), "'labels' has 3 entries but 'images' has 5"),
+        (torch.zeros(3, 1, 4, 4), torch.tensor([0.0, 1.5, 2.0]), "must be integer class indices, got torch.float32"),
+        (
+            torch.zeros(3, 1, 4, 4),
+            torch.tensor([[0], [1], [2]]),
+            r"must have shape \(N,\) = \(3,\).*got shape \(3, 1\)",
+        ),
+        (torch.zeros(3, 1, 4, 4), torch.tensor([0, -1, 2]), "class indices >= 0, got -1"),
+        (torch.zeros(3, 1, 4, 4, dtype=torch.int32), torch.arange(3), "'images' must be uint8"),
+    ],
+)
 def test_tensor_file_with_inconsistent_labels_is_refused(tmp_path, images, labels, match):
     from safetensors.torch import save_file
 

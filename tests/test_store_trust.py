@@ -1,6 +1,7 @@
 """An evaluation folder is trusted only as far as it can be checked: resume vets every chunk and triangle
 file, a failed run writes nothing, a folder is written by one run at a time, and a failed write or a
 malformed file gives one clear error naming the file."""
+
 from __future__ import annotations
 
 import errno
@@ -30,11 +31,15 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _files(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lst-fast.lock"}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lst-fast.lock"
+    }
 
 
 # -- resume vets every file -------------------------------------------------------------------------------
+
 
 def test_chunks_of_another_configuration_are_refused_without_config_json(finished, tmp_path):
     out = _copy(finished, tmp_path / "copy")
@@ -46,15 +51,16 @@ def test_chunks_of_another_configuration_are_refused_without_config_json(finishe
 def test_a_chunk_of_a_larger_run_is_refused_in_a_smaller_folder(finished, tmp_path):
     small = dict(TINY, num_samples=4)
     run_evaluation(EvalConfig(**small), tmp_path / "small", progress=False)
-    shutil.copy(finished / "results" / "round00_chunk00000.safetensors",
-                tmp_path / "small" / "results" / "round00_chunk00000.safetensors")
+    shutil.copy(
+        finished / "results" / "round00_chunk00000.safetensors",
+        tmp_path / "small" / "results" / "round00_chunk00000.safetensors",
+    )
     with pytest.raises(ValueError, match=r"round00_chunk00000\.safetensors does not belong.*num_samples"):
         run_evaluation(EvalConfig(**small), tmp_path / "small", progress=False)
 
 
 def test_a_chunk_under_another_name_or_with_other_rows_is_refused(finished, tmp_path):
     import torch
-
     from safetensors.torch import load_file, save_file
 
     out = _copy(finished, tmp_path / "copy")
@@ -83,8 +89,10 @@ def test_a_triangle_file_of_another_configuration_is_refused(finished, tmp_path)
     other = dict(TINY, triangle_n=3)
     run_evaluation(EvalConfig(**other), tmp_path / "other", progress=False)
     out = _copy(finished, tmp_path / "copy")
-    shutil.copy(tmp_path / "other" / "results" / "triangles_r00_r01.safetensors",
-                out / "results" / "triangles_r00_r01.safetensors")
+    shutil.copy(
+        tmp_path / "other" / "results" / "triangles_r00_r01.safetensors",
+        out / "results" / "triangles_r00_r01.safetensors",
+    )
     with pytest.raises(ValueError, match=r"triangles_r00_r01\.safetensors does not belong.*triangle_n"):
         run_evaluation(EvalConfig(**TINY), out, progress=False)
 
@@ -108,11 +116,15 @@ def test_reading_a_corrupt_chunk_names_the_file(finished, tmp_path):
 
 # -- nothing is written before everything is checked ----------------------------------------------------
 
-@pytest.mark.parametrize("change, error", [
-    (dict(model="no-such-model"), (ValueError, RuntimeError)),
-    (dict(data="tensor:/no/such/file.safetensors"), (ValueError, FileNotFoundError)),
-    (dict(num_samples=1), ValueError),
-])
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        (dict(model="no-such-model"), (ValueError, RuntimeError)),
+        (dict(data="tensor:/no/such/file.safetensors"), (ValueError, FileNotFoundError)),
+        (dict(num_samples=1), ValueError),
+    ],
+)
 def test_a_failed_evaluation_writes_nothing(tmp_path, change, error):
     out = tmp_path / "out"
     with pytest.raises(error):
@@ -123,8 +135,22 @@ def test_a_failed_evaluation_writes_nothing(tmp_path, change, error):
 def test_the_corrected_command_runs_after_a_failed_one(tmp_path):
     from lst_fast.cli import main
 
-    base = ["eval", "--data", "fashion-mnist-sample", "--num-samples", "4", "--rounds", "1", "--iterations", "1",
-            "--chunk-size", "4", "--no-progress", "--out", str(tmp_path / "out")]
+    base = [
+        "eval",
+        "--data",
+        "fashion-mnist-sample",
+        "--num-samples",
+        "4",
+        "--rounds",
+        "1",
+        "--iterations",
+        "1",
+        "--chunk-size",
+        "4",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(base + ["--model", "no-such-model"]) == 1
     assert main(base + ["--step-size", "nan"]) == 1
     assert main(base + ["--min-confidence", "nan"]) == 1
@@ -139,8 +165,9 @@ def test_min_confidence_must_be_a_probability(value):
         EvalConfig(min_confidence=value)
 
 
-@pytest.mark.parametrize("name, value", [("seed", 1.5), ("model", 3), ("data", ""), ("checkpoint", 1),
-                                         ("pretrained", "no")])
+@pytest.mark.parametrize(
+    "name, value", [("seed", 1.5), ("model", 3), ("data", ""), ("checkpoint", 1), ("pretrained", "no")]
+)
 def test_bad_evaluation_settings_name_the_setting(name, value):
     with pytest.raises(ValueError, match=name):
         EvalConfig(**{name: value})
@@ -148,8 +175,10 @@ def test_bad_evaluation_settings_name_the_setting(name, value):
 
 # -- malformed files and failed writes ------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ['{"rounds": "x"}', '{"iterations": [1]}', '{"model": null}', "[1, 2]",
-                                  '{"lst": 3}', "\xff\xfe"])
+
+@pytest.mark.parametrize(
+    "text", ['{"rounds": "x"}', '{"iterations": [1]}', '{"model": null}', "[1, 2]", '{"lst": 3}', "\xff\xfe"]
+)
 def test_a_malformed_config_json_is_named(tmp_path, text):
     (tmp_path / "config.json").write_text(text, encoding="latin-1")
     store = EvaluationStore(tmp_path)
@@ -173,8 +202,7 @@ def _disk_full_after(monkeypatch, module, name, calls):
     monkeypatch.setattr(module, name, writer)
 
 
-def test_disk_full_during_eval_is_one_clear_error_and_keeps_finished_chunks(finished, tmp_path, monkeypatch,
-                                                                             capsys):
+def test_disk_full_during_eval_is_one_clear_error_and_keeps_finished_chunks(finished, tmp_path, monkeypatch, capsys):
     import safetensors.torch
 
     from lst_fast.cli import main
@@ -191,8 +219,27 @@ def test_disk_full_during_eval_is_one_clear_error_and_keeps_finished_chunks(fini
     # through the command line: exit 1 and one line naming the file
     _disk_full_after(monkeypatch, safetensors.torch, "save_file", 1)
     capsys.readouterr()
-    assert main(["eval", "--data", "fashion-mnist-sample", "--num-samples", "8", "--rounds", "2", "--iterations",
-                 "2", "--chunk-size", "4", "--no-progress", "--out", str(tmp_path / "cli")]) == 1
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                "fashion-mnist-sample",
+                "--num-samples",
+                "8",
+                "--rounds",
+                "2",
+                "--iterations",
+                "2",
+                "--chunk-size",
+                "4",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "round00_chunk00000.safetensors: the disk is full" in err[0]
 
@@ -203,13 +250,17 @@ def test_disk_full_during_the_demo_names_the_file_and_what_was_written(tmp_path,
     from lst_fast.demo import run_demo
 
     _disk_full_after(monkeypatch, Figure, "savefig", 3)
-    with pytest.raises(RuntimeError, match=r"cannot write .*linear_path\.png: the disk is full.*written: "
-                                           r"result\.safetensors, grid\.png, path\.png\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"cannot write .*linear_path\.png: the disk is full.*written: "
+        r"result\.safetensors, grid\.png, path\.png\)",
+    ):
         run_demo(out=tmp_path, iterations=2, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "path.png", "result.safetensors"]
 
 
 # -- one run per folder ---------------------------------------------------------------------------------
+
 
 def test_a_second_run_in_a_locked_folder_is_refused_and_leaves_live_temporary_files(tmp_path):
     store = EvaluationStore(tmp_path)
@@ -228,25 +279,43 @@ def test_a_second_run_in_a_locked_folder_is_refused_and_leaves_live_temporary_fi
 # -- killed inside a write or in the triangle stage --------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-KILL_ARGS = ["eval", "--data", "fashion-mnist-sample", "--num-samples", "8", "--rounds", "2", "--iterations", "2",
-             "--chunk-size", "4", "--no-progress"]
+KILL_ARGS = [
+    "eval",
+    "--data",
+    "fashion-mnist-sample",
+    "--num-samples",
+    "8",
+    "--rounds",
+    "2",
+    "--iterations",
+    "2",
+    "--chunk-size",
+    "4",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """The evaluation of KILL_ARGS, run without interruption."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    run_evaluation(EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
-                   out, progress=False)
+    run_evaluation(
+        EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
+        out,
+        progress=False,
+    )
     return out
 
 
-@pytest.mark.parametrize("hook", [
-    "writing:round01_chunk00000.safetensors:1:SIGKILL",   # in the middle of a chunk's write
-    "written:round01_chunk00001.safetensors:1:SIGKILL",   # the triangle stage, before its first file
-    "writing:triangles_r00_r01.safetensors:1:SIGKILL",    # inside the triangle file's write
-    "writing:tables.md:1:SIGKILL",                        # inside the tables' write
-])
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "writing:round01_chunk00000.safetensors:1:SIGKILL",  # in the middle of a chunk's write
+        "written:round01_chunk00001.safetensors:1:SIGKILL",  # the triangle stage, before its first file
+        "writing:triangles_r00_r01.safetensors:1:SIGKILL",  # inside the triangle file's write
+        "writing:tables.md:1:SIGKILL",  # inside the tables' write
+    ],
+)
 def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tmp_path, hook):
     import signal
     import subprocess
@@ -256,13 +325,21 @@ def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tm
 
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT), TEST_HOOK_VARIABLE: hook}
-    killed = subprocess.run([sys.executable, "-m", "lst_fast", *KILL_ARGS, "--out", str(out)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-m", "lst_fast", *KILL_ARGS, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     leftovers = list(out.rglob(".*.tmp"))
     assert len(leftovers) == (1 if hook.startswith("writing") else 0)
     assert not (out / "tables.md").exists()
-    run_evaluation(EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
-                   out, progress=False)
+    run_evaluation(
+        EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
+        out,
+        progress=False,
+    )
     assert not list(out.rglob(".*.tmp"))
     assert _files(out) == _files(uninterrupted)  # every result file, the tables and config.json

@@ -1,8 +1,7 @@
 """Issue 15, the traverse path: no silent wrong result from a stale bf16 copy, half-precision inputs or
 the bf16 walk; odd models and arguments get clear errors."""
-from __future__ import annotations
 
-import copy
+from __future__ import annotations
 
 import pytest
 import torch
@@ -91,8 +90,16 @@ def test_half_precision_outputs_keep_the_rule_and_the_bounds_as_returned(dtype):
     x = torch.where(x.float() < bounds[0], torch.full_like(x, 0.5), x)
     y = torch.where(y.float() < bounds[0], torch.full_like(y, 0.5), y)
     threshold = 0.02
-    r = lst_fast.traverse(model, x, y, iterations=30, step_size=0.1, threshold=threshold, bounds=bounds,
-                          generator=torch.Generator().manual_seed(0))
+    r = lst_fast.traverse(
+        model,
+        x,
+        y,
+        iterations=30,
+        step_size=0.1,
+        threshold=threshold,
+        bounds=bounds,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert r.images.dtype == dtype
     assert float(r.images.float().min()) >= bounds[0] and float(r.images.float().max()) <= bounds[1]
     p0 = _confidence(model, x, r.label)
@@ -119,15 +126,16 @@ def _shipped_cnn_and_pairs(n):
     from lst_fast.models import load_model
 
     images = load_file(str(SAMPLE))["images"].float() / 255
-    return load_model("cnn"), images[:n], images[n:2 * n]
+    return load_model("cnn"), images[:n], images[n : 2 * n]
 
 
 def test_bfloat16_images_on_the_shipped_cnn_keep_the_rule_as_returned():
     # Before the fix, 7 of 40 returned images were more than the threshold below p0 for the model itself.
     model, x, y = _shipped_cnn_and_pairs(40)
     x, y = x.bfloat16(), y.bfloat16()
-    r = lst_fast.traverse(model, x, y, iterations=25, step_size=5e-2, threshold=0.02,
-                          generator=torch.Generator().manual_seed(0))
+    r = lst_fast.traverse(
+        model, x, y, iterations=25, step_size=5e-2, threshold=0.02, generator=torch.Generator().manual_seed(0)
+    )
     p0, p = _confidence(model, x, r.label), _confidence(model, r.images, r.label)
     walked = r.accepted_steps > 0
     assert int(walked.sum()) >= 30
@@ -139,8 +147,16 @@ def test_bf16_mode_keeps_the_rule_for_the_model_as_given():
     # Before the fix, 1 of 40 returned images was more than 0.02 below p0 for the model as given.
     model, x, y = _shipped_cnn_and_pairs(40)
     threshold = 0.02
-    r = lst_fast.traverse(model, x, y, iterations=40, step_size=5e-2, threshold=threshold, precision="bf16",
-                          generator=torch.Generator().manual_seed(0))
+    r = lst_fast.traverse(
+        model,
+        x,
+        y,
+        iterations=40,
+        step_size=5e-2,
+        threshold=threshold,
+        precision="bf16",
+        generator=torch.Generator().manual_seed(0),
+    )
     p0, p = _confidence(model, x, r.label), _confidence(model, r.images, r.label)
     walked = r.accepted_steps > 0
     assert int(walked.sum()) >= 30
@@ -171,10 +187,14 @@ def test_probabilities_instead_of_logits_warn_once():
     assert sum("probabilities" in str(w.message) for w in caught) == 1
 
 
-@pytest.mark.parametrize("fn, match", [
-    (lambda m, x: m.net(x).detach(), "does not depend differentiably"),
-    (lambda m, x: (m.net(x) * 100).long(), "floating-point logits"),
-], ids=["detached", "integer"])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (lambda m, x: m.net(x).detach(), "does not depend differentiably"),
+        (lambda m, x: (m.net(x) * 100).long(), "floating-point logits"),
+    ],
+    ids=["detached", "integer"],
+)
 def test_models_autograd_cannot_differentiate_get_a_clear_error(fn, match):
     x, y = images(3, seed=2)
     with pytest.raises(ValueError, match=match):
@@ -206,11 +226,15 @@ def test_a_model_on_the_meta_device_says_so():
         lst_fast.traverse(model, x, y, **FAST)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(mean=(0.1, 0.2, 0.3, 0.4)), ValueError, "mean must have 1 or 1"),
-    (dict(label=torch.zeros(0)), TypeError, "label must be an integer tensor"),
-    (dict(target_label=torch.zeros(0, 2, dtype=torch.long)), ValueError, "target_label must have shape"),
-], ids=["mean-4-channels", "float-label", "2d-target-label"])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(mean=(0.1, 0.2, 0.3, 0.4)), ValueError, "mean must have 1 or 1"),
+        (dict(label=torch.zeros(0)), TypeError, "label must be an integer tensor"),
+        (dict(target_label=torch.zeros(0, 2, dtype=torch.long)), ValueError, "target_label must have shape"),
+    ],
+    ids=["mean-4-channels", "float-label", "2d-target-label"],
+)
 def test_an_empty_batch_is_validated_too(kwargs, error, match):
     x = torch.rand(0, 1, 8, 8)
     label = {k: kwargs.pop(k) for k in ("label", "target_label") if k in kwargs}
@@ -231,11 +255,15 @@ def test_settings_cannot_change_after_construction():
     assert lst.settings.step_size == 0.1
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(mean="abc"), TypeError, "mean must be a number"),
-    (dict(bounds="01"), TypeError, "bounds must be a pair"),
-    (dict(generator=0), TypeError, "generator must be a torch.Generator"),
-], ids=["mean-str", "bounds-str", "generator-int"])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(mean="abc"), TypeError, "mean must be a number"),
+        (dict(bounds="01"), TypeError, "bounds must be a pair"),
+        (dict(generator=0), TypeError, "generator must be a torch.Generator"),
+    ],
+    ids=["mean-str", "bounds-str", "generator-int"],
+)
 def test_odd_arguments_name_themselves(kwargs, error, match):
     x, y = images(2, seed=2)
     with pytest.raises(error, match=match):

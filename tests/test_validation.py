@@ -1,4 +1,5 @@
 """Bad input to traverse gets a clear Python exception naming the argument; the model stays as it was."""
+
 from __future__ import annotations
 
 import copy
@@ -186,8 +187,18 @@ def test_demo_reports_an_unwritable_output_folder(tmp_path):
 def test_eval_cli_reports_bad_arguments(tmp_path, capsys, extra, message):
     from lst_fast.cli import main
 
-    args = ["eval", "--data", "fashion-mnist-sample", "--num-samples", "4", "--iterations", "1",
-            "--out", str(tmp_path / "o"), "--no-progress"]
+    args = [
+        "eval",
+        "--data",
+        "fashion-mnist-sample",
+        "--num-samples",
+        "4",
+        "--iterations",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
     assert main(args + extra) == 1
     assert message in capsys.readouterr().err
 

@@ -9,6 +9,7 @@ dataclasses, whose checks use torch.
 
 Exit codes: 0 done, 1 error (one line on stderr; the traceback with --debug), 130 interrupted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,16 +17,37 @@ import sys
 from typing import Optional, Sequence
 
 from lst_fast.cli import bench, compare, demo, eval, info, report, run
-from lst_fast.cli.arguments import add_dataclass_arguments, add_model_arguments, add_settings_arguments, \
-    pick_device, print_backend, settings_from_arguments
+from lst_fast.cli.arguments import (
+    add_dataclass_arguments,
+    add_model_arguments,
+    add_settings_arguments,
+    pick_device,
+    print_backend,
+    settings_from_arguments,
+)
 
-__all__ = ["add_dataclass_arguments", "add_model_arguments", "add_settings_arguments", "build_parser", "main",
-           "pick_device", "print_backend", "settings_from_arguments"]
+__all__ = [
+    "add_dataclass_arguments",
+    "add_model_arguments",
+    "add_settings_arguments",
+    "build_parser",
+    "main",
+    "pick_device",
+    "print_backend",
+    "settings_from_arguments",
+]
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 EPILOG = "exit codes: 0 done, 1 error (one line on stderr; --debug shows the traceback), 130 interrupted"
-SUBCOMMANDS = {"demo": demo, "eval": eval, "report": report, "run": run, "compare": compare, "bench": bench,
-               "info": info}
+SUBCOMMANDS = {
+    "demo": demo,
+    "eval": eval,
+    "report": report,
+    "run": run,
+    "compare": compare,
+    "bench": bench,
+    "info": info,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,16 +72,23 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from lst_fast.version import __version__
 
-    parser = _Parser(prog="lst-fast", description="Level Set Traversal: blind spots of vision models",
-                     formatter_class=_Help, epilog=EPILOG)
+    parser = _Parser(
+        prog="lst-fast",
+        description="Level Set Traversal: blind spots of vision models",
+        formatter_class=_Help,
+        epilog=EPILOG,
+    )
     parser.add_argument("--version", action="version", version=f"lst-fast {__version__}")
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in SUBCOMMANDS.items():
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=_Help,
-                                 epilog=EPILOG)
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="on an error, show the traceback (default: off)")
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=_Help, epilog=EPILOG)
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="on an error, show the traceback (default: off)",
+        )
         module.add_arguments(command)
         command.set_defaults(func=module.command)
     return parser

@@ -5,6 +5,7 @@ fields (lst_fast.settings), with the fields' help text and defaults: a subcomman
 `add_settings_arguments(parser, fields, defaults)` and reads them back with
 `settings_from_arguments(args, base, fields)`, a checked LSTSettings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,14 +44,24 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, defaults: Any, name
         if hint is bool:
             # A switch is off unless given (its dest's default would read backwards for --no-...).
             if default:
-                parser.add_argument(_flag("no_" + name), dest=name, action="store_false",
-                                    help=f.metadata.get("negated", f"not: {text}") + " (default: off)")
+                parser.add_argument(
+                    _flag("no_" + name),
+                    dest=name,
+                    action="store_false",
+                    help=f.metadata.get("negated", f"not: {text}") + " (default: off)",
+                )
             else:
                 parser.add_argument(_flag(name), dest=name, action="store_true", help=text + " (default: off)")
             continue
         kind = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
-        parser.add_argument(_flag(name), dest=name, type=kind, default=default, choices=f.metadata.get("choices"),
-                            help=f"{text} (default: %(default)s)")
+        parser.add_argument(
+            _flag(name),
+            dest=name,
+            type=kind,
+            default=default,
+            choices=f.metadata.get("choices"),
+            help=f"{text} (default: %(default)s)",
+        )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,20 +73,26 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_dir_argument(parser: argparse.ArgumentParser) -> None:
     """--model-dir, read back with args.model_dir (None: RobustBench's default, ./models)."""
-    parser.add_argument("--model-dir", default=None, metavar="DIR",
-                        help="robustbench: models: RobustBench's checkpoint folder, which holds "
-                             "DATASET/THREAT/NAME.pt (default: ./models)")
+    parser.add_argument(
+        "--model-dir",
+        default=None,
+        metavar="DIR",
+        help="robustbench: models: RobustBench's checkpoint folder, which holds "
+        "DATASET/THREAT/NAME.pt (default: ./models)",
+    )
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, fields: Sequence[str] = WALK_FIELDS,
-                           defaults: Optional[LSTSettings] = None) -> None:
+def add_settings_arguments(
+    parser: argparse.ArgumentParser, fields: Sequence[str] = WALK_FIELDS, defaults: Optional[LSTSettings] = None
+) -> None:
     """Flags for the named LSTSettings fields, with `defaults`' values (default: LSTSettings()) as their
     defaults."""
     add_dataclass_arguments(parser, LSTSettings() if defaults is None else defaults, fields)
 
 
-def settings_from_arguments(args: argparse.Namespace, base: Optional[LSTSettings] = None,
-                            fields: Optional[Iterable[str]] = None) -> LSTSettings:
+def settings_from_arguments(
+    args: argparse.Namespace, base: Optional[LSTSettings] = None, fields: Optional[Iterable[str]] = None
+) -> LSTSettings:
     """`base` (default: LSTSettings()) with the named LSTSettings fields (default: all) that `args`
     holds; checked."""
     names = (f.name for f in dataclasses.fields(LSTSettings)) if fields is None else fields
@@ -90,8 +107,9 @@ def values(args: argparse.Namespace, names: Iterable[str]) -> Dict[str, Any]:
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """--device (default auto), read back with args.device; lst_fast.cli.main replaces auto by the device
     it picks (pick_device) before the command runs, and sets args.device_auto."""
-    parser.add_argument("--device", default="auto",
-                        help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N"
+    )
     parser.set_defaults(device_auto=False)
 
 

@@ -1,4 +1,5 @@
 """`lst-fast bench`: LST speed side by side on this machine and model (lst_fast.bench times it)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,15 +14,30 @@ HELP = "LST speed side by side on this machine: paper loop, one pass, lst_fast"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)  # as `lst-fast eval` has them
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="images per batch (default: 200 for 28-32 px models, 8 on the CPU / 128 on a GPU above)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per batch (default: 200 for 28-32 px models, 8 on the CPU / 128 on a GPU above)",
+    )
     parser.add_argument("--image-size", type=int, default=None, help="height and width (default: the model's own)")
-    parser.add_argument("--iterations", type=int, default=20,
-                        help="k: each mode runs k and 3k iterations; the steady rate is their difference")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each length per mode (after one warm-up run)")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=None,
-                        help="what to time (default: every mode that applies to the device; graph modes need "
-                             "CUDA, compile modes torch.compile)")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=20,
+        help="k: each mode runs k and 3k iterations; the steady rate is their difference",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of each length per mode (after one warm-up run)"
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=None,
+        help="what to time (default: every mode that applies to the device; graph modes need "
+        "CUDA, compile modes torch.compile)",
+    )
     add_device_argument(parser)
     parser.add_argument("--out", default=None, help="also write the table as OUT.md and the numbers as OUT.json")
 
@@ -30,10 +46,19 @@ def command(args: argparse.Namespace) -> int:
     from lst_fast.bench import markdown_table, run_bench
 
     print_backend(args.device, args.device_auto)
-    rows = run_bench(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained,
-                     batch_size=args.batch_size, image_size=args.image_size, iterations=args.iterations,
-                     repeats=args.repeats, modes=args.modes, device=args.device, model_dir=args.model_dir,
-                     echo=print)
+    rows = run_bench(
+        args.model,
+        checkpoint=args.checkpoint,
+        pretrained=args.pretrained,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        iterations=args.iterations,
+        repeats=args.repeats,
+        modes=args.modes,
+        device=args.device,
+        model_dir=args.model_dir,
+        echo=print,
+    )
     table = markdown_table(rows)
     print()
     print(table)

@@ -1,5 +1,6 @@
 """`lst-fast compare DIR...`: finished evaluations side by side (lst_fast.evaluation.compare writes the tables and
 figures)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="finished `lst-fast eval` output folders")
     parser.add_argument("--out", default="lst_compare", help="output folder")
     parser.add_argument("--digits", type=int, default=3, help="decimals in the tables")
-    parser.add_argument("--labels", nargs="+", default=None,
-                        help="row names, one per DIR (default: the model, with the folder name where models repeat)")
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="row names, one per DIR (default: the model, with the folder name where models repeat)",
+    )
 
 
 def command(args: argparse.Namespace) -> int:

@@ -1,10 +1,16 @@
 """`lst-fast demo`: LST on a shipped Fashion-MNIST model, with figures and a summary."""
+
 from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import WALK_FIELDS, add_device_argument, add_settings_arguments, print_backend, \
-    settings_from_arguments
+from lst_fast.cli.arguments import (
+    WALK_FIELDS,
+    add_device_argument,
+    add_settings_arguments,
+    print_backend,
+    settings_from_arguments,
+)
 from lst_fast.settings import DEMO_SETTINGS
 
 HELP = "LST on a shipped Fashion-MNIST model, with figures and a summary"
@@ -23,11 +29,21 @@ def command(args: argparse.Namespace) -> int:
     from lst_fast.demo import run_demo
 
     print_backend(args.device, args.device_auto)
-    numbers = run_demo(args.model, out=args.out, device=args.device, progress=not args.no_progress,
-                       seed=args.seed, settings=settings_from_arguments(args, DEMO_SETTINGS, WALK_FIELDS))
-    print(f"wrote {args.out}/summary.md, grid.png, path.png, linear_path.png, triangles.png "
-          f"in {numbers['total_seconds']} s")
-    print(f"mean RMS to target {numbers['mean_rms_to_target_start']:.3f} -> {numbers['mean_rms_to_target']:.3f}, "
-          f"SSIM {numbers['mean_ssim_to_target']:.3f}, source confidence {numbers['mean_final_confidence']:.3f}, "
-          f"still the source class {numbers['fraction_still_source_class']:.0%}")
+    numbers = run_demo(
+        args.model,
+        out=args.out,
+        device=args.device,
+        progress=not args.no_progress,
+        seed=args.seed,
+        settings=settings_from_arguments(args, DEMO_SETTINGS, WALK_FIELDS),
+    )
+    print(
+        f"wrote {args.out}/summary.md, grid.png, path.png, linear_path.png, triangles.png "
+        f"in {numbers['total_seconds']} s"
+    )
+    print(
+        f"mean RMS to target {numbers['mean_rms_to_target_start']:.3f} -> {numbers['mean_rms_to_target']:.3f}, "
+        f"SSIM {numbers['mean_ssim_to_target']:.3f}, source confidence {numbers['mean_final_confidence']:.3f}, "
+        f"still the source class {numbers['fraction_still_source_class']:.0%}"
+    )
     return 0

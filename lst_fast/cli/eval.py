@@ -1,5 +1,6 @@
 """`lst-fast eval`: Tables 1 and 2 over a pool of correctly classified images (resumable; one process per
 device under torchrun)."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,17 @@ import contextlib
 import os
 from typing import Iterator
 
-from lst_fast.cli.arguments import EVAL_LST_FIELDS, EVAL_OWN_FIELDS, add_dataclass_arguments, \
-    add_device_argument, add_model_dir_argument, add_settings_arguments, print_backend, settings_from_arguments, \
-    values
+from lst_fast.cli.arguments import (
+    EVAL_LST_FIELDS,
+    EVAL_OWN_FIELDS,
+    add_dataclass_arguments,
+    add_device_argument,
+    add_model_dir_argument,
+    add_settings_arguments,
+    print_backend,
+    settings_from_arguments,
+    values,
+)
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.settings import EVALUATION_SETTINGS
 
@@ -35,8 +44,15 @@ def command(args: argparse.Namespace) -> int:
     if first:
         print_backend(args.device, args.device_auto)
     with process_group(args.device) as device:
-        tables = run_evaluation(cfg, args.out, device=device, data_root=args.data_root,
-                                progress=not args.no_progress, graph=settings.graph, model_dir=args.model_dir)
+        tables = run_evaluation(
+            cfg,
+            args.out,
+            device=device,
+            data_root=args.data_root,
+            progress=not args.no_progress,
+            graph=settings.graph,
+            model_dir=args.model_dir,
+        )
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
         for key in ("table1", "table2"):

@@ -1,4 +1,5 @@
 """`lst-fast info`: which backends (compiled kernels or pure PyTorch) are in use, as JSON."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """`lst-fast report DIR`: a Markdown report (tables and figures) of a finished evaluation."""
+
 from __future__ import annotations
 
 import argparse

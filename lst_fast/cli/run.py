@@ -1,33 +1,64 @@
 """`lst-fast run`: Level Set Traversal between the user's own images (lst_fast.run_images does the work).
 
-    lst-fast run --model timm:resnet50 --source cat.jpg --target dog.jpg --out out/
-    lst-fast run --model cnn --source 'shirts/*.png' --target shoes/ --pairing all --out out/
+lst-fast run --model timm:resnet50 --source cat.jpg --target dog.jpg --out out/
+lst-fast run --model cnn --source 'shirts/*.png' --target shoes/ --pairing all --out out/
 """
+
 from __future__ import annotations
 
 import argparse
 from typing import Dict
 
-from lst_fast.cli.arguments import RUN_LST_FIELDS, add_device_argument, add_model_arguments, \
-    add_settings_arguments, print_backend, settings_from_arguments
+from lst_fast.cli.arguments import (
+    RUN_LST_FIELDS,
+    add_device_argument,
+    add_model_arguments,
+    add_settings_arguments,
+    print_backend,
+    settings_from_arguments,
+)
 
 HELP = "LST between your own images (PNG/JPEG files, folders or patterns)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)  # as `lst-fast eval` has them
-    parser.add_argument("--source", nargs="+", required=True, metavar="PATH",
-                        help="source images: PNG/JPEG files, folders or glob patterns (quote them)")
-    parser.add_argument("--target", nargs="+", required=True, metavar="PATH",
-                        help="target images: PNG/JPEG files, folders or glob patterns (quote them)")
-    parser.add_argument("--pairing", choices=["in-order", "all"], default="in-order",
-                        help="in-order: i-th source with i-th target (one file on a side pairs with every file "
-                             "of the other); all: every source with every target")
-    parser.add_argument("--source-label", type=int, nargs="+", default=None, metavar="CLASS",
-                        help="class to hold: one for all sources, or one per source file (default: the "
-                             "model's prediction on each source)")
-    parser.add_argument("--input-size", type=int, default=None,
-                        help="image height and width given to the model (default: the model's own)")
+    parser.add_argument(
+        "--source",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="source images: PNG/JPEG files, folders or glob patterns (quote them)",
+    )
+    parser.add_argument(
+        "--target",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="target images: PNG/JPEG files, folders or glob patterns (quote them)",
+    )
+    parser.add_argument(
+        "--pairing",
+        choices=["in-order", "all"],
+        default="in-order",
+        help="in-order: i-th source with i-th target (one file on a side pairs with every file "
+        "of the other); all: every source with every target",
+    )
+    parser.add_argument(
+        "--source-label",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="CLASS",
+        help="class to hold: one for all sources, or one per source file (default: the "
+        "model's prediction on each source)",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="image height and width given to the model (default: the model's own)",
+    )
     parser.add_argument("--figures", type=int, default=10, help="path strips for the first N pairs")
     add_device_argument(parser)
     parser.add_argument("--out", default="lst_run", help="output folder")
@@ -39,15 +70,34 @@ def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
     """The settings of lst_fast.traverse as flags (read back by traverse_settings)."""
     g = parser.add_argument_group("LST settings (those of lst_fast.traverse)")
     add_settings_arguments(g, RUN_LST_FIELDS)
-    g.add_argument("--bounds", type=float, nargs=2, metavar=("LO", "HI"), default=[0.0, 1.0],
-                   help="valid image range; every iterate stays inside")
-    g.add_argument("--mean", type=float, nargs="+", default=None,
-                   help="per-channel normalization mean applied inside (default: the model's own)")
-    g.add_argument("--std", type=float, nargs="+", default=None,
-                   help="per-channel normalization std applied inside (default: the model's own)")
-    g.add_argument("--record-every", type=int, default=None,
-                   help="record the iterate every N iterations, for the path strips (default: iterations/8; "
-                        "0: no strips)")
+    g.add_argument(
+        "--bounds",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=[0.0, 1.0],
+        help="valid image range; every iterate stays inside",
+    )
+    g.add_argument(
+        "--mean",
+        type=float,
+        nargs="+",
+        default=None,
+        help="per-channel normalization mean applied inside (default: the model's own)",
+    )
+    g.add_argument(
+        "--std",
+        type=float,
+        nargs="+",
+        default=None,
+        help="per-channel normalization std applied inside (default: the model's own)",
+    )
+    g.add_argument(
+        "--record-every",
+        type=int,
+        default=None,
+        help="record the iterate every N iterations, for the path strips (default: iterations/8; 0: no strips)",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
 
 
@@ -56,23 +106,45 @@ def traverse_settings(args: argparse.Namespace) -> Dict[str, object]:
     means the model's own, and `seed` is the seed of the generator the caller makes."""
     settings = settings_from_arguments(args, fields=RUN_LST_FIELDS)
     record_every = args.record_every if args.record_every is not None else max(1, settings.iterations // 8)
-    return dict({name: getattr(settings, name) for name in RUN_LST_FIELDS}, bounds=tuple(args.bounds),
-                mean=args.mean, std=args.std, record_every=record_every, seed=args.seed)
+    return dict(
+        {name: getattr(settings, name) for name in RUN_LST_FIELDS},
+        bounds=tuple(args.bounds),
+        mean=args.mean,
+        std=args.std,
+        record_every=record_every,
+        seed=args.seed,
+    )
 
 
 def command(args: argparse.Namespace) -> int:
     from lst_fast.run_images import run_images
 
     print_backend(args.device, args.device_auto)
-    numbers = run_images(args.model, args.source, args.target, out=args.out, pairing=args.pairing,
-                         source_label=args.source_label, checkpoint=args.checkpoint,
-                         pretrained=args.pretrained, input_size=args.input_size, device=args.device,
-                         model_dir=args.model_dir, figures=args.figures, progress=not args.no_progress, **traverse_settings(args))
-    print(f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} LST "
-          f"output{'s' if len(numbers['pairs']) != 1 else ''} in images/ and the figures in {numbers['total_seconds']} s")
+    numbers = run_images(
+        args.model,
+        args.source,
+        args.target,
+        out=args.out,
+        pairing=args.pairing,
+        source_label=args.source_label,
+        checkpoint=args.checkpoint,
+        pretrained=args.pretrained,
+        input_size=args.input_size,
+        device=args.device,
+        model_dir=args.model_dir,
+        figures=args.figures,
+        progress=not args.no_progress,
+        **traverse_settings(args),
+    )
+    print(
+        f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} LST "
+        f"output{'s' if len(numbers['pairs']) != 1 else ''} in images/ and the figures in {numbers['total_seconds']} s"
+    )
     m = numbers["mean"]
-    print(f"{len(numbers['pairs'])} pairs: RMS to target {m['rms_to_target_start']:.3f} -> {m['rms_to_target']:.3f}, "
-          f"SSIM {m['ssim_to_target']:.3f}, source confidence {m['initial_confidence']:.3f} -> "
-          f"{m['confidence']:.3f}, still the source class {m['still_source']:.0%}, "
-          f"accepted steps {m['accepted_steps']:.1f} of {numbers['settings']['iterations']}")
+    print(
+        f"{len(numbers['pairs'])} pairs: RMS to target {m['rms_to_target_start']:.3f} -> {m['rms_to_target']:.3f}, "
+        f"SSIM {m['ssim_to_target']:.3f}, source confidence {m['initial_confidence']:.3f} -> "
+        f"{m['confidence']:.3f}, still the source class {m['still_source']:.0%}, "
+        f"accepted steps {m['accepted_steps']:.1f} of {numbers['settings']['iterations']}"
+    )
     return 0

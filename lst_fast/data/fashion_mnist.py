@@ -5,6 +5,7 @@ Where the files come from, in order: the `root` argument, $LST_FAST_DATA, Debian
 ~/.cache/lst_fast/fashion-mnist, or a download from the official source when `download=True`.
 A 100-image sample (10 per class, from the test split) ships inside the package: load_sample().
 """
+
 from __future__ import annotations
 
 import gzip
@@ -48,7 +49,9 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + math.prod(shape)  # Python integers: sizes that overflow int64 cannot wrap to a match
     if len(data) != expected:
-        raise ValueError(f"{name} holds {len(data)} bytes but its header {shape} needs {expected}: truncated or corrupt")
+        raise ValueError(
+            f"{name} holds {len(data)} bytes but its header {shape} needs {expected}: truncated or corrupt"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 

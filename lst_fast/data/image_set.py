@@ -1,5 +1,6 @@
 """An image set of the evaluation: labels in memory, images fetched by index (lst_fast.data.sources opens
 them by name)."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
@@ -12,8 +13,9 @@ class ImageSet:
     """Labels (N,) in memory; images fetched by index as float32 (n, C, H, W) in [0, 1]; the class names
     where the data set has them (else None)."""
 
-    def __init__(self, labels: Tensor, fetch: Callable[[Tensor], Tensor], name: str,
-                 class_names: Optional[Sequence[str]] = None):
+    def __init__(
+        self, labels: Tensor, fetch: Callable[[Tensor], Tensor], name: str, class_names: Optional[Sequence[str]] = None
+    ):
         self.labels = labels.to(torch.long)
         self._fetch = fetch
         self.name = name

@@ -9,6 +9,7 @@ which unpickles plain containers of strings and no code.
 Classes are in the devkit's order (sorted WordNet IDs: the index every ImageNet model uses) and are named
 from the devkit. Images get the model's own resize and crop.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,17 +32,23 @@ def open_imagenet_val(root: Union[str, Path], preprocessing: Optional[Preprocess
     if not root.is_dir():
         raise FileNotFoundError(f"{spec}: no folder {root}; give the folder that holds {DEVKIT} and {VAL_ARCHIVE}")
     if not (root / META_FILE).is_file() and not (root / DEVKIT).is_file():
-        raise FileNotFoundError(f"{spec}: the ImageNet devkit {root / DEVKIT} is missing (it has the class names "
-                                "and the val labels); download it from the ImageNet site into that folder")
+        raise FileNotFoundError(
+            f"{spec}: the ImageNet devkit {root / DEVKIT} is missing (it has the class names "
+            "and the val labels); download it from the ImageNet site into that folder"
+        )
     if not (root / "val").is_dir() and not (root / VAL_ARCHIVE).is_file():
-        raise FileNotFoundError(f"{spec}: the val images are missing: neither {root / VAL_ARCHIVE} (from the "
-                                f"ImageNet site) nor the folder {root / 'val'} unpacked from it")
+        raise FileNotFoundError(
+            f"{spec}: the val images are missing: neither {root / VAL_ARCHIVE} (from the "
+            f"ImageNet site) nor the folder {root / 'val'} unpacked from it"
+        )
     if not (root / META_FILE).is_file():
         try:
             import scipy.io  # noqa: F401  torchvision reads the devkit's meta.mat with it
         except ImportError:
-            raise RuntimeError(f"{spec}: reading the devkit the first time needs scipy: "
-                               'pip install "lst_fast[imagenet]" (or pip install scipy)') from None
+            raise RuntimeError(
+                f"{spec}: reading the devkit the first time needs scipy: "
+                'pip install "lst_fast[imagenet]" (or pip install scipy)'
+            ) from None
     from torchvision.datasets import ImageNet
 
     try:

@@ -3,6 +3,7 @@
 Only the geometric part lives here. LST walks in [0, 1] image space, so a model's mean/std is not part
 of the preprocessing: it is applied inside the model call (see lst_fast.models.ModelDescriptor).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,12 @@ IMAGENET_EVAL = Preprocessing((3, 224, 224), "bilinear", 0.875, "center")
 def from_timm_config(config: Mapping[str, Any]) -> Preprocessing:
     """The preprocessing of a timm data config (timm.data.resolve_data_config)."""
     c, h, w = (int(v) for v in config["input_size"])
-    return Preprocessing((c, h, w), config.get("interpolation") or "bilinear",
-                         float(config.get("crop_pct") or 1.0), config.get("crop_mode") or "center")
+    return Preprocessing(
+        (c, h, w),
+        config.get("interpolation") or "bilinear",
+        float(config.get("crop_pct") or 1.0),
+        config.get("crop_mode") or "center",
+    )
 
 
 def image_transform(pre: Preprocessing) -> Callable:
@@ -64,13 +69,19 @@ def image_transform(pre: Preprocessing) -> Callable:
     from timm.data import create_transform
 
     try:
-        transform = create_transform(input_size=pre.input_size, interpolation=pre.interpolation,
-                                     crop_pct=pre.crop_pct, crop_mode=pre.crop_mode, normalize=False)
+        transform = create_transform(
+            input_size=pre.input_size,
+            interpolation=pre.interpolation,
+            crop_pct=pre.crop_pct,
+            crop_mode=pre.crop_mode,
+            normalize=False,
+        )
     except TypeError:  # timm before `normalize=`: drop the Normalize step ourselves
         from torchvision import transforms
 
-        full = create_transform(input_size=pre.input_size, interpolation=pre.interpolation,
-                                crop_pct=pre.crop_pct, crop_mode=pre.crop_mode)
+        full = create_transform(
+            input_size=pre.input_size, interpolation=pre.interpolation, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode
+        )
         transform = transforms.Compose([t for t in full.transforms if type(t).__name__ != "Normalize"])
 
     def to_tensor(image) -> "torch.Tensor":

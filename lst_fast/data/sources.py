@@ -11,6 +11,7 @@
 Image files (imagefolder, imagenet) are resized and cropped with the model's own preprocessing, passed as
 `preprocessing` (a ModelDescriptor's); without one, resize 256 and center crop 224.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,13 +43,17 @@ def check_tensor_data(images: Tensor, labels: Tensor, name: str) -> None:
     if images.dtype != torch.uint8 and not images.is_floating_point():
         raise ValueError(f"{name}: 'images' must be uint8 (0-255) or floating-point in [0, 1], got {images.dtype}")
     if labels.dim() != 1:
-        raise ValueError(f"{name}: 'labels' must have shape (N,) = ({images.shape[0]},), one class index per "
-                         f"image, got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"{name}: 'labels' must have shape (N,) = ({images.shape[0]},), one class index per "
+            f"image, got shape {tuple(labels.shape)}"
+        )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"{name}: 'labels' must be integer class indices, got {labels.dtype}")
     if labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{name}: 'labels' has {labels.shape[0]} entries but 'images' has {images.shape[0]} "
-                         "images; they must match one to one")
+        raise ValueError(
+            f"{name}: 'labels' has {labels.shape[0]} entries but 'images' has {images.shape[0]} "
+            "images; they must match one to one"
+        )
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError(f"{name}: 'labels' must be class indices >= 0, got {int(labels.min())}")
 
@@ -57,8 +62,10 @@ def read_cifar10_binary(directory: Path) -> tuple:
     """CIFAR-10 test batch from the binary version: records of 1 label byte and 3072 pixel bytes."""
     path = Path(directory) / "test_batch.bin"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: give the folder of the CIFAR-10 binary version "
-                                "(cifar-10-batches-bin), which holds test_batch.bin")
+        raise FileNotFoundError(
+            f"{path} not found: give the folder of the CIFAR-10 binary version "
+            "(cifar-10-batches-bin), which holds test_batch.bin"
+        )
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0 or data.size % 3073:
         raise ValueError(f"{path} holds {data.size} bytes, not a whole number of 3073-byte CIFAR-10 records")
@@ -132,5 +139,7 @@ def open_image_set(spec: str, root: Optional[str] = None, preprocessing: Optiona
         images, labels = tensors["images"], tensors["labels"]
         check_tensor_data(images, labels, arg)
         return _in_memory(images, labels, spec)
-    raise ValueError(f"unknown data {spec!r}: use fashion-mnist, fashion-mnist-sample, cifar10:DIR, "
-                     "imagefolder:DIR, imagenet:ROOT or tensor:FILE")
+    raise ValueError(
+        f"unknown data {spec!r}: use fashion-mnist, fashion-mnist-sample, cifar10:DIR, "
+        "imagefolder:DIR, imagenet:ROOT or tensor:FILE"
+    )

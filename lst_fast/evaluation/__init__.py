@@ -1,13 +1,14 @@
 """The full evaluation (Tables 1 and 2, docs/ALGORITHM.md section 3), one concern per module:
 
-    config    EvalConfig: what an evaluation computes (OUT/config.json)
-    targets   each round's targets: a seeded cross-class derangement of the pool
-    runner    run_evaluation: pool, rounds of LST, triangles, tables (resumable, torchrun-aware)
-    store     EvaluationStore: the files of an evaluation folder, their checks and its lock
-    tables    the tables' columns and titles, their numbers and their Markdown/LaTeX
-    report    write_report: OUT/report.md with figures (`lst-fast report`)
-    compare   write_comparison: finished evaluations side by side (`lst-fast compare`)
+config    EvalConfig: what an evaluation computes (OUT/config.json)
+targets   each round's targets: a seeded cross-class derangement of the pool
+runner    run_evaluation: pool, rounds of LST, triangles, tables (resumable, torchrun-aware)
+store     EvaluationStore: the files of an evaluation folder, their checks and its lock
+tables    the tables' columns and titles, their numbers and their Markdown/LaTeX
+report    write_report: OUT/report.md with figures (`lst-fast report`)
+compare   write_comparison: finished evaluations side by side (`lst-fast compare`)
 """
+
 from lst_fast.evaluation.compare import write_comparison
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.report import write_report

@@ -6,6 +6,7 @@ fractions per threshold. `lst-fast compare` runs `write_comparison`.
 Reads only what `lst-fast eval` wrote, through the evaluation's store: config.json, tables.json and the
 per-pair chunk files; unfinished folders are refused, by name.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,15 @@ from lst_fast.evaluation.tables import (
     side_by_side_markdown,
 )
 
-__all__ = ["PER_PAIR", "distributions_figure", "fractions_figure", "load_all", "load_evaluation", "row_labels",
-           "write_comparison"]
+__all__ = [
+    "PER_PAIR",
+    "distributions_figure",
+    "fractions_figure",
+    "load_all",
+    "load_evaluation",
+    "row_labels",
+    "write_comparison",
+]
 
 PER_PAIR = ("rms", "ssim", "confidence")  # the Table 1 columns whose distributions are drawn
 Run = Dict[str, Any]
@@ -77,11 +85,12 @@ def row_labels(runs: List[Run], labels: Optional[Sequence[str]] = None) -> List[
             raise ValueError(f"--labels takes one name per folder ({len(runs)}), got {len(labels)}")
         return list(labels)
     models = [r["config"].get("model", "?") for r in runs]
-    return [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs)]
+    return [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs, strict=True)]
 
 
-def write_comparison(folders: Sequence[str], out, digits: int = 3,
-                     labels: Optional[Sequence[str]] = None) -> List[Path]:
+def write_comparison(
+    folders: Sequence[str], out, digits: int = 3, labels: Optional[Sequence[str]] = None
+) -> List[Path]:
     """Write OUT/table{1,2}.{md,tex}, compare.md, compare.json and the two figures; return the paths."""
     runs = load_all(folders)
     names = row_labels(runs, labels)
@@ -97,18 +106,31 @@ def write_comparison(folders: Sequence[str], out, digits: int = 3,
         sections.append(md)
         written.append(atomic_write_text(out / f"{key}.md", md))
         written.append(atomic_write_text(out / f"{key}.tex", side_by_side_latex(table)))
-    figures = {"Table 1 distributions": distributions_figure(runs, names, out / "table1_distributions.png"),
-               "Table 2 high-confidence fractions": fractions_figure(runs, names, out / "table2_fractions.png")}
+    figures = {
+        "Table 1 distributions": distributions_figure(runs, names, out / "table1_distributions.png"),
+        "Table 2 high-confidence fractions": fractions_figure(runs, names, out / "table2_fractions.png"),
+    }
     written += list(figures.values())
-    text = ["# lst-fast compare", "", "Runs: " + ", ".join(f"`{n}` = {r['folder']}" for n, r in zip(names, runs)), "",
-            *sections]
+    text = [
+        "# lst-fast compare",
+        "",
+        "Runs: " + ", ".join(f"`{n}` = {r['folder']}" for n, r in zip(names, runs, strict=True)),
+        "",
+        *sections,
+    ]
     for title, path in figures.items():
         text += [f"## {title}", "", f"![{title}]({path.name})", ""]
-    summary = [{"label": n, "folder": r["folder"], "config": r["config"], "tables": r["tables"]}
-               for n, r in zip(names, runs)]
-    return written + [atomic_write_text(out / "compare.md", "\n".join(text)),
-                      atomic_write_text(out / "compare.json", json.dumps(
-                          {"runs": summary, "differing_settings": differing_settings(runs)}, indent=1))]
+    summary = [
+        {"label": n, "folder": r["folder"], "config": r["config"], "tables": r["tables"]}
+        for n, r in zip(names, runs, strict=True)
+    ]
+    return written + [
+        atomic_write_text(out / "compare.md", "\n".join(text)),
+        atomic_write_text(
+            out / "compare.json",
+            json.dumps({"runs": summary, "differing_settings": differing_settings(runs)}, indent=1),
+        ),
+    ]
 
 
 def distributions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
@@ -116,11 +138,15 @@ def distributions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
     plt = plots.pyplot()
     titles = {"rms": "RMS to target", "ssim": "SSIM to target", "confidence": "final source-class confidence"}
     fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.1 * len(runs) * 3), 3.4))
-    for ax, key in zip(axes, PER_PAIR):
+    for ax, key in zip(axes, PER_PAIR, strict=True):
         values = [r["per_pair"][key][~r["per_pair"][key].isnan()].numpy() for r in runs]
-        ax.boxplot(values, showmeans=True, medianprops={"color": "tab:red"},
-                   meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
-                   flierprops={"marker": ".", "markersize": 3})
+        ax.boxplot(
+            values,
+            showmeans=True,
+            medianprops={"color": "tab:red"},
+            meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"},
+            flierprops={"marker": ".", "markersize": 3},
+        )
         ax.set_xticks(range(1, len(runs) + 1))
         ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
         ax.set_title(titles[key], fontsize=9)
@@ -136,7 +162,7 @@ def fractions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
     plt = plots.pyplot()
     drops = [0.0, 0.1, 0.2, 0.3]
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for name, run in zip(names, runs):
+    for name, run in zip(names, runs, strict=True):
         cols = run["tables"]["table2"]
         mean = [cols[f"frac_above_{d:g}"][0] for d in drops]
         std = [cols[f"frac_above_{d:g}"][1] for d in drops]

@@ -1,5 +1,6 @@
 """What an evaluation computes (`EvalConfig`): its own settings plus the traversal's (`lst`), and the flat
 form written to OUT/config.json."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,19 +30,29 @@ class EvalConfig:
     LST fields by name (`EvalConfig(iterations=40, step_size=0.1)`), applied to EVALUATION_SETTINGS.
     """
 
-    model: str = field(default="cnn", metadata=_help(
-        "cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
-        "(fashion_cnn, fashion_vit, wrn28_10, timm:NAME, ...) with --checkpoint"))
-    checkpoint: Optional[str] = field(default=None, metadata=_help(
-        "weights file: safetensors or a weights-only torch file"))
-    pretrained: bool = field(default=True, metadata=_help(
-        "timm/torchvision: pretrained weights", negated="timm/torchvision: random initialization"))
-    data: str = field(default="fashion-mnist", metadata=_help(
-        "fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE"))
+    model: str = field(
+        default="cnn",
+        metadata=_help(
+            "cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
+            "(fashion_cnn, fashion_vit, wrn28_10, timm:NAME, ...) with --checkpoint"
+        ),
+    )
+    checkpoint: Optional[str] = field(
+        default=None, metadata=_help("weights file: safetensors or a weights-only torch file")
+    )
+    pretrained: bool = field(
+        default=True,
+        metadata=_help("timm/torchvision: pretrained weights", negated="timm/torchvision: random initialization"),
+    )
+    data: str = field(
+        default="fashion-mnist",
+        metadata=_help("fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE"),
+    )
     rounds: int = field(default=5, metadata=_help("rounds of targets per source"))
     num_samples: int = field(default=100, metadata=_help("sources in the pool"))
-    min_confidence: Optional[float] = field(default=None, metadata=_help(
-        "pool: also ask confidence above this (the paper: 0.6)"))
+    min_confidence: Optional[float] = field(
+        default=None, metadata=_help("pool: also ask confidence above this (the paper: 0.6)")
+    )
     triangle_n: int = field(default=10, metadata=_help("triangle grid: n + 1 points per edge"))
     chunk_size: int = field(default=256, metadata=_help("images per result file (the unit of resume)"))
     seed: int = field(default=0, metadata=_help("seeds the pool, the targets and every chunk's noise"))

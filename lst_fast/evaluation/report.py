@@ -1,4 +1,5 @@
 """A Markdown report of a finished evaluation (its tables and figures), for `lst-fast report DIR`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,9 @@ from lst_fast.geometry import linear_path_confidence, triangle_weights, width_pr
 __all__ = ["write_report"]
 
 
-def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, device="cpu",
-                 model_dir: Optional[str] = None) -> Path:
+def write_report(
+    out_dir, data_root: Optional[str] = None, pairs: int = 8, device="cpu", model_dir: Optional[str] = None
+) -> Path:
     """Render OUT/report.md from an evaluation folder written by `lst-fast eval` (model_dir: RobustBench's
     checkpoint folder, for robustbench: models)."""
     from lst_fast.models import resolve_model
@@ -25,8 +27,9 @@ def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, devic
     out = store.root
     store.require_finished()
     cfg = store.read_config()
-    described = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
-                              model_dir=model_dir)
+    described = resolve_model(
+        cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=model_dir
+    )
     model = described.classifier()
     data = open_image_set(cfg.data, data_root, described.preprocessing)
     first = store.read_chunk(0, 0)
@@ -42,13 +45,27 @@ def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, devic
         second = store.read_chunk(1, 0)
         m = min(3, k, second["images"].shape[0])
         conf = store.read_triangles(0, 1)[:m]
-        figures["triangles"] = plots.triangle_maps(conf, triangle_weights(cfg.triangle_n), xs[:m], outputs[:m],
-                                                   second["images"][:m], out / "report_triangles.png")
+        figures["triangles"] = plots.triangle_maps(
+            conf,
+            triangle_weights(cfg.triangle_n),
+            xs[:m],
+            outputs[:m],
+            second["images"][:m],
+            out / "report_triangles.png",
+        )
     radii = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
-    width = width_profile(model, outputs.to(device), (outputs - xs).to(device), label.to(device), radii, k=64,
-                          generator=torch.Generator(device=device).manual_seed(cfg.seed))
-    figures["width"] = plots.width_bands(width["radii"], width["low"].cpu(), width["high"].cpu(),
-                                         out / "report_width.png")
+    width = width_profile(
+        model,
+        outputs.to(device),
+        (outputs - xs).to(device),
+        label.to(device),
+        radii,
+        k=64,
+        generator=torch.Generator(device=device).manual_seed(cfg.seed),
+    )
+    figures["width"] = plots.width_bands(
+        width["radii"], width["low"].cpu(), width["high"].cpu(), out / "report_width.png"
+    )
 
     text = [store.read_tables_markdown(), ""]
     captions = {
@@ -56,7 +73,7 @@ def write_report(out_dir, data_root: Optional[str] = None, pairs: int = 8, devic
         "linear paths": "Confidence along (1 - t) source + t output for the pairs above.",
         "triangles": "Confidence over triangles (source, output of round 0, output of round 1).",
         "width": "Width at the outputs: confidence quantiles (5%, 95%) over 64 random directions "
-                 "orthogonal to (output - source), against the radius.",
+        "orthogonal to (output - source), against the radius.",
     }
     for name, path in figures.items():
         text += [f"## {name}", "", captions[name], "", f"![{name}]({path.name})", ""]

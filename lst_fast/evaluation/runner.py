@@ -6,6 +6,7 @@ the same configuration skips finished chunks and ends with the same tables. Unde
 torch.distributed group) each rank takes every world_size-th chunk and triangle set; every chunk is
 seeded by its position alone, so K processes produce exactly the tables of one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,8 +62,8 @@ class _Work:
     world: int
     model: torch.nn.Module
     data: ImageSet
-    pool: Tensor            # dataset indices of the sources
-    targets: List[Tensor]   # per round: pool position of each source's target
+    pool: Tensor  # dataset indices of the sources
+    targets: List[Tensor]  # per round: pool position of each source's target
 
     @property
     def chunks(self) -> int:
@@ -74,9 +75,15 @@ class _Work:
         return self.pool[rows], self.pool[self.targets[round_][rows]]
 
 
-def run_evaluation(cfg: EvalConfig, out_dir, device="cpu", data_root: Optional[str] = None,
-                   progress: bool = True, graph: bool = False,
-                   model_dir: Optional[str] = None) -> paper_tables.Tables:
+def run_evaluation(
+    cfg: EvalConfig,
+    out_dir,
+    device="cpu",
+    data_root: Optional[str] = None,
+    progress: bool = True,
+    graph: bool = False,
+    model_dir: Optional[str] = None,
+) -> paper_tables.Tables:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json, and return
     the tables (the dict of tables.json: see lst_fast.evaluation.tables).
 
@@ -113,22 +120,25 @@ def _claim_folder(work: _Work) -> None:
             try:
                 work.store.check_or_write_config(work.cfg)
             except OSError as error:
-                raise ValueError(f"cannot write to the output folder {work.store.root}: "
-                                 f"{error.strerror or error}") from error
+                raise ValueError(
+                    f"cannot write to the output folder {work.store.root}: {error.strerror or error}"
+                ) from error
             work.store.prepare()
             if work.rank == 0:
                 work.store.remove_leftovers()
         _barrier(work.world)
 
 
-def _load_model_and_pool(cfg: EvalConfig, device: torch.device, data_root: Optional[str],
-                         model_dir: Optional[str]) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor]]:
+def _load_model_and_pool(
+    cfg: EvalConfig, device: torch.device, data_root: Optional[str], model_dir: Optional[str]
+) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor]]:
     """The model, the data (in the model's own preprocessing), the pool and each round's targets (checked;
     nothing written)."""
     from lst_fast.models import resolve_model
 
-    described = resolve_model(cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
-                              model_dir=model_dir)
+    described = resolve_model(
+        cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=model_dir
+    )
     model = described.classifier()  # [0, 1] images to logits, its mean/std (if any) in front
     data = open_image_set(cfg.data, data_root, described.preprocessing)
     pool = build_pool(model, data, cfg, device)
@@ -143,11 +153,15 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
     from tqdm.auto import tqdm
 
     cfg, store, data = work.cfg, work.store, work.data
-    mine = [(r, c) for r in range(cfg.rounds) for c in range(work.chunks)][work.rank::work.world]
+    mine = [(r, c) for r in range(cfg.rounds) for c in range(work.chunks)][work.rank :: work.world]
     image_shape = tuple(data.get(work.pool[:1]).shape[1:])
     todo = [job for job in mine if not store.has_chunk(*job, cfg, *work.chunk_rows(*job), image_shape)]
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress,
-               desc="LST chunks" + (f" (rank {work.rank})" if work.world > 1 else ""))
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        disable=not progress,
+        desc="LST chunks" + (f" (rank {work.rank})" if work.world > 1 else ""),
+    )
 
     def chunk_images(job: Tuple[int, int]) -> List[Tensor]:
         src, tgt = work.chunk_rows(*job)
@@ -160,16 +174,28 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
         res = traverse(work.model, xs, xt, settings, label=label, generator=generator)
         with torch.no_grad():
             still = work.model(res.images).argmax(1) == res.label
-        store.write_chunk(r, c, {"source": src, "target": tgt, "images": res.images,
-                                 "initial_confidence": res.initial_confidence, "confidence": res.confidence,
-                                 "still_source": still.double(), "accepted_steps": res.accepted_steps,
-                                 **distances(res.images, xt)}, cfg)
+        store.write_chunk(
+            r,
+            c,
+            {
+                "source": src,
+                "target": tgt,
+                "images": res.images,
+                "initial_confidence": res.initial_confidence,
+                "confidence": res.confidence,
+                "still_source": still.double(),
+                "accepted_steps": res.accepted_steps,
+                **distances(res.images, xt),
+            },
+            cfg,
+        )
         bar.update(1)
     bar.close()
 
 
-def staged_on_device(jobs: Sequence[Job], load: Callable[[Job], List[Tensor]],
-                     device: torch.device) -> Iterator[Tuple[Job, List[Tensor]]]:
+def staged_on_device(
+    jobs: Sequence[Job], load: Callable[[Job], List[Tensor]], device: torch.device
+) -> Iterator[Tuple[Job, List[Tensor]]]:
     """Yield (job, tensors on `device`) for each job; on CUDA the next job's tensors are copied from pinned
     memory on a side stream while the current job computes."""
     device = torch.device(device)
@@ -215,22 +241,31 @@ def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
     """Confidence over the triangle (source, output of round r1, output of round r2) for every source
     and pair of rounds; this rank's share of the pairs, skipping finished ones."""
     cfg, device, pool, data = work.cfg, work.device, work.pool, work.data
-    for r1, r2 in paper_tables.round_pairs(cfg.rounds)[work.rank::work.world]:
+    for r1, r2 in paper_tables.round_pairs(cfg.rounds)[work.rank :: work.world]:
         if work.store.has_triangles(r1, r2, cfg, (len(pool), len(triangle_weights(cfg.triangle_n)))):
             continue
         conf = []
         for start in range(0, len(pool), cfg.chunk_size):
             rows = slice(start, start + cfg.chunk_size)
-            conf.append(triangle_confidence(work.model, data.get(pool[rows]).to(device),
-                                            per_round[r1]["images"][rows].to(device),
-                                            per_round[r2]["images"][rows].to(device),
-                                            data.labels[pool[rows]].to(device), n=cfg.triangle_n,
-                                            precision=cfg.lst.precision).cpu())
+            conf.append(
+                triangle_confidence(
+                    work.model,
+                    data.get(pool[rows]).to(device),
+                    per_round[r1]["images"][rows].to(device),
+                    per_round[r2]["images"][rows].to(device),
+                    data.labels[pool[rows]].to(device),
+                    n=cfg.triangle_n,
+                    precision=cfg.lst.precision,
+                ).cpu()
+            )
         work.store.write_triangles(r1, r2, torch.cat(conf), cfg)
 
 
 def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> paper_tables.Tables:
     triangles = [work.store.read_triangles(r1, r2) for r1, r2 in paper_tables.round_pairs(work.cfg.rounds)]
-    return paper_tables.summarize(paper_tables.table1_per_pair(per_round),
-                                  paper_tables.table2_per_source(triangles, work.cfg.triangle_n, len(work.pool)),
-                                  len(work.pool), work.cfg.rounds)
+    return paper_tables.summarize(
+        paper_tables.table1_per_pair(per_round),
+        paper_tables.table2_per_source(triangles, work.cfg.triangle_n, len(work.pool)),
+        len(work.pool),
+        work.cfg.rounds,
+    )

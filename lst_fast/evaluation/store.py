@@ -17,6 +17,7 @@ another evaluation is refused (ValueError naming it), an unreadable one (truncat
 recomputed with a warning. A write that fails (disk full) raises RuntimeError naming the file; finished
 files are kept.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,19 @@ from lst_fast.evaluation.config import EvalConfig
 _METADATA_KEY = "lst_fast"
 LOCK_NAME = ".lst-fast.lock"
 # The tensors of a chunk file, one row per pair of the chunk.
-CHUNK_KEYS = ("source", "target", "images", "initial_confidence", "confidence", "still_source", "accepted_steps",
-              "l2", "rms", "linf", "ssim")
+CHUNK_KEYS = (
+    "source",
+    "target",
+    "images",
+    "initial_confidence",
+    "confidence",
+    "still_source",
+    "accepted_steps",
+    "l2",
+    "rms",
+    "linf",
+    "ssim",
+)
 
 # Appended to the error of a failed write: nothing finished is lost.
 RESUME_ADVICE = "files written before are kept, the same command resumes once it can write"
@@ -51,8 +63,7 @@ def load_tensors(path: Path) -> Dict[str, Tensor]:
     except FileNotFoundError:
         raise
     except Exception as error:  # SafetensorError (truncated, not safetensors), OSError
-        raise ValueError(f"cannot read {path} ({error}); delete it and run the same command to recompute "
-                         "it") from error
+        raise ValueError(f"cannot read {path} ({error}); delete it and run the same command to recompute it") from error
 
 
 def _read_record(path: Path, wanted: Sequence[str]):
@@ -107,12 +118,16 @@ class EvaluationStore:
             return False
         found = self._read_config_json()
         if not isinstance(found, dict):
-            raise ValueError(f"{self.config_path} does not hold an evaluation configuration (a JSON object); "
-                             "use a fresh --out folder")
+            raise ValueError(
+                f"{self.config_path} does not hold an evaluation configuration (a JSON object); "
+                "use a fresh --out folder"
+            )
         diff = _config_difference(found, cfg)
         if diff:
-            raise ValueError(f"{self.root} holds results of another configuration (differences, theirs vs "
-                             f"ours: {diff}); use a fresh --out folder or the same settings")
+            raise ValueError(
+                f"{self.root} holds results of another configuration (differences, theirs vs "
+                f"ours: {diff}); use a fresh --out folder or the same settings"
+            )
         return True
 
     def read_config(self) -> EvalConfig:
@@ -154,8 +169,10 @@ class EvaluationStore:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise RuntimeError(f"{self.root} is in use by another lst-fast eval (pid {holder}); wait for it "
-                                   "to finish or use another --out folder") from None
+                raise RuntimeError(
+                    f"{self.root} is in use by another lst-fast eval (pid {holder}); wait for it "
+                    "to finish or use another --out folder"
+                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
@@ -171,8 +188,15 @@ class EvaluationStore:
 
     # -- chunks of a round ------------------------------------------------------------------------------
 
-    def has_chunk(self, round_: int, chunk: int, cfg: EvalConfig, source: Optional[Tensor] = None,
-                  target: Optional[Tensor] = None, image_shape: Optional[Sequence[int]] = None) -> bool:
+    def has_chunk(
+        self,
+        round_: int,
+        chunk: int,
+        cfg: EvalConfig,
+        source: Optional[Tensor] = None,
+        target: Optional[Tensor] = None,
+        image_shape: Optional[Sequence[int]] = None,
+    ) -> bool:
         """Whether this chunk is finished and may be reused (the one place to vet a chunk before reuse):
         its recorded configuration, round and chunk must be these, and when given, its source and target
         indices and its image shape (C, H, W) too, with one row per pair in every tensor of CHUNK_KEYS.
@@ -205,8 +229,9 @@ class EvaluationStore:
 
     def write_chunk(self, round_: int, chunk: int, tensors: Dict[str, Tensor], cfg: EvalConfig) -> Path:
         metadata = {"round": round_, "chunk": chunk, "config": cfg.to_dict()}
-        return atomic_save_tensors(tensors, self.chunk_path(round_, chunk), {_METADATA_KEY: json.dumps(metadata)},
-                                   RESUME_ADVICE)
+        return atomic_save_tensors(
+            tensors, self.chunk_path(round_, chunk), {_METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE
+        )
 
     def read_chunk(self, round_: int, chunk: int) -> Dict[str, Tensor]:
         return load_tensors(self.chunk_path(round_, chunk))
@@ -238,8 +263,12 @@ class EvaluationStore:
 
     def write_triangles(self, r1: int, r2: int, confidence: Tensor, cfg: EvalConfig) -> Path:
         metadata = {"rounds": [r1, r2], "config": cfg.to_dict()}
-        return atomic_save_tensors({"confidence": confidence}, self.triangles_path(r1, r2),
-                                   {_METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE)
+        return atomic_save_tensors(
+            {"confidence": confidence},
+            self.triangles_path(r1, r2),
+            {_METADATA_KEY: json.dumps(metadata)},
+            RESUME_ADVICE,
+        )
 
     def read_triangles(self, r1: int, r2: int) -> Tensor:
         path = self.triangles_path(r1, r2)
@@ -261,8 +290,10 @@ class EvaluationStore:
         """Raise FileNotFoundError unless the evaluation finished (configuration, tables, first chunk)."""
         for needed in (self.config_path, self.tables_md, self.chunk_path(0, 0)):
             if not needed.exists():
-                raise FileNotFoundError(f"{self.root} is not a finished evaluation: "
-                                        f"{needed.relative_to(self.root)} is missing (run `lst-fast eval` first)")
+                raise FileNotFoundError(
+                    f"{self.root} is not a finished evaluation: "
+                    f"{needed.relative_to(self.root)} is missing (run `lst-fast eval` first)"
+                )
 
 
 def _config_difference(found: dict, cfg: EvalConfig) -> dict:
@@ -270,8 +301,9 @@ def _config_difference(found: dict, cfg: EvalConfig) -> dict:
     record takes its default, as in folders written before the setting existed)."""
     wanted = json.loads(json.dumps(cfg.to_dict()))
     theirs = {**EvalConfig().to_dict(), **found}
-    return {k: (theirs.get(k), v) for k, v in wanted.items() if theirs.get(k) != v} | \
-        {k: (theirs[k], None) for k in theirs if k not in wanted}
+    return {k: (theirs.get(k), v) for k, v in wanted.items() if theirs.get(k) != v} | {
+        k: (theirs[k], None) for k in theirs if k not in wanted
+    }
 
 
 def _record_problems(record: dict, cfg: EvalConfig, position: dict) -> List[str]:
@@ -288,8 +320,10 @@ def _record_problems(record: dict, cfg: EvalConfig, position: dict) -> List[str]
 
 def _refuse(path: Path, problems: List[str]) -> None:
     if problems:
-        raise ValueError(f"{path} does not belong to this evaluation: {'; '.join(problems)}. Use a fresh --out "
-                         "folder, or delete the file to recompute it")
+        raise ValueError(
+            f"{path} does not belong to this evaluation: {'; '.join(problems)}. Use a fresh --out "
+            "folder, or delete the file to recompute it"
+        )
 
 
 def _recompute(path: Path, why: str) -> bool:

@@ -5,6 +5,7 @@ row per run, in Markdown and LaTeX (`side_by_side`, for `lst-fast compare`).
 `tables` is the dict written to OUT/tables.json: {"table1": {column: (mean, std)}, "table2": {...},
 "pairs": int, "sources": int}.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,31 +17,79 @@ from torch import Tensor
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.geometry import per_source, triangle_statistics, triangle_weights
 
-__all__ = ["TABLE1", "TABLE1_HEADERS", "TABLE2", "TABLE2_HEADERS", "TITLES", "differing_settings", "mean_std",
-           "round_pairs", "side_by_side", "side_by_side_latex", "side_by_side_markdown", "summarize", "table1_per_pair",
-           "table2_per_source", "tables_markdown"]
+__all__ = [
+    "TABLE1",
+    "TABLE1_HEADERS",
+    "TABLE2",
+    "TABLE2_HEADERS",
+    "TITLES",
+    "differing_settings",
+    "mean_std",
+    "round_pairs",
+    "side_by_side",
+    "side_by_side_latex",
+    "side_by_side_markdown",
+    "summarize",
+    "table1_per_pair",
+    "table2_per_source",
+    "tables_markdown",
+]
 
 # The columns (keys of tables.json) and how the side-by-side tables head them.
-TABLE1_HEADERS = {"rms": "RMS", "linf": "l_inf", "l2": "l2", "ssim": "SSIM", "initial_confidence": "p0",
-                  "confidence": "final confidence", "still_source": "still source class"}
-TABLE2_HEADERS = {"p_source": "p at source", "mean": "mean p", "frac_above_0": "frac p > p_src",
-                  "frac_above_0.1": "> p_src - 0.1", "frac_above_0.2": "> p_src - 0.2",
-                  "frac_above_0.3": "> p_src - 0.3", "edge_mean": "edge mean", "edge_min_drop": "edge min (p - p_src)"}
+TABLE1_HEADERS = {
+    "rms": "RMS",
+    "linf": "l_inf",
+    "l2": "l2",
+    "ssim": "SSIM",
+    "initial_confidence": "p0",
+    "confidence": "final confidence",
+    "still_source": "still source class",
+}
+TABLE2_HEADERS = {
+    "p_source": "p at source",
+    "mean": "mean p",
+    "frac_above_0": "frac p > p_src",
+    "frac_above_0.1": "> p_src - 0.1",
+    "frac_above_0.2": "> p_src - 0.2",
+    "frac_above_0.3": "> p_src - 0.3",
+    "edge_mean": "edge mean",
+    "edge_min_drop": "edge min (p - p_src)",
+}
 TABLE1 = ("l2", "rms", "linf", "ssim", "initial_confidence", "confidence", "still_source")
-TABLE2 = ("p_source", "mean", "frac_above_0", "frac_above_0.1", "frac_above_0.2", "frac_above_0.3",
-          "edge_mean", "edge_min_drop")
-TITLES = {"table1": "Table 1: LST output vs its target (mean ± std over pairs)",
-          "table2": "Table 2: triangles (source, two LST outputs), mean ± std over sources"}
+TABLE2 = (
+    "p_source",
+    "mean",
+    "frac_above_0",
+    "frac_above_0.1",
+    "frac_above_0.2",
+    "frac_above_0.3",
+    "edge_mean",
+    "edge_min_drop",
+)
+TITLES = {
+    "table1": "Table 1: LST output vs its target (mean ± std over pairs)",
+    "table2": "Table 2: triangles (source, two LST outputs), mean ± std over sources",
+}
 
 # Settings shown in the side-by-side tables' settings column (all other config entries are compared too).
-SHOWN = {"data": "data", "num_samples": "n", "rounds": "rounds", "iterations": "T", "step_size": "eta",
-         "threshold": "delta", "adv_step_size": "eps", "precision": "precision", "seed": "seed"}
+SHOWN = {
+    "data": "data",
+    "num_samples": "n",
+    "rounds": "rounds",
+    "iterations": "T",
+    "step_size": "eta",
+    "threshold": "delta",
+    "adv_step_size": "eps",
+    "precision": "precision",
+    "seed": "seed",
+}
 NOT_SETTINGS = ("model", "checkpoint", "pretrained")  # what a row is, not how it was measured
 
 Tables = Dict[str, Any]  # the tables.json dict (see the module docstring)
 
 
 # -- the numbers ------------------------------------------------------------------------------------------
+
 
 def round_pairs(rounds: int) -> List[Tuple[int, int]]:
     """The pairs of rounds r1 < r2 whose outputs make the triangles of Table 2."""
@@ -73,28 +122,47 @@ def mean_std(values: Tensor) -> Tuple[float, float]:
 
 def summarize(table1: Dict[str, Tensor], table2: Dict[str, Tensor], sources: int, rounds: int) -> Tables:
     """The tables.json dict: every column's (mean, std), and the numbers of pairs and sources."""
-    return {"table1": {k: mean_std(v) for k, v in table1.items()},
-            "table2": {k: mean_std(v) for k, v in table2.items()},
-            "pairs": sources * rounds, "sources": sources}
+    return {
+        "table1": {k: mean_std(v) for k, v in table1.items()},
+        "table2": {k: mean_std(v) for k, v in table2.items()},
+        "pairs": sources * rounds,
+        "sources": sources,
+    }
 
 
 # -- one run: OUT/tables.md -----------------------------------------------------------------------------
 
+
 def tables_markdown(tables: Tables, cfg: EvalConfig) -> str:
-    lines = [f"# LST evaluation: model `{cfg.model}`, data `{cfg.data}`", "",
-             f"{tables['sources']} sources x {cfg.rounds} rounds = {tables['pairs']} pairs; "
-             f"iterations {cfg.lst.iterations}, step {cfg.lst.step_size:g}, threshold {cfg.lst.threshold:g}, "
-             f"adversarial step {cfg.lst.adv_step_size:g}, seed {cfg.seed}.", ""]
+    lines = [
+        f"# LST evaluation: model `{cfg.model}`, data `{cfg.data}`",
+        "",
+        f"{tables['sources']} sources x {cfg.rounds} rounds = {tables['pairs']} pairs; "
+        f"iterations {cfg.lst.iterations}, step {cfg.lst.step_size:g}, threshold {cfg.lst.threshold:g}, "
+        f"adversarial step {cfg.lst.adv_step_size:g}, seed {cfg.seed}.",
+        "",
+    ]
     for key, title in TITLES.items():
         cols = tables[key]
-        lines += [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-                  "| " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in cols.values()) + " |", "",
-                  "LaTeX:", "", "```", " & ".join(f"${m:.3f} \\pm {s:.3f}$" for m, s in cols.values()) + r" \\",
-                  "```", ""]
+        lines += [
+            f"## {title}",
+            "",
+            "| " + " | ".join(cols) + " |",
+            "|" + "---|" * len(cols),
+            "| " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in cols.values()) + " |",
+            "",
+            "LaTeX:",
+            "",
+            "```",
+            " & ".join(f"${m:.3f} \\pm {s:.3f}$" for m, s in cols.values()) + r" \\",
+            "```",
+            "",
+        ]
     return "\n".join(lines)
 
 
 # -- several runs side by side ----------------------------------------------------------------------------
+
 
 def differing_settings(runs: Sequence[Dict[str, Any]]) -> List[str]:
     """The config entries (other than which model) that differ between the runs."""
@@ -109,21 +177,30 @@ def side_by_side(runs: Sequence[Dict[str, Any]], key: str, labels: Sequence[str]
     headers = TABLE1_HEADERS if key == "table1" else TABLE2_HEADERS
     differ = differing_settings(runs)
     rows = []
-    for label, run in zip(labels, runs):
+    for label, run in zip(labels, runs, strict=True):
         cols = run["tables"][key]
         cells = [tuple(cols.get(name, (float("nan"), float("nan")))) for name in headers]
         settings = [(SHOWN[k], _setting(run["config"].get(k)), k in differ) for k in SHOWN]
-        rows.append({"label": label, "cells": cells, "pairs": run["tables"]["pairs"],
-                     "sources": run["tables"]["sources"], "settings": settings})
-    return {"title": TITLES[key], "headers": list(headers.values()), "rows": rows, "differ": differ,
-            "digits": digits}
+        rows.append(
+            {
+                "label": label,
+                "cells": cells,
+                "pairs": run["tables"]["pairs"],
+                "sources": run["tables"]["sources"],
+                "settings": settings,
+            }
+        )
+    return {"title": TITLES[key], "headers": list(headers.values()), "rows": rows, "differ": differ, "digits": digits}
 
 
 def side_by_side_markdown(table: Dict[str, Any]) -> str:
     d = table["digits"]
-    lines = [f"## {table['title']}", "",
-             "| model | " + " | ".join(table["headers"]) + " | pairs | sources | settings |",
-             "|---|" + "---|" * (len(table["headers"]) + 3)]
+    lines = [
+        f"## {table['title']}",
+        "",
+        "| model | " + " | ".join(table["headers"]) + " | pairs | sources | settings |",
+        "|---|" + "---|" * (len(table["headers"]) + 3),
+    ]
     for row in table["rows"]:
         cells = " | ".join("n/a" if m != m else f"{m:.{d}f} ± {s:.{d}f}" for m, s in row["cells"])
         settings = ", ".join(f"**{k}={v}** †" if flag else f"{k}={v}" for k, v, flag in row["settings"])
@@ -136,14 +213,20 @@ def side_by_side_latex(table: Dict[str, Any]) -> str:
     """A booktabs tabular, with the title and the note as comments."""
     d = table["digits"]
     n = len(table["headers"])
-    lines = [f"% {table['title']}", "% needs \\usepackage{booktabs}", r"\begin{tabular}{l" + "c" * n + "rrl}",
-             r"\toprule",
-             "model & " + " & ".join(_tex(h) for h in table["headers"]) + r" & pairs & sources & settings \\",
-             r"\midrule"]
+    lines = [
+        f"% {table['title']}",
+        "% needs \\usepackage{booktabs}",
+        r"\begin{tabular}{l" + "c" * n + "rrl}",
+        r"\toprule",
+        "model & " + " & ".join(_tex(h) for h in table["headers"]) + r" & pairs & sources & settings \\",
+        r"\midrule",
+    ]
     for row in table["rows"]:
         cells = " & ".join("n/a" if m != m else f"${m:.{d}f} \\pm {s:.{d}f}$" for m, s in row["cells"])
-        settings = ", ".join(rf"\textbf{{{_tex(k)}={_tex(v)}}}$^\dagger$" if flag else f"{_tex(k)}={_tex(v)}"
-                             for k, v, flag in row["settings"])
+        settings = ", ".join(
+            rf"\textbf{{{_tex(k)}={_tex(v)}}}$^\dagger$" if flag else f"{_tex(k)}={_tex(v)}"
+            for k, v, flag in row["settings"]
+        )
         lines.append(rf"\texttt{{{_tex(row['label'])}}} & {cells} & {row['pairs']} & {row['sources']} & {settings} \\")
     lines += [r"\bottomrule", r"\end{tabular}", "% " + _note(table)]
     return "\n".join(lines) + "\n"

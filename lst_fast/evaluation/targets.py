@@ -2,6 +2,7 @@
 gets a target from a seeded random derangement of the pool, restricted to a different class.
 
 (Not to be confused with `lst-fast run --pairing`, which matches the user's source files to target files.)"""
+
 from __future__ import annotations
 
 from typing import List

@@ -17,6 +17,7 @@ robustbench:NAME[:DATASET[:THREAT]] loads a RobustBench model with RobustBench's
 (lst_fast.models.robustbench), py:MODULE:FUNCTION[(key=value, ...)] calls the user's own factory
 (lst_fast.models.factory).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,15 @@ from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.models.fashion import ARCHITECTURES as _FASHION_ARCHITECTURES
 from lst_fast.models.wide_resnet import wrn28_10
 
-__all__ = ["ARCHITECTURES", "SHIPPED", "ModelDescriptor", "load_checkpoint", "load_model", "model_info",
-           "resolve_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "SHIPPED",
+    "ModelDescriptor",
+    "load_checkpoint",
+    "load_model",
+    "model_info",
+    "resolve_model",
+]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's ImageNet weights
 
@@ -109,9 +117,13 @@ def _read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     return state
 
 
-def resolve_model(spec: str, device: Union[str, torch.device] = "cpu", pretrained: bool = True,
-                  checkpoint: Optional[Union[str, Path]] = None,
-                  model_dir: Optional[Union[str, Path]] = None) -> ModelDescriptor:
+def resolve_model(
+    spec: str,
+    device: Union[str, torch.device] = "cpu",
+    pretrained: bool = True,
+    checkpoint: Optional[Union[str, Path]] = None,
+    model_dir: Optional[Union[str, Path]] = None,
+) -> ModelDescriptor:
     """The model named `spec` (see the module docstring), in eval mode on `device`, with its mean/std,
     preprocessing and class names. `model_dir`: RobustBench's checkpoint folder (default ./models)."""
     if not isinstance(spec, str) or not spec:
@@ -119,8 +131,10 @@ def resolve_model(spec: str, device: Union[str, torch.device] = "cpu", pretraine
     kind, _, name = spec.partition(":")
     if kind in ("robustbench", "py"):
         if checkpoint is not None:
-            raise ValueError(f"{spec} loads its own weights; a checkpoint applies to the shipped names, the "
-                             f"architectures {sorted(ARCHITECTURES)}, timm:NAME and torchvision:NAME")
+            raise ValueError(
+                f"{spec} loads its own weights; a checkpoint applies to the shipped names, the "
+                f"architectures {sorted(ARCHITECTURES)}, timm:NAME and torchvision:NAME"
+            )
         if kind == "robustbench":
             from lst_fast.models import robustbench
 
@@ -157,19 +171,25 @@ def _build(spec: str, kind: str, name: str, pretrained: bool) -> nn.Module:
         try:
             return timm.create_model(name, pretrained=pretrained)
         except Exception as error:
-            raise RuntimeError(f"could not create timm model {name!r} ({error}); pretrained weights come from "
-                               "the network (or its cache): pass pretrained=False / --no-pretrained or a checkpoint") from error
+            raise RuntimeError(
+                f"could not create timm model {name!r} ({error}); pretrained weights come from "
+                "the network (or its cache): pass pretrained=False / --no-pretrained or a checkpoint"
+            ) from error
     if kind == "torchvision" and name:
         import torchvision
 
         try:
             return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
         except Exception as error:
-            raise RuntimeError(f"could not create torchvision model {name!r} ({error}); pretrained weights come "
-                               "from the network: pass pretrained=False / --no-pretrained or a checkpoint") from error
-    raise ValueError(f"unknown model {spec!r}: a shipped name {sorted(SHIPPED)}, an architecture "
-                     f"{sorted(ARCHITECTURES)} with a checkpoint, timm:NAME, torchvision:NAME, "
-                     "robustbench:NAME[:DATASET[:THREAT]] or py:MODULE:FUNCTION")
+            raise RuntimeError(
+                f"could not create torchvision model {name!r} ({error}); pretrained weights come "
+                "from the network: pass pretrained=False / --no-pretrained or a checkpoint"
+            ) from error
+    raise ValueError(
+        f"unknown model {spec!r}: a shipped name {sorted(SHIPPED)}, an architecture "
+        f"{sorted(ARCHITECTURES)} with a checkpoint, timm:NAME, torchvision:NAME, "
+        "robustbench:NAME[:DATASET[:THREAT]] or py:MODULE:FUNCTION"
+    )
 
 
 def _describe(spec: str, kind: str, net: nn.Module) -> ModelDescriptor:
@@ -178,12 +198,14 @@ def _describe(spec: str, kind: str, net: nn.Module) -> ModelDescriptor:
         from timm.data import resolve_data_config
 
         config = resolve_data_config(model=net)
-        return ModelDescriptor(spec, net, from_timm_config(config), config.get("mean"), config.get("std"),
-                               _timm_class_names(net))
+        return ModelDescriptor(
+            spec, net, from_timm_config(config), config.get("mean"), config.get("std"), _timm_class_names(net)
+        )
     if kind == "torchvision":
         # torchvision's ImageNet weights: resize 256, crop 224, ImageNet mean/std
-        return ModelDescriptor(spec, net, IMAGENET_EVAL, IMAGENET_MEAN, IMAGENET_STD,
-                               _torchvision_class_names(spec.partition(":")[2]))
+        return ModelDescriptor(
+            spec, net, IMAGENET_EVAL, IMAGENET_MEAN, IMAGENET_STD, _torchvision_class_names(spec.partition(":")[2])
+        )
     architecture = model_info(spec)["architecture"] if spec in SHIPPED else spec
     if architecture == "wrn28_10":  # CIFAR-10 images in [0, 1]; no normalization (see wide_resnet.py)
         return ModelDescriptor(spec, net, Preprocessing((3, 32, 32)), class_names=_dataset_class_names("cifar10"))

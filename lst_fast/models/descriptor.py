@@ -1,4 +1,5 @@
 """One description of a model: what `resolve_model` returns and what every command reads."""
+
 from __future__ import annotations
 
 import dataclasses

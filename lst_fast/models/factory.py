@@ -11,6 +11,7 @@ more about it (each may be absent):
     lst_crop_pct, lst_interpolation   the resize and crop of image files (absent: 0.875, bilinear)
     lst_class_names         one name per class
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,7 +36,7 @@ def parse_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
         raise ValueError(f"a factory model is {USAGE}, got {spec!r}")
     rest, call = spec[3:], ""
     if rest.endswith(")") and "(" in rest:
-        rest, call = rest[: rest.index("(")], rest[rest.index("("):]
+        rest, call = rest[: rest.index("(")], rest[rest.index("(") :]
     module, _, function = rest.rpartition(":")
     if not module or not function.isidentifier():
         raise ValueError(f"a factory model is {USAGE}, got {spec!r}")
@@ -57,8 +58,10 @@ def _keywords(spec: str, call: str) -> Dict[str, Any]:
         try:
             out[keyword.arg] = ast.literal_eval(keyword.value)
         except ValueError:
-            raise ValueError(f"{spec}: the value of {keyword.arg} must be a Python literal (a number, string, "
-                             f"True/False/None, or a tuple/list/dict of them), got {ast.unparse(keyword.value)}") from None
+            raise ValueError(
+                f"{spec}: the value of {keyword.arg} must be a Python literal (a number, string, "
+                f"True/False/None, or a tuple/list/dict of them), got {ast.unparse(keyword.value)}"
+            ) from None
     return out
 
 
@@ -92,8 +95,10 @@ def _import(spec: str, module: str):
             return importlib.import_module(module)
         except ModuleNotFoundError as error:
             if error.name and module.startswith(error.name):  # the module itself (or its package) is missing
-                raise ValueError(f"{spec}: no Python module {module!r} (looked in the current folder and on "
-                                 "sys.path; a file path must end in .py)") from None
+                raise ValueError(
+                    f"{spec}: no Python module {module!r} (looked in the current folder and on "
+                    "sys.path; a file path must end in .py)"
+                ) from None
             raise
 
 
@@ -114,9 +119,18 @@ def load(spec: str) -> Tuple[nn.Module, Preprocessing, Any, Any, Any]:
         raise TypeError(f"{spec}: {function_name} returned {type(net).__name__}, not a torch.nn.Module")
     try:
         c, h, w = (int(v) for v in getattr(net, "lst_input_size", (3, 224, 224)))
-        pre = Preprocessing((c, h, w), getattr(net, "lst_interpolation", "bilinear"),
-                            float(getattr(net, "lst_crop_pct", 0.875)), "center")
+        pre = Preprocessing(
+            (c, h, w),
+            getattr(net, "lst_interpolation", "bilinear"),
+            float(getattr(net, "lst_crop_pct", 0.875)),
+            "center",
+        )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{spec}: its lst_input_size / lst_crop_pct / lst_interpolation: {error}") from None
-    return (net.eval(), pre, getattr(net, "lst_mean", None), getattr(net, "lst_std", None),
-            getattr(net, "lst_class_names", None))
+    return (
+        net.eval(),
+        pre,
+        getattr(net, "lst_mean", None),
+        getattr(net, "lst_std", None),
+        getattr(net, "lst_class_names", None),
+    )

@@ -11,6 +11,7 @@ entry for the model (ImageNet), or none (CIFAR: 32x32 as stored).
 RobustBench reads checkpoints with torch.load; under torch 2.6 and later that is weights-only by default,
 and lst_fast does not change it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,15 +63,17 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
         from robustbench.utils import load_model
     except ImportError as error:
         if (error.name or "").split(".")[0] == "robustbench":
-            raise RuntimeError(f"{spec} needs the robustbench package, which is not on the package index; "
-                               f"install it with: {INSTALL}") from None
+            raise RuntimeError(
+                f"{spec} needs the robustbench package, which is not on the package index; install it with: {INSTALL}"
+            ) from None
         raise RuntimeError(f"robustbench is installed but does not import: {_one_line(error)}") from error
     path = checkpoint_path(name, dataset, threat, model_dir)
     had_file = path.is_file() or Path(f"{path}_m0.pt").is_file()  # ensembles keep NAME.pt_m0.pt, ...
     preprocessing = zoo_preprocessing(name, dataset, threat)
     try:
-        module = load_model(model_name=name, model_dir=str(model_dir or DEFAULT_MODEL_DIR), dataset=dataset,
-                            threat_model=threat)
+        module = load_model(
+            model_name=name, model_dir=str(model_dir or DEFAULT_MODEL_DIR), dataset=dataset, threat_model=threat
+        )
     except KeyError:
         raise ValueError(f"RobustBench has no model {name!r} for {dataset} / {threat}") from None
     except Exception as error:  # noqa: BLE001  a download that failed, or an unreadable checkpoint
@@ -79,7 +82,8 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
                 f"{spec}: no checkpoint {path.absolute()}, where RobustBench looks for it "
                 f"(MODEL_DIR/{dataset}/{threat}/{name}.pt, MODEL_DIR from --model-dir, default ./models), and "
                 f"downloading it failed ({_one_line(error)}): put the file there, or run once with network "
-                "access") from None
+                "access"
+            ) from None
         raise RuntimeError(f"{spec}: RobustBench could not load {path}: {_one_line(error)}") from error
     if not isinstance(module, nn.Module):
         raise TypeError(f"{spec}: robustbench.utils.load_model returned {type(module).__name__}, not a module")
@@ -93,8 +97,10 @@ def zoo_preprocessing(name: str, dataset: str, threat: str) -> Preprocessing:
     entry = _zoo_entry(name, dataset, threat) or {}
     key = entry.get("preprocessing") or "Res256Crop224"  # RobustBench's own default for ImageNet
     if key not in PREPROCESSINGS:
-        raise ValueError(f"robustbench:{name}: its preprocessing {key!r} is not one lst_fast reproduces "
-                         f"(it knows {sorted(PREPROCESSINGS)})")
+        raise ValueError(
+            f"robustbench:{name}: its preprocessing {key!r} is not one lst_fast reproduces "
+            f"(it knows {sorted(PREPROCESSINGS)})"
+        )
     return PREPROCESSINGS[key]
 
 

@@ -1,12 +1,16 @@
-"""Train the shipped Fashion-MNIST models (seeded and reproducible on the CPU).
+r"""Train the shipped Fashion-MNIST models (seeded and reproducible on the CPU).
 
-    python -m lst_fast.models.train_fashion --model cnn        --epochs 6  --out lst_fast/assets/fashion_cnn.safetensors
-    python -m lst_fast.models.train_fashion --model cnn-robust --epochs 6  --out lst_fast/assets/fashion_cnn_robust.safetensors
-    python -m lst_fast.models.train_fashion --model vit        --epochs 12 --out lst_fast/assets/fashion_vit.safetensors
+    python -m lst_fast.models.train_fashion --model cnn        --epochs 6  \
+        --out lst_fast/assets/fashion_cnn.safetensors
+    python -m lst_fast.models.train_fashion --model cnn-robust --epochs 6  \
+        --out lst_fast/assets/fashion_cnn_robust.safetensors
+    python -m lst_fast.models.train_fashion --model vit        --epochs 12 \
+        --out lst_fast/assets/fashion_vit.safetensors
 
 cnn-robust is trained with PGD (l_inf, eps 0.1, 7 steps of 0.025 from a random start; Madry et al.).
 --limit N trains on the first N images only (a smoke run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +32,9 @@ from lst_fast.models.fashion import ARCHITECTURES
 MODELS = {"cnn": "fashion_cnn", "cnn-robust": "fashion_cnn", "vit": "fashion_vit"}
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, alpha: float,
-        generator: torch.Generator) -> torch.Tensor:
+def pgd(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, alpha: float, generator: torch.Generator
+) -> torch.Tensor:
     """l_inf PGD from a random start, images kept in [0, 1]."""
     delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
     x_adv = (x + delta).clamp(0, 1)
@@ -43,8 +48,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> float:
     model.eval()
-    correct = sum(int((model(to_float(images[i : i + batch])).argmax(1) == labels[i : i + batch]).sum())
-                  for i in range(0, len(images), batch))
+    correct = sum(
+        int((model(to_float(images[i : i + batch])).argmax(1) == labels[i : i + batch]).sum())
+        for i in range(0, len(images), batch)
+    )
     return correct / len(images)
 
 
@@ -107,8 +114,11 @@ def main(argv=None) -> None:
             optimizer.step()
             schedule.step()
             total, seen = total + float(loss.detach()) * len(y), seen + len(y)
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {total / seen:.4f}, test accuracy "
-              f"{accuracy(model, test_x, test_y):.4f}, {time.time() - start:.0f} s", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: loss {total / seen:.4f}, test accuracy "
+            f"{accuracy(model, test_x, test_y):.4f}, {time.time() - start:.0f} s",
+            flush=True,
+        )
 
     model.eval()
     metadata = {
@@ -117,7 +127,8 @@ def main(argv=None) -> None:
         "test_accuracy": round(accuracy(model, test_x, test_y), 4),
         "test_images": len(test_x),
         "sample_accuracy": accuracy(model, *load_sample()),
-        "command": "python -m lst_fast.models.train_fashion " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": "python -m lst_fast.models.train_fashion "
+        + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "seed": args.seed,
         "epochs": args.epochs,
         "torch": torch.__version__,
@@ -127,7 +138,8 @@ def main(argv=None) -> None:
     if robust:
         metadata["pgd"] = {"eps": args.adv_eps, "steps": args.adv_steps}
         metadata["robust_accuracy_pgd20_first1000"] = round(
-            robust_accuracy(model, test_x[:1000], test_y[:1000], args.adv_eps, 20, generator), 4)
+            robust_accuracy(model, test_x[:1000], test_y[:1000], args.adv_eps, 20, generator), 4
+        )
     from safetensors.torch import save_file
 
     out = Path(args.out)

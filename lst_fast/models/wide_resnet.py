@@ -4,6 +4,7 @@ Pre-activation blocks; the module names (conv1, block1.layer.0.bn1, ..., bn1, fc
 published CIFAR-10 WRN checkpoints use, so their state dicts load with strict=True. Inputs are images in
 [0, 1]; put normalization in front if the checkpoint expects it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,9 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
         self.equal_in_out = in_planes == out_planes and stride == 1
-        self.convShortcut = None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+        self.convShortcut = (
+            None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = self.relu1(self.bn1(x))
@@ -33,8 +36,12 @@ class BasicBlock(nn.Module):
 class NetworkBlock(nn.Module):
     def __init__(self, blocks: int, in_planes: int, out_planes: int, stride: int):
         super().__init__()
-        self.layer = nn.Sequential(*[BasicBlock(in_planes if i == 0 else out_planes, out_planes,
-                                                stride if i == 0 else 1) for i in range(blocks)])
+        self.layer = nn.Sequential(
+            *[
+                BasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1)
+                for i in range(blocks)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)

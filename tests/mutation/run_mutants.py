@@ -10,13 +10,15 @@ For each mutant: copy the repository to a temporary folder (once), apply the mut
 snippets; "mutant could not be applied" when a snippet is not found exactly once, so a changed source
 fails loudly and the patch can be updated), rebuild the extension there when a C++ file changed
 (CPU only: LST_FAST_CUDA=0, MAX_JOBS=2; ninja recompiles the changed files only), run the mutant's test
-files (stopping at the first failure), then restore the copy (sources and the unmutated extension). A mutant is "killed" when the tests fail,
+files (stopping at the first failure), then restore the copy (sources and the unmutated extension).
+A mutant is "killed" when the tests fail,
 "survived" when they pass. Mutants of the pure-PyTorch reference and of the wrappers run their tests a
 second time with the extension disabled (LST_FAST_DISABLE_EXTENSION=1), where the reference must be
 caught without the kernels to compare with; they count as killed only when both runs fail.
 Exit status: 0 when every mutant was killed, 1 when one survived, 2 when one could not be applied or
 built.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +33,9 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
-IGNORE = shutil.ignore_patterns(".git", "build", "__pycache__", ".hypothesis", ".pytest_cache", "*.egg-info",
-                                ".benchmarks", "eval_*", "runs")
+IGNORE = shutil.ignore_patterns(
+    ".git", "build", "__pycache__", ".hypothesis", ".pytest_cache", "*.egg-info", ".benchmarks", "eval_*", "runs"
+)
 
 
 @dataclass
@@ -54,50 +57,127 @@ class Mutant:
 OPS_TESTS = ["tests/test_ops.py"]
 MUTANTS = [
     # -- the four of issue #15 ---------------------------------------------------------------------------
-    Mutant("cpu_chunk_sum", "CPU kernel sums <g, v> and <g, g> over the first 16,384-element chunk only",
-           "csrc/cpu/orthogonal_step_kernel.cpp",
-           "for (int64_t c = 0; c < chunks; ++c) {", "for (int64_t c = 0; c < 1; ++c) {", OPS_TESTS),
-    Mutant("cpu_accept_le", "CPU kernel accepts with <= instead of <",
-           "csrc/cpu/confidence_accept_kernel.cpp",
-           "acc_ptr[i] = (p0_ptr[i] - p) < threshold;", "acc_ptr[i] = (p0_ptr[i] - p) <= threshold;", OPS_TESTS),
-    Mutant("ref_accept_le", "reference accepts with <= instead of <", "lst_fast/reference.py",
-           "accepted = (p0.to(torch.float64) - p) < threshold", "accepted = (p0.to(torch.float64) - p) <= threshold",
-           OPS_TESTS, without_extension=True),
-    Mutant("geometry_repeat", "geometry expands labels with repeat instead of repeat_interleave",
-           "lst_fast/geometry.py",
-           "label[start : start + step].repeat_interleave(p)", "label[start : start + step].repeat(p)",
-           ["tests/test_geometry_batching.py"]),
-    Mutant("cpu_bf16_sign", "CPU kernel flips the sign of the projection for bfloat16 only",
-           "csrc/cpu/orthogonal_step_kernel.cpp",
-           "static_cast<double>(v) - c * static_cast<double>(g)",
-           "static_cast<double>(v) - (std::is_same<scalar_t, at::BFloat16>::value ? -c : c) * static_cast<double>(g)",
-           OPS_TESTS),
+    Mutant(
+        "cpu_chunk_sum",
+        "CPU kernel sums <g, v> and <g, g> over the first 16,384-element chunk only",
+        "csrc/cpu/orthogonal_step_kernel.cpp",
+        "for (int64_t c = 0; c < chunks; ++c) {",
+        "for (int64_t c = 0; c < 1; ++c) {",
+        OPS_TESTS,
+    ),
+    Mutant(
+        "cpu_accept_le",
+        "CPU kernel accepts with <= instead of <",
+        "csrc/cpu/confidence_accept_kernel.cpp",
+        "acc_ptr[i] = (p0_ptr[i] - p) < threshold;",
+        "acc_ptr[i] = (p0_ptr[i] - p) <= threshold;",
+        OPS_TESTS,
+    ),
+    Mutant(
+        "ref_accept_le",
+        "reference accepts with <= instead of <",
+        "lst_fast/reference.py",
+        "accepted = (p0.to(torch.float64) - p) < threshold",
+        "accepted = (p0.to(torch.float64) - p) <= threshold",
+        OPS_TESTS,
+        without_extension=True,
+    ),
+    Mutant(
+        "geometry_repeat",
+        "geometry expands labels with repeat instead of repeat_interleave",
+        "lst_fast/geometry.py",
+        "label[start : start + step].repeat_interleave(p)",
+        "label[start : start + step].repeat(p)",
+        ["tests/test_geometry_batching.py"],
+    ),
+    Mutant(
+        "cpu_bf16_sign",
+        "CPU kernel flips the sign of the projection for bfloat16 only",
+        "csrc/cpu/orthogonal_step_kernel.cpp",
+        "static_cast<double>(v) - c * static_cast<double>(g)",
+        "static_cast<double>(v) - (std::is_same<scalar_t, at::BFloat16>::value ? -c : c) * static_cast<double>(g)",
+        OPS_TESTS,
+    ),
     # -- more, on the wrappers and the reference ---------------------------------------------------------------
-    Mutant("ref_bf16_sign", "reference flips the sign of the projection for bfloat16 only", "lst_fast/reference.py",
-           "v_perp = (v64 - _per_sample(coef, x.dim()) * g64).to(opmath)",
-           "v_perp = (v64 - (-1 if x.dtype == torch.bfloat16 else 1) * _per_sample(coef, x.dim()) * g64).to(opmath)",
-           OPS_TESTS),
-    Mutant("ops_no_step_checks", "orthogonal_step skips the argument checks", "lst_fast/ops.py",
-           "    op_checks.check_orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi)\n", "",
-           OPS_TESTS, without_extension=True),
-    Mutant("ops_nan_threshold", "the checks let a NaN threshold through", "lst_fast/op_checks.py",
-           "    if math.isnan(threshold):", "    if False:", OPS_TESTS, without_extension=True),
-    Mutant("ops_no_overlap_check", "the checks miss memory shared by two tensors", "lst_fast/op_checks.py",
-           "    if a_begin < b_end and b_begin < a_end:", "    if False:", OPS_TESTS, without_extension=True),
-    Mutant("cpu_guard_no_sizes", "the CPU kernels' guard lets a tensor of another shape through",
-           "csrc/op_checks.h", "return t.scalar_type() == ref.scalar_type() && same_sizes(t, ref) &&",
-           "return t.scalar_type() == ref.scalar_type() &&", OPS_TESTS),
-    Mutant("ref_label_in_range", "reference evaluates an out-of-range label as a clamped one", "lst_fast/reference.py",
-           '.masked_fill(~in_range, float("nan"))', "", OPS_TESTS, without_extension=True),
-    Mutant("ref_adv_full_step", "reference adds the whole adversarial step instead of half",
-           "lst_fast/reference.py", "(adv_step_size / 2) * g", "adv_step_size * g", OPS_TESTS,
-           without_extension=True),
-    Mutant("ref_zero_grad", "reference divides by <g, g> even when the gradient is zero", "lst_fast/reference.py",
-           "coef = torch.where(gg > 0, gv / gg.where(gg > 0, 1.0), 0.0)", "coef = gv / gg", OPS_TESTS,
-           without_extension=True),
-    Mutant("ref_simplex_first_vertex", "reference simplex points reuse the first vertex for every weight",
-           "lst_fast/reference.py", "acc = acc + w[None, :, j, None] * v[:, :, j]",
-           "acc = acc + w[None, :, j, None] * v[:, :, 0]", OPS_TESTS, without_extension=True),
+    Mutant(
+        "ref_bf16_sign",
+        "reference flips the sign of the projection for bfloat16 only",
+        "lst_fast/reference.py",
+        "v_perp = (v64 - _per_sample(coef, x.dim()) * g64).to(opmath)",
+        "v_perp = (v64 - (-1 if x.dtype == torch.bfloat16 else 1) * _per_sample(coef, x.dim()) * g64).to(opmath)",
+        OPS_TESTS,
+    ),
+    Mutant(
+        "ops_no_step_checks",
+        "orthogonal_step skips the argument checks",
+        "lst_fast/ops.py",
+        "    op_checks.check_orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi)\n",
+        "",
+        OPS_TESTS,
+        without_extension=True,
+    ),
+    Mutant(
+        "ops_nan_threshold",
+        "the checks let a NaN threshold through",
+        "lst_fast/op_checks.py",
+        "    if math.isnan(threshold):",
+        "    if False:",
+        OPS_TESTS,
+        without_extension=True,
+    ),
+    Mutant(
+        "ops_no_overlap_check",
+        "the checks miss memory shared by two tensors",
+        "lst_fast/op_checks.py",
+        "    if a_begin < b_end and b_begin < a_end:",
+        "    if False:",
+        OPS_TESTS,
+        without_extension=True,
+    ),
+    Mutant(
+        "cpu_guard_no_sizes",
+        "the CPU kernels' guard lets a tensor of another shape through",
+        "csrc/op_checks.h",
+        "return t.scalar_type() == ref.scalar_type() && same_sizes(t, ref) &&",
+        "return t.scalar_type() == ref.scalar_type() &&",
+        OPS_TESTS,
+    ),
+    Mutant(
+        "ref_label_in_range",
+        "reference evaluates an out-of-range label as a clamped one",
+        "lst_fast/reference.py",
+        '.masked_fill(~in_range, float("nan"))',
+        "",
+        OPS_TESTS,
+        without_extension=True,
+    ),
+    Mutant(
+        "ref_adv_full_step",
+        "reference adds the whole adversarial step instead of half",
+        "lst_fast/reference.py",
+        "(adv_step_size / 2) * g",
+        "adv_step_size * g",
+        OPS_TESTS,
+        without_extension=True,
+    ),
+    Mutant(
+        "ref_zero_grad",
+        "reference divides by <g, g> even when the gradient is zero",
+        "lst_fast/reference.py",
+        "coef = torch.where(gg > 0, gv / gg.where(gg > 0, 1.0), 0.0)",
+        "coef = gv / gg",
+        OPS_TESTS,
+        without_extension=True,
+    ),
+    Mutant(
+        "ref_simplex_first_vertex",
+        "reference simplex points reuse the first vertex for every weight",
+        "lst_fast/reference.py",
+        "acc = acc + w[None, :, j, None] * v[:, :, j]",
+        "acc = acc + w[None, :, j, None] * v[:, :, 0]",
+        OPS_TESTS,
+        without_extension=True,
+    ),
 ]
 
 
@@ -115,8 +195,13 @@ def patch(text: str, old: str, new: str, mutant: str) -> str:
 def build(copy: Path, log: Path) -> None:
     env = {**os.environ, "LST_FAST_CUDA": "0", "MAX_JOBS": os.environ.get("MAX_JOBS", "2")}
     with open(log, "a") as out:
-        result = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=copy, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        result = subprocess.run(
+            [sys.executable, "setup.py", "build_ext", "--inplace"],
+            cwd=copy,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     if result.returncode != 0:
         raise NotApplied(f"the extension did not build (see {log})")
 
@@ -188,8 +273,10 @@ def main() -> int:
         results.append((m, outcome, time.time() - start))
         print(f"{m.name:26s} {outcome:10s} {time.time() - start:6.0f}s  {m.what}", flush=True)
 
-    print(f"\n{sum(o == 'killed' for _, o, _ in results)} of {len(results)} mutants killed"
-          + ("" if status == 0 else "; see the logs in " + str(work)))
+    print(
+        f"\n{sum(o == 'killed' for _, o, _ in results)} of {len(results)} mutants killed"
+        + ("" if status == 0 else "; see the logs in " + str(work))
+    )
     if status == 0 and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return status

@@ -2,6 +2,7 @@
 (the checks of lst_fast/op_checks.py), then the compiled kernels' own guards (torch.ops.lst_fast_kernels,
 the cases they refuse). A crash here (rather than a RuntimeError) points at the C++ error path. Used by
 bench/gpu_check.sh under cuda-gdb."""
+
 import sys
 
 import torch
@@ -24,11 +25,27 @@ def cases(ops):
         "adv_step_size": lambda: step(x, x, x, x.clone(), 0.1, -1.5, 0.0, 1.0),
         "step_size": lambda: step(x, x, x, x.clone(), float("nan"), 0.0, 0.0, 1.0),
         "logits": lambda: ops.confidence_accept(
-            torch.rand(1, 3, device=device), torch.zeros(2, dtype=torch.long, device=device),
-            torch.rand(2, device=device), 0.2, x.clone(), x.clone(), x.clone(), x.clone(), torch.rand(2, device=device)),
+            torch.rand(1, 3, device=device),
+            torch.zeros(2, dtype=torch.long, device=device),
+            torch.rand(2, device=device),
+            0.2,
+            x.clone(),
+            x.clone(),
+            x.clone(),
+            x.clone(),
+            torch.rand(2, device=device),
+        ),
         "label": lambda: ops.confidence_accept(  # int32 labels (out-of-range values are no error)
-            torch.rand(2, 3, device=device), torch.tensor([0, 1], dtype=torch.int32, device=device),
-            torch.rand(2, device=device), 0.2, x.clone(), x.clone(), x.clone(), x.clone(), torch.rand(2, device=device)),
+            torch.rand(2, 3, device=device),
+            torch.tensor([0, 1], dtype=torch.int32, device=device),
+            torch.rand(2, device=device),
+            0.2,
+            x.clone(),
+            x.clone(),
+            x.clone(),
+            x.clone(),
+            torch.rand(2, device=device),
+        ),
         "weights": lambda: ops.simplex_points(torch.rand(2, 3, 4, device=device), torch.rand(5, 2, device=device)),
     }
 

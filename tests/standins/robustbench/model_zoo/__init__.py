@@ -1,4 +1,5 @@
 """Stand-in model zoo: a few of the real names, tiny models (see robustbench/__init__.py)."""
+
 import torch
 from torch import nn
 
@@ -23,13 +24,17 @@ def _entry(preprocessing=None, **model_kwargs):
 
 
 model_dicts = {
-    "imagenet": {"Linf": {
-        "Salman2020Do_R50": _entry("Res256Crop224"),
-        "Singh2023Revisiting_ViT-S-ConvStem": _entry("BicubicRes256Crop224"),
-        "Wong2020Fast": _entry("Crop288"),
-    }},
-    "cifar10": {"Linf": {
-        "Standard": _entry(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
-        "Wu2020Adversarial_extra": _entry(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
-    }},
+    "imagenet": {
+        "Linf": {
+            "Salman2020Do_R50": _entry("Res256Crop224"),
+            "Singh2023Revisiting_ViT-S-ConvStem": _entry("BicubicRes256Crop224"),
+            "Wong2020Fast": _entry("Crop288"),
+        }
+    },
+    "cifar10": {
+        "Linf": {
+            "Standard": _entry(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+            "Wu2020Adversarial_extra": _entry(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+        }
+    },
 }
