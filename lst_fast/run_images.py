@@ -84,15 +84,16 @@ def run_images(
 
     t0 = time.time()
     out = Path(out)
-    try:
-        (out / "images").mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"cannot write the output folder {out}: {error.strerror or error}") from error
     source_files = image_files.collect_images(sources, "source")
     target_files = image_files.collect_images(targets, "target")
     pairs = make_pairs(len(source_files), len(target_files), pairing)
     if figures < 0:
         raise ValueError(f"--figures must be >= 0, got {figures}")
+    # The folder only once the input is known to be there: a failed start leaves nothing behind.
+    try:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot write the output folder {out}: {error.strerror or error}") from error
 
     device = torch.device(device)
     described = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir)
