@@ -11,16 +11,9 @@ import argparse
 import json
 from collections import defaultdict
 
-LST_METHODS = [
-    "paper",
-    "one_pass",
-    "expert_compile",
-    "lst_fp32",
-    "lst_bf16",
-    "lst_bf16_graph",
-    "lst_bf16_compile",
-    "lst_bf16_compile_graph",
-]
+from lst_fast.bench import MODES, setup_seconds, steady_rate
+
+LST_METHODS = [mode.replace("-", "_") for mode in MODES]  # the benchmarks' names for `lst-fast bench`'s modes
 
 
 def ops_table(infos) -> None:
@@ -61,10 +54,8 @@ def speed_table(infos) -> None:
         rows[key] = {}
         for method, spans in methods.items():
             if "k" in spans and "3k" in spans:
-                extra = spans["3k"]["seconds"] - spans["k"]["seconds"]
-                rate = batch * 2 * k / extra if extra > 0 else float("nan")
-                setup = max(0.0, spans["k"]["seconds"] - batch * k / rate) if extra > 0 else float("nan")
-                rows[key][method] = (rate, setup)
+                times = (batch, k, spans["k"]["seconds"], spans["3k"]["seconds"])
+                rows[key][method] = (steady_rate(*times), setup_seconds(*times))
             else:
                 rows[key][method] = (next(iter(spans.values()))["img_iter_per_s"], None)
     methods = [m for m in LST_METHODS if any(m in r for r in rows.values())]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lst_fast.bench import mode_runner
+from lst_fast.bench import MODES, mode_runner
 from conftest import environment, median_seconds, sync
 
 # model -> device -> (batch, image size, k: the short span's iterations). The CPU sizes fit 2 cores.
@@ -25,16 +25,7 @@ CASES = {
 }
 SPANS = {"k": 1, "3k": 3}
 # Every method that runs torch.compile has "compile" in its name, so `-k "not compile"` skips them all.
-METHODS = [
-    "paper",
-    "one_pass",
-    "expert_compile",
-    "lst_fp32",
-    "lst_bf16",
-    "lst_bf16_graph",
-    "lst_bf16_compile",
-    "lst_bf16_compile_graph",
-]
+METHODS = [mode.replace("-", "_") for mode in MODES]  # `lst-fast bench`'s modes, as pytest ids
 _models = {}
 
 
