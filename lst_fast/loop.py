@@ -248,12 +248,12 @@ def traverse_batch(
 
     x, accepted_steps = state.x, state.accepted_steps
     final_confidence, initial_confidence = state.confidence, fixed.p0
-    if replay is not None:  # the replay's tensors serve the next batch of this shape: copy this one's out
-        x, accepted_steps = x.clone(memory_format=torch.preserve_format), accepted_steps.clone()
-        final_confidence, initial_confidence = final_confidence.clone(), initial_confidence.clone()
-    if check is not None:  # report what the model as given says of the end points it accepted
+    if check is not None:  # report what the model as given says of the end points it accepted (new tensors)
         x, accepted_steps, final_confidence = check.finish(state)
         initial_confidence = check.p0
+    elif replay is not None:  # the replay's tensors serve the next batch of this shape: copy this one's out
+        x, accepted_steps = x.clone(memory_format=torch.preserve_format), accepted_steps.clone()
+        final_confidence, initial_confidence = final_confidence.clone(), initial_confidence.clone()
     result = TraversalResult(
         images=x.to(output_dtype),
         label=label,
