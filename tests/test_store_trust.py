@@ -25,6 +25,23 @@ def finished(tmp_path_factory):
     return out
 
 
+# A small evaluation (8 sources, 2 rounds, 2 iterations, chunks of 4), as the command line takes it.
+SMALL_EVAL_ARGS = [
+    "eval",
+    "--data",
+    "fashion-mnist-sample",
+    "--num-samples",
+    "8",
+    "--rounds",
+    "2",
+    "--iterations",
+    "2",
+    "--chunk-size",
+    "4",
+    "--no-progress",
+]
+
+
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
@@ -219,27 +236,7 @@ def test_disk_full_during_eval_is_one_clear_error_and_keeps_finished_chunks(fini
     # through the command line: exit 1 and one line naming the file
     _disk_full_after(monkeypatch, safetensors.torch, "save_file", 1)
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "eval",
-                "--data",
-                "fashion-mnist-sample",
-                "--num-samples",
-                "8",
-                "--rounds",
-                "2",
-                "--iterations",
-                "2",
-                "--chunk-size",
-                "4",
-                "--no-progress",
-                "--out",
-                str(tmp_path / "cli"),
-            ]
-        )
-        == 1
-    )
+    assert main([*SMALL_EVAL_ARGS, "--out", str(tmp_path / "cli")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "round00_chunk00000.safetensors: the disk is full" in err[0]
 
@@ -279,25 +276,11 @@ def test_a_second_run_in_a_locked_folder_is_refused_and_leaves_live_temporary_fi
 # -- killed inside a write or in the triangle stage --------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-KILL_ARGS = [
-    "eval",
-    "--data",
-    "fashion-mnist-sample",
-    "--num-samples",
-    "8",
-    "--rounds",
-    "2",
-    "--iterations",
-    "2",
-    "--chunk-size",
-    "4",
-    "--no-progress",
-]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """The evaluation of KILL_ARGS, run without interruption."""
+    """The evaluation of SMALL_EVAL_ARGS, run without interruption."""
     out = tmp_path_factory.mktemp("uninterrupted")
     run_evaluation(
         EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
@@ -326,7 +309,7 @@ def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tm
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT), TEST_HOOK_VARIABLE: hook}
     killed = subprocess.run(
-        [sys.executable, "-m", "lst_fast", *KILL_ARGS, "--out", str(out)],
+        [sys.executable, "-m", "lst_fast", *SMALL_EVAL_ARGS, "--out", str(out)],
         env=env,
         capture_output=True,
         text=True,
