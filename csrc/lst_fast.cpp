@@ -8,10 +8,10 @@
 // The kernels are registered as lst_fast_kernels::*. The public operators, torch.ops.lst_fast.*, are
 // defined in lst_fast/ops.py with the same schemas: they check the arguments (lst_fast/op_checks.py, the
 // one written contract), then call these kernels or, without them, the pure-PyTorch reference. Called
-// directly, a kernel only refuses what would take it outside its tensors' memory (op_checks.h).
+// directly, a kernel only refuses what would take it outside its tensors' memory (kernel_guards.h).
 #include <Python.h>
 
-#include "op_checks.h"
+#include "kernel_guards.h"
 
 extern "C" {
 // An empty module: `import lst_fast._C` only has to load the shared library.

@@ -3,7 +3,7 @@
 Every call of torch.ops.lst_fast.* (and of the typed wrappers in lst_fast.ops) runs these checks before
 the compiled kernel or the pure-PyTorch reference, so the same arguments get the same answer on every
 backend, with or without the extension: a RuntimeError that names the operator and the argument (a
-TypeError for a non-tensor). The compiled kernels (torch.ops.lst_fast_kernels.*, csrc/op_checks.h) only
+TypeError for a non-tensor). The compiled kernels (torch.ops.lst_fast_kernels.*, csrc/kernel_guards.h) only
 refuse, tersely, what would make them read or write outside their tensors.
 
 The checks read shapes, dtypes, devices and addresses, never tensor values (no host sync on CUDA). One

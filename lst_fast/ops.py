@@ -7,7 +7,7 @@ messages are written), then the compiled kernel (torch.ops.lst_fast_kernels.*, c
 registered for the input's device, and the pure-PyTorch reference otherwise (or when asked with
 backend="reference"). So the same arguments get the same answer on every backend, and the checks run
 once per call on either path. The compiled kernels keep only terse guards against reading or writing
-outside their tensors, for direct calls (csrc/op_checks.h).
+outside their tensors, for direct calls (csrc/kernel_guards.h).
 
 The fake kernels let torch.compile and torch.library.opcheck trace the ops without running them; they
 run the same checks, minus the memory-address comparisons that fake tensors cannot make.

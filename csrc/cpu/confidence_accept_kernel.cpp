@@ -3,7 +3,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../op_checks.h"
+#include "../kernel_guards.h"
 
 namespace lst_fast {
 namespace {

@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "../op_checks.h"
+#include "../kernel_guards.h"
 
 namespace lst_fast {
 namespace {

@@ -1,7 +1,7 @@
 // CPU kernel of lst_fast::simplex_points (schema in ../lst_fast.cpp, semantics in ../cuda/launchers.h).
 #include <algorithm>
 
-#include "../op_checks.h"
+#include "../kernel_guards.h"
 
 namespace lst_fast {
 namespace {

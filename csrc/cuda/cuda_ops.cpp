@@ -6,7 +6,7 @@
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>  // aoti_torch_get_current_cuda_stream (USE_CUDA)
 #include <torch/csrc/stable/accelerator.h>
 
-#include "../op_checks.h"
+#include "../kernel_guards.h"
 #include "launchers.h"
 
 // The module is named after the CUDA major version it is built with (_C_cuda12, _C_cuda13): setup.py

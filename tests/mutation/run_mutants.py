@@ -137,7 +137,7 @@ MUTANTS = [
     Mutant(
         "cpu_guard_no_sizes",
         "the CPU kernels' guard lets a tensor of another shape through",
-        "csrc/op_checks.h",
+        "csrc/kernel_guards.h",
         "return t.scalar_type() == ref.scalar_type() && same_sizes(t, ref) &&",
         "return t.scalar_type() == ref.scalar_type() &&",
         OPS_TESTS,
