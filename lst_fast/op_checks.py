@@ -108,17 +108,11 @@ def _check_no_overlap(op: str, written: str, a: Tensor, other: str, b: Tensor, a
         _fail(f"{op}: {written} and {other} overlap in memory: {_SHARED_MEMORY}")
 
 
-def check_orthogonal_step(
-    x: Tensor,
-    target: Tensor,
-    grad: Tensor,
-    adv: Tensor,
-    step_size: float,
-    adv_step_size: float,
-    lo: float,
-    hi: float,
-    addresses: bool = True,
-) -> None:
+# The checks take an op's arguments as the caller gave them, in the schema's order (lst_fast.ops.SCHEMAS), without
+# annotations: telling a tensor from anything else is their job.
+
+
+def check_orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi, addresses: bool = True) -> None:
     """orthogonal_step's arguments; `addresses=False` skips the memory comparisons (fake tensors)."""
     op = "lst_fast::orthogonal_step"
     require_tensors(op, x=x, target=target, grad=grad, adv=adv)
@@ -138,16 +132,7 @@ def check_orthogonal_step(
 
 
 def check_confidence_accept(
-    logits: Tensor,
-    label: Tensor,
-    p0: Tensor,
-    threshold: float,
-    x: Tensor,
-    candidate: Tensor,
-    grad: Tensor,
-    candidate_grad: Tensor,
-    confidence: Tensor,
-    addresses: bool = True,
+    logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence, addresses: bool = True
 ) -> None:
     """confidence_accept's arguments; `addresses=False` skips the memory comparisons (fake tensors)."""
     op = "lst_fast::confidence_accept"

@@ -15,7 +15,7 @@ run the same checks, minus the memory-address comparisons that fake tensors cann
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from torch import Tensor
 from lst_fast import op_checks, reference
 from lst_fast._extension import KERNEL_NAMESPACE, cuda_module_name, has_native_kernel, has_ops
 from lst_fast.cuda_compat import cuda_kernels_fit
-from lst_fast.settings import BACKENDS
+from lst_fast.settings import check_backend
 
 # The public schemas. The compiled kernels (csrc/lst_fast.cpp) declare the same ones under
 # KERNEL_NAMESPACE; tests/test_ops.py::test_kernel_schemas_match_the_public_ones holds them together.
@@ -42,9 +42,13 @@ SCHEMAS = {
 }
 
 
-def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def _tensor_arguments(schema: str) -> Tuple[Tuple[int, str], ...]:
+    """(position, name) of each Tensor argument of a schema, so that the wrappers' TypeError names them."""
+    arguments = schema[schema.index("(") + 1 : schema.index(") ->")].split(", ")
+    return tuple((i, arg.rsplit(" ", 1)[1]) for i, arg in enumerate(arguments) if arg.startswith("Tensor"))
+
+
+_TENSOR_ARGUMENTS = {name: _tensor_arguments(schema) for name, schema in SCHEMAS.items()}
 
 
 def _use_native(name: str, device: torch.device, backend: str) -> bool:
@@ -68,52 +72,33 @@ def _kernel(name: str) -> Callable[..., Tensor]:
     return getattr(getattr(torch.ops, KERNEL_NAMESPACE), name).default
 
 
-# -- the implementations: checks, then the kernel or the reference -----------------------------------------
-# Registered below as the ops' kernels for every device (CompositeExplicitAutograd); `backend` keeps
-# its default there.
+# -- the implementation: checks, then the kernel or the reference -----------------------------------------
+# Registered below as each op's kernel for every device (CompositeExplicitAutograd); `backend` keeps its
+# default there. The arguments come in the schema's order; the checks put every tensor on x's device, so
+# the first argument's device is the call's.
 
 
-def _orthogonal_step(
-    x: Tensor,
-    target: Tensor,
-    grad: Tensor,
-    adv: Tensor,
-    step_size: float,
-    adv_step_size: float,
-    lo: float,
-    hi: float,
-    backend: str = "auto",
-) -> Tensor:
-    op_checks.check_orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi)
-    if _use_native("orthogonal_step", x.device, backend):
-        return _kernel("orthogonal_step")(x, target, grad, adv, step_size, adv_step_size, lo, hi)
-    return reference.orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi)
+def _implementation(name: str, check: Callable[..., None], fallback: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    def implementation(*args: Any, backend: str = "auto") -> Tensor:
+        check(*args)
+        if _use_native(name, args[0].device, backend):
+            return _kernel(name)(*args)
+        return fallback(*args)
+
+    implementation.__name__ = f"_{name}"
+    return implementation
 
 
-def _confidence_accept(
-    logits: Tensor,
-    label: Tensor,
-    p0: Tensor,
-    threshold: float,
-    x: Tensor,
-    candidate: Tensor,
-    grad: Tensor,
-    candidate_grad: Tensor,
-    confidence: Tensor,
-    backend: str = "auto",
-) -> Tensor:
-    args = (logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence)
-    op_checks.check_confidence_accept(*args)
-    if _use_native("confidence_accept", x.device, backend):
-        return _kernel("confidence_accept")(*args)
-    return reference.confidence_accept(*args)
+def _call(name: str, args: Tuple[Any, ...], backend: str) -> Tensor:
+    """The op through the dispatcher (backend="auto"), else its implementation with that backend."""
+    if backend == "auto":
+        return getattr(torch.ops.lst_fast, name).default(*args)
+    return _IMPLEMENTATIONS[name](*args, backend=backend)
 
 
-def _simplex_points(vertices: Tensor, weights: Tensor, backend: str = "auto") -> Tensor:
-    op_checks.check_simplex_points(vertices, weights)
-    if _use_native("simplex_points", vertices.device, backend):
-        return _kernel("simplex_points")(vertices, weights)
-    return reference.simplex_points(vertices, weights)
+def _require_tensors(name: str, *args: object) -> None:
+    """TypeError naming the first tensor argument of the schema that is not a tensor."""
+    op_checks.require_tensors(f"lst_fast::{name}", **{arg: args[i] for i, arg in _TENSOR_ARGUMENTS[name]})
 
 
 # -- the typed wrappers ------------------------------------------------------------------------------------
@@ -135,11 +120,9 @@ def orthogonal_step(
 ) -> Tensor:
     """Fused LST step: returns the candidate and updates `adv` in place (see reference.orthogonal_step)."""
     check_backend(backend)
-    op_checks.require_tensors("lst_fast::orthogonal_step", x=x, target=target, grad=grad, adv=adv)
+    _require_tensors("orthogonal_step", x, target, grad, adv)
     args = (x, target, grad, adv, float(step_size), float(adv_step_size), float(bounds[0]), float(bounds[1]))
-    if backend == "auto":
-        return torch.ops.lst_fast.orthogonal_step.default(*args)
-    return _orthogonal_step(*args, backend=backend)
+    return _call("orthogonal_step", args, backend)
 
 
 def confidence_accept(
@@ -159,56 +142,50 @@ def confidence_accept(
 
     A label outside [0, num_classes) gives that sample a NaN probability: it is not accepted."""
     check_backend(backend)
-    op_checks.require_tensors(
-        "lst_fast::confidence_accept",
-        logits=logits,
-        label=label,
-        p0=p0,
-        x=x,
-        candidate=candidate,
-        grad=grad,
-        candidate_grad=candidate_grad,
-        confidence=confidence,
-    )
+    _require_tensors("confidence_accept", logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence)
     args = (logits, label, p0, float(threshold), x, candidate, grad, candidate_grad, confidence)
-    if backend == "auto":
-        return torch.ops.lst_fast.confidence_accept.default(*args)
-    return _confidence_accept(*args, backend=backend)
+    return _call("confidence_accept", args, backend)
 
 
 def simplex_points(vertices: Tensor, weights: Tensor, *, backend: str = "auto") -> Tensor:
     """Convex combinations of per-sample vertices (N, K, *) with weights (P, K): (N * P, *)."""
     check_backend(backend)
-    op_checks.require_tensors("lst_fast::simplex_points", vertices=vertices, weights=weights)
-    if backend == "auto":
-        return torch.ops.lst_fast.simplex_points.default(vertices, weights)
-    return _simplex_points(vertices, weights, backend=backend)
+    _require_tensors("simplex_points", vertices, weights)
+    return _call("simplex_points", (vertices, weights), backend)
 
 
 # -- registration ------------------------------------------------------------------------------------------
+# The fake kernels run the same checks, minus the memory comparisons, and return an empty output of the
+# right shape (for confidence_accept: one flag per row of logits, which the checks match to x).
 
 
-def _orthogonal_step_fake(x, target, grad, adv, step_size, adv_step_size, lo, hi):
-    op_checks.check_orthogonal_step(x, target, grad, adv, step_size, adv_step_size, lo, hi, addresses=False)
-    return torch.empty_like(x)
+def _orthogonal_step_fake(*args: Any) -> Tensor:
+    op_checks.check_orthogonal_step(*args, addresses=False)
+    return torch.empty_like(args[0])
 
 
-def _confidence_accept_fake(logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence):
-    op_checks.check_confidence_accept(
-        logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence, addresses=False
-    )
-    return x.new_empty((x.shape[0],), dtype=torch.bool)
+def _confidence_accept_fake(*args: Any) -> Tensor:
+    op_checks.check_confidence_accept(*args, addresses=False)
+    logits = args[0]
+    return logits.new_empty((logits.shape[0],), dtype=torch.bool)
 
 
-def _simplex_points_fake(vertices, weights):
+def _simplex_points_fake(vertices: Tensor, weights: Tensor) -> Tensor:
     op_checks.check_simplex_points(vertices, weights)
     return vertices.new_empty((vertices.shape[0] * weights.shape[0], *vertices.shape[2:]))
 
 
-_IMPLEMENTATIONS: Dict[str, Tuple[Callable[..., Tensor], Callable[..., Tensor]]] = {
-    "orthogonal_step": (_orthogonal_step, _orthogonal_step_fake),
-    "confidence_accept": (_confidence_accept, _confidence_accept_fake),
-    "simplex_points": (_simplex_points, _simplex_points_fake),
+_IMPLEMENTATIONS: Dict[str, Callable[..., Tensor]] = {
+    "orthogonal_step": _implementation("orthogonal_step", op_checks.check_orthogonal_step, reference.orthogonal_step),
+    "confidence_accept": _implementation(
+        "confidence_accept", op_checks.check_confidence_accept, reference.confidence_accept
+    ),
+    "simplex_points": _implementation("simplex_points", op_checks.check_simplex_points, reference.simplex_points),
+}
+_FAKES: Dict[str, Callable[..., Tensor]] = {
+    "orthogonal_step": _orthogonal_step_fake,
+    "confidence_accept": _confidence_accept_fake,
+    "simplex_points": _simplex_points_fake,
 }
 
 
@@ -222,7 +199,8 @@ def _define() -> torch.library.Library:
             f"the lst_fast ops are already defined ({str(error).splitlines()[0]}); the compiled "
             "extension is from an older lst_fast: rebuild it (pip install --no-build-isolation .)"
         ) from None
-    for name, (implementation, fake) in _IMPLEMENTATIONS.items():
+    for name, implementation in _IMPLEMENTATIONS.items():
+        fake = _FAKES[name]
         library.impl(name, implementation, "CompositeExplicitAutograd")
         torch.library.register_fake(f"lst_fast::{name}", fake, lib=library)
         if has_ops():  # the compiled kernel traces with the same output (opcheck runs it on its own too)

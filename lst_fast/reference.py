@@ -54,20 +54,11 @@ def class_probability(logits: Tensor, label: Tensor) -> Tensor:
     return e.gather(1, label.reshape(-1, 1)).squeeze(1) / e.sum(1)
 
 
-def confidence_accept(
-    logits: Tensor,
-    label: Tensor,
-    p0: Tensor,
-    threshold: float,
-    x: Tensor,
-    candidate: Tensor,
-    grad: Tensor,
-    candidate_grad: Tensor,
-    confidence: Tensor,
-) -> Tensor:
+def confidence_accept(logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence) -> Tensor:
     """Accept candidates whose source-class confidence dropped less than `threshold` below p0.
 
-    Where accepted, x and grad take the candidate's values and confidence its probability (all in
+    The arguments are lst_fast.ops.confidence_accept's (tensors, and the float threshold), already
+    checked. Where accepted, x and grad take the candidate's values and confidence its probability (all in
     place). Returns the accepted mask. NaN probabilities (non-finite logits, or a label outside
     [0, num_classes), as in the kernels) are never accepted.
     """

@@ -32,6 +32,12 @@ def check_precision(precision: str, compile_model: bool = False) -> None:
         raise ValueError("compile_model=True needs precision='bf16'; exact mode (fp32) never compiles")
 
 
+def check_backend(backend: str) -> None:
+    """backend is one of BACKENDS."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
 def _help(text: str, **extra: Any) -> Dict[str, Any]:
     return {"help": text, **extra}
 
@@ -123,8 +129,7 @@ class LSTSettings:
         put("record_every", validation.check_count("record_every", self.record_every))
         put("record_device", None if self.record_device is None else torch.device(self.record_device))
         put("progress", bool(self.progress))
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_backend(self.backend)
 
     def replace(self, **changes: Any) -> "LSTSettings":
         """A copy with some fields changed (validated); unknown names raise TypeError."""
