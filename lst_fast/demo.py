@@ -20,7 +20,7 @@ from lst_fast.data.fashion_mnist import CLASSES, load_sample, to_float
 from lst_fast.geometry import linear_path_confidence, triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.models import load_model, model_info
-from lst_fast.settings import DEMO_SETTINGS, LSTSettings
+from lst_fast.settings import DEMO_SETTINGS, LSTSettings, strip_record_every
 
 # The summary lists these settings.
 SUMMARY_SETTINGS = ("step_size", "iterations", "threshold", "adv_step_size", "init_noise", "precision")
@@ -74,7 +74,9 @@ def run_demo(
     xs, xt = x_all[src_idx], x_all[tgt_idx]
 
     generator = torch.Generator(device=device).manual_seed(seed)
-    walk = settings.replace(record_every=max(1, settings.iterations // 8), record_device="cpu", progress=progress)
+    walk = settings.replace(
+        record_every=strip_record_every(settings.iterations), record_device="cpu", progress=progress
+    )
     result = lst_fast.traverse(model, xs, xt, walk, generator=generator)
     t_lst = time.time() - t0
 

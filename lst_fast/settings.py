@@ -180,6 +180,11 @@ def _channel_values(
     return values
 
 
+def strip_record_every(iterations: int) -> int:
+    """record_every for the path strips of the demo and `lst-fast run`: eight recorded iterates per walk."""
+    return max(1, iterations // 8)
+
+
 # The evaluation and the demo walk with a larger step than the paper's ImageNet runs, so that 28x28 walks get
 # close to their targets (README, "The shipped Fashion-MNIST default"); otherwise the paper's settings.
 EVALUATION_SETTINGS = LSTSettings(step_size=5e-2)
