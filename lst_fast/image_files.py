@@ -16,6 +16,7 @@ from typing import List, Sequence
 import torch
 from torch import Tensor
 
+from lst_fast.atomic_files import atomic_write
 from lst_fast.data.preprocessing import Preprocessing, image_transform
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -72,9 +73,8 @@ def load_images(paths: Sequence[Path], pre: Preprocessing) -> Tensor:
 
 
 def save_png(image: Tensor, path: Path) -> Path:
-    """Write a (C, H, W) image in [0, 1] as an 8-bit PNG (grey for one channel)."""
+    """Write a (C, H, W) image in [0, 1] as an 8-bit PNG (grey for one channel), atomically."""
     Image = _pil()
     array = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
     array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
-    Image.fromarray(array).save(path)
-    return path
+    return atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))

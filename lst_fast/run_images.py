@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import lst_fast
+from lst_fast import image_files, plots
+from lst_fast.atomic_files import atomic_write_text
+from lst_fast.geometry import linear_path_confidence
+from lst_fast.metrics import distances
+from lst_fast.settings import LSTSettings
 
 
 def make_pairs(n_sources: int, n_targets: int, pairing: str) -> List[Tuple[int, int]]:
@@ -34,14 +42,6 @@ def make_pairs(n_sources: int, n_targets: int, pairing: str) -> List[Tuple[int, 
     )
 
 
-def class_names(described, num_classes: int) -> List[str]:
-    """The model's class names where its descriptor knows them for this many classes, else 'class k'."""
-    names = described.class_names
-    if names is not None and len(names) == num_classes:
-        return list(names)
-    return [f"class {k}" for k in range(num_classes)]
-
-
 def _labels(source_label: Optional[Sequence[int]], n_files: int, num_classes: int):
     if source_label is None:
         return None
@@ -53,12 +53,42 @@ def _labels(source_label: Optional[Sequence[int]], n_files: int, num_classes: in
     return list(source_label) * (n_files if len(source_label) == 1 else 1)
 
 
+# The per-pair numbers that the summary averages.
+MEAN_KEYS = (
+    "initial_confidence",
+    "confidence",
+    "still_source",
+    "accepted_steps",
+    "rms_to_target_start",
+    "rms_to_target",
+    "l2_to_target",
+    "linf_to_target",
+    "ssim_to_target",
+    "linear_path_min_confidence",
+)
+
+
+@dataclass
+class _Pairs:
+    """The image files, which source walks toward which target, and the walk's inputs on the device."""
+
+    source_files: List[Path]
+    target_files: List[Path]
+    pairs: List[Tuple[int, int]]
+    xs: Any = None  # (pairs, C, H, W) sources
+    xt: Any = None  # their targets
+    label: Any = None  # the class to hold per pair, or None for the model's prediction
+    target_class: Any = None  # the model's prediction on each target
+
+
 def run_images(
     model_spec: str,
     sources: Sequence[str],
     targets: Sequence[str],
     out="lst_run",
     *,
+    settings: Optional[LSTSettings] = None,
+    seed: int = 0,
     pairing: str = "in-order",
     source_label: Optional[Sequence[int]] = None,
     checkpoint: Optional[str] = None,
@@ -67,96 +97,136 @@ def run_images(
     device: str = "cpu",
     figures: int = 10,
     progress: bool = True,
-    seed: int = 0,
     model_dir: Optional[str] = None,
-    **settings,
+    **overrides,
 ) -> dict:
     """LST from each source image file toward its target image file; write OUT's files; return the numbers
-    (also in OUT/summary.json). `settings` are lst_fast.traverse's keyword arguments; mean/std None there
-    means the model's own (its descriptor's)."""
+    (also in OUT/summary.json).
+
+    settings: the LST settings (default LSTSettings()); keywords override single fields
+    (`run_images(..., iterations=100)`). Where they have no mean/std, the model's own (its descriptor's)
+    are applied inside the walk. `seed` seeds the initial noise."""
     import torch
 
-    import lst_fast
-    from lst_fast import image_files, plots
-    from lst_fast.geometry import linear_path_confidence
-    from lst_fast.metrics import distances
     from lst_fast.models import resolve_model
 
     t0 = time.time()
+    settings = LSTSettings.from_keywords(settings, **overrides)
     out = Path(out)
-    source_files = image_files.collect_images(sources, "source")
-    target_files = image_files.collect_images(targets, "target")
-    pairs = make_pairs(len(source_files), len(target_files), pairing)
+    found = _find_pairs(sources, targets, pairing)
     if figures < 0:
         raise ValueError(f"--figures must be >= 0, got {figures}")
-    # The folder only once the input is known to be there: a failed start leaves nothing behind.
+    _make_output_folder(out)
+    device = torch.device(device)
+    described = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir)
+    # The settings' mean/std, else the model's; replace() checks them against the input's channels.
+    described = described.replace(mean=settings.mean or described.mean, std=settings.std or described.std)
+    settings = settings.replace(mean=described.mean, std=described.std)
+    pre = described.preprocessing if input_size is None else described.preprocessing.with_size(input_size)
+    described = _load_inputs(found, described, pre, source_label, device)
+
+    t_walk = time.time()
+    result = lst_fast.traverse(
+        described.module,
+        found.xs,
+        found.xt,
+        settings.replace(record_device="cpu", progress=progress),
+        label=found.label,
+        target_label=found.target_class,
+        generator=torch.Generator(device=device).manual_seed(seed),
+    )
+    walk_seconds = time.time() - t_walk
+    line = linear_path_confidence(
+        described.module, found.xs, result.images, result.label, steps=21, mean=settings.mean, std=settings.std
+    )
+    rows = _pair_rows(found, result, described, line, out)
+    figure_files = _write_figures(found, result, described, line, figures, out)
+    result.save(out / "result.safetensors")
+
+    numbers = {
+        "model": model_spec,
+        "checkpoint": checkpoint,
+        "pretrained": pretrained,
+        "preprocessing": pre.to_dict(),
+        "pairing": pairing,
+        "settings": {**settings.config(), "seed": seed},
+        "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
+        "device": str(device),
+        "walk_seconds": round(walk_seconds, 2),
+        "mean": {k: sum(float(r[k]) for r in rows) / len(rows) for k in MEAN_KEYS},
+        "pairs": rows,
+    }
+    numbers["total_seconds"] = round(time.time() - t0, 2)
+    atomic_write_text(out / "summary.json", json.dumps(numbers, indent=1))
+    atomic_write_text(
+        out / "summary.md", summary_markdown(numbers, {k: p.relative_to(out) for k, p in figure_files.items()})
+    )
+    return numbers
+
+
+def _find_pairs(sources: Sequence[str], targets: Sequence[str], pairing: str) -> _Pairs:
+    source_files = image_files.collect_images(sources, "source")
+    target_files = image_files.collect_images(targets, "target")
+    return _Pairs(source_files, target_files, make_pairs(len(source_files), len(target_files), pairing))
+
+
+def _make_output_folder(out: Path) -> None:
+    """OUT/images, made only once the input is known to be there: a failed start leaves nothing behind."""
     try:
         (out / "images").mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"cannot write the output folder {out}: {error.strerror or error}") from error
 
-    device = torch.device(device)
-    described = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir)
-    mean = settings.pop("mean", None) or described.mean
-    std = settings.pop("std", None) or described.std
-    described = described.replace(mean=mean, std=std)  # checks them against the input's channels
-    mean, std = (None, None) if described.mean is None else (list(described.mean), list(described.std))
-    net = described.module
-    pre = described.preprocessing if input_size is None else described.preprocessing.with_size(input_size)
-    xs_files = image_files.load_images(source_files, pre).to(device)
-    xt_files = image_files.load_images(target_files, pre).to(device)
-    model = described.classifier()  # for the plain forward passes; traverse applies mean/std itself
 
+def _load_inputs(found: _Pairs, described, pre, source_label: Optional[Sequence[int]], device):
+    """Fill in `found`'s images, labels and target classes; return the descriptor, without class names
+    that do not fit the model's number of classes."""
+    import torch
+
+    xs_files = image_files.load_images(found.source_files, pre).to(device)
+    xt_files = image_files.load_images(found.target_files, pre).to(device)
+    model = described.classifier()  # for the plain forward passes; traverse applies mean/std itself
     with torch.no_grad():
         src_logits, tgt_logits = model(xs_files), model(xt_files)
     num_classes = src_logits.shape[1]
-    names = class_names(described, num_classes)
-    labels = _labels(source_label, len(source_files), num_classes)
-    src_idx = torch.tensor([i for i, _ in pairs], dtype=torch.long, device=device)
-    tgt_idx = torch.tensor([j for _, j in pairs], dtype=torch.long, device=device)
-    xs, xt = xs_files[src_idx], xt_files[tgt_idx]
-    label = None if labels is None else torch.tensor(labels, device=device)[src_idx]
-    target_class = tgt_logits.argmax(1)[tgt_idx]
+    if described.class_names is not None and len(described.class_names) != num_classes:
+        described = described.replace(class_names=None)
+    labels = _labels(source_label, len(found.source_files), num_classes)
+    src_idx = torch.tensor([i for i, _ in found.pairs], dtype=torch.long, device=device)
+    tgt_idx = torch.tensor([j for _, j in found.pairs], dtype=torch.long, device=device)
+    found.xs, found.xt = xs_files[src_idx], xt_files[tgt_idx]
+    found.label = None if labels is None else torch.tensor(labels, device=device)[src_idx]
+    found.target_class = tgt_logits.argmax(1)[tgt_idx]
+    return described
 
-    generator = torch.Generator(device=device).manual_seed(seed)
-    t_walk = time.time()
-    result = lst_fast.traverse(
-        net,
-        xs,
-        xt,
-        label=label,
-        target_label=target_class,
-        mean=mean,
-        std=std,
-        record_device="cpu",
-        generator=generator,
-        progress=progress,
-        **settings,
-    )
-    walk_seconds = time.time() - t_walk
+
+def _pair_rows(found: _Pairs, result, described, line, out: Path) -> List[dict]:
+    """Write each pair's LST output as a PNG; return its row of numbers."""
+    import torch
+
     with torch.no_grad():
-        final_class = model(result.images).argmax(1)
-    start, end = distances(xs, xt), distances(result.images, xt)
-    line = linear_path_confidence(net, xs, result.images, result.label, steps=21, mean=mean, std=std)
-
+        final_class = described.classifier()(result.images).argmax(1)
+    start, end = distances(found.xs, found.xt), distances(result.images, found.xt)
+    name_of = lambda t: described.class_name(int(t))  # noqa: E731
     rows = []
-    for k, (i, j) in enumerate(pairs):
-        name = f"{k:03d}_{source_files[i].stem}_to_{target_files[j].stem}.png"
+    for k, (i, j) in enumerate(found.pairs):
+        source, target = found.source_files[i], found.target_files[j]
+        name = f"{k:03d}_{source.stem}_to_{target.stem}.png"
         image_files.save_png(result.images[k], out / "images" / name)
         rows.append(
             {
                 "output": f"images/{name}",
-                "source": str(source_files[i]),
-                "target": str(target_files[j]),
+                "source": str(source),
+                "target": str(target),
                 "label": int(result.label[k]),
-                "label_name": names[int(result.label[k])],
-                "target_class": int(target_class[k]),
-                "target_class_name": names[int(target_class[k])],
+                "label_name": name_of(result.label[k]),
+                "target_class": int(found.target_class[k]),
+                "target_class_name": name_of(found.target_class[k]),
                 "source_correct": bool(result.source_correct[k]),
                 "initial_confidence": float(result.initial_confidence[k]),
                 "confidence": float(result.confidence[k]),
                 "still_source": bool(final_class[k] == result.label[k]),
-                "final_class_name": names[int(final_class[k])],
+                "final_class_name": name_of(final_class[k]),
                 "accepted_steps": int(result.accepted_steps[k]),
                 "rms_to_target_start": float(start["rms"][k]),
                 "rms_to_target": float(end["rms"][k]),
@@ -166,51 +236,23 @@ def run_images(
                 "linear_path_min_confidence": float(line[k].min()),
             }
         )
-    mean_of = lambda key: sum(float(r[key]) for r in rows) / len(rows)  # noqa: E731
-    keys = (
-        "initial_confidence",
-        "confidence",
-        "still_source",
-        "accepted_steps",
-        "rms_to_target_start",
-        "rms_to_target",
-        "l2_to_target",
-        "linf_to_target",
-        "ssim_to_target",
-        "linear_path_min_confidence",
-    )
+    return rows
+
+
+def _write_figures(found: _Pairs, result, described, line, figures: int, out: Path) -> Dict[str, Path]:
+    """The path strips of the first `figures` pairs (when the walk was recorded) and the linear paths."""
     figure_files = {}
-    xs_c, xt_c = xs.cpu(), xt.cpu()
+    xs, xt = found.xs.cpu(), found.xt.cpu()
     if result.trace_images is not None and figures > 0:
         (out / "paths").mkdir(exist_ok=True)
-        for k in range(min(figures, len(pairs))):
-            classes = {
-                int(result.label[k]): names[int(result.label[k])],
-                int(target_class[k]): names[int(target_class[k])],
-            }
+        for k in range(min(figures, len(found.pairs))):
+            shown = (int(result.label[k]), int(found.target_class[k]))
+            classes = {c: described.class_name(c) for c in shown}
             path = out / "paths" / f"{k:03d}.png"
-            plots.path_strip(result, k, xs_c[k], xt_c[k], classes, (int(result.label[k]), int(target_class[k])), path)
+            plots.path_strip(result, k, xs[k], xt[k], classes, shown, path)
             figure_files[f"path of pair {k}"] = path
     figure_files["linear path"] = plots.linear_paths(line.cpu(), out / "linear_path.png")
-    result.save(out / "result.safetensors")
-
-    numbers = {
-        "model": model_spec,
-        "checkpoint": checkpoint,
-        "pretrained": pretrained,
-        "preprocessing": pre.to_dict(),
-        "pairing": pairing,
-        "settings": {**settings, "mean": mean, "std": std, "seed": seed},
-        "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
-        "device": str(device),
-        "walk_seconds": round(walk_seconds, 2),
-        "mean": {k: mean_of(k) for k in keys},
-        "pairs": rows,
-    }
-    numbers["total_seconds"] = round(time.time() - t0, 2)
-    (out / "summary.json").write_text(json.dumps(numbers, indent=1))
-    (out / "summary.md").write_text(summary_markdown(numbers, {k: p.relative_to(out) for k, p in figure_files.items()}))
-    return numbers
+    return figure_files
 
 
 def summary_markdown(n: dict, figures: Dict[str, Path]) -> str:

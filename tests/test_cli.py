@@ -58,22 +58,22 @@ def test_version_and_usage_errors(capsys):
 
 
 def test_run_flags_are_traverse_settings():
-    """run's defaults are the settings dataclass's own, and its settings dict is accepted by traverse."""
-    import dataclasses
-
-    from lst_fast.cli.run import add_traverse_arguments, traverse_settings
+    """run's defaults are the settings dataclass's own, and its flags make an LSTSettings for traverse."""
+    from lst_fast.cli.run import add_traverse_arguments, run_settings
     from lst_fast.settings import LSTSettings
 
     parser = argparse.ArgumentParser()
     add_traverse_arguments(parser)
-    settings = traverse_settings(parser.parse_args(["--iterations", "16"]))
-    assert settings["record_every"] == 2 and settings["bounds"] == (0.0, 1.0) and settings["iterations"] == 16
+    args = parser.parse_args(["--iterations", "16"])
+    settings = run_settings(args)
+    assert isinstance(settings, LSTSettings) and args.seed == 0
+    assert settings.record_every == 2 and settings.bounds == (0.0, 1.0) and settings.iterations == 16
+    assert settings.mean is None and settings.std is None  # run_images then takes the model's own
     defaults = LSTSettings()
     for name in ("step_size", "threshold", "adv_step_size", "init_noise", "precision", "batch_size", "backend"):
-        assert settings[name] == getattr(defaults, name), name
-    fields = {f.name for f in dataclasses.fields(LSTSettings)}
-    assert set(settings) - {"seed"} <= fields
-    LSTSettings(**{k: v for k, v in settings.items() if k != "seed"})  # valid as a whole
+        assert getattr(settings, name) == getattr(defaults, name), name
+    explicit = run_settings(parser.parse_args(["--record-every", "0", "--mean", "0.5", "--std", "0.25"]))
+    assert explicit.record_every == 0 and explicit.mean == (0.5,) and explicit.std == (0.25,)
 
 
 def test_errors_are_one_line_with_exit_code_1(tmp_path, capsys):

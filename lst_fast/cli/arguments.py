@@ -71,6 +71,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_dir_argument(parser)
 
 
+def model_keywords(args: argparse.Namespace) -> Dict[str, Any]:
+    """The flags of add_model_arguments but --model, as the keywords lst_fast.models.resolve_model takes."""
+    return dict(checkpoint=args.checkpoint, pretrained=args.pretrained, model_dir=args.model_dir)
+
+
 def add_model_dir_argument(parser: argparse.ArgumentParser) -> None:
     """--model-dir, read back with args.model_dir (None: RobustBench's default, ./models)."""
     parser.add_argument(

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from lst_fast.bench import MODES
-from lst_fast.cli.arguments import add_device_argument, add_model_arguments, print_backend
+from lst_fast.cli.arguments import add_device_argument, add_model_arguments, model_keywords, print_backend
 
 HELP = "LST speed side by side on this machine: paper loop, one pass, lst_fast"
 
@@ -48,16 +48,14 @@ def command(args: argparse.Namespace) -> int:
     print_backend(args.device, args.device_auto)
     rows = run_bench(
         args.model,
-        checkpoint=args.checkpoint,
-        pretrained=args.pretrained,
         batch_size=args.batch_size,
         image_size=args.image_size,
         iterations=args.iterations,
         repeats=args.repeats,
         modes=args.modes,
         device=args.device,
-        model_dir=args.model_dir,
         echo=print,
+        **model_keywords(args),
     )
     table = markdown_table(rows)
     print()

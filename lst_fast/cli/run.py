@@ -7,16 +7,17 @@ lst-fast run --model cnn --source 'shirts/*.png' --target shoes/ --pairing all -
 from __future__ import annotations
 
 import argparse
-from typing import Dict
 
 from lst_fast.cli.arguments import (
     RUN_LST_FIELDS,
     add_device_argument,
     add_model_arguments,
     add_settings_arguments,
+    model_keywords,
     print_backend,
     settings_from_arguments,
 )
+from lst_fast.settings import LSTSettings, strip_record_every
 
 HELP = "LST between your own images (PNG/JPEG files, folders or patterns)"
 
@@ -67,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
-    """The settings of lst_fast.traverse as flags (read back by traverse_settings)."""
+    """The settings of lst_fast.traverse as flags (read back by run_settings)."""
     g = parser.add_argument_group("LST settings (those of lst_fast.traverse)")
     add_settings_arguments(g, RUN_LST_FIELDS)
     g.add_argument(
@@ -78,20 +79,14 @@ def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
         default=[0.0, 1.0],
         help="valid image range; every iterate stays inside",
     )
-    g.add_argument(
-        "--mean",
-        type=float,
-        nargs="+",
-        default=None,
-        help="per-channel normalization mean applied inside (default: the model's own)",
-    )
-    g.add_argument(
-        "--std",
-        type=float,
-        nargs="+",
-        default=None,
-        help="per-channel normalization std applied inside (default: the model's own)",
-    )
+    for name in ("mean", "std"):
+        g.add_argument(
+            f"--{name}",
+            type=float,
+            nargs="+",
+            default=None,
+            help=f"per-channel normalization {name} applied inside (default: the model's own)",
+        )
     g.add_argument(
         "--record-every",
         type=int,
@@ -101,19 +96,12 @@ def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
 
 
-def traverse_settings(args: argparse.Namespace) -> Dict[str, object]:
-    """Keyword arguments of lst_fast.traverse from the flags of add_traverse_arguments; mean/std None
-    means the model's own, and `seed` is the seed of the generator the caller makes."""
+def run_settings(args: argparse.Namespace) -> LSTSettings:
+    """The LSTSettings of the flags of add_traverse_arguments (the seed stays apart: it seeds the generator
+    the caller makes). No --mean/--std leaves mean/std None: run_images then takes the model's own."""
     settings = settings_from_arguments(args, fields=RUN_LST_FIELDS)
-    record_every = args.record_every if args.record_every is not None else max(1, settings.iterations // 8)
-    return dict(
-        {name: getattr(settings, name) for name in RUN_LST_FIELDS},
-        bounds=tuple(args.bounds),
-        mean=args.mean,
-        std=args.std,
-        record_every=record_every,
-        seed=args.seed,
-    )
+    record_every = strip_record_every(settings.iterations) if args.record_every is None else args.record_every
+    return settings.replace(bounds=tuple(args.bounds), mean=args.mean, std=args.std, record_every=record_every)
 
 
 def command(args: argparse.Namespace) -> int:
@@ -125,16 +113,15 @@ def command(args: argparse.Namespace) -> int:
         args.source,
         args.target,
         out=args.out,
+        settings=run_settings(args),
+        seed=args.seed,
         pairing=args.pairing,
         source_label=args.source_label,
-        checkpoint=args.checkpoint,
-        pretrained=args.pretrained,
         input_size=args.input_size,
         device=args.device,
-        model_dir=args.model_dir,
         figures=args.figures,
         progress=not args.no_progress,
-        **traverse_settings(args),
+        **model_keywords(args),
     )
     print(
         f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} LST "
