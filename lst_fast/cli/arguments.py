@@ -73,7 +73,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_keywords(args: argparse.Namespace) -> Dict[str, Any]:
     """The flags of add_model_arguments but --model, as the keywords lst_fast.models.resolve_model takes."""
-    return dict(checkpoint=args.checkpoint, pretrained=args.pretrained, model_dir=args.model_dir)
+    return values(args, ("checkpoint", "pretrained", "model_dir"))
 
 
 def add_model_dir_argument(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from lst_fast.bench import MODES
-from lst_fast.cli.arguments import add_device_argument, add_model_arguments, model_keywords, print_backend
+from lst_fast.cli.arguments import add_device_argument, add_model_arguments, model_keywords, print_backend, values
 
 HELP = "LST speed side by side on this machine: paper loop, one pass, lst_fast"
 
@@ -46,17 +46,8 @@ def command(args: argparse.Namespace) -> int:
     from lst_fast.bench import markdown_table, run_bench
 
     print_backend(args.device, args.device_auto)
-    rows = run_bench(
-        args.model,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        iterations=args.iterations,
-        repeats=args.repeats,
-        modes=args.modes,
-        device=args.device,
-        echo=print,
-        **model_keywords(args),
-    )
+    timed = values(args, ("batch_size", "image_size", "iterations", "repeats", "modes", "device"))
+    rows = run_bench(args.model, echo=print, **timed, **model_keywords(args))
     table = markdown_table(rows)
     print()
     print(table)

@@ -16,6 +16,7 @@ from lst_fast.cli.arguments import (
     model_keywords,
     print_backend,
     settings_from_arguments,
+    values,
 )
 from lst_fast.settings import LSTSettings, strip_record_every
 
@@ -115,12 +116,8 @@ def command(args: argparse.Namespace) -> int:
         out=args.out,
         settings=run_settings(args),
         seed=args.seed,
-        pairing=args.pairing,
-        source_label=args.source_label,
-        input_size=args.input_size,
-        device=args.device,
-        figures=args.figures,
         progress=not args.no_progress,
+        **values(args, ("pairing", "source_label", "input_size", "device", "figures")),
         **model_keywords(args),
     )
     print(
