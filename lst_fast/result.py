@@ -16,7 +16,7 @@ from torch import Tensor
 from lst_fast.atomic_files import atomic_save_tensors
 
 FORMAT_VERSION = 1
-_METADATA_KEY = "lst_fast"
+METADATA_KEY = "lst_fast"  # the safetensors metadata entry that holds lst_fast's JSON header
 
 
 @dataclass
@@ -103,7 +103,7 @@ class TraversalResult:
         _check_json("config", self.config, path)
         tensors = self.tensors()
         metadata = {
-            _METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config, "sha256": digest(tensors)})
+            METADATA_KEY: json.dumps({"format": FORMAT_VERSION, "config": self.config, "sha256": digest(tensors)})
         }
         return atomic_save_tensors(tensors, path, metadata, advice="a file already there is unchanged")
 
@@ -125,7 +125,7 @@ class TraversalResult:
             raise FileNotFoundError(f"no traversal result at {path}")
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
-                header = json.loads((f.metadata() or {}).get(_METADATA_KEY, "null"))
+                header = json.loads((f.metadata() or {}).get(METADATA_KEY, "null"))
                 tensors = {name: f.get_tensor(name) for name in f.keys()}
         except Exception as error:  # safetensors raises its own error types for corrupt files
             raise ValueError(f"{path} is not a readable lst_fast result file: {error}") from error

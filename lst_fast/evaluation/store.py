@@ -32,8 +32,8 @@ from torch import Tensor
 
 from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.result import METADATA_KEY
 
-_METADATA_KEY = "lst_fast"
 LOCK_NAME = ".lst-fast.lock"
 # The tensors of a chunk file, one row per pair of the chunk.
 CHUNK_KEYS = (
@@ -72,7 +72,7 @@ def _read_record(path: Path, wanted: Sequence[str]):
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        record = json.loads((f.metadata() or {}).get(_METADATA_KEY, "{}"))
+        record = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         tensors = {k: f.get_tensor(k) for k in wanted if k in shapes}
     if not isinstance(record, dict):
@@ -230,7 +230,7 @@ class EvaluationStore:
     def write_chunk(self, round_: int, chunk: int, tensors: Dict[str, Tensor], cfg: EvalConfig) -> Path:
         metadata = {"round": round_, "chunk": chunk, "config": cfg.to_dict()}
         return atomic_save_tensors(
-            tensors, self.chunk_path(round_, chunk), {_METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE
+            tensors, self.chunk_path(round_, chunk), {METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE
         )
 
     def read_chunk(self, round_: int, chunk: int) -> Dict[str, Tensor]:
@@ -266,7 +266,7 @@ class EvaluationStore:
         return atomic_save_tensors(
             {"confidence": confidence},
             self.triangles_path(r1, r2),
-            {_METADATA_KEY: json.dumps(metadata)},
+            {METADATA_KEY: json.dumps(metadata)},
             RESUME_ADVICE,
         )
 
