@@ -38,7 +38,9 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def _help(text: str, **extra: Any) -> Dict[str, Any]:
+def field_help(text: str, **extra: Any) -> Dict[str, Any]:
+    """A dataclass field's metadata: its help text (the command line's flag help) and extras such as
+    `choices` or `negated` (lst_fast.cli.arguments reads them)."""
     return {"help": text, **extra}
 
 
@@ -50,26 +52,30 @@ class LSTSettings:
     """
 
     step_size: float = field(
-        default=1e-2, metadata=_help("eta: the step along the part of (target - x) orthogonal to the gradient")
+        default=1e-2, metadata=field_help("eta: the step along the part of (target - x) orthogonal to the gradient")
     )
-    iterations: int = field(default=400, metadata=_help("T: the number of steps tried"))
+    iterations: int = field(default=400, metadata=field_help("T: the number of steps tried"))
     threshold: float = field(
-        default=0.2, metadata=_help("delta: a step is accepted while p0 - p < delta for the source-class confidence p")
+        default=0.2,
+        metadata=field_help("delta: a step is accepted while p0 - p < delta for the source-class confidence p"),
     )
     adv_step_size: float = field(
-        default=2e-3, metadata=_help("eps: step of the accumulated adversarial term (bounded by eps); 0 disables it")
+        default=2e-3,
+        metadata=field_help("eps: step of the accumulated adversarial term (bounded by eps); 0 disables it"),
     )
-    init_noise: float = field(default=2 / 255, metadata=_help("a: the start is clamp(x + U(-a, a)); 0 starts at x"))
+    init_noise: float = field(
+        default=2 / 255, metadata=field_help("a: the start is clamp(x + U(-a, a)); 0 starts at x")
+    )
     bounds: Tuple[float, float] = field(
-        default=(0.0, 1.0), metadata=_help("(lo, hi): the valid image range; every iterate stays inside")
+        default=(0.0, 1.0), metadata=field_help("(lo, hi): the valid image range; every iterate stays inside")
     )
     mean: Optional[Tuple[float, ...]] = field(
-        default=None, metadata=_help("per-channel normalization applied inside: the model sees (x - mean) / std")
+        default=None, metadata=field_help("per-channel normalization applied inside: the model sees (x - mean) / std")
     )
-    std: Optional[Tuple[float, ...]] = field(default=None, metadata=_help("see mean"))
+    std: Optional[Tuple[float, ...]] = field(default=None, metadata=field_help("see mean"))
     precision: str = field(
         default="fp32",
-        metadata=_help(
+        metadata=field_help(
             "fp32: exact (the algorithm to the bit, TF32 off); bf16: the model runs as a bfloat16 copy with "
             "BatchNorm folded and channels-last memory, all LST arithmetic stays fp32",
             choices=PRECISIONS,
@@ -77,24 +83,26 @@ class LSTSettings:
     )
     batch_size: Optional[int] = field(
         default=None,
-        metadata=_help("images per batch; default automatic (GPU: what free memory holds; CPU: cache-sized batches)"),
+        metadata=field_help(
+            "images per batch; default automatic (GPU: what free memory holds; CPU: cache-sized batches)"
+        ),
     )
     compile_model: bool = field(
-        default=False, metadata=_help("with precision bf16: run the working copy through torch.compile")
+        default=False, metadata=field_help("with precision bf16: run the working copy through torch.compile")
     )
     graph: bool = field(
-        default=False, metadata=_help("CUDA: replay each iteration from a CUDA graph (the same iterates as eager)")
+        default=False, metadata=field_help("CUDA: replay each iteration from a CUDA graph (the same iterates as eager)")
     )
     record_every: int = field(
-        default=0, metadata=_help("when > 0, record the iterate and its confidences every that many iterations")
+        default=0, metadata=field_help("when > 0, record the iterate and its confidences every that many iterations")
     )
     record_device: Optional[torch.device] = field(
-        default=None, metadata=_help("where recorded images go (e.g. cpu); default the input's device")
+        default=None, metadata=field_help("where recorded images go (e.g. cpu); default the input's device")
     )
-    progress: bool = field(default=False, metadata=_help("show a progress bar"))
+    progress: bool = field(default=False, metadata=field_help("show a progress bar"))
     backend: str = field(
         default="auto",
-        metadata=_help(
+        metadata=field_help(
             "auto: compiled kernels where available; native: require them; reference: pure PyTorch", choices=BACKENDS
         ),
     )

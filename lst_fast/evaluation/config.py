@@ -8,18 +8,13 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from lst_fast.settings import EVALUATION_SETTINGS, LSTSettings
+from lst_fast.settings import EVALUATION_SETTINGS, LSTSettings, field_help
 
-__all__ = ["EVAL_LST_FIELDS", "EvalConfig"]
-
-
-def _help(text: str, **extra: Any) -> Dict[str, Any]:
-    """A field's metadata: its help text (the command line's flag help) and extras such as `negated`."""
-    return {"help": text, **extra}
+__all__ = ["RECORDED_LST_FIELDS", "EvalConfig"]
 
 
 # The LST settings an evaluation records in its config.json (the others do not change its tables).
-EVAL_LST_FIELDS = ("iterations", "step_size", "threshold", "adv_step_size", "init_noise", "precision")
+RECORDED_LST_FIELDS = ("iterations", "step_size", "threshold", "adv_step_size", "init_noise", "precision")
 
 
 @dataclass(frozen=True)
@@ -32,31 +27,31 @@ class EvalConfig:
 
     model: str = field(
         default="cnn",
-        metadata=_help(
+        metadata=field_help(
             "cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
             "(fashion_cnn, fashion_vit, wrn28_10, timm:NAME, ...) with --checkpoint"
         ),
     )
     checkpoint: Optional[str] = field(
-        default=None, metadata=_help("weights file: safetensors or a weights-only torch file")
+        default=None, metadata=field_help("weights file: safetensors or a weights-only torch file")
     )
     pretrained: bool = field(
         default=True,
-        metadata=_help("timm/torchvision: pretrained weights", negated="timm/torchvision: random initialization"),
+        metadata=field_help("timm/torchvision: pretrained weights", negated="timm/torchvision: random initialization"),
     )
     data: str = field(
         default="fashion-mnist",
-        metadata=_help("fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE"),
+        metadata=field_help("fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE"),
     )
-    rounds: int = field(default=5, metadata=_help("rounds of targets per source"))
-    num_samples: int = field(default=100, metadata=_help("sources in the pool"))
+    rounds: int = field(default=5, metadata=field_help("rounds of targets per source"))
+    num_samples: int = field(default=100, metadata=field_help("sources in the pool"))
     min_confidence: Optional[float] = field(
-        default=None, metadata=_help("pool: also ask confidence above this (the paper: 0.6)")
+        default=None, metadata=field_help("pool: also ask confidence above this (the paper: 0.6)")
     )
-    triangle_n: int = field(default=10, metadata=_help("triangle grid: n + 1 points per edge"))
-    chunk_size: int = field(default=256, metadata=_help("images per result file (the unit of resume)"))
-    seed: int = field(default=0, metadata=_help("seeds the pool, the targets and every chunk's noise"))
-    lst: LSTSettings = field(default=EVALUATION_SETTINGS, metadata=_help("the traversal's settings"))
+    triangle_n: int = field(default=10, metadata=field_help("triangle grid: n + 1 points per edge"))
+    chunk_size: int = field(default=256, metadata=field_help("images per result file (the unit of resume)"))
+    seed: int = field(default=0, metadata=field_help("seeds the pool, the targets and every chunk's noise"))
+    lst: LSTSettings = field(default=EVALUATION_SETTINGS, metadata=field_help("the traversal's settings"))
 
     def __init__(self, lst: Optional[LSTSettings] = None, **keywords: Any) -> None:
         own = {k: keywords.pop(k) for k in list(keywords) if k in _EVAL_OWN_FIELDS}
@@ -93,13 +88,13 @@ class EvalConfig:
     def to_dict(self) -> Dict[str, Any]:
         """The flat form written to config.json (the same keys as folders written before `lst` existed)."""
         out = {name: getattr(self, name) for name in _EVAL_OWN_FIELDS}
-        out.update({name: getattr(self.lst, name) for name in EVAL_LST_FIELDS})
+        out.update({name: getattr(self.lst, name) for name in RECORDED_LST_FIELDS})
         return out
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "EvalConfig":
         """Read the flat form; keys missing from an older folder take their defaults."""
-        unknown = sorted(set(values) - set(_EVAL_OWN_FIELDS) - set(EVAL_LST_FIELDS))
+        unknown = sorted(set(values) - set(_EVAL_OWN_FIELDS) - set(RECORDED_LST_FIELDS))
         if unknown:
             raise ValueError(f"unknown evaluation settings {unknown}")
         return cls(**values)
