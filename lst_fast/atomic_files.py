@@ -11,26 +11,17 @@ is removed.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
 import re
-import signal
 import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Union
 
 from torch import Tensor
 
-__all__ = ["TEST_HOOK_VARIABLE", "atomic_save_tensors", "atomic_write", "atomic_write_text"]
+__all__ = ["atomic_save_tensors", "atomic_write", "atomic_write_text"]
 
 PathLike = Union[str, os.PathLike]
-
-# Tests only: "EVENT:GLOB:COUNT:SIGNAL" sends SIGNAL to this process the COUNT-th time EVENT happens to a
-# file whose name matches GLOB. EVENT "writing": inside an atomic write, the temporary file cut to half its
-# size (a write interrupted in its middle); "written": after the rename. Lets the tests interrupt a run at
-# an exact point, without timing.
-TEST_HOOK_VARIABLE = "LST_FAST_TEST_HOOK"
-_hook_counts: Dict[str, int] = {}
 
 # safetensors reports an I/O failure as SafetensorError("... (os error 28)"), not as an OSError.
 _OS_ERROR_NUMBER = re.compile(r"\(os error (\d+)\)")
@@ -52,8 +43,7 @@ def atomic_write(path: PathLike, write: Callable[[str], object], advice: str = "
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; these are ordinary files
         write(tmp)
-        _test_hook("writing", path.name, tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # the one rename: tests/kill_at_write.py interrupts runs around it
     except BaseException as error:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -62,7 +52,6 @@ def atomic_write(path: PathLike, write: Callable[[str], object], advice: str = "
             raise
         reason = "the disk is full" if cause.errno == errno.ENOSPC else (cause.strerror or str(cause))
         raise RuntimeError(f"cannot write {path}: {reason}" + (f"; {advice}" if advice else "")) from cause
-    _test_hook("written", path.name)
     return path
 
 
@@ -97,17 +86,3 @@ def _as_os_error(error: BaseException) -> Optional[OSError]:
             rebuilt.__cause__ = error
             return rebuilt
     return None
-
-
-def _test_hook(event: str, name: str, tmp: Optional[str] = None) -> None:
-    spec = os.environ.get(TEST_HOOK_VARIABLE)
-    if not spec:
-        return
-    hook_event, pattern, count, sig = spec.split(":")
-    if hook_event != event or not fnmatch.fnmatch(name, pattern):
-        return
-    _hook_counts[spec] = _hook_counts.get(spec, 0) + 1
-    if _hook_counts[spec] == int(count):
-        if tmp is not None:
-            os.truncate(tmp, os.path.getsize(tmp) // 2)
-        os.kill(os.getpid(), getattr(signal, sig))

@@ -124,14 +124,12 @@ def _default_sigint() -> None:
 
 
 def test_sigint_stops_cleanly_and_keeps_finished_chunks(tmp_path):
-    """The run sends itself SIGINT right after its second chunk file is written (a test hook, no timing),
-    so the signal always lands in the middle of the run, however busy the machine."""
-    from lst_fast.atomic_files import TEST_HOOK_VARIABLE
-
+    """The run sends itself SIGINT right after its second chunk file is written (tests/kill_at_write.py,
+    no timing), so the signal always lands in the middle of the run, however busy the machine."""
     args = [
         sys.executable,
-        "-m",
-        "lst_fast",
+        str(ROOT / "tests" / "kill_at_write.py"),
+        "written:round*_chunk*:2:SIGINT",
         "eval",
         "--data",
         "fashion-mnist-sample",
@@ -145,7 +143,7 @@ def test_sigint_stops_cleanly_and_keeps_finished_chunks(tmp_path):
         "4",
         "--no-progress",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), TEST_HOOK_VARIABLE: "written:round*_chunk*:2:SIGINT"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = tmp_path / "stopped"
     # A background job of a shell without job control (pytest ... &) inherits SIGINT as ignored, and
     # Python keeps it ignored: the child starts with the default disposition, as from a terminal.

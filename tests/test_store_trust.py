@@ -304,12 +304,10 @@ def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tm
     import subprocess
     import sys
 
-    from lst_fast.atomic_files import TEST_HOOK_VARIABLE
-
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), TEST_HOOK_VARIABLE: hook}
-    killed = subprocess.run(
-        [sys.executable, "-m", "lst_fast", *SMALL_EVAL_ARGS, "--out", str(out)],
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run(  # interrupted at the hook's point by tests/kill_at_write.py
+        [sys.executable, str(ROOT / "tests" / "kill_at_write.py"), hook, *SMALL_EVAL_ARGS, "--out", str(out)],
         env=env,
         capture_output=True,
         text=True,
