@@ -120,56 +120,74 @@ def parse_arch_list(text: str) -> tuple:
 
 
 def extension_modules():
-    if "LST_FAST_NO_EXTENSION" in os.environ:  # the old name; too easy to confuse with the run-time switch
-        sys.exit("setup.py: LST_FAST_NO_EXTENSION was renamed; use LST_FAST_BUILD_EXTENSION=0")
+    """(the extensions to build, setup's cmdclass), as the environment switches and the machine decide."""
     if env_flag("LST_FAST_BUILD_EXTENSION", "1", allowed=("1", "0")) == "0":
         print("lst_fast build: LST_FAST_BUILD_EXTENSION=0, pure-Python package only")
         return [], {}
 
     import torch
     from packaging.version import Version
-    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension
 
-    torch_version = Version(torch.__version__.split("+")[0])
-    if torch_version < Version(MIN_TORCH):
+    if Version(torch.__version__.split("+")[0]) < Version(MIN_TORCH):
         sys.exit(f"setup.py: lst_fast needs torch >= {MIN_TORCH}, found {torch.__version__}")
-
     want_cuda = env_flag("LST_FAST_CUDA", "auto")
     nvcc = nvcc_version(CUDA_HOME) if CUDA_HOME else None
-    cuda_possible = torch.version.cuda is not None and nvcc is not None
-    if want_cuda == "1" and not cuda_possible:
+    build_cuda = cuda_to_build(want_cuda, torch.version.cuda, nvcc, CUDA_HOME)
+    cuda_module = f"lst_fast._C_cuda{nvcc.major}" if build_cuda else None
+    if build_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        os.environ["TORCH_CUDA_ARCH_LIST"] = default_arch_setting(Path(CUDA_HOME) / "bin" / "nvcc", nvcc.major)
+    os.environ.setdefault("MAX_JOBS", str(default_max_jobs()))
+    debug = env_flag("LST_FAST_DEBUG", "0", allowed=("1", "0")) == "1"
+    extensions = make_extensions(cuda_module, CUDA_HOME, *compiler_flags(debug))
+    print_configuration(torch, CUDA_HOME, nvcc, want_cuda, extensions, debug)
+    description = None
+    if build_cuda:
+        arches, ptx = parse_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"])
+        description = {"cuda": f"{nvcc.major}.{nvcc.minor}", "arches": arches, "ptx": ptx}
+    other_major = build_cuda and nvcc.major != Version(torch.version.cuda).major
+    return extensions, {"build_ext": build_ext_class(BuildExtension, cuda_module, description, other_major)}
+
+
+def cuda_to_build(want_cuda: str, torch_cuda, nvcc, cuda_home) -> bool:
+    """Whether the CUDA kernels are built, from LST_FAST_CUDA, torch's CUDA version and nvcc's."""
+    from packaging.version import Version
+
+    possible = torch_cuda is not None and nvcc is not None
+    if want_cuda == "1" and not possible:
         sys.exit(
             "setup.py: LST_FAST_CUDA=1 but the CUDA kernels cannot be built "
-            f"(torch CUDA: {torch.version.cuda}, nvcc: {nvcc}, CUDA_HOME: {CUDA_HOME})"
+            f"(torch CUDA: {torch_cuda}, nvcc: {nvcc}, CUDA_HOME: {cuda_home})"
         )
-    build_cuda = cuda_possible and want_cuda != "0"
-    if build_cuda and nvcc.major != Version(torch.version.cuda).major and want_cuda != "1":
+    if not possible or want_cuda == "0":
+        return False
+    if nvcc.major != Version(torch_cuda).major and want_cuda != "1":
         print(
-            f"lst_fast build: nvcc {nvcc} and torch's CUDA {torch.version.cuda} differ in major version; "
+            f"lst_fast build: nvcc {nvcc} and torch's CUDA {torch_cuda} differ in major version; "
             f"skipping the CUDA kernels (LST_FAST_CUDA=1 builds lst_fast._C_cuda{nvcc.major} anyway)"
         )
-        build_cuda = False
-    cuda_module = f"lst_fast._C_cuda{nvcc.major}" if build_cuda else None
-    if build_cuda and nvcc.major != Version(torch.version.cuda).major:
-        # torch refuses an nvcc of another major version because its C++ CUDA API would differ; the stable
-        # ABI passes only C types and no torch header reaches nvcc, so that check does not apply here.
-        import torch.utils.cpp_extension as cpp_extension
+        return False
+    return True
 
-        cpp_extension._check_cuda_version = lambda *args: None
 
-    if build_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        arches = default_arch_list(Path(CUDA_HOME) / "bin" / "nvcc", nvcc.major)
-        newest = arches[-1]
-        if torch.cuda.is_available():
-            for i in range(torch.cuda.device_count()):
-                major, minor = torch.cuda.get_device_capability(i)
-                if f"{major}.{minor}" not in arches:
-                    arches.append(f"{major}.{minor}")
-        arches = sorted(arches, key=Version)
-        os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(a + "+PTX" if a == newest else a for a in arches)
-    os.environ.setdefault("MAX_JOBS", str(default_max_jobs()))
+def default_arch_setting(nvcc_path: Path, major: int) -> str:
+    """TORCH_CUDA_ARCH_LIST when unset: default_arch_list plus the visible GPUs' own, PTX for the newest
+    default one."""
+    import torch
+    from packaging.version import Version
 
-    debug = env_flag("LST_FAST_DEBUG", "0", allowed=("1", "0")) == "1"
+    arches = default_arch_list(nvcc_path, major)
+    newest = arches[-1]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            major_, minor = torch.cuda.get_device_capability(i)
+            if f"{major_}.{minor}" not in arches:
+                arches.append(f"{major_}.{minor}")
+    return ";".join(a + "+PTX" if a == newest else a for a in sorted(arches, key=Version))
+
+
+def compiler_flags(debug: bool):
+    """(host compiler flags, nvcc flags, linker flags)."""
     stable_abi = [f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}"]
     # -ffp-contract=off / --fmad=false: every product and sum is rounded on its own, as in the
     # pure-PyTorch reference, so the kernels can match it bit for bit. -g0 overrides the -g of Python's
@@ -184,54 +202,57 @@ def extension_modules():
     # and PyInit_* the only export.
     link_flags += ["-static-libstdc++", f"-Wl,--version-script={CSRC / 'compat' / 'exports.map'}"]
     link_flags += [f"-Wl,--wrap={name}" for name in GLIBC_WRAPPED]
+    return cxx_flags, nvcc_flags, link_flags
 
-    # Sources relative to the project (setuptools refuses absolute ones); include paths absolute (ninja).
-    def rel(paths):
-        return sorted(str(p.relative_to(ROOT)) for p in paths)
 
-    compat_sources = rel([CSRC / "compat" / "glibc_compat.cpp"])
-    cpu_sources = rel([CSRC / "lst_fast.cpp", *(CSRC / "cpu").glob("*.cpp")])
-    extensions = [
-        CppExtension(
-            "lst_fast._C",
-            cpu_sources + compat_sources,
-            include_dirs=[str(CSRC)],
-            extra_compile_args={"cxx": cxx_flags},
-            extra_link_args=link_flags,
-            py_limited_api=True,
-        )
-    ]
-    sources = list(cpu_sources)
-    if build_cuda:
-        cuda_sources = rel([CSRC / "cuda" / "cuda_ops.cpp", *(CSRC / "cuda").glob("*.cu")])
-        extensions.append(
-            CUDAExtension(
-                cuda_module,
-                cuda_sources + compat_sources,
-                include_dirs=[str(CSRC)],
-                # USE_CUDA declares the shim's CUDA calls (the current stream).
-                extra_compile_args={"cxx": cxx_flags + ["-DUSE_CUDA"], "nvcc": nvcc_flags},
-                # The CUDA runtime linked statically: the module does not depend on which libcudart
-                # torch ships, and needs a driver of this toolkit's CUDA major version.
-                extra_link_args=link_flags + ["-Wl,--as-needed"],
-                py_limited_api=True,
-            )
-        )
-        sources += cuda_sources
+def relative_sources(paths) -> list:
+    """Sources relative to the project (setuptools refuses absolute ones); include paths stay absolute (ninja)."""
+    return sorted(str(p.relative_to(ROOT)) for p in paths)
+
+
+def make_extensions(cuda_module, cuda_home, cxx_flags, nvcc_flags, link_flags) -> list:
+    """lst_fast._C, and the CUDA module when `cuda_module` names one."""
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    compat_sources = relative_sources([CSRC / "compat" / "glibc_compat.cpp"])
+    cpu_sources = relative_sources([CSRC / "lst_fast.cpp", *(CSRC / "cpu").glob("*.cpp")])
     # The stable ABI lives in libtorch_cpu (and, for the current CUDA stream, libtorch_cuda): link those
     # only, not c10/c10_cuda/libtorch's C++ symbols, which change with every torch release.
-    extensions[0].libraries = ["torch_cpu"]
-    if build_cuda:
-        # The CUDA runtime statically where the toolkit has it (so the module does not depend on which
-        # libcudart torch ships); else the shared libcudart.so.<major> that torch's CUDA build of the same
-        # major version has already loaded (auditwheel excludes it).
-        static_runtime = any((Path(CUDA_HOME) / lib / "libcudart_static.a").exists() for lib in ("lib64", "lib"))
-        cudart = "cudart_static" if static_runtime else "cudart"
-        extensions[1].libraries = ["torch_cpu", "torch_cuda", cudart, "rt", "pthread", "dl"]
+    cpu = CppExtension(
+        "lst_fast._C",
+        cpu_sources + compat_sources,
+        include_dirs=[str(CSRC)],
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
+        py_limited_api=True,
+    )
+    cpu.libraries = ["torch_cpu"]
+    if cuda_module is None:
+        return [cpu]
+    # The CUDA runtime statically where the toolkit has it (so the module does not depend on which
+    # libcudart torch ships, and needs a driver of this toolkit's CUDA major version); else the shared
+    # libcudart.so.<major> that torch's CUDA build of the same major version has already loaded
+    # (auditwheel excludes it).
+    static_runtime = any((Path(cuda_home) / lib / "libcudart_static.a").exists() for lib in ("lib64", "lib"))
+    cuda = CUDAExtension(
+        cuda_module,
+        relative_sources([CSRC / "cuda" / "cuda_ops.cpp", *(CSRC / "cuda").glob("*.cu")]) + compat_sources,
+        include_dirs=[str(CSRC)],
+        # USE_CUDA declares the shim's CUDA calls (the current stream).
+        extra_compile_args={"cxx": cxx_flags + ["-DUSE_CUDA"], "nvcc": nvcc_flags},
+        extra_link_args=link_flags + ["-Wl,--as-needed"],
+        py_limited_api=True,
+    )
+    cuda.libraries = ["torch_cpu", "torch_cuda", "cudart_static" if static_runtime else "cudart", "rt", "pthread", "dl"]
+    return [cpu, cuda]
 
+
+def print_configuration(torch, cuda_home, nvcc, want_cuda, extensions, debug: bool) -> None:
+    build_cuda = len(extensions) > 1
+    sources = [s for e in extensions for s in e.sources if "compat" not in s]
     print(
         "lst_fast build configuration:\n"
-        f"  torch {torch.__version__} (CUDA {torch.version.cuda}), CUDA_HOME={CUDA_HOME}, nvcc {nvcc}\n"
+        f"  torch {torch.__version__} (CUDA {torch.version.cuda}), CUDA_HOME={cuda_home}, nvcc {nvcc}\n"
         f"  CUDA kernels: {'yes' if build_cuda else 'no'} (LST_FAST_CUDA={want_cuda})"
         + (f", TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}" if build_cuda else "")
         + (f", CUDA runtime: {extensions[1].libraries[2]}" if build_cuda else "")
@@ -240,18 +261,28 @@ def extension_modules():
         f"{'debug build' if debug else 'release build (stripped)'}, TORCH_TARGET_VERSION={TORCH_TARGET_VERSION}\n"
         f"  sources: {', '.join(sources)}"
     )
-    if build_cuda:
-        arches, ptx = parse_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"])
-        description = {"cuda": f"{nvcc.major}.{nvcc.minor}", "arches": arches, "ptx": ptx}
-    else:
-        description = None
-    return extensions, {"build_ext": build_ext_with_description(BuildExtension, cuda_module, description)}
 
 
-def build_ext_with_description(base, cuda_module, description):
-    """build_ext that also writes lst_fast/<CUDA module>.json beside the module (what lst_fast checks)."""
+def build_ext_class(base, cuda_module, description, other_cuda_major: bool):
+    """build_ext that also writes lst_fast/<CUDA module>.json beside the module (what lst_fast checks), and
+    that builds with an nvcc of another CUDA major version than torch's when asked to (LST_FAST_CUDA=1)."""
+    import torch.utils.cpp_extension as cpp_extension
 
     class BuildExt(base):
+        def build_extensions(self):
+            if not other_cuda_major:
+                return super().build_extensions()
+            # torch refuses an nvcc of another major version than its own CUDA, because its C++ CUDA API
+            # would differ. Our modules use the stable ABI, which passes only C types, and no torch CUDA
+            # header reaches nvcc, so that refusal does not apply: its check (a module function that
+            # BuildExtension.build_extensions calls) is switched off for this build only, then restored.
+            check = cpp_extension._check_cuda_version
+            cpp_extension._check_cuda_version = lambda *args: None
+            try:
+                return super().build_extensions()
+            finally:
+                cpp_extension._check_cuda_version = check
+
         def build_extension(self, ext):
             super().build_extension(ext)
             if description is not None and ext.name == cuda_module:
