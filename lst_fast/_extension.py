@@ -138,18 +138,6 @@ def has_native_kernel(name: str, device_type: str) -> bool:
     return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"{KERNEL_NAMESPACE}::{name}", key)
 
 
-def assert_has_ops() -> None:
-    """Raise a RuntimeError that says how to get the compiled operators."""
-    if not has_ops():
-        raise RuntimeError(
-            "lst_fast's compiled operators are not available "
-            f"({_load_error or 'lst_fast._C loaded but registered no ops'}). Install the lst_fast wheel, "
-            "or build from source with `pip install --no-build-isolation .` in an environment with torch "
-            ">= 2.10 and a C++ compiler (and nvcc for CUDA), or use backend='reference' for the "
-            "pure-PyTorch implementation."
-        )
-
-
 def backend_info() -> dict:
     """Which implementation lst_fast uses, per device type, and why.
 

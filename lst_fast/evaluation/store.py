@@ -98,9 +98,6 @@ class EvaluationStore:
     def triangles_path(self, r1: int, r2: int) -> Path:
         return self.results / f"triangles_r{r1:02d}_r{r2:02d}.safetensors"
 
-    def chunk_files(self) -> List[Path]:
-        return sorted(self.results.glob("round*_chunk*.safetensors"))
-
     # -- the configuration ------------------------------------------------------------------------------
 
     def check_or_write_config(self, cfg: EvalConfig) -> None:
