@@ -10,7 +10,6 @@ per-pair chunk files; unfinished folders are refused, by name.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -50,17 +49,11 @@ def load_evaluation(folder) -> Run:
     store = EvaluationStore(folder)
     if not store.config_path.is_file():
         raise ValueError(f"{folder} is not an evaluation folder (no config.json)")
-    config = store.read_config().to_dict()
-    if not store.tables_json.is_file():
-        raise ValueError(f"{folder} is unfinished (no tables.json)")
-    tables = json.loads(store.tables_json.read_text())
-    chunks = math.ceil(int(tables["sources"]) / int(config["chunk_size"]))
-    rounds = range(int(config["rounds"]))
-    paths = [store.chunk_path(r, c) for r in rounds for c in range(chunks)]
-    missing = [path.name for path in paths if not path.is_file()]
+    missing = store.unfinished()
     if missing:
-        raise ValueError(f"{folder} is unfinished ({len(missing)} result files missing, e.g. {missing[0]})")
-    parts = [store.read_round(r, chunks) for r in rounds]
+        raise ValueError(f"{folder} is unfinished ({missing})")
+    config, tables = store.read_config().to_dict(), store.read_tables()
+    parts = [store.read_round(r, store.chunks_per_round()) for r in range(int(config["rounds"]))]
     per_pair = {k: torch.cat([p[k].double().flatten() for p in parts]) for k in PER_PAIR}
     return {"folder": str(folder), "config": config, "tables": tables, "per_pair": per_pair}
 

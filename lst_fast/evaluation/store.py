@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -283,14 +284,32 @@ class EvaluationStore:
     def read_tables_markdown(self) -> str:
         return self.tables_md.read_text()
 
+    def read_tables(self) -> dict:
+        return json.loads(self.tables_json.read_text())
+
+    def chunks_per_round(self) -> int:
+        """How many chunk files each round of a finished evaluation has (from its tables and config)."""
+        return math.ceil(int(self.read_tables()["sources"]) / self.read_config().chunk_size)
+
+    def unfinished(self) -> Optional[str]:
+        """What is missing, or None when the evaluation finished: the one definition of finished, which
+        `lst-fast report` and `lst-fast compare` both ask. Finished: config.json, tables.md, tables.json
+        and every chunk file of every round are there."""
+        for needed in (self.config_path, self.tables_md, self.tables_json):
+            if not needed.is_file():
+                return f"{needed.name} is missing"
+        chunks, rounds = self.chunks_per_round(), self.read_config().rounds
+        paths = [self.chunk_path(r, c) for r in range(rounds) for c in range(chunks)]
+        missing = [str(path.relative_to(self.root)) for path in paths if not path.is_file()]
+        if missing:
+            return f"{len(missing)} result file(s) missing, e.g. {missing[0]}"
+        return None
+
     def require_finished(self) -> None:
-        """Raise FileNotFoundError unless the evaluation finished (configuration, tables, first chunk)."""
-        for needed in (self.config_path, self.tables_md, self.chunk_path(0, 0)):
-            if not needed.exists():
-                raise FileNotFoundError(
-                    f"{self.root} is not a finished evaluation: "
-                    f"{needed.relative_to(self.root)} is missing (run `lst-fast eval` first)"
-                )
+        """Raise FileNotFoundError unless the evaluation finished (see `unfinished`)."""
+        missing = self.unfinished()
+        if missing:
+            raise FileNotFoundError(f"{self.root} is not a finished evaluation: {missing} (run `lst-fast eval` first)")
 
 
 def _config_difference(found: dict, cfg: EvalConfig) -> dict:
