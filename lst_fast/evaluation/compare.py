@@ -25,6 +25,7 @@ from lst_fast.evaluation.tables import (
     side_by_side_latex,
     side_by_side_markdown,
 )
+from lst_fast.geometry import TRIANGLE_DROPS
 
 __all__ = [
     "PER_PAIR",
@@ -153,7 +154,7 @@ def distributions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
 def fractions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
     """Per run, the fraction of the triangle grid with confidence above p_src - drop, for each drop."""
     plt = plots.pyplot()
-    drops = [0.0, 0.1, 0.2, 0.3]
+    drops = list(TRIANGLE_DROPS)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, run in zip(names, runs, strict=True):
         cols = run["tables"]["table2"]
