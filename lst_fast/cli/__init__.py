@@ -25,6 +25,7 @@ from lst_fast.cli.arguments import (
     print_backend,
     settings_from_arguments,
 )
+from lst_fast.error_text import one_line
 
 __all__ = [
     "add_dataclass_arguments",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+# The errors whose messages stand on their own on the error line (no type name in front).
+_PLAIN_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
 EPILOG = "exit codes: 0 done, 1 error (one line on stderr; --debug shows the traceback), 130 interrupted"
 SUBCOMMANDS = {
     "demo": demo,
@@ -94,13 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if isinstance(error, (ValueError, FileNotFoundError, RuntimeError, OSError)) or not text:
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}"
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -118,5 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:  # noqa: BLE001  one line, no traceback, unless --debug
         if args.debug:
             raise
-        print(f"lst-fast {args.command}: error: {_one_line(error)} (--debug shows the traceback)", file=sys.stderr)
+        print(
+            f"lst-fast {args.command}: error: {one_line(error, _PLAIN_ERRORS)} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR

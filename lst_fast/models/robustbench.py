@@ -20,6 +20,7 @@ from typing import Optional, Tuple, Union
 from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
+from lst_fast.error_text import one_line
 
 INSTALL = "pip install git+https://github.com/RobustBench/robustbench.git"
 DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -66,7 +67,7 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
             raise RuntimeError(
                 f"{spec} needs the robustbench package, which is not on the package index; install it with: {INSTALL}"
             ) from None
-        raise RuntimeError(f"robustbench is installed but does not import: {_one_line(error)}") from error
+        raise RuntimeError(f"robustbench is installed but does not import: {one_line(error)}") from error
     path = checkpoint_path(name, dataset, threat, model_dir)
     had_file = path.is_file() or Path(f"{path}_m0.pt").is_file()  # ensembles keep NAME.pt_m0.pt, ...
     preprocessing = zoo_preprocessing(name, dataset, threat)
@@ -81,10 +82,10 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
             raise FileNotFoundError(
                 f"{spec}: no checkpoint {path.absolute()}, where RobustBench looks for it "
                 f"(MODEL_DIR/{dataset}/{threat}/{name}.pt, MODEL_DIR from --model-dir, default ./models), and "
-                f"downloading it failed ({_one_line(error)}): put the file there, or run once with network "
+                f"downloading it failed ({one_line(error)}): put the file there, or run once with network "
                 "access"
             ) from None
-        raise RuntimeError(f"{spec}: RobustBench could not load {path}: {_one_line(error)}") from error
+        raise RuntimeError(f"{spec}: RobustBench could not load {path}: {one_line(error)}") from error
     if not isinstance(module, nn.Module):
         raise TypeError(f"{spec}: robustbench.utils.load_model returned {type(module).__name__}, not a module")
     return module.eval(), preprocessing, dataset
@@ -117,8 +118,3 @@ def _zoo_entry(name: str, dataset: str, threat: str) -> Optional[dict]:
                 if getattr(tm, "value", tm) == threat and name in models:
                     return models[name]
     return None
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
