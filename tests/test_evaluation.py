@@ -244,24 +244,29 @@ def test_eval_on_a_tensor_file_with_a_checkpointed_model(tmp_path):
     assert tables["table1"] == same["table1"]  # the same model and images, loaded another way
 
 
-def test_config_guard_knows_precision_and_accepts_older_folders(tmp_path):
+def test_config_guard_knows_precision_and_refuses_an_incomplete_config(tmp_path):
     from lst_fast.evaluation import EvaluationStore
 
     store = EvaluationStore(tmp_path)
-    older = EvalConfig().to_dict()
-    del older["precision"]  # a folder written before the setting existed ran in fp32
-    (tmp_path / "config.json").write_text(json.dumps(older))
     store.check_or_write_config(EvalConfig())
     assert store.read_config() == EvalConfig()
+    incomplete = EvalConfig().to_dict()
+    del incomplete["precision"]  # no setting takes a default from a config.json that lacks it
+    (tmp_path / "config.json").write_text(json.dumps(incomplete))
+    with pytest.raises(ValueError, match=r"another configuration.*'precision': \(None, 'fp32'\)"):
+        store.check_or_write_config(EvalConfig())
+    with pytest.raises(ValueError, match=r"missing evaluation settings \['precision'\]"):
+        store.read_config()
+    (tmp_path / "config.json").write_text(json.dumps(EvalConfig().to_dict()))
     with pytest.raises(ValueError, match="precision"):
         store.check_or_write_config(EvalConfig(precision="bf16"))
     with pytest.raises(ValueError, match="precision must be"):
         EvalConfig(precision="fp8")
 
 
-def test_config_json_keeps_the_flat_format_of_older_folders():
-    """config.json has the keys it had before the LST settings moved into EvalConfig.lst, so folders
-    written then are still recognized as the same configuration."""
+def test_config_json_is_flat():
+    """config.json holds the evaluation's own fields and the recorded LST settings side by side, and
+    from_dict reads exactly those keys."""
     keys = {
         "model",
         "checkpoint",
@@ -286,6 +291,8 @@ def test_config_json_keeps_the_flat_format_of_older_folders():
     assert EvalConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown evaluation settings"):
         EvalConfig.from_dict({**cfg.to_dict(), "colour": 1})
+    with pytest.raises(ValueError, match=r"missing evaluation settings \['seed'\]"):
+        EvalConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "seed"})
 
 
 def test_store_names_and_atomic_writes(tmp_path):

@@ -86,17 +86,20 @@ class EvalConfig:
         return EvalConfig(**{**self.to_dict(), "lst": self.lst, **changes})
 
     def to_dict(self) -> Dict[str, Any]:
-        """The flat form written to config.json (the same keys as folders written before `lst` existed)."""
+        """The flat form written to config.json: the evaluation's own fields and RECORDED_LST_FIELDS."""
         out = {name: getattr(self, name) for name in _EVAL_OWN_FIELDS}
         out.update({name: getattr(self.lst, name) for name in RECORDED_LST_FIELDS})
         return out
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "EvalConfig":
-        """Read the flat form; keys missing from an older folder take their defaults."""
-        unknown = sorted(set(values) - set(_EVAL_OWN_FIELDS) - set(RECORDED_LST_FIELDS))
+        """Read the flat form (every key of `to_dict`, no other)."""
+        keys = set(_EVAL_OWN_FIELDS) | set(RECORDED_LST_FIELDS)
+        unknown, missing = sorted(set(values) - keys), sorted(keys - set(values))
         if unknown:
             raise ValueError(f"unknown evaluation settings {unknown}")
+        if missing:
+            raise ValueError(f"missing evaluation settings {missing}")
         return cls(**values)
 
 

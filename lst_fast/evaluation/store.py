@@ -102,8 +102,7 @@ class EvaluationStore:
     # -- the configuration ------------------------------------------------------------------------------
 
     def check_or_write_config(self, cfg: EvalConfig) -> None:
-        """Write config.json, or check that the one there is cfg's; a folder written before a setting
-        existed took that setting's default."""
+        """Write config.json, or check that the one there is cfg's."""
         if self.check_config(cfg):
             return
         self.root.mkdir(parents=True, exist_ok=True)
@@ -314,9 +313,9 @@ class EvaluationStore:
 
 def _config_difference(found: dict, cfg: EvalConfig) -> dict:
     """{setting: (theirs, ours)} where a recorded configuration differs from cfg (a setting it does not
-    record takes its default, as in folders written before the setting existed)."""
+    record differs as None)."""
     wanted = json.loads(json.dumps(cfg.to_dict()))
-    theirs = {**EvalConfig().to_dict(), **found}
+    theirs = found
     return {k: (theirs.get(k), v) for k, v in wanted.items() if theirs.get(k) != v} | {
         k: (theirs[k], None) for k in theirs if k not in wanted
     }
