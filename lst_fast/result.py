@@ -137,8 +137,10 @@ class TraversalResult:
         )
         if missing:
             raise ValueError(f"{path} lacks the tensors {sorted(missing)}")
-        expected = header.get("sha256")  # files written before the digest existed have none
-        if expected is not None and expected != digest(tensors):
+        expected = header.get("sha256")
+        if expected is None:
+            raise ValueError(f"{path} has no SHA-256 digest in its header: not a file TraversalResult.save wrote")
+        if expected != digest(tensors):
             raise ValueError(f"{path} is corrupt: its tensors do not match the SHA-256 digest in its header")
         config = header.get("config", {})
         if not isinstance(config, dict):
