@@ -9,10 +9,9 @@ is a new object (`settings.replace(step_size=...)`), and every new object runs `
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -123,7 +122,7 @@ class LSTSettings:
         put("init_noise", validation.check_non_negative("init_noise", self.init_noise))
         put("bounds", validation.check_bounds(self.bounds))
         for name in ("mean", "std"):
-            put(name, _channel_values(name, getattr(self, name)))
+            put(name, validation.channel_values(name, getattr(self, name)))
         batch_size = self.batch_size
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1
@@ -168,24 +167,6 @@ class LSTSettings:
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(LSTSettings))
-
-
-def _channel_values(
-    name: str, value: Union[None, float, Tuple[float, ...], torch.Tensor]
-) -> Optional[Tuple[float, ...]]:
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be a number or a sequence of per-channel numbers, got the string {value!r}")
-    try:
-        values = tuple(float(v) for v in torch.as_tensor(value, dtype=torch.float64).flatten().tolist())
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name} must be a number or a sequence of per-channel numbers, got {value!r}") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name} must be finite, got {list(values)}")
-    if name == "std" and any(v <= 0 for v in values):
-        raise ValueError(f"std must be > 0, got {list(values)}")
-    return values
 
 
 def strip_record_every(iterations: int) -> int:

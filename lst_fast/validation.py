@@ -143,6 +143,30 @@ def check_label(
     return label
 
 
+def channel_values(name: str, value: Union[None, float, Sequence[float], Tensor]) -> Optional[Tuple[float, ...]]:
+    """A per-channel mean or std as a tuple of floats (None stays None): the one parser of mean/std
+    (LSTSettings, ModelDescriptor, normalization). Finite, at least one value, std > 0."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a number or a sequence of per-channel numbers, got the string {value!r}")
+    try:
+        values = tuple(float(v) for v in torch.as_tensor(value, dtype=torch.float64).flatten().tolist())
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a number or a sequence of per-channel numbers, got {value!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be finite, got {list(values)}")
+    if name == "std" and any(v <= 0 for v in values):
+        raise ValueError(f"std must be > 0, got {list(values)}")
+    return values
+
+
+def check_channel_count(name: str, values: Tuple[float, ...], channels: int) -> None:
+    """One value for every channel, or one for all."""
+    if len(values) not in (1, channels):
+        raise ValueError(f"{name} must have 1 or {channels} (channels) values, got {len(values)}")
+
+
 def normalization(
     mean: Optional[Union[Sequence[float], Tensor]],
     std: Optional[Union[Sequence[float], Tensor]],
@@ -155,12 +179,8 @@ def normalization(
         return None
     values = []
     for name, value, default in (("mean", mean, 0.0), ("std", std, 1.0)):
-        t = torch.as_tensor(default if value is None else value, dtype=torch.float64).flatten()
-        if t.numel() not in (1, channels):
-            raise ValueError(f"{name} must have 1 or {channels} (channels) values, got {t.numel()}")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} must be finite, got {t.tolist()}")
-        values.append(t.expand(channels).reshape(1, channels, 1, 1).to(device=device, dtype=dtype))
-    if bool((values[1] <= 0).any()):
-        raise ValueError(f"std must be > 0, got {values[1].flatten().tolist()}")
+        parsed = channel_values(name, value) or (default,)
+        check_channel_count(name, parsed, channels)
+        t = torch.tensor(parsed, dtype=torch.float64).expand(channels)
+        values.append(t.reshape(1, channels, 1, 1).to(device=device, dtype=dtype))
     return values[0], values[1]

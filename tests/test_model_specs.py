@@ -75,9 +75,9 @@ def test_descriptor_checks_its_fields():
     pre = Preprocessing((3, 8, 8))
     with pytest.raises(ValueError, match="both mean and std, or neither"):
         ModelDescriptor("x", net, pre, mean=(0.5, 0.5, 0.5))
-    with pytest.raises(ValueError, match="mean has 2 values; the input has 3 channels"):
+    with pytest.raises(ValueError, match=r"x: mean must have 1 or 3 \(channels\) values, got 2"):
         ModelDescriptor("x", net, pre, mean=(0.5, 0.5), std=(1.0, 1.0))
-    with pytest.raises(ValueError, match="std must be positive"):
+    with pytest.raises(ValueError, match=r"x: std must be > 0"):
         ModelDescriptor("x", net, pre, mean=0.5, std=0.0)
     with pytest.raises(TypeError, match="must be a torch.nn.Module"):
         ModelDescriptor("x", "not a module", pre)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
+from lst_fast.validation import channel_values, check_channel_count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,15 +38,14 @@ class ModelDescriptor:
             raise TypeError(f"module must be a torch.nn.Module, got {type(self.module).__name__}")
         if (self.mean is None) != (self.std is None):
             raise ValueError(f"{self.spec}: give both mean and std, or neither (got mean={self.mean}, std={self.std})")
-        mean, std = channel_values(self.mean, "mean"), channel_values(self.std, "std")
-        channels = self.preprocessing.input_size[0]
-        for name, values in (("mean", mean), ("std", std)):
-            if values is not None and len(values) not in (1, channels):
-                raise ValueError(f"{self.spec}: {name} has {len(values)} values; the input has {channels} channels")
-        if std is not None and any(v <= 0 for v in std):
-            raise ValueError(f"{self.spec}: std must be positive, got {std}")
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "std", std)
+        for name in ("mean", "std"):
+            try:
+                values = channel_values(name, getattr(self, name))
+                if values is not None:
+                    check_channel_count(name, values, self.preprocessing.input_size[0])
+            except ValueError as error:
+                raise ValueError(f"{self.spec}: {error}") from None
+            object.__setattr__(self, name, values)
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
 
@@ -72,20 +72,3 @@ class ModelDescriptor:
 
     def replace(self, **changes) -> "ModelDescriptor":
         return dataclasses.replace(self, **changes)
-
-
-def channel_values(values, name: str) -> Optional[Tuple[float, ...]]:
-    """A mean or std as a tuple of floats (None stays None); ValueError naming `name` otherwise."""
-    if values is None:
-        return None
-    if isinstance(values, torch.Tensor):
-        values = values.detach().flatten().tolist()
-    elif isinstance(values, (int, float)) and not isinstance(values, bool):
-        values = [values]
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or a sequence of numbers, got {values!r}") from None
-    if not out:
-        raise ValueError(f"{name} must not be empty")
-    return out
