@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import Tensor
@@ -53,29 +53,11 @@ def _check_tensor(name: str, value: object, dim: Optional[int] = None, floating:
         raise TypeError(f"{name} must be floating-point, got {value.dtype}")
 
 
-def _check_model(model: object) -> None:
-    if not callable(model):
-        raise TypeError(f"model must be a callable module (images -> logits), got {type(model).__name__}")
-
-
-def _check_labels(label: object, n: int) -> None:
-    """An integer tensor (n,) with no negative value (the upper end is checked against the logits)."""
-    if (
-        not isinstance(label, Tensor)
-        or tuple(label.shape) != (n,)
-        or label.is_floating_point()
-        or label.dtype == torch.bool
-        or label.is_complex()
-    ):
-        got = f"{label.dtype} {tuple(label.shape)}" if isinstance(label, Tensor) else type(label).__name__
-        raise ValueError(f"label must be an integer tensor of shape ({n},), got {got}")
-    if n and int(label.min()) < 0:
-        raise ValueError(f"label must be >= 0, got {int(label.min())}")
-
-
-def _check_label_range(label: Tensor, logits: Tensor) -> None:
-    if label.numel() and int(label.max()) >= logits.shape[1]:
-        raise ValueError(f"label must be < the model's {logits.shape[1]} classes, got {int(label.max())}")
+def _checked_label(label: Optional[Tensor], n: int, logits: Tensor) -> Tensor:
+    """validation.check_label, against the model's number of classes (known from its first logits)."""
+    if label is None:
+        raise TypeError(f"label must be an integer tensor of shape ({n},), got None")
+    return cast(Tensor, validation.check_label(label, n, logits.shape[1], logits.device))
 
 
 def _check_same_images(**images: Tensor) -> None:
@@ -128,7 +110,7 @@ def simplex_confidence(
     traverse's fast mode does), several times faster where bf16 is native.
     """
     check_precision(precision)
-    _check_model(model)
+    validation.check_model(model)
     _check_tensor("vertices", vertices, floating=True)
     if vertices.dim() != 5:
         raise ValueError(f"vertices must have shape (N, K, C, H, W), got {tuple(vertices.shape)}")
@@ -138,8 +120,6 @@ def simplex_confidence(
     _check_chunk_bytes(chunk_bytes)
     n, _, c = vertices.shape[:3]
     p = weights.shape[0]
-    _check_labels(label, n)
-    label = label.to(device=vertices.device, dtype=torch.long)
     weights = weights.to(vertices.device)
     norm = validation.normalization(mean, std, c, vertices.device, vertices.dtype)
     if chunk_bytes is None:
@@ -155,7 +135,7 @@ def simplex_confidence(
                 forward = _prepared_forward(model, precision, norm, points)
             logits = forward(points)  # (m * P, classes); class_probability works in float64
             if start == 0:
-                _check_label_range(label, logits)
+                label = _checked_label(label, n, logits)
             out.append(class_probability(logits, label[start : start + step].repeat_interleave(p)).view(-1, p))
     return torch.cat(out).float() if out else vertices.new_empty(0, p, dtype=torch.float32)
 
@@ -260,8 +240,54 @@ def width_profile(
     `quantiles` of the confidence over the k directions: {"radii": (R,), "low": (N, R), "high": (N, R)}.
     precision: as for simplex_confidence.
     """
+    radii = _check_width_arguments(model, x, direction, radii, k, quantiles, generator, chunk_bytes, precision)
+    n, c = x.shape[:2]
+    radii_t = torch.as_tensor(radii, dtype=torch.float64)
+    if n == 0:
+        empty = x.new_empty(0, len(radii), dtype=torch.float32)
+        return {"radii": radii_t, "low": empty, "high": empty.clone()}
+    d = x[0].numel()
+    u = direction.reshape(n, 1, d).to(torch.float64)
+    u = u / u.norm(dim=2, keepdim=True).clamp_min(1e-300)  # a zero step leaves the directions as drawn
+    norm = validation.normalization(mean, std, c, x.device, x.dtype)
+    step = max(1, chunk_bytes // max(k * d * x.element_size(), 1))
+    q = torch.tensor(quantiles, dtype=torch.float64, device=x.device)
+    chunks: List[Tensor] = []  # (2, m, R): the low and high quantiles of each chunk of samples
+    forward = None
+    with runtime.running(model, precision, x.device):
+        for start in range(0, n, step):
+            m = min(step, n - start)
+            dirs = _directions_across(u[start : start + m], k, generator, x.device)
+            base = x[start : start + m].reshape(m, 1, d).to(torch.float64)
+            rows: List[Tensor] = []
+            for r in radii_t.tolist():
+                points = (base + r * dirs).to(x.dtype).reshape(m * k, *x.shape[1:])
+                if forward is None:
+                    forward = _prepared_forward(model, precision, norm, points)
+                logits = forward(points)
+                if start == 0 and not rows:
+                    label = _checked_label(label, n, logits)
+                p = class_probability(logits, label[start : start + m].repeat_interleave(k)).view(m, k)
+                rows.append(torch.quantile(p, q, dim=1))  # (2, m)
+            chunks.append(torch.stack(rows, 2))
+    quantile_rows = torch.cat(chunks, 1).float()
+    return {"radii": radii_t, "low": quantile_rows[0], "high": quantile_rows[1]}
+
+
+def _check_width_arguments(
+    model: torch.nn.Module,
+    x: Tensor,
+    direction: Tensor,
+    radii: Sequence[float],
+    k: int,
+    quantiles: Tuple[float, float],
+    generator: Optional[torch.Generator],
+    chunk_bytes: int,
+    precision: str,
+) -> List[float]:
+    """width_profile's checks (but the label's, which needs the model's classes); returns the radii."""
     check_precision(precision)
-    _check_model(model)
+    validation.check_model(model)
     _check_tensor("x", x, dim=4, floating=True)
     _check_tensor("direction", direction, floating=True)
     if direction.shape != x.shape:
@@ -270,14 +296,12 @@ def width_profile(
         )
     _check_int("k", k, 2)
     _check_chunk_bytes(chunk_bytes)
-    n, c = x.shape[:2]
-    _check_labels(label, n)
     try:
-        radii = [float(r) for r in radii]
+        values = [float(r) for r in radii]
     except (TypeError, ValueError):
         raise TypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
-    if not radii or not all(math.isfinite(r) for r in radii):
-        raise ValueError(f"radii must be a non-empty sequence of finite numbers, got {radii}")
+    if not values or not all(math.isfinite(r) for r in values):
+        raise ValueError(f"radii must be a non-empty sequence of finite numbers, got {values}")
     if not (
         isinstance(quantiles, (tuple, list))
         and len(quantiles) == 2
@@ -286,51 +310,16 @@ def width_profile(
         raise ValueError(f"quantiles must be two numbers in [0, 1], got {quantiles!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    d = x[0].numel() if n else 0
-    radii_t = torch.as_tensor(radii, dtype=torch.float64)
-    if n == 0:
-        empty = x.new_empty(0, len(radii), dtype=torch.float32)
-        return {"radii": radii_t, "low": empty, "high": empty.clone()}
-    u = direction.reshape(n, 1, d).to(torch.float64)
-    u = u / u.norm(dim=2, keepdim=True).clamp_min(1e-300)  # a zero step leaves the directions as drawn
-    norm = validation.normalization(mean, std, c, x.device, x.dtype)
-    per_sample = k * d * x.element_size()
-    step = max(1, chunk_bytes // max(per_sample, 1))
-    q = torch.tensor(quantiles, dtype=torch.float64, device=x.device)
-    low, high = [], []
-    forward = None
-    with runtime.running(model, precision, x.device):
-        for start in range(0, n, step):
-            m = min(step, n - start)
-            dirs = torch.randn(
-                m,
-                k,
-                d,
-                generator=generator,
-                dtype=torch.float64,
-                device=generator.device if generator is not None else x.device,
-            ).to(x.device)
-            us = u[start : start + m]
-            dirs = dirs - (dirs * us).sum(2, keepdim=True) * us
-            dirs = dirs / dirs.norm(dim=2, keepdim=True)
-            base = x[start : start + m].reshape(m, 1, d).to(torch.float64)
-            lab = label[start : start + m].repeat_interleave(k)
-            rows_low: List[Tensor] = []
-            rows_high: List[Tensor] = []
-            for r in radii_t.tolist():
-                points = (base + r * dirs).to(x.dtype).reshape(m * k, *x.shape[1:])
-                if forward is None:
-                    forward = _prepared_forward(model, precision, norm, points)
-                logits = forward(points)
-                if start == 0 and not rows_low:
-                    _check_label_range(label, logits)
-                p = class_probability(logits, lab).view(m, k)
-                qs = torch.quantile(p, q, dim=1)  # (2, m)
-                rows_low.append(qs[0])
-                rows_high.append(qs[1])
-            low.append(torch.stack(rows_low, 1))
-            high.append(torch.stack(rows_high, 1))
-    return {"radii": radii_t, "low": torch.cat(low).float(), "high": torch.cat(high).float()}
+    return values
+
+
+def _directions_across(u: Tensor, k: int, generator: Optional[torch.Generator], device: torch.device) -> Tensor:
+    """k random unit directions (m, k, D) per sample, orthogonal to its unit step u (m, 1, D), float64."""
+    m, _, d = u.shape
+    drawn_on = generator.device if generator is not None else device
+    dirs = torch.randn(m, k, d, generator=generator, dtype=torch.float64, device=drawn_on).to(device)
+    dirs = dirs - (dirs * u).sum(2, keepdim=True) * u
+    return torch.div(dirs, dirs.norm(dim=2, keepdim=True))
 
 
 def width_along_path(

@@ -190,8 +190,12 @@ def _bad_geometry_calls():
     return {
         "steps": lambda: g.line_weights(2.5),
         "n": lambda: g.triangle_weights("3"),
-        "label must be <": lambda: g.simplex_confidence(model, pair, g.line_weights(3), torch.tensor([0, 7])),
-        "label must be >= 0": lambda: g.simplex_confidence(model, pair, g.line_weights(3), torch.tensor([0, -1])),
+        r"label must hold class indices in \[0, 3\), got values in \[0, 7\]": lambda: g.simplex_confidence(
+            model, pair, g.line_weights(3), torch.tensor([0, 7])
+        ),
+        r"label must hold class indices in \[0, 3\), got values in \[-1, 0\]": lambda: g.simplex_confidence(
+            model, pair, g.line_weights(3), torch.tensor([0, -1])
+        ),
         "vertices": lambda: g.simplex_confidence(model, [x], g.line_weights(3), lab),
         "weights": lambda: g.simplex_confidence(model, pair, torch.ones(3, 2, dtype=torch.long), lab),
         "weights must have shape": lambda: g.simplex_confidence(model, pair, torch.ones(0, 2), lab),
@@ -203,12 +207,14 @@ def _bad_geometry_calls():
         "stats": lambda: g.per_source({}, torch.tensor([0]), 1),
         "source_index must lie": lambda: g.per_source({"mean": torch.rand(3)}, torch.tensor([0, 1, 5]), 2),
         "stats\\['mean'\\] has 3": lambda: g.per_source({"mean": torch.rand(3)}, torch.tensor([0, 1]), 2),
-        "label must be an integer tensor of shape \\(2,\\)": lambda: g.width_profile(model, x, x, lab[:1], [1.0], k=4),
+        "label must have shape \\(2,\\)": lambda: g.width_profile(model, x, x, lab[:1], [1.0], k=4),
         "radii": lambda: g.width_profile(model, x, x, lab, [], k=4),
         "radii must": lambda: g.width_profile(model, x, x, lab, [float("nan")], k=4),
         "quantiles": lambda: g.width_profile(model, x, x, lab, [1.0], k=4, quantiles=(0.5, 2.0)),
         "k must": lambda: g.width_profile(model, x, x, lab, [1.0], k=4.5),
-        "label must be < the model's 3": lambda: g.width_profile(model, x, x, torch.tensor([0, 9]), [1.0], k=4),
+        r"label must hold class indices in \[0, 3\), got values in \[0, 9\]": lambda: g.width_profile(
+            model, x, x, torch.tensor([0, 9]), [1.0], k=4
+        ),
         "result": lambda: g.width_along_path(model, None, [1.0]),
         "distances needs x and target of one shape": lambda: m.distances(x, x[:1]),
         "distances needs x": lambda: m.distances(x[0], x[0]),
