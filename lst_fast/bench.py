@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 MODES = (
     "paper",
@@ -128,19 +128,10 @@ def run_bench(
     """Time each mode; return one row per mode (img-iter/s median, min, max, ratio to the paper loop)."""
     import torch
 
-    import lst_fast
     from lst_fast.models import resolve_model
 
-    for name, value in (("iterations", iterations), ("repeats", repeats)):
-        if value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     device = torch.device(device)
-    modes = list(modes) if modes else default_modes(device.type)
-    for mode in modes:
-        if "graph" in mode and device.type != "cuda":
-            raise ValueError(f"mode {mode} needs a CUDA device (--device cuda)")
+    modes = _checked_modes(iterations, repeats, batch_size, modes, device)
     torch.manual_seed(0)
     described = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir)
     model = described.classifier()  # every mode times the same [0, 1]-image module
@@ -150,63 +141,97 @@ def run_bench(
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch_size, c, h, w, generator=gen).to(device)
     y = torch.rand(batch_size, c, h, w, generator=gen).to(device)
-    work = batch_size * iterations
     echo(
         f"{model_spec}: batch {batch_size} x {c}x{h}x{w}, {iterations} and {3 * iterations} iterations per run, "
         f"{repeats} timed runs of each per mode after one warm-up run, on {device}"
     )
+    rows: List[Dict[str, object]] = []
+    for mode in modes:
+        short, long_ = _time_mode(mode_runner(mode, model, device.type), model, x, y, iterations, repeats, device)
+        row = _mode_row(mode, batch_size, iterations, short, long_)
+        rows.append(row)
+        echo(
+            f"  {mode:24s} {row['img_iter_per_s']:12,.1f} img-iter/s steady, set-up {row['setup_s']:.3f} s "
+            f"(runs {row['min']:,.1f} - {row['max']:,.1f})"
+        )
+    paper = next((r["img_iter_per_s"] for r in rows if r["mode"] == "paper"), None)
+    context = _context(model_spec, batch_size, [c, h, w], iterations, repeats, device)
+    for row in rows:
+        row["ratio_to_paper"] = None if paper is None else row["img_iter_per_s"] / paper
+        row.update(context)
+    return rows
+
+
+def _checked_modes(iterations: int, repeats: int, batch_size: Optional[int], modes, device) -> List[str]:
+    """The modes to time (default: those of the device), after the checks of run_bench's numbers."""
+    for name, value in (("iterations", iterations), ("repeats", repeats)):
+        if value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    modes = list(modes) if modes else default_modes(device.type)
+    for mode in modes:
+        if "graph" in mode and device.type != "cuda":
+            raise ValueError(f"mode {mode} needs a CUDA device (--device cuda)")
+    return modes
+
+
+def _time_mode(run, model, x, y, iterations: int, repeats: int, device) -> Tuple[List[float], List[float]]:
+    """Seconds of `repeats` runs of k and of 3k iterations, after one warm-up run."""
+    import torch
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    rows: List[Dict[str, object]] = []
-    for mode in modes:
-        run = mode_runner(mode, model, device.type)
-        run(model, x, y, iterations)  # warm-up: compiles, builds lst_fast's working copy, captures graphs
-        sync()
-        short, long_ = [], []
-        for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both spans alike
-            for span, times in ((iterations, short), (3 * iterations, long_)):
-                t0 = time.perf_counter()
-                run(model, x, y, span)
-                sync()
-                times.append(time.perf_counter() - t0)
-        t_short, t_long = statistics.median(short), statistics.median(long_)
-        speeds = [steady_rate(batch_size, iterations, a, b) for a, b in zip(short, long_, strict=True)]
-        row = {
-            "mode": mode,
-            "what": DESCRIPTION[mode],
-            "img_iter_per_s": steady_rate(batch_size, iterations, t_short, t_long),
-            "setup_s": setup_seconds(batch_size, iterations, t_short, t_long),
-            "per_call_img_iter_per_s": work / t_short,
-            "min": min(speeds),
-            "max": max(speeds),
-            "seconds": short,
-            "seconds_3x": long_,
-        }
-        rows.append(row)
-        echo(
-            f"  {mode:24s} {row['img_iter_per_s']:12,.1f} img-iter/s steady, set-up {row['setup_s']:.3f} s "
-            f"(runs {min(speeds):,.1f} - {max(speeds):,.1f})"
-        )
-    paper = next((r["img_iter_per_s"] for r in rows if r["mode"] == "paper"), None)
+    run(model, x, y, iterations)  # warm-up: compiles, builds lst_fast's working copy, captures graphs
+    sync()
+    short: List[float] = []
+    long_: List[float] = []
+    for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both spans alike
+        for span, times in ((iterations, short), (3 * iterations, long_)):
+            t0 = time.perf_counter()
+            run(model, x, y, span)
+            sync()
+            times.append(time.perf_counter() - t0)
+    return short, long_
+
+
+def _mode_row(mode: str, batch: int, iterations: int, short: List[float], long_: List[float]) -> Dict[str, object]:
+    t_short, t_long = statistics.median(short), statistics.median(long_)
+    speeds = [steady_rate(batch, iterations, a, b) for a, b in zip(short, long_, strict=True)]
+    return {
+        "mode": mode,
+        "what": DESCRIPTION[mode],
+        "img_iter_per_s": steady_rate(batch, iterations, t_short, t_long),
+        "setup_s": setup_seconds(batch, iterations, t_short, t_long),
+        "per_call_img_iter_per_s": batch * iterations / t_short,
+        "min": min(speeds),
+        "max": max(speeds),
+        "seconds": short,
+        "seconds_3x": long_,
+    }
+
+
+def _context(model_spec: str, batch: int, shape: List[int], iterations: int, repeats: int, device) -> Dict[str, object]:
+    """What every row records about the run: the model, the sizes, the device, the versions."""
+    import torch
+
+    import lst_fast
+
     info = lst_fast.backend_info()
-    for row in rows:
-        row["ratio_to_paper"] = None if paper is None else row["img_iter_per_s"] / paper
-        row.update(
-            model=model_spec,
-            batch=batch_size,
-            input=[c, h, w],
-            iterations=iterations,
-            repeats=repeats,
-            device=str(device),
-            backend=info["cuda" if device.type == "cuda" else "cpu"],
-            torch=info["torch"],
-            lst_fast=info["lst_fast"],
-            threads=torch.get_num_threads(),
-        )
-    return rows
+    return dict(
+        model=model_spec,
+        batch=batch,
+        input=shape,
+        iterations=iterations,
+        repeats=repeats,
+        device=str(device),
+        backend=info["cuda" if device.type == "cuda" else "cpu"],
+        torch=info["torch"],
+        lst_fast=info["lst_fast"],
+        threads=torch.get_num_threads(),
+    )
 
 
 def _number(value: float) -> str:
