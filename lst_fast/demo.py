@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
@@ -57,12 +57,7 @@ def run_demo(
     (`run_demo(iterations=100)`)."""
     t0 = time.time()
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write_test").write_bytes(b"")
-        (out / ".write_test").unlink()
-    except OSError as error:
-        raise ValueError(f"cannot write the demo's output folder {out}: {error.strerror or error}") from error
+    _check_writable(out)
     settings = LSTSettings.from_keywords(settings or DEMO_SETTINGS, **overrides)
     device = torch.device(device)
     model = load_model(model_name, device)
@@ -80,27 +75,7 @@ def run_demo(
     result = lst_fast.traverse(model, xs, xt, walk, generator=generator)
     t_lst = time.time() - t0
 
-    with torch.no_grad():
-        final_pred = model(result.images).argmax(1)
-    start, end = distances(xs, xt), distances(result.images, xt)
-    numbers = {
-        "model": model_name,
-        "model_test_accuracy": model_info(model_name).get("test_accuracy"),
-        "pairs": len(pairs),
-        "mean_rms_to_target_start": float(start["rms"].mean()),
-        "mean_rms_to_target": float(end["rms"].mean()),
-        "mean_linf_to_target": float(end["linf"].mean()),
-        "mean_ssim_to_target_start": float(start["ssim"].mean()),
-        "mean_ssim_to_target": float(end["ssim"].mean()),
-        "mean_initial_confidence": float(result.initial_confidence.mean()),
-        "mean_final_confidence": float(result.confidence.mean()),
-        "fraction_still_source_class": float((final_pred == result.label).float().mean()),
-        "acceptance_rate": float(result.accepted_steps.sum()) / max(1, len(pairs) * settings.iterations),
-        "sources_correct": float(result.source_correct.float().mean()),
-        "lst_seconds": round(t_lst, 2),
-        **{f"setting_{k}": getattr(settings, k) for k in SUMMARY_SETTINGS},
-        "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
-    }
+    numbers = _walk_numbers(model_name, model, xs, xt, result, settings, device, round(t_lst, 2))
     # Linear paths source -> output, and triangles (source, output to target a, output to target b).
     line = linear_path_confidence(model, xs, result.images, result.label, steps=21)
     tri_rows = [k for k, (i, j) in enumerate(pairs) if j == (i + 1) % 10]
@@ -111,12 +86,69 @@ def run_demo(
     numbers["mean_linear_path_min_confidence"] = float(line.min(1).values.mean())
     numbers["mean_triangle_confidence"] = float(tri.mean())
 
-    from lst_fast import plots
+    def figures(keep: Callable[[Path], Path]) -> Dict[str, Path]:
+        from lst_fast import plots
+
+        xs_c, xt_c, res_c = xs.cpu(), xt.cpu(), result.images.cpu()
+        grid_sources = x_all[torch.tensor(sources)].cpu()
+        triangles = (tri.cpu()[:3], triangle_weights(10), xs_c[tri_rows][:3], res_c[tri_rows][:3])
+        return {
+            "grid": keep(
+                plots.image_grid(grid_sources, pairs, res_c, result.confidence.cpu(), CLASSES, out / "grid.png")
+            ),
+            "path": keep(plots.path_strip(result, 0, xs_c[0], xt_c[0], CLASSES, pairs[0], out / "path.png")),
+            "linear_path": keep(plots.linear_paths(line.cpu(), out / "linear_path.png")),
+            "triangles": keep(plots.triangle_maps(*triangles, res_c[tri_rows2][:3], out / "triangles.png")),
+        }
+
+    _write_files(out, result, figures, numbers, t0)
+    return numbers
+
+
+def _check_writable(out: Path) -> None:
+    """Make `out` and write a file there, so that an unwritable folder fails before the walk."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write_test").write_bytes(b"")
+        (out / ".write_test").unlink()
+    except OSError as error:
+        raise ValueError(f"cannot write the demo's output folder {out}: {error.strerror or error}") from error
+
+
+def _walk_numbers(
+    model_name: str, model, xs: Tensor, xt: Tensor, result, settings: LSTSettings, device, lst_seconds: float
+) -> dict:
+    """The summary's numbers of the walk itself: distances, confidences, acceptance, settings, backend."""
+    with torch.no_grad():
+        final_pred = model(result.images).argmax(1)
+    start, end = distances(xs, xt), distances(result.images, xt)
+    pairs = len(xs)
+    return {
+        "model": model_name,
+        "model_test_accuracy": model_info(model_name).get("test_accuracy"),
+        "pairs": pairs,
+        "mean_rms_to_target_start": float(start["rms"].mean()),
+        "mean_rms_to_target": float(end["rms"].mean()),
+        "mean_linf_to_target": float(end["linf"].mean()),
+        "mean_ssim_to_target_start": float(start["ssim"].mean()),
+        "mean_ssim_to_target": float(end["ssim"].mean()),
+        "mean_initial_confidence": float(result.initial_confidence.mean()),
+        "mean_final_confidence": float(result.confidence.mean()),
+        "fraction_still_source_class": float((final_pred == result.label).float().mean()),
+        "acceptance_rate": float(result.accepted_steps.sum()) / max(1, pairs * settings.iterations),
+        "sources_correct": float(result.source_correct.float().mean()),
+        "lst_seconds": lst_seconds,
+        **{f"setting_{k}": getattr(settings, k) for k in SUMMARY_SETTINGS},
+        "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
+    }
+
+
+def _write_files(out: Path, result, figures: Callable, numbers: dict, t0: float) -> None:
+    """Every file written atomically, the walked result first; a failed write (disk full) raises one
+    RuntimeError naming the file and the files already written."""
     from lst_fast.atomic_files import atomic_write_text
 
-    # Every file is written atomically, the walked result first; a failed write (disk full) raises one
-    # RuntimeError naming the file and the files already written.
-    written = []
+    written: List[str] = []
 
     def keep(path: Path) -> Path:
         written.append(Path(path).name)
@@ -124,34 +156,14 @@ def run_demo(
 
     try:
         keep(result.save(out / "result.safetensors"))
-        xs_c, xt_c, res_c = xs.cpu(), xt.cpu(), result.images.cpu()
-        figures = {
-            "grid": keep(
-                plots.image_grid(
-                    x_all[torch.tensor(sources)].cpu(), pairs, res_c, result.confidence.cpu(), CLASSES, out / "grid.png"
-                )
-            ),
-            "path": keep(plots.path_strip(result, 0, xs_c[0], xt_c[0], CLASSES, pairs[0], out / "path.png")),
-            "linear_path": keep(plots.linear_paths(line.cpu(), out / "linear_path.png")),
-            "triangles": keep(
-                plots.triangle_maps(
-                    tri.cpu()[:3],
-                    triangle_weights(10),
-                    xs_c[tri_rows][:3],
-                    res_c[tri_rows][:3],
-                    res_c[tri_rows2][:3],
-                    out / "triangles.png",
-                )
-            ),
-        }
+        drawn = figures(keep)
         numbers["total_seconds"] = round(time.time() - t0, 2)
         keep(atomic_write_text(out / "summary.json", json.dumps(numbers, indent=1)))
-        keep(atomic_write_text(out / "summary.md", summary_markdown(numbers, figures)))
+        keep(atomic_write_text(out / "summary.md", summary_markdown(numbers, drawn)))
     except RuntimeError as error:
         if not isinstance(error.__cause__, OSError):
             raise
         raise RuntimeError(f"{error} (the demo is incomplete; written: {', '.join(written) or 'nothing'})") from error
-    return numbers
 
 
 def summary_markdown(n: Dict[str, float], figures: Dict[str, Path]) -> str:
