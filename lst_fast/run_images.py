@@ -149,12 +149,7 @@ def run_images(
         "pretrained": pretrained,
         "preprocessing": pre.to_dict(),
         "pairing": pairing,
-        "settings": {**settings.config(), "seed": seed},
-        "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
-        "device": str(device),
-        "walk_seconds": round(walk_seconds, 2),
-        "mean": {k: sum(float(r[k]) for r in rows) / len(rows) for k in MEAN_KEYS},
-        "pairs": rows,
+        **_run_numbers(settings, seed, device, walk_seconds, rows),
     }
     numbers["total_seconds"] = round(time.time() - t0, 2)
     atomic_write_text(out / "summary.json", json.dumps(numbers, indent=1))
@@ -162,6 +157,18 @@ def run_images(
         out / "summary.md", summary_markdown(numbers, {k: p.relative_to(out) for k, p in figure_files.items()})
     )
     return numbers
+
+
+def _run_numbers(settings: LSTSettings, seed: int, device, walk_seconds: float, rows: List[dict]) -> dict:
+    """The summary's settings, backend and timing, the per-pair rows and their means."""
+    return {
+        "settings": {**settings.config(), "seed": seed},
+        "backend": lst_fast.backend_info()["cpu" if device.type == "cpu" else "cuda"],
+        "device": str(device),
+        "walk_seconds": round(walk_seconds, 2),
+        "mean": {k: sum(float(r[k]) for r in rows) / len(rows) for k in MEAN_KEYS},
+        "pairs": rows,
+    }
 
 
 def _find_pairs(sources: Sequence[str], targets: Sequence[str], pairing: str) -> _Pairs:
