@@ -7,7 +7,9 @@ run_images, compare, bench) that the subcommands import when they run. Even `lst
 torch: `import lst_fast` registers the compiled operators with torch, and the flags come from the settings
 dataclasses, whose checks use torch.
 
-Exit codes: 0 done, 1 error (one line on stderr; the traceback with --debug), 130 interrupted.
+Exit codes: 0 done; 1 an error in the input or the environment (one line on stderr; the traceback with
+--debug); 2 an unexpected error, most likely a bug in lst_fast (one line naming the file that holds its
+traceback); 130 interrupted. Which errors count as expected: lst_fast.cli.errors.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from lst_fast.cli.arguments import (
     print_backend,
     settings_from_arguments,
 )
+from lst_fast.cli.errors import is_expected, one_line, report_unexpected
 
 __all__ = [
     "add_dataclass_arguments",
@@ -37,8 +40,12 @@ __all__ = [
     "settings_from_arguments",
 ]
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
-EPILOG = "exit codes: 0 done, 1 error (one line on stderr; --debug shows the traceback), 130 interrupted"
+EXIT_OK, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 130
+EPILOG = (
+    "exit codes: 0 done, 1 error in the input or environment (one line on stderr; --debug shows the "
+    "traceback), 2 internal error, most likely a bug in lst_fast (one line naming the file with the "
+    "traceback), 130 interrupted"
+)
 SUBCOMMANDS = {
     "demo": demo,
     "eval": eval,
@@ -94,13 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    if isinstance(error, (ValueError, FileNotFoundError, RuntimeError, OSError)) or not text:
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}"
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -118,5 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:  # noqa: BLE001  one line, no traceback, unless --debug
         if args.debug:
             raise
-        print(f"lst-fast {args.command}: error: {_one_line(error)} (--debug shows the traceback)", file=sys.stderr)
+        if not is_expected(error):
+            report_unexpected(args.command, error, sys.argv[1:] if argv is None else argv)
+            return EXIT_BUG
+        print(f"lst-fast {args.command}: error: {one_line(error)} (--debug shows the traceback)", file=sys.stderr)
         return EXIT_ERROR
