@@ -36,6 +36,18 @@ def test_every_flag_has_help_that_shows_its_default():
     assert "exit codes: 0 done, 1 error" in parser.format_help()
 
 
+def test_the_model_and_data_help_lists_every_spec():
+    subcommands = _subparsers(build_parser())
+    for name in ("eval", "run", "bench", "report"):
+        text = " ".join(subcommands[name].format_help().split())
+        if name != "report":  # report reads the model from the evaluation folder
+            for spec in ("cnn-robust", "timm:NAME", "torchvision:NAME", "robustbench:NAME", "py:MODULE:FUNCTION"):
+                assert spec in text, (name, spec)
+    text = " ".join(subcommands["eval"].format_help().split())
+    for spec in ("fashion-mnist-sample", "cifar10:DIR", "imagefolder:DIR", "imagenet:ROOT", "tensor:FILE"):
+        assert spec in text, spec
+
+
 def test_every_subcommand_module_has_the_same_pair_of_functions():
     from lst_fast import cli
 

@@ -8,6 +8,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+from lst_fast.data.sources import DATA_SPECS
+from lst_fast.models import MODEL_SPECS
 from lst_fast.settings import EVALUATION_SETTINGS, LSTSettings
 
 __all__ = ["EVAL_LST_FIELDS", "EvalConfig"]
@@ -32,10 +34,7 @@ class EvalConfig:
 
     model: str = field(
         default="cnn",
-        metadata=_help(
-            "cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
-            "(fashion_cnn, fashion_vit, wrn28_10, timm:NAME, ...) with --checkpoint"
-        ),
+        metadata=_help(MODEL_SPECS),
     )
     checkpoint: Optional[str] = field(
         default=None, metadata=_help("weights file: safetensors or a weights-only torch file")
@@ -46,7 +45,7 @@ class EvalConfig:
     )
     data: str = field(
         default="fashion-mnist",
-        metadata=_help("fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE"),
+        metadata=_help(DATA_SPECS),
     )
     rounds: int = field(default=5, metadata=_help("rounds of targets per source"))
     num_samples: int = field(default=100, metadata=_help("sources in the pool"))
