@@ -1,7 +1,7 @@
 """Files written whole or not at all: each write goes to a temporary name beside the file, then is renamed
 into place, so a killed process or a full disk never leaves a partial file, and the file that was there
-before stays as it was until the rename. TraversalResult.save, the evaluation store, the demo and the
-figures all write through here.
+before stays as it was until the rename. TraversalResult.save, the evaluation store, the demo, the
+figures and the bench files all write through here.
 
 A write that fails for lack of space or permission raises one RuntimeError naming the file and the
 cause ("cannot write OUT/x.png: the disk is full"), with the OSError as its __cause__; the temporary file

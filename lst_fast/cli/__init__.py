@@ -3,9 +3,9 @@
 One module per subcommand (demo, eval, report, run, compare, bench, info), each with `HELP`,
 `add_arguments(parser)` and `command(args) -> exit code`; the flags several of them share are built in
 lst_fast.cli.arguments. The work itself is done by library modules (lst_fast.demo, evaluation, report,
-run_images, compare, bench) that the subcommands import when they run. Even `lst-fast --help` loads
-torch: `import lst_fast` registers the compiled operators with torch, and the flags come from the settings
-dataclasses, whose checks use torch.
+run_images, compare, bench, distributed) that the subcommands call. Even `lst-fast --help` loads torch:
+`import lst_fast` defines lst_fast's operators in torch and loads their compiled kernels, and the flags
+come from the settings dataclasses, whose checks use torch.
 
 Exit codes: 0 done; 1 an error in the input or the environment (one line on stderr; the traceback with
 --debug); 2 an unexpected error, most likely a bug in lst_fast (one line naming the file that holds its
