@@ -38,11 +38,10 @@ def test_every_flag_has_help_that_shows_its_default():
 
 def test_the_model_and_data_help_lists_every_spec():
     subcommands = _subparsers(build_parser())
-    for name in ("eval", "run", "bench", "report"):
+    for name in ("eval", "run", "bench"):
         text = " ".join(subcommands[name].format_help().split())
-        if name != "report":  # report reads the model from the evaluation folder
-            for spec in ("cnn-robust", "timm:NAME", "torchvision:NAME", "robustbench:NAME", "py:MODULE:FUNCTION"):
-                assert spec in text, (name, spec)
+        for spec in ("cnn-robust", "timm:NAME", "torchvision:NAME", "robustbench:NAME", "py:MODULE:FUNCTION"):
+            assert spec in text, (name, spec)
     text = " ".join(subcommands["eval"].format_help().split())
     for spec in ("fashion-mnist-sample", "cifar10:DIR", "imagefolder:DIR", "imagenet:ROOT", "tensor:FILE"):
         assert spec in text, spec
