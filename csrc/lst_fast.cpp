@@ -1,9 +1,9 @@
 // Schemas of lst_fast's compiled kernels, all in one place, and the module lst_fast._C (the CPU kernels,
-// cpu/*.cpp). The CUDA kernels live in a module of their own, lst_fast._C_cuda (cuda/cuda_ops.cpp), so
+// cpu/*.cpp). The CUDA kernels live in a module of their own, lst_fast._C_cuda<N> (cuda/cuda_ops.cpp), so
 // that this one loads on a CPU-only torch. Both use the LibTorch stable ABI only: built with
 // TORCH_TARGET_VERSION = 2.10, one binary loads on every torch from 2.10 on. Importing the module loads
-// the library; its static initializers register the ops with the dispatcher, so there is nothing to
-// bind with pybind11.
+// the library; its static initializers register the kernels with the dispatcher (STABLE_TORCH_LIBRARY),
+// so there is nothing to bind with pybind11.
 //
 // The kernels are registered as lst_fast_kernels::*. The public operators, torch.ops.lst_fast.*, are
 // defined in lst_fast/ops.py with the same schemas: they check the arguments (lst_fast/op_checks.py, the
@@ -19,7 +19,7 @@ PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
       "_C",  // name
-      "lst_fast native operators, CPU kernels (registered under torch.ops.lst_fast)",
+      "lst_fast CPU kernels (torch.ops.lst_fast_kernels; the public ops are in lst_fast.ops)",
       -1,    // size of per-interpreter state
       nullptr,
   };

@@ -1,7 +1,7 @@
 """Files written whole or not at all: each write goes to a temporary name beside the file, then is renamed
 into place, so a killed process or a full disk never leaves a partial file, and the file that was there
-before stays as it was until the rename. TraversalResult.save, the evaluation store, the demo and the
-figures all write through here.
+before stays as it was until the rename. TraversalResult.save, the evaluation store, the demo, the
+figures and the bench files all write through here.
 
 A write that fails for lack of space or permission raises one RuntimeError naming the file and the
 cause ("cannot write OUT/x.png: the disk is full"), with the OSError as its __cause__; the temporary file
@@ -63,14 +63,26 @@ def atomic_write_text(path: PathLike, text: str, advice: str = "") -> Path:
 def atomic_save_tensors(
     tensors: Mapping[str, Tensor], path: PathLike, metadata: Optional[Dict[str, str]] = None, advice: str = ""
 ) -> Path:
-    """Save tensors as safetensors (copied to the CPU, contiguous) to `path` atomically (see atomic_write)."""
+    """Save tensors as safetensors (copied to the CPU, contiguous) to `path` atomically (see atomic_write).
+    Tensors that share memory (a view of another, as a trace may be of the images) are saved as copies:
+    safetensors refuses shared memory."""
     from safetensors.torch import save_file
 
-    return atomic_write(
-        path,
-        lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata),
-        advice,
-    )
+    return atomic_write(path, lambda tmp: save_file(_unshared(tensors), tmp, metadata=metadata), advice)
+
+
+def _unshared(tensors: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """The tensors on the CPU, contiguous, none sharing its storage with another (copies where they did)."""
+    out: Dict[str, Tensor] = {}
+    seen = set()
+    for name, tensor in tensors.items():
+        t = tensor.detach().contiguous().cpu()
+        storage = t.untyped_storage().data_ptr()
+        if storage in seen and t.numel():
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
 
 
 def _as_os_error(error: BaseException) -> Optional[OSError]:

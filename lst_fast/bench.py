@@ -18,9 +18,11 @@ The fp32 baselines run without TF32, as lst_fast's exact mode does, so a ratio c
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 MODES = (
     "paper",
@@ -268,3 +270,14 @@ def markdown_table(rows: List[Dict[str, object]]) -> str:
             f"| {ratio} | {setup} | {_number(r['per_call_img_iter_per_s'])} |"
         )
     return "\n".join(lines)
+
+
+def write_bench_files(rows: List[Dict[str, object]], out: Union[str, Path]) -> Tuple[Path, Path]:
+    """OUT.md (the table of markdown_table) and OUT.json (the rows), each written whole (atomic); their
+    paths."""
+    from lst_fast.atomic_files import atomic_write_text
+
+    out = str(out)
+    table = atomic_write_text(out + ".md", markdown_table(rows) + "\n")
+    numbers = atomic_write_text(out + ".json", json.dumps(rows, indent=1))
+    return table, numbers

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from lst_fast.machine import cpu_has_bf16_instructions
+from lst_fast.machine import BF16_EMULATED_WARNING, cpu_has_bf16_instructions
 from lst_fast.reference import class_probability
 from lst_fast.runtime import cudnn_autotune, full_fp32_matmuls
 from lst_fast.settings import check_precision
@@ -207,12 +207,7 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
                 restore_submodules(work, replaced)
     channels_last = probe.dim() == 4 and has_conv2d(work)
     if probe.device.type == "cpu" and cpu_has_bf16_instructions() is False:
-        warnings.warn(
-            "precision='bf16' on a CPU without bf16 instructions (no AVX512-BF16 or AMX): bf16 is "
-            "emulated there and may be slower than precision='fp32'",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+        warnings.warn(BF16_EMULATED_WARNING, RuntimeWarning, stacklevel=4)
     work = work.to(torch.bfloat16)
     if channels_last:
         work = work.to(memory_format=torch.channels_last)

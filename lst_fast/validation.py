@@ -111,6 +111,18 @@ def check_images(x: Tensor, y: Tensor, bounds: Bounds) -> None:
             )
 
 
+def check_device(device: Union[str, torch.device], name: str = "device") -> torch.device:
+    """The torch.device that `device` names; ValueError naming `name` unless it is a device that holds
+    data (cpu, cuda, cuda:N, ...): the meta device holds none, and a generator cannot even be made on it."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
+    if parsed.type == "meta":
+        raise ValueError(f"{name} is the meta device, which holds no values (nor a generator); use 'cpu' or 'cuda'")
+    return parsed
+
+
 def check_generator(generator, device: torch.device) -> None:
     if generator is None:
         return

@@ -8,6 +8,7 @@ import argparse
 import json
 import re
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +34,17 @@ def test_every_flag_has_help_that_shows_its_default():
                 assert ("(required)" if action.required else "default") in shown, f"{name} {action.option_strings}"
     assert set(_subparsers(parser)) >= {"demo", "eval", "report", "info", "run", "compare", "bench"}
     assert "exit codes: 0 done, 1 error" in parser.format_help()
+
+
+def test_the_model_and_data_help_lists_every_spec():
+    subcommands = _subparsers(build_parser())
+    for name in ("eval", "run", "bench"):
+        text = " ".join(subcommands[name].format_help().split())
+        for spec in ("cnn-robust", "timm:NAME", "torchvision:NAME", "robustbench:NAME", "py:MODULE:FUNCTION"):
+            assert spec in text, (name, spec)
+    text = " ".join(subcommands["eval"].format_help().split())
+    for spec in ("fashion-mnist-sample", "cifar10:DIR", "imagefolder:DIR", "imagenet:ROOT", "tensor:FILE"):
+        assert spec in text, spec
 
 
 def test_every_subcommand_module_has_the_same_pair_of_functions():
@@ -114,6 +126,23 @@ def test_device_defaults_to_auto_which_picks_cuda_only_when_torch_sees_a_gpu(tmp
     assert capsys.readouterr().out.splitlines()[0].endswith(" on cpu")
 
 
+def test_a_device_without_data_is_refused_by_name(capsys):
+    """--device meta used to reach torch.Generator(device="meta"): "META device type not an accelerator"."""
+    from lst_fast.validation import check_device
+
+    assert check_device("cuda:1") == torch.device("cuda", 1)  # a name is checked, not the machine
+    with pytest.raises(ValueError, match="generator is the meta device, which holds no values"):
+        check_device(torch.device("meta"), "generator")
+    for command, device, words in (("run", "meta", "the meta device"), ("demo", "gpu", "must be a device such as")):
+        args = ["--source", "a.png", "--target", "b.png"] if command == "run" else []
+        with pytest.raises(SystemExit) as exit_:  # a usage error, as argparse reports it
+            main([command, *args, "--device", device])
+        assert exit_.value.code == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"lst-fast {command}: error: argument --device: the device" in err
+        assert words in err
+
+
 def test_interrupt_exits_130(monkeypatch, capsys):
     from lst_fast import cli
 
@@ -123,6 +152,56 @@ def test_interrupt_exits_130(monkeypatch, capsys):
     monkeypatch.setattr(cli.info, "command", interrupted)
     assert main(["info"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_a_bad_setting_is_an_error_of_the_input_exit_1(capsys):
+    """lst_fast's own check (LSTSettings.validate raises the ValueError) is an expected error: one line."""
+    assert main(["run", "--source", "a.png", "--target", "b.png", "--step-size", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lst-fast run: error: step_size must be") and "internal" not in err
+
+
+@pytest.mark.parametrize("bug", [KeyError("backend"), RuntimeError("shape mismatch in a torch op"), TypeError("f()")])
+def test_an_internal_error_exits_2_and_writes_its_traceback_to_a_file(bug, monkeypatch, capsys, tmp_path):
+    from lst_fast import cli
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the traceback file goes to the temporary folder
+    monkeypatch.setattr("tempfile.tempdir", None)
+
+    def broken(args):  # raised here, not by a `raise` of lst_fast: not one of lst_fast's checks
+        return {}["backend"] if isinstance(bug, KeyError) else (_ for _ in ()).throw(bug)
+
+    monkeypatch.setattr(cli.info, "command", broken)
+    assert main(["info"]) == cli.EXIT_BUG == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"lst-fast info: internal error: {type(bug).__name__}")
+    assert "bug in lst_fast" in err
+    path = Path(re.search(r"the traceback is in (\S+):", err).group(1))
+    assert path.parent == tmp_path and path.name.startswith("lst-fast-error-")
+    text = path.read_text()
+    assert text.startswith("lst-fast info\n") and "Traceback (most recent call last)" in text
+    assert "in broken" in text and text.rstrip().splitlines()[-1].startswith(type(bug).__name__)
+    with pytest.raises(type(bug)):  # --debug: the traceback itself, on stderr
+        main(["--debug", "info"])
+
+
+def test_which_errors_are_expected():
+    from lst_fast.cli.errors import is_expected
+    from lst_fast.settings import LSTSettings
+
+    def caught(call):
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001
+            return error
+        raise AssertionError("no error")
+
+    assert is_expected(caught(lambda: LSTSettings(step_size=-1)))  # raised by lst_fast's check
+    assert is_expected(caught(lambda: open("/no/such/file")))  # an OSError, from anywhere
+    assert is_expected(caught(lambda: __import__("no_such_package_for_lst_fast")))  # a missing package
+    assert not is_expected(caught(lambda: torch.zeros(2) + torch.zeros(3)))  # a RuntimeError inside torch
+    assert not is_expected(caught(lambda: int("x")))  # a ValueError raised here, not by lst_fast
+    assert not is_expected(caught(lambda: [][1]))  # IndexError: never one of lst_fast's checks
 
 
 def test_pairing():

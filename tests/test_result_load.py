@@ -47,6 +47,21 @@ def test_round_trip(tmp_path):
     assert loaded.config == r.config
 
 
+def test_traces_that_share_memory_with_the_outputs_are_saved_as_copies(tmp_path):
+    """safetensors refuses tensors that share memory; a trace that is a view of the images saves anyway."""
+    r = result()
+    shared = torch.stack([r.confidence, r.initial_confidence])  # one buffer behind three tensors
+    r.confidence, r.initial_confidence = shared[0], shared[1]
+    r.trace_iterations = torch.tensor([5])
+    r.trace_images = r.images[None]  # the last iterate recorded: the images themselves
+    r.trace_confidence = shared[:1]
+    r.trace_target_confidence = shared[1:]
+    back = TraversalResult.load(r.save(tmp_path / "r.safetensors"))
+    for name, tensor in r.tensors().items():
+        assert torch.equal(getattr(back, name), tensor), name
+    assert r.trace_images.data_ptr() == r.images.data_ptr()  # the result itself is left as it was
+
+
 def test_a_changed_data_byte_is_detected(tmp_path):
     path = result().save(tmp_path / "r.safetensors")
     rewrite(path, lambda t: t["confidence"].__setitem__(0, 1.19e38))

@@ -1,4 +1,5 @@
-// CUDA registration of the lst_fast kernels and the module lst_fast._C_cuda<N>: memory-safety guards, layout
+// CUDA registration of the lst_fast_kernels::* kernels (the public ops, torch.ops.lst_fast.*, are defined
+// in lst_fast/ops.py and call them) and the module lst_fast._C_cuda<N>: memory-safety guards, layout
 // handling, device guard and stream, then the plain launchers of launchers.h. Stable ABI only (see
 // ../lst_fast.cpp); this file is compiled by the host compiler, so no torch header reaches nvcc.
 #include <Python.h>
@@ -22,7 +23,7 @@ PyMODINIT_FUNC LST_FAST_JOIN(PyInit_, TORCH_EXTENSION_NAME)(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
       LST_FAST_STRING(TORCH_EXTENSION_NAME),
-      "lst_fast native operators, CUDA kernels (registered under torch.ops.lst_fast)",
+      "lst_fast CUDA kernels (torch.ops.lst_fast_kernels; the public ops are in lst_fast.ops)",
       -1,
       nullptr,
   };

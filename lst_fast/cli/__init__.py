@@ -3,11 +3,13 @@
 One module per subcommand (demo, eval, report, run, compare, bench, info), each with `HELP`,
 `add_arguments(parser)` and `command(args) -> exit code`; the flags several of them share are built in
 lst_fast.cli.arguments. The work itself is done by library modules (lst_fast.demo, evaluation, report,
-run_images, compare, bench) that the subcommands import when they run. Even `lst-fast --help` loads
-torch: `import lst_fast` registers the compiled operators with torch, and the flags come from the settings
-dataclasses, whose checks use torch.
+run_images, compare, bench, distributed) that the subcommands call. Even `lst-fast --help` loads torch:
+`import lst_fast` defines lst_fast's operators in torch and loads their compiled kernels, and the flags
+come from the settings dataclasses, whose checks use torch.
 
-Exit codes: 0 done, 1 error (one line on stderr; the traceback with --debug), 130 interrupted.
+Exit codes: 0 done; 1 an error in the input or the environment (one line on stderr; the traceback with
+--debug); 2 an unexpected error, most likely a bug in lst_fast (one line naming the file that holds its
+traceback); 130 interrupted. Which errors count as expected: lst_fast.cli.errors.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from lst_fast.cli.arguments import (
     print_backend,
     settings_from_arguments,
 )
+from lst_fast.cli.errors import is_expected, report_unexpected
 from lst_fast.error_text import one_line
 
 __all__ = [
@@ -38,10 +41,14 @@ __all__ = [
     "settings_from_arguments",
 ]
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 # The errors whose messages stand on their own on the error line (no type name in front).
 _PLAIN_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
-EPILOG = "exit codes: 0 done, 1 error (one line on stderr; --debug shows the traceback), 130 interrupted"
+EXIT_OK, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 130
+EPILOG = (
+    "exit codes: 0 done, 1 error in the input or environment (one line on stderr; --debug shows the "
+    "traceback), 2 internal error, most likely a bug in lst_fast (one line naming the file with the "
+    "traceback), 130 interrupted"
+)
 SUBCOMMANDS = {
     "demo": demo,
     "eval": eval,
@@ -114,6 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:  # noqa: BLE001  one line, no traceback, unless --debug
         if args.debug:
             raise
+        if not is_expected(error):
+            report_unexpected(args.command, error, sys.argv[1:] if argv is None else argv)
+            return EXIT_BUG
         print(
             f"lst-fast {args.command}: error: {one_line(error, _PLAIN_ERRORS)} (--debug shows the traceback)",
             file=sys.stderr,

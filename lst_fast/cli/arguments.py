@@ -113,9 +113,24 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """--device (default auto), read back with args.device; lst_fast.cli.main replaces auto by the device
     it picks (pick_device) before the command runs, and sets args.device_auto."""
     parser.add_argument(
-        "--device", default="auto", help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N"
+        "--device",
+        default="auto",
+        type=_device,
+        help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N",
     )
     parser.set_defaults(device_auto=False)
+
+
+def _device(text: str) -> str:
+    """--device's value as given, once lst_fast.validation.check_device accepts it (or it is auto)."""
+    from lst_fast.validation import check_device
+
+    if text != "auto":
+        try:
+            check_device(text, "the device")
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def pick_device() -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from lst_fast.bench import MODES
 from lst_fast.cli.arguments import add_device_argument, add_model_arguments, model_keywords, print_backend, values
@@ -43,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast.bench import markdown_table, run_bench
+    from lst_fast.bench import markdown_table, run_bench, write_bench_files
 
     print_backend(args.device, args.device_auto)
     timed = values(args, ("batch_size", "image_size", "iterations", "repeats", "modes", "device"))
@@ -52,7 +50,6 @@ def command(args: argparse.Namespace) -> int:
     print()
     print(table)
     if args.out:
-        Path(args.out + ".md").write_text(table + "\n")
-        Path(args.out + ".json").write_text(json.dumps(rows, indent=1))
-        print(f"wrote {args.out}.md and {args.out}.json")
+        table_file, numbers_file = write_bench_files(rows, args.out)
+        print(f"wrote {table_file} and {numbers_file}")
     return 0

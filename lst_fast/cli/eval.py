@@ -4,9 +4,7 @@ device under torchrun)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-from typing import Iterator
 
 from lst_fast.cli.arguments import (
     EVAL_LST_FIELDS,
@@ -19,6 +17,7 @@ from lst_fast.cli.arguments import (
     settings_from_arguments,
     values,
 )
+from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S, process_group
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.settings import EVALUATION_SETTINGS
 
@@ -33,6 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
     parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--join-timeout",
+        type=float,
+        default=DEFAULT_JOIN_TIMEOUT_S,
+        metavar="SECONDS",
+        help="under torchrun: how long each process waits for the others to join its group before it "
+        "stops, saying so (default: %(default)g)",
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -43,7 +50,7 @@ def command(args: argparse.Namespace) -> int:
     first = int(os.environ.get("RANK", "0")) == 0
     if first:
         print_backend(args.device, args.device_auto)
-    with process_group(args.device) as device:
+    with process_group(args.device, args.join_timeout) as device:
         tables = run_evaluation(
             cfg,
             args.out,
@@ -58,23 +65,3 @@ def command(args: argparse.Namespace) -> int:
         for key in ("table1", "table2"):
             print(key + ": " + ", ".join(f"{k} {m:.4f}±{sd:.4f}" for k, (m, sd) in tables[key].items()))
     return 0
-
-
-@contextlib.contextmanager
-def process_group(device: str) -> Iterator[str]:
-    """Under torchrun (WORLD_SIZE > 1): one process per device (or per CPU share), joined in a process group
-    for the run, results merged on disk; yields this process's device. Otherwise yields `device` as is."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        yield device
-        return
-    import torch
-    import torch.distributed as dist
-
-    if device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    try:
-        yield device
-    finally:
-        dist.destroy_process_group()

@@ -24,7 +24,10 @@ from torch import Tensor
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_transform
 
-__all__ = ["CIFAR10_CLASSES", "ImageSet", "check_tensor_data", "open_image_set", "read_cifar10_binary"]
+__all__ = ["CIFAR10_CLASSES", "DATA_SPECS", "ImageSet", "check_tensor_data", "open_image_set", "read_cifar10_binary"]
+
+# Every data set open_image_set takes, in one line: the --data help and the unknown-data error.
+DATA_SPECS = "fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR, imagenet:ROOT or tensor:FILE"
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -139,7 +142,4 @@ def open_image_set(spec: str, root: Optional[str] = None, preprocessing: Optiona
         images, labels = tensors["images"], tensors["labels"]
         check_tensor_data(images, labels, arg)
         return _in_memory(images, labels, spec)
-    raise ValueError(
-        f"unknown data {spec!r}: use fashion-mnist, fashion-mnist-sample, cifar10:DIR, "
-        "imagefolder:DIR, imagenet:ROOT or tensor:FILE"
-    )
+    raise ValueError(f"unknown data {spec!r}: use {DATA_SPECS}")

@@ -8,6 +8,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+from lst_fast.data.sources import DATA_SPECS
+from lst_fast.models import MODEL_SPECS
 from lst_fast.settings import EVALUATION_SETTINGS, LSTSettings, field_help
 
 __all__ = ["RECORDED_LST_FIELDS", "EvalConfig"]
@@ -27,10 +29,7 @@ class EvalConfig:
 
     model: str = field(
         default="cnn",
-        metadata=field_help(
-            "cnn, cnn-robust, vit (shipped), timm:NAME, torchvision:NAME, or an architecture "
-            "(fashion_cnn, fashion_vit, wrn28_10, timm:NAME, ...) with --checkpoint"
-        ),
+        metadata=field_help(MODEL_SPECS),
     )
     checkpoint: Optional[str] = field(
         default=None, metadata=field_help("weights file: safetensors or a weights-only torch file")
@@ -41,7 +40,7 @@ class EvalConfig:
     )
     data: str = field(
         default="fashion-mnist",
-        metadata=field_help("fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE"),
+        metadata=field_help(DATA_SPECS),
     )
     rounds: int = field(default=5, metadata=field_help("rounds of targets per source"))
     num_samples: int = field(default=100, metadata=field_help("sources in the pool"))

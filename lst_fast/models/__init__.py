@@ -34,6 +34,7 @@ from lst_fast.models.wide_resnet import wrn28_10
 
 __all__ = [
     "ARCHITECTURES",
+    "MODEL_SPECS",
     "SHIPPED",
     "ModelDescriptor",
     "load_checkpoint",
@@ -53,6 +54,12 @@ SHIPPED: Dict[str, str] = {
     "cnn-robust": "fashion_cnn_robust.safetensors",
     "vit": "fashion_vit.safetensors",
 }
+
+# Every model name resolve_model takes, in one line: the --model help and the unknown-model error.
+MODEL_SPECS = (
+    f"{', '.join(SHIPPED)} (shipped), timm:NAME, torchvision:NAME, robustbench:NAME[:DATASET[:THREAT]], "
+    f"py:MODULE:FUNCTION[(key=value, ...)], or an architecture ({', '.join(ARCHITECTURES)}) with a checkpoint"
+)
 
 
 def shipped_path(name: str) -> Path:
@@ -185,11 +192,7 @@ def _build(spec: str, kind: str, name: str, pretrained: bool) -> nn.Module:
                 f"could not create torchvision model {name!r} ({error}); pretrained weights come "
                 "from the network: pass pretrained=False / --no-pretrained or a checkpoint"
             ) from error
-    raise ValueError(
-        f"unknown model {spec!r}: a shipped name {sorted(SHIPPED)}, an architecture "
-        f"{sorted(ARCHITECTURES)} with a checkpoint, timm:NAME, torchvision:NAME, "
-        "robustbench:NAME[:DATASET[:THREAT]] or py:MODULE:FUNCTION"
-    )
+    raise ValueError(f"unknown model {spec!r}; the models are {MODEL_SPECS}")
 
 
 def _describe(spec: str, kind: str, net: nn.Module) -> ModelDescriptor:

@@ -65,7 +65,8 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
     except ImportError as error:
         if (error.name or "").split(".")[0] == "robustbench":
             raise RuntimeError(
-                f"{spec} needs the robustbench package, which is not on the package index; install it with: {INSTALL}"
+                f"{spec} needs the robustbench package (from its repository: its release on the package "
+                f"index does not import); install it with: {INSTALL}"
             ) from None
         raise RuntimeError(f"robustbench is installed but does not import: {one_line(error)}") from error
     path = checkpoint_path(name, dataset, threat, model_dir)
