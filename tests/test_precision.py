@@ -339,6 +339,34 @@ def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
         assert stub.current_device == "cuda:0"
 
 
+def test_graph_replay_makes_one_side_stream_for_its_warmups_and_captures(monkeypatch):
+    """The warm-up iterations and the capture share one side stream, made once (the caching allocator
+    reuses a block only on the stream that freed it), across batches of one shape and of a new shape."""
+    from lst_fast import graph_replay, walk_state
+
+    stub = _StubCuda(monkeypatch)
+    # The current stream (not counted as a side stream), and what the stubbed capture returns as its graph.
+    current = stub.types.SimpleNamespace(wait_stream=lambda other: None, replay=lambda: None)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    replay = graph_replay.GraphReplay(torch.device("cuda:0"))
+    monkeypatch.setattr(graph_replay, "capture", lambda fn, stream: stub.captures.append(stream) or current)
+
+    def state(n):
+        fixed = walk_state.Targets(torch.zeros(n, 2), torch.zeros(n, dtype=torch.long), torch.ones(n))
+        walk = walk_state.WalkState(
+            torch.zeros(n, 2), torch.zeros(n, 2), torch.zeros(n, 2), torch.ones(n), torch.zeros(n, dtype=torch.long)
+        )
+        return fixed, walk
+
+    for n in (4, 4, 3):  # a second batch of the shape, then a new shape (a new capture)
+        replay.adopt(*state(n))
+        run = replay.runner(lambda: None, iterations=8)
+        for _ in range(8):
+            run()
+    assert len(stub.streams) == 1
+    assert len(stub.captures) == 2 and all(s is stub.streams[0] for s in stub.captures)
+
+
 def test_graph_replay_reuses_one_capture_for_batches_of_one_shape(monkeypatch):
     """Later batches of the captured shape copy their tensors into the captured ones and replay at once;
     a batch of another shape gets its own capture."""
