@@ -108,14 +108,25 @@ def default_arch_list(nvcc_path: Path, major: int) -> list:
     return arches or ["9.0"]
 
 
+ARCH_ENTRY = re.compile(r"(\d+\.\d+[af]?)(\+PTX)?")  # 9.0, 9.0a (arch-specific), 10.0f (family), 12.0+PTX
+
+
 def parse_arch_list(text: str) -> tuple:
-    """TORCH_CUDA_ARCH_LIST ("8.0;9.0+PTX", separators ; or space) -> (cubin architectures, PTX ones)."""
+    """TORCH_CUDA_ARCH_LIST ("8.0;9.0a;12.0+PTX", separators ; or space) -> (cubin architectures, PTX
+    ones), as lst_fast/_C_cuda<N>.json lists them (lst_fast.cuda_compat reads the a/f suffixes). Anything
+    else (torch's names such as "Hopper", or "native") stops the build with a message, since the module's
+    description must say exactly which GPUs its code runs on."""
     arches, ptx = [], []
     for entry in text.replace(";", " ").split():
-        arch = entry.replace("+PTX", "")
-        arches.append(arch)
-        if entry.endswith("+PTX"):
-            ptx.append(arch)
+        match = ARCH_ENTRY.fullmatch(entry)
+        if match is None:
+            sys.exit(
+                f"setup.py: TORCH_CUDA_ARCH_LIST entry {entry!r} is not a compute capability; write numbers "
+                "such as 9.0, 9.0a, 10.0f or 12.0+PTX (separated by ; or spaces)"
+            )
+        arches.append(match[1])
+        if match[2]:
+            ptx.append(match[1])
     return arches, ptx
 
 
@@ -167,6 +178,8 @@ def extension_modules():
                     arches.append(f"{major}.{minor}")
         arches = sorted(arches, key=Version)
         os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(a + "+PTX" if a == newest else a for a in arches)
+    if build_cuda:
+        parse_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"])  # a bad entry stops here, before any compile
     os.environ.setdefault("MAX_JOBS", str(default_max_jobs()))
 
     debug = env_flag("LST_FAST_DEBUG", "0", allowed=("1", "0")) == "1"
