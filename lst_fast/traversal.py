@@ -178,8 +178,9 @@ class LevelSetTraversal:
             if s.precision == "fp32"
             else runtime.normalized(prepared_model.PreparedModel.original(self._model, source.dtype), norm)
         )
-        models = loop.Models(walk=runtime.normalized(prepared, norm), report=report)
-        return models, runtime.normalized(prepared.eager(), norm), prepared.describe()
+        eager = runtime.normalized(prepared.eager(), norm)
+        models = loop.Models(walk=runtime.normalized(prepared, norm), report=report, no_grad=eager)
+        return models, eager, prepared.describe()
 
     def _start(self, source: Tensor, layout: torch.memory_format, generator: Optional[torch.Generator]) -> Tensor:
         """clamp(x + U(-a, a)), drawn for the whole set at once, so batching does not change it."""

@@ -551,6 +551,34 @@ def test_compile_model_compiles_once_across_calls(monkeypatch):
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize("record_every", [0, 2])
+def test_compile_model_compiles_one_graph_per_call(monkeypatch, record_every):
+    """compile_model=True compiles the walk's gradient forward alone: the no-grad forwards (the first
+    logits, the recorder's) run the same copy uncompiled, since Dynamo would compile a second graph for
+    grad mode off. Counted with the eager backend, as above."""
+    import functools
+
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    x, y = images(4, seed=23)
+    r = lst_fast.traverse(
+        tiny_cnn(scale=12),
+        x,
+        y,
+        iterations=4,
+        precision="bf16",
+        compile_model=True,
+        batch_size=4,
+        record_every=record_every,
+    )
+    assert r.config["model_copy"]["compiled"]
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_no_host_reads_inside_the_loop(monkeypatch, precision):
     """Host reads of tensor values (item, float, bool, ...) would stall a GPU every iteration; their
