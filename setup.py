@@ -17,6 +17,9 @@ Environment switches (the resolved configuration is printed at build time):
                            0 to skip them.
   TORCH_CUDA_ARCH_LIST     GPU architectures; default for CUDA 12: 7.0 7.5 8.0 8.6 8.9 9.0+PTX, for
                            CUDA 13: 7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0+PTX (plus the visible GPUs' own).
+                           Entries are numbers, with an "a" (9.0a: that architecture only) or "f"
+                           (10.0f: its family) suffix and "+PTX" as torch takes them; names such as
+                           "Hopper" are refused (the module's description must list numbers).
   LST_FAST_DEBUG=1         keep debug info (-g, -lineinfo) and symbols; release builds are stripped.
   MAX_JOBS                 parallel compile jobs (ninja); default from cores and free memory.
   LST_FAST_NVCC_FLAGS      extra nvcc flags, LST_FAST_CXX_FLAGS extra host-compiler flags.

@@ -142,6 +142,7 @@ build_in_place() {
   fi
   python3 setup.py build_ext --inplace && mkdir -p build && echo "$stamp" > build/gpu_check.stamp
 }
+export -f source_stamp build_in_place  # `timeout` runs programs: these run through bash -c
 
 WHEEL=${GPU_CHECK_WHEEL:-$(ls .whl/lst_fast-*.whl 2>/dev/null | head -n 1)}
 SOURCE_OF=""
@@ -156,7 +157,7 @@ if [ -n "$WHEEL" ] && [ "${GPU_CHECK_SOURCE:-0}" != 1 ]; then
 fi
 if [ -z "$SOURCE_OF" ]; then
   export PYTHONPATH=$REPO
-  step build build 150 build_in_place \
+  step build build 150 bash -c build_in_place \
     && kernels_loaded "$REPO" 2>&1 | tee -a "$OUT/build.log" | tail -n 2 >> "$OUT/summary.txt" \
     && [ "${PIPESTATUS[0]}" -eq 0 ] && SOURCE_OF="an in-place build of the tree"
 fi
