@@ -267,13 +267,22 @@ def extension_modules():
 def build_ext_with_description(base, cuda_module, description):
     """build_ext that also writes lst_fast/<CUDA module>.json beside the module (what lst_fast checks)."""
 
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / (cuda_module.split(".")[-1] + ".json")).write_text(json.dumps(description) + "\n")
+
     class BuildExt(base):
         def build_extension(self, ext):
             super().build_extension(ext)
             if description is not None and ext.name == cuda_module:
-                target = Path(self.get_ext_fullpath(ext.name)).parent / (ext.name.split(".")[-1] + ".json")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(json.dumps(description) + "\n")
+                write(Path(self.get_ext_fullpath(ext.name)).parent)
+
+        def copy_extensions_to_source(self):
+            # --inplace: setuptools builds into build/ and copies the modules alone into the tree; the
+            # description must sit beside the module there too, or the first-use check has nothing to read.
+            super().copy_extensions_to_source()
+            if description is not None:
+                write(ROOT / "lst_fast")
 
     return BuildExt
 
