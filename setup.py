@@ -17,6 +17,9 @@ Environment switches (the resolved configuration is printed at build time):
                            0 to skip them.
   TORCH_CUDA_ARCH_LIST     GPU architectures; default for CUDA 12: 7.0 7.5 8.0 8.6 8.9 9.0+PTX, for
                            CUDA 13: 7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0+PTX (plus the visible GPUs' own).
+                           Entries are numbers, with an "a" (9.0a: that architecture only) or "f"
+                           (10.0f: its family) suffix and "+PTX" as torch takes them; names such as
+                           "Hopper" are refused (the module's description must list numbers).
   LST_FAST_DEBUG=1         keep debug info (-g, -lineinfo) and symbols; release builds are stripped.
   MAX_JOBS                 parallel compile jobs (ninja); default from cores and free memory.
   LST_FAST_NVCC_FLAGS      extra nvcc flags, LST_FAST_CXX_FLAGS extra host-compiler flags.
@@ -108,14 +111,25 @@ def default_arch_list(nvcc_path: Path, major: int) -> list:
     return arches or ["9.0"]
 
 
+ARCH_ENTRY = re.compile(r"(\d+\.\d+[af]?)(\+PTX)?")  # 9.0, 9.0a (arch-specific), 10.0f (family), 12.0+PTX
+
+
 def parse_arch_list(text: str) -> tuple:
-    """TORCH_CUDA_ARCH_LIST ("8.0;9.0+PTX", separators ; or space) -> (cubin architectures, PTX ones)."""
+    """TORCH_CUDA_ARCH_LIST ("8.0;9.0a;12.0+PTX", separators ; or space) -> (cubin architectures, PTX
+    ones), as lst_fast/_C_cuda<N>.json lists them (lst_fast.cuda_compat reads the a/f suffixes). Anything
+    else (torch's names such as "Hopper", or "native") stops the build with a message, since the module's
+    description must say exactly which GPUs its code runs on."""
     arches, ptx = [], []
     for entry in text.replace(";", " ").split():
-        arch = entry.replace("+PTX", "")
-        arches.append(arch)
-        if entry.endswith("+PTX"):
-            ptx.append(arch)
+        match = ARCH_ENTRY.fullmatch(entry)
+        if match is None:
+            sys.exit(
+                f"setup.py: TORCH_CUDA_ARCH_LIST entry {entry!r} is not a compute capability; write numbers "
+                "such as 9.0, 9.0a, 10.0f or 12.0+PTX (separated by ; or spaces)"
+            )
+        arches.append(match[1])
+        if match[2]:
+            ptx.append(match[1])
     return arches, ptx
 
 
@@ -268,6 +282,10 @@ def build_ext_class(base, cuda_module, description, other_cuda_major: bool):
     that builds with an nvcc of another CUDA major version than torch's when asked to (LST_FAST_CUDA=1)."""
     import torch.utils.cpp_extension as cpp_extension
 
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / (cuda_module.split(".")[-1] + ".json")).write_text(json.dumps(description) + "\n")
+
     class BuildExt(base):
         def build_extensions(self):
             if not other_cuda_major:
@@ -286,9 +304,14 @@ def build_ext_class(base, cuda_module, description, other_cuda_major: bool):
         def build_extension(self, ext):
             super().build_extension(ext)
             if description is not None and ext.name == cuda_module:
-                target = Path(self.get_ext_fullpath(ext.name)).parent / (ext.name.split(".")[-1] + ".json")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(json.dumps(description) + "\n")
+                write(Path(self.get_ext_fullpath(ext.name)).parent)
+
+        def copy_extensions_to_source(self):
+            # --inplace: setuptools builds into build/ and copies the modules alone into the tree; the
+            # description must sit beside the module there too, or the first-use check has nothing to read.
+            super().copy_extensions_to_source()
+            if description is not None:
+                write(ROOT / "lst_fast")
 
     return BuildExt
 

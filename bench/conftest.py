@@ -1,7 +1,12 @@
-"""Benchmark environment recorded in every result (torch, CUDA, device, commit)."""
+"""Benchmark environment recorded in every result (torch, CUDA, device, commit), and each result written
+as soon as it is measured: with LST_BENCH_RESULTS=FILE set, every benchmark test appends one JSON line to
+FILE when it ends (its name, its timing statistics and its extra_info, as in pytest-benchmark's JSON), so
+a run killed halfway keeps what it measured; `python bench/summarize.py FILE` reads such a file."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -57,3 +62,25 @@ def sync(device: str) -> None:
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _write_result_when_measured(request):
+    """After a benchmark test (pass or fail), its result as one line of LST_BENCH_RESULTS, flushed."""
+    path = os.environ.get("LST_BENCH_RESULTS")
+    wanted = path and "benchmark" in request.fixturenames
+    benchmark = request.getfixturevalue("benchmark") if wanted else None  # held past its teardown
+    yield
+    if benchmark is None:
+        return
+    stats = getattr(benchmark, "stats", None)
+    if stats is None or not benchmark.extra_info:
+        return  # not timed (--benchmark-disable, a skip, or it failed before measuring)
+    timing = {k: getattr(stats.stats, k) for k in ("min", "max", "mean", "median", "rounds")}
+    line = {"name": request.node.name, "fullname": request.node.nodeid, "stats": timing}
+    line["datetime"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    line["extra_info"] = benchmark.extra_info
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,126 +1,221 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (H200 or any CUDA machine): build lst_fast against the machine's torch, run
-# the CUDA tests, compute-sanitizer (memcheck, racecheck, initcheck) over a probe of every kernel path,
-# the bandwidth benchmarks, and the LST speed benchmarks with bf16 quality parity; print short tables at
-# the end. Logs go to $OUT (or ./gpu_out): at most 8 files (summary.txt, status.txt, build.log, tests.log,
-# bench.log, sanitizer.log, bench.json, speed.json), what the device tool brings back.
-#   bash bench/gpu_check.sh            (from the repository root)
-# GPU_CHECK_PARTS picks parts (default all): standalone tests bench speed sanitizers. The build always
-# runs first (a no-op when the modules are up to date), so any part works after a cold restart.
-# GPU_CHECK_TOOLS picks the sanitizers after memcheck (default "racecheck initcheck").
-# GPU_SPEED_FILTER is a pytest -k expression for the speed benchmarks (default: all models and methods;
-# "not compile" skips every method that runs torch.compile, the expert loop included).
-# Expected times on an H200 (16 cores), measured parts in docs/NOTES.md: build 2-3 min (one .cu per job),
-# standalone 1 min, tests 1-2 min, bench 1 min, speed 4-6 min without compile, sanitizers 2-3 min.
+# The prepared GPU run (H200 or any CUDA machine), in two calls of the device tool; the plan, with each
+# step's estimate and its arithmetic, is docs/NOTES.md, "Owed on a GPU":
+#   call 1 (timeout_s 295): GPU_CHECK_PARTS="tests sanitizers bench profile" GPU_CHECK_BUDGET_S=265 \
+#                           bash bench/gpu_check.sh
+#   call 2 (timeout_s 330): GPU_CHECK_PARTS="parity speed stages" GPU_CHECK_BUDGET_S=300 \
+#                           GPU_CHECK_BUDGET_COLD_S=210 bash bench/gpu_check.sh
+# Which lst_fast runs: the wheel in .whl/ (GPU_CHECK_WHEEL, default the first .whl/lst_fast-*.whl; built
+# beforehand on a machine without a GPU by .ci/build_dist and carried) installed with pip into
+# /tmp/lst_wheel; without one, or when its CUDA kernels do not load, a build in place, skipped when
+# build/gpu_check.stamp holds the hash of csrc/, setup.py, torch, nvcc and the arch list (modification
+# times are not trusted: the copy to the machine need not keep them). GPU_CHECK_SOURCE=1 forces the build.
+# Python runs from a copy of tests/ and bench/ in /tmp/lst_gpu_run, so `import lst_fast` takes the chosen
+# one and never the source tree by accident; every step stops unless that lst_fast's CUDA kernels loaded.
+#
+# Parts (GPU_CHECK_PARTS, in this order whatever the order given):
+#   tests       error_repro (the C++ error path), tests/test_cuda.py, tests/test_ops.py -k cuda
+#   sanitizers  compute-sanitizer memcheck, initcheck, racecheck (GPU_CHECK_TOOLS) over the probe
+#   bench       operator bandwidth (bench/test_ops_bandwidth.py -k cuda), the fused step among them
+#   profile     bench/profile_lst.py: ResNet-50 bf16 batch 128, Fashion CNN batch 8192 with a CUDA graph
+#   parity      bench/test_quality_parity.py -k cuda (bf16 vs exact mode on the shipped models)
+#   speed       bench/test_lst_speed.py on CUDA: ResNet-50 in every mode but compile+graph, then the other
+#               models in every mode without torch.compile
+#   stages      bench/test_eval_stages.py -k "cuda and resnet50" (the leaderboard's pool, LST and
+#               triangle stages), run only where that file exists
+# Time: the whole command keeps within GPU_CHECK_BUDGET_S seconds (default 300; give the device call a
+# timeout_s about 30 s longer). A step starts only when its estimate fits what is left, and runs under a
+# timeout of what is left, so a slow step is cut short and the steps after it are reported as skipped,
+# never lost with the rest. GPU_CHECK_BUDGET_COLD_S, when given, replaces the budget on a machine that
+# no earlier gpu_check.sh ran on (a fresh machine: its start already cost part of the device time).
+# Results go to $OUT (or ./gpu_out) as they are made, in at most these 7 files (the device tool brings
+# back 8): summary.txt (the header, the tables, every step's status), status.txt (one line per step as it
+# ends), build.log (wheel install or build), tests.log, sanitizer.log, bench.log (bandwidth, profiles,
+# parity, speed, stages) and results.jsonl (one JSON line per benchmark as it is measured, written by
+# bench/conftest.py; `python bench/summarize.py results.jsonl` prints the tables).
+# GPU_CHECK_TOOLS: the sanitizers (default "memcheck initcheck racecheck"). GPU_SPEED_FILTER: a pytest -k
+# expression that narrows both speed steps further. LST_FAST_COMMIT: the commit results are recorded under.
 set -uo pipefail
+REPO=$PWD
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
+export OUT
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} LST_FAST_CUDA=1
-export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-}
-# Line numbers in sanitizer reports; the release flags otherwise (no -G: that would time other code).
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} PYTHONUNBUFFERED=1
+# Line numbers in sanitizer reports of an in-place build; the release flags otherwise (no -G).
 export LST_FAST_NVCC_FLAGS="${LST_FAST_NVCC_FLAGS:-} -lineinfo"
-TABLE=$(mktemp)  # the tables, copied into summary.txt at the end (not a file of its own under $OUT)
-STATUS="$OUT/status.txt"  # one ok/FAILED line per step, appended as each ends, so a killed run keeps them
-: > "$STATUS"
-PARTS=" ${GPU_CHECK_PARTS:-standalone tests bench speed sanitizers} "
+export LST_BENCH_RESULTS="$OUT/results.jsonl"
+export LST_FAST_COMMIT=${LST_FAST_COMMIT:-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+PARTS=" ${GPU_CHECK_PARTS:-tests sanitizers bench profile parity speed stages} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
+STATUS="$OUT/status.txt"
+TABLE=$(mktemp)  # the tables, copied into summary.txt at the end (not a file of its own under $OUT)
+: > "$STATUS"
 
-step() {  # step NAME LOG COMMAND...: run, append to $OUT/LOG.log (few files come back), note the outcome
-  local name=$1 log=$2; shift 2
-  local t0=$SECONDS
-  echo "=== $name: $*" >> "$OUT/$log.log"
-  "$@" >> "$OUT/$log.log" 2>&1
+WARM_MARK=/tmp/lst_gpu_check.warm  # on the machine, not in the tree: present when an earlier call ran here
+BUDGET=${GPU_CHECK_BUDGET_S:-300}
+if [ ! -e "$WARM_MARK" ] && [ -n "${GPU_CHECK_BUDGET_COLD_S:-}" ]; then BUDGET=$GPU_CHECK_BUDGET_COLD_S; fi
+MACHINE=$([ -e "$WARM_MARK" ] && echo "warm (an earlier call ran here)" || echo "fresh")
+touch "$WARM_MARK"
+DEADLINE=$((SECONDS + BUDGET))
+
+# step NAME LOG ESTIMATE_S COMMAND...: run COMMAND if ESTIMATE_S fits the budget left, under a timeout of
+# what is left; append its output to $OUT/LOG.log; one status line. Returns 99 when skipped.
+step() {
+  local name=$1 log=$2 estimate=$3; shift 3
+  local left=$((DEADLINE - SECONDS)) t0=$SECONDS
+  if [ "$estimate" -gt "$left" ]; then
+    echo "$name: SKIPPED (estimated ${estimate} s, ${left} s of the ${BUDGET} s budget left)" | tee -a "$STATUS"
+    return 99
+  fi
+  echo "=== $name (estimated ${estimate} s, ${left} s left): $*" >> "$OUT/$log.log"
+  timeout -k 10 "$left" "$@" >> "$OUT/$log.log" 2>&1
   local rc=$?
-  echo "$name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (rc=$rc)") in $((SECONDS - t0)) s" >> "$STATUS"
-  tail -n $([ $rc -eq 0 ] && echo 3 || echo 25) "$OUT/$log.log"
+  local words="ok"
+  [ $rc -ne 0 ] && words="FAILED (rc=$rc)"
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && words="CUT SHORT at the budget (rc=$rc)"
+  echo "$name: $words in $((SECONDS - t0)) s (estimated ${estimate} s)" | tee -a "$STATUS"
+  [ $rc -ne 0 ] && tail -n 25 "$OUT/$log.log"
   return $rc
 }
 
 finish() {
-  echo "== summary"
-  cat "$TABLE" "$STATUS" >> "$OUT/summary.txt"
+  [ -s "$LST_BENCH_RESULTS" ] && (cd "$RUN" && python3 bench/summarize.py "$LST_BENCH_RESULTS") >> "$TABLE" 2>&1
+  { cat "$TABLE"; echo; echo "== steps ($((SECONDS)) s of the ${BUDGET} s budget used)"; cat "$STATUS"; } >> "$OUT/summary.txt"
   rm -f "$TABLE"
+  echo "== summary"
   cat "$OUT/summary.txt"
+  ! grep -qE ": (FAILED|CUT SHORT)" "$STATUS"  # the exit status: 0 only when no step failed
 }
 
 # pytest that survives a crashing test: on a fatal signal, deselect the test that was running (the last
 # one named in the verbose log) and go on, at most 3 times; the crash stays in the log and the exit code.
 pytest_resilient() {
-  local log=$1; shift
-  local deselect=() rc=0 crashed=0
+  local deselect=() rc=0 crashed=0 last
   for attempt in 1 2 3 4; do
     python3 -X faulthandler -m pytest -v -p no:cacheprovider "$@" "${deselect[@]}" > /tmp/pytest_run.log 2>&1
     rc=$?
-    cat /tmp/pytest_run.log >> "$OUT/$log.log"
+    cat /tmp/pytest_run.log
     [ $rc -lt 128 ] && break
     crashed=1
-    local last
     last=$(grep -oE '^tests/[^ ]+::[^ ]+' /tmp/pytest_run.log | tail -n 1)
-    echo "!!! signal $((rc - 128)) while running $last" | tee -a "$OUT/$log.log"
+    echo "!!! signal $((rc - 128)) while running $last (attempt $attempt)"
     [ -z "$last" ] && break
     deselect+=(--deselect "$last")
   done
-  tail -n 3 /tmp/pytest_run.log
   [ $crashed -eq 1 ] && return 139
   return $rc
 }
+export -f pytest_resilient
 
-{ date -u +%Y-%m-%dT%H:%MZ; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
-  python3 -c "import torch; p = torch.cuda.get_device_properties(0); print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'SMs', p.multi_processor_count, 'L2 MiB', p.L2_cache_size / 2**20)"; } | tee "$OUT/summary.txt"
+{ date -u +%Y-%m-%dT%H:%MZ
+  echo "machine: $MACHINE; budget ${BUDGET} s; parts:${PARTS}; commit $LST_FAST_COMMIT"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
+  python3 -c "import torch; p = torch.cuda.get_device_properties(0); print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'SMs', p.multi_processor_count, 'L2 MiB', p.L2_cache_size / 2**20)"
+} 2>&1 | tee "$OUT/summary.txt"
 
-step build build python3 setup.py build_ext --inplace || { finish; exit 1; }
-# Everything below must time our CUDA kernels, never the pure-PyTorch fallback (the tests would skip and
-# the speed rows would silently measure the fallback): stop unless they loaded.
-python3 -c "import lst_fast, sys; i = lst_fast.backend_info(); print('backend:', i); sys.exit(i['cuda'] != 'native')" \
-  | tee -a "$OUT/summary.txt"
-if [ "${PIPESTATUS[0]}" -ne 0 ]; then
-  echo "backend: FAILED, the CUDA kernels did not load (see backend_info above)" >> "$STATUS"; finish; exit 1
-fi
-# The C++ error path first (seconds): each argument error of each op and of the kernels' own guards must be
-# a Python exception; a crash here would also take down the test run below.
-step error_repro tests timeout -k 10 60 python3 tests/native/error_repro.py cuda
-# Standalone kernel harness (no torch): bit-exact checks at many sizes (register-row and chunked rows),
-# misaligned buffers, graph capture. The four .cu files compile in parallel, then link.
-standalone() {
-  local dir=/tmp/lst_standalone pids=() f
-  mkdir -p "$dir"
-  for f in csrc/cuda/orthogonal_step_kernel.cu csrc/cuda/confidence_accept_kernel.cu \
-           csrc/cuda/simplex_points_kernel.cu tests/native/test_kernels.cu; do
-    nvcc -std=c++17 -O3 -arch=sm_90 --fmad=false -lineinfo -Xcompiler -ffp-contract=off -Icsrc/cuda \
-      -c "$f" -o "$dir/$(basename "$f" .cu).o" & pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p" || return 1; done
-  nvcc -arch=sm_90 "$dir"/*.o -o "$dir/test_kernels" && "$dir/test_kernels"
+# -- which lst_fast: the carried wheel, else an in-place build (skipped on an unchanged hash stamp) -------
+RUN=/tmp/lst_gpu_run
+rm -rf "$RUN" && mkdir -p "$RUN" && cp -r tests bench pyproject.toml "$RUN"/
+
+kernels_loaded() {  # the lst_fast on PYTHONPATH has its CUDA kernels (and, for the wheel, is the wheel's)
+  (cd "$RUN" && python3 -c "
+import sys, lst_fast
+i = lst_fast.backend_info()
+print('lst_fast from', lst_fast.__file__)
+print('backend:', i)
+sys.exit(i['cuda'] != 'native' or not lst_fast.__file__.startswith(sys.argv[1]))" "$1")
 }
-want standalone && step standalone build standalone
+
+source_stamp() {
+  { find csrc -type f | LC_ALL=C sort | xargs sha256sum; sha256sum setup.py
+    python3 -c "import torch; print(torch.__version__, torch.version.cuda)"
+    "$CUDA_HOME/bin/nvcc" --version | tail -n 1; echo "$TORCH_CUDA_ARCH_LIST $LST_FAST_NVCC_FLAGS"
+  } | sha256sum | cut -d' ' -f1
+}
+
+build_is_current() {  # the stamp of the last in-place build matches, and its modules are there
+  [ "$(cat build/gpu_check.stamp 2>/dev/null)" = "$(source_stamp)" ] \
+    && ls lst_fast/_C.abi3.so lst_fast/_C_cuda*.abi3.so >/dev/null 2>&1
+}
+
+build_in_place() {
+  python3 setup.py build_ext --inplace && mkdir -p build && source_stamp > build/gpu_check.stamp
+}
+export -f source_stamp build_in_place  # `timeout` runs programs: these run through bash -c
+
+WHEEL=${GPU_CHECK_WHEEL:-$(ls .whl/lst_fast-*.whl 2>/dev/null | head -n 1)}
+SOURCE_OF=""
+if [ -n "$WHEEL" ] && [ "${GPU_CHECK_SOURCE:-0}" != 1 ]; then
+  rm -rf /tmp/lst_wheel
+  if step wheel_install build 30 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/lst_wheel "$WHEEL"; then
+    export PYTHONPATH=/tmp/lst_wheel
+    kernels_loaded /tmp/lst_wheel 2>&1 | tee -a "$OUT/build.log" | tail -n 2 >> "$OUT/summary.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] && SOURCE_OF="the wheel $(basename "$WHEEL")"
+  fi
+  [ -z "$SOURCE_OF" ] && echo "wheel: its CUDA kernels did not load here (build.log); building in place" | tee -a "$STATUS"
+fi
+if [ -z "$SOURCE_OF" ]; then
+  export PYTHONPATH=$REPO
+  if build_is_current; then
+    echo "build: up to date (build/gpu_check.stamp)" | tee -a "$STATUS"
+  else
+    step build build 150 bash -c build_in_place
+  fi && kernels_loaded "$REPO" 2>&1 | tee -a "$OUT/build.log" | tail -n 2 >> "$OUT/summary.txt" \
+    && [ "${PIPESTATUS[0]}" -eq 0 ] && SOURCE_OF="an in-place build of the tree"
+fi
+if [ -z "$SOURCE_OF" ]; then
+  # Nothing below may time the pure-PyTorch fallback (the tests would skip, the speed rows would lie).
+  echo "lst_fast: FAILED, no lst_fast with loaded CUDA kernels (see build.log)" | tee -a "$STATUS"
+  finish; exit 1
+fi
+echo "lst_fast: $SOURCE_OF" | tee -a "$STATUS" >> "$OUT/summary.txt"
+cd "$RUN"
+
+# -- the parts, in the plan's order; each step's estimate is docs/NOTES.md's -------------------------
 if want tests; then
-  step tests_cuda tests pytest_resilient tests tests/test_cuda.py
-  # The cross-backend operator tests on CUDA only (the CPU-only files ran in CI already).
-  step tests_ops tests pytest_resilient tests tests/test_ops.py -k cuda
+  step error_repro tests 10 python3 tests/native/error_repro.py cuda
+  step tests_cuda tests 40 bash -c 'pytest_resilient tests/test_cuda.py'
+  step tests_ops tests 40 bash -c 'pytest_resilient tests/test_ops.py -k cuda'
 fi
-if want bench; then
-  step bench bench python3 -m pytest -q bench/test_ops_bandwidth.py -k cuda -p no:cacheprovider \
-    --benchmark-json="$OUT/bench.json"
-  python3 bench/summarize.py "$OUT/bench.json" | tee -a "$TABLE"
-fi
-if want speed; then
-  step speed bench python3 -m pytest -q bench/test_lst_speed.py bench/test_quality_parity.py -p no:cacheprovider \
-    -k "cuda and (${GPU_SPEED_FILTER:-test})" --benchmark-json="$OUT/speed.json"
-  python3 bench/summarize.py "$OUT/speed.json" | tee -a "$TABLE"
-  # Where the time goes, for the goals the table misses (full tables in bench.log).
-  for args in "--model resnet50 --batch 128 --size 224" "--model fashion_cnn --batch 8192 --size 28 --graph"; do
-    step "profile $args" bench python3 bench/profile_lst.py --device cuda --precision bf16 $args
-    grep -h "operators take" "$OUT/bench.log" | tail -n 1 >> "$TABLE"
-  done
-fi
-# Sanitizers last (slowest). No caching allocator under memcheck, so overruns inside a cached block show
-# (the probe then skips its CUDA-graph walk: capture needs the caching allocator); racecheck and initcheck
-# run the whole probe, graph walk included.
+# No caching allocator under memcheck, so overruns inside a cached block show (the probe then skips its
+# CUDA-graph walk: capture needs the caching allocator); racecheck runs the op calls only (--ops-only).
 if want sanitizers; then
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck sanitizer timeout -k 10 200 compute-sanitizer --tool memcheck \
-    --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
-  for tool in ${GPU_CHECK_TOOLS:-racecheck initcheck}; do
-    step "sanitizer_$tool" sanitizer timeout -k 10 200 compute-sanitizer --tool "$tool" --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py
+  for tool in ${GPU_CHECK_TOOLS:-memcheck initcheck racecheck}; do
+    case $tool in
+      memcheck) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck sanitizer 25 compute-sanitizer \
+                  --tool memcheck --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py ;;
+      racecheck) step sanitizer_racecheck sanitizer 30 compute-sanitizer --tool racecheck --error-exitcode 1 \
+                   python3 tests/cuda_sanitizer_probe.py --ops-only ;;
+      *) step "sanitizer_$tool" sanitizer 25 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+           python3 tests/cuda_sanitizer_probe.py ;;
+    esac
   done
+fi
+if want bench; then  # the fused step on 128 x 3x224x224 among them (goal: >= 80% of the copy's bandwidth)
+  step bandwidth bench 30 python3 -m pytest -q -p no:cacheprovider bench/test_ops_bandwidth.py -k cuda
+fi
+if want profile; then  # where the time goes, for the goals the speed table misses (tables in bench.log)
+  for args in "--model resnet50 --batch 128 --size 224" "--model fashion_cnn --batch 8192 --size 28 --graph"; do
+    step "profile $args" bench 20 python3 bench/profile_lst.py --device cuda --precision bf16 $args \
+      && grep -h "operators take" "$OUT/bench.log" | tail -n 1 >> "$TABLE"
+  done
+fi
+if want parity; then
+  step parity bench 25 python3 -m pytest -q -p no:cacheprovider bench/test_quality_parity.py -k cuda
+fi
+if want speed; then  # ResNet-50 first (the goal against the compiled expert loop), then the other models
+  FILTER=${GPU_SPEED_FILTER:-test}
+  step speed_resnet50 bench 120 python3 -m pytest -q -p no:cacheprovider bench/test_lst_speed.py \
+    -k "cuda and resnet50 and not compile_graph and ($FILTER)"
+  step speed_models bench 65 python3 -m pytest -q -p no:cacheprovider bench/test_lst_speed.py \
+    -k "cuda and not resnet50 and not compile and ($FILTER)"
+fi
+if want stages; then
+  if [ -f bench/test_eval_stages.py ]; then
+    step stages bench 60 python3 -m pytest -q -p no:cacheprovider bench/test_eval_stages.py -k "cuda and resnet50"
+  else
+    echo "stages: not run (bench/test_eval_stages.py is not in this tree)" | tee -a "$STATUS"
+  fi
 fi
 finish

@@ -1,6 +1,7 @@
 """Print the side-by-side tables of a pytest-benchmark JSON file written by the benchmarks in bench/:
 operator bandwidth (test_ops_bandwidth.py), LST throughput (test_lst_speed.py) and bf16 quality parity
-(test_quality_parity.py); each table appears when its benchmarks are in the file.
+(test_quality_parity.py); each table appears when its benchmarks are in the file. A .jsonl file (one
+benchmark per line, what bench/conftest.py writes under LST_BENCH_RESULTS as each test ends) works too.
 
     python bench/summarize.py out.json
 """
@@ -101,7 +102,11 @@ def main() -> None:
     parser.add_argument("json_file")
     args = parser.parse_args()
     with open(args.json_file) as f:
-        data = json.load(f)
+        if args.json_file.endswith(".jsonl"):
+            benchmarks = [json.loads(line) for line in f if line.strip()]
+            data = {"benchmarks": benchmarks, "datetime": benchmarks[0].get("datetime", "") if benchmarks else ""}
+        else:
+            data = json.load(f)
     infos = [b["extra_info"] for b in data["benchmarks"] if b.get("extra_info")]
     if not infos:
         print("no benchmark results in", args.json_file)

@@ -148,12 +148,27 @@ inline bool rows_share_dense_layout(const std::vector<Tensor>& tensors) {
 }
 
 // The tensors as the kernels see them: the caller's own when they all share one row-dense layout,
-// contiguous copies otherwise. write_back(i) copies an in-place result back to the caller's tensor.
+// contiguous copies otherwise. The last `write_only` tensors are outputs the kernel only writes: in the
+// fallback they get an empty contiguous buffer, since copying their (uninitialised) values would be a
+// wasted read and write, and a read of uninitialised memory. write_back(i) copies a result back to the
+// caller's tensor.
 class RowDenseViews {
  public:
-  explicit RowDenseViews(std::vector<Tensor> tensors)
+  explicit RowDenseViews(std::vector<Tensor> tensors, size_t write_only = 0)
       : original_(std::move(tensors)), direct_(rows_share_dense_layout(original_)) {
-    for (const Tensor& t : original_) work_.push_back(direct_ ? t : torch::stable::contiguous(t));
+    const size_t first_output = original_.size() - std::min(write_only, original_.size());
+    for (size_t i = 0; i < original_.size(); ++i) {
+      const Tensor& t = original_[i];
+      if (direct_) {
+        work_.push_back(t);
+      } else if (i >= first_output) {
+        std::vector<int64_t> sizes(static_cast<size_t>(t.dim()));
+        for (int64_t d = 0; d < t.dim(); ++d) sizes[static_cast<size_t>(d)] = t.size(d);
+        work_.push_back(torch::stable::new_empty(t, sizes, t.scalar_type()));  // contiguous
+      } else {
+        work_.push_back(torch::stable::contiguous(t));
+      }
+    }
   }
   const Tensor& operator[](size_t i) const { return work_[i]; }
   void write_back(size_t i) {

@@ -2,9 +2,11 @@
 
 Sizes when the user gives none (measurements behind the rules: bench/RESULTS.md, "Batch sizes"):
 - GPU: as many images as MEMORY_SHARE of the free memory holds, from the memory one forward+backward
-  takes at two probe sizes (the difference is what grows per image). Each size is measured on its second
-  call, so cuDNN's autotuning (which tries every algorithm, with its workspace, on the first call of a
-  shape) never inflates the estimate and the size does not depend on what was tuned before.
+  takes at two probe sizes (the difference is what grows per image) plus what the walk itself holds per
+  image (`walk_bytes_per_image`: its state, the bf16 end check's kept iterates, graph mode's own copies,
+  recorded trace images). Each probe size is measured on its second call, so cuDNN's autotuning (which
+  tries every algorithm, with its workspace, on the first call of a shape) never inflates the estimate
+  and the size does not depend on what was tuned before.
 - CPU: batches whose saved activations stay near the caches: CPU_CACHE_BUDGET of saved activations per
   batch, at least CPU_MIN_BATCH images, at most CPU_MEMORY_SHARE of the available memory. The rule
   depends only on the model and the image shape, so runs are reproducible.
@@ -33,6 +35,18 @@ CPU_MIN_BATCH = 16
 CPU_MEMORY_SHARE = 0.5
 
 Probe = Callable[[int], None]  # one forward+backward on the first k images
+
+# Image-sized tensors (in the walk's dtype) a walk holds beside one forward+backward, per image.
+WALK_STATE_IMAGES = 5  # x, grad, adv, the candidate and the candidate's gradient
+GRAPH_OWNED_IMAGES = 4  # graph=True: the replay's own copies of the target, x, grad and adv
+
+
+def walk_bytes_per_image(image_bytes: int, *, kept_iterates: int = 0, graph: bool = False, recorded: int = 0) -> int:
+    """Device bytes per image that a walk holds besides one forward+backward (which the probe measures):
+    the walk state, `kept_iterates` copies of x (the bf16 end check), graph mode's owned copies and
+    `recorded` trace images kept on the walk's device. `image_bytes`: one image in the walk's dtype."""
+    images = WALK_STATE_IMAGES + kept_iterates + (GRAPH_OWNED_IMAGES if graph else 0) + recorded
+    return image_bytes * images
 
 
 def batch_size_for(free_bytes: int, bytes_per_image: float, n: int, multiple: int = 8, fixed_bytes: float = 0) -> int:
@@ -71,9 +85,10 @@ class CudaMemory:
         return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
 
 
-def measure_cuda_batch_size(run_probe: Probe, n: int, memory: CudaMemory) -> int:
+def measure_cuda_batch_size(run_probe: Probe, n: int, memory: CudaMemory, walk_bytes: float = 0) -> int:
     """Size the batch from the peak memory of `run_probe` at PROBE_IMAGES / 2 and PROBE_IMAGES images, each
-    measured on its second call (see the module's docstring). (This resets the peak-memory statistics.)"""
+    measured on its second call (see the module's docstring), plus `walk_bytes` per image (what the walk
+    holds besides; `walk_bytes_per_image`). (This resets the peak-memory statistics.)"""
     sizes = (max(1, min(n, PROBE_IMAGES) // 2), min(n, PROBE_IMAGES))
     peaks = []
     for k in sizes:
@@ -86,7 +101,7 @@ def measure_cuda_batch_size(run_probe: Probe, n: int, memory: CudaMemory) -> int
     else:
         per_image = max(peaks[1], 1) / sizes[1]
     fixed = max(peaks[0] - per_image * sizes[0], 0)
-    return batch_size_for(memory.free(), per_image, n, fixed_bytes=fixed)
+    return batch_size_for(memory.free(), per_image + walk_bytes, n, fixed_bytes=fixed)
 
 
 def saved_bytes_per_image(run_probe: Probe) -> float:
@@ -132,15 +147,16 @@ def cpu_batch_size(bytes_per_image: float, n: int, available: Optional[int]) -> 
     return max(1, min(n, size))
 
 
-def automatic_batch_size(run_probe: Probe, n: int, device: torch.device) -> int:
-    """The automatic size for n images on `device`; 1 when not even the probe fits."""
+def automatic_batch_size(run_probe: Probe, n: int, device: torch.device, walk_bytes: float = 0) -> int:
+    """The automatic size for n images on `device`; 1 when not even the probe fits. `walk_bytes`: what
+    the walk holds per image besides one forward+backward (GPU rule only; `walk_bytes_per_image`)."""
     cpu = device.type == "cpu"
     if n <= (CPU_MIN_BATCH if cpu else PROBE_IMAGES):
         return n
     try:
         if cpu:
             return cpu_batch_size(saved_bytes_per_image(run_probe), n, available_memory())
-        return measure_cuda_batch_size(run_probe, n, CudaMemory(device))
+        return measure_cuda_batch_size(run_probe, n, CudaMemory(device), walk_bytes)
     except OUT_OF_MEMORY:  # not even the probe's few images fit: one at a time, if that fits
         if not cpu:
             torch.cuda.empty_cache()

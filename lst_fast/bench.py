@@ -13,7 +13,9 @@ each --repeats times after one untimed warm-up run (which also compiles), and re
 - the set-up seconds per call (t_k minus k iterations at the steady rate);
 with the spread of the repeats' steady rates and the ratio to the paper loop's steady rate.
 
-The fp32 baselines run without TF32, as lst_fast's exact mode does, so a ratio compares like with like.
+Every loop runs under the backend flags of its precision, as lst_fast's own modes do, so a ratio compares
+like with like: the fp32 baselines without TF32 (as exact mode), the expert loop with cuDNN autotuning (as
+lst-bf16).
 """
 
 from __future__ import annotations
@@ -65,9 +67,9 @@ def mode_runner(mode: str, model, device_type: str) -> Callable:
     from lst_fast.baselines import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
 
     if mode in ("paper", "one-pass"):
-        return _without_tf32(paper_loop if mode == "paper" else one_pass_loop)
+        return _under_flags_of("fp32", paper_loop if mode == "paper" else one_pass_loop)
     if mode == "expert-compile":
-        return make_expert_loop(model, device_type)
+        return _under_flags_of("bf16", make_expert_loop(model, device_type))
     precision = "bf16" if "bf16" in mode else "fp32"
 
     def lst(model_, x, y, iterations):
@@ -88,13 +90,14 @@ def mode_runner(mode: str, model, device_type: str) -> Callable:
     return lst
 
 
-def _without_tf32(loop: Callable) -> Callable:
-    """An fp32 baseline under the precision settings of lst_fast's exact mode (no TF32 in convolutions and
-    matrix products), so that its ratio to lst_fp32 compares the same arithmetic."""
-    from lst_fast.runtime import full_fp32_matmuls
+def _under_flags_of(precision: str, loop: Callable) -> Callable:
+    """A baseline under the backend flags lst_fast sets for `precision` (fp32: no TF32 in convolutions and
+    matrix products; bf16: cuDNN autotuning), so its ratio to lst_fast's mode of that precision compares
+    the same arithmetic and the same choice of convolution algorithms."""
+    from lst_fast.runtime import precision_flags
 
     def run(model, x, y, iterations):
-        with full_fp32_matmuls():
+        with precision_flags(precision):
             return loop(model, x, y, iterations)
 
     return run

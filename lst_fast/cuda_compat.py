@@ -6,6 +6,12 @@ for its architecture family, and no PTX old enough for the driver to compile for
 in the middle of a run; instead lst_fast sends that GPU's tensors to the pure-PyTorch operators and warns
 once, naming the GPU, the driver, what is needed and the fix.
 
+Architectures are written as in TORCH_CUDA_ARCH_LIST: "M.m" for code that runs on compute capability
+M.m and on later minor versions of major M (machine code), or on M.m and anything newer (PTX); "M.ma" for
+architecture-specific code (Hopper's wgmma, say), which runs on compute capability M.m alone, machine
+code and PTX alike; "M.mf" for family-specific code, which runs on major M from minor m on (machine code
+and PTX alike). A trailing "+PTX" is ignored here (the module's description lists its PTX apart).
+
 The driver and device queries are the functions `driver_cuda_version`, `driver_release` and
 `device_query`; the tests replace them to decide on a machine without a GPU.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +48,40 @@ class CudaBuild:
 def _version_tuple(text: str) -> tuple:
     major, minor = (text.split(".") + ["0"])[:2]
     return int(major), int(minor)
+
+
+_ARCH = re.compile(r"(\d+)\.(\d+)([af]?)(\+PTX)?")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture entry: its compute capability and its suffix ("", "a" or "f"; the module's
+    docstring says where each runs)."""
+
+    capability: tuple
+    suffix: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "Arch":
+        """ "9.0", "9.0a", "10.0f", "12.0+PTX" -> Arch; ValueError for anything else."""
+        match = _ARCH.fullmatch(str(text).strip())
+        if match is None:
+            raise ValueError(f"unreadable CUDA architecture {text!r} (expected e.g. 9.0, 9.0a, 10.0f or 12.0+PTX)")
+        return cls((int(match[1]), int(match[2])), match[3])
+
+    def machine_code_runs_on(self, capability: tuple) -> bool:
+        """Machine code (a cubin) for this architecture runs on a GPU of `capability`."""
+        cap = tuple(capability)
+        if self.suffix == "a":
+            return cap == self.capability
+        return cap[0] == self.capability[0] and cap[1] >= self.capability[1]
+
+    def ptx_compiles_for(self, capability: tuple) -> bool:
+        """The driver can compile PTX of this architecture for a GPU of `capability`."""
+        cap = tuple(capability)
+        if self.suffix:  # "a": this capability only; "f": this family, from this minor version on
+            return self.machine_code_runs_on(cap)
+        return cap >= self.capability
 
 
 def cuda_build(module: str | None) -> CudaBuild | None:
@@ -95,9 +136,9 @@ def unfit_reason(build: CudaBuild, driver: tuple | None, capability: tuple) -> s
             f">= {MIN_DRIVER.get(major, f'for CUDA {major}')}"
         )
     cap = tuple(capability)
-    if any(_version_tuple(a)[0] == cap[0] and _version_tuple(a) <= cap for a in build.arches):
-        return None  # machine code of this architecture family, for this GPU's or an older minor version
-    jit = [a for a in build.ptx if _version_tuple(a) <= cap]
+    if any(Arch.parse(a).machine_code_runs_on(cap) for a in build.arches):
+        return None  # machine code of this GPU's major version, for its or an older minor version
+    jit = [a for a in build.ptx if Arch.parse(a).ptx_compiles_for(cap)]
     if jit and driver >= build.cuda_tuple:
         return None  # the driver compiles the PTX for this GPU
     carried = ", ".join(f"sm_{a.replace('.', '')}" for a in build.arches)
@@ -131,7 +172,16 @@ def cuda_kernels_fit(device: torch.device, module: "str | None") -> bool:
     (and warned about) once per GPU."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _checked:
-        _checked[index] = _check(index, module)
+        try:
+            _checked[index] = _check(index, module)
+        except ValueError as error:  # an unreadable description: decided (and warned about) once too
+            _checked[index] = f"lst_fast.{module}'s description (lst_fast/{module}.json) is unreadable: {error}"
+            warnings.warn(
+                f"lst_fast: {_checked[index]}; lst_fast uses its pure-PyTorch operators on cuda:{index}, "
+                "which are slower. Fix: rebuild lst_fast (see the README's install section).",
+                UserWarning,
+                stacklevel=3,
+            )
     return _checked[index] is None
 
 

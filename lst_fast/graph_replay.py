@@ -26,6 +26,10 @@ class GraphReplay:
     they are real iterations), then the next call captures the iteration without running it, and every
     call after that replays it. One capture is kept at a time: a batch of another shape drops it. Capture
     and replay run under the input's device, on a stream of that device, whichever device is current.
+
+    The side stream is made once, on first use, and serves every warm-up and capture after it: the caching
+    allocator reuses a freed block only on the stream that allocated it, so a new stream per warm-up
+    iteration would hold every warm-up iteration's temporaries at once.
     """
 
     def __init__(self, device: torch.device, warmup: int = 3) -> None:
@@ -33,6 +37,7 @@ class GraphReplay:
         self.graph = None
         self.calls = 0
         self.tensors: Optional[Tensors] = None
+        self.stream: "Optional[torch.cuda.Stream]" = None
 
     def adopt(self, fixed: Targets, state: WalkState) -> Tensors:
         """The tensors the next walk must use, owned by the replay: the captured ones with this batch's
@@ -54,7 +59,9 @@ class GraphReplay:
                     self.graph.replay()
                     return
                 self.calls += 1
-                side = torch.cuda.Stream(self.device)
+                if self.stream is None:
+                    self.stream = torch.cuda.Stream(self.device)
+                side = self.stream
                 side.wait_stream(torch.cuda.current_stream(self.device))
                 with torch.cuda.stream(side):
                     iteration()

@@ -190,6 +190,9 @@ class Models:
 
     walk: Forward  # what the loop runs (bf16: the working copy, maybe compiled)
     report: Optional[Forward]  # bf16: the model as given, for labels and reported confidences; fp32: None
+    # The walk's model without torch.compile, for its no-grad forwards (the first logits, the recorder):
+    # compiled, each would compile a second graph (no-grad) beside the walk's. None: `walk` itself.
+    no_grad: Optional[Forward] = None
 
 
 def traverse_batch(
@@ -207,8 +210,9 @@ def traverse_batch(
 ) -> TraversalResult:
     """LST on one batch: p0 and the labels on the clean source, the walk from `start`, and its report."""
     n, device = source.shape[0], source.device
+    plain = models.no_grad or models.walk
     with torch.no_grad():
-        logits0 = models.walk(source)
+        logits0 = plain(source)
         check_logits(logits0, n)
         reported0 = logits0 if models.report is None else models.report(source)
     prediction = reported0.argmax(1)
@@ -224,12 +228,12 @@ def traverse_batch(
     if settings.record_every:
         if target_label is None:
             with torch.no_grad():
-                target_label = (models.report or models.walk)(target).argmax(1)
+                target_label = (models.report or plain)(target).argmax(1)
         target_label = validation.check_label(target_label, n, logits0.shape[1], device, name="target_label")
         recorder = Recorder(
             settings.record_every,
             settings.iterations,
-            models.walk,
+            plain,
             target_label,
             settings.record_device or device,
             state,

@@ -176,9 +176,13 @@ def check_confidence_accept(
             _fail(f"{op}: {name} is on {t.device} but x is on {x.device}; all tensors must be on one device")
     _check_no_internal_overlap(op, "x", x)
     _check_no_internal_overlap(op, "grad", grad)
+    _check_no_internal_overlap(op, "confidence", confidence)
     _check_no_overlap(op, "x", x, "candidate", candidate, addresses)
     _check_no_overlap(op, "grad", grad, "candidate_grad", candidate_grad, addresses)
     _check_no_overlap(op, "x", x, "grad", grad, addresses)
+    # The CUDA kernel's blocks re-read p0[row] and the logits while one of them writes confidence[row].
+    _check_no_overlap(op, "confidence", confidence, "p0", p0, addresses)
+    _check_no_overlap(op, "confidence", confidence, "logits", logits, addresses)
     if math.isnan(threshold):
         _fail(f"{op}: threshold must not be NaN")
 

@@ -246,6 +246,13 @@ class Checkpoints:
 
     KEPT = 20
 
+    @classmethod
+    def copies_held(cls, iterations: int) -> int:
+        """The most copies of the batch's images a walk of `iterations` makes it hold: the kept iterates
+        (the start and every `every`-th iterate before the last) and finish's result."""
+        every = max(1, -(-iterations // cls.KEPT))
+        return 1 + len(range(every, iterations, every)) + 1
+
     def __init__(
         self,
         report: Callable[[Tensor], Tensor],

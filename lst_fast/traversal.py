@@ -16,6 +16,7 @@ from lst_fast.graph_replay import GraphReplay
 from lst_fast.result import TraversalResult
 from lst_fast.settings import LSTSettings
 from lst_fast.version import __version__
+from lst_fast.walk_observers import Recorder
 
 
 class LevelSetTraversal:
@@ -135,7 +136,8 @@ class LevelSetTraversal:
 
         size = s.batch_size and min(s.batch_size, n)
         if size is None:  # measured with the uncompiled copy, so the probes' shapes trigger no compile
-            size = batching.automatic_batch_size(functools.partial(_probe, probe_forward, start, layout), n, device)
+            probe_walk = functools.partial(_probe, probe_forward, start, layout)
+            size = batching.automatic_batch_size(probe_walk, n, device, _walk_bytes_per_image(source, s))
         replay = _graph_replay(device) if s.graph else None
 
         def run(part: slice, bar: Any) -> TraversalResult:
@@ -176,8 +178,9 @@ class LevelSetTraversal:
             if s.precision == "fp32"
             else runtime.normalized(prepared_model.PreparedModel.original(self._model, source.dtype), norm)
         )
-        models = loop.Models(walk=runtime.normalized(prepared, norm), report=report)
-        return models, runtime.normalized(prepared.eager(), norm), prepared.describe()
+        eager = runtime.normalized(prepared.eager(), norm)
+        models = loop.Models(walk=runtime.normalized(prepared, norm), report=report, no_grad=eager)
+        return models, eager, prepared.describe()
 
     def _start(self, source: Tensor, layout: torch.memory_format, generator: Optional[torch.Generator]) -> Tensor:
         """clamp(x + U(-a, a)), drawn for the whole set at once, so batching does not change it."""
@@ -194,6 +197,18 @@ class LevelSetTraversal:
 def _graph_replay(device: torch.device) -> Optional[GraphReplay]:
     """graph=True: CUDA graphs on a CUDA device; on other devices it changes nothing."""
     return GraphReplay(device) if device.type == "cuda" else None
+
+
+def _walk_bytes_per_image(source: Tensor, s: LSTSettings) -> int:
+    """What a walk with settings `s` holds per image on the device besides one forward+backward: the
+    automatic GPU batch size counts it (lst_fast.batching)."""
+    records_here = s.record_every > 0 and (s.record_device is None or s.record_device.type == source.device.type)
+    return batching.walk_bytes_per_image(
+        source[0].numel() * source.element_size(),
+        kept_iterates=prepared_model.Checkpoints.copies_held(s.iterations) if s.precision == "bf16" else 0,
+        graph=s.graph,
+        recorded=Recorder.records(s.record_every, s.iterations) if records_here else 0,
+    )
 
 
 def _probe(forward: loop.Forward, images: Tensor, layout: torch.memory_format, k: int) -> None:

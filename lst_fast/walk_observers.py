@@ -38,6 +38,11 @@ class Recorder:
         self.images: List[Tensor] = []
         self.record(0, state)
 
+    @staticmethod
+    def records(every: int, last: int) -> int:
+        """How many iterates a walk of `last` iterations recording every `every` keeps."""
+        return 1 + sum(1 for i in range(1, last + 1) if i % every == 0 or i == last)
+
     def stepped(self, iteration: int, state: WalkState) -> None:
         if iteration % self.every == 0 or iteration == self.last:
             self.record(iteration, state)

@@ -7,9 +7,13 @@ on error.
 The CUDA-graph walk is skipped when PYTORCH_NO_CUDA_MEMORY_CACHING=1 (memcheck runs uncached so overruns
 inside a cached block show; the uncached allocator refuses allocations during graph capture). It runs in
 fp32: bf16 mode turns on cuDNN autotuning, which would time every algorithm under instrumentation.
+`--ops-only` skips the traverse calls, for racecheck: the shared-memory hazards it looks for depend on the
+kernel and its sizes (every path is in the op calls), not on what runs around it, and cuDNN's kernels of
+the walks would take most of racecheck's time.
 """
 
 import os
+import sys
 
 import torch
 
@@ -22,7 +26,8 @@ def main() -> None:
     if info.get("cuda") != "native":
         raise SystemExit(f"sanitizer probe: the CUDA kernels are not loaded ({info}); nothing to check")
     run_ops()
-    run_traverse(graph=os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING") != "1")
+    if "--ops-only" not in sys.argv[1:]:
+        run_traverse(graph=os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING") != "1")
     torch.cuda.synchronize()
     print("sanitizer probe: ok")
 

@@ -421,3 +421,38 @@ def test_fp32_baselines_run_without_tf32(monkeypatch):
     for mode in ("paper", "one-pass"):
         bench.mode_runner(mode, None, "cpu")(None, None, None, 1)
     assert len(seen) == 2 and all(all(flags) for flags in seen), seen
+
+
+def test_each_baseline_runs_under_the_cudnn_setting_of_its_lst_mode(monkeypatch):
+    """The expert loop autotunes cuDNN as lst-bf16 does, and the fp32 baselines leave it as lst-fp32 does,
+    so a ratio does not measure autotuning. The flag is read in the model's gradient forwards; torch.compile is
+    replaced by the identity (what is compiled does not matter here)."""
+    from torch import nn
+
+    from lst_fast import bench
+
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(12, 3)
+
+        def forward(self, x):
+            if torch.is_grad_enabled():  # the walk's forwards (lst-bf16's end check turns autotuning off)
+                seen.append(torch.backends.cudnn.benchmark)
+            return self.linear(x.flatten(1))
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    x, y = torch.rand(2, 3, 2, 2), torch.rand(2, 3, 2, 2)
+    flags = {}
+    for mode in ("paper", "one-pass", "lst-fp32", "expert-compile", "lst-bf16"):
+        seen.clear()
+        model = Spy()
+        bench.mode_runner(mode, model, "cpu")(model, x, y, 2)
+        assert seen and len(set(seen)) == 1, (mode, seen)
+        flags[mode] = seen[0]
+    assert flags["expert-compile"] == flags["lst-bf16"] is True
+    assert flags["paper"] == flags["one-pass"] == flags["lst-fp32"] is False
+    assert torch.backends.cudnn.benchmark is False  # restored

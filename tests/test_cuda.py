@@ -5,6 +5,8 @@ Skipped without a GPU; bench/gpu_check.sh runs them on one.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -77,6 +79,53 @@ def test_large_row_path_matches_reference(dtype, shape):
         assert torch.equal(out, ref) and torch.equal(a1, a2)
     again = ops.orthogonal_step(x, t, g, adv.clone(), step_size=0.05, adv_step_size=2e-3, backend="native")
     assert torch.equal(out, again)  # deterministic
+
+
+def misaligned(shape, dtype, gen, low=0.0, high=1.0):
+    """A tensor of `shape` whose data starts one element into its buffer: no 16-byte alignment, so the
+    kernels must take their scalar path (and must not read or write past either end)."""
+    n = math.prod(shape)
+    flat = (torch.rand(n + 1, device="cuda", generator=gen) * (high - low) + low).to(dtype)
+    view = flat[1:].view(shape)
+    assert view.data_ptr() % 16 != 0
+    return view
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 1000), (3, 8193), (2, 70000), (2, 4_200_000)])
+def test_misaligned_and_very_long_rows_match_reference(dtype, shape):
+    """Every op on buffers that start one element off alignment, with rows up to 4.2M elements (the
+    register-row and chunked paths, and more chunks than one block holds), against the reference."""
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    x, t = misaligned(shape, dtype, gen), misaligned(shape, dtype, gen)
+    g, adv = misaligned(shape, dtype, gen, -1e-2, 1e-2), misaligned(shape, dtype, gen, -2e-3, 2e-3)
+    a1, a2 = misaligned(shape, dtype, gen).copy_(adv), adv.clone()  # the written tensor misaligned too
+    poison_allocator(x.numel() * x.element_size())
+    out = ops.orthogonal_step(x, t, g, a1, step_size=0.05, adv_step_size=2e-3, backend="native")
+    ref = ops.orthogonal_step(x, t, g, a2, step_size=0.05, adv_step_size=2e-3, backend="reference")
+    exact = dtype != torch.float64  # float64: the sums' order differs from the reference's
+    if exact:
+        assert torch.equal(out, ref) and torch.equal(a1, a2)
+    else:
+        torch.testing.assert_close(out, ref, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(a1, a2, rtol=1e-14, atol=1e-14)
+
+    n = shape[0]
+    logits = torch.randn(n, 10, device="cuda", generator=gen)
+    label = torch.randint(0, 10, (n,), device="cuda", generator=gen)
+    p0 = torch.rand(n, device="cuda", dtype=torch.float64, generator=gen)
+    results = []
+    for backend in ("native", "reference"):
+        xs, gs, conf = misaligned(shape, dtype, gen).copy_(x), misaligned(shape, dtype, gen).copy_(g), p0 * 0.5
+        accepted = ops.confidence_accept(logits, label, p0, 0.2, xs, out, gs, a1, conf, backend=backend)
+        results.append((accepted, xs, gs))
+    for got, want in zip(*results, strict=True):
+        assert torch.equal(got, want)
+
+    weights = torch.rand(5, 2, device="cuda", generator=gen)
+    verts = misaligned((n, 2, shape[1] // 2), dtype, gen)
+    pts = ops.simplex_points(verts, weights, backend="native")
+    assert torch.equal(pts, ops.simplex_points(verts, weights, backend="reference"))
 
 
 def test_deterministic_across_runs():

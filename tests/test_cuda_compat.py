@@ -136,3 +136,80 @@ def test_info_command_names_the_cuda_module(capsys):
     assert main(["info"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert {"cuda_module", "cuda_module_cuda", "cuda_module_arches", "cuda_module_ptx"} <= set(info)
+
+
+@pytest.mark.parametrize(
+    "arches, ptx, capability, fits",
+    [
+        (("9.0a",), (), (9, 0), True),  # an arch-specific build runs on its own architecture
+        (("9.0a",), (), (9, 1), False),  # ... and on no other, not even a later minor version
+        (("8.0", "9.0a"), ("9.0a",), (10, 0), False),  # nor through its PTX
+        (("10.0f",), (), (10, 3), True),  # family-specific: the same major version, this minor on
+        (("10.3f",), (), (10, 0), False),
+        (("10.0f",), (), (12, 0), False),  # another family
+        (("9.0",), ("10.0f",), (10, 3), True),  # family PTX compiles within its family
+        (("9.0",), ("10.0f",), (12, 0), False),
+        (("9.0",), ("9.0",), (12, 0), True),  # plain PTX compiles for anything newer
+        (("12.0+PTX",), (), (12, 1), True),  # a "+PTX" written into the list is read as the architecture
+    ],
+)
+def test_suffixed_architectures(arches, ptx, capability, fits):
+    build = CudaBuild(cuda="13.0", arches=arches, ptx=ptx)
+    assert (unfit_reason(build, (13, 0), capability) is None) == fits
+
+
+def test_arch_parse_refuses_what_it_cannot_read():
+    assert cuda_compat.Arch.parse("10.0f") == cuda_compat.Arch((10, 0), "f")
+    assert cuda_compat.Arch.parse("12.0+PTX") == cuda_compat.Arch((12, 0), "")
+    for text in ("Hopper", "9", "9.0b", "sm_90"):
+        with pytest.raises(ValueError, match="unreadable CUDA architecture"):
+            cuda_compat.Arch.parse(text)
+
+
+def test_unreadable_description_falls_back_once_and_is_remembered(stubbed_gpu, monkeypatch):
+    """A description the check cannot read gives one warning and the fallback; the decision is kept, so
+    later calls neither raise nor read the description again."""
+    reads = []
+    build = CudaBuild(cuda="13.0", arches=("9.0", "Hopper"), ptx=())
+    monkeypatch.setattr(cuda_compat, "cuda_build", lambda module: reads.append(module) or build)
+    stubbed_gpu.update(capability=(8, 0))  # no match before the unreadable entry
+    with pytest.warns(UserWarning, match="unreadable.*'Hopper'.*rebuild lst_fast"):
+        assert not cuda_compat.cuda_kernels_fit(torch.device("cuda", 0), "_C_cuda13")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not cuda_compat.cuda_kernels_fit(torch.device("cuda", 0), "_C_cuda13")
+    assert len(reads) == 1 and "Hopper" in cuda_compat.cuda_checks()["cuda:0"]
+
+
+def _setup_function(name, *constants):
+    """A function of setup.py with the module constants it reads, compiled on their own (importing
+    setup.py would run the build)."""
+    import ast
+    import re
+    import sys
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "setup.py").read_text())
+
+    def wanted(node):
+        if isinstance(node, ast.Assign):
+            return any(getattr(target, "id", None) in constants for target in node.targets)
+        return isinstance(node, ast.FunctionDef) and node.name == name
+
+    namespace = {"re": re, "sys": sys}
+    body = [node for node in tree.body if wanted(node)]  # in file order: the constants come first
+    exec(compile(ast.Module(body=body, type_ignores=[]), "setup.py", "exec"), namespace)
+    return namespace[name]
+
+
+def test_setup_reads_suffixed_arch_lists_and_refuses_names():
+    parse = _setup_function("parse_arch_list", "ARCH_ENTRY")
+    assert parse("8.0;9.0a 10.0f;12.0+PTX") == (["8.0", "9.0a", "10.0f", "12.0"], ["12.0"])
+    assert parse("9.0a+PTX") == (["9.0a"], ["9.0a"])
+    for text in ("Hopper", "8.0;native", "9.0+ptx"):
+        with pytest.raises(SystemExit, match="TORCH_CUDA_ARCH_LIST entry"):
+            parse(text)
+    # Whatever setup.py writes into the description, lst_fast reads.
+    arches, ptx = parse("7.5;9.0a;10.0f;12.0+PTX")
+    for a in arches + ptx:
+        cuda_compat.Arch.parse(a)

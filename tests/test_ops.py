@@ -125,6 +125,35 @@ def test_orthogonal_step_matches_reference(device, dtype, shape, layout):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "layouts", [("channels_last", "contiguous"), ("contiguous", "strided"), ("strided", "strided")]
+)
+def test_kernels_on_mixed_layouts_match_the_reference(device, layouts):
+    """Tensors that share no row-dense layout take the kernels' fallback (contiguous work copies, the
+    step's output written into a buffer of its own, then copied back): the results are the reference's,
+    in every element of the output's own layout."""
+    native_or_skip("orthogonal_step", device)
+    x_layout, other = layouts
+    shape = (4, 3, 9, 11)
+    x, _, _, _ = step_inputs(shape, torch.float32, device, x_layout, seed=5)
+    _, target, grad, adv = step_inputs(shape, torch.float32, device, other, seed=6)
+    out, adv_out = run_step("native", x, target, grad, adv)
+    ref, adv_ref = run_step("reference", x, target, grad, adv)
+    assert out.stride() == torch.empty_like(x).stride()  # the layout empty_like gives, as before
+    assert torch.equal(out, ref) and torch.equal(adv_out, adv_ref)
+    logits, label, p0, tensors, confidence = accept_inputs(4, shape[1:], torch.float32, device, other, seed=7)
+    tensors[0] = make(shape, torch.float32, device, x_layout, torch.Generator().manual_seed(8))
+    drop = torch.tensor([0.0, 0.5, 0.0, 0.1], dtype=torch.float64, device=device)  # under / over the threshold
+    p0 = reference.class_probability(logits, label).to(p0.dtype) + drop
+    got = run_accept("native", logits, label, p0, tensors, confidence)
+    want = run_accept("reference", logits, label, p0, tensors, confidence)
+    assert got[0].any() and not got[0].all(), "the sample needs both outcomes"
+    for a, b in zip(got[:3], want[:3], strict=True):
+        assert torch.equal(a, b)
+    assert_confidence_equal(got[3], want[3])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(3, 3, 100, 100), (3, 40000), (6, 1, 28, 28)])
 def test_reference_step_matches_a_float64_formula(device, dtype, shape):
@@ -680,6 +709,10 @@ ACCEPT_REJECTS = [  # (change to the argument list, message)
     (lambda a: {**a, "candidate": a["x"]}, "x and candidate .*memory location"),
     (lambda a: {**a, "candidate_grad": a["grad"].view(a["grad"].shape)}, "grad and candidate_grad .*memory location"),
     (lambda a: {**a, "x": a["x"][:1].expand_as(a["x"])}, "single memory location"),
+    (lambda a: {**a, "confidence": a["p0"]}, "confidence and p0 are the same tensor"),
+    (lambda a: {**a, "confidence": a["p0"].view(3)}, "confidence and p0 overlap"),  # a view of p0
+    (lambda a: {**a, "confidence": a["confidence"][:1].expand(3)}, "confidence has internal overlap"),
+    (lambda a: {**a, "logits": a["confidence"].view(3, 1)}, "confidence and logits overlap"),
 ]
 
 

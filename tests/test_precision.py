@@ -339,6 +339,34 @@ def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
         assert stub.current_device == "cuda:0"
 
 
+def test_graph_replay_makes_one_side_stream_for_its_warmups_and_captures(monkeypatch):
+    """The warm-up iterations and the capture share one side stream, made once (the caching allocator
+    reuses a block only on the stream that freed it), across batches of one shape and of a new shape."""
+    from lst_fast import graph_replay, walk_state
+
+    stub = _StubCuda(monkeypatch)
+    # The current stream (not counted as a side stream), and what the stubbed capture returns as its graph.
+    current = stub.types.SimpleNamespace(wait_stream=lambda other: None, replay=lambda: None)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    replay = graph_replay.GraphReplay(torch.device("cuda:0"))
+    monkeypatch.setattr(graph_replay, "capture", lambda fn, stream: stub.captures.append(stream) or current)
+
+    def state(n):
+        fixed = walk_state.Targets(torch.zeros(n, 2), torch.zeros(n, dtype=torch.long), torch.ones(n))
+        walk = walk_state.WalkState(
+            torch.zeros(n, 2), torch.zeros(n, 2), torch.zeros(n, 2), torch.ones(n), torch.zeros(n, dtype=torch.long)
+        )
+        return fixed, walk
+
+    for n in (4, 4, 3):  # a second batch of the shape, then a new shape (a new capture)
+        replay.adopt(*state(n))
+        run = replay.runner(lambda: None, iterations=8)
+        for _ in range(8):
+            run()
+    assert len(stub.streams) == 1
+    assert len(stub.captures) == 2 and all(s is stub.streams[0] for s in stub.captures)
+
+
 def test_graph_replay_reuses_one_capture_for_batches_of_one_shape(monkeypatch):
     """Later batches of the captured shape copy their tensors into the captured ones and replay at once;
     a batch of another shape gets its own capture."""
@@ -523,6 +551,34 @@ def test_compile_model_compiles_once_across_calls(monkeypatch):
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize("record_every", [0, 2])
+def test_compile_model_compiles_one_graph_per_call(monkeypatch, record_every):
+    """compile_model=True compiles the walk's gradient forward alone: the no-grad forwards (the first
+    logits, the recorder's) run the same copy uncompiled, since Dynamo would compile a second graph for
+    grad mode off. Counted with the eager backend, as above."""
+    import functools
+
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    x, y = images(4, seed=23)
+    r = lst_fast.traverse(
+        tiny_cnn(scale=12),
+        x,
+        y,
+        iterations=4,
+        precision="bf16",
+        compile_model=True,
+        batch_size=4,
+        record_every=record_every,
+    )
+    assert r.config["model_copy"]["compiled"]
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_no_host_reads_inside_the_loop(monkeypatch, precision):
     """Host reads of tensor values (item, float, bool, ...) would stall a GPU every iteration; their
@@ -659,6 +715,67 @@ class _FakeMemory:
 
     def free(self):
         return self.free_bytes
+
+
+def test_cuda_batch_rule_adds_what_the_walk_holds_per_image():
+    mib = 2**20
+    memory = _FakeMemory(per_image=10 * mib, fixed=50 * mib, tuning=0, free=10_000 * mib)
+    # (0.7 * 10000 MiB - 50 MiB) / (10 + 10) MiB = 347, down to a multiple of 8
+    assert batching.measure_cuda_batch_size(memory.run_probe, 100_000, memory, walk_bytes=10 * mib) == 344
+
+
+@pytest.mark.parametrize(
+    "settings, images_held",
+    [
+        # x, grad, adv, the candidate and its gradient: 5 images of fp32 per image in the batch
+        (dict(), 5),
+        # + the end check: the start, the iterates at 2, 4, ..., 38 (every ceil(40 / 20) = 2) and finish's copy
+        (dict(precision="bf16"), 5 + 21),
+        # + the graph replay's own target, x, grad and adv
+        (dict(graph=True), 5 + 4),
+        # + recorded trace images on the walk's device: iterations 0, 10, 20, 30, 40
+        (dict(record_every=10), 5 + 5),
+        (dict(record_every=10, record_device="meta"), 5),  # recorded elsewhere: not on the walk's device
+        (dict(precision="bf16", graph=True, record_every=10), 5 + 21 + 4 + 5),
+    ],
+)
+def test_automatic_batch_size_counts_what_the_walk_holds(monkeypatch, settings, images_held):
+    """The per-image bytes the automatic size adds to one forward+backward, against a count by hand of
+    every image-sized tensor a 40-iteration walk keeps at once, term by term: leaving one out fails."""
+    from lst_fast import traversal
+
+    class Sized(Exception):  # stops the call once the size is asked for: the walk itself is not needed
+        pass
+
+    def spy(run_probe, n, device, walk_bytes=0):
+        raise Sized(walk_bytes)
+
+    monkeypatch.setattr(traversal.batching, "automatic_batch_size", spy)
+    x, y = images(6, c=3, seed=31)
+    with pytest.raises(Sized) as sized:
+        lst_fast.traverse(tiny_cnn(channels=3, scale=12), x, y, iterations=40, **settings)
+    seen = list(sized.value.args)
+    assert seen == [images_held * 3 * 8 * 8 * 4]  # one 3x8x8 fp32 image is 768 bytes
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 2, 19, 20, 21, 39, 40, 41, 400, 401])
+def test_end_check_and_recorder_hold_as_many_copies_as_counted(iterations):
+    """Checkpoints.copies_held and Recorder.records (what the batch size counts) against the copies the
+    end check and the recorder really keep over a walk."""
+    from lst_fast import walk_observers, walk_state
+
+    x = torch.rand(2, 3)
+    state = walk_state.WalkState(
+        x, torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2), torch.zeros(2, dtype=torch.long)
+    )
+    label, p0 = torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.float64)
+    check = prepared_model.Checkpoints(lambda images: torch.zeros(2, 2), state, label, p0, 0.5, iterations)
+    recorder = walk_observers.Recorder(7, iterations, lambda images: torch.zeros(2, 2), label, x.device, state)
+    for i in range(1, iterations + 1):
+        check.stepped(i, state)
+        recorder.stepped(i, state)
+    assert prepared_model.Checkpoints.copies_held(iterations) == len(check.kept) + 1  # + finish's copy of x
+    assert walk_observers.Recorder.records(7, iterations) == len(recorder.images)
 
 
 def test_cuda_batch_rule_does_not_depend_on_autotuning():

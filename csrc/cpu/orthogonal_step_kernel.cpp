@@ -101,7 +101,7 @@ Tensor orthogonal_step_cpu(Tensor x, Tensor target, Tensor grad, Tensor adv, dou
   if (x.numel() == 0) return out;
 
   // In place on the caller's memory for contiguous and channels-last layouts; copies otherwise.
-  RowDenseViews v({x, target, grad, adv, out});
+  RowDenseViews v({x, target, grad, adv, out}, /*write_only=*/1);
   const int64_t n = x.size(0);
   const int64_t d = x.numel() / n;
   dispatch_float(x.scalar_type(), op, [&](auto tag) {

@@ -69,7 +69,7 @@ Tensor orthogonal_step_cuda(Tensor x, Tensor target, Tensor grad, Tensor adv, do
   Tensor out = torch::stable::empty_like(x);
   if (x.numel() == 0) return out;
 
-  RowDenseViews v({x, target, grad, adv, out});  // in place for contiguous and channels-last
+  RowDenseViews v({x, target, grad, adv, out}, /*write_only=*/1);  // in place for contiguous and channels-last
   const int64_t n = x.size(0);
   const int64_t d = x.numel() / n;
   const int64_t ws_size = cuda::orthogonal_step_workspace(n, d);
