@@ -5,7 +5,7 @@
 # the end. Logs go to $OUT (or ./gpu_out): at most 8 files (summary.txt, status.txt, build.log, tests.log,
 # bench.log, sanitizer.log, bench.json, speed.json), what the device tool brings back.
 #   bash bench/gpu_check.sh            (from the repository root)
-# GPU_CHECK_PARTS picks parts (default all): standalone tests bench speed sanitizers. The build always
+# GPU_CHECK_PARTS picks parts (default all but stages): standalone tests bench speed sanitizers stages. The build always
 # runs first (a no-op when the modules are up to date), so any part works after a cold restart.
 # GPU_CHECK_TOOLS picks the sanitizers after memcheck (default "racecheck initcheck").
 # GPU_SPEED_FILTER is a pytest -k expression for the speed benchmarks (default: all models and methods;
@@ -112,6 +112,12 @@ if want speed; then
     step "profile $args" bench python3 bench/profile_lst.py --device cuda --precision bf16 $args
     grep -h "operators take" "$OUT/bench.log" | tail -n 1 >> "$TABLE"
   done
+fi
+# An evaluation's stages (pool scan, JPEG decode with 0-16 workers, LST, triangles, a whole evaluation on
+# files): opt-in, GPU_CHECK_PARTS=stages (about 5 min; its JSON replaces bench.json's slot, so 8 files).
+if want stages; then
+  step stages bench python3 -m pytest -q bench/test_eval_stages.py -k cuda -p no:cacheprovider \
+    --benchmark-json="$OUT/bench.json"
 fi
 # Sanitizers last (slowest). No caching allocator under memcheck, so overruns inside a cached block show
 # (the probe then skips its CUDA-graph walk: capture needs the caching allocator); racecheck and initcheck
