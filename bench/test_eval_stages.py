@@ -47,11 +47,11 @@ MODEL_SPECS = {"fashion_cnn": "cnn", "resnet50": "timm:resnet50"}
 # 2 shared cores; the GPU sizes are the evaluation's (a chunk of 256 sources, batch 128 at 224 px).
 CASES: Dict[str, Dict[str, dict]] = {
     "fashion_cnn": {
-        "cpu": {"image": 28, "pool": None, "lst": (256, 5), "triangles": 64},
+        "cpu": {"image": 28, "pool": None, "lst": (128, 4), "triangles": 64},
         "cuda": {"image": 28, "pool": None, "lst": (256, 20), "triangles": 256},
     },
     "resnet50": {
-        "cpu": {"image": 128, "pool": 16, "lst": (4, 2), "triangles": 1},
+        "cpu": {"image": 128, "pool": 16, "lst": (2, 2), "triangles": 1},
         "cuda": {"image": 224, "pool": 512, "lst": (128, 10), "triangles": 32},
     },
 }
@@ -151,9 +151,12 @@ class CpuClock:
         return statistics.median(self.seconds[1:] or self.seconds)  # after the warm-up round
 
 
-def _run(benchmark, fn: Callable[..., None], rounds: int = 3, **kw) -> CpuClock:
+ROUNDS = {"cpu": 2, "cuda": 5}  # timed rounds after one warm-up round (the CPU: 2 shared cores)
+
+
+def _run(benchmark, device: str, fn: Callable[..., None], **kw) -> CpuClock:
     clock = CpuClock(fn)
-    benchmark.pedantic(clock, rounds=rounds, warmup_rounds=1, **kw)
+    benchmark.pedantic(clock, rounds=ROUNDS[device], warmup_rounds=1, **kw)
     return clock
 
 
@@ -193,7 +196,7 @@ def test_pool_stage(benchmark, tmp_path_factory, device, model_name):
         scanned.append(pool_stage(model, data, cfg, device)[1])
         sync(device)
 
-    clock = _run(benchmark, run)
+    clock = _run(benchmark, device, run)
     _record(
         benchmark,
         device,
@@ -235,7 +238,7 @@ def test_decode(benchmark, tmp_path_factory, device, workers):
         for batch in loader:
             assert batch.shape[1:] == (3, 224, 224)
 
-    clock = _run(benchmark, run)
+    clock = _run(benchmark, device, run)
     _record(
         benchmark,
         device,
@@ -282,7 +285,7 @@ def test_lst_stage(benchmark, device, model_name, precision, span):
         traverse(model, xs, xt, settings, label=label, generator=generator)
         sync(device)
 
-    clock = _run(benchmark, run)
+    clock = _run(benchmark, device, run)
     _record(
         benchmark,
         device,
@@ -320,7 +323,7 @@ def test_triangle_stage(benchmark, device, model_name, precision):
         triangle_confidence(model, xs, end1, end2, label, n=10, precision=precision)
         sync(device)
 
-    clock = _run(benchmark, run)
+    clock = _run(benchmark, device, run)
     _record(
         benchmark,
         device,
@@ -338,7 +341,7 @@ def test_triangle_stage(benchmark, device, model_name, precision):
 
 # The whole evaluation on JPEG files: every stage reads its images through the data path, as on ImageNet.
 EVAL_FILES = {"cpu": 48, "cuda": 512}
-EVAL_SETTINGS = {"cpu": dict(num_samples=24, iterations=10), "cuda": dict(num_samples=256, iterations=50)}
+EVAL_SETTINGS = {"cpu": dict(num_samples=12, iterations=5), "cuda": dict(num_samples=256, iterations=50)}
 
 
 @pytest.mark.parametrize("model_name", ["fashion_cnn"])
@@ -360,11 +363,27 @@ def test_evaluation_on_files(benchmark, tmp_path_factory, device, model_name):
     def fresh_folder():
         return (cfg, base / str(next(outs))), {"device": device, "progress": False}
 
+    opened = []
+
     def run(cfg, out, **kw):
-        run_evaluation(cfg, out, **kw)
+        from PIL import Image
+
+        # Count the image files opened (each one decoded): the stages' reads through the data path.
+        counted, real_open = [0], Image.open
+
+        def counting_open(*args, **kwargs):
+            counted[0] += 1
+            return real_open(*args, **kwargs)
+
+        Image.open = counting_open
+        try:
+            run_evaluation(cfg, out, **kw)
+        finally:
+            Image.open = real_open
+        opened.append(counted[0])
         sync(device)
 
-    clock = _run(benchmark, run, setup=fresh_folder)
+    clock = _run(benchmark, device, run, setup=fresh_folder)
     _record(
         benchmark,
         device,
@@ -373,6 +392,7 @@ def test_evaluation_on_files(benchmark, tmp_path_factory, device, model_name):
         stage="evaluation",
         model="fashion_cnn",
         files=files,
+        files_opened=opened[-1],
         rounds=cfg.rounds,
         iterations=cfg.lst.iterations,
         count=cfg.num_samples,
