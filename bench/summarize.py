@@ -103,12 +103,13 @@ def stages_table(infos) -> None:
     if not infos:
         return
     print("\nAn evaluation's stages: rate per wall second (per process CPU second)")
-    print("| device | stage | model | settings | rate | unit |")
-    print("|---|---|---|---|---|---|")
+    print("| device | stage | model | settings | threads, commit | rate | unit |")
+    print("|---|---|---|---|---|---|---|")
     lst = defaultdict(dict)
     for i in infos:
         if i["stage"] == "lst":
-            lst[(i["device_name"], i["model"], i["precision"], i["batch"], i["image_size"], i["k"])][i["span"]] = i
+            key = (i["device_name"], i["model"], i["precision"], i["batch"], i["image_size"], i["k"], i["threads"])
+            lst[key + (i["commit"],)][i["span"]] = i
             continue
         unit = {"pool": "images/s", "decode": "images/s", "triangles": "forwards/s", "evaluation": "sources/s"}
         setting = {
@@ -121,17 +122,17 @@ def stages_table(infos) -> None:
         }[i["stage"]](i)
         wall, cpu = i["count"] / i["seconds"], i["count"] / i["cpu_seconds"]
         print(
-            f"| {i['device_name']} | {i['stage']} | {i.get('model', '')} | {setting} | {wall:,.1f} ({cpu:,.1f}) "
-            f"| {unit[i['stage']]} |"
+            f"| {i['device_name']} | {i['stage']} | {i.get('model', '')} | {setting} | {i['threads']}, "
+            f"{i['commit']} | {wall:,.1f} ({cpu:,.1f}) | {unit[i['stage']]} |"
         )
-    for (device, model, precision, batch, size, k), spans in sorted(lst.items()):
+    for (device, model, precision, batch, size, k, threads, commit), spans in sorted(lst.items()):
         if "k" not in spans or "3k" not in spans:
             continue
         wall = steady_rate(batch, k, spans["k"]["seconds"], spans["3k"]["seconds"])
         cpu = steady_rate(batch, k, spans["k"]["cpu_seconds"], spans["3k"]["cpu_seconds"])
         print(
-            f"| {device} | lst | {model} | {precision}, batch {batch}, {size} px, k {k} | {wall:,.1f} ({cpu:,.1f}) "
-            "| img-iter/s (steady) |"
+            f"| {device} | lst | {model} | {precision}, batch {batch}, {size} px, k {k} | {threads}, {commit} "
+            f"| {wall:,.1f} ({cpu:,.1f}) | img-iter/s (steady) |"
         )
 
 
