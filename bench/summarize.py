@@ -1,7 +1,8 @@
 """Print the side-by-side tables of a pytest-benchmark JSON file written by the benchmarks in bench/:
-operator bandwidth (test_ops_bandwidth.py), LST throughput (test_lst_speed.py) and bf16 quality parity
-(test_quality_parity.py); each table appears when its benchmarks are in the file. A .jsonl file (one
-benchmark per line, what bench/conftest.py writes under LST_BENCH_RESULTS as each test ends) works too.
+operator bandwidth (test_ops_bandwidth.py), LST throughput (test_lst_speed.py), bf16 quality parity
+(test_quality_parity.py) and an evaluation's stages (test_eval_stages.py); each table appears when its
+benchmarks are in the file. A .jsonl file (one benchmark per line, what bench/conftest.py writes under
+LST_BENCH_RESULTS as each test ends) works too.
 
     python bench/summarize.py out.json
 """
@@ -97,6 +98,45 @@ def parity_table(infos) -> None:
         )
 
 
+def stages_table(infos) -> None:
+    """test_eval_stages.py: each stage's rate per wall second and per process CPU second (LST: the steady
+    rate from the k and 3k spans)."""
+    if not infos:
+        return
+    print("\nAn evaluation's stages: rate per wall second (per process CPU second)")
+    print("| device | stage | model | settings | threads, commit | rate | unit |")
+    print("|---|---|---|---|---|---|---|")
+    lst = defaultdict(dict)
+    for i in infos:
+        if i["stage"] == "lst":
+            key = (i["device_name"], i["model"], i["precision"], i["batch"], i["image_size"], i["k"], i["threads"])
+            lst[key + (i["commit"],)][i["span"]] = i
+            continue
+        unit = {"pool": "images/s", "decode": "images/s", "triangles": "forwards/s", "evaluation": "sources/s"}
+        setting = {
+            "pool": lambda i: f"{i['data']}, {i['image_size']} px",
+            "decode": lambda i: f"{i['workers']} workers, {i['image_size']} px",
+            "triangles": lambda i: f"{i['precision']}, {i['sources']} sources, {i['image_size']} px",
+            "evaluation": lambda i: (
+                f"{i['files']} JPEG files, {i['count']} sources, {i['rounds']} rounds, {i['iterations']} iterations"
+            ),
+        }[i["stage"]](i)
+        wall, cpu = i["count"] / i["seconds"], i["count"] / i["cpu_seconds"]
+        print(
+            f"| {i['device_name']} | {i['stage']} | {i.get('model', '')} | {setting} | {i['threads']}, "
+            f"{i['commit']} | {wall:,.1f} ({cpu:,.1f}) | {unit[i['stage']]} |"
+        )
+    for (device, model, precision, batch, size, k, threads, commit), spans in sorted(lst.items()):
+        if "k" not in spans or "3k" not in spans:
+            continue
+        wall = steady_rate(batch, k, spans["k"]["seconds"], spans["3k"]["seconds"])
+        cpu = steady_rate(batch, k, spans["k"]["cpu_seconds"], spans["3k"]["cpu_seconds"])
+        print(
+            f"| {device} | lst | {model} | {precision}, batch {batch}, {size} px, k {k} | {threads}, {commit} "
+            f"| {wall:,.1f} ({cpu:,.1f}) | img-iter/s (steady) |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("json_file")
@@ -122,6 +162,7 @@ def main() -> None:
     ops_table([i for i in infos if "op" in i])
     speed_table([i for i in infos if i.get("kind") == "lst_speed"])
     parity_table([i for i in infos if i.get("kind") == "parity"])
+    stages_table([i for i in infos if i.get("kind") == "eval_stage"])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Ty
 import torch
 from torch import Tensor
 
+from lst_fast.data.image_cache import cached_images
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation import tables as paper_tables
@@ -97,7 +98,10 @@ def run_evaluation(
     rank, world = _rank_and_world()
     store, device = EvaluationStore(out_dir), torch.device(device)
     store.check_config(cfg)
-    work = _Work(cfg, store, device, rank, world, *_load_model_and_pool(cfg, device, data_root, model_dir))
+    model, data, pool, targets = _load_model_and_pool(cfg, device, data_root, model_dir)
+    # From here on only pool images are read, each 2 * rounds times by LST and once per pair of rounds by
+    # the triangles: decode each once (bench/RESULTS.md, "Where an evaluation's time goes").
+    work = _Work(cfg, store, device, rank, world, model, cached_images(data, pool), pool, targets)
     with work.store.locked() if rank == 0 else contextlib.nullcontext():
         _claim_folder(work)
         _run_chunks(work, progress, graph)
