@@ -1,10 +1,11 @@
 """`lst-fast eval`: Tables 1 and 2 over a pool of correctly classified images (resumable; one process per
-device under torchrun)."""
+device under torchrun); `--pool FILE` takes a shared pool (lst_fast.evaluation.pool)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import os
 from typing import Iterator
 
@@ -31,8 +32,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_dir_argument(parser)
     add_settings_arguments(parser, EVAL_LST_FIELDS, EVALUATION_SETTINGS)
     add_device_argument(parser)
+    parser.add_argument(
+        "--pool",
+        default=None,
+        metavar="FILE",
+        help="a shared pool (`lst-fast leaderboard` writes OUT/pool.json): the sources are its images this model "
+        "classifies correctly (above its min-confidence), with the pool's targets; --num-samples and "
+        "--min-confidence then come from the pool, and --data must be the pool's data set (default: the "
+        "model's own pool)",
+    )
+    add_workers_argument(parser)
     parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """--workers N, read back as args.workers (None: the pool module's default)."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that decode image files for the pool (default: min(4, CPU cores) for image files, "
+        "0 for in-memory data sets)",
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -41,8 +64,21 @@ def command(args: argparse.Namespace) -> int:
     settings = settings_from_arguments(args, EVALUATION_SETTINGS, EVAL_LST_FIELDS)
     cfg = EvalConfig(lst=settings.replace(graph=False), **values(args, EVAL_OWN_FIELDS))
     first = int(os.environ.get("RANK", "0")) == 0
+    pool = None
+    if args.pool is not None:
+        from lst_fast.evaluation.pool import load_pool
+        from lst_fast.evaluation.runner import pool_config
+
+        pool = load_pool(args.pool)
+        cfg = pool_config(cfg, pool)
     if first:
         print_backend(args.device, args.device_auto)
+        if pool is not None:
+            print(
+                f"pool {args.pool}: {len(pool)} images of {pool.data['spec']} made by {', '.join(pool.makers)} "
+                f"(digest {pool.digest[:12]})",
+                flush=True,
+            )
     with process_group(args.device) as device:
         tables = run_evaluation(
             cfg,
@@ -52,6 +88,8 @@ def command(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             graph=settings.graph,
             model_dir=args.model_dir,
+            pool=pool,
+            num_workers=args.workers,
         )
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
@@ -73,7 +111,10 @@ def process_group(device: str) -> Iterator[str]:
     if device.startswith("cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    # A rank that finished its share waits at a barrier for the slowest one, which on a slow or shared CPU
+    # can take longer than torch's default 30 minutes.
+    timeout = datetime.timedelta(hours=12)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo", timeout=timeout)
     try:
         yield device
     finally:
