@@ -38,7 +38,7 @@ def test_every_flag_has_help_that_shows_its_default():
 def test_every_subcommand_module_has_the_same_pair_of_functions():
     from lst_fast import cli
 
-    assert set(cli.SUBCOMMANDS) == {"demo", "eval", "report", "info", "run", "compare", "bench"}
+    assert set(cli.SUBCOMMANDS) == {"demo", "eval", "report", "info", "run", "compare", "leaderboard", "bench"}
     for name, module in cli.SUBCOMMANDS.items():
         assert module.__name__ == f"lst_fast.cli.{name}"
         assert module.HELP and callable(module.add_arguments) and callable(module.command), name
