@@ -62,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = EvalConfig(rounds=LEADERBOARD_DEFAULTS["rounds"])
     add_dataclass_arguments(parser, defaults, OWN_FIELDS)
     parser.add_argument(
-        "--no-pretrained", dest="pretrained", action="store_false", help="timm/torchvision: random initialization"
+        "--no-pretrained",
+        dest="pretrained",
+        action="store_false",
+        help="timm/torchvision: random initialization (default: off)",
     )
     add_model_dir_argument(parser)
     add_settings_arguments(parser, EVAL_LST_FIELDS, EVALUATION_SETTINGS)

@@ -46,7 +46,10 @@ class EvalConfig:
     )
     data: str = field(
         default="fashion-mnist",
-        metadata=_help("fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR or tensor:FILE"),
+        metadata=_help(
+            "fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR, imagenet:ROOT, "
+            "imagenet-robustbench:ROOT, imagenet-list:FILE:ROOT or tensor:FILE"
+        ),
     )
     rounds: int = field(default=5, metadata=_help("rounds of targets per source"))
     num_samples: int = field(default=100, metadata=_help("sources in the pool"))

@@ -114,6 +114,8 @@ def run_leaderboard(
         raise ValueError("a leaderboard needs at least one --model")
     if rank_by not in COLUMNS:
         raise ValueError(f"rank_by must be one of {list(COLUMNS)}, got {rank_by!r}")
+    if rank_by == "lpips" and _lpips_available() is not None:
+        raise ValueError(f"cannot rank by lpips: {_lpips_available()}")
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 10:
         raise ValueError(f"resamples must be an integer >= 10, got {resamples!r}")
     base = base or EvalConfig(rounds=LEADERBOARD_DEFAULTS["rounds"])
@@ -125,6 +127,8 @@ def run_leaderboard(
     rank, world = rank_and_world()
     with EvaluationStore(out).locked() if rank == 0 else contextlib.nullcontext():
         if rank == 0:
+            for stale in out.glob(".*.tmp"):  # a killed write of pool.json (only under the lock)
+                stale.unlink(missing_ok=True)
             pool = _pool(
                 models,
                 data,
