@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from lst_fast.evaluation import EvalConfig
-from lst_fast.evaluation.leaderboard import bootstrap_means, rank_models, resample_counts, run_leaderboard
+from lst_fast.evaluation.leaderboard import (
+    bootstrap_means,
+    rank_models,
+    resample_counts,
+    run_leaderboard,
+    write_leaderboard,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = EvalConfig(rounds=3, iterations=4, chunk_size=8)
@@ -33,7 +39,7 @@ def _values(board):
     return {row["model"]: (row["sources"], row["values"]) for row in board["rows"]}
 
 
-def test_leaderboard_end_to_end_resume_and_an_added_model(tmp_path):
+def test_leaderboard_end_to_end_resume_and_an_added_model(tmp_path, monkeypatch):
     out = tmp_path / "board"
     board = run_leaderboard(["cnn", "cnn-robust"], "fashion-mnist-sample", out, **SMALL)
     for suffix in ("md", "tex", "csv", "json", "png"):
@@ -68,6 +74,21 @@ def test_leaderboard_end_to_end_resume_and_an_added_model(tmp_path):
     values = _values(added)
     assert {m: values[m] for m in ("cnn", "cnn-robust")} == _values(board)
     assert 2 <= values["vit"][0] <= 12
+
+    # With the lpips package (a stand-in here: the real one downloads its weights), LPIPS is a column.
+    assert "lpips" not in added["columns"] and added["lpips"].startswith("omitted: the lpips package")
+    import types
+
+    import lst_fast.metrics
+
+    monkeypatch.setitem(sys.modules, "lpips", types.ModuleType("lpips"))
+    monkeypatch.setattr(lst_fast.metrics, "lpips_distance", lambda x, t: (x - t).abs().flatten(1).mean(1))
+    with_lpips = write_leaderboard(out, ["cnn", "cnn-robust", "vit"], resamples=200)
+    assert with_lpips["lpips"] == "included" and "LPIPS" in (out / "leaderboard.md").read_text()
+    for row in with_lpips["rows"]:
+        cell = row["values"]["lpips"]
+        assert 0 < cell["low"] <= cell["mean"] <= cell["high"], cell
+    assert _values(with_lpips)["cnn"][1]["rms"] == values["cnn"][1]["rms"]
 
     # A pool of other settings or another data set is refused.
     with pytest.raises(ValueError, match="other settings"):

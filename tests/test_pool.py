@@ -145,6 +145,14 @@ def test_the_cli_refuses_a_pool_of_another_data_set_in_one_line(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "another data set" in err
     assert not (tmp_path / "o" / "config.json").exists()
+    args = ["eval", "--pool", str(tmp_path / "pool.json"), "--data", "fashion-mnist-sample", "--model", "vit"]
+    args += ["--rounds", "2", "--iterations", "2", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"pool {tmp_path / 'pool.json'}: 12 images of fashion-mnist-sample made by cnn" in out
+    assert "vit: " in out and " of the pool's 12 images classified correctly; evaluated on those" in out
+    config = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert config["pool"] == pool.digest and config["num_samples"] == 12 and config["min_confidence"] is None
 
 
 def test_runs_on_one_pool_share_sources_and_targets_and_record_its_digest(tmp_path, capsys):

@@ -581,6 +581,7 @@ def leaderboard_figure(board: Dict[str, Any], path: Path) -> Path:
         [max(0.0, r["values"][key]["high"] - r["values"][key]["mean"]) for r in rows],
     ]
     left.errorbar(mean, y, xerr=err, fmt="o", capsize=4, color="tab:blue")
+    left.set_ylim(-0.6, len(rows) - 0.4)
     left.set_yticks(y)
     left.set_yticklabels([f"{r['rank_label']}  {r['model']}" for r in rows], fontsize=8)
     left.set_xlabel(f"{board['columns'][key]} (mean, 95% bootstrap interval)")
