@@ -130,7 +130,7 @@ def run_leaderboard(
             for stale in out.glob(".*.tmp"):  # a killed write of pool.json (only under the lock)
                 stale.unlink(missing_ok=True)
             pool = _pool(
-                models,
+                [{"model": m, "pretrained": base.pretrained} for m in models],
                 data,
                 out,
                 num_samples,
@@ -186,8 +186,9 @@ def _pool(
     progress,
 ) -> Pool:
     """OUT/pool.json: reused when it is of this data set and these settings, refused when it is not,
-    built from every listed model when it is missing."""
+    built from every listed model (dicts of model and pretrained) when it is missing."""
     path = out / "pool.json"
+    specs = [m["model"] for m in models]
     wanted = {"num_samples": num_samples, "min_confidence": min_confidence, "seed": seed}
     if path.is_file():
         pool = load_pool(path)
@@ -198,7 +199,7 @@ def _pool(
                 f"{path} was built with other settings (theirs vs ours: {differ}); use another --out or the "
                 "pool's settings"
             )
-        later = [m for m in models if m not in pool.makers]
+        later = [m for m in specs if m not in pool.makers]
         print(
             f"pool {path}: {len(pool)} images, reused (made by {', '.join(pool.makers)}"
             + (f"; {', '.join(later)} evaluated on the part of it they classify correctly)" if later else ")"),
@@ -209,7 +210,7 @@ def _pool(
         models, data, num_samples, min_confidence, seed, data_root, model_dir, device, workers, batch_size, progress
     )
     if len(pool) < 2:
-        raise ValueError(f"only {len(pool)} images of {data} qualify for the pool of {models}; need at least 2")
+        raise ValueError(f"only {len(pool)} images of {data} qualify for the pool of {specs}; need at least 2")
     pool.save(path)
     rate = stats.scanned / stats.seconds if stats.seconds > 0 else float("inf")
     print(
