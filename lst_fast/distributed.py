@@ -4,8 +4,8 @@ run, with a bound on how long a process waits for the others to join.
 torch's own bound is the group's collective timeout (30 minutes for gloo, 10 for NCCL), so a group that
 cannot form (a process that never starts, a restarted one that cannot connect) would hang that long.
 Here the group is made with `join_timeout_s` (default 5 minutes) and proven whole by one barrier; only
-then does it get torch's default timeout back for the run's own barriers, which wait while other ranks
-finish their share.
+then does it get `RUN_TIMEOUT` for the run's own barriers, which wait while other ranks finish their share
+(on a slow or shared CPU that can take longer than torch's default 30 minutes).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import os
 from datetime import timedelta
 from typing import Iterator
 
-__all__ = ["DEFAULT_JOIN_TIMEOUT_S", "process_group", "world_size"]
+__all__ = ["DEFAULT_JOIN_TIMEOUT_S", "RUN_TIMEOUT", "process_group", "world_size"]
 
 DEFAULT_JOIN_TIMEOUT_S = 300.0
+RUN_TIMEOUT = timedelta(hours=12)  # a rank that finished its share waits at a barrier for the slowest one
 
 
 def world_size() -> int:
@@ -51,9 +52,7 @@ def process_group(device: str, join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_S) -
 
 
 def _join(dist, backend: str, join_timeout_s: float) -> None:
-    """init_process_group and one barrier, both within `join_timeout_s`; then torch's default timeout."""
-    from torch.distributed import constants
-
+    """init_process_group and one barrier, both within `join_timeout_s`; then RUN_TIMEOUT."""
     rank, world = os.environ.get("RANK", "?"), world_size()
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     try:
@@ -68,10 +67,9 @@ def _join(dist, backend: str, join_timeout_s: float) -> None:
             f"{join_timeout_s:g} s (a process did not start, or could not connect): {cause}; check that "
             "every process was started, or wait longer with --join-timeout"
         ) from error
-    default = constants.default_pg_nccl_timeout if backend == "nccl" else constants.default_pg_timeout
     set_timeout = getattr(dist, "set_timeout", None)  # public from torch 2.14; before, the private name
     if set_timeout is None:
         from torch.distributed import distributed_c10d
 
         set_timeout = distributed_c10d._set_pg_timeout
-    set_timeout(default)
+    set_timeout(RUN_TIMEOUT)

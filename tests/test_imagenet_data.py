@@ -178,3 +178,67 @@ def test_eval_on_imagenet_with_a_robustbench_model_end_to_end(tmp_path, monkeypa
 
     chunk = load_file(str(next((out / "results").glob("round0*chunk0*"))))
     assert chunk["images"].shape[1:] == (3, 224, 224)
+
+
+# RobustBench's fixed ImageNet list: the stand-in package ships a six-line imagenet_test_image_ids.txt
+# (robustbench/data/), naming six of the miniature's nine val images in its own order.
+STANDIN_IDS = Path(__file__).resolve().parent / "standins" / "robustbench" / "data" / "imagenet_test_image_ids.txt"
+
+
+def test_robustbench_image_list_from_the_installed_package_and_from_a_file(tmp_path, monkeypatch):
+    from test_model_specs import STANDINS, _forget_robustbench
+
+    root = make_unpacked(tmp_path / "imagenet")
+    _forget_robustbench(monkeypatch)
+    monkeypatch.syspath_prepend(str(STANDINS))
+    try:
+        data = open_image_set(f"imagenet-robustbench:{root}", preprocessing=Preprocessing((3, 16, 16)))
+    finally:
+        _forget_robustbench(monkeypatch)
+    listed = STANDIN_IDS.read_text().split()
+    assert len(data) == len(listed) == 6
+    assert data.labels.tolist() == [WNIDS.index(line.split("/")[0]) for line in listed]  # the list's order
+    assert data.get(torch.arange(6)).mean((2, 3)).argmax(1).tolist() == data.labels.tolist()
+    assert data.name == f"imagenet-robustbench:{root}"
+    same = open_image_set(f"imagenet-list:{STANDIN_IDS}:{root}", preprocessing=Preprocessing((3, 16, 16)))
+    assert torch.equal(same.labels, data.labels) and torch.equal(same.get(torch.arange(6)), data.get(torch.arange(6)))
+    (tmp_path / "bad.txt").write_text("n01440764/ILSVRC2012_val_00000001.JPEG\nn09999999/missing.JPEG\n")
+    with pytest.raises(FileNotFoundError, match="1 of the 2 listed images are not in"):
+        open_image_set(f"imagenet-list:{tmp_path / 'bad.txt'}:{root}")
+
+
+def test_robustbench_image_list_without_robustbench_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    from test_model_specs import _forget_robustbench
+
+    _forget_robustbench(monkeypatch)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "robustbench" else real(name, *a))
+    with pytest.raises(RuntimeError, match="not installed; install it with") as error:
+        open_image_set(f"imagenet-robustbench:{make_unpacked(tmp_path / 'imagenet')}")
+    assert "\n" not in str(error.value)
+
+
+def test_a_pool_on_image_files_is_the_same_with_decoding_workers(tmp_path, monkeypatch):
+    """The pool decodes the miniature's JPEG files in worker processes: the same pool as without them."""
+    from test_model_specs import STANDINS, _forget_robustbench, write_checkpoint
+
+    from lst_fast.evaluation.pool import build_pool
+
+    root = make_unpacked(tmp_path / "imagenet")
+    write_checkpoint(tmp_path / "models", "Salman2020Do_R50")
+    _forget_robustbench(monkeypatch)
+    monkeypatch.syspath_prepend(str(STANDINS))
+    try:
+        args = (["robustbench:Salman2020Do_R50"], f"imagenet:{root}", 5, 0.5, 0)
+        pools = [
+            build_pool(*args, model_dir=str(tmp_path / "models"), num_workers=w, batch_size=2, progress=False)
+            for w in (0, 2)
+        ]
+    finally:
+        _forget_robustbench(monkeypatch)
+    (plain, stats0), (parallel, stats2) = pools
+    assert stats0.workers == 0 and stats2.workers == 2
+    assert plain.digest == parallel.digest and len(plain) == 5
+    assert plain.models[0]["preprocessing"]["input_size"] == [3, 224, 224]

@@ -1,6 +1,6 @@
 """The `lst-fast` command line (also `python -m lst_fast`).
 
-One module per subcommand (demo, eval, report, run, compare, bench, info), each with `HELP`,
+One module per subcommand (demo, eval, report, run, compare, leaderboard, bench, info), each with `HELP`,
 `add_arguments(parser)` and `command(args) -> exit code`; the flags several of them share are built in
 lst_fast.cli.arguments. The work itself is done by library modules (lst_fast.demo, evaluation, report,
 run_images, compare, bench, distributed) that the subcommands call. Even `lst-fast --help` loads torch:
@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from lst_fast.cli import bench, compare, demo, eval, info, report, run
+from lst_fast.cli import bench, compare, demo, eval, info, leaderboard, report, run
 from lst_fast.cli.arguments import (
     add_dataclass_arguments,
     add_model_arguments,
@@ -55,6 +55,7 @@ SUBCOMMANDS = {
     "report": report,
     "run": run,
     "compare": compare,
+    "leaderboard": leaderboard,
     "bench": bench,
     "info": info,
 }
@@ -115,7 +116,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             raise
         # Every finished chunk is already on disk (atomic writes); the same command resumes.
-        resume = "; finished work is saved, run the same command to resume" if args.command == "eval" else ""
+        resume = (
+            "; finished work is saved, run the same command to resume"
+            if args.command in ("eval", "leaderboard")
+            else ""
+        )
         print(f"lst-fast {args.command}: interrupted{resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001  one line, no traceback, unless --debug

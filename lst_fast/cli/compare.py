@@ -4,6 +4,7 @@ figures)."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 HELP = "side-by-side tables and figures of finished evaluations"
@@ -27,5 +28,7 @@ def command(args: argparse.Namespace) -> int:
     written = write_comparison(args.dirs, args.out, digits=args.digits, labels=args.labels)
     print((Path(args.out) / "table1.md").read_text())
     print((Path(args.out) / "table2.md").read_text())
+    note = json.loads((Path(args.out) / "compare.json").read_text())["shared_pool"]
+    print(note["text"])
     print(f"wrote {', '.join(p.name for p in written)} in {args.out}")
     return 0

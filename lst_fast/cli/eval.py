@@ -1,5 +1,5 @@
 """`lst-fast eval`: Tables 1 and 2 over a pool of correctly classified images (resumable; one process per
-device under torchrun)."""
+device under torchrun); `--pool FILE` takes a shared pool (lst_fast.evaluation.pool)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_dir_argument(parser)
     add_settings_arguments(parser, EVAL_LST_FIELDS, EVALUATION_SETTINGS)
     add_device_argument(parser)
+    parser.add_argument(
+        "--pool",
+        default=None,
+        metavar="FILE",
+        help="a shared pool (`lst-fast leaderboard` writes OUT/pool.json): the sources are its images this model "
+        "classifies correctly (above its min-confidence), with the pool's targets; --num-samples and "
+        "--min-confidence then come from the pool, and --data must be the pool's data set (default: the "
+        "model's own pool)",
+    )
+    add_workers_argument(parser)
     parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_join_timeout_argument(parser)
+
+
+def add_join_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """--join-timeout SECONDS, read back as args.join_timeout (eval and leaderboard under torchrun)."""
     parser.add_argument(
         "--join-timeout",
         type=float,
@@ -42,14 +57,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """--workers N, read back as args.workers (None: the pool module's default)."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that decode image files for the pool (default: min(4, CPU cores) for image files, "
+        "0 for in-memory data sets)",
+    )
+
+
 def command(args: argparse.Namespace) -> int:
     from lst_fast.evaluation.runner import run_evaluation
 
     settings = settings_from_arguments(args, EVALUATION_SETTINGS, EVAL_LST_FIELDS)
     cfg = EvalConfig(lst=settings.replace(graph=False), **values(args, EVAL_OWN_FIELDS))
     first = int(os.environ.get("RANK", "0")) == 0
+    pool = None
+    if args.pool is not None:
+        from lst_fast.evaluation.pool import load_pool
+        from lst_fast.evaluation.runner import pool_config
+
+        pool = load_pool(args.pool)
+        cfg = pool_config(cfg, pool)
     if first:
         print_backend(args.device, args.device_auto)
+        if pool is not None:
+            print(
+                f"pool {args.pool}: {len(pool)} images of {pool.data['spec']} made by {', '.join(pool.makers)} "
+                f"(digest {pool.digest[:12]})",
+                flush=True,
+            )
     with process_group(args.device, args.join_timeout) as device:
         tables = run_evaluation(
             cfg,
@@ -59,6 +99,8 @@ def command(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             graph=settings.graph,
             model_dir=args.model_dir,
+            pool=pool,
+            num_workers=args.workers,
         )
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")

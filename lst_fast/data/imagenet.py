@@ -8,12 +8,17 @@ which unpickles plain containers of strings and no code.
 
 Classes are in the devkit's order (sorted WordNet IDs: the index every ImageNet model uses) and are named
 from the devkit. Images get the model's own resize and crop.
+
+`imagenet-robustbench:ROOT` is the fixed list of 5,000 val images that RobustBench evaluates ImageNet
+models on: the file imagenet_test_image_ids.txt inside the installed robustbench package (one
+`WNID/FILE.JPEG` per line, relative to ROOT/val), in the file's order. `imagenet-list:FILE:ROOT` takes
+such a list from FILE (a path without ':') instead.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 
@@ -23,12 +28,64 @@ from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_tran
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 VAL_ARCHIVE = "ILSVRC2012_img_val.tar"
 META_FILE = "meta.bin"  # torchvision's parse of the devkit
+ROBUSTBENCH_IDS = "imagenet_test_image_ids.txt"
+# Where robustbench keeps the list, inside its package (newer releases: data/, older: helper_files/).
+ROBUSTBENCH_ID_FOLDERS = ("data", "helper_files")
+ROBUSTBENCH_INSTALL = "pip install git+https://github.com/RobustBench/robustbench.git"
 
 
-def open_imagenet_val(root: Union[str, Path], preprocessing: Optional[Preprocessing] = None) -> ImageSet:
-    """The ImageNet validation set under `root` as an ImageSet (see the module docstring)."""
+def robustbench_image_ids() -> Path:
+    """The installed robustbench package's imagenet_test_image_ids.txt; a one-line error when robustbench
+    is not installed or does not ship the file."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("robustbench")
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise RuntimeError(
+            f"imagenet-robustbench: reads {ROBUSTBENCH_IDS} from the robustbench package, which is not "
+            f"installed; install it with: {ROBUSTBENCH_INSTALL}, or give the list: imagenet-list:FILE:ROOT"
+        )
+    for folder in found.submodule_search_locations:
+        for sub in ROBUSTBENCH_ID_FOLDERS:
+            path = Path(folder) / sub / ROBUSTBENCH_IDS
+            if path.is_file():
+                return path
+    raise FileNotFoundError(
+        f"the installed robustbench ({', '.join(found.submodule_search_locations)}) has no "
+        f"{' or '.join(f'{sub}/{ROBUSTBENCH_IDS}' for sub in ROBUSTBENCH_ID_FOLDERS)}; give the list: "
+        "imagenet-list:FILE:ROOT"
+    )
+
+
+def read_image_ids(path: Union[str, Path]) -> List[str]:
+    """The `WNID/FILE` lines of an image list (blank lines skipped); ValueError for a malformed line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no image list {path}") from None
+    ids = [line.strip() for line in lines if line.strip()]
+    bad = next((line for line in ids if line.count("/") != 1), None)
+    if bad is not None:
+        raise ValueError(f"{path}: every line must be WNID/FILE (relative to ROOT/val), got {bad!r}")
+    if not ids:
+        raise ValueError(f"{path} lists no images")
+    return ids
+
+
+def open_imagenet_val(
+    root: Union[str, Path],
+    preprocessing: Optional[Preprocessing] = None,
+    image_ids: Optional[Sequence[str]] = None,
+    spec: Optional[str] = None,
+) -> ImageSet:
+    """The ImageNet validation set under `root` as an ImageSet (see the module docstring); with
+    `image_ids` (WNID/FILE names), only those images, in that order."""
     root = Path(root).expanduser()
-    spec = f"imagenet:{root}"
+    spec = spec or f"imagenet:{root}"
     if not root.is_dir():
         raise FileNotFoundError(f"{spec}: no folder {root}; give the folder that holds {DEVKIT} and {VAL_ARCHIVE}")
     if not (root / META_FILE).is_file() and not (root / DEVKIT).is_file():
@@ -58,8 +115,18 @@ def open_imagenet_val(root: Union[str, Path], preprocessing: Optional[Preprocess
         raise ValueError(f"{spec}: torchvision could not read ImageNet val there: {text}") from error
     if not dataset.samples:
         raise FileNotFoundError(f"{spec}: {root / 'val'} holds no images")
-    files = [path for path, _ in dataset.samples]
-    labels = torch.tensor([label for _, label in dataset.samples], dtype=torch.long)
+    samples = dataset.samples
+    if image_ids is not None:
+        by_name = {"/".join(Path(path).parts[-2:]): (path, label) for path, label in samples}
+        missing = [name for name in image_ids if name not in by_name]
+        if missing:
+            raise FileNotFoundError(
+                f"{spec}: {len(missing)} of the {len(image_ids)} listed images are not in {root / 'val'}, "
+                f"e.g. {missing[0]}"
+            )
+        samples = [by_name[name] for name in image_ids]
+    files = [path for path, _ in samples]
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
     pre = preprocessing or IMAGENET_EVAL
     transform = image_transform(pre)
     mode = "L" if pre.input_size[0] == 1 else "RGB"

@@ -6,6 +6,9 @@
     imagefolder:DIR        class-per-folder tree (classes in sorted folder order)
     imagenet:ROOT          ImageNet val through torchvision.datasets.ImageNet(ROOT, split="val")
                            (lst_fast.data.imagenet: the devkit's class order and names)
+    imagenet-robustbench:ROOT  the 5,000 val images RobustBench evaluates on (the list in the installed
+                           robustbench package)
+    imagenet-list:FILE:ROOT    the val images listed in FILE (WNID/FILE.JPEG lines), in its order
     tensor:FILE            a safetensors file with "images" (N, C, H, W; uint8 or float in [0, 1]) and "labels"
 
 Image files (imagefolder, imagenet) are resized and cropped with the model's own preprocessing, passed as
@@ -27,7 +30,10 @@ from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_tran
 __all__ = ["CIFAR10_CLASSES", "DATA_SPECS", "ImageSet", "check_tensor_data", "open_image_set", "read_cifar10_binary"]
 
 # Every data set open_image_set takes, in one line: the --data help and the unknown-data error.
-DATA_SPECS = "fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR, imagenet:ROOT or tensor:FILE"
+DATA_SPECS = (
+    "fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR, imagenet:ROOT, "
+    "imagenet-robustbench:ROOT, imagenet-list:FILE:ROOT or tensor:FILE"
+)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -37,7 +43,7 @@ def _in_memory(images: Tensor, labels: Tensor, name: str, class_names=None) -> I
         batch = images[index]
         return batch.to(torch.float32) / 255.0 if batch.dtype == torch.uint8 else batch.to(torch.float32)
 
-    return ImageSet(labels, fetch, name, class_names)
+    return ImageSet(labels, fetch, name, class_names, in_memory=True)
 
 
 def check_tensor_data(images: Tensor, labels: Tensor, name: str) -> None:
@@ -128,6 +134,15 @@ def open_image_set(spec: str, root: Optional[str] = None, preprocessing: Optiona
         from lst_fast.data.imagenet import open_imagenet_val
 
         return open_imagenet_val(arg, preprocessing)
+    if kind == "imagenet-robustbench" and arg:
+        from lst_fast.data.imagenet import open_imagenet_val, read_image_ids, robustbench_image_ids
+
+        return open_imagenet_val(arg, preprocessing, read_image_ids(robustbench_image_ids()), spec)
+    if kind == "imagenet-list" and ":" in arg:
+        from lst_fast.data.imagenet import open_imagenet_val, read_image_ids
+
+        ids_file, _, root = arg.partition(":")
+        return open_imagenet_val(root, preprocessing, read_image_ids(ids_file), spec)
     if kind == "tensor" and arg:
         from safetensors.torch import load_file
 

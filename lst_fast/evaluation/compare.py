@@ -5,6 +5,10 @@ fractions per threshold. `lst-fast compare` runs `write_comparison`.
 
 Reads only what `lst-fast eval` wrote, through the evaluation's store: config.json, tables.json and the
 per-pair chunk files; unfinished folders are refused, by name.
+
+`pool_note` says whether the runs share a pool (config.json's "pool", the digest of
+lst_fast.evaluation.pool): then every run walked the same sources toward the same targets and the
+comparison is paired; runs that do not share one are flagged, by name.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "fractions_figure",
     "load_all",
     "load_evaluation",
+    "pool_note",
     "row_labels",
     "write_comparison",
 ]
@@ -82,6 +87,38 @@ def row_labels(runs: List[Run], labels: Optional[Sequence[str]] = None) -> List[
     return [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs, strict=True)]
 
 
+def pool_note(runs: List[Run], names: List[str]) -> Dict[str, Any]:
+    """{"paired": bool, "pool": digest or None, "text": one paragraph}: whether every run is on one shared
+    pool (each run's number of sources said where it used part of it), else which runs are not."""
+    pools = [r["config"].get("pool") for r in runs]
+    sources = [int(r["tables"]["sources"]) for r in runs]
+    if pools[0] is not None and all(p == pools[0] for p in pools):
+        most = max(sources)
+        part = [f"`{n}` {s}" for n, s in zip(names, sources, strict=True) if s < most]
+        text = (
+            f"All runs share pool {pools[0][:12]}: the same sources and the same targets in every round, so the "
+            "comparison is paired."
+            + (
+                f" Some used the part of the pool they classify correctly (sources: {', '.join(part)} of {most})."
+                if part
+                else ""
+            )
+        )
+        return {"paired": True, "pool": pools[0], "text": text}
+    groups: Dict[Optional[str], List[str]] = {}
+    for name, digest in zip(names, pools, strict=True):
+        groups.setdefault(digest, []).append(name)
+    described = "; ".join(
+        (f"pool {digest[:12]}: " if digest else "own pool: ") + ", ".join(f"`{n}`" for n in members)
+        for digest, members in groups.items()
+    )
+    text = (
+        f"⚠ The runs do not share a pool ({described}): their sources differ, so the comparison is unpaired; "
+        "for a paired one, evaluate every model on one pool (`lst-fast leaderboard`, or `lst-fast eval --pool FILE`)."
+    )
+    return {"paired": False, "pool": None, "text": text}
+
+
 def write_comparison(
     folders: Sequence[str], out, digits: int = 3, labels: Optional[Sequence[str]] = None
 ) -> List[Path]:
@@ -94,6 +131,7 @@ def write_comparison(
     except OSError as error:
         raise ValueError(f"cannot write the output folder {out}: {error.strerror or error}") from error
     written, sections = [], []
+    note = pool_note(runs, names)
     for key in TITLES:
         table = side_by_side(runs, key, names, digits)
         md = side_by_side_markdown(table)
@@ -110,6 +148,8 @@ def write_comparison(
         "",
         "Runs: " + ", ".join(f"`{n}` = {r['folder']}" for n, r in zip(names, runs, strict=True)),
         "",
+        note["text"],
+        "",
         *sections,
     ]
     for title, path in figures.items():
@@ -122,7 +162,9 @@ def write_comparison(
         atomic_write_text(out / "compare.md", "\n".join(text)),
         atomic_write_text(
             out / "compare.json",
-            json.dumps({"runs": summary, "differing_settings": differing_settings(runs)}, indent=1),
+            json.dumps(
+                {"runs": summary, "differing_settings": differing_settings(runs), "shared_pool": note}, indent=1
+            ),
         ),
     ]
 

@@ -50,6 +50,9 @@ class EvalConfig:
     triangle_n: int = field(default=10, metadata=field_help("triangle grid: n + 1 points per edge"))
     chunk_size: int = field(default=256, metadata=field_help("images per result file (the unit of resume)"))
     seed: int = field(default=0, metadata=field_help("seeds the pool, the targets and every chunk's noise"))
+    pool: Optional[str] = field(
+        default=None, metadata=field_help("the digest of the shared pool the sources come from (None: its own pool)")
+    )
     lst: LSTSettings = field(default=EVALUATION_SETTINGS, metadata=field_help("the traversal's settings"))
 
     def __init__(self, lst: Optional[LSTSettings] = None, **keywords: Any) -> None:
@@ -78,6 +81,8 @@ class EvalConfig:
             raise ValueError(f"checkpoint must be None or a path, got {self.checkpoint!r}")
         if not isinstance(self.pretrained, bool):
             raise ValueError(f"pretrained must be True or False, got {self.pretrained!r}")
+        if self.pool is not None and (not isinstance(self.pool, str) or not self.pool):
+            raise ValueError(f"pool must be None or a pool's digest, got {self.pool!r}")
         if not isinstance(self.lst, LSTSettings):
             raise TypeError(f"lst must be an LSTSettings, got {type(self.lst).__name__}")
 
@@ -85,16 +90,17 @@ class EvalConfig:
         return EvalConfig(**{**self.to_dict(), "lst": self.lst, **changes})
 
     def to_dict(self) -> Dict[str, Any]:
-        """The flat form written to config.json: the evaluation's own fields and RECORDED_LST_FIELDS."""
-        out = {name: getattr(self, name) for name in _EVAL_OWN_FIELDS}
+        """The flat form written to config.json: the evaluation's own fields and RECORDED_LST_FIELDS ("pool"
+        only for a run on a shared pool, so a run on its own pool writes what it always wrote)."""
+        out = {name: getattr(self, name) for name in _EVAL_OWN_FIELDS if name != "pool" or self.pool is not None}
         out.update({name: getattr(self.lst, name) for name in RECORDED_LST_FIELDS})
         return out
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "EvalConfig":
-        """Read the flat form (every key of `to_dict`, no other)."""
+        """Read the flat form (every key of `to_dict`, no other; "pool" only for a run on a shared pool)."""
         keys = set(_EVAL_OWN_FIELDS) | set(RECORDED_LST_FIELDS)
-        unknown, missing = sorted(set(values) - keys), sorted(keys - set(values))
+        unknown, missing = sorted(set(values) - keys), sorted(keys - set(values) - {"pool"})
         if unknown:
             raise ValueError(f"unknown evaluation settings {unknown}")
         if missing:

@@ -1,6 +1,12 @@
 """Running the full evaluation (docs/ALGORITHM.md section 3): Table 1 (distances from LST outputs to their
 targets) and Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
 
+The pool is the model's own (`build_pool`: a full scan of the data set, then a seeded draw), or a shared
+one (`pool=`, lst_fast.evaluation.pool): the model is then evaluated on the part of the shared pool it
+classifies correctly (above the pool's min_confidence), and each source keeps the target the shared pool
+gives it in every round (`round_targets` of the whole pool and the seed), so every model on the pool walks
+the same pairs.
+
 Results are written chunk by chunk through the evaluation's store (EvaluationStore); a run restarted with
 the same configuration skips finished chunks and ends with the same tables. Under torchrun (an initialized
 torch.distributed group) each rank takes every world_size-th chunk and triangle set; every chunk is
@@ -22,6 +28,7 @@ from lst_fast.data.image_set import ImageSet
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.pool import Pool, classify
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_confidence, triangle_weights
@@ -29,7 +36,7 @@ from lst_fast.metrics import distances
 from lst_fast.reference import class_probability
 from lst_fast.traversal import traverse
 
-__all__ = ["build_pool", "run_evaluation", "staged_on_device"]
+__all__ = ["barrier", "build_pool", "pool_config", "rank_and_world", "run_evaluation", "staged_on_device"]
 
 Job = TypeVar("Job")
 
@@ -64,7 +71,7 @@ class _Work:
     model: torch.nn.Module
     data: ImageSet
     pool: Tensor  # dataset indices of the sources
-    targets: List[Tensor]  # per round: pool position of each source's target
+    targets: List[Tensor]  # per round: dataset index of each source's target
 
     @property
     def chunks(self) -> int:
@@ -73,7 +80,12 @@ class _Work:
     def chunk_rows(self, round_: int, chunk: int) -> Tuple[Tensor, Tensor]:
         """Dataset indices of the chunk's sources and of their targets."""
         rows = torch.arange(chunk * self.cfg.chunk_size, min((chunk + 1) * self.cfg.chunk_size, len(self.pool)))
-        return self.pool[rows], self.pool[self.targets[round_][rows]]
+        return self.pool[rows], self.targets[round_][rows]
+
+
+def pool_config(cfg: EvalConfig, pool: Pool) -> EvalConfig:
+    """cfg for a run on the shared `pool`: its digest, its size and its min_confidence."""
+    return cfg.replace(pool=pool.digest, num_samples=max(1, len(pool)), min_confidence=pool.min_confidence)
 
 
 def run_evaluation(
@@ -84,6 +96,8 @@ def run_evaluation(
     progress: bool = True,
     graph: bool = False,
     model_dir: Optional[str] = None,
+    pool: Optional[Pool] = None,
+    num_workers: Optional[int] = None,
 ) -> paper_tables.Tables:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json, and return
     the tables (the dict of tables.json: see lst_fast.evaluation.tables).
@@ -93,26 +107,33 @@ def run_evaluation(
     the same folder is refused), writes config.json and removes a killed run's temporary files.
     graph: replay each LST iteration from a CUDA graph (same results; CUDA only).
     model_dir: RobustBench's checkpoint folder (robustbench: models; default ./models).
+    pool: a shared pool (lst_fast.evaluation.pool.Pool); cfg must be `pool_config(cfg, pool)`. The sources
+    are the pool's images this model classifies correctly (above the pool's min_confidence; printed).
+    num_workers: decoding workers for the check of a shared pool (None: the pool module's default).
     """
     cfg.validate()
-    rank, world = _rank_and_world()
+    if (pool is None) != (cfg.pool is None) or (pool is not None and cfg != pool_config(cfg, pool)):
+        raise ValueError("a run on a shared pool takes pool= and cfg = pool_config(cfg, pool), or neither")
+    rank, world = rank_and_world()
     store, device = EvaluationStore(out_dir), torch.device(device)
     store.check_config(cfg)
-    model, data, pool, targets = _load_model_and_pool(cfg, device, data_root, model_dir)
+    model, data, pool_indices, targets = _load_model_and_pool(
+        cfg, device, data_root, model_dir, pool, num_workers, rank == 0
+    )
     # From here on only pool images are read, each 2 * rounds times by LST and once per pair of rounds by
     # the triangles: decode each once (bench/RESULTS.md, "Where an evaluation's time goes").
-    work = _Work(cfg, store, device, rank, world, model, cached_images(data, pool), pool, targets)
+    work = _Work(cfg, store, device, rank, world, model, cached_images(data, pool_indices), pool_indices, targets)
     with work.store.locked() if rank == 0 else contextlib.nullcontext():
         _claim_folder(work)
         _run_chunks(work, progress, graph)
-        _barrier(world)
+        barrier(world)
         per_round = [work.store.read_round(r, work.chunks) for r in range(cfg.rounds)]
         _compute_triangles(work, per_round)
-        _barrier(world)
+        barrier(world)
         tables = _tables(work, per_round)
         if rank == 0:
             work.store.write_tables(tables, paper_tables.tables_markdown(tables, cfg))
-        _barrier(world)
+        barrier(world)
     return tables
 
 
@@ -130,14 +151,20 @@ def _claim_folder(work: _Work) -> None:
             work.store.prepare()
             if work.rank == 0:
                 work.store.remove_leftovers()
-        _barrier(work.world)
+        barrier(work.world)
 
 
 def _load_model_and_pool(
-    cfg: EvalConfig, device: torch.device, data_root: Optional[str], model_dir: Optional[str]
+    cfg: EvalConfig,
+    device: torch.device,
+    data_root: Optional[str],
+    model_dir: Optional[str],
+    shared: Optional[Pool] = None,
+    num_workers: Optional[int] = None,
+    say: bool = True,
 ) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor]]:
-    """The model, the data (in the model's own preprocessing), the pool and each round's targets (checked;
-    nothing written)."""
+    """The model, the data (in the model's own preprocessing), the sources and each round's targets (data
+    set indices; checked, nothing written)."""
     from lst_fast.models import resolve_model
 
     described = resolve_model(
@@ -145,10 +172,48 @@ def _load_model_and_pool(
     )
     model = described.classifier()  # [0, 1] images to logits, its mean/std (if any) in front
     data = open_image_set(cfg.data, data_root, described.preprocessing)
+    if shared is not None:
+        return (model, data, *_on_shared_pool(cfg, model, data, shared, device, num_workers, say))
     pool = build_pool(model, data, cfg, device)
     if len(pool) < 2:
         raise ValueError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
-    return model, data, pool, round_targets(data.labels[pool], cfg.rounds, cfg.seed)
+    targets = round_targets(data.labels[pool], cfg.rounds, cfg.seed)
+    return model, data, pool, [pool[t] for t in targets]
+
+
+def _on_shared_pool(
+    cfg: EvalConfig,
+    model: torch.nn.Module,
+    data: ImageSet,
+    pool: Pool,
+    device: torch.device,
+    num_workers: Optional[int],
+    say: bool,
+) -> Tuple[Tensor, List[Tensor]]:
+    """The sources (the pool's images the model classifies correctly, above the pool's min_confidence) and
+    their targets: in every round the whole pool's derangement, restricted to those sources."""
+    pool.check_data(data, cfg.data)
+    if len(pool) < 2:
+        raise ValueError(f"the pool has {len(pool)} images; need at least 2")
+    predicted, confidence = classify(model, data, pool.indices, device, num_workers)
+    ok = predicted == pool.labels
+    if pool.min_confidence is not None:
+        ok &= confidence > pool.min_confidence
+    kept = torch.nonzero(ok).flatten()
+    if say:
+        bar = "" if pool.min_confidence is None else f" with confidence above {pool.min_confidence:g}"
+        note = ""
+        if cfg.model in pool.makers and len(kept) < len(pool):
+            note = " (it made the pool, so its outputs differ from when the pool was built, e.g. on another device)"
+        print(
+            f"{cfg.model}: {len(kept)} of the pool's {len(pool)} images classified correctly{bar}; "
+            f"evaluated on those{note}",
+            flush=True,
+        )
+    if len(kept) < 2:
+        raise ValueError(f"{cfg.model} classifies {len(kept)} of the pool's {len(pool)} images correctly; need 2")
+    targets = round_targets(pool.labels, cfg.rounds, cfg.seed)  # the whole pool's: the same for every model
+    return pool.indices[kept], [pool.indices[t[kept]] for t in targets]
 
 
 def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
@@ -226,7 +291,8 @@ def staged_on_device(
         yield job, moved
 
 
-def _rank_and_world() -> Tuple[int, int]:
+def rank_and_world() -> Tuple[int, int]:
+    """(rank, world size) of the initialized torch.distributed group, else (0, 1)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -234,7 +300,8 @@ def _rank_and_world() -> Tuple[int, int]:
     return 0, 1
 
 
-def _barrier(world: int) -> None:
+def barrier(world: int) -> None:
+    """Wait for every process of the group (nothing to wait for in one process)."""
     if world > 1:
         import torch.distributed as dist
 

@@ -24,6 +24,7 @@ __all__ = [
     "TABLE2_HEADERS",
     "TITLES",
     "differing_settings",
+    "latex_text",
     "mean_std",
     "round_pairs",
     "side_by_side",
@@ -218,16 +219,18 @@ def side_by_side_latex(table: Dict[str, Any]) -> str:
         "% needs \\usepackage{booktabs}",
         r"\begin{tabular}{l" + "c" * n + "rrl}",
         r"\toprule",
-        "model & " + " & ".join(_tex(h) for h in table["headers"]) + r" & pairs & sources & settings \\",
+        "model & " + " & ".join(latex_text(h) for h in table["headers"]) + r" & pairs & sources & settings \\",
         r"\midrule",
     ]
     for row in table["rows"]:
         cells = " & ".join("n/a" if m != m else f"${m:.{d}f} \\pm {s:.{d}f}$" for m, s in row["cells"])
         settings = ", ".join(
-            rf"\textbf{{{_tex(k)}={_tex(v)}}}$^\dagger$" if flag else f"{_tex(k)}={_tex(v)}"
+            rf"\textbf{{{latex_text(k)}={latex_text(v)}}}$^\dagger$" if flag else f"{latex_text(k)}={latex_text(v)}"
             for k, v, flag in row["settings"]
         )
-        lines.append(rf"\texttt{{{_tex(row['label'])}}} & {cells} & {row['pairs']} & {row['sources']} & {settings} \\")
+        lines.append(
+            rf"\texttt{{{latex_text(row['label'])}}} & {cells} & {row['pairs']} & {row['sources']} & {settings} \\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}", "% " + _note(table)]
     return "\n".join(lines) + "\n"
 
@@ -242,7 +245,7 @@ def _note(table: Dict[str, Any]) -> str:
     return "† settings differ between the runs: " + ", ".join(table["differ"]) + " (compare with care)."
 
 
-def _tex(text: object) -> str:
+def latex_text(text: object) -> str:
     """Text set literally in LaTeX (its special characters escaped)."""
     text = str(text).replace("\\", "\0")
     for a, b in (("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):

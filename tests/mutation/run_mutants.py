@@ -178,6 +178,23 @@ MUTANTS = [
         OPS_TESTS,
         without_extension=True,
     ),
+    # -- the shared pool (issue 25) ---------------------------------------------------------------------
+    Mutant(
+        "pool_keeps_every_image",
+        "the pool keeps every image it scans, correctly classified or not",
+        "lst_fast/evaluation/pool.py",
+        "            alive[rows[~ok.cpu()]] = False\n",
+        "",
+        ["tests/test_pool.py"],
+    ),
+    Mutant(
+        "pool_ignores_min_confidence",
+        "the pool keeps correctly classified images below --min-confidence",
+        "lst_fast/evaluation/pool.py",
+        "        ok &= confidence > min_confidence",
+        "        ok &= confidence > -1.0",
+        ["tests/test_pool.py"],
+    ),
 ]
 
 

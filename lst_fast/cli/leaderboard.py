@@ -1,0 +1,128 @@
+"""`lst-fast leaderboard`: several models on one shared pool, evaluated with the paper's settings and ranked
+(lst_fast.evaluation.leaderboard; resumable; one process per device under torchrun, like `eval`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from lst_fast.cli.arguments import (
+    EVAL_LST_FIELDS,
+    add_dataclass_arguments,
+    add_device_argument,
+    add_model_dir_argument,
+    add_settings_arguments,
+    print_backend,
+    settings_from_arguments,
+    values,
+)
+from lst_fast.cli.eval import add_join_timeout_argument, add_workers_argument
+from lst_fast.distributed import process_group
+from lst_fast.evaluation.config import EvalConfig
+from lst_fast.settings import EVALUATION_SETTINGS
+
+HELP = "a blind-spot leaderboard: many models on one shared pool, the paper's settings, ranked (resumable)"
+# EvalConfig fields the leaderboard offers (the model, data, pool size and min-confidence are its own flags).
+OWN_FIELDS = ("rounds", "chunk_size", "seed")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lst_fast.evaluation.leaderboard import COLUMNS, DEFAULT_RANK_BY, LEADERBOARD_DEFAULTS
+
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="SPEC",
+        help="models to rank, repeated or several at once: any --model of `lst-fast eval` (cnn, cnn-robust, "
+        "vit, timm:NAME, torchvision:NAME, robustbench:NAME[:DATASET[:THREAT]], py:MODULE:FUNCTION)",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="one data set for all models: fashion-mnist, fashion-mnist-sample, cifar10:DIR, imagefolder:DIR, "
+        "imagenet:ROOT, imagenet-robustbench:ROOT (RobustBench's 5,000 val images), imagenet-list:FILE:ROOT "
+        "or tensor:FILE",
+    )
+    parser.add_argument("--data-root", default=None, help="folder with the data set's files")
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=LEADERBOARD_DEFAULTS["num_samples"],
+        help="images in the shared pool (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=LEADERBOARD_DEFAULTS["min_confidence"],
+        help="the pool keeps an image only when every model's confidence in its class is above this "
+        "(the paper: 0.6; default: %(default)s)",
+    )
+    defaults = EvalConfig(rounds=LEADERBOARD_DEFAULTS["rounds"])
+    add_dataclass_arguments(parser, defaults, OWN_FIELDS)
+    parser.add_argument(
+        "--no-pretrained",
+        dest="pretrained",
+        action="store_false",
+        help="timm/torchvision: random initialization (default: off)",
+    )
+    add_model_dir_argument(parser)
+    add_settings_arguments(parser, EVAL_LST_FIELDS, EVALUATION_SETTINGS)
+    parser.add_argument(
+        "--rank-by",
+        default=DEFAULT_RANK_BY,
+        choices=list(COLUMNS),
+        help="the column that ranks the models (default: %(default)s, Table 2's fraction of the triangle above "
+        "p_src - 0.2, the paper's headline)",
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=1000, help="bootstrap resamples of the source images (default: %(default)s)"
+    )
+    parser.add_argument("--digits", type=int, default=3, help="decimals in the tables (default: %(default)s)")
+    add_workers_argument(parser)
+    parser.add_argument(
+        "--batch-size", type=int, default=128, help="images per batch of the pool's scan (default: %(default)s)"
+    )
+    add_device_argument(parser)
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder: OUT/pool.json, OUT/MODEL/ per model, OUT/leaderboard.* (an unfinished one resumes)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_join_timeout_argument(parser)
+
+
+def command(args: argparse.Namespace) -> int:
+    from lst_fast.evaluation.leaderboard import run_leaderboard
+
+    settings = settings_from_arguments(args, EVALUATION_SETTINGS, EVAL_LST_FIELDS)
+    base = EvalConfig(lst=settings.replace(graph=False), pretrained=args.pretrained, **values(args, OWN_FIELDS))
+    first = int(os.environ.get("RANK", "0")) == 0
+    if first:
+        print_backend(args.device, args.device_auto)
+    with process_group(args.device, args.join_timeout) as device:
+        board = run_leaderboard(
+            args.models,
+            args.data,
+            args.out,
+            base,
+            num_samples=args.num_samples,
+            min_confidence=args.min_confidence,
+            rank_by=args.rank_by,
+            resamples=args.resamples,
+            device=device,
+            data_root=args.data_root,
+            model_dir=args.model_dir,
+            num_workers=args.workers,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            graph=settings.graph,
+            digits=args.digits,
+        )
+    if first:
+        print(open(os.path.join(args.out, "leaderboard.md"), encoding="utf-8").read())
+        print(f"wrote {args.out}/leaderboard.md, .tex, .csv, .json and .png ({len(board['rows'])} models)")
+    return 0

@@ -1,0 +1,611 @@
+"""A blind-spot leaderboard (`lst-fast leaderboard`): many models, one data set, one shared pool, one row
+per model, ranked.
+
+    OUT/pool.json                 the shared pool (lst_fast.evaluation.pool), built once by every listed model
+    OUT/<model>/                  that model's `lst-fast eval` folder on the pool (run_evaluation, resumable)
+    OUT/<model>/scan.json         its accuracy and confidence on the images the pool's scan looked at
+    OUT/leaderboard.{md,tex,csv,json}, OUT/leaderboard.png    the ranked table and its figure
+
+Resumable at every level: a pool.json of the same data set and settings is reused (another is refused),
+finished evaluations are reused chunk by chunk, and a model added to the list is evaluated on the part of
+the fixed pool it classifies correctly, so the rows of the models already there do not change. Under
+torchrun rank 0 builds the pool and writes the tables; every rank takes its share of each evaluation.
+
+Every mean carries a 95% bootstrap interval over the source images (the percentile interval of
+`resamples` seeded resamples of the pool's positions; each model's mean over the resampled sources it
+has). The resamples are the same for every model, so the difference between two models is paired: model a
+ranks above model b only when the 95% interval of their paired difference in the ranking column excludes
+zero. A model's rank is 1 + the number of models ranked above it in that sense; models with the same rank
+share it ("2=").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from lst_fast import plots
+from lst_fast.atomic_files import atomic_write_text
+from lst_fast.data.sources import open_image_set
+from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
+from lst_fast.evaluation.runner import barrier, pool_config, rank_and_world, run_evaluation
+from lst_fast.evaluation.store import EvaluationStore, load_tensors
+from lst_fast.evaluation.tables import latex_text, round_pairs, table2_per_source
+
+__all__ = [
+    "COLUMNS",
+    "LEADERBOARD_DEFAULTS",
+    "bootstrap_means",
+    "model_folder",
+    "rank_models",
+    "run_leaderboard",
+    "write_leaderboard",
+]
+
+# The paper's settings (its Tables 1 and 2): what `lst-fast leaderboard` defaults to.
+LEADERBOARD_DEFAULTS = {"num_samples": 1000, "min_confidence": 0.6, "rounds": 5}
+DEFAULT_RANK_BY = "frac_above_0.2"
+DROPS = (0.0, 0.1, 0.2, 0.3)
+
+# Each column: (header, where it comes from, True when higher values rank first). The first rank goes to
+# the larger blind spot: more of the triangle held above p_src - d, higher confidence, outputs closer to
+# their targets (lower RMS / l_inf / LPIPS, higher SSIM).
+COLUMNS: Dict[str, Tuple[str, str, bool]] = {
+    "accuracy": ("accuracy (scanned)", "scan", True),
+    "scan_confidence": ("mean p (scanned)", "scan", True),
+    "rms": ("RMS", "table1", False),
+    "linf": ("l_inf", "table1", False),
+    "ssim": ("SSIM", "table1", True),
+    "lpips": ("LPIPS", "table1", False),
+    "confidence": ("final p", "table1", True),
+    "still_source": ("still source", "table1", True),
+    "mean": ("triangle mean p", "table2", True),
+    **{f"frac_above_{d:g}": (f"> p_src - {d:g}" if d else "> p_src", "table2", True) for d in DROPS},
+}
+SHOWN_SETTINGS = (("rounds", "R"), ("iterations", "T"), ("step_size", "eta"), ("threshold", "delta"))
+SHOWN_SETTINGS += (("adv_step_size", "eps"), ("precision", "precision"), ("seed", "seed"))
+
+
+def model_folder(spec: str) -> str:
+    """The folder name of a model under OUT: its spec with every character but letters, digits, '.', '-'
+    and '_' replaced, plus a short hash of the spec where anything was replaced (so names stay apart)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", spec).strip("._") or "model"
+    return safe if safe == spec else f"{safe}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+
+
+def run_leaderboard(
+    models: Sequence[str],
+    data: str,
+    out,
+    base: Optional[EvalConfig] = None,
+    num_samples: int = LEADERBOARD_DEFAULTS["num_samples"],
+    min_confidence: Optional[float] = LEADERBOARD_DEFAULTS["min_confidence"],
+    rank_by: str = DEFAULT_RANK_BY,
+    resamples: int = 1000,
+    device="cpu",
+    data_root: Optional[str] = None,
+    model_dir: Optional[str] = None,
+    num_workers: Optional[int] = None,
+    batch_size: int = 128,
+    progress: bool = True,
+    graph: bool = False,
+    digits: int = 3,
+) -> Dict[str, Any]:
+    """Build (or reuse) OUT/pool.json from `models` on `data`, evaluate each model on it into
+    OUT/<model_folder(spec)>/ with `base`'s settings (its rounds, LST settings, seed, chunk size; its
+    model, data, num_samples and min_confidence are replaced), then rank them and write the tables
+    (rank 0). Returns the leaderboard (the dict of leaderboard.json)."""
+    models = list(dict.fromkeys(models))
+    if not models:
+        raise ValueError("a leaderboard needs at least one --model")
+    if rank_by not in COLUMNS:
+        raise ValueError(f"rank_by must be one of {list(COLUMNS)}, got {rank_by!r}")
+    if rank_by == "lpips" and _lpips_available() is not None:
+        raise ValueError(f"cannot rank by lpips: {_lpips_available()}")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 10:
+        raise ValueError(f"resamples must be an integer >= 10, got {resamples!r}")
+    base = base or EvalConfig(rounds=LEADERBOARD_DEFAULTS["rounds"])
+    base.replace(num_samples=num_samples, min_confidence=min_confidence)  # checks them
+    folders = [model_folder(m) for m in models]
+    if len(set(folders)) != len(folders):
+        raise ValueError(f"two models share a folder name: {models}")
+    out = Path(out)
+    rank, world = rank_and_world()
+    with EvaluationStore(out).locked() if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            for stale in out.glob(".*.tmp"):  # a killed write of pool.json (only under the lock)
+                stale.unlink(missing_ok=True)
+            pool = _pool(
+                [{"model": m, "pretrained": base.pretrained} for m in models],
+                data,
+                out,
+                num_samples,
+                min_confidence,
+                base.seed,
+                data_root,
+                model_dir,
+                device,
+                num_workers,
+                batch_size,
+                progress,
+            )
+        barrier(world)
+        pool = load_pool(out / "pool.json") if rank != 0 else pool
+        for spec, folder in zip(models, folders, strict=True):
+            if rank == 0:
+                print(f"== {spec} -> {out / folder}", flush=True)
+                _scan(
+                    spec,
+                    data,
+                    base,
+                    pool,
+                    out / folder,
+                    device,
+                    data_root,
+                    model_dir,
+                    num_workers,
+                    batch_size,
+                    progress,
+                )
+            barrier(world)
+            cfg = pool_config(base.replace(model=spec, data=data), pool)
+            run_evaluation(cfg, out / folder, device, data_root, progress, graph, model_dir, pool, num_workers)
+        board: Dict[str, Any] = {}
+        if rank == 0:
+            board = write_leaderboard(out, models, rank_by, resamples, digits, data_root, model_dir, device)
+        barrier(world)
+    return board
+
+
+def _pool(
+    models,
+    data,
+    out: Path,
+    num_samples,
+    min_confidence,
+    seed,
+    data_root,
+    model_dir,
+    device,
+    workers,
+    batch_size,
+    progress,
+) -> Pool:
+    """OUT/pool.json: reused when it is of this data set and these settings, refused when it is not,
+    built from every listed model (dicts of model and pretrained) when it is missing."""
+    path = out / "pool.json"
+    specs = [m["model"] for m in models]
+    wanted = {"num_samples": num_samples, "min_confidence": min_confidence, "seed": seed}
+    if path.is_file():
+        pool = load_pool(path)
+        pool.check_data(open_image_set(data, data_root), data, str(path))
+        differ = {k: (pool.settings()[k], v) for k, v in wanted.items() if pool.settings()[k] != v}
+        if differ:
+            raise ValueError(
+                f"{path} was built with other settings (theirs vs ours: {differ}); use another --out or the "
+                "pool's settings"
+            )
+        later = [m for m in specs if m not in pool.makers]
+        print(
+            f"pool {path}: {len(pool)} images, reused (made by {', '.join(pool.makers)}"
+            + (f"; {', '.join(later)} evaluated on the part of it they classify correctly)" if later else ")"),
+            flush=True,
+        )
+        return pool
+    pool, stats = build_pool(
+        models, data, num_samples, min_confidence, seed, data_root, model_dir, device, workers, batch_size, progress
+    )
+    if len(pool) < 2:
+        raise ValueError(f"only {len(pool)} images of {data} qualify for the pool of {specs}; need at least 2")
+    pool.save(path)
+    rate = stats.scanned / stats.seconds if stats.seconds > 0 else float("inf")
+    print(
+        f"pool {path}: {len(pool)} images from {stats.scanned} of {stats.size} scanned "
+        f"({'full' if stats.filled else 'the whole data set: fewer than asked'}); forwards "
+        + ", ".join(f"{k} {v}" for k, v in stats.forwards.items())
+        + f"; {stats.seconds:.1f} s ({rate:.0f} images/s)",
+        flush=True,
+    )
+    return pool
+
+
+def _scan(spec, spec_data, base, pool, folder: Path, device, data_root, model_dir, workers, batch_size, progress):
+    """OUT/<model>/scan.json: the model's prediction and confidence on every image the pool's scan looked
+    at (the first `scanned` images of its seeded order), unless it is there for this pool."""
+    from lst_fast.models import resolve_model
+
+    path = folder / "scan.json"
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text())
+            if found.get("pool") == pool.digest and found.get("model") == spec:
+                return
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            pass
+    described = resolve_model(spec, device, pretrained=base.pretrained, model_dir=model_dir)
+    data = open_image_set(spec_data, data_root, described.preprocessing)
+    pool.check_data(data, spec_data)
+    scanned = scan_order(len(data), pool.seed)[: int(pool.scan["scanned"])]
+    predicted, confidence = classify(
+        described.classifier(), data, scanned, device, workers, batch_size, progress, desc=f"scan {spec}"
+    )
+    correct = predicted == data.labels[scanned]
+    record = {
+        "model": spec,
+        "pool": pool.digest,
+        "scanned": len(scanned),
+        "accuracy": float(correct.double().mean()),
+        "correct": correct.int().tolist(),
+        "confidence": confidence.tolist(),
+    }
+    atomic_write_text(path, json.dumps(record) + "\n")
+
+
+# -- the numbers ------------------------------------------------------------------------------------------
+
+
+def bootstrap_means(values: Tensor, weights: Tensor) -> Tensor:
+    """(B, M) means of M rows of values (M, P; NaN where a row has no value) under B resamples given as
+    counts (B, P): resample b's mean of row m is sum(w * v) / sum(w) over the positions it has."""
+    present = (~values.isnan()).double()
+    filled = torch.nan_to_num(values.double(), nan=0.0)
+    return (weights @ (filled * present).T) / (weights @ present.T)
+
+
+def resample_counts(positions: int, resamples: int, seed: int) -> Tensor:
+    """(resamples, positions) counts of `resamples` seeded bootstrap resamples of the positions."""
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(positions, (resamples, positions), generator=generator)
+    return torch.zeros(resamples, positions, dtype=torch.float64).scatter_add_(
+        1, index, torch.ones(resamples, positions, dtype=torch.float64)
+    )
+
+
+def _interval(values: Tensor, weights: Tensor) -> List[Dict[str, float]]:
+    """Per row: the mean over the positions it has and the 95% percentile interval of its resamples."""
+    means = bootstrap_means(values, torch.ones(1, values.shape[1], dtype=torch.float64))[0]
+    boots = bootstrap_means(values, weights)
+    low = torch.nanquantile(boots, 0.025, dim=0)
+    high = torch.nanquantile(boots, 0.975, dim=0)
+    return [{"mean": float(m), "low": float(lo), "high": float(hi)} for m, lo, hi in zip(means, low, high, strict=True)]
+
+
+def rank_models(boots: Tensor, higher_first: bool) -> Tuple[List[int], List[List[int]]]:
+    """(rank per model, the models ranked above each): model a is above b when the 95% interval of the
+    paired difference a - b (b - a when lower ranks first) over the resamples (B, M) excludes zero."""
+    sign = 1.0 if higher_first else -1.0
+    m = boots.shape[1]
+    above: List[List[int]] = [[] for _ in range(m)]
+    for a in range(m):
+        for b in range(m):
+            if a != b:
+                diff = sign * (boots[:, a] - boots[:, b])
+                diff = diff[~diff.isnan()]
+                if diff.numel() and float(torch.quantile(diff, 0.025)) > 0:
+                    above[b].append(a)
+    return [1 + len(a) for a in above], above
+
+
+def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor], int]:
+    """Each column's value per pool position (NaN where the model has no source) from an evaluation
+    folder: Table 1 averaged over the source's rounds, Table 2 per source; and its number of sources."""
+    store = EvaluationStore(folder)
+    cfg = store.read_config()
+    tables = json.loads(store.tables_json.read_text())
+    sources = int(tables["sources"])
+    chunks = math.ceil(sources / cfg.chunk_size)
+    rounds = [store.read_round(r, chunks) for r in range(cfg.rounds)]
+    position = pool.positions(rounds[0]["source"])
+    out: Dict[str, Tensor] = {}
+
+    def place(per_source: Tensor) -> Tensor:
+        full = torch.full((len(pool),), float("nan"), dtype=torch.float64)
+        full[position] = per_source.double()
+        return full
+
+    keys = ["rms", "linf", "ssim", "confidence", "still_source"]
+    for key in keys:
+        out[key] = place(torch.stack([r[key].double() for r in rounds]).nanmean(0))
+    if lpips:
+        lp = load_tensors(folder / "lpips.safetensors")["lpips"].double()  # (rounds, sources)
+        out["lpips"] = place(lp.nanmean(0))
+    triangles = [store.read_triangles(r1, r2) for r1, r2 in round_pairs(cfg.rounds)]
+    t2 = table2_per_source(triangles, cfg.triangle_n, sources)
+    for key in ["mean"] + [f"frac_above_{d:g}" for d in DROPS]:
+        out[key] = place(t2[key]) if t2[key].numel() else place(torch.full((sources,), float("nan")))
+    return out, sources
+
+
+def _lpips_files(folder: Path, pool: Pool, data_root, model_dir, device) -> Optional[str]:
+    """Write OUT/<model>/lpips.safetensors (LPIPS of each LST output to its target, per round) where
+    missing; return why LPIPS is left out, or None."""
+    from lst_fast.atomic_files import atomic_save_tensors
+    from lst_fast.metrics import lpips_distance
+    from lst_fast.models import resolve_model
+
+    path = folder / "lpips.safetensors"
+    if path.is_file():
+        return None
+    store = EvaluationStore(folder)
+    cfg = store.read_config()
+    sources = int(json.loads(store.tables_json.read_text())["sources"])
+    chunks = math.ceil(sources / cfg.chunk_size)
+    described = resolve_model(cfg.model, "cpu", pretrained=cfg.pretrained, model_dir=model_dir)
+    data = open_image_set(cfg.data, data_root, described.preprocessing)
+    rows = []
+    try:
+        for r in range(cfg.rounds):
+            values = []
+            for c in range(chunks):
+                chunk = store.read_chunk(r, c)
+                target = data.get(chunk["target"]).to(device)
+                values.append(lpips_distance(chunk["images"].to(device), target).double().cpu())
+            rows.append(torch.cat(values))
+    except RuntimeError as error:
+        return " ".join(str(error).split())
+    atomic_save_tensors({"lpips": torch.stack(rows)}, path)
+    return None
+
+
+def _lpips_available() -> Optional[str]:
+    try:
+        import lpips  # noqa: F401
+    except ImportError:
+        return "the lpips package is not installed (pip install lpips)"
+    return None
+
+
+def write_leaderboard(
+    out,
+    models: Sequence[str],
+    rank_by: str = DEFAULT_RANK_BY,
+    resamples: int = 1000,
+    digits: int = 3,
+    data_root: Optional[str] = None,
+    model_dir: Optional[str] = None,
+    device="cpu",
+) -> Dict[str, Any]:
+    """Rank the finished evaluations of `models` under OUT on OUT/pool.json and write
+    OUT/leaderboard.{md,tex,csv,json} and OUT/leaderboard.png; return the leaderboard dict."""
+    out = Path(out)
+    pool = load_pool(out / "pool.json")
+    lpips_missing = _lpips_available()
+    rows: List[Dict[str, Any]] = []
+    per_model: List[Dict[str, Tensor]] = []
+    scans: List[Dict[str, Tensor]] = []
+    for spec in models:
+        folder = out / model_folder(spec)
+        EvaluationStore(folder).require_finished()
+        if lpips_missing is None:
+            lpips_missing = _lpips_files(folder, pool, data_root, model_dir, device)
+        values, sources = _per_source(folder, pool, lpips_missing is None)
+        scan = json.loads((folder / "scan.json").read_text())
+        if scan.get("pool") != pool.digest:
+            raise ValueError(f"{folder / 'scan.json'} is of another pool; delete it and run the leaderboard again")
+        scans.append(
+            {
+                "accuracy": torch.tensor(scan["correct"], dtype=torch.float64),
+                "scan_confidence": torch.tensor(scan["confidence"], dtype=torch.float64),
+            }
+        )
+        per_model.append(values)
+        cfg = EvaluationStore(folder).read_config()
+        rows.append({"model": spec, "folder": str(folder), "sources": sources, "config": cfg.to_dict()})
+    columns = [c for c in COLUMNS if c != "lpips" or lpips_missing is None]
+    pool_counts = resample_counts(len(pool), resamples, pool.seed)
+    scanned = len(scans[0]["accuracy"])
+    scan_counts = resample_counts(scanned, resamples, pool.seed + 1)
+    boots: Dict[str, Tensor] = {}
+    for key in columns:
+        if COLUMNS[key][1] == "scan":
+            values, weights = torch.stack([s[key] for s in scans]), scan_counts
+        else:
+            values, weights = torch.stack([v[key] for v in per_model]), pool_counts
+        for row, cell in zip(rows, _interval(values, weights), strict=True):
+            row.setdefault("values", {})[key] = cell
+        boots[key] = bootstrap_means(values, weights)
+    ranks, above = rank_models(boots[rank_by], COLUMNS[rank_by][2])
+    for k, row in enumerate(rows):
+        row["rank"] = ranks[k]
+        row["ranked_below"] = [models[a] for a in above[k]]
+    sign = 1.0 if COLUMNS[rank_by][2] else -1.0
+    order = sorted(range(len(rows)), key=lambda k: (ranks[k], -sign * _or_inf(rows[k]["values"][rank_by]["mean"])))
+    rows = [rows[k] for k in order]
+    for row in rows:
+        row["rank_label"] = f"{row['rank']}=" if ranks.count(row["rank"]) > 1 else str(row["rank"])
+    board = {
+        "pool": {
+            "file": str(out / "pool.json"),
+            "digest": pool.digest,
+            "size": len(pool),
+            "data": pool.data,
+            "makers": pool.makers,
+            "settings": pool.settings(),
+            "scan": pool.scan,
+        },
+        "rank_by": rank_by,
+        "higher_first": {k: COLUMNS[k][2] for k in columns},
+        "resamples": resamples,
+        "columns": {k: COLUMNS[k][0] for k in columns},
+        "lpips": "included" if lpips_missing is None else f"omitted: {lpips_missing}",
+        "rows": rows,
+    }
+    atomic_write_text(out / "leaderboard.json", json.dumps(board, indent=1) + "\n")
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board, digits))
+    atomic_write_text(out / "leaderboard.tex", leaderboard_latex(board, digits))
+    atomic_write_text(out / "leaderboard.csv", leaderboard_csv(board))
+    leaderboard_figure(board, out / "leaderboard.png")
+    return board
+
+
+def _or_inf(value: float) -> float:
+    return value if value == value else -math.inf
+
+
+# -- the text ---------------------------------------------------------------------------------------------
+
+
+def _settings(config: Dict[str, Any]) -> str:
+    return ", ".join(f"{short}={_fmt(config.get(key))}" for key, short in SHOWN_SETTINGS)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def caption(board: Dict[str, Any]) -> str:
+    pool = board["pool"]
+    mc = pool["settings"]["min_confidence"]
+    bar = "" if mc is None else f" with confidence above {mc:g}"
+    scan = pool["scan"]
+    direction = "highest" if board["higher_first"][board["rank_by"]] else "lowest"
+    return (
+        f"One shared pool of {pool['size']} {pool['data']['spec']} images (digest {pool['digest'][:12]}): the "
+        f"first images of a seeded random order ({scan.get('scanned')} of {pool['data']['size']} scanned) that "
+        f"{', '.join(pool['makers'])} all classify correctly{bar}; a model not among those is evaluated on the "
+        "pool's images it classifies correctly (its sources). Every model walks the same sources toward the "
+        "same targets, so the comparison is paired. Cells: mean [95% bootstrap interval over source images, "
+        f"{board['resamples']} resamples, the same for every model]; accuracy and mean p over the scanned "
+        "images. Table 1 columns (RMS, l_inf, SSIM, final p, still source) average each source's rounds; "
+        "Table 2 columns are over triangles (source, two LST outputs); > p_src - d is the fraction of the "
+        f"triangle with confidence above p_src - d. Ranked by {board['columns'][board['rank_by']]} "
+        f"({direction} first): a model ranks above another only when the 95% interval of their paired "
+        "difference excludes zero; rank = 1 + the number of models above it, and 'k=' marks a shared rank. "
+        f"LPIPS: {board['lpips']}."
+    )
+
+
+def _cell(value: Dict[str, float], digits: int) -> str:
+    if value["mean"] != value["mean"]:
+        return "n/a"
+    return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
+
+
+def leaderboard_markdown(board: Dict[str, Any], digits: int = 3) -> str:
+    headers = list(board["columns"].values())
+    lines = [
+        "# lst-fast leaderboard",
+        "",
+        caption(board),
+        "",
+        "| rank | model | "
+        + " | ".join(headers[:2])
+        + " | sources / pool | "
+        + " | ".join(headers[2:])
+        + " | settings |",
+        "|---|---|" + "---|" * (len(headers) + 2),
+    ]
+    for row in board["rows"]:
+        cells = [_cell(row["values"][k], digits) for k in board["columns"]]
+        lines.append(
+            f"| {row['rank_label']} | `{row['model']}` | {' | '.join(cells[:2])} | "
+            f"{row['sources']} / {board['pool']['size']} | {' | '.join(cells[2:])} | {_settings(row['config'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_latex(board: Dict[str, Any], digits: int = 3) -> str:
+    headers = list(board["columns"].values())
+    lines = [
+        "% " + caption(board),
+        "% needs \\usepackage{booktabs}",
+        r"\begin{tabular}{ll" + "c" * 2 + "r" + "c" * (len(headers) - 2) + "l}",
+        r"\toprule",
+        "rank & model & "
+        + " & ".join(latex_text(h) for h in headers[:2])
+        + r" & sources & "
+        + " & ".join(latex_text(h) for h in headers[2:])
+        + r" & settings \\",
+        r"\midrule",
+    ]
+    for row in board["rows"]:
+        cells = []
+        for key in board["columns"]:
+            v = row["values"][key]
+            cells.append(
+                "n/a"
+                if v["mean"] != v["mean"]
+                else f"${v['mean']:.{digits}f}$ [{v['low']:.{digits}f}, {v['high']:.{digits}f}]"
+            )
+        lines.append(
+            f"{latex_text(row['rank_label'])} & \\texttt{{{latex_text(row['model'])}}} & {' & '.join(cells[:2])} & "
+            f"{row['sources']}/{board['pool']['size']} & {' & '.join(cells[2:])} & "
+            f"{latex_text(_settings(row['config']))} \\\\"
+        )
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_csv(board: Dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    keys = list(board["columns"])
+    writer.writerow(
+        ["rank", "model", "sources", "pool"]
+        + [f"{k}_{part}" for k in keys for part in ("mean", "low", "high")]
+        + [name for _, name in SHOWN_SETTINGS]
+    )
+    for row in board["rows"]:
+        writer.writerow(
+            [row["rank_label"], row["model"], row["sources"], board["pool"]["size"]]
+            + [repr(row["values"][k][part]) for k in keys for part in ("mean", "low", "high")]
+            + [_fmt(row["config"].get(key)) for key, _ in SHOWN_SETTINGS]
+        )
+    return buffer.getvalue()
+
+
+def leaderboard_figure(board: Dict[str, Any], path: Path) -> Path:
+    """Left: the ranking column per model with its 95% interval, in rank order. Right: the fraction of the
+    triangle above p_src - d for each d, per model, with its interval."""
+    plt = plots.pyplot()
+    rows = board["rows"]
+    key = board["rank_by"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(3.2, 0.45 * len(rows) + 1.5)))
+    y = list(range(len(rows)))[::-1]
+    mean = [r["values"][key]["mean"] for r in rows]
+    err = [
+        [max(0.0, r["values"][key]["mean"] - r["values"][key]["low"]) for r in rows],
+        [max(0.0, r["values"][key]["high"] - r["values"][key]["mean"]) for r in rows],
+    ]
+    left.errorbar(mean, y, xerr=err, fmt="o", capsize=4, color="tab:blue")
+    left.set_ylim(-0.6, len(rows) - 0.4)
+    left.set_yticks(y)
+    left.set_yticklabels([f"{r['rank_label']}  {r['model']}" for r in rows], fontsize=8)
+    left.set_xlabel(f"{board['columns'][key]} (mean, 95% bootstrap interval)")
+    left.set_title(f"ranked by {board['columns'][key]}", fontsize=9)
+    fractions = [f"frac_above_{d:g}" for d in DROPS]
+    for k, row in enumerate(rows):
+        values = [row["values"][f] for f in fractions]
+        shift = (k - (len(rows) - 1) / 2) * 0.008
+        right.errorbar(
+            [d + shift for d in DROPS],
+            [v["mean"] for v in values],
+            yerr=[[max(0.0, v["mean"] - v["low"]) for v in values], [max(0.0, v["high"] - v["mean"]) for v in values]],
+            marker="o",
+            capsize=3,
+            label=row["model"],
+        )
+    right.set_xticks(list(DROPS))
+    right.set_xlabel("d: fraction of the triangle with p > p_src - d")
+    right.set_ylabel("fraction (mean, 95% interval)")
+    right.set_ylim(0, 1.05)
+    right.legend(fontsize=8, loc="lower right")
+    fig.suptitle(
+        f"blind-spot leaderboard: {board['pool']['size']} shared sources of {board['pool']['data']['spec']}", fontsize=9
+    )
+    fig.tight_layout()
+    return plots.save_figure(fig, path)

@@ -1,0 +1,461 @@
+"""One pool of source images for a set of models (`lst-fast leaderboard`, `lst-fast eval --pool FILE`).
+
+The pool holds the images that every model that makes it classifies correctly, with confidence above
+`min_confidence` when it is set (the paper: 0.6). It is built the cheap way: the data set's indices are
+put in a seeded random order (`scan_order`: torch.randperm on a CPU generator, so the same on any
+machine), read in that order in batches by a torch DataLoader (worker processes decode image files; the
+batches arrive in order, whatever the number of workers), and each batch goes through the models in turn:
+a model sees only the images that every model before it accepted. The scan stops as soon as `num_samples`
+images qualify. The pool is therefore the first `num_samples` qualifying images of the seeded order: a
+uniform sample of the qualifying images, the same one a full scan followed by a seeded draw would give in
+distribution, at the cost of `scanned` candidates instead of the whole data set.
+
+What a pool identifies is data set indices. Each model reads those images with its own preprocessing
+(its resize and crop: `open_image_set(data, root, descriptor.preprocessing)`), as `lst-fast eval` does;
+for in-memory data sets (Fashion-MNIST, CIFAR-10, tensor files) every model reads the same pixels.
+
+The pool file is small JSON (no pickle), written atomically:
+
+    format, version           "lst-fast pool", 1
+    data                      the data set's identity: spec, kind, size, SHA-256 of its labels
+    models                    the models that made it (model, checkpoint, pretrained, preprocessing)
+    settings                  num_samples, min_confidence, seed
+    indices, labels           the pool, in the seeded order (so any prefix is a uniform sample too)
+    confidence                per model: its confidence in the true class of each pool image
+    scan                      what building it cost (ScanStats: scanned, decoded, forwards per model, ...)
+    digest                    SHA-256 of format, data, models, settings, indices and labels
+
+A data set is the pool's when its kind (the spec up to its first ':'; a folder may move), its size and its
+labels' digest are the pool's; `Pool.check_data` refuses another with one line saying why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from lst_fast.atomic_files import atomic_write_text
+from lst_fast.data.image_set import ImageSet
+from lst_fast.reference import class_probability
+
+__all__ = [
+    "POOL_FORMAT",
+    "Pool",
+    "PoolMember",
+    "ScanStats",
+    "build_pool",
+    "classify",
+    "data_identity",
+    "default_workers",
+    "load_pool",
+    "qualifies",
+    "scan_order",
+    "select_pool",
+]
+
+POOL_FORMAT, POOL_VERSION = "lst-fast pool", 1
+DEFAULT_BATCH = 128  # images per decode batch and per forward
+
+
+def default_workers(data: ImageSet) -> int:
+    """Decoding workers by default: min(4, CPU cores) for image files, none for in-memory data (indexing a
+    tensor is cheaper than handing it between processes)."""
+    if data.in_memory:
+        return 0
+    return max(0, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def scan_order(size: int, seed: int) -> Tensor:
+    """The seeded order in which a pool scans a data set of `size` images (a CPU generator: the same on
+    every machine)."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))
+
+
+def data_identity(data: ImageSet, spec: str) -> Dict[str, Any]:
+    """What makes a data set the same one: its kind (the spec up to the first ':'), size and labels."""
+    labels = data.labels.to(torch.int64).contiguous().numpy().tobytes()
+    return {
+        "spec": spec,
+        "kind": spec.partition(":")[0],
+        "size": len(data),
+        "labels_sha256": hashlib.sha256(labels).hexdigest(),
+    }
+
+
+def qualifies(logits: Tensor, labels: Tensor, min_confidence: Optional[float]) -> Tuple[Tensor, Tensor]:
+    """(ok, confidence): whether each image is classified correctly (and with confidence in its true class
+    above min_confidence, when set), and that confidence (float64)."""
+    confidence = class_probability(logits, labels)
+    ok = logits.argmax(1) == labels
+    if min_confidence is not None:
+        ok &= confidence > min_confidence
+    return ok, confidence
+
+
+@dataclasses.dataclass
+class PoolMember:
+    """One model of a pool: a name (its spec), the module from [0, 1] images to logits (eval mode), and
+    the data set as this model reads it (its preprocessing)."""
+
+    name: str
+    module: nn.Module
+    data: ImageSet
+
+
+@dataclasses.dataclass
+class ScanStats:
+    """What building a pool cost. scanned: candidates of the seeded order up to the one that filled the
+    pool (the whole data set when it did not fill); decoded: images the loader delivered, per distinct
+    preprocessing (a few prefetched batches beyond the stop are not counted); forwards: images each model
+    classified; qualifying: the pool's size."""
+
+    size: int
+    scanned: int
+    decoded: int
+    forwards: Dict[str, int]
+    qualifying: int
+    seconds: float
+    workers: int
+    batch_size: int
+    filled: bool
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batch b of the scan: (b, images per distinct data view); fetched whole, in a worker or here."""
+
+    def __init__(self, views: Sequence[ImageSet], order: Tensor, batch_size: int):
+        self.views, self.order, self.batch_size = list(views), order, batch_size
+
+    def __len__(self) -> int:
+        return (len(self.order) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, b: int) -> Tuple[int, List[Tensor]]:
+        index = self.order[b * self.batch_size : (b + 1) * self.batch_size]
+        return b, [view.get(index) for view in self.views]
+
+
+def _batches(views: Sequence[ImageSet], order: Tensor, batch_size: int, workers: int):
+    """The batches of `order` in order (a DataLoader keeps its batches' order whatever its workers)."""
+    dataset = _Batches(views, order, batch_size)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+
+
+def _views(members: Sequence[PoolMember]) -> Tuple[List[ImageSet], List[int]]:
+    """The distinct data sets of the members (one per preprocessing) and each member's view."""
+    views: List[ImageSet] = []
+    which = []
+    for member in members:
+        found = next((k for k, v in enumerate(views) if v is member.data), None)
+        if found is None:
+            views.append(member.data)
+            found = len(views) - 1
+        which.append(found)
+    return views, which
+
+
+def _check_settings(num_samples: int, min_confidence: Optional[float], batch_size: int, workers: Optional[int]):
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
+    mc = min_confidence
+    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, (int, float)) or not 0 <= mc < 1):
+        raise ValueError(f"min_confidence must be None or a number in [0, 1), got {mc!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"num_workers must be None or >= 0, got {workers!r}")
+
+
+@torch.no_grad()
+def select_pool(
+    members: Sequence[PoolMember],
+    num_samples: int,
+    min_confidence: Optional[float] = None,
+    seed: int = 0,
+    device: Union[str, torch.device] = "cpu",
+    num_workers: Optional[int] = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress: bool = True,
+) -> Tuple[Tensor, Dict[str, Tensor], ScanStats]:
+    """(indices, confidence per member, stats): the first `num_samples` images of the seeded order that
+    every member classifies correctly (above min_confidence when set), each candidate passing through the
+    members in turn (a rejection ends its check). The members share one data set (the same labels)."""
+    from tqdm.auto import tqdm
+
+    _check_settings(num_samples, min_confidence, batch_size, num_workers)
+    if not members:
+        raise ValueError("a pool needs at least one model")
+    labels = members[0].data.labels
+    for member in members[1:]:
+        if len(member.data) != len(labels) or not torch.equal(member.data.labels, labels):
+            raise ValueError(f"{member.name} reads another data set than {members[0].name}")
+    views, which = _views(members)
+    workers = default_workers(views[0]) if num_workers is None else num_workers
+    device = torch.device(device)
+    order = scan_order(len(labels), seed)
+    chosen: List[Tensor] = []
+    confidence: Dict[str, List[Tensor]] = {m.name: [] for m in members}
+    forwards = {m.name: 0 for m in members}
+    have, scanned, decoded = 0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(order), disable=not progress, desc="pool", unit="img", dynamic_ncols=True)
+    for b, images in _batches(views, order, batch_size, workers):
+        index = order[b * batch_size : (b + 1) * batch_size]
+        decoded += len(index) * len(views)
+        alive = torch.ones(len(index), dtype=torch.bool)
+        conf = torch.full((len(members), len(index)), float("nan"), dtype=torch.float64)
+        for m, member in enumerate(members):
+            rows = torch.nonzero(alive).flatten()
+            if rows.numel() == 0:
+                break
+            x = images[which[m]][rows].to(device)
+            ok, p = qualifies(member.module(x), labels[index[rows]].to(device), min_confidence)
+            forwards[member.name] += rows.numel()
+            conf[m, rows] = p.cpu()
+            alive[rows[~ok.cpu()]] = False
+        passed = torch.nonzero(alive).flatten()[: num_samples - have]
+        if have + passed.numel() >= num_samples:  # full: the scan ends at the image that filled it
+            used = int(passed[-1]) + 1
+        else:
+            used = len(index)
+        chosen.append(index[passed])
+        for m, member in enumerate(members):
+            confidence[member.name].append(conf[m, passed])
+        have += passed.numel()
+        scanned += used
+        bar.update(used)
+        bar.set_postfix(pool=f"{have}/{num_samples}")
+        if have >= num_samples:
+            break
+    bar.close()
+    stats = ScanStats(
+        size=len(order),
+        scanned=scanned,
+        decoded=decoded,
+        forwards=forwards,
+        qualifying=have,
+        seconds=time.perf_counter() - start,
+        workers=workers,
+        batch_size=batch_size,
+        filled=have >= num_samples,
+    )
+    cat = torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.long)
+    return cat, {k: torch.cat(v) if v else torch.empty(0, dtype=torch.float64) for k, v in confidence.items()}, stats
+
+
+@torch.no_grad()
+def classify(
+    module: nn.Module,
+    data: ImageSet,
+    indices: Tensor,
+    device: Union[str, torch.device] = "cpu",
+    num_workers: Optional[int] = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress: bool = False,
+    desc: str = "classify",
+) -> Tuple[Tensor, Tensor]:
+    """(predicted class, confidence in the true class) of each of `indices` (in their order), decoded by
+    a DataLoader as the pool scan decodes."""
+    from tqdm.auto import tqdm
+
+    _check_settings(1, None, batch_size, num_workers)
+    indices = indices.to(torch.long).cpu()
+    workers = default_workers(data) if num_workers is None else num_workers
+    predicted, confidence = [], []
+    bar = tqdm(total=len(indices), disable=not progress, desc=desc, unit="img", dynamic_ncols=True)
+    for b, (images,) in _batches([data], indices, batch_size, workers):
+        index = indices[b * batch_size : (b + 1) * batch_size]
+        logits = module(images.to(device))
+        predicted.append(logits.argmax(1).cpu())
+        confidence.append(class_probability(logits, data.labels[index].to(device)).cpu())
+        bar.update(len(index))
+    bar.close()
+    if not predicted:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.float64)
+    return torch.cat(predicted), torch.cat(confidence)
+
+
+def _model_entry(spec: str, checkpoint: Optional[str], pretrained: bool, preprocessing) -> Dict[str, Any]:
+    return {"model": spec, "checkpoint": checkpoint, "pretrained": pretrained, "preprocessing": preprocessing}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """A pool of source images (see the module docstring); `digest` names it in each run's config.json."""
+
+    data: Dict[str, Any]
+    models: Tuple[Dict[str, Any], ...]
+    num_samples: int
+    min_confidence: Optional[float]
+    seed: int
+    indices: Tensor
+    labels: Tensor
+    confidence: Dict[str, List[float]]
+    scan: Dict[str, Any]
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+    @property
+    def makers(self) -> List[str]:
+        return [m["model"] for m in self.models]
+
+    def settings(self) -> Dict[str, Any]:
+        return {"num_samples": self.num_samples, "min_confidence": self.min_confidence, "seed": self.seed}
+
+    def _identity(self) -> Dict[str, Any]:
+        return {
+            "format": POOL_FORMAT,
+            "version": POOL_VERSION,
+            "data": {k: self.data[k] for k in ("kind", "size", "labels_sha256")},
+            "models": [{k: m[k] for k in ("model", "checkpoint", "pretrained")} for m in self.models],
+            "settings": self.settings(),
+            "indices": self.indices.tolist(),
+            "labels": self.labels.tolist(),
+        }
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of what the pool is (not of its confidences or its cost, which depend on the machine)."""
+        return hashlib.sha256(json.dumps(self._identity(), sort_keys=True).encode()).hexdigest()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            **self._identity(),
+            "data": self.data,
+            "models": list(self.models),
+            "confidence": self.confidence,
+            "scan": self.scan,
+            "digest": self.digest,
+        }
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], name: str = "the pool") -> "Pool":
+        if not isinstance(values, dict) or values.get("format") != POOL_FORMAT:
+            raise ValueError(f'{name} is not an lst-fast pool file (no "format": "{POOL_FORMAT}")')
+        if values.get("version") != POOL_VERSION:
+            raise ValueError(
+                f"{name} is a pool file of version {values.get('version')!r}; this lst_fast reads {POOL_VERSION}"
+            )
+        try:
+            settings = values["settings"]
+            pool = cls(
+                data=dict(values["data"]),
+                models=tuple(dict(m) for m in values["models"]),
+                num_samples=int(settings["num_samples"]),
+                min_confidence=settings["min_confidence"],
+                seed=int(settings["seed"]),
+                indices=torch.tensor(values["indices"], dtype=torch.long),
+                labels=torch.tensor(values["labels"], dtype=torch.long),
+                confidence={k: list(v) for k, v in values.get("confidence", {}).items()},
+                scan=dict(values.get("scan", {})),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{name} is a malformed pool file ({type(error).__name__}: {error})") from error
+        if pool.indices.dim() != 1 or pool.labels.shape != pool.indices.shape:
+            raise ValueError(f"{name} is a malformed pool file (indices and labels differ in length)")
+        if values.get("digest") != pool.digest:
+            raise ValueError(f"{name} has been changed since it was written (its digest does not match its contents)")
+        return pool
+
+    def check_data(self, data: ImageSet, spec: str, name: str = "the pool") -> None:
+        """ValueError (one line) unless `data` is the data set the pool was built on."""
+        found = data_identity(data, spec)
+        ours = self.data
+        why = [
+            f"{what} {ours[key]} vs {found[key]}"
+            for key, what in (("kind", "data"), ("size", "images"))
+            if ours[key] != found[key]
+        ]
+        if not why and ours["labels_sha256"] != found["labels_sha256"]:
+            why.append("its labels differ")
+        if why:
+            raise ValueError(
+                f"{name} was built on another data set ({ours['spec']}, {ours['size']} images) than {spec} "
+                f"({found['size']} images): {', '.join(why)}; build a pool for this data set"
+            )
+        if len(self) and int(self.indices.max()) >= len(data):
+            raise ValueError(f"{name} holds index {int(self.indices.max())}, beyond the {len(data)} images of {spec}")
+        if not torch.equal(data.labels[self.indices], self.labels):
+            raise ValueError(f"{name}'s labels are not those of {spec} at its indices")
+
+    def positions(self, indices: Tensor) -> Tensor:
+        """The pool position of each data set index in `indices` (all must be in the pool)."""
+        where = {int(i): k for k, i in enumerate(self.indices.tolist())}
+        return torch.tensor([where[int(i)] for i in indices.tolist()], dtype=torch.long)
+
+
+def load_pool(path: Union[str, os.PathLike]) -> Pool:
+    """Read a pool file; ValueError naming it when it is missing, not JSON, malformed or changed."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no pool file {path} (`lst-fast leaderboard` writes OUT/pool.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a pool file (not JSON: {error})") from error
+    return Pool.from_dict(values, str(path))
+
+
+def build_pool(
+    models: Sequence[Union[str, Dict[str, Any]]],
+    data: str,
+    num_samples: int,
+    min_confidence: Optional[float] = None,
+    seed: int = 0,
+    data_root: Optional[str] = None,
+    model_dir: Optional[str] = None,
+    device: Union[str, torch.device] = "cpu",
+    num_workers: Optional[int] = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress: bool = True,
+) -> Tuple[Pool, ScanStats]:
+    """Build the pool of the named models (specs, or dicts with model, checkpoint, pretrained) on the data
+    set `data` (see the module docstring); return it with what it cost. Nothing is written."""
+    from lst_fast.data.sources import open_image_set
+    from lst_fast.models import resolve_model
+
+    entries = [m if isinstance(m, dict) else {"model": m} for m in models]
+    specs = [e["model"] for e in entries]
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"the models of a pool must differ, got {specs}")
+    members, views, described_models = [], {}, []
+    for entry in entries:
+        checkpoint, pretrained = entry.get("checkpoint"), bool(entry.get("pretrained", True))
+        described = resolve_model(
+            entry["model"], device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir
+        )
+        pre = described.preprocessing
+        if pre not in views:  # one data view per distinct preprocessing
+            views[pre] = open_image_set(data, data_root, pre)
+        members.append(PoolMember(entry["model"], described.classifier(), views[pre]))
+        described_models.append(_model_entry(entry["model"], checkpoint, pretrained, pre.to_dict()))
+    indices, confidence, stats = select_pool(
+        members, num_samples, min_confidence, seed, device, num_workers, batch_size, progress
+    )
+    first = members[0].data
+    pool = Pool(
+        data=data_identity(first, data),
+        models=tuple(described_models),
+        num_samples=num_samples,
+        min_confidence=None if min_confidence is None else float(min_confidence),
+        seed=int(seed),
+        indices=indices,
+        labels=first.labels[indices],
+        confidence={k: v.tolist() for k, v in confidence.items()},
+        scan=stats.to_dict(),
+    )
+    return pool, stats
