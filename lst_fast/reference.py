@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lst_fast.confidence import class_probability
+
 
 def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
     """Arithmetic type of the kernels: float32 for float16/bfloat16/float32, float64 for float64."""
@@ -45,13 +47,6 @@ def orthogonal_step(
     candidate = ((x.to(opmath) + step_size * v_perp) - new_adv).clamp(lo, hi)
     adv.copy_(new_adv)
     return candidate.to(x.dtype)
-
-
-def class_probability(logits: Tensor, label: Tensor) -> Tensor:
-    """softmax(logits)[label] per row, as a stable log-sum-exp in float64."""
-    z = logits.to(torch.float64)
-    e = (z - z.max(dim=1, keepdim=True).values).exp()
-    return e.gather(1, label.reshape(-1, 1)).squeeze(1) / e.sum(1)
 
 
 def confidence_accept(

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Ty
 import torch
 from torch import Tensor
 
+from lst_fast.confidence import class_probability
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation import tables as paper_tables
@@ -25,7 +26,6 @@ from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
-from lst_fast.reference import class_probability
 from lst_fast.traversal import traverse
 
 __all__ = ["build_pool", "run_evaluation", "staged_on_device"]
