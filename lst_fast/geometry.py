@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from lst_fast import ops, prepared_model, runtime, validation
-from lst_fast.reference import class_probability
+from lst_fast.confidence import class_probability
 from lst_fast.settings import check_precision
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 
 from lst_fast.runtime import on_device
-from lst_fast.walk_state import Targets, WalkState
+from lst_fast.walk_state import WalkConstants, WalkState
 
-Tensors = Tuple[Targets, WalkState]
+Tensors = Tuple[WalkConstants, WalkState]
 
 
 class GraphReplay:
@@ -39,7 +39,7 @@ class GraphReplay:
         self.tensors: Optional[Tensors] = None
         self.stream: "Optional[torch.cuda.Stream]" = None
 
-    def adopt(self, fixed: Targets, state: WalkState) -> Tensors:
+    def adopt(self, fixed: WalkConstants, state: WalkState) -> Tensors:
         """The tensors the next walk must use, owned by the replay: the captured ones with this batch's
         values copied in when the shapes match the capture; otherwise fresh copies (any capture dropped)."""
         if self.graph is not None and self.tensors is not None and _same_shapes(self.tensors, (fixed, state)):
@@ -81,7 +81,7 @@ def capture(fn: Callable[[], None], stream: "torch.cuda.Stream") -> "torch.cuda.
 
 
 def _owned_copy(tensors):
-    """A copy of a Targets or WalkState whose tensors are new memory in the same layout."""
+    """A copy of a WalkConstants or WalkState whose tensors are new memory in the same layout."""
     return dataclasses.replace(
         tensors,
         **{

@@ -24,16 +24,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from lst_fast.machine import BF16_EMULATED_WARNING, cpu_has_bf16_instructions
-from lst_fast.reference import class_probability
-from lst_fast.runtime import cudnn_autotune, full_fp32_matmuls
+from lst_fast.runtime import full_fp32_matmuls
 from lst_fast.settings import check_precision
-from lst_fast.walk_state import WalkState
 
 
 @dataclasses.dataclass
@@ -235,61 +233,3 @@ def prepare(model: nn.Module, precision: str, probe: Tensor, compile_model: bool
     if precision == "fp32":
         return PreparedModel.original(model, probe.dtype)
     return _build_bf16(model, probe.to(floating_dtype(model, probe.dtype)), compile_model)
-
-
-class Checkpoints:
-    """bf16 mode: the walk judges with the bf16 copy, so the end points are checked with the model as given
-    (p0 - p < threshold, with its own p0). A sample whose final iterate fails walks back to the newest
-    kept iterate that passes (iterates are kept at 20 evenly spaced iterations, with their accepted-step
-    counts); a sample none of whose kept iterates passes keeps its start (as in exact mode when no step
-    is accepted). One forward of the model as given per batch, plus one per walk-back on the failing few."""
-
-    KEPT = 20
-
-    @classmethod
-    def copies_held(cls, iterations: int) -> int:
-        """The most copies of the batch's images a walk of `iterations` makes it hold: the kept iterates
-        (the start and every `every`-th iterate before the last) and finish's result."""
-        every = max(1, -(-iterations // cls.KEPT))
-        return 1 + len(range(every, iterations, every)) + 1
-
-    def __init__(
-        self,
-        report: Callable[[Tensor], Tensor],
-        state: WalkState,
-        label: Tensor,
-        p0: Tensor,
-        threshold: float,
-        iterations: int,
-    ) -> None:
-        self.report, self.label, self.p0, self.threshold, self.last = report, label, p0, threshold, iterations
-        self.every = max(1, -(-iterations // self.KEPT))
-        self.kept: List[Tuple[Tensor, Tensor]] = []
-        self.keep(state)
-
-    def stepped(self, iteration: int, state: WalkState) -> None:
-        if iteration % self.every == 0 and iteration < self.last:  # the last one is `finish`'s to judge
-            self.keep(state)
-
-    def keep(self, state: WalkState) -> None:
-        self.kept.append((state.x.clone(memory_format=torch.preserve_format), state.accepted_steps.clone()))
-
-    def finish(self, state: WalkState) -> Tuple[Tensor, Tensor, Tensor]:
-        """(images, accepted steps, confidence for the model as given) to return."""
-        x, steps = state.x.clone(memory_format=torch.preserve_format), state.accepted_steps.clone()
-        # The walk-back forwards subsets of ever-changing size: autotuning cuDNN for each would cost more
-        # than these few forwards.
-        with torch.no_grad(), cudnn_autotune(False):
-            confidence = class_probability(self.report(x), self.label)
-            failing = (~(self.p0 - confidence < self.threshold)).nonzero()[:, 0]
-            for kept_x, kept_steps in reversed(self.kept):
-                if failing.numel() == 0:
-                    break
-                p = class_probability(self.report(kept_x[failing]), self.label[failing])
-                passes = self.p0[failing] - p < self.threshold
-                if kept_x is self.kept[0][0]:  # the start: kept whatever it gives
-                    passes = torch.ones_like(passes)
-                back = failing[passes]
-                x[back], steps[back], confidence[back] = kept_x[back], kept_steps[back], p[passes]
-                failing = failing[~passes]
-        return x, steps, confidence

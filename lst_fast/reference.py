@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lst_fast.confidence import class_probability
+
 
 def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
     """Arithmetic type of the kernels: float32 for float16/bfloat16/float32, float64 for float64."""
@@ -47,14 +49,17 @@ def orthogonal_step(
     return candidate.to(x.dtype)
 
 
-def class_probability(logits: Tensor, label: Tensor) -> Tensor:
-    """softmax(logits)[label] per row, as a stable log-sum-exp in float64."""
-    z = logits.to(torch.float64)
-    e = (z - z.max(dim=1, keepdim=True).values).exp()
-    return e.gather(1, label.reshape(-1, 1)).squeeze(1) / e.sum(1)
-
-
-def confidence_accept(logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence) -> Tensor:
+def confidence_accept(
+    logits: Tensor,
+    label: Tensor,
+    p0: Tensor,
+    threshold: float,
+    x: Tensor,
+    candidate: Tensor,
+    grad: Tensor,
+    candidate_grad: Tensor,
+    confidence: Tensor,
+) -> Tensor:
     """Accept candidates whose source-class confidence dropped less than `threshold` below p0.
 
     The arguments are lst_fast.ops.confidence_accept's (tensors, and the float threshold), already

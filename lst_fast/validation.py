@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Sequence, Tuple, Union
+import warnings
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -177,6 +178,58 @@ def check_channel_count(name: str, values: Tuple[float, ...], channels: int) -> 
     """One value for every channel, or one for all."""
     if len(values) not in (1, channels):
         raise ValueError(f"{name} must have 1 or {channels} (channels) values, got {len(values)}")
+
+
+def check_model_output(
+    model: torch.nn.Module, forward: Callable[[Tensor], Tensor], images: Tensor, stacklevel: int = 1
+) -> Tensor:
+    """The logits of `forward` (the model, as LST calls it) on a few of the images, checked before any walk:
+    the model must leave its input as it was, and return finite floating-point logits (N, classes);
+    outputs that look like probabilities warn (at `stacklevel`, 1 being the caller). A few images tell the
+    class count, so the labels can be checked next."""
+    probe = images[:8].clone()
+    version = probe._version
+    with torch.no_grad():
+        logits = forward(probe)
+    if probe._version != version:
+        raise ValueError(
+            f"model ({type(model).__name__}) changes its input in place; LST hands it the "
+            "iterate itself: make that operation out of place, or pass mean/std (the model then "
+            "gets a normalized copy)"
+        )
+    check_logits(logits, probe.shape[0])
+    warn_if_probabilities(logits, stacklevel=stacklevel + 1)
+    return logits
+
+
+def check_logits(logits: Tensor, n: int) -> None:
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"model must return logits of shape ({n}, num_classes), got {got}")
+    if not logits.is_floating_point():
+        raise ValueError(
+            f"model must return floating-point logits (autograd differentiates only those), got {logits.dtype}"
+        )
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("model returned NaN or Inf logits for the source images x")
+
+
+def warn_if_probabilities(logits: Tensor, stacklevel: int = 1) -> None:
+    """Outputs that are already probabilities (every row >= 0, summing to 1) are taken as logits, whose
+    softmax is then nearly flat: say so (at `stacklevel`, 1 being the caller)."""
+    if (
+        logits.numel()
+        and bool((logits >= 0).all())
+        and bool(
+            torch.allclose(logits.double().sum(1), logits.new_ones(logits.shape[0], dtype=torch.float64), atol=1e-4)
+        )
+    ):
+        warnings.warn(
+            "the model's outputs look like probabilities (every row is non-negative and sums to 1); "
+            "LST expects logits and applies softmax itself: return the logits",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def normalization(

@@ -1,15 +1,23 @@
 """What watches a walk without changing it: each observer's `stepped(iteration, state)` runs after every
-iteration, outside any CUDA graph. The walk itself (lst_fast.loop.walk) knows nothing of what they do."""
+iteration, outside any CUDA graph. The walk itself (lst_fast.loop.walk) knows nothing of what they do.
+
+Every walk has one `WalkEnd` among its observers, which its precision picks (lst_fast.precision): it says
+which images the walk returns. Exact mode's is `FinalIterate`, bf16 mode's the end check `EndCheck`."""
 
 from __future__ import annotations
 
-from typing import Callable, List, Protocol
+from typing import Any, Callable, Dict, List, Protocol, Tuple
 
 import torch
 from torch import Tensor
 
-from lst_fast.reference import class_probability
+from lst_fast.confidence import class_probability
+from lst_fast.runtime import cudnn_autotune
 from lst_fast.walk_state import WalkState
+
+# How many iterates the bf16 end check keeps at most (the start among them), each a copy of the batch's
+# images with their accepted-step counts: memory the batch holds until its walk ends.
+KEPT_ITERATES = 20
 
 
 class WalkObserver(Protocol):
@@ -17,10 +25,20 @@ class WalkObserver(Protocol):
         """Called after iteration `iteration` (1-based) with the state as it now is."""
 
 
+class WalkEnd(WalkObserver, Protocol):
+    """The observer that decides what a walk returns."""
+
+    p0: Tensor  # the clean source's confidence for the label, as reported (float64)
+
+    def finish(self, state: WalkState) -> Tuple[Tensor, Tensor, Tensor]:
+        """(images, accepted steps, confidence for the label) to return, in tensors the batch may keep."""
+
+
 class Recorder:
     """Keeps the iterate and its source- and target-class confidences at iteration 0, every `every`
     iterations and at the last one. The target-class confidence comes from one forward of the walk's
-    model at the kept iterate (outside the walk, so the walk's state holds only what it needs)."""
+    model at the kept iterate (outside the walk, so the walk's state holds only what it needs). Each kept
+    iterate is copied to `device` (a host read when that is the CPU and the walk runs on a GPU)."""
 
     def __init__(
         self,
@@ -55,7 +73,7 @@ class Recorder:
         self.target_confidence.append(target_confidence)
         self.images.append(state.x.to(self.device, copy=True))
 
-    def traces(self) -> dict:
+    def traces(self) -> Dict[str, Tensor]:
         return {
             "trace_iterations": torch.tensor(self.iterations, dtype=torch.long),
             "trace_confidence": torch.stack(self.confidence),
@@ -66,9 +84,9 @@ class Recorder:
 
 class ProgressReport:
     """The progress bar: one tick per iteration; the acceptance rate and the mean confidence 20 times per
-    walk (the only host reads in the loop)."""
+    walk (two host reads each time)."""
 
-    def __init__(self, bar, samples: int, iterations: int) -> None:
+    def __init__(self, bar: Any, samples: int, iterations: int) -> None:
         self.bar, self.samples, self.last = bar, samples, iterations
         self.every = max(1, iterations // 20)
 
@@ -79,3 +97,71 @@ class ProgressReport:
                 accept=f"{float(state.accepted_steps.sum()) / (self.samples * iteration):.2f}",
                 conf=f"{float(state.confidence.mean()):.3f}",
             )
+
+
+class FinalIterate:
+    """Exact mode's end: the walk's last iterate is what it returns. With `copy` (a CUDA graph replay owns
+    the state's memory, and the next batch of this shape overwrites it) the outputs are copied out."""
+
+    def __init__(self, p0: Tensor, copy: bool) -> None:
+        self.p0 = p0.clone() if copy else p0
+        self.copy = copy
+
+    def stepped(self, iteration: int, state: WalkState) -> None:
+        pass
+
+    def finish(self, state: WalkState) -> Tuple[Tensor, Tensor, Tensor]:
+        x, steps, confidence = state.x, state.accepted_steps, state.confidence
+        if self.copy:
+            x, steps, confidence = x.clone(memory_format=torch.preserve_format), steps.clone(), confidence.clone()
+        return x, steps, confidence
+
+
+class EndCheck:
+    """bf16 mode's end: the walk judges with the bf16 copy, so the end points are checked with the model as
+    given (p0 - p < threshold, with its own p0). A sample whose final iterate fails walks back to the
+    newest kept iterate that passes (KEPT_ITERATES evenly spaced iterates are kept, with their
+    accepted-step counts); a sample none of whose kept iterates passes keeps its start (as in exact mode
+    when no step is accepted). One forward of the model as given per batch, plus one per walk-back on the
+    failing few. Its outputs are new tensors, so a graph replay's memory is never handed out."""
+
+    def __init__(
+        self,
+        report: Callable[[Tensor], Tensor],
+        state: WalkState,
+        label: Tensor,
+        p0: Tensor,
+        threshold: float,
+        iterations: int,
+    ) -> None:
+        self.report, self.label, self.p0, self.threshold, self.last = report, label, p0, threshold, iterations
+        self.every = max(1, -(-iterations // KEPT_ITERATES))
+        self.kept: List[Tuple[Tensor, Tensor]] = []
+        self.keep(state)
+
+    def stepped(self, iteration: int, state: WalkState) -> None:
+        if iteration % self.every == 0 and iteration < self.last:  # the last one is `finish`'s to judge
+            self.keep(state)
+
+    def keep(self, state: WalkState) -> None:
+        self.kept.append((state.x.clone(memory_format=torch.preserve_format), state.accepted_steps.clone()))
+
+    def finish(self, state: WalkState) -> Tuple[Tensor, Tensor, Tensor]:
+        """(images, accepted steps, confidence for the model as given) to return."""
+        x, steps = state.x.clone(memory_format=torch.preserve_format), state.accepted_steps.clone()
+        # The walk-back forwards subsets of ever-changing size: autotuning cuDNN for each would cost more
+        # than these few forwards.
+        with torch.no_grad(), cudnn_autotune(False):
+            confidence = class_probability(self.report(x), self.label)
+            failing = (~(self.p0 - confidence < self.threshold)).nonzero()[:, 0]
+            for kept_x, kept_steps in reversed(self.kept):
+                if failing.numel() == 0:
+                    break
+                p = class_probability(self.report(kept_x[failing]), self.label[failing])
+                passes = self.p0[failing] - p < self.threshold
+                if kept_x is self.kept[0][0]:  # the start: kept whatever it gives
+                    passes = torch.ones_like(passes)
+                back = failing[passes]
+                x[back], steps[back], confidence[back] = kept_x[back], kept_steps[back], p[passes]
+                failing = failing[~passes]
+        return x, steps, confidence

@@ -1,4 +1,4 @@
-"""The tensors one LST walk reads (`Targets`) and updates in place (`WalkState`), on one batch."""
+"""The tensors one LST walk reads (`WalkConstants`) and updates in place (`WalkState`), on one batch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import Tensor
 
 
 @dataclasses.dataclass
-class Targets:
+class WalkConstants:
     """What a walk reads and never changes."""
 
     target: Tensor  # x_t, the target images

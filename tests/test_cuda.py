@@ -263,9 +263,9 @@ def test_host_syncs_do_not_grow_with_iterations(monkeypatch, graph):
     """The walk's syncs are counted; the bf16 end check's walk-back (its syncs depend on the data) is not."""
     import warnings
 
-    from lst_fast.prepared_model import Checkpoints
+    from lst_fast.walk_observers import EndCheck
 
-    finish = Checkpoints.finish
+    finish = EndCheck.finish
 
     def finish_uncounted(self, state):
         mode = torch.cuda.get_sync_debug_mode()
@@ -275,7 +275,7 @@ def test_host_syncs_do_not_grow_with_iterations(monkeypatch, graph):
         finally:
             torch.cuda.set_sync_debug_mode(mode)
 
-    monkeypatch.setattr(Checkpoints, "finish", finish_uncounted)
+    monkeypatch.setattr(EndCheck, "finish", finish_uncounted)
     model = tiny_cnn(channels=3, size=16, scale=12).cuda()
     x, y = torch.rand(16, 3, 16, 16, device="cuda"), torch.rand(16, 3, 16, 16, device="cuda")
     lst_fast.traverse(model, x, y, iterations=5, precision="bf16", graph=graph)  # build the copy, warm up

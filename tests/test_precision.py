@@ -10,7 +10,7 @@ from torch import nn
 
 import lst_fast
 from lst_fast import batching, prepared_model
-from lst_fast.reference import class_probability
+from lst_fast.confidence import class_probability
 from conftest import PerSample, tiny_cnn
 
 SETTINGS = dict(step_size=0.1, threshold=0.005, adv_step_size=2e-3, init_noise=2 / 255)
@@ -372,7 +372,7 @@ def test_graph_replay_makes_one_side_stream_for_its_warmups_and_captures(monkeyp
     monkeypatch.setattr(graph_replay, "capture", lambda fn, stream: stub.captures.append(stream) or current)
 
     def state(n):
-        fixed = walk_state.Targets(torch.zeros(n, 2), torch.zeros(n, dtype=torch.long), torch.ones(n))
+        fixed = walk_state.WalkConstants(torch.zeros(n, 2), torch.zeros(n, dtype=torch.long), torch.ones(n))
         walk = walk_state.WalkState(
             torch.zeros(n, 2), torch.zeros(n, 2), torch.zeros(n, 2), torch.ones(n), torch.zeros(n, dtype=torch.long)
         )
@@ -396,7 +396,7 @@ def test_graph_replay_reuses_one_capture_for_batches_of_one_shape(monkeypatch):
     replay = graph_replay.GraphReplay(torch.device("cuda:0"))
 
     def batch(n, value):
-        fixed = walk_state.Targets(
+        fixed = walk_state.WalkConstants(
             target=torch.full((n, 2), value),
             label=torch.zeros(n, dtype=torch.long),
             p0=torch.ones(n, dtype=torch.float64),
@@ -423,7 +423,7 @@ def _simulated_graphs_on_the_cpu(monkeypatch):
     """graph=True on the CPU with torch.cuda's calls stubbed: the capture records the iteration closure
     without running it, and each replay calls that closure again, on the tensors it was captured with,
     as a CUDA graph replays its kernels on the captured memory."""
-    from lst_fast import graph_replay, traversal
+    from lst_fast import call_plan, graph_replay
 
     _StubCuda(monkeypatch)
 
@@ -435,7 +435,7 @@ def _simulated_graphs_on_the_cpu(monkeypatch):
             self.fn()
 
     monkeypatch.setattr(graph_replay, "capture", lambda fn, stream: RecordedGraph(fn))
-    monkeypatch.setattr(traversal, "_graph_replay", lambda device: graph_replay.GraphReplay(device))
+    monkeypatch.setattr(call_plan, "_graph_replay", lambda device: graph_replay.GraphReplay(device))
 
 
 @pytest.mark.parametrize("give_label", [True, False])
@@ -464,7 +464,7 @@ def test_graph_batches_of_one_shape_keep_inputs_and_own_their_results(monkeypatc
 def test_bf16_walk_back_does_not_autotune_cudnn_for_each_subset_size():
     """The end check's walk-back forwards subsets of changing size; cuDNN autotuning (on for the walk in
     bf16 mode) is off for those forwards and on again afterwards."""
-    from lst_fast import runtime, walk_state
+    from lst_fast import runtime, walk_observers, walk_state
 
     flags = []
 
@@ -483,13 +483,68 @@ def test_bf16_walk_back_does_not_autotune_cudnn_for_each_subset_size():
     )
     label = torch.zeros(n, dtype=torch.long)
     with runtime.cudnn_autotune():
-        check = prepared_model.Checkpoints(report, state, label, torch.ones(n, dtype=torch.float64), 0.2, iterations=4)
+        check = walk_observers.EndCheck(report, state, label, torch.ones(n, dtype=torch.float64), 0.2, iterations=4)
         state.x[:2] = 1.0  # two samples end where the model as given no longer holds the class
         state.accepted_steps += 4
         x, steps, _ = check.finish(state)
         assert torch.backends.cudnn.benchmark
     assert len(flags) == 2 and not any(flags), flags
     assert torch.equal(x, torch.zeros(n, 3)) and steps.tolist() == [0, 0, 4, 4]
+
+
+def _walk_state(n, shape=(3,)):
+    from lst_fast import walk_state
+
+    return walk_state.WalkState(
+        x=torch.zeros(n, *shape),
+        grad=torch.zeros(n, *shape),
+        adv=torch.zeros(n, *shape),
+        confidence=torch.ones(n, dtype=torch.float64),
+        accepted_steps=torch.zeros(n, dtype=torch.long),
+    )
+
+
+@pytest.mark.parametrize("iterations, kept", [(400, 20), (45, 15), (20, 20), (5, 5), (1, 1)])
+def test_end_check_keeps_at_most_kept_iterates(iterations, kept):
+    """The bf16 end check keeps the start and evenly spaced iterates before the last, never more than
+    KEPT_ITERATES of them (the batch-size estimate counts their memory)."""
+    from lst_fast import walk_observers
+
+    state = _walk_state(2)
+    check = walk_observers.EndCheck(
+        lambda x: x, state, torch.zeros(2, dtype=torch.long), state.confidence, 0.2, iterations
+    )
+    for i in range(1, iterations + 1):
+        check.stepped(i, state)
+    assert len(check.kept) == kept <= walk_observers.KEPT_ITERATES
+
+
+def test_each_precision_walks_reports_and_ends_with_its_own_models():
+    """fp32: the model itself walks and reports and the walk's last iterate is returned (copied out only
+    when a graph replay owns it); bf16: a bf16 copy walks, the model as given reports, the end check ends."""
+    from lst_fast import precision, walk_observers, walk_state
+    from lst_fast.settings import LSTSettings
+
+    model = tiny_cnn(scale=12)
+    x, _ = images(4, seed=23)
+    exact = precision.for_call(model, LSTSettings(), x, None)
+    assert isinstance(exact, precision.ExactPrecision) and exact.walk is exact.report
+    logits, reported = exact.source_logits(x)
+    assert reported is logits and torch.equal(logits, model(x).detach())
+    state = _walk_state(4, (1, 8, 8))
+    fixed = walk_state.WalkConstants(target=x, label=logits.argmax(1), p0=torch.ones(4, dtype=torch.float64))
+    for copy_out in (False, True):
+        end = exact.end(state, fixed, reported, LSTSettings(), copy_out=copy_out)
+        assert isinstance(end, walk_observers.FinalIterate)
+        assert (end.finish(state)[0] is state.x) != copy_out and torch.equal(end.finish(state)[0], state.x)
+
+    bf16 = precision.for_call(model, LSTSettings(precision="bf16"), x, None)
+    assert isinstance(bf16, precision.Bf16Precision) and bf16.model_copy["copy"]
+    logits, reported = bf16.source_logits(x)
+    assert torch.equal(reported, model(x).detach()) and not torch.equal(logits, reported)
+    end = bf16.end(state, fixed, reported, LSTSettings(precision="bf16"), copy_out=False)
+    assert isinstance(end, walk_observers.EndCheck) and end.report is bf16.report
+    assert torch.equal(end.p0, class_probability(reported, fixed.label))
 
 
 def _precision_flags():
@@ -780,7 +835,7 @@ def test_automatic_batch_size_counts_what_the_walk_holds(monkeypatch, settings, 
 
 @pytest.mark.parametrize("iterations", [0, 1, 2, 19, 20, 21, 39, 40, 41, 400, 401])
 def test_end_check_and_recorder_hold_as_many_copies_as_counted(iterations):
-    """Checkpoints.copies_held and Recorder.records (what the batch size counts) against the copies the
+    """EndCheck.copies_held and Recorder.records (what the batch size counts) against the copies the
     end check and the recorder really keep over a walk."""
     from lst_fast import walk_observers, walk_state
 
@@ -789,12 +844,12 @@ def test_end_check_and_recorder_hold_as_many_copies_as_counted(iterations):
         x, torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2), torch.zeros(2, dtype=torch.long)
     )
     label, p0 = torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.float64)
-    check = prepared_model.Checkpoints(lambda images: torch.zeros(2, 2), state, label, p0, 0.5, iterations)
+    check = walk_observers.EndCheck(lambda images: torch.zeros(2, 2), state, label, p0, 0.5, iterations)
     recorder = walk_observers.Recorder(7, iterations, lambda images: torch.zeros(2, 2), label, x.device, state)
     for i in range(1, iterations + 1):
         check.stepped(i, state)
         recorder.stepped(i, state)
-    assert prepared_model.Checkpoints.copies_held(iterations) == len(check.kept) + 1  # + finish's copy of x
+    assert walk_observers.EndCheck.copies_held(iterations) == len(check.kept) + 1  # + finish's copy of x
     assert walk_observers.Recorder.records(7, iterations) == len(recorder.images)
 
 

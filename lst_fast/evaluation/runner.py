@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Ty
 import torch
 from torch import Tensor
 
+from lst_fast.confidence import class_probability
 from lst_fast.data.image_cache import cached_images
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.sources import open_image_set
@@ -33,7 +34,6 @@ from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
-from lst_fast.reference import class_probability
 from lst_fast.traversal import traverse
 
 __all__ = ["barrier", "build_pool", "pool_config", "rank_and_world", "run_evaluation", "staged_on_device"]
