@@ -125,6 +125,13 @@ class EndCheck:
     when no step is accepted). One forward of the model as given per batch, plus one per walk-back on the
     failing few. Its outputs are new tensors, so a graph replay's memory is never handed out."""
 
+    @staticmethod
+    def copies_held(iterations: int) -> int:
+        """The most copies of the batch's images a walk of `iterations` makes it hold: the kept iterates
+        (the start and every `every`-th iterate before the last) and finish's result."""
+        every = max(1, -(-iterations // KEPT_ITERATES))
+        return 1 + len(range(every, iterations, every)) + 1
+
     def __init__(
         self,
         report: Callable[[Tensor], Tensor],
