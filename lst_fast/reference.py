@@ -49,17 +49,7 @@ def orthogonal_step(
     return candidate.to(x.dtype)
 
 
-def confidence_accept(
-    logits: Tensor,
-    label: Tensor,
-    p0: Tensor,
-    threshold: float,
-    x: Tensor,
-    candidate: Tensor,
-    grad: Tensor,
-    candidate_grad: Tensor,
-    confidence: Tensor,
-) -> Tensor:
+def confidence_accept(logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence) -> Tensor:
     """Accept candidates whose source-class confidence dropped less than `threshold` below p0.
 
     The arguments are lst_fast.ops.confidence_accept's (tensors, and the float threshold), already

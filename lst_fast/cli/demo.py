@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import (
-    WALK_FIELDS,
-    add_device_argument,
-    add_settings_arguments,
-    print_backend,
-    settings_from_arguments,
-)
+from lst_fast.cli import arguments
 from lst_fast.settings import DEMO_SETTINGS
 
 HELP = "LST on a shipped Fashion-MNIST model, with figures and a summary"
@@ -18,8 +12,8 @@ HELP = "LST on a shipped Fashion-MNIST model, with figures and a summary"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["cnn", "cnn-robust", "vit"], default="cnn", help="shipped model")
-    add_settings_arguments(parser, WALK_FIELDS, DEMO_SETTINGS)
-    add_device_argument(parser)
+    arguments.add_settings_arguments(parser, arguments.WALK_FIELDS, DEMO_SETTINGS)
+    arguments.add_device_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     parser.add_argument("--out", default="lst_demo", help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -28,14 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     from lst_fast.demo import run_demo
 
-    print_backend(args.device, args.device_auto)
+    arguments.print_backend(args.device, args.device_auto)
     numbers = run_demo(
         args.model,
         out=args.out,
         device=args.device,
         progress=not args.no_progress,
         seed=args.seed,
-        settings=settings_from_arguments(args, DEMO_SETTINGS, WALK_FIELDS),
+        settings=arguments.settings_from_arguments(args, DEMO_SETTINGS, arguments.WALK_FIELDS),
     )
     print(
         f"wrote {args.out}/summary.md, grid.png, path.png, linear_path.png, triangles.png "

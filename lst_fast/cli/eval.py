@@ -6,17 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from lst_fast.cli.arguments import (
-    EVAL_LST_FIELDS,
-    EVAL_OWN_FIELDS,
-    add_dataclass_arguments,
-    add_device_argument,
-    add_model_dir_argument,
-    add_settings_arguments,
-    print_backend,
-    settings_from_arguments,
-    values,
-)
+from lst_fast.cli import arguments
 from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S, process_group
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.settings import EVALUATION_SETTINGS
@@ -25,11 +15,11 @@ HELP = "Tables 1 and 2 over a pool of correctly classified images (resumable)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, EvalConfig(), EVAL_OWN_FIELDS)
+    arguments.add_dataclass_arguments(parser, EvalConfig(), arguments.EVAL_OWN_FIELDS)
     parser.add_argument("--data-root", default=None, help="folder with the data set's files")
-    add_model_dir_argument(parser)
-    add_settings_arguments(parser, EVAL_LST_FIELDS, EVALUATION_SETTINGS)
-    add_device_argument(parser)
+    arguments.add_model_dir_argument(parser)
+    arguments.add_settings_arguments(parser, arguments.EVAL_LST_FIELDS, EVALUATION_SETTINGS)
+    arguments.add_device_argument(parser)
     parser.add_argument(
         "--pool",
         default=None,
@@ -47,14 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_join_timeout_argument(parser: argparse.ArgumentParser) -> None:
     """--join-timeout SECONDS, read back as args.join_timeout (eval and leaderboard under torchrun)."""
-    parser.add_argument(
-        "--join-timeout",
-        type=float,
-        default=DEFAULT_JOIN_TIMEOUT_S,
-        metavar="SECONDS",
-        help="under torchrun: how long each process waits for the others to join its group before it "
-        "stops, saying so (default: %(default)g)",
+    help_text = (
+        "under torchrun: how long each process waits for the others to join its group before it stops, saying so"
     )
+    parser.add_argument("--join-timeout", type=float, default=DEFAULT_JOIN_TIMEOUT_S, metavar="SECONDS", help=help_text)
 
 
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:
@@ -72,8 +58,8 @@ def add_workers_argument(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     from lst_fast.evaluation.runner import run_evaluation
 
-    settings = settings_from_arguments(args, EVALUATION_SETTINGS, EVAL_LST_FIELDS)
-    cfg = EvalConfig(lst=settings.replace(graph=False), **values(args, EVAL_OWN_FIELDS))
+    settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.EVAL_LST_FIELDS)
+    cfg = EvalConfig(lst=settings.replace(graph=False), **arguments.values(args, arguments.EVAL_OWN_FIELDS))
     first = int(os.environ.get("RANK", "0")) == 0
     pool = None
     if args.pool is not None:
@@ -83,7 +69,7 @@ def command(args: argparse.Namespace) -> int:
         pool = load_pool(args.pool)
         cfg = pool_config(cfg, pool)
     if first:
-        print_backend(args.device, args.device_auto)
+        arguments.print_backend(args.device, args.device_auto)
         if pool is not None:
             print(
                 f"pool {args.pool}: {len(pool)} images of {pool.data['spec']} made by {', '.join(pool.makers)} "

@@ -6,16 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from lst_fast.cli.arguments import (
-    EVAL_LST_FIELDS,
-    add_dataclass_arguments,
-    add_device_argument,
-    add_model_dir_argument,
-    add_settings_arguments,
-    print_backend,
-    settings_from_arguments,
-    values,
-)
+from lst_fast.cli import arguments
 from lst_fast.cli.eval import add_join_timeout_argument, add_workers_argument
 from lst_fast.distributed import process_group
 from lst_fast.evaluation.config import EvalConfig
@@ -61,15 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(the paper: 0.6; default: %(default)s)",
     )
     defaults = EvalConfig(rounds=LEADERBOARD_DEFAULTS["rounds"])
-    add_dataclass_arguments(parser, defaults, OWN_FIELDS)
+    arguments.add_dataclass_arguments(parser, defaults, OWN_FIELDS)
     parser.add_argument(
         "--no-pretrained",
         dest="pretrained",
         action="store_false",
         help="timm/torchvision: random initialization (default: off)",
     )
-    add_model_dir_argument(parser)
-    add_settings_arguments(parser, EVAL_LST_FIELDS, EVALUATION_SETTINGS)
+    arguments.add_model_dir_argument(parser)
+    arguments.add_settings_arguments(parser, arguments.EVAL_LST_FIELDS, EVALUATION_SETTINGS)
     parser.add_argument(
         "--rank-by",
         default=DEFAULT_RANK_BY,
@@ -85,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=128, help="images per batch of the pool's scan (default: %(default)s)"
     )
-    add_device_argument(parser)
+    arguments.add_device_argument(parser)
     parser.add_argument(
         "--out",
         required=True,
@@ -98,11 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     from lst_fast.evaluation.leaderboard import run_leaderboard
 
-    settings = settings_from_arguments(args, EVALUATION_SETTINGS, EVAL_LST_FIELDS)
-    base = EvalConfig(lst=settings.replace(graph=False), pretrained=args.pretrained, **values(args, OWN_FIELDS))
+    settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.EVAL_LST_FIELDS)
+    base = EvalConfig(
+        lst=settings.replace(graph=False), pretrained=args.pretrained, **arguments.values(args, OWN_FIELDS)
+    )
     first = int(os.environ.get("RANK", "0")) == 0
     if first:
-        print_backend(args.device, args.device_auto)
+        arguments.print_backend(args.device, args.device_auto)
     with process_group(args.device, args.join_timeout) as device:
         board = run_leaderboard(
             args.models,

@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import (
-    RUN_LST_FIELDS,
-    add_device_argument,
-    add_model_arguments,
-    add_settings_arguments,
-    model_keywords,
-    print_backend,
-    settings_from_arguments,
-    values,
-)
+from lst_fast.cli import arguments
 from lst_fast.settings import LSTSettings, strip_record_every
 
 HELP = "LST between your own images (PNG/JPEG files, folders or patterns)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)  # as `lst-fast eval` has them
+    arguments.add_model_arguments(parser)  # as `lst-fast eval` has them
     parser.add_argument(
         "--source",
         nargs="+",
@@ -55,14 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="class to hold: one for all sources, or one per source file (default: the "
         "model's prediction on each source)",
     )
-    parser.add_argument(
-        "--input-size",
-        type=int,
-        default=None,
-        help="image height and width given to the model (default: the model's own)",
-    )
+    size_help = "image height and width given to the model (default: the model's own)"
+    parser.add_argument("--input-size", type=int, default=None, help=size_help)
     parser.add_argument("--figures", type=int, default=10, help="path strips for the first N pairs")
-    add_device_argument(parser)
+    arguments.add_device_argument(parser)
     parser.add_argument("--out", default="lst_run", help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_traverse_arguments(parser)
@@ -71,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
     """The settings of lst_fast.traverse as flags (read back by run_settings)."""
     g = parser.add_argument_group("LST settings (those of lst_fast.traverse)")
-    add_settings_arguments(g, RUN_LST_FIELDS)
+    arguments.add_settings_arguments(g, arguments.RUN_LST_FIELDS)
     g.add_argument(
         "--bounds",
         type=float,
@@ -100,7 +87,7 @@ def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
 def run_settings(args: argparse.Namespace) -> LSTSettings:
     """The LSTSettings of the flags of add_traverse_arguments (the seed stays apart: it seeds the generator
     the caller makes). No --mean/--std leaves mean/std None: run_images then takes the model's own."""
-    settings = settings_from_arguments(args, fields=RUN_LST_FIELDS)
+    settings = arguments.settings_from_arguments(args, fields=arguments.RUN_LST_FIELDS)
     record_every = strip_record_every(settings.iterations) if args.record_every is None else args.record_every
     return settings.replace(bounds=tuple(args.bounds), mean=args.mean, std=args.std, record_every=record_every)
 
@@ -108,7 +95,7 @@ def run_settings(args: argparse.Namespace) -> LSTSettings:
 def command(args: argparse.Namespace) -> int:
     from lst_fast.run_images import run_images
 
-    print_backend(args.device, args.device_auto)
+    arguments.print_backend(args.device, args.device_auto)
     numbers = run_images(
         args.model,
         args.source,
@@ -117,8 +104,8 @@ def command(args: argparse.Namespace) -> int:
         settings=run_settings(args),
         seed=args.seed,
         progress=not args.no_progress,
-        **values(args, ("pairing", "source_label", "input_size", "device", "figures")),
-        **model_keywords(args),
+        **arguments.values(args, ("pairing", "source_label", "input_size", "device", "figures")),
+        **arguments.model_keywords(args),
     )
     print(
         f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} LST "
