@@ -198,3 +198,32 @@ def test_compare_says_whether_runs_share_a_pool(tmp_path):
     write_comparison([str(tmp_path / "cnn"), str(tmp_path / "own")], tmp_path / "unpaired", labels=["a", "b"])
     note = json.loads((tmp_path / "unpaired" / "compare.json").read_text())["shared_pool"]
     assert not note["paired"] and "do not share a pool" in note["text"] and "own pool: `b`" in note["text"]
+
+
+def test_an_evaluations_own_pool_holds_only_qualifying_images_and_stops_when_full(tmp_path):
+    """`lst-fast eval` without --pool (runner.build_pool): the same rule and the same early stop."""
+    from lst_fast.evaluation.runner import build_pool as own_pool
+
+    order = scan_order(100, 0)
+    flipped = order[:40:3]
+    data = open_image_set(_relabelled(tmp_path, flipped))
+    cnn = resolve_model("cnn").classifier()
+    with torch.no_grad():
+        logits = cnn(data.get(torch.arange(100)))
+    p = torch.softmax(logits.double(), 1).gather(1, data.labels[:, None]).squeeze(1)
+    correct = logits.argmax(1) == data.labels
+    bar = float(p[correct].quantile(0.3))
+    good = correct & (p > bar)
+    seen = []
+
+    def counting(images):
+        seen.append(images.shape[0])
+        return cnn(images)
+
+    cfg = EvalConfig(data="fashion-mnist-sample", num_samples=12, min_confidence=bar, seed=0)
+    with torch.no_grad():
+        pool = own_pool(counting, data, cfg, "cpu", batch=8)
+    assert not correct[flipped].any()
+    assert len(pool) == 12 and good[pool].all()
+    assert pool.tolist() == sorted(order[good[order]][:12].tolist())  # the first 12 that qualify, in order
+    assert sum(seen) < 100 and sum(seen) == 8 * len(seen)  # it stopped at the batch that filled it

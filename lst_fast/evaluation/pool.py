@@ -43,8 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from lst_fast.atomic_files import atomic_write_text
+from lst_fast.confidence import class_probability
 from lst_fast.data.image_set import ImageSet
-from lst_fast.reference import class_probability
 
 __all__ = [
     "POOL_FORMAT",

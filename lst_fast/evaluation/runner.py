@@ -29,7 +29,7 @@ from lst_fast.data.image_set import ImageSet
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.evaluation.pool import Pool, classify
+from lst_fast.evaluation.pool import Pool, classify, scan_order
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_confidence, triangle_weights
@@ -42,21 +42,25 @@ Job = TypeVar("Job")
 
 
 @torch.no_grad()
-def build_pool(model, data: ImageSet, cfg: EvalConfig, device, batch: int = 512) -> Tensor:
-    """Indices of up to num_samples correctly classified images (confidence > min_confidence if set),
-    drawn in a seeded random order."""
-    keep = []
-    for start in range(0, len(data), batch):
-        index = torch.arange(start, min(start + batch, len(data)))
+def build_pool(model, data: ImageSet, cfg: EvalConfig, device, batch: int = 256) -> Tensor:
+    """Indices (sorted) of num_samples correctly classified images (confidence > min_confidence if set):
+    the first that qualify in the seeded scan order of the data set, a uniform sample of the qualifying
+    images. The scan stops as soon as the pool is full, so it costs about num_samples / (share that
+    qualifies) forwards, not one per image of the data set."""
+    order, keep, found = scan_order(len(data), cfg.seed), [], 0
+    for start in range(0, len(order), batch):
+        index = order[start : start + batch]
         logits = model(data.get(index).to(device))
         y = data.labels[index].to(device)
         ok = logits.argmax(1) == y
         if cfg.min_confidence is not None:
             ok &= class_probability(logits, y) > cfg.min_confidence
-        keep.append(ok.cpu())
-    candidates = torch.nonzero(torch.cat(keep)).flatten()
-    order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(cfg.seed))
-    return candidates[order[: cfg.num_samples]].sort().values
+        keep.append(index[ok.cpu()])
+        found += len(keep[-1])
+        if found >= cfg.num_samples:
+            break
+    chosen = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
+    return chosen[: cfg.num_samples].sort().values
 
 
 @dataclasses.dataclass
