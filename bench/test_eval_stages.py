@@ -1,10 +1,11 @@
 """Where an evaluation's time goes: its three stages timed on the same models, the way `lst-fast eval` runs
 them, so that bench/RESULTS.md can project each stage for the paper's ImageNet protocol.
 
-    pool       the pool stage as the evaluation builds it (`pool_stage` below: today
-               lst_fast.evaluation.runner.build_pool, a scan of the whole data set); images decoded and
-               forwarded per second. Plus decode alone (JPEG decode, resize, crop at 224 px, as ImageNet
-               val needs) through a DataLoader with 0 and N worker processes.
+    pool       the pool stage as the evaluation builds it (`pool_stage` below:
+               lst_fast.evaluation.runner.build_pool, a seeded scan that stops when the pool is full);
+               images decoded and forwarded per second, and how many it read. Plus decode alone (JPEG
+               decode, resize, crop at 224 px, as ImageNet val needs) through a DataLoader with 0 and N
+               worker processes.
     lst        lst_fast.traverse in the evaluation's settings (EVALUATION_SETTINGS, fp32 and bf16), at k and
                3k iterations: img-iter/s, the steady rate being batch * 2k / (t_3k - t_k).
     triangles  lst_fast.geometry.triangle_confidence as the evaluation calls it (66 points, n = 10): model
@@ -65,14 +66,19 @@ SPANS = {"k": 1, "3k": 3}
 
 
 def pool_stage(model: torch.nn.Module, data: ImageSet, cfg: EvalConfig, device: str) -> Tuple[Tensor, int]:
-    """The pool stage under test: (the pool, how many images it decoded and forwarded).
-
-    Today the evaluation's builder scans the whole data set, whatever num_samples is. To time the pool
-    builder of branch `pool` (seeded order, early stop, parallel decode), call it here instead and return
-    the number of candidates it read, so that the rate stays images decoded and forwarded per second."""
+    """The pool stage under test: (the pool, how many images it decoded and forwarded). The evaluation's
+    builder scans the data set in a seeded order and stops when the pool is full (until 2026-12-04 it
+    scanned the whole data set), so the count is what it read, and the rate stays images decoded and
+    forwarded per second."""
     from lst_fast.evaluation.runner import build_pool
 
-    return build_pool(model, data, cfg, device), len(data)
+    forwarded = []
+
+    def counting(images: Tensor) -> Tensor:
+        forwarded.append(images.shape[0])
+        return model(images)
+
+    return build_pool(counting, data, cfg, device), sum(forwarded)
 
 
 def case_sizes(benchmark, model_name: str, device: str) -> dict:
