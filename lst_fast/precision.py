@@ -94,8 +94,14 @@ class Bf16Precision:
         return cls(walk, probe, report, prepared.describe())
 
     def source_logits(self, source: Tensor) -> Tuple[Tensor, Tensor]:
-        # The uncompiled copy: compiled, this no-grad forward would compile a second graph beside the walk's.
-        logits = _checked_logits(self.probe, source)
+        if self.model_copy.get("compiled"):
+            # p0 must come from the model the walk judges with. A no-grad call would make torch.compile
+            # build a second graph; an input that asks for a gradient, as the walk's do, reuses the walk's.
+            with torch.enable_grad():
+                logits = self.walk(source.detach().requires_grad_(True)).detach()
+            validation.check_logits(logits, source.shape[0])
+        else:
+            logits = _checked_logits(self.walk, source)
         with torch.no_grad():
             return logits, self.report(source)
 
