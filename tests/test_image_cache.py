@@ -20,7 +20,8 @@ def counting_set(images: torch.Tensor, labels: torch.Tensor, counts: collections
         counts.update(index.tolist())
         return images[index].clone()
 
-    return ImageSet(labels, fetch, "counted")
+    # In memory, as it is: read in this process (a decoding worker would count in its own copy).
+    return ImageSet(labels, fetch, "counted", in_memory=True)
 
 
 def test_cached_images_serve_the_fetched_images_once_each():

@@ -1,7 +1,7 @@
 """Running the full evaluation (docs/ALGORITHM.md section 3): Table 1 (distances from LST outputs to their
 targets) and Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
 
-The pool is the model's own (`build_pool`: a full scan of the data set, then a seeded draw), or a shared
+The pool is the model's own (`build_pool`: a seeded scan that stops when the pool is full), or a shared
 one (`pool=`, lst_fast.evaluation.pool): the model is then evaluated on the part of the shared pool it
 classifies correctly (above the pool's min_confidence), and each source keeps the target the shared pool
 gives it in every round (`round_targets` of the whole pool and the seed), so every model on the pool walks
@@ -23,13 +23,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Ty
 import torch
 from torch import Tensor
 
-from lst_fast.confidence import class_probability
 from lst_fast.data.image_cache import cached_images
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.evaluation.pool import Pool, classify, scan_order
+from lst_fast.evaluation.pool import DEFAULT_BATCH, Pool, PoolMember, classify, select_pool
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_confidence, triangle_weights
@@ -41,26 +40,17 @@ __all__ = ["barrier", "build_pool", "pool_config", "rank_and_world", "run_evalua
 Job = TypeVar("Job")
 
 
-@torch.no_grad()
-def build_pool(model, data: ImageSet, cfg: EvalConfig, device, batch: int = 256) -> Tensor:
-    """Indices (sorted) of num_samples correctly classified images (confidence > min_confidence if set):
-    the first that qualify in the seeded scan order of the data set, a uniform sample of the qualifying
-    images. The scan stops as soon as the pool is full, so it costs about num_samples / (share that
-    qualifies) forwards, not one per image of the data set."""
-    order, keep, found = scan_order(len(data), cfg.seed), [], 0
-    for start in range(0, len(order), batch):
-        index = order[start : start + batch]
-        logits = model(data.get(index).to(device))
-        y = data.labels[index].to(device)
-        ok = logits.argmax(1) == y
-        if cfg.min_confidence is not None:
-            ok &= class_probability(logits, y) > cfg.min_confidence
-        keep.append(index[ok.cpu()])
-        found += len(keep[-1])
-        if found >= cfg.num_samples:
-            break
-    chosen = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
-    return chosen[: cfg.num_samples].sort().values
+def build_pool(
+    model, data: ImageSet, cfg: EvalConfig, device, batch: int = DEFAULT_BATCH, num_workers: Optional[int] = None
+) -> Tensor:
+    """Indices (sorted) of the model's own pool: the shared pool's scan (`select_pool`) with this one model,
+    the first num_samples images of the seeded order that it classifies correctly (confidence above
+    min_confidence if set), the scan stopping as soon as the pool is full."""
+    member = PoolMember(cfg.model, model, data)
+    indices, _, _ = select_pool(
+        [member], cfg.num_samples, cfg.min_confidence, cfg.seed, device, num_workers, batch, False
+    )
+    return indices.sort().values
 
 
 @dataclasses.dataclass
@@ -113,7 +103,8 @@ def run_evaluation(
     model_dir: RobustBench's checkpoint folder (robustbench: models; default ./models).
     pool: a shared pool (lst_fast.evaluation.pool.Pool); cfg must be `pool_config(cfg, pool)`. The sources
     are the pool's images this model classifies correctly (above the pool's min_confidence; printed).
-    num_workers: decoding workers for the check of a shared pool (None: the pool module's default).
+    num_workers: decoding workers for the pool's scan, or the check of a shared pool (None: the pool
+    module's default).
     """
     cfg.validate()
     if (pool is None) != (cfg.pool is None) or (pool is not None and cfg != pool_config(cfg, pool)):
@@ -178,7 +169,7 @@ def _load_model_and_pool(
     data = open_image_set(cfg.data, data_root, described.preprocessing)
     if shared is not None:
         return (model, data, *_on_shared_pool(cfg, model, data, shared, device, num_workers, say))
-    pool = build_pool(model, data, cfg, device)
+    pool = build_pool(model, data, cfg, device, num_workers=num_workers)
     if len(pool) < 2:
         raise ValueError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
     targets = round_targets(data.labels[pool], cfg.rounds, cfg.seed)

@@ -195,14 +195,6 @@ MUTANTS = [
         "        ok &= confidence > -1.0",
         ["tests/test_pool.py"],
     ),
-    Mutant(
-        "own_pool_keeps_every_image",
-        "an evaluation's own pool keeps every image it scans, correctly classified or not",
-        "lst_fast/evaluation/runner.py",
-        "        keep.append(index[ok.cpu()])\n",
-        "        keep.append(index)\n",
-        ["tests/test_pool.py"],
-    ),
 ]
 
 
