@@ -35,17 +35,24 @@ def _relabelled(tmp_path: Path, flipped: torch.Tensor, name: str = "relabelled")
     return f"tensor:{path}"
 
 
-def test_misclassified_and_unconfident_images_never_enter_the_pool(tmp_path):
+def _planted(tmp_path: Path):
+    """The sample with misclassified images planted among the first scanned (seed 0), the shipped CNN, and
+    a confidence bar that some correctly classified images fail: (order, flipped, data, cnn, correct, bar,
+    good), good marking the images that qualify."""
     order = scan_order(100, 0)
-    flipped = order[:40:3]  # planted among the first images scanned
+    flipped = order[:40:3]
     data = open_image_set(_relabelled(tmp_path, flipped))
     cnn = resolve_model("cnn").classifier()
     with torch.no_grad():
         logits = cnn(data.get(torch.arange(100)))
     p = torch.softmax(logits.double(), 1).gather(1, data.labels[:, None]).squeeze(1)
     correct = logits.argmax(1) == data.labels
-    bar = float(p[correct].quantile(0.3))  # a bar that some correctly classified images fail
-    good = correct & (p > bar)
+    bar = float(p[correct].quantile(0.3))
+    return order, flipped, data, cnn, correct, bar, correct & (p > bar)
+
+
+def test_misclassified_and_unconfident_images_never_enter_the_pool(tmp_path):
+    order, flipped, data, cnn, correct, bar, good = _planted(tmp_path)
     indices, confidence, stats = select_pool(
         [PoolMember("cnn", cnn, data)], 30, bar, seed=0, batch_size=16, progress=False
     )
@@ -204,16 +211,7 @@ def test_an_evaluations_own_pool_holds_only_qualifying_images_and_stops_when_ful
     """`lst-fast eval` without --pool (runner.build_pool): the same rule and the same early stop."""
     from lst_fast.evaluation.runner import build_pool as own_pool
 
-    order = scan_order(100, 0)
-    flipped = order[:40:3]
-    data = open_image_set(_relabelled(tmp_path, flipped))
-    cnn = resolve_model("cnn").classifier()
-    with torch.no_grad():
-        logits = cnn(data.get(torch.arange(100)))
-    p = torch.softmax(logits.double(), 1).gather(1, data.labels[:, None]).squeeze(1)
-    correct = logits.argmax(1) == data.labels
-    bar = float(p[correct].quantile(0.3))
-    good = correct & (p > bar)
+    order, flipped, data, cnn, correct, bar, good = _planted(tmp_path)
     seen = []
 
     def counting(images):
