@@ -1,0 +1,54 @@
+"""Which layouts the compiled kernels walk in place (csrc/kernel_guards.h, rows_share_dense_layout), seen on
+the CPU kernels, which share the helper with the CUDA ones: a layout they take in place runs without a
+single copy, a layout they cannot walk takes the copying fallback. The profiler counts the copies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from lst_fast import ops
+from lst_fast._extension import has_native_kernel
+
+COPIES = ("aten::copy_", "aten::contiguous", "aten::clone")
+
+
+def copies_in_one_step(x, target, grad, adv) -> int:
+    ops.orthogonal_step(x, target, grad, adv, step_size=1e-2, adv_step_size=2e-3, backend="native")  # warm
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        ops.orthogonal_step(x, target, grad, adv, step_size=1e-2, adv_step_size=2e-3, backend="native")
+    return sum(e.count for e in prof.key_averages() if e.key in COPIES)
+
+
+def tensors(shape, channels_last_grad: bool):
+    gen = torch.Generator().manual_seed(0)
+    x, target, adv = (torch.rand(shape, generator=gen) for _ in range(3))
+    grad = torch.randn(shape, generator=gen)
+    if channels_last_grad:  # channels-last strides built by hand: .contiguous(channels_last) keeps a C=1 tensor as is
+        n, c, h, w = shape
+        grad = torch.empty_strided(shape, (c * h * w, 1, w * c, c)).copy_(grad)
+    return x, target, grad, adv
+
+
+@pytest.mark.skipif(not has_native_kernel("orthogonal_step", "cpu"), reason="no compiled CPU kernel")
+@pytest.mark.parametrize("shape", [(64, 1, 28, 28), (1, 3, 8, 8)])
+def test_size_one_dimensions_do_not_force_the_copying_fallback(shape):
+    """A single-channel batch, or a batch of one, with a channels-last gradient: contiguous and channels-last
+    strides differ only in a dimension of size 1, so the memory is the same and no copy is made (before the
+    fix the step copied every input: 5 copies)."""
+    x, target, grad, adv = tensors(shape, channels_last_grad=True)
+    assert grad.stride() != x.stride()  # the case: the strides differ, in a dimension of size 1 only
+    assert copies_in_one_step(x, target, grad, adv) == 0
+    kw = {"step_size": 1e-2, "adv_step_size": 2e-3}
+    adv_want, adv_got = adv.clone(), adv.clone()  # the step updates adv in place
+    want = ops.orthogonal_step(x, target, grad.contiguous(), adv_want, **kw, backend="reference")
+    got = ops.orthogonal_step(x, target, grad, adv_got, **kw, backend="native")
+    assert torch.equal(got, want) and torch.equal(adv_got, adv_want)
+
+
+@pytest.mark.skipif(not has_native_kernel("orthogonal_step", "cpu"), reason="no compiled CPU kernel")
+def test_layouts_that_differ_in_memory_still_copy():
+    """The counter sees copies when there are some: 3 channels, channels-last gradient, contiguous rest."""
+    x, target, grad, adv = tensors((4, 3, 8, 8), channels_last_grad=True)
+    assert copies_in_one_step(x, target, grad, adv) > 0
