@@ -21,23 +21,29 @@ def copies_in_one_step(x, target, grad, adv) -> int:
     return sum(e.count for e in prof.key_averages() if e.key in COPIES)
 
 
-def tensors(shape, channels_last_grad: bool):
+def tensors(shape, grad_strides=None):
+    """x, target, grad, adv of `shape`, contiguous; grad with `grad_strides` when given."""
     gen = torch.Generator().manual_seed(0)
     x, target, adv = (torch.rand(shape, generator=gen) for _ in range(3))
     grad = torch.randn(shape, generator=gen)
-    if channels_last_grad:  # channels-last strides built by hand: .contiguous(channels_last) keeps a C=1 tensor as is
-        n, c, h, w = shape
-        grad = torch.empty_strided(shape, (c * h * w, 1, w * c, c)).copy_(grad)
+    if grad_strides is not None:
+        grad = torch.empty_strided(shape, grad_strides).copy_(grad)
     return x, target, grad, adv
 
 
 @pytest.mark.skipif(not has_native_kernel("orthogonal_step", "cpu"), reason="no compiled CPU kernel")
-@pytest.mark.parametrize("shape", [(64, 1, 28, 28), (1, 3, 8, 8)])
-def test_size_one_dimensions_do_not_force_the_copying_fallback(shape):
-    """A single-channel batch, or a batch of one, with a channels-last gradient: contiguous and channels-last
-    strides differ only in a dimension of size 1, so the memory is the same and no copy is made (before the
-    fix the step copied every input: 5 copies)."""
-    x, target, grad, adv = tensors(shape, channels_last_grad=True)
+@pytest.mark.parametrize(
+    "shape, grad_strides",
+    [
+        ((64, 1, 28, 28), (784, 1, 28, 1)),  # channels-last strides (built by hand: .contiguous keeps C=1 as is)
+        ((1, 3, 8, 8), (64, 64, 8, 1)),  # a batch of one as (3, 1, 8, 8).transpose(0, 1) gives it
+    ],
+)
+def test_size_one_dimensions_do_not_force_the_copying_fallback(shape, grad_strides):
+    """A single-channel batch with a channels-last gradient, or a batch of one whose batch stride is another:
+    the strides differ only in a dimension of size 1, so the memory is the same and no copy is made (before
+    the fix the step copied its inputs: 5 copies)."""
+    x, target, grad, adv = tensors(shape, grad_strides)
     assert grad.stride() != x.stride()  # the case: the strides differ, in a dimension of size 1 only
     assert copies_in_one_step(x, target, grad, adv) == 0
     kw = {"step_size": 1e-2, "adv_step_size": 2e-3}
@@ -50,5 +56,5 @@ def test_size_one_dimensions_do_not_force_the_copying_fallback(shape):
 @pytest.mark.skipif(not has_native_kernel("orthogonal_step", "cpu"), reason="no compiled CPU kernel")
 def test_layouts_that_differ_in_memory_still_copy():
     """The counter sees copies when there are some: 3 channels, channels-last gradient, contiguous rest."""
-    x, target, grad, adv = tensors((4, 3, 8, 8), channels_last_grad=True)
+    x, target, grad, adv = tensors((4, 3, 8, 8), (192, 1, 24, 3))
     assert copies_in_one_step(x, target, grad, adv) > 0
