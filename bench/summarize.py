@@ -41,44 +41,47 @@ def ops_table(infos) -> None:
 
 def speed_table(infos) -> None:
     """Steady rates and set-up seconds from the k and 3k spans (files written before the spans existed
-    have one span: their per-call rate is shown, marked)."""
+    have one span: their per-call rate is shown, marked). A row is one (device, model, batch, size): every
+    mode beside the paper loop, each with its own k (on CUDA the fp32 loops run a smaller k than the bf16
+    modes), so every cell has its ratio to the paper loop."""
     runs = defaultdict(dict)
     for info in infos:
         method = "expert_compile" if info["method"] == "expert" else info["method"]  # its name before 2026-11-29
-        k = info.get("k", info["iterations"])
-        key = (info["device_name"], info["model"], info["batch"], info["image_size"], k)
+        key = (info["device_name"], info["model"], info["batch"], info["image_size"])
         runs[key].setdefault(method, {})[info.get("span", "k")] = info
     if not runs:
         return
     rows = {}
     for key, methods in runs.items():
-        batch, k = key[2], key[4]
+        batch = key[2]
         rows[key] = {}
         for method, spans in methods.items():
             if "k" in spans and "3k" in spans:
+                k = spans["k"].get("k", spans["k"]["iterations"])
                 times = (batch, k, spans["k"]["seconds"], spans["3k"]["seconds"])
-                rows[key][method] = (steady_rate(*times), setup_seconds(*times))
+                rows[key][method] = (steady_rate(*times), setup_seconds(*times), k)
             else:
-                rows[key][method] = (next(iter(spans.values()))["img_iter_per_s"], None)
+                span = next(iter(spans.values()))
+                rows[key][method] = (span["img_iter_per_s"], None, span.get("k", span["iterations"]))
     methods = [m for m in LST_METHODS if any(m in r for r in rows.values())]
     print(
-        "\nLST throughput: steady img-iter/s (x the paper loop), set-up s per call (* = one span only: per-call "
-        "rate, set-up included)"
+        "\nLST throughput: steady img-iter/s (x the paper loop), set-up s per call, k (* = one span only: "
+        "per-call rate, set-up included)"
     )
-    print("| device | model | batch | px | k | " + " | ".join(methods) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(methods))
-    for (device, model, batch, size, k), values in sorted(rows.items()):
-        base = values.get("paper", (None, None))[0]
+    print("| device | model | batch | px | " + " | ".join(methods) + " |")
+    print("|---|---|---|---|" + "---|" * len(methods))
+    for (device, model, batch, size), values in sorted(rows.items()):
+        base = values.get("paper", (None, None, None))[0]
         cells = []
         for m in methods:
             if m not in values:
                 cells.append("")
                 continue
-            rate, setup = values[m]
+            rate, setup, k = values[m]
             ratio = f" ({rate / base:.2f}x)" if base and base == base and rate == rate else ""
             tail = "*" if setup is None else ("" if setup != setup else f", {setup:.2f} s")
-            cells.append(("n/a" if rate != rate else f"{rate:,.0f}") + ratio + tail)
-        print(f"| {device} | {model} | {batch} | {size} | {k} | " + " | ".join(cells) + " |")
+            cells.append(("n/a" if rate != rate else f"{rate:,.0f}") + ratio + tail + f", k {k}")
+        print(f"| {device} | {model} | {batch} | {size} | " + " | ".join(cells) + " |")
 
 
 def parity_table(infos) -> None:
