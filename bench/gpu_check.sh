@@ -59,25 +59,8 @@ MACHINE=$([ -e "$WARM_MARK" ] && echo "warm (an earlier call ran here)" || echo 
 touch "$WARM_MARK"
 DEADLINE=$((SECONDS + BUDGET))
 
-# step NAME LOG ESTIMATE_S COMMAND...: run COMMAND if ESTIMATE_S fits the budget left, under a timeout of
-# what is left; append its output to $OUT/LOG.log; one status line. Returns 99 when skipped.
-step() {
-  local name=$1 log=$2 estimate=$3; shift 3
-  local left=$((DEADLINE - SECONDS)) t0=$SECONDS
-  if [ "$estimate" -gt "$left" ]; then
-    echo "$name: SKIPPED (estimated ${estimate} s, ${left} s of the ${BUDGET} s budget left)" | tee -a "$STATUS"
-    return 99
-  fi
-  echo "=== $name (estimated ${estimate} s, ${left} s left): $*" >> "$OUT/$log.log"
-  timeout -k 10 "$left" "$@" >> "$OUT/$log.log" 2>&1
-  local rc=$?
-  local words="ok"
-  [ $rc -ne 0 ] && words="FAILED (rc=$rc)"
-  [ $rc -eq 124 ] || [ $rc -eq 137 ] && words="CUT SHORT at the budget (rc=$rc)"
-  echo "$name: $words in $((SECONDS - t0)) s (estimated ${estimate} s)" | tee -a "$STATUS"
-  [ $rc -ne 0 ] && tail -n 25 "$OUT/$log.log"
-  return $rc
-}
+# shellcheck source=bench/gpu_steps.sh
+source "$REPO/bench/gpu_steps.sh"  # step (each capped at twice its estimate + 15 s), sanitizers
 
 finish() {
   [ -s "$LST_BENCH_RESULTS" ] && (cd "$RUN" && python3 bench/summarize.py "$LST_BENCH_RESULTS") >> "$TABLE" 2>&1
@@ -87,26 +70,6 @@ finish() {
   cat "$OUT/summary.txt"
   ! grep -qE ": (FAILED|CUT SHORT)" "$STATUS"  # the exit status: 0 only when no step failed
 }
-
-# pytest that survives a crashing test: on a fatal signal, deselect the test that was running (the last
-# one named in the verbose log) and go on, at most 3 times; the crash stays in the log and the exit code.
-pytest_resilient() {
-  local deselect=() rc=0 crashed=0 last
-  for attempt in 1 2 3 4; do
-    python3 -X faulthandler -m pytest -v -p no:cacheprovider "$@" "${deselect[@]}" > /tmp/pytest_run.log 2>&1
-    rc=$?
-    cat /tmp/pytest_run.log
-    [ $rc -lt 128 ] && break
-    crashed=1
-    last=$(grep -oE '^tests/[^ ]+::[^ ]+' /tmp/pytest_run.log | tail -n 1)
-    echo "!!! signal $((rc - 128)) while running $last (attempt $attempt)"
-    [ -z "$last" ] && break
-    deselect+=(--deselect "$last")
-  done
-  [ $crashed -eq 1 ] && return 139
-  return $rc
-}
-export -f pytest_resilient
 
 { date -u +%Y-%m-%dT%H:%MZ
   echo "machine: $MACHINE; budget ${BUDGET} s; parts:${PARTS}; commit $LST_FAST_COMMIT"
@@ -118,13 +81,8 @@ export -f pytest_resilient
 RUN=/tmp/lst_gpu_run
 rm -rf "$RUN" && mkdir -p "$RUN" && cp -r tests bench pyproject.toml "$RUN"/
 
-kernels_loaded() {  # the lst_fast on PYTHONPATH has its CUDA kernels (and, for the wheel, is the wheel's)
-  (cd "$RUN" && python3 -c "
-import sys, lst_fast
-i = lst_fast.backend_info()
-print('lst_fast from', lst_fast.__file__)
-print('backend:', i)
-sys.exit(i['cuda'] != 'native' or not lst_fast.__file__.startswith(sys.argv[1]))" "$1")
+kernels_loaded() {  # bench/gpu_gate.py: that lst_fast (the wheel's, or the tree's) ran one op with its CUDA kernels
+  (cd "$RUN" && python3 bench/gpu_gate.py "$1")
 }
 
 source_stamp() {
@@ -150,7 +108,7 @@ if [ -n "$WHEEL" ] && [ "${GPU_CHECK_SOURCE:-0}" != 1 ]; then
   rm -rf /tmp/lst_wheel
   if step wheel_install build 30 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/lst_wheel "$WHEEL"; then
     export PYTHONPATH=/tmp/lst_wheel
-    kernels_loaded /tmp/lst_wheel 2>&1 | tee -a "$OUT/build.log" | tail -n 2 >> "$OUT/summary.txt"
+    kernels_loaded /tmp/lst_wheel 2>&1 | tee -a "$OUT/build.log" | tail -n +2 >> "$OUT/summary.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] && SOURCE_OF="the wheel $(basename "$WHEEL")"
   fi
   [ -z "$SOURCE_OF" ] && echo "wheel: its CUDA kernels did not load here (build.log); building in place" | tee -a "$STATUS"
@@ -161,7 +119,7 @@ if [ -z "$SOURCE_OF" ]; then
     echo "build: up to date (build/gpu_check.stamp)" | tee -a "$STATUS"
   else
     step build build 150 bash -c build_in_place
-  fi && kernels_loaded "$REPO" 2>&1 | tee -a "$OUT/build.log" | tail -n 2 >> "$OUT/summary.txt" \
+  fi && kernels_loaded "$REPO" 2>&1 | tee -a "$OUT/build.log" | tail -n +2 >> "$OUT/summary.txt" \
     && [ "${PIPESTATUS[0]}" -eq 0 ] && SOURCE_OF="an in-place build of the tree"
 fi
 if [ -z "$SOURCE_OF" ]; then
@@ -173,24 +131,13 @@ echo "lst_fast: $SOURCE_OF" | tee -a "$STATUS" >> "$OUT/summary.txt"
 cd "$RUN"
 
 # -- the parts, in the plan's order; each step's estimate is docs/NOTES.md's -------------------------
-if want tests; then
+if want tests; then  # each test under a timeout of its own; after a crash only the tests without a result rerun
   step error_repro tests 10 python3 tests/native/error_repro.py cuda
-  step tests_cuda tests 40 bash -c 'pytest_resilient tests/test_cuda.py'
-  step tests_ops tests 40 bash -c 'pytest_resilient tests/test_ops.py -k cuda'
+  step tests_cuda tests 40 python3 bench/pytest_resilient.py --test-timeout 60 tests/test_cuda.py
+  step tests_ops tests 40 python3 bench/pytest_resilient.py --test-timeout 60 tests/test_ops.py -k cuda
 fi
-# No caching allocator under memcheck, so overruns inside a cached block show (the probe then skips its
-# CUDA-graph walk: capture needs the caching allocator); racecheck runs the op calls only (--ops-only).
-if want sanitizers; then
-  for tool in ${GPU_CHECK_TOOLS:-memcheck initcheck racecheck}; do
-    case $tool in
-      memcheck) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck sanitizer 25 compute-sanitizer \
-                  --tool memcheck --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py ;;
-      racecheck) step sanitizer_racecheck sanitizer 30 compute-sanitizer --tool racecheck --error-exitcode 1 \
-                   python3 tests/cuda_sanitizer_probe.py --ops-only ;;
-      *) step "sanitizer_$tool" sanitizer 25 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-           python3 tests/cuda_sanitizer_probe.py ;;
-    esac
-  done
+if want sanitizers; then  # one probe first: where compute-sanitizer refuses the device, "unavailable here"
+  sanitizers tests/cuda_sanitizer_probe.py ${GPU_CHECK_TOOLS:-memcheck initcheck racecheck}
 fi
 if want bench; then  # the fused step on 128 x 3x224x224 among them (goal: >= 80% of the copy's bandwidth)
   step bandwidth bench 30 python3 -m pytest -q -p no:cacheprovider bench/test_ops_bandwidth.py -k cuda
