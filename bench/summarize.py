@@ -24,7 +24,8 @@ def ops_table(infos) -> None:
         rows[(info["device_name"], info["op"], "x".join(map(str, info["shape"])))][info["variant"]] = info
     if not rows:
         return
-    print("\nOperators: achieved bandwidth")
+    timings = sorted({v.get("timing", "host clock") for r in rows.values() for v in r.values()})
+    print(f"\nOperators: achieved bandwidth (timed by {', '.join(timings)})")
     print("| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager |")
     print("|---|---|---|---|---|---|---|---|")
     for (device, op, shape), variants in sorted(rows.items()):
@@ -36,6 +37,25 @@ def ops_table(infos) -> None:
         print(
             f"| {device} | {op} | {shape} | {fused:.3f} | {eager:.3f} | {copy:.3f} | "
             f"{fused / copy:.0%} | {fused / eager:.1f}x |"
+        )
+
+
+def host_table(infos) -> None:
+    """test_ops_bandwidth.py::test_host_overhead_per_call: the host's microseconds per call of the fused step."""
+    if not infos:
+        return
+    print("\nHost time per call of orthogonal_step on a one-element batch (us, median)")
+    print("| device | public op | kernel called straight | Python layer | public op, reference path |")
+    print("|---|---|---|---|---|")
+    rows = defaultdict(dict)
+    for i in infos:
+        rows[i["device_name"]][i["path"]] = i["us_per_call"]
+    for device, us in sorted(rows.items()):
+        nan = float("nan")
+        public, kernel = us.get("public_op", nan), us.get("kernel", nan)
+        print(
+            f"| {device} | {public:.1f} | {kernel:.1f} | {public - kernel:.1f} | "
+            f"{us.get('public_op_reference', nan):.1f} |"
         )
 
 
@@ -163,6 +183,7 @@ def main() -> None:
     if fallback:
         print(f"WARNING: rows on {', '.join(fallback)} timed the pure-PyTorch fallback, not the compiled kernels")
     ops_table([i for i in infos if "op" in i])
+    host_table([i for i in infos if i.get("kind") == "host_overhead"])
     speed_table([i for i in infos if i.get("kind") == "lst_speed"])
     parity_table([i for i in infos if i.get("kind") == "parity"])
     stages_table([i for i in infos if i.get("kind") == "eval_stage"])
