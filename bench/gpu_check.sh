@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # The prepared GPU run (H200 or any CUDA machine), in two calls of the device tool; the plan, with each
-# step's estimate and its arithmetic, is docs/NOTES.md, "Owed on a GPU":
-#   call 1 (timeout_s 295): GPU_CHECK_PARTS="tests sanitizers bench profile" GPU_CHECK_BUDGET_S=265 \
+# step's estimate and its arithmetic (machine starts, transfers and idle waits counted), is docs/NOTES.md,
+# "Owed on a GPU":
+#   call 1 (timeout_s 320): GPU_CHECK_PARTS="tests sanitizers bench profile parity" GPU_CHECK_BUDGET_S=290 \
 #                           bash bench/gpu_check.sh
 #   call 2 (timeout_s 330): GPU_CHECK_PARTS="parity speed stages" GPU_CHECK_BUDGET_S=300 \
 #                           GPU_CHECK_BUDGET_COLD_S=210 bash bench/gpu_check.sh
+#   then give the machine back at once.
 # Which lst_fast runs: the wheel in .whl/ (GPU_CHECK_WHEEL, default the first .whl/lst_fast-*.whl; built
 # beforehand on a machine without a GPU by .ci/build_dist and carried) installed with pip into
 # /tmp/lst_wheel; without one, or when its CUDA kernels do not load, a build in place, skipped when
 # build/gpu_check.stamp holds the hash of csrc/, setup.py, torch, nvcc and the arch list (modification
 # times are not trusted: the copy to the machine need not keep them). GPU_CHECK_SOURCE=1 forces the build.
 # Python runs from a copy of tests/ and bench/ in /tmp/lst_gpu_run, so `import lst_fast` takes the chosen
-# one and never the source tree by accident; every step stops unless that lst_fast's CUDA kernels loaded.
+# one and never the source tree by accident. The gate (bench/gpu_gate.py) then runs one op with
+# backend="native" on cuda:0 and requires backend_info()'s device check to have let the kernels run; every
+# step stops unless it passed (else the rows would time the pure-PyTorch fallback as "native").
 #
 # Parts (GPU_CHECK_PARTS, in this order whatever the order given):
-#   tests       error_repro (the C++ error path), tests/test_cuda.py, tests/test_ops.py -k cuda
-#   sanitizers  compute-sanitizer memcheck, initcheck, racecheck (GPU_CHECK_TOOLS) over the probe
+#   tests       error_repro (the C++ error path), tests/test_cuda.py, tests/test_ops.py -k cuda; the two
+#               pytest steps through bench/pytest_resilient.py (a timeout per test, reruns after a crash)
+#   sanitizers  one probe of compute-sanitizer, then memcheck, initcheck, racecheck (GPU_CHECK_TOOLS) over
+#               tests/cuda_sanitizer_probe.py; where the probe is refused, "unavailable here" (not failed)
 #   bench       operator bandwidth (bench/test_ops_bandwidth.py -k cuda), the fused step among them
 #   profile     bench/profile_lst.py: ResNet-50 bf16 batch 128, Fashion CNN batch 8192 with a CUDA graph
 #   parity      bench/test_quality_parity.py -k cuda (bf16 vs exact mode on the shipped models)
@@ -25,10 +31,12 @@
 #               triangle stages), run only where that file exists
 # Time: the whole command keeps within GPU_CHECK_BUDGET_S seconds (default 300; give the device call a
 # timeout_s about 30 s longer). A step starts only when its estimate fits what is left, and runs under a
-# timeout of what is left, so a slow step is cut short and the steps after it are reported as skipped,
-# never lost with the rest. GPU_CHECK_BUDGET_COLD_S, when given, replaces the budget on a machine that
-# no earlier gpu_check.sh ran on (a fresh machine: its start already cost part of the device time).
-# Results go to $OUT (or ./gpu_out) as they are made, in at most these 7 files (the device tool brings
+# cap of twice its estimate plus 15 s, at most what is left (bench/gpu_steps.sh), so one hanging step
+# costs that step, the steps after it keep their time, and what no longer fits is reported as skipped.
+# GPU_CHECK_BUDGET_COLD_S, when given, replaces the budget on a machine that no earlier gpu_check.sh ran
+# on (a fresh machine: its start already cost part of the device time).
+# Results go to $OUT (or ./gpu_out) as they are made (each step's output straight into its log, so a step
+# cut short keeps its lines), in at most these 7 files (the device tool brings
 # back 8): summary.txt (the header, the tables, every step's status), status.txt (one line per step as it
 # ends), build.log (wheel install or build), tests.log, sanitizer.log, bench.log (bandwidth, profiles,
 # parity, speed, stages) and results.jsonl (one JSON line per benchmark as it is measured, written by

@@ -37,20 +37,25 @@ step() {
 
 # sanitizer_refusal: nothing when compute-sanitizer runs a CUDA allocation here; else one line saying why
 # not (some sandboxed machines refuse the device: "Device not supported", then error 999). Probed once,
-# under SANITIZER_PROBE_S (default 40) seconds.
+# under SANITIZER_PROBE_S (default 40) seconds, at most what is left of the budget.
 sanitizer_refusal() {
   if ! command -v compute-sanitizer > /dev/null; then
     echo "compute-sanitizer is not installed"
     return
   fi
-  local said rc
-  said=$(timeout -k 5 "${SANITIZER_PROBE_S:-40}" compute-sanitizer --tool memcheck python3 -c \
+  local said rc limit=${SANITIZER_PROBE_S:-40} left=$((DEADLINE - SECONDS))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 5 ]; then
+    echo "no time was left to probe it"
+    return
+  fi
+  said=$(timeout -k 5 "$limit" compute-sanitizer --tool memcheck python3 -c \
     "import torch; torch.zeros(1, device='cuda'); torch.cuda.synchronize()" 2>&1)
   rc=$?
   if grep -qE "Device not supported|error 999" <<< "$said"; then
     echo "it refused the device: $(grep -m 1 -E "Device not supported|error 999" <<< "$said" | sed 's/^=* *//')"
   elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    echo "its probe (one CUDA allocation) did not finish in ${SANITIZER_PROBE_S:-40} s"
+    echo "its probe (one CUDA allocation) did not finish in ${limit} s"
   fi
 }
 
