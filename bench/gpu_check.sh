@@ -22,6 +22,8 @@
 #               pytest steps through bench/pytest_resilient.py (a timeout per test, reruns after a crash)
 #   sanitizers  one probe of compute-sanitizer, then memcheck, initcheck, racecheck (GPU_CHECK_TOOLS) over
 #               tests/cuda_sanitizer_probe.py; where the probe is refused, "unavailable here" (not failed)
+# Every pytest step runs through bench/pytest_resilient.py (a timeout per test: 60 s, the speed rows with
+# torch.compile 150 s; after a crash only the tests without a result rerun).
 #   bench       operator bandwidth (bench/test_ops_bandwidth.py -k cuda), the fused step among them
 #   profile     bench/profile_lst.py: ResNet-50 bf16 batch 128, Fashion CNN batch 8192 with a CUDA graph
 #   parity      bench/test_quality_parity.py -k cuda (bf16 vs exact mode on the shipped models)
@@ -148,7 +150,7 @@ if want sanitizers; then  # one probe first: where compute-sanitizer refuses the
   sanitizers tests/cuda_sanitizer_probe.py ${GPU_CHECK_TOOLS:-memcheck initcheck racecheck}
 fi
 if want bench; then  # the fused step on 128 x 3x224x224 among them (goal: >= 80% of the copy's bandwidth)
-  step bandwidth bench 30 python3 -m pytest -q -p no:cacheprovider bench/test_ops_bandwidth.py -k cuda
+  step bandwidth bench 30 python3 bench/pytest_resilient.py --test-timeout 60 bench/test_ops_bandwidth.py -k cuda
 fi
 if want profile; then  # where the time goes, for the goals the speed table misses (tables in bench.log)
   for args in "--model resnet50 --batch 128 --size 224" "--model fashion_cnn --batch 8192 --size 28 --graph"; do
@@ -157,18 +159,18 @@ if want profile; then  # where the time goes, for the goals the speed table miss
   done
 fi
 if want parity; then
-  step parity bench 25 python3 -m pytest -q -p no:cacheprovider bench/test_quality_parity.py -k cuda
+  step parity bench 25 python3 bench/pytest_resilient.py --test-timeout 60 bench/test_quality_parity.py -k cuda
 fi
 if want speed; then  # ResNet-50 first (the goal against the compiled expert loop), then the other models
   FILTER=${GPU_SPEED_FILTER:-test}
-  step speed_resnet50 bench 120 python3 -m pytest -q -p no:cacheprovider bench/test_lst_speed.py \
+  step speed_resnet50 bench 120 python3 bench/pytest_resilient.py --test-timeout 150 bench/test_lst_speed.py \
     -k "cuda and resnet50 and not compile_graph and ($FILTER)"
-  step speed_models bench 65 python3 -m pytest -q -p no:cacheprovider bench/test_lst_speed.py \
+  step speed_models bench 65 python3 bench/pytest_resilient.py --test-timeout 90 bench/test_lst_speed.py \
     -k "cuda and not resnet50 and not compile and ($FILTER)"
 fi
 if want stages; then
   if [ -f bench/test_eval_stages.py ]; then
-    step stages bench 60 python3 -m pytest -q -p no:cacheprovider bench/test_eval_stages.py -k "cuda and resnet50"
+    step stages bench 60 python3 bench/pytest_resilient.py --test-timeout 90 bench/test_eval_stages.py -k "cuda and resnet50"
   else
     echo "stages: not run (bench/test_eval_stages.py is not in this tree)" | tee -a "$STATUS"
   fi
