@@ -40,13 +40,19 @@ def ops_table(infos) -> None:
         )
 
 
+def print_heading(title: str, columns: list) -> None:
+    """A table's title, its header row and the separator row under it."""
+    print("\n" + title)
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+
+
 def host_table(infos) -> None:
     """test_ops_bandwidth.py::test_host_overhead_per_call: the host's microseconds per call of the fused step."""
     if not infos:
         return
-    print("\nHost time per call of orthogonal_step on a one-element batch (us, median)")
-    print("| device | public op | kernel called straight | Python layer | public op, reference path |")
-    print("|---|---|---|---|---|")
+    columns = ["device", "public op", "kernel called straight", "Python layer", "public op, reference path"]
+    print_heading("Host time per call of orthogonal_step on a one-element batch (us, median)", columns)
     rows = defaultdict(dict)
     for i in infos:
         rows[i["device_name"]][i["path"]] = i["us_per_call"]
@@ -126,9 +132,8 @@ def stages_table(infos) -> None:
     rate from the k and 3k spans)."""
     if not infos:
         return
-    print("\nAn evaluation's stages: rate per wall second (per process CPU second)")
-    print("| device | stage | model | settings | threads, commit | rate | unit |")
-    print("|---|---|---|---|---|---|---|")
+    columns = ["device", "stage", "model", "settings", "threads, commit", "rate", "unit"]
+    print_heading("An evaluation's stages: rate per wall second (per process CPU second)", columns)
     lst = defaultdict(dict)
     for i in infos:
         if i["stage"] == "lst":
