@@ -18,7 +18,8 @@
 # step stops unless it passed (else the rows would time the pure-PyTorch fallback as "native").
 #
 # Parts (GPU_CHECK_PARTS, in this order whatever the order given):
-#   tests       error_repro (the C++ error path), tests/test_cuda.py, tests/test_ops.py -k cuda; the two
+#   tests       error_repro (the C++ error path), tests/test_cuda.py, tests/test_ops.py and
+#               tests/test_row_layout.py -k cuda; the two
 #               pytest steps through bench/pytest_resilient.py (a timeout per test, reruns after a crash)
 #   sanitizers  one probe of compute-sanitizer, then memcheck, initcheck, racecheck (GPU_CHECK_TOOLS) over
 #               tests/cuda_sanitizer_probe.py; where the probe is refused, "unavailable here" (not failed)
@@ -144,7 +145,7 @@ cd "$RUN"
 if want tests; then  # each test under a timeout of its own; after a crash only the tests without a result rerun
   step error_repro tests 10 python3 tests/native/error_repro.py cuda
   step tests_cuda tests 40 python3 bench/pytest_resilient.py --test-timeout 60 tests/test_cuda.py
-  step tests_ops tests 40 python3 bench/pytest_resilient.py --test-timeout 60 tests/test_ops.py -k cuda
+  step tests_ops tests 40 python3 bench/pytest_resilient.py --test-timeout 60 tests/test_ops.py tests/test_row_layout.py -k cuda
 fi
 if want sanitizers; then  # one probe first: where compute-sanitizer refuses the device, "unavailable here"
   sanitizers tests/cuda_sanitizer_probe.py ${GPU_CHECK_TOOLS:-memcheck initcheck racecheck}
