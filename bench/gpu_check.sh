@@ -19,8 +19,7 @@
 #
 # Parts (GPU_CHECK_PARTS, in this order whatever the order given):
 #   tests       error_repro (the C++ error path), tests/test_cuda.py, tests/test_ops.py and
-#               tests/test_row_layout.py -k cuda; the two
-#               pytest steps through bench/pytest_resilient.py (a timeout per test, reruns after a crash)
+#               tests/test_row_layout.py -k cuda
 #   sanitizers  one probe of compute-sanitizer, then memcheck, initcheck, racecheck (GPU_CHECK_TOOLS) over
 #               tests/cuda_sanitizer_probe.py; where the probe is refused, "unavailable here" (not failed)
 # Every pytest step runs through bench/pytest_resilient.py (a timeout per test: 60 s, the speed rows with
