@@ -24,10 +24,11 @@ import functools
 import importlib
 import importlib.util
 import os
-import warnings
 from typing import Optional
 
 import torch
+
+from lst_fast.caller_warning import warn_at_caller
 
 OP_NAMES = ("orthogonal_step", "confidence_accept", "simplex_points")
 KERNEL_NAMESPACE = "lst_fast_kernels"  # the compiled kernels behind the checked ops of lst_fast.ops
@@ -63,12 +64,11 @@ def _load(module: str) -> Optional[str]:
         importlib.import_module(f"lst_fast.{module}")  # loading registers the kernels with the dispatcher
     except (ImportError, OSError) as error:
         reason = f"{type(error).__name__}: {error}"
-        warnings.warn(
+        warn_at_caller(
             f"lst_fast.{module} was built but does not load ({reason}); lst_fast falls back to its "
             f"pure-PyTorch operators, which are slower. Fix: {_fix_for(error)}. "
             "Set LST_FAST_DISABLE_EXTENSION=1 to use the fallback on purpose without this warning.",
             UserWarning,
-            stacklevel=3,
         )
         return reason
     return None

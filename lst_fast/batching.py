@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from typing import Callable, List, Optional, Tuple, TypeVar
 
 import torch
+
+from lst_fast.caller_warning import warn_at_caller
 
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # the former from torch 2.5
 
@@ -203,10 +204,9 @@ def run_in_batches(
                 if not automatic or size == 1:
                     raise out_of_memory(error, size, device) from error
                 size //= 2
-                warnings.warn(
+                warn_at_caller(
                     f"LST ran out of {device.type} memory; continuing with batches of {size}",
                     RuntimeWarning,
-                    stacklevel=4,
                 )
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
