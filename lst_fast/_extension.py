@@ -141,8 +141,10 @@ def has_native_kernel(name: str, device_type: str) -> bool:
 def backend_info() -> dict:
     """Which implementation lst_fast uses, per device type, and why.
 
-    Returns a dict with the package and torch versions, whether the extension modules loaded (and the
-    error if not), and for "cpu" and "cuda" whether the compiled kernels or the pure-PyTorch fallback run.
+    Returns:
+        A dict with the package and torch versions, whether the extension modules loaded (and the error
+        if not), for "cpu" and "cuda" whether the compiled kernels or the pure-PyTorch fallback run, the
+        CUDA checks made so far, and whether this CPU has bf16 instructions (`cpu_bf16_instructions`).
     """
     from lst_fast.machine import cpu_has_bf16_instructions
     from lst_fast.version import __version__
