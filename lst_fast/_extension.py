@@ -1,6 +1,7 @@
 """Loading of the compiled operators and what the package can run natively.
 
-lst_fast._C holds the CPU kernels and the op schemas; lst_fast._C_cuda<N> the CUDA kernels built with
+lst_fast._C holds the CPU kernels and the kernel schemas (lst_fast_kernels::*; the public ops' schemas are
+lst_fast.ops'); lst_fast._C_cuda<N> the CUDA kernels built with
 CUDA major version N, loaded only when torch is a CUDA build of that major version (so the CPU kernels
 also load on a CPU-only torch, which loads no CUDA module). All use the LibTorch stable ABI, built for
 torch 2.10: one binary serves every torch from 2.10 on. Beside each CUDA module, lst_fast/<module>.json
@@ -109,7 +110,7 @@ if os.environ.get("LST_FAST_DISABLE_EXTENSION", "0") == "1":
 else:
     _load_error = _load("_C")
     if _load_error is not None:
-        _cuda_load_error = "lst_fast._C (the op schemas) did not load"
+        _cuda_load_error = "lst_fast._C (the kernel schemas) did not load"
     elif torch.version.cuda is None:
         _cuda_load_error = "torch is a CPU-only build"
     else:
