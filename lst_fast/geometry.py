@@ -74,7 +74,15 @@ def _check_chunk_bytes(chunk_bytes: object) -> None:
 
 
 def line_weights(steps: int = 21, dtype: torch.dtype = torch.float64) -> Tensor:
-    """(steps, 2) weights (1 - t, t) for t = 0, 1/(steps-1), ..., 1."""
+    """Weights of evenly spaced points on a line segment.
+
+    Args:
+        steps: number of points, at least 2 (both ends included).
+        dtype: floating-point type of the weights.
+
+    Returns:
+        (steps, 2) weights (1 - t, t) for t = 0, 1/(steps-1), ..., 1.
+    """
     _check_int("steps", steps, 2)
     t = torch.arange(steps, dtype=torch.float64) / (steps - 1)
     return torch.stack([1 - t, t], dim=1).to(dtype)
@@ -84,7 +92,15 @@ def triangle_weights(n: int = 10, dtype: torch.dtype = torch.float64) -> Tensor:
     """Barycentric grid (P, 3) of (1 - a - b, a, b) for a, b in {0, 1/n, ..., 1} with a + b <= 1.
 
     Integer arithmetic, so all (n + 1)(n + 2) / 2 points are kept (n = 10: 66 points; the paper's code
-    loses 2 of them to a floating-point test)."""
+    loses 2 of them to a floating-point test).
+
+    Args:
+        n: divisions per edge, at least 1.
+        dtype: floating-point type of the weights.
+
+    Returns:
+        ((n + 1)(n + 2) / 2, 3) weights; the first vertex (the source) is row 0, weights (1, 0, 0).
+    """
     _check_int("n", n, 1)
     rows = [(n - i - j, i, j) for i in range(n + 1) for j in range(n + 1 - i)]
     return (torch.tensor(rows, dtype=torch.float64) / n).to(dtype)
@@ -102,12 +118,24 @@ def simplex_confidence(
     chunk_bytes: Optional[int] = None,
     precision: str = "fp32",
 ) -> Tensor:
-    """Confidence for `label` (N,) at every convex combination of per-sample vertices (N, K, C, H, W)
-    with weights (P, K): returns (N, P).
+    """Confidence for `label` at every convex combination of per-sample vertices.
 
-    chunk_bytes: model inputs per forward pass (default DEFAULT_CHUNK_BYTES, CPU_CHUNK_BYTES on the CPU).
-    precision: "fp32" evaluates the model as given; "bf16" a bf16 working copy built for this call (as
-    traverse's fast mode does), several times faster where bf16 is native.
+    The points are made by the fused `simplex_points` operator straight into model-input batches, a
+    chunk of at most `chunk_bytes` at a time.
+
+    Args:
+        model: classifier returning logits (M, K) for images in [0, 1] (after the optional mean/std).
+        vertices: per-sample vertices (N, V, C, H, W); V = 2 for lines, 3 for triangles.
+        weights: barycentric weights (P, V), e.g. `line_weights` or `triangle_weights`.
+        label: class whose confidence is measured (N,).
+        mean: per-channel mean applied in front of the model, or None.
+        std: per-channel standard deviation applied in front of the model, or None.
+        chunk_bytes: model inputs per forward pass (default 256 MiB; 2 MiB on the CPU).
+        precision: "fp32" evaluates the model as given; "bf16" a bf16 working copy built for this call (as
+            traverse's fast mode does), several times faster where bf16 is native.
+
+    Returns:
+        (N, P) float32 softmax confidences for `label`.
     """
     check_precision(precision)
     validation.check_model(model)
@@ -143,7 +171,19 @@ def simplex_confidence(
 def linear_path_confidence(
     model: torch.nn.Module, source: Tensor, end: Tensor, label: Tensor, steps: int = 21, **kw: Any
 ) -> Tensor:
-    """Confidence for `label` along (1 - t) source + t end: (N, steps)."""
+    """Confidence for `label` along the segment (1 - t) source + t end.
+
+    Args:
+        model: classifier returning logits for images in [0, 1] (after the optional mean/std).
+        source: start images (N, C, H, W).
+        end: end images (N, C, H, W), e.g. `TraversalResult.images`.
+        label: class whose confidence is measured (N,).
+        steps: points on each segment, both ends included.
+        **kw: `mean`, `std`, `chunk_bytes`, `precision`, as for `simplex_confidence`.
+
+    Returns:
+        (N, steps) confidences, t = 0 (the source) first.
+    """
     _check_same_images(source=source, end=end)
     return simplex_confidence(model, torch.stack([source, end], 1), line_weights(steps), label, **kw)
 
@@ -151,7 +191,20 @@ def linear_path_confidence(
 def triangle_confidence(
     model: torch.nn.Module, source: Tensor, end1: Tensor, end2: Tensor, label: Tensor, n: int = 10, **kw: Any
 ) -> Tensor:
-    """Confidence for `label` over the triangle grid of (source, end1, end2): (N, (n+1)(n+2)/2)."""
+    """Confidence for `label` over the triangle grid of (source, end1, end2).
+
+    Args:
+        model: classifier returning logits for images in [0, 1] (after the optional mean/std).
+        source: the triangles' first vertices (N, C, H, W).
+        end1: second vertices (N, C, H, W), e.g. the LST outputs of one round.
+        end2: third vertices (N, C, H, W).
+        label: class whose confidence is measured (N,).
+        n: divisions per edge (`triangle_weights(n)`).
+        **kw: `mean`, `std`, `chunk_bytes`, `precision`, as for `simplex_confidence`.
+
+    Returns:
+        (N, (n+1)(n+2)/2) confidences, in the order of `triangle_weights(n)`.
+    """
     _check_same_images(source=source, end1=end1, end2=end2)
     return simplex_confidence(model, torch.stack([source, end1, end2], 1), triangle_weights(n), label, **kw)
 
@@ -168,6 +221,13 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
     frac_above_{d}  fraction of grid points with p > p_source - d, for d in TRIANGLE_DROPS
     edge_mean       mean confidence over the two edges from the source (source counted once)
     edge_min_drop   minimum over those edges of p - p_source
+
+    Args:
+        confidence: confidences (T, P) of T triangles on the grid.
+        weights: the grid (P, 3), holding the source vertex (1, 0, 0) once.
+
+    Returns:
+        A dict of (T,) float64 tensors, keyed as above (`frac_above_0`, `frac_above_0.1`, ...).
     """
     _check_tensor("confidence", confidence, floating=True)
     _check_tensor("weights", weights, floating=True)
@@ -190,7 +250,16 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
 
 
 def per_source(stats: Dict[str, Tensor], source_index: Tensor, num_sources: int) -> Dict[str, Tensor]:
-    """Average triangle statistics over each source's triangles (edge_min_drop: their minimum)."""
+    """Average triangle statistics over each source's triangles (edge_min_drop: their minimum).
+
+    Args:
+        stats: per-triangle statistics, each (T,), as `triangle_statistics` returns them.
+        source_index: the source of each triangle (T,), integers in [0, num_sources).
+        num_sources: number of sources.
+
+    Returns:
+        A dict with the same keys, each (num_sources,); NaN for a source without triangles.
+    """
     if not isinstance(stats, dict) or not stats:
         raise ValueError("stats must be a non-empty dict of per-triangle tensors (from triangle_statistics)")
     _check_int("num_sources", num_sources, 0)
@@ -236,9 +305,24 @@ def width_profile(
     """Width of the high-confidence region around iterates x (N, C, H, W) across the step direction.
 
     Draws k random directions per sample, removes their component along `direction` (the step), normalizes
-    them, and evaluates the confidence for `label` at x + r * dir for every radius r. Returns the
-    `quantiles` of the confidence over the k directions: {"radii": (R,), "low": (N, R), "high": (N, R)}.
-    precision: as for simplex_confidence.
+    them, and evaluates the confidence for `label` at x + r * dir for every radius r.
+
+    Args:
+        model: classifier returning logits for images in [0, 1] (after the optional mean/std).
+        x: the iterates (N, C, H, W).
+        direction: the step at each iterate (N, C, H, W); the directions drawn are orthogonal to it.
+        label: class whose confidence is measured (N,).
+        radii: distances from x (R values).
+        k: random directions per sample.
+        quantiles: the (low, high) quantiles of the confidence over the k directions.
+        generator: random generator for the directions (on x's device).
+        mean: per-channel mean applied in front of the model, or None.
+        std: per-channel standard deviation applied in front of the model, or None.
+        chunk_bytes: model inputs per forward pass.
+        precision: as for `simplex_confidence`.
+
+    Returns:
+        {"radii": (R,), "low": (N, R), "high": (N, R)}: the quantiles of the confidence at each radius.
     """
     radii = _check_width_arguments(model, x, direction, radii, k, quantiles, generator, chunk_bytes, precision)
     n, c = x.shape[:2]
@@ -326,8 +410,18 @@ def width_along_path(
     model: torch.nn.Module, result: TraversalResult, radii: Sequence[float], **kw: Any
 ) -> Dict[str, Tensor]:
     """width_profile at every recorded iterate of a traversal (record_every > 0), the step direction
-    being the move to the next recorded iterate: {"radii": (R,), "iterations": (S,), "low"/"high":
-    (S, N, R)} over the S recorded iterates that have a successor."""
+    being the move to the next recorded iterate.
+
+    Args:
+        model: classifier returning logits for images in [0, 1] (after the optional mean/std).
+        result: a `TraversalResult` recorded with `record_every` > 0.
+        radii: distances from each iterate (R values).
+        **kw: the keywords of `width_profile` (k, quantiles, generator, mean, std, chunk_bytes, precision).
+
+    Returns:
+        {"radii": (R,), "iterations": (S,), "low"/"high": (S, N, R)} over the S recorded iterates that
+        have a successor.
+    """
     if not hasattr(result, "trace_images") or not hasattr(result, "trace_iterations"):
         raise TypeError(f"result must be a TraversalResult, got {type(result).__name__}")
     if result.trace_images is None or result.trace_iterations is None or result.trace_images.shape[0] < 2:

@@ -19,7 +19,18 @@ def _gaussian_window(size: int, sigma: float, channels: int, device: torch.devic
 def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> Tensor:
     """Structural similarity per image (N,), Gaussian window, as Wang et al. 2004 and scikit-image's
     structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False): statistics
-    over the valid (unpadded) windows, averaged over positions and channels."""
+    over the valid (unpadded) windows, averaged over positions and channels.
+
+    Args:
+        x: images (N, C, H, W), floating point.
+        y: images of the same shape.
+        data_range: the range of the pixel values (1 for images in [0, 1]).
+        window: side of the Gaussian window, in pixels.
+        sigma: standard deviation of the Gaussian window.
+
+    Returns:
+        (N,) SSIM per image pair.
+    """
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError(f"ssim needs two tensors, got {type(x).__name__} and {type(y).__name__}")
     if not x.is_floating_point() or not y.is_floating_point():
@@ -45,7 +56,15 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
 
 
 def distances(x: Tensor, target: Tensor) -> Dict[str, Tensor]:
-    """Per-sample l2, RMS (l2 / sqrt(C*H*W)), l_inf and SSIM between images and their targets."""
+    """Per-sample l2, RMS (l2 / sqrt(C*H*W)), l_inf and SSIM between images and their targets.
+
+    Args:
+        x: images (N, C, H, W), floating point, e.g. `TraversalResult.images`.
+        target: their targets, of the same shape.
+
+    Returns:
+        {"l2", "rms", "linf", "ssim"}, each (N,); the first three in float64.
+    """
     for name, value in (("x", x), ("target", target)):
         if not isinstance(value, Tensor) or value.dim() != 4 or not value.is_floating_point():
             got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
@@ -67,7 +86,16 @@ def lpips_distance(x: Tensor, target: Tensor, net: str = "alex") -> Tensor:
 
     Raises RuntimeError saying what is missing when the package or its weights cannot be loaded
     (the weights come from the network on first use). x and target: (N, C, H, W) in [0, 1] with C 1
-    (repeated to 3 channels) or 3; all N images go through the network in one batch."""
+    (repeated to 3 channels) or 3; all N images go through the network in one batch.
+
+    Args:
+        x: images (N, C, H, W) in [0, 1].
+        target: their targets, of the same shape.
+        net: the `lpips` package's backbone ("alex", "vgg" or "squeeze").
+
+    Returns:
+        (N,) LPIPS distance per image pair.
+    """
     if not isinstance(x, Tensor) or not isinstance(target, Tensor) or x.dim() != 4 or x.shape != target.shape:
         got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (x, target)]
         raise ValueError(

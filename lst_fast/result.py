@@ -23,17 +23,18 @@ METADATA_KEY = "lst_fast"  # the safetensors metadata entry that holds lst_fast'
 class TraversalResult:
     """Per-sample outcome of Level Set Traversal, in the order of the input batch.
 
-    images:             final iterates (N, C, H, W), on the input's device and dtype
-    label:              class whose confidence was held (N,)
-    initial_confidence: p0, softmax confidence for `label` on the clean source (N,)
-    confidence:         confidence for `label` at the final iterate (N,)
-    accepted_steps:     how many of the iterations were accepted (N,)
-    source_correct:     whether the model predicts `label` on the clean source (N,)
-    config:             the traversal's settings and the versions that produced it
-    trace_iterations:   iterations at which the traces were taken (R,), when record_every > 0
-    trace_confidence:   source-class confidence of the iterate at those iterations (R, N)
-    trace_target_confidence: confidence for the target image's class at those iterations (R, N)
-    trace_images:       the iterates at those iterations (R, N, C, H, W)
+    Attributes:
+        images: final iterates (N, C, H, W), on the input's device and dtype.
+        label: class whose confidence was held (N,).
+        initial_confidence: p0, softmax confidence for `label` on the clean source (N,).
+        confidence: confidence for `label` at the final iterate (N,).
+        accepted_steps: how many of the iterations were accepted (N,).
+        source_correct: whether the model predicts `label` on the clean source (N,).
+        config: the traversal's settings and the versions that produced it.
+        trace_iterations: iterations at which the traces were taken (R,), when record_every > 0.
+        trace_confidence: source-class confidence of the iterate at those iterations (R, N).
+        trace_target_confidence: confidence for the target image's class at those iterations (R, N).
+        trace_images: the iterates at those iterations (R, N, C, H, W).
     """
 
     images: Tensor
@@ -96,6 +97,12 @@ class TraversalResult:
         The file is written to a temporary name and renamed, so a crash never leaves a partial file and a
         failed write (disk full: RuntimeError naming the file and the cause) leaves the file there before
         as it was. `config` must hold only JSON values (TypeError naming the first key that does not).
+
+        Args:
+            path: the file to write (its folder must exist).
+
+        Returns:
+            The path written, as a `Path`.
         """
         path = Path(path)
         if path.parent.exists() and not path.parent.is_dir():
@@ -109,7 +116,16 @@ class TraversalResult:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike[str]], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
-        """Read a result written by `save`."""
+        """Read a result written by `save`.
+
+        Args:
+            path: a file written by `TraversalResult.save`.
+            device: where to put the tensors.
+
+        Returns:
+            The `TraversalResult`, its tensors on `device`. A file that is not one, or whose tensors do not
+            match the digest in its header, raises `ValueError` naming the file.
+        """
         from safetensors import safe_open
 
         path = Path(path)

@@ -45,9 +45,11 @@ def field_help(text: str, **extra: Any) -> Dict[str, Any]:
 
 @dataclass(frozen=True)
 class LSTSettings:
-    """How a Level Set Traversal runs (the algorithm: docs/ALGORITHM.md section 1).
+    """How a Level Set Traversal runs (the algorithm, and every field's meaning: the Algorithm page,
+    section 1).
 
-    Build it with keywords; every field is checked on construction and on `replace`.
+    Build it with keywords, e.g. ``LSTSettings(step_size=5e-2, precision="bf16")``; it is frozen, and every
+    field is checked on construction and on `replace` (`ValueError` or `TypeError` naming the field).
     """
 
     step_size: float = field(
@@ -139,7 +141,14 @@ class LSTSettings:
         check_backend(self.backend)
 
     def replace(self, **changes: Any) -> "LSTSettings":
-        """A copy with some fields changed (validated); unknown names raise TypeError."""
+        """A copy with some fields changed (validated); unknown names raise TypeError.
+
+        Args:
+            **changes: new values of fields, by name.
+
+        Returns:
+            A new, checked `LSTSettings`; this one is unchanged.
+        """
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -175,6 +184,6 @@ def strip_record_every(iterations: int) -> int:
 
 
 # The evaluation and the demo walk with a larger step than the paper's ImageNet runs, so that 28x28 walks get
-# close to their targets (README, "The shipped Fashion-MNIST default"); otherwise the paper's settings.
+# close to their targets (docs/fashion-mnist.md); otherwise the paper's settings.
 EVALUATION_SETTINGS = LSTSettings(step_size=5e-2)
 DEMO_SETTINGS = EVALUATION_SETTINGS

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from lst_fast.caller_warning import warn_at_caller
 
 Bounds = Tuple[float, float]
 
@@ -180,12 +181,10 @@ def check_channel_count(name: str, values: Tuple[float, ...], channels: int) -> 
         raise ValueError(f"{name} must have 1 or {channels} (channels) values, got {len(values)}")
 
 
-def check_model_output(
-    model: torch.nn.Module, forward: Callable[[Tensor], Tensor], images: Tensor, stacklevel: int = 1
-) -> Tensor:
+def check_model_output(model: torch.nn.Module, forward: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
     """The logits of `forward` (the model, as LST calls it) on a few of the images, checked before any walk:
     the model must leave its input as it was, and return finite floating-point logits (N, classes);
-    outputs that look like probabilities warn (at `stacklevel`, 1 being the caller). A few images tell the
+    outputs that look like probabilities warn (at the caller's line). A few images tell the
     class count, so the labels can be checked next."""
     probe = images[:8].clone()
     version = probe._version
@@ -198,7 +197,7 @@ def check_model_output(
             "gets a normalized copy)"
         )
     check_logits(logits, probe.shape[0])
-    warn_if_probabilities(logits, stacklevel=stacklevel + 1)
+    warn_if_probabilities(logits)
     return logits
 
 
@@ -214,9 +213,9 @@ def check_logits(logits: Tensor, n: int) -> None:
         raise ValueError("model returned NaN or Inf logits for the source images x")
 
 
-def warn_if_probabilities(logits: Tensor, stacklevel: int = 1) -> None:
+def warn_if_probabilities(logits: Tensor) -> None:
     """Outputs that are already probabilities (every row >= 0, summing to 1) are taken as logits, whose
-    softmax is then nearly flat: say so (at `stacklevel`, 1 being the caller)."""
+    softmax is then nearly flat: say so, at the first line outside lst_fast."""
     if (
         logits.numel()
         and bool((logits >= 0).all())
@@ -224,11 +223,10 @@ def warn_if_probabilities(logits: Tensor, stacklevel: int = 1) -> None:
             torch.allclose(logits.double().sum(1), logits.new_ones(logits.shape[0], dtype=torch.float64), atol=1e-4)
         )
     ):
-        warnings.warn(
+        warn_at_caller(
             "the model's outputs look like probabilities (every row is non-negative and sums to 1); "
             "LST expects logits and applies softmax itself: return the logits",
             UserWarning,
-            stacklevel=stacklevel + 1,
         )
 
 

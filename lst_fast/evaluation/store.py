@@ -24,7 +24,6 @@ import contextlib
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text
+from lst_fast.caller_warning import warn_at_caller
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.result import METADATA_KEY
 
@@ -342,5 +342,5 @@ def _refuse(path: Path, problems: List[str]) -> None:
 
 
 def _recompute(path: Path, why: str) -> bool:
-    warnings.warn(f"{path}: {why}; recomputing it", RuntimeWarning, stacklevel=3)
+    warn_at_caller(f"{path}: {why}; recomputing it", RuntimeWarning)
     return False
