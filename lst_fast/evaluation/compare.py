@@ -13,14 +13,14 @@ comparison is paired; runs that do not share one are flagged, by name.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 from lst_fast import plots
-from lst_fast.atomic_files import atomic_write_text
+from lst_fast.atomic_files import atomic_write_text, standard_json
+from lst_fast.errors import InputError
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import (
     TITLES,
@@ -51,13 +51,13 @@ def load_evaluation(folder) -> Run:
     and final confidence; ValueError when the folder is not a finished evaluation."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder} does not exist")
+        raise InputError(f"{folder} does not exist")
     store = EvaluationStore(folder)
     if not store.config_path.is_file():
-        raise ValueError(f"{folder} is not an evaluation folder (no config.json)")
+        raise InputError(f"{folder} is not an evaluation folder (no config.json)")
     missing = store.unfinished()
     if missing:
-        raise ValueError(f"{folder} is unfinished ({missing})")
+        raise InputError(f"{folder} is unfinished ({missing})")
     config, tables = store.read_config().to_dict(), store.read_tables()
     parts = [store.read_round(r, store.chunks_per_round()) for r in range(int(config["rounds"]))]
     per_pair = {k: torch.cat([p[k].double().flatten() for p in parts]) for k in PER_PAIR}
@@ -73,7 +73,7 @@ def load_all(folders: Sequence[str]) -> List[Run]:
         except ValueError as error:
             problems.append(str(error))
     if problems:
-        raise ValueError("cannot compare: " + "; ".join(problems))
+        raise InputError("cannot compare: " + "; ".join(problems))
     return runs
 
 
@@ -81,7 +81,7 @@ def row_labels(runs: List[Run], labels: Optional[Sequence[str]] = None) -> List[
     """`labels` (one per run), or each run's model, with the folder name where models repeat."""
     if labels is not None:
         if len(labels) != len(runs):
-            raise ValueError(f"--labels takes one name per folder ({len(runs)}), got {len(labels)}")
+            raise InputError(f"--labels takes one name per folder ({len(runs)}), got {len(labels)}")
         return list(labels)
     models = [r["config"].get("model", "?") for r in runs]
     return [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs, strict=True)]
@@ -129,7 +129,7 @@ def write_comparison(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"cannot write the output folder {out}: {error.strerror or error}") from error
+        raise InputError(f"cannot write the output folder {out}: {error.strerror or error}") from error
     written, sections = [], []
     note = pool_note(runs, names)
     for key in TITLES:
@@ -162,7 +162,7 @@ def write_comparison(
         atomic_write_text(out / "compare.md", "\n".join(text)),
         atomic_write_text(
             out / "compare.json",
-            json.dumps(
+            standard_json(
                 {"runs": summary, "differing_settings": differing_settings(runs), "shared_pool": note}, indent=1
             ),
         ),
