@@ -187,6 +187,10 @@ def test_runs_on_one_pool_share_sources_and_targets_and_record_its_digest(tmp_pa
         run_evaluation(EvalConfig(**SMALL), tmp_path / "x", progress=False, pool=pool)
 
 
+def load_pool_sources(folder: Path) -> set:
+    return {s for s, _ in _pairs(folder, 0)}
+
+
 def _pairs(folder: Path, round_: int):
     from safetensors.torch import load_file
 
@@ -206,10 +210,12 @@ def test_compare_says_whether_runs_share_a_pool(tmp_path):
     write_comparison([str(tmp_path / "cnn"), str(tmp_path / "vit")], tmp_path / "paired")
     note = json.loads((tmp_path / "paired" / "compare.json").read_text())["shared_pool"]
     assert note["paired"] and note["pool"] == pool.digest
-    assert "comparison is paired" in (tmp_path / "paired" / "compare.md").read_text()
+    assert note["shared_sources"] == len(load_pool_sources(tmp_path / "cnn") & load_pool_sources(tmp_path / "vit"))
+    assert "Paired: the result files show the same" in (tmp_path / "paired" / "compare.md").read_text()
     write_comparison([str(tmp_path / "cnn"), str(tmp_path / "own")], tmp_path / "unpaired", labels=["a", "b"])
     note = json.loads((tmp_path / "unpaired" / "compare.json").read_text())["shared_pool"]
-    assert not note["paired"] and "do not share a pool" in note["text"] and "own pool: `b`" in note["text"]
+    assert not note["paired"] and "comparison is unpaired" in note["text"]
+    assert "other targets than `a`'s: `b`" in note["text"] or "share no source" in note["text"]
 
 
 def test_an_evaluations_own_pool_holds_only_qualifying_images_and_stops_when_full(tmp_path):

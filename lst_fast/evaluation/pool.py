@@ -42,8 +42,9 @@ import hashlib
 import json
 import os
 import time
+import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -161,15 +162,36 @@ class _Batches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return (len(self.order) + self.batch_size - 1) // self.batch_size
 
-    def __getitem__(self, b: int) -> Tuple[int, List[Tensor]]:
+    def __getitem__(self, b: int) -> Tuple[int, Any]:
         index = self.order[b * self.batch_size : (b + 1) * self.batch_size]
-        return b, [view.get(index) for view in self.views]
+        try:
+            return b, [view.get(index) for view in self.views]
+        except Exception as error:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # In a worker: hand the error itself to the main process, which raises it as it is (torch
+            # would raise a copy whose message is the worker's whole traceback).
+            error.add_note("raised in a DataLoader worker process:\n" + "".join(traceback.format_exc()))
+            return b, _WorkerError(error)
 
 
-def _batches(views: Sequence[ImageSet], order: Tensor, batch_size: int, workers: int):
-    """The batches of `order` in order (a DataLoader keeps its batches' order whatever its workers)."""
+@dataclasses.dataclass
+class _WorkerError:
+    """An error raised while a worker process decoded a batch."""
+
+    error: Exception
+
+
+def _batches(views: Sequence[ImageSet], order: Tensor, batch_size: int, workers: int) -> Iterator[Tuple[int, Any]]:
+    """The batches of `order` in order (a DataLoader keeps its batches' order whatever its workers); an
+    error in a worker is raised here as the worker raised it (its own one-line message, e.g. naming the
+    image file that could not be read)."""
     dataset = _Batches(views, order, batch_size)
-    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+    for b, images in loader:
+        if isinstance(images, _WorkerError):
+            raise images.error
+        yield b, images
 
 
 def _views(members: Sequence[PoolMember]) -> Tuple[List[ImageSet], List[int]]:

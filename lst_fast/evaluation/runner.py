@@ -26,7 +26,7 @@ from torch import Tensor
 from lst_fast.data.image_cache import cached_images
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.sources import open_image_set
-from lst_fast.errors import InputError, TooFewSources
+from lst_fast.errors import InputError, PeerFailed, TooFewSources
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.pool import DEFAULT_BATCH, Pool, PoolMember, classify, select_pool
@@ -334,11 +334,20 @@ def rank_and_world() -> Tuple[int, int]:
 
 
 def barrier(world: int) -> None:
-    """Wait for every process of the group (nothing to wait for in one process)."""
+    """Wait for every process of the group (nothing to wait for in one process). A barrier that fails
+    because another process stopped (its connection closed, the collective timed out) is PeerFailed:
+    one line saying so, the failed process's own message says why."""
     if world > 1:
         import torch.distributed as dist
 
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as error:  # torch's DistBackendError and DistNetworkError are RuntimeErrors
+            cause = " ".join(str(error).split())[:200]
+            raise PeerFailed(
+                f"rank {dist.get_rank()} of {world}: another process of the group failed or stopped, so this "
+                f"one stops too (its own error line says why; here: {cause})"
+            ) from error
 
 
 def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
