@@ -68,9 +68,8 @@ def test_a_column_with_no_value_ranks_no_one():
 def test_the_95_percent_interval_covers_the_true_mean_about_95_percent_of_the_time():
     g = torch.Generator().manual_seed(5)
     data_sets, sources = 400, 60
-    values = torch.randn(data_sets, sources, generator=g, dtype=torch.float64).exp()  # skewed, true mean e^0.5
+    values = torch.rand(data_sets, sources, generator=g, dtype=torch.float64) ** 2  # in [0, 1], skewed; mean 1/3
     weights = resample_counts(sources, 300, seed=6)
     cells = _interval(values, weights)
-    truth = float(torch.tensor(0.5).exp())
-    covered = sum(c["low"] <= truth <= c["high"] for c in cells) / data_sets
-    assert 0.88 <= covered <= 0.98, covered  # the percentile bootstrap of a skewed mean runs a little short
+    covered = sum(c["low"] <= 1 / 3 <= c["high"] for c in cells) / data_sets
+    assert 0.91 <= covered <= 0.98, covered  # 0.935 here; the binomial spread of 400 data sets is about 0.011
