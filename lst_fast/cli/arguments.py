@@ -165,26 +165,25 @@ def bounded_int(low: int, high: Optional[int] = None):
     return parse
 
 
-def positive_seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0."""
+def _number(text: str, ok, expected: str) -> float:
+    """`text` as a float for which ok(value) holds, else a usage error saying what was `expected`."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    return _number(text, lambda v: 0 < v < float("inf"), "a finite number of seconds > 0")
 
 
 def unit_interval(text: str) -> float:
     """An argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return value
+    return _number(text, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 # The ranges of the flags that several subcommands share (checked when parsed).

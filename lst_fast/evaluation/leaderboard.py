@@ -230,20 +230,8 @@ def _pool(
             flush=True,
         )
         return pool
-    pool, stats = build_pool(
-        models,
-        data,
-        num_samples,
-        min_confidence,
-        seed,
-        data_root,
-        model_dir,
-        device,
-        workers,
-        batch_size,
-        progress,
-        rounds,
-    )
+    scan = {"num_workers": workers, "batch_size": batch_size, "progress": progress, "rounds": rounds}
+    pool, stats = build_pool(models, data, num_samples, min_confidence, seed, data_root, model_dir, device, **scan)
     if len(pool) < 2:
         raise InputError(f"only {len(pool)} images of {data} qualify for the pool of {specs}; need at least 2")
     pool.save(path)
