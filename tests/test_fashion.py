@@ -154,7 +154,7 @@ def test_cli_demo_and_info(tmp_path):
         text=True,
         timeout=300,
     )
-    assert bad.returncode == 1 and "iterations must be" in bad.stderr
+    assert bad.returncode == 1 and "--iterations: expected an integer >= 0" in bad.stderr
 
 
 def test_idx_header_sizes_that_overflow_int64_are_refused():
