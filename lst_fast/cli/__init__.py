@@ -26,6 +26,7 @@ from lst_fast.cli.arguments import (
     add_settings_arguments,
     pick_device,
     print_backend,
+    require_device,
     settings_from_arguments,
 )
 from lst_fast.cli.errors import is_expected, report_unexpected
@@ -114,6 +115,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if getattr(args, "device", None) == "auto":
             args.device, args.device_auto = pick_device(), True
+        elif getattr(args, "device", None) is not None:
+            require_device(args.device)  # a missing GPU is named before anything runs
         return args.func(args)
     except KeyboardInterrupt:
         if args.debug:

@@ -128,19 +128,9 @@ def _device(text: str) -> str:
 
     if text != "auto":
         try:
-            parsed = check_device(text, "the device")
+            check_device(text, "the device")
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
-        if parsed.type == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise argparse.ArgumentTypeError(f"{text}: torch sees no CUDA GPU on this machine; use --device cpu")
-            count = torch.cuda.device_count()
-            if parsed.index is not None and parsed.index >= count:
-                raise argparse.ArgumentTypeError(
-                    f"{text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
-                )
     return text
 
 
@@ -192,6 +182,24 @@ DIGITS = bounded_int(0, 12)
 WORKERS = bounded_int(0, 256)
 RESAMPLES = bounded_int(10, 1_000_000)
 POSITIVE = bounded_int(1)
+
+
+def require_device(text: str) -> None:
+    """EnvironmentFault (one line) when `text` names a CUDA device torch does not see: checked before the
+    command runs (not when parsed, so a command line can be parsed on any machine)."""
+    import torch
+
+    from lst_fast.errors import EnvironmentFault
+
+    parsed = torch.device(text)
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EnvironmentFault(f"--device {text}: torch sees no CUDA GPU on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise EnvironmentFault(
+                f"--device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
 
 
 def pick_device() -> str:
