@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from lst_fast.caller_warning import warn_at_caller
+from lst_fast.errors import InputError
 
 # The oldest driver release of each CUDA major version: with it, a module built with any CUDA X.y runs
 # its machine code (CUDA's minor-version compatibility); compiling its PTX needs the driver of X.y itself.
@@ -67,7 +68,7 @@ class Arch:
         """ "9.0", "9.0a", "10.0f", "12.0+PTX" -> Arch; ValueError for anything else."""
         match = _ARCH.fullmatch(str(text).strip())
         if match is None:
-            raise ValueError(f"unreadable CUDA architecture {text!r} (expected e.g. 9.0, 9.0a, 10.0f or 12.0+PTX)")
+            raise InputError(f"unreadable CUDA architecture {text!r} (expected e.g. 9.0, 9.0a, 10.0f or 12.0+PTX)")
         return cls((int(match[1]), int(match[2])), match[3])
 
     def machine_code_runs_on(self, capability: tuple) -> bool:

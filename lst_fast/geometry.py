@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lst_fast import ops, prepared_model, runtime, validation
 from lst_fast.confidence import class_probability
+from lst_fast.errors import InputError, InputTypeError
 from lst_fast.settings import check_precision
 
 if TYPE_CHECKING:
@@ -39,24 +40,24 @@ def _prepared_forward(
 
 def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise InputError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_tensor(name: str, value: object, dim: Optional[int] = None, floating: bool = False) -> None:
     if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be a tensor, got {type(value).__name__}")
     if dim is not None and value.dim() != dim:
-        raise ValueError(f"{name} must have {dim} dimensions, got shape {tuple(value.shape)}")
+        raise InputError(f"{name} must have {dim} dimensions, got shape {tuple(value.shape)}")
     if floating and not value.is_floating_point():
-        raise TypeError(f"{name} must be floating-point, got {value.dtype}")
+        raise InputTypeError(f"{name} must be floating-point, got {value.dtype}")
 
 
 def _checked_label(label: Optional[Tensor], n: int, logits: Tensor) -> Tensor:
     """validation.check_label, against the model's number of classes (known from its first logits)."""
     if label is None:
-        raise TypeError(f"label must be an integer tensor of shape ({n},), got None")
+        raise InputTypeError(f"label must be an integer tensor of shape ({n},), got None")
     return cast(Tensor, validation.check_label(label, n, logits.shape[1], logits.device))
 
 
@@ -65,7 +66,7 @@ def _check_same_images(**images: Tensor) -> None:
         _check_tensor(name, value, dim=4, floating=True)
     shapes = {name: tuple(value.shape) for name, value in images.items()}
     if len(set(shapes.values())) != 1:
-        raise ValueError(f"{', '.join(shapes)} must have one shape (N, C, H, W), got {shapes}")
+        raise InputError(f"{', '.join(shapes)} must have one shape (N, C, H, W), got {shapes}")
 
 
 def _check_chunk_bytes(chunk_bytes: object) -> None:
@@ -141,10 +142,10 @@ def simplex_confidence(
     validation.check_model(model)
     _check_tensor("vertices", vertices, floating=True)
     if vertices.dim() != 5:
-        raise ValueError(f"vertices must have shape (N, K, C, H, W), got {tuple(vertices.shape)}")
+        raise InputError(f"vertices must have shape (N, K, C, H, W), got {tuple(vertices.shape)}")
     _check_tensor("weights", weights, floating=True)
     if weights.dim() != 2 or weights.shape[1] != vertices.shape[1] or weights.shape[0] < 1:
-        raise ValueError(f"weights must have shape (P, {vertices.shape[1]}) with P >= 1, got {tuple(weights.shape)}")
+        raise InputError(f"weights must have shape (P, {vertices.shape[1]}) with P >= 1, got {tuple(weights.shape)}")
     _check_chunk_bytes(chunk_bytes)
     n, _, c = vertices.shape[:3]
     p = weights.shape[0]
@@ -232,12 +233,12 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
     _check_tensor("confidence", confidence, floating=True)
     _check_tensor("weights", weights, floating=True)
     if confidence.dim() != 2 or weights.dim() != 2 or weights.shape != (confidence.shape[1], 3):
-        raise ValueError(
+        raise InputError(
             f"need confidence (T, P) and weights (P, 3), got {tuple(confidence.shape)} and {tuple(weights.shape)}"
         )
     source = torch.nonzero(weights[:, 0] == 1).flatten()
     if source.numel() != 1:
-        raise ValueError("the grid must contain the source vertex (weights row (1, 0, 0)) exactly once")
+        raise InputError("the grid must contain the source vertex (weights row (1, 0, 0)) exactly once")
     conf = confidence.to(torch.float64)
     p_src = conf[:, source[0]]
     on_edge = ((weights[:, 1] == 0) | (weights[:, 2] == 0)).to(conf.device)
@@ -261,19 +262,19 @@ def per_source(stats: Dict[str, Tensor], source_index: Tensor, num_sources: int)
         A dict with the same keys, each (num_sources,); NaN for a source without triangles.
     """
     if not isinstance(stats, dict) or not stats:
-        raise ValueError("stats must be a non-empty dict of per-triangle tensors (from triangle_statistics)")
+        raise InputError("stats must be a non-empty dict of per-triangle tensors (from triangle_statistics)")
     _check_int("num_sources", num_sources, 0)
     _check_tensor("source_index", source_index, dim=1)
     if source_index.is_floating_point() or source_index.dtype == torch.bool:
-        raise TypeError(f"source_index must be an integer tensor, got {source_index.dtype}")
+        raise InputTypeError(f"source_index must be an integer tensor, got {source_index.dtype}")
     for name, values in stats.items():
         _check_tensor(f"stats[{name!r}]", values, dim=1, floating=True)
         if values.shape != source_index.shape:
-            raise ValueError(
+            raise InputError(
                 f"stats[{name!r}] has {values.shape[0]} triangles but source_index {source_index.shape[0]}"
             )
     if source_index.numel() and (int(source_index.min()) < 0 or int(source_index.max()) >= num_sources):
-        raise ValueError(
+        raise InputError(
             f"source_index must lie in [0, num_sources={num_sources}), got values in "
             f"[{int(source_index.min())}, {int(source_index.max())}]"
         )
@@ -375,7 +376,7 @@ def _check_width_arguments(
     _check_tensor("x", x, dim=4, floating=True)
     _check_tensor("direction", direction, floating=True)
     if direction.shape != x.shape:
-        raise ValueError(
+        raise InputError(
             f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, {tuple(direction.shape)}"
         )
     _check_int("k", k, 2)
@@ -383,17 +384,17 @@ def _check_width_arguments(
     try:
         values = [float(r) for r in radii]
     except (TypeError, ValueError):
-        raise TypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
+        raise InputTypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
     if not values or not all(math.isfinite(r) for r in values):
-        raise ValueError(f"radii must be a non-empty sequence of finite numbers, got {values}")
+        raise InputError(f"radii must be a non-empty sequence of finite numbers, got {values}")
     if not (
         isinstance(quantiles, (tuple, list))
         and len(quantiles) == 2
         and all(isinstance(q, numbers.Real) and 0 <= q <= 1 for q in quantiles)
     ):
-        raise ValueError(f"quantiles must be two numbers in [0, 1], got {quantiles!r}")
+        raise InputError(f"quantiles must be two numbers in [0, 1], got {quantiles!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        raise InputTypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return values
 
 
@@ -423,9 +424,9 @@ def width_along_path(
         have a successor.
     """
     if not hasattr(result, "trace_images") or not hasattr(result, "trace_iterations"):
-        raise TypeError(f"result must be a TraversalResult, got {type(result).__name__}")
+        raise InputTypeError(f"result must be a TraversalResult, got {type(result).__name__}")
     if result.trace_images is None or result.trace_iterations is None or result.trace_images.shape[0] < 2:
-        raise ValueError("width_along_path needs a traversal recorded with record_every > 0")
+        raise InputError("width_along_path needs a traversal recorded with record_every > 0")
     images = result.trace_images
     device = result.images.device
     label = result.label.to(device)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lst_fast.errors import EnvironmentFault, InputError, InputTypeError
+
 
 def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
@@ -32,13 +34,13 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
         (N,) SSIM per image pair.
     """
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(f"ssim needs two tensors, got {type(x).__name__} and {type(y).__name__}")
+        raise InputTypeError(f"ssim needs two tensors, got {type(x).__name__} and {type(y).__name__}")
     if not x.is_floating_point() or not y.is_floating_point():
-        raise TypeError(f"ssim needs floating-point images, got {x.dtype} and {y.dtype}")
+        raise InputTypeError(f"ssim needs floating-point images, got {x.dtype} and {y.dtype}")
     if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"ssim needs two (N, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InputError(f"ssim needs two (N, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < window:
-        raise ValueError(f"ssim needs images of at least {window}x{window} pixels, got {tuple(x.shape[-2:])}")
+        raise InputError(f"ssim needs images of at least {window}x{window} pixels, got {tuple(x.shape[-2:])}")
     x, y = x.to(torch.float64), y.to(torch.float64)
     c = x.shape[1]
     w = _gaussian_window(window, sigma, c, x.device, x.dtype)
@@ -68,9 +70,9 @@ def distances(x: Tensor, target: Tensor) -> Dict[str, Tensor]:
     for name, value in (("x", x), ("target", target)):
         if not isinstance(value, Tensor) or value.dim() != 4 or not value.is_floating_point():
             got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"distances needs {name} as a floating-point (N, C, H, W) tensor, got {got}")
+            raise InputError(f"distances needs {name} as a floating-point (N, C, H, W) tensor, got {got}")
     if x.shape != target.shape:
-        raise ValueError(f"distances needs x and target of one shape, got {tuple(x.shape)} and {tuple(target.shape)}")
+        raise InputError(f"distances needs x and target of one shape, got {tuple(x.shape)} and {tuple(target.shape)}")
     diff = (x.to(torch.float64) - target.to(torch.float64)).flatten(1)
     l2 = diff.norm(dim=1)
     return {
@@ -98,22 +100,22 @@ def lpips_distance(x: Tensor, target: Tensor, net: str = "alex") -> Tensor:
     """
     if not isinstance(x, Tensor) or not isinstance(target, Tensor) or x.dim() != 4 or x.shape != target.shape:
         got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (x, target)]
-        raise ValueError(
+        raise InputError(
             f"lpips_distance needs x and target as (N, C, H, W) tensors of one shape, got {got[0]} and {got[1]}"
         )
     if x.shape[1] not in (1, 3):
-        raise ValueError(f"lpips_distance needs 1- or 3-channel images, got {x.shape[1]} channels")
+        raise InputError(f"lpips_distance needs 1- or 3-channel images, got {x.shape[1]} channels")
     try:
         import lpips
     except ImportError:
-        raise RuntimeError(
+        raise EnvironmentFault(
             "LPIPS needs the `lpips` package (pip install lpips) and its pretrained "
             f"{net} weights, which it downloads on first use"
         ) from None
     try:
         model = lpips.LPIPS(net=net, verbose=False).to(x.device).eval()
     except Exception as error:  # no network or no cached weights
-        raise RuntimeError(
+        raise EnvironmentFault(
             f"could not load the LPIPS {net} weights ({error}); they download on first "
             "use, so run once with a network or copy them into the torch hub cache"
         ) from error

@@ -23,6 +23,7 @@ from torch import Tensor
 from lst_fast import op_checks, reference
 from lst_fast._extension import KERNEL_NAMESPACE, cuda_module_name, has_native_kernel, has_ops
 from lst_fast.cuda_compat import cuda_kernels_fit
+from lst_fast.errors import EnvironmentFault, MissingDependency
 from lst_fast.settings import check_backend
 
 # The public schemas. The compiled kernels (csrc/lst_fast.cpp) declare the same ones under
@@ -61,7 +62,7 @@ def _use_native(name: str, device: torch.device, backend: str) -> bool:
     if backend == "native" and not native:
         from lst_fast._extension import backend_info
 
-        raise RuntimeError(
+        raise EnvironmentFault(
             f"backend='native' but lst_fast::{name} has no compiled kernel for {device.type} "
             f"(backend_info: {backend_info()})"
         )
@@ -242,7 +243,7 @@ def _define() -> torch.library.Library:
         for schema in SCHEMAS.values():
             library.define(schema)
     except RuntimeError as error:  # a lst_fast._C from before the ops moved here defines them itself
-        raise ImportError(
+        raise MissingDependency(
             f"the lst_fast ops are already defined ({str(error).splitlines()[0]}); the compiled "
             "extension is from an older lst_fast: rebuild it (pip install --no-build-isolation .)"
         ) from None

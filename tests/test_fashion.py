@@ -153,8 +153,10 @@ def test_cli_demo_and_info(tmp_path, capsys):
     assert "mean RMS to target" in out.stdout
     capsys.readouterr()
     assert main(["info"]) == 0 and '"cpu"' in capsys.readouterr().out
-    assert main(["demo", "--iterations", "-3", "--out", str(tmp_path / "e")]) == 1
-    assert "iterations must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # refused when parsed, as argparse refuses
+        main(["demo", "--iterations", "-3", "--out", str(tmp_path / "e")])
+    assert refused.value.code == 1
+    assert "--iterations: expected an integer >= 0" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
 
 

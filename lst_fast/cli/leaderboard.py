@@ -40,13 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="folder with the data set's files")
     parser.add_argument(
         "--num-samples",
-        type=int,
+        type=arguments.POSITIVE,
         default=LEADERBOARD_DEFAULTS["num_samples"],
         help="images in the shared pool (default: %(default)s)",
     )
     parser.add_argument(
         "--min-confidence",
-        type=float,
+        type=arguments.unit_interval,
         default=LEADERBOARD_DEFAULTS["min_confidence"],
         help="the pool keeps an image only when every model's confidence in its class is above this "
         "(the paper: 0.6; default: %(default)s)",
@@ -69,12 +69,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "p_src - 0.2, the paper's headline)",
     )
     parser.add_argument(
-        "--resamples", type=int, default=1000, help="bootstrap resamples of the source images (default: %(default)s)"
+        "--resamples",
+        type=arguments.RESAMPLES,
+        default=1000,
+        help="bootstrap resamples of the source images (default: %(default)s)",
     )
-    parser.add_argument("--digits", type=int, default=3, help="decimals in the tables (default: %(default)s)")
+    parser.add_argument(
+        "--digits", type=arguments.DIGITS, default=3, help="decimals in the tables (default: %(default)s)"
+    )
     add_workers_argument(parser)
     parser.add_argument(
-        "--batch-size", type=int, default=128, help="images per batch of the pool's scan (default: %(default)s)"
+        "--batch-size",
+        type=arguments.POSITIVE,
+        default=128,
+        help="images per batch of the pool's scan (default: %(default)s)",
     )
     arguments.add_device_argument(parser)
     parser.add_argument(
