@@ -1,7 +1,8 @@
 """Confidence over the region around the level set (docs/ALGORITHM.md section 2): along linear paths, over
 triangles (convex hulls) between a source and its LST outputs and over k-simplices sampled uniformly
-(Dirichlet weights), and the width across the step direction. Every interpolated image comes from the batched simplex-points operator, and the model runs
-without gradients in memory-sized chunks, under lst_fast.runtime's contexts for its precision."""
+(Dirichlet weights), and the width across the step direction. Every interpolated image comes from the
+batched simplex-points operator, and the model runs without gradients in memory-sized chunks, under
+lst_fast.runtime's contexts for its precision."""
 
 from __future__ import annotations
 
@@ -201,7 +202,9 @@ def dirichlet_weights(points: int, vertices: int, seed: int, dtype: torch.dtype 
     return (draws / draws.sum(1, keepdim=True)).to(dtype)
 
 
-def simplex_statistics(confidence: Tensor, p_source: Tensor, drops: Sequence[float] = TRIANGLE_DROPS) -> Dict[str, Tensor]:
+def simplex_statistics(
+    confidence: Tensor, p_source: Tensor, drops: Sequence[float] = TRIANGLE_DROPS
+) -> Dict[str, Tensor]:
     """Per source, the confidence over its simplices from confidences (N, S, P) at the same P Dirichlet points
     of each of its S simplices, and p_source (N,) (p at the source vertex):
 

@@ -20,7 +20,6 @@ from lst_fast.geometry import (
 from conftest import tiny_cnn
 
 
-
 def _centroid_grid(n: int) -> torch.Tensor:
     """(n * n, 3) barycentric centroids of the n * n congruent small triangles of the triangle split n
     times along each edge: an area-uniform grid (every point stands for the same area)."""
@@ -47,6 +46,7 @@ def test_dirichlet_weights_are_seeded_and_uniform_over_the_simplex():
     torch.testing.assert_close(w.sum(1), torch.ones(20000, dtype=torch.float64), rtol=0, atol=1e-12)
     assert torch.equal(w, dirichlet_weights(20000, 4, seed=3))  # the same for every source and model
     assert not torch.equal(w, dirichlet_weights(20000, 4, seed=4))
+
     # A coordinate of Dirichlet(1, 1, 1, 1) is Beta(1, 3): P(w_0 > t) = (1 - t)^3. Kolmogorov-Smirnov distance
     # of the 20000 draws, against 1.95 / sqrt(n) (the 0.1% critical value): a normalized uniform (the
     # common mistake) is far off.

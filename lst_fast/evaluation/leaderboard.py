@@ -37,6 +37,7 @@ from torch import Tensor
 from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text
 from lst_fast.data.sources import open_image_set
+from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
 from lst_fast.evaluation.runner import barrier, pool_config, rank_and_world, run_evaluation
@@ -104,21 +105,27 @@ def run_leaderboard(
     progress: bool = True,
     graph: bool = False,
     digits: int = 3,
+    simplices: Optional[k_simplices.SimplexSettings] = None,
 ) -> Dict[str, Any]:
     """Build (or reuse) OUT/pool.json from `models` on `data`, evaluate each model on it into
     OUT/<model_folder(spec)>/ with `base`'s settings (its rounds, LST settings, seed, chunk size; its
     model, data, num_samples and min_confidence are replaced), then rank them and write the tables
-    (rank 0). Returns the leaderboard (the dict of leaderboard.json)."""
+    (rank 0). simplices: also the k-simplices of every model (one column per k, rankable as simplex_kK).
+    Returns the leaderboard (the dict of leaderboard.json)."""
     models = list(dict.fromkeys(models))
     if not models:
         raise ValueError("a leaderboard needs at least one --model")
-    if rank_by not in COLUMNS:
-        raise ValueError(f"rank_by must be one of {list(COLUMNS)}, got {rank_by!r}")
+    if rank_by not in COLUMNS and not k_simplices.is_column(rank_by):
+        raise ValueError(f"rank_by must be one of {list(COLUMNS)} or simplex_kK (2 <= K <= rounds), got {rank_by!r}")
     if rank_by == "lpips" and _lpips_available() is not None:
         raise ValueError(f"cannot rank by lpips: {_lpips_available()}")
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 10:
         raise ValueError(f"resamples must be an integer >= 10, got {resamples!r}")
     base = base or EvalConfig(rounds=LEADERBOARD_DEFAULTS["rounds"])
+    if simplices is not None:
+        simplices.validate(base.rounds)
+    if k_simplices.is_column(rank_by) and (simplices is None or int(rank_by[len("simplex_k") :]) > base.rounds):
+        raise ValueError(f"rank_by {rank_by} needs --simplex-points and a k of at most --rounds ({base.rounds})")
     base.replace(num_samples=num_samples, min_confidence=min_confidence)  # checks them
     folders = [model_folder(m) for m in models]
     if len(set(folders)) != len(folders):
@@ -163,7 +170,9 @@ def run_leaderboard(
                 )
             barrier(world)
             cfg = pool_config(base.replace(model=spec, data=data), pool)
-            run_evaluation(cfg, out / folder, device, data_root, progress, graph, model_dir, pool, num_workers)
+            run_evaluation(
+                cfg, out / folder, device, data_root, progress, graph, model_dir, pool, num_workers, simplices
+            )
         board: Dict[str, Any] = {}
         if rank == 0:
             board = write_leaderboard(out, models, rank_by, resamples, digits, data_root, model_dir, device)
@@ -327,6 +336,7 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     t2 = table2_per_source(triangles, cfg.triangle_n, sources)
     for key in ["mean"] + [f"frac_above_{d:g}" for d in DROPS]:
         out[key] = place(t2[key]) if t2[key].numel() else place(torch.full((sources,), float("nan")))
+    out.update({key: place(v) for key, v in k_simplices.leaderboard_values(store, cfg, tables).items()})
     return out, sources
 
 
@@ -405,24 +415,29 @@ def write_leaderboard(
         per_model.append(values)
         cfg = EvaluationStore(folder).read_config()
         rows.append({"model": spec, "folder": str(folder), "sources": sources, "config": cfg.to_dict()})
-    columns = [c for c in COLUMNS if c != "lpips" or lpips_missing is None]
+    # the k-simplex columns that every model has (an evaluation without them has none)
+    ks = sorted(set.intersection(*(set(k_simplices.board_ks({"columns": v})) for v in per_model)))
+    info = {**COLUMNS, **k_simplices.leaderboard_columns(ks)}
+    if rank_by not in info:
+        raise ValueError(f"cannot rank by {rank_by}: not every model's evaluation has it (run with --simplex-points)")
+    columns = [c for c in info if c != "lpips" or lpips_missing is None]
     pool_counts = resample_counts(len(pool), resamples, pool.seed)
     scanned = len(scans[0]["accuracy"])
     scan_counts = resample_counts(scanned, resamples, pool.seed + 1)
     boots: Dict[str, Tensor] = {}
     for key in columns:
-        if COLUMNS[key][1] == "scan":
+        if info[key][1] == "scan":
             values, weights = torch.stack([s[key] for s in scans]), scan_counts
         else:
             values, weights = torch.stack([v[key] for v in per_model]), pool_counts
         for row, cell in zip(rows, _interval(values, weights), strict=True):
             row.setdefault("values", {})[key] = cell
         boots[key] = bootstrap_means(values, weights)
-    ranks, above = rank_models(boots[rank_by], COLUMNS[rank_by][2])
+    ranks, above = rank_models(boots[rank_by], info[rank_by][2])
     for k, row in enumerate(rows):
         row["rank"] = ranks[k]
         row["ranked_below"] = [models[a] for a in above[k]]
-    sign = 1.0 if COLUMNS[rank_by][2] else -1.0
+    sign = 1.0 if info[rank_by][2] else -1.0
     order = sorted(range(len(rows)), key=lambda k: (ranks[k], -sign * _or_inf(rows[k]["values"][rank_by]["mean"])))
     rows = [rows[k] for k in order]
     for row in rows:
@@ -438,9 +453,9 @@ def write_leaderboard(
             "scan": pool.scan,
         },
         "rank_by": rank_by,
-        "higher_first": {k: COLUMNS[k][2] for k in columns},
+        "higher_first": {k: info[k][2] for k in columns},
         "resamples": resamples,
-        "columns": {k: COLUMNS[k][0] for k in columns},
+        "columns": {k: info[k][0] for k in columns},
         "lpips": "included" if lpips_missing is None else f"omitted: {lpips_missing}",
         "rows": rows,
     }
@@ -485,7 +500,7 @@ def caption(board: Dict[str, Any]) -> str:
         f"triangle with confidence above p_src - d. Ranked by {board['columns'][board['rank_by']]} "
         f"({direction} first): a model ranks above another only when the 95% interval of their paired "
         "difference excludes zero; rank = 1 + the number of models above it, and 'k=' marks a shared rank. "
-        f"LPIPS: {board['lpips']}."
+        f"LPIPS: {board['lpips']}." + k_simplices.caption(board)
     )
 
 
@@ -569,12 +584,17 @@ def leaderboard_csv(board: Dict[str, Any]) -> str:
 
 
 def leaderboard_figure(board: Dict[str, Any], path: Path) -> Path:
-    """Left: the ranking column per model with its 95% interval, in rank order. Right: the fraction of the
-    triangle above p_src - d for each d, per model, with its interval."""
+    """Left: the ranking column per model with its 95% interval, in rank order. Middle: the fraction of the
+    triangle above p_src - d for each d, per model, with its interval. Right, when the leaderboard has
+    k-simplex columns: their fraction against k, per model, with its interval."""
     plt = plots.pyplot()
     rows = board["rows"]
     key = board["rank_by"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(3.2, 0.45 * len(rows) + 1.5)))
+    by_k = bool(k_simplices.board_ks(board))
+    fig, axes = plt.subplots(1, 2 + by_k, figsize=(10 + 4.5 * by_k, max(3.2, 0.45 * len(rows) + 1.5)))
+    left, right = axes[0], axes[1]
+    if by_k:
+        k_simplices.draw_by_k(axes[2], board)
     y = list(range(len(rows)))[::-1]
     mean = [r["values"][key]["mean"] for r in rows]
     err = [

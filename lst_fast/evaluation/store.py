@@ -4,6 +4,7 @@ check. `lst-fast eval` writes through it and `lst-fast report` reads through it.
     OUT/config.json                                  the EvalConfig (flat JSON; see EvalConfig.to_dict)
     OUT/results/roundRR_chunkCCCCC.safetensors       Table 1 per pair of one chunk of one round
     OUT/results/triangles_rAA_rBB.safetensors        triangle confidences for the rounds AA < BB
+    OUT/results/simplex_kKK_sSSS.safetensors         k-simplex SSS of k = KK (eval --simplex-points only)
     OUT/tables.json, OUT/tables.md                   the tables
     OUT/report.md, OUT/report_*.png                  the report
 
@@ -273,6 +274,45 @@ class EvaluationStore:
         if "confidence" not in tensors:
             raise ValueError(f"{path} holds no triangle confidences; delete it and run the same command")
         return tensors["confidence"]
+
+    # -- k-simplices (lst_fast.evaluation.simplices) ------------------------------------------------------
+
+    def simplex_path(self, k: int, index: int) -> Path:
+        return self.results / f"simplex_k{k:02d}_s{index:03d}.safetensors"
+
+    def has_simplex(
+        self, k: int, index: int, cfg: EvalConfig, position: Dict[str, object], shapes: Dict[str, Sequence[int]]
+    ) -> bool:
+        """As has_triangles, for simplex `index` of k: its recorded configuration and `position` (its k,
+        rounds and simplex settings), and the `shapes` of its tensors."""
+        path = self.simplex_path(k, index)
+        if not path.exists():
+            return False
+        try:
+            record, found, _ = _read_record(path, ())
+        except Exception as error:
+            return _recompute(path, f"it cannot be read ({error})")
+        if "config" not in record:
+            return _recompute(path, "it records no configuration")
+        problems = _record_problems(record, cfg, position)
+        problems += [
+            f"its {name} has shape {found.get(name)}, expected {tuple(shape)}"
+            for name, shape in shapes.items()
+            if found.get(name) != tuple(shape)
+        ]
+        _refuse(path, problems)
+        return True
+
+    def write_simplex(
+        self, k: int, index: int, tensors: Dict[str, Tensor], cfg: EvalConfig, position: Dict[str, object]
+    ) -> Path:
+        metadata = {**position, "config": cfg.to_dict()}
+        return atomic_save_tensors(
+            tensors, self.simplex_path(k, index), {METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE
+        )
+
+    def read_simplex(self, k: int, index: int) -> Dict[str, Tensor]:
+        return load_tensors(self.simplex_path(k, index))
 
     # -- tables -----------------------------------------------------------------------------------------
 
