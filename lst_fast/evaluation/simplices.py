@@ -289,16 +289,11 @@ def draw_by_k(ax: Any, board: Dict[str, Any]) -> None:
     ks = board_ks(board)
     rows = board["rows"]
     for i, row in enumerate(rows):
-        values = [row["values"][column_name(k)] for k in ks]
-        shift = (i - (len(rows) - 1) / 2) * 0.05
-        ax.errorbar(
-            [k + shift for k in ks],
-            [v["mean"] for v in values],
-            yerr=[[max(0.0, v["mean"] - v["low"]) for v in values], [max(0.0, v["high"] - v["mean"]) for v in values]],
-            marker="o",
-            capsize=3,
-            label=row["model"],
-        )
+        # (mean, low, high) per k; the bars run from the low to the high end of the interval
+        cells = torch.tensor([[row["values"][column_name(k)][part] for k in ks] for part in ("mean", "low", "high")])
+        bars = torch.stack([cells[0] - cells[1], cells[2] - cells[0]]).clamp_min(0)
+        x = [k + (i - (len(rows) - 1) / 2) * 0.05 for k in ks]
+        ax.errorbar(x, cells[0].tolist(), yerr=bars.tolist(), marker="o", capsize=3, label=row["model"])
     _axes_by_k(ax, ks, "fraction (mean, 95% interval)")
 
 

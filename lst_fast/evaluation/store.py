@@ -245,18 +245,11 @@ class EvaluationStore:
         """As has_chunk, for the triangle file of rounds r1 < r2: its recorded configuration and rounds,
         and when given the shape (sources, grid points) of its confidences."""
         path = self.triangles_path(r1, r2)
-        if not path.exists():
+        shapes = _vetted_shapes(path, cfg, {"rounds": [r1, r2]})
+        if shapes is None:
             return False
-        try:
-            record, shapes, _ = _read_record(path, ())
-        except Exception as error:
-            return _recompute(path, f"it cannot be read ({error})")
-        if "config" not in record:
-            return _recompute(path, "it records no configuration")
-        problems = _record_problems(record, cfg, {"rounds": [r1, r2]})
         if shape is not None and shapes.get("confidence") != tuple(shape):
-            problems.append(f"its confidences have shape {shapes.get('confidence')}, expected {tuple(shape)}")
-        _refuse(path, problems)
+            _refuse(path, [f"its confidences have shape {shapes.get('confidence')}, expected {tuple(shape)}"])
         return True
 
     def write_triangles(self, r1: int, r2: int, confidence: Tensor, cfg: EvalConfig) -> Path:
@@ -286,21 +279,17 @@ class EvaluationStore:
         """As has_triangles, for simplex `index` of k: its recorded configuration and `position` (its k,
         rounds and simplex settings), and the `shapes` of its tensors."""
         path = self.simplex_path(k, index)
-        if not path.exists():
+        found = _vetted_shapes(path, cfg, position)
+        if found is None:
             return False
-        try:
-            record, found, _ = _read_record(path, ())
-        except Exception as error:
-            return _recompute(path, f"it cannot be read ({error})")
-        if "config" not in record:
-            return _recompute(path, "it records no configuration")
-        problems = _record_problems(record, cfg, position)
-        problems += [
-            f"its {name} has shape {found.get(name)}, expected {tuple(shape)}"
-            for name, shape in shapes.items()
-            if found.get(name) != tuple(shape)
-        ]
-        _refuse(path, problems)
+        _refuse(
+            path,
+            [
+                f"its {name} has shape {found.get(name)}, expected {tuple(shape)}"
+                for name, shape in shapes.items()
+                if found.get(name) != tuple(shape)
+            ],
+        )
         return True
 
     def write_simplex(
@@ -371,6 +360,23 @@ def _record_problems(record: dict, cfg: EvalConfig, position: dict) -> List[str]
         if record.get(key) != value:
             problems.append(f"it records {key} {record.get(key)}, expected {value}")
     return problems
+
+
+def _vetted_shapes(path: Path, cfg: EvalConfig, position: dict) -> Optional[Dict[str, tuple]]:
+    """The shape of each tensor of a result file whose record is cfg's at `position` (another's: ValueError
+    naming it); None when it is missing or unreadable (recomputed, with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        record, shapes, _ = _read_record(path, ())
+    except Exception as error:
+        _recompute(path, f"it cannot be read ({error})")
+        return None
+    if "config" not in record:
+        _recompute(path, "it records no configuration")
+        return None
+    _refuse(path, _record_problems(record, cfg, position))
+    return shapes
 
 
 def _refuse(path: Path, problems: List[str]) -> None:
