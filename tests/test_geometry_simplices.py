@@ -136,7 +136,7 @@ def test_logistic_regression_known_answer_is_covered_by_the_interval():
     g = torch.Generator().manual_seed(2)
     dim = 64
     model = _logistic_regression(dim, g)
-    w_vec, bias = model[1].weight[0], 0.0
+    w_vec, bias = model[1].weight[0].detach(), 0.0
     images = torch.rand(4, 6, 1, 8, 8, generator=g, dtype=torch.float64)
     # the bias puts each source at a = 1 (p_src = 0.73), so thresholds p_src - d cut the simplices
     a_all = images.flatten(2) @ w_vec
