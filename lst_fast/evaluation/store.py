@@ -370,10 +370,10 @@ def _vetted_shapes(path: Path, cfg: EvalConfig, position: dict) -> Optional[Dict
     try:
         record, shapes, _ = _read_record(path, ())
     except Exception as error:
-        _recompute(path, f"it cannot be read ({error})")
+        _recompute(path, f"it cannot be read ({error})", stacklevel=4)
         return None
     if "config" not in record:
-        _recompute(path, "it records no configuration")
+        _recompute(path, "it records no configuration", stacklevel=4)
         return None
     _refuse(path, _record_problems(record, cfg, position))
     return shapes
@@ -387,6 +387,7 @@ def _refuse(path: Path, problems: List[str]) -> None:
         )
 
 
-def _recompute(path: Path, why: str) -> bool:
-    warnings.warn(f"{path}: {why}; recomputing it", RuntimeWarning, stacklevel=3)
+def _recompute(path: Path, why: str, stacklevel: int = 3) -> bool:
+    """Warn (at the caller of the store method) that the file is recomputed; False."""
+    warnings.warn(f"{path}: {why}; recomputing it", RuntimeWarning, stacklevel=stacklevel)
     return False
