@@ -1,7 +1,8 @@
-"""Confidence over the region around the level set (docs/ALGORITHM.md section 2): along linear paths and
-over triangles (convex hulls) between a source and its LST outputs, and the width across the step
-direction. Every interpolated image comes from the batched simplex-points operator, and the model runs
-without gradients in memory-sized chunks, under lst_fast.runtime's contexts for its precision."""
+"""Confidence over the region around the level set (docs/ALGORITHM.md section 2): along linear paths, over
+triangles (convex hulls) between a source and its LST outputs and over k-simplices sampled uniformly
+(Dirichlet weights), and the width across the step direction. Every interpolated image comes from the
+batched simplex-points operator, and the model runs without gradients in memory-sized chunks, under
+lst_fast.runtime's contexts for its precision."""
 
 from __future__ import annotations
 
@@ -248,6 +249,67 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
     stats["edge_mean"] = conf[:, on_edge].mean(1)
     stats["edge_min_drop"] = (conf[:, on_edge] - p_src[:, None]).amin(1)
     return stats
+
+
+def dirichlet_weights(points: int, vertices: int, seed: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """(points, vertices) barycentric weights uniform over the simplex, Dirichlet(1, ..., 1): independent
+    Exponential(1) draws normalized by their row sum, from a CPU generator seeded with `seed`, so the same
+    seed gives the same weights on every machine and for every model."""
+    _check_int("points", points, 1)
+    _check_int("vertices", vertices, 1)
+    _check_int("seed", seed, 0)
+    generator = torch.Generator().manual_seed(int(seed))
+    draws = torch.empty(points, vertices, dtype=torch.float64).exponential_(generator=generator)
+    return (draws / draws.sum(1, keepdim=True)).to(dtype)
+
+
+def simplex_statistics(
+    confidence: Tensor, p_source: Tensor, drops: Sequence[float] = TRIANGLE_DROPS
+) -> Dict[str, Tensor]:
+    """Per source, the confidence over its simplices from confidences (N, S, P) at the same P Dirichlet points
+    of each of its S simplices, and p_source (N,) (p at the source vertex):
+
+    mean              mean confidence over the simplices
+    frac_above_{d}    fraction with p > p_source - d, for d in `drops`
+    se_mean, se_frac_above_{d}   their Monte Carlo standard errors: per point the average over the S
+                      simplices, then the standard deviation over the P points / sqrt(P) (the points are
+                      independent; the simplices of one source share them, so they are averaged first)
+    """
+    _check_tensor("confidence", confidence, dim=3, floating=True)
+    _check_tensor("p_source", p_source, dim=1, floating=True)
+    if p_source.shape[0] != confidence.shape[0] or confidence.shape[1] < 1 or confidence.shape[2] < 2:
+        raise InputError(
+            "need confidence (N, S, P) with S >= 1 and P >= 2, and p_source (N,), got "
+            f"{tuple(confidence.shape)} and {tuple(p_source.shape)}"
+        )
+    conf = confidence.to(torch.float64)
+    points = conf.shape[2]
+    per_point = {"mean": conf.mean(1)}  # (N, P): each point averaged over the source's simplices
+    threshold = p_source.to(device=conf.device, dtype=torch.float64)[:, None, None]
+    for d in drops:
+        per_point[f"frac_above_{d:g}"] = (conf > threshold - d).to(torch.float64).mean(1)
+    stats = {}
+    for name, values in per_point.items():
+        stats[name] = values.mean(1)
+        stats[f"se_{name}"] = values.std(1) / points**0.5
+    return stats
+
+
+def fraction_interval(estimate: Tensor, se: Tensor, points: int, level: float = 0.95) -> Tuple[Tensor, Tensor]:
+    """(low, high) interval of a simplex fraction from simplex_statistics: estimate -+ z se (the normal
+    interval, z for the two-sided `level`), clipped to [0, 1]; where every point fell on one side (estimate
+    0 or 1, se 0) the Clopper-Pearson bound of P points instead: [0, 1 - a^(1/P)] or [a^(1/P), 1], a =
+    (1 - level) / 2."""
+    _check_int("points", points, 2)
+    if not 0 < level < 1:
+        raise InputError(f"level must lie in (0, 1), got {level}")
+    z = math.sqrt(2) * float(torch.erfinv(torch.tensor(level, dtype=torch.float64)))
+    bound = 1 - ((1 - level) / 2) ** (1 / points)
+    low = (estimate - z * se).clamp(0, 1)
+    high = (estimate + z * se).clamp(0, 1)
+    low = torch.where((estimate >= 1) & (se == 0), torch.full_like(low, 1 - bound), low)
+    high = torch.where((estimate <= 0) & (se == 0), torch.full_like(high, bound), high)
+    return low, high
 
 
 def per_source(stats: Dict[str, Tensor], source_index: Tensor, num_sources: int) -> Dict[str, Tensor]:

@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "refused) (default: the model's own pool)",
     )
     add_workers_argument(parser)
+    add_simplex_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_join_timeout_argument(parser)
@@ -60,6 +61,35 @@ def add_join_timeout_argument(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=help_text,
     )
+
+
+def add_simplex_arguments(parser: argparse.ArgumentParser) -> None:
+    """--simplex-points N and --simplex-subsets S (eval and leaderboard), read back by simplex_settings."""
+    parser.add_argument(
+        "--simplex-points",
+        type=arguments.bounded_int(0),
+        default=0,
+        metavar="N",
+        help="also measure the k-simplices (source + k LST outputs, k = 2 .. rounds) at N uniform Dirichlet "
+        "points each: their fraction above p_src - d, one table row per k (default: 0, off)",
+    )
+    parser.add_argument(
+        "--simplex-subsets",
+        type=arguments.bounded_int(0),
+        default=0,
+        metavar="S",
+        help="k-simplices per k and source: a seeded choice of S of the C(rounds, k) subsets of the rounds "
+        "(default: 0, all of them)",
+    )
+
+
+def simplex_settings(args: argparse.Namespace):
+    """The SimplexSettings of --simplex-points and --simplex-subsets, or None when off (checked by the run)."""
+    from lst_fast.evaluation.simplices import SimplexSettings
+
+    if args.simplex_points == 0 and args.simplex_subsets == 0:
+        return None
+    return SimplexSettings(points=args.simplex_points, subsets=args.simplex_subsets)
 
 
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:
@@ -117,9 +147,17 @@ def command(args: argparse.Namespace) -> int:
             model_dir=args.model_dir,
             pool=pool,
             num_workers=args.workers,
+            simplices=simplex_settings(args),
         )
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
         for key in ("table1", "table2"):
             print(key + ": " + ", ".join(f"{k} {m:.4f}±{sd:.4f}" for k, (m, sd) in tables[key].items()))
+        for row in tables.get("simplices", {}).get("rows", []):
+            mean, sd = row["frac_above_0.2"]
+            print(
+                f"k={row['k']} simplices: > p_src - 0.2 {mean}±{sd}"
+                if mean is None
+                else f"k={row['k']} simplices: > p_src - 0.2 {mean:.4f}±{sd:.4f}"
+            )
     return 0

@@ -7,7 +7,7 @@ import argparse
 import os
 
 from lst_fast.cli import arguments
-from lst_fast.cli.eval import add_join_timeout_argument, add_workers_argument
+from lst_fast.cli.eval import add_join_timeout_argument, add_simplex_arguments, add_workers_argument, simplex_settings
 from lst_fast.distributed import process_group
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.settings import EVALUATION_SETTINGS
@@ -64,10 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rank-by",
         default=DEFAULT_RANK_BY,
-        choices=list(COLUMNS),
+        type=_rank_column,
+        metavar="{" + ",".join(COLUMNS) + ",simplex_kK}",
         help="the column that ranks the models (default: %(default)s, Table 2's fraction of the triangle above "
-        "p_src - 0.2, the paper's headline)",
+        "p_src - 0.2, the paper's headline; simplex_kK: the fraction of the K-simplex above p_src - 0.2, with "
+        "--simplex-points)",
     )
+    add_simplex_arguments(parser)
     parser.add_argument(
         "--resamples",
         type=arguments.RESAMPLES,
@@ -92,6 +95,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_join_timeout_argument(parser)
+
+
+def _rank_column(text: str) -> str:
+    """--rank-by's value once it names a column (the k of simplex_kK is checked against --rounds by the run)."""
+    from lst_fast.evaluation.leaderboard import COLUMNS
+    from lst_fast.evaluation.simplices import is_column
+
+    if text not in COLUMNS and not is_column(text):
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(COLUMNS)} or simplex_kK (K >= 2), got {text!r}")
+    return text
 
 
 def command(args: argparse.Namespace) -> int:
@@ -122,6 +135,7 @@ def command(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             graph=settings.graph,
             digits=args.digits,
+            simplices=simplex_settings(args),
         )
     if first:
         print(open(os.path.join(args.out, "leaderboard.md"), encoding="utf-8").read())

@@ -1,7 +1,8 @@
 """Finished evaluations side by side, one row per run, the way a leaderboard shows models: per paper table
 a Markdown and a LaTeX table (lst_fast.evaluation.tables.side_by_side), and two figures: the Table 1
 distributions per run (RMS, SSIM, final confidence over all pairs) and the Table 2 high-confidence
-fractions per threshold. `lst-fast compare` runs `write_comparison`.
+fractions per threshold; a third, the k-simplex fraction against k, when runs have k-simplices
+(lst_fast.evaluation.simplices). `lst-fast compare` runs `write_comparison`.
 
 Reads only what `lst-fast eval` wrote, through the evaluation's store: config.json, tables.json and the
 per-pair chunk files; unfinished folders are refused, by name.
@@ -22,6 +23,7 @@ import torch
 from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
 from lst_fast.errors import InputError
+from lst_fast.evaluation.simplices import fraction_by_k_figure
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import (
     TITLES,
@@ -171,6 +173,9 @@ def write_comparison(
         "Table 1 distributions": distributions_figure(runs, names, out / "table1_distributions.png"),
         "Table 2 high-confidence fractions": fractions_figure(runs, names, out / "table2_fractions.png"),
     }
+    by_k = fraction_by_k_figure(runs, names, out / "simplex_fractions.png")  # runs with k-simplices only
+    if by_k is not None:
+        figures["k-simplex fraction against k"] = by_k
     written += list(figures.values())
     text = [
         "# lst-fast compare",

@@ -41,6 +41,7 @@ from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
 from lst_fast.data.sources import open_image_set
 from lst_fast.errors import DataError, InputError, TooFewSources
+from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
 from lst_fast.evaluation.pool_file import SIGNED_SCAN
@@ -111,16 +112,18 @@ def run_leaderboard(
     progress: bool = True,
     graph: bool = False,
     digits: int = 3,
+    simplices: Optional[k_simplices.SimplexSettings] = None,
 ) -> Dict[str, Any]:
     """Build (or reuse) OUT/pool.json from `models` on `data`, evaluate each model on it into
     OUT/<model_folder(spec)>/ with `base`'s settings (its rounds, LST settings, seed, chunk size; its
     model, data, num_samples and min_confidence are replaced), then rank them and write the tables
-    (rank 0). Returns the leaderboard (the dict of leaderboard.json)."""
+    (rank 0). simplices: also the k-simplices of every model (one column per k, rankable as simplex_kK).
+    Returns the leaderboard (the dict of leaderboard.json)."""
     models = list(dict.fromkeys(models))
     if not models:
         raise InputError("a leaderboard needs at least one --model")
-    if rank_by not in COLUMNS:
-        raise InputError(f"rank_by must be one of {list(COLUMNS)}, got {rank_by!r}")
+    if rank_by not in COLUMNS and not k_simplices.is_column(rank_by):
+        raise InputError(f"rank_by must be one of {list(COLUMNS)} or simplex_kK (2 <= K <= rounds), got {rank_by!r}")
     if rank_by == "lpips" and _lpips_available() is not None:
         raise InputError(f"cannot rank by lpips: {_lpips_available()}")
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 10:
@@ -128,12 +131,16 @@ def run_leaderboard(
     if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 12:
         raise InputError(f"digits must be an integer in [0, 12], got {digits!r}")
     base = base or EvalConfig(rounds=LEADERBOARD_DEFAULTS["rounds"])
-    if COLUMNS[rank_by][1] == "table2" and base.rounds < 2:
+    if rank_by in COLUMNS and COLUMNS[rank_by][1] == "table2" and base.rounds < 2:
         raise InputError(
             f"--rank-by {rank_by} is a triangle statistic, which needs two rounds (a triangle is a source and "
             f"two LST outputs); --rounds is {base.rounds}: use --rounds 2 or more, or rank by a Table 1 column "
             "(e.g. --rank-by confidence)"
         )
+    if simplices is not None:
+        simplices.validate(base.rounds)
+    if k_simplices.is_column(rank_by) and (simplices is None or int(rank_by[len("simplex_k") :]) > base.rounds):
+        raise InputError(f"rank_by {rank_by} needs --simplex-points and a k of at most --rounds ({base.rounds})")
     base.replace(num_samples=num_samples, min_confidence=min_confidence)  # checks them
     folders = [model_folder(m) for m in models]
     if len(set(folders)) != len(folders):
@@ -180,7 +187,9 @@ def run_leaderboard(
             barrier(world)
             cfg = pool_config(base.replace(model=spec, data=data), pool)
             try:
-                run_evaluation(cfg, out / folder, device, data_root, progress, graph, model_dir, pool, num_workers)
+                run_evaluation(
+                    cfg, out / folder, device, data_root, progress, graph, model_dir, pool, num_workers, simplices
+                )
                 if rank == 0:
                     (out / folder / NO_SOURCES).unlink(missing_ok=True)
             except TooFewSources as error:  # its row says so; the other models are still ranked
@@ -389,6 +398,7 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     t2 = table2_per_source(triangles, cfg.triangle_n, sources)
     for key in ["mean"] + [f"frac_above_{d:g}" for d in DROPS]:
         out[key] = place(t2[key]) if t2[key].numel() else place(torch.full((sources,), float("nan")))
+    out.update({key: place(v) for key, v in k_simplices.leaderboard_values(store, cfg, tables).items()})
     return out, sources
 
 
@@ -496,13 +506,23 @@ def write_leaderboard(
         per_model.append(values)
         cfg = EvaluationStore(folder).read_config()
         rows.append({"model": spec, "folder": str(folder), "sources": sources, "config": cfg.to_dict()})
-    columns = [c for c in COLUMNS if c != "lpips" or lpips_missing is None]
+    # the k-simplex columns that every model has (an evaluation without them has none)
+    # (a model with no sources has no files to say; its cells are n/a)
+    measured = [v for v, row in zip(per_model, rows, strict=True) if row["sources"]] or per_model
+    ks = sorted(set.intersection(*(set(k_simplices.board_ks({"columns": v})) for v in measured)))
+    info = {**COLUMNS, **k_simplices.leaderboard_columns(ks)}
+    for v in per_model:
+        for key in info:
+            v.setdefault(key, nothing)
+    if rank_by not in info:
+        raise InputError(f"cannot rank by {rank_by}: not every model's evaluation has it (run with --simplex-points)")
+    columns = [c for c in info if c != "lpips" or lpips_missing is None]
     pool_counts = resample_counts(len(pool), resamples, pool.seed)
     scanned = len(scans[0]["accuracy"])
     scan_counts = resample_counts(scanned, resamples, pool.seed + 1)
     ranked_on: Tuple[Tensor, Tensor] = (nothing.unsqueeze(0), pool_counts)
     for key in columns:
-        if COLUMNS[key][1] == "scan":
+        if info[key][1] == "scan":
             values, weights = torch.stack([s[key] for s in scans]), scan_counts
         else:
             values, weights = torch.stack([v[key] for v in per_model]), pool_counts
@@ -510,11 +530,11 @@ def write_leaderboard(
             row.setdefault("values", {})[key] = cell
         if key == rank_by:
             ranked_on = (values, weights)
-    ranks, above = rank_models(*ranked_on, COLUMNS[rank_by][2])
+    ranks, above = rank_models(*ranked_on, info[rank_by][2])
     for k, row in enumerate(rows):
         row["rank"] = ranks[k]
         row["ranked_below"] = [models[a] for a in above[k]]
-    sign = 1.0 if COLUMNS[rank_by][2] else -1.0
+    sign = 1.0 if info[rank_by][2] else -1.0
     last = len(rows) + 1  # unranked rows go last
 
     def place(k: int) -> Tuple[int, float]:
@@ -539,9 +559,9 @@ def write_leaderboard(
         },
         "rank_by": rank_by,
         "ranked": any(r is not None for r in ranks),
-        "higher_first": {k: COLUMNS[k][2] for k in columns},
+        "higher_first": {k: info[k][2] for k in columns},
         "resamples": resamples,
-        "columns": {k: COLUMNS[k][0] for k in columns},
+        "columns": {k: info[k][0] for k in columns},
         "lpips": "included" if lpips_missing is None else f"omitted: {lpips_missing}",
         "rows": rows,
     }
@@ -588,7 +608,7 @@ def caption(board: Dict[str, Any]) -> str:
         "images. Table 1 columns (RMS, l_inf, SSIM, final p, still source) average each source's rounds; "
         "Table 2 columns are over triangles (source, two LST outputs); > p_src - d is the fraction of the "
         f"triangle with confidence above p_src - d. {_ranking_text(board, direction)} "
-        f"LPIPS: {board['lpips']}."
+        f"LPIPS: {board['lpips']}." + k_simplices.caption(board)
     )
 
 
@@ -684,12 +704,17 @@ def leaderboard_csv(board: Dict[str, Any]) -> str:
 
 
 def leaderboard_figure(board: Dict[str, Any], path: Path) -> Path:
-    """Left: the ranking column per model with its 95% interval, in rank order. Right: the fraction of the
-    triangle above p_src - d for each d, per model, with its interval."""
+    """Left: the ranking column per model with its 95% interval, in rank order. Middle: the fraction of the
+    triangle above p_src - d for each d, per model, with its interval. Right, when the leaderboard has
+    k-simplex columns: their fraction against k, per model, with its interval."""
     plt = plots.pyplot()
     rows = board["rows"]
     key = board["rank_by"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(3.2, 0.45 * len(rows) + 1.5)))
+    by_k = bool(k_simplices.board_ks(board))
+    fig, axes = plt.subplots(1, 2 + by_k, figsize=(10 + 4.5 * by_k, max(3.2, 0.45 * len(rows) + 1.5)))
+    left, right = axes[0], axes[1]
+    if by_k:
+        k_simplices.draw_by_k(axes[2], board)
     y = list(range(len(rows)))[::-1]
     mean = [r["values"][key]["mean"] for r in rows]
     err = [

@@ -30,6 +30,7 @@ from lst_fast.errors import InputError, PeerFailed, TooFewSources
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.pool import DEFAULT_BATCH, Pool, PoolMember, classify, select_pool
+from lst_fast.evaluation.simplices import SimplexSettings, compute_simplices, simplex_markdown, simplex_tables
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_confidence, triangle_weights
@@ -127,6 +128,7 @@ def run_evaluation(
     model_dir: Optional[str] = None,
     pool: Optional[Pool] = None,
     num_workers: Optional[int] = None,
+    simplices: Optional[SimplexSettings] = None,
 ) -> paper_tables.Tables:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json, and return
     the tables (the dict of tables.json: see lst_fast.evaluation.tables).
@@ -140,8 +142,12 @@ def run_evaluation(
     are the pool's images this model classifies correctly (above the pool's min_confidence; printed).
     num_workers: decoding workers for the pool's scan, or the check of a shared pool (None: the pool
     module's default).
+    simplices: also the k-simplices (lst_fast.evaluation.simplices): their files, the "simplices" entry of
+    tables.json and its rows in tables.md (None: neither, as before).
     """
     cfg.validate()
+    if simplices is not None:
+        simplices.validate(cfg.rounds)
     if (pool is None) != (cfg.pool is None) or (pool is not None and cfg != pool_config(cfg, pool)):
         raise InputError("a run on a shared pool takes pool= and cfg = pool_config(cfg, pool), or neither")
     rank, world = rank_and_world()
@@ -159,10 +165,16 @@ def run_evaluation(
         barrier(world)
         per_round = [work.store.read_round(r, work.chunks) for r in range(cfg.rounds)]
         _compute_triangles(work, per_round)
+        if simplices is not None:
+            compute_simplices(model, work.data, pool_indices, per_round, store, cfg, simplices, device, rank, world)
         barrier(world)
         tables = _tables(work, per_round)
+        markdown = paper_tables.tables_markdown(tables, cfg)
+        if simplices is not None:
+            tables["simplices"] = simplex_tables(store, cfg, simplices, len(pool_indices))
+            markdown += "\n" + simplex_markdown(tables["simplices"])
         if rank == 0:
-            work.store.write_tables(tables, paper_tables.tables_markdown(tables, cfg))
+            work.store.write_tables(tables, markdown)
         barrier(world)
     return tables
 

@@ -4,6 +4,7 @@ check. `lst-fast eval` writes through it and `lst-fast report` reads through it.
     OUT/config.json                                  the EvalConfig (flat JSON; see EvalConfig.to_dict)
     OUT/results/roundRR_chunkCCCCC.safetensors       Table 1 per pair of one chunk of one round
     OUT/results/triangles_rAA_rBB.safetensors        triangle confidences for the rounds AA < BB
+    OUT/results/simplex_kKK_sSSS.safetensors         k-simplex SSS of k = KK (eval --simplex-points only)
     OUT/tables.json, OUT/tables.md                   the tables
     OUT/report.md, OUT/report_*.png                  the report
 
@@ -245,18 +246,11 @@ class EvaluationStore:
         """As has_chunk, for the triangle file of rounds r1 < r2: its recorded configuration and rounds,
         and when given the shape (sources, grid points) of its confidences."""
         path = self.triangles_path(r1, r2)
-        if not path.exists():
+        shapes = _vetted_shapes(path, cfg, {"rounds": [r1, r2]})
+        if shapes is None:
             return False
-        try:
-            record, shapes, _ = _read_record(path, ())
-        except Exception as error:
-            return _recompute(path, f"it cannot be read ({error})")
-        if "config" not in record:
-            return _recompute(path, "it records no configuration")
-        problems = _record_problems(record, cfg, {"rounds": [r1, r2]})
         if shape is not None and shapes.get("confidence") != tuple(shape):
-            problems.append(f"its confidences have shape {shapes.get('confidence')}, expected {tuple(shape)}")
-        _refuse(path, problems)
+            _refuse(path, [f"its confidences have shape {shapes.get('confidence')}, expected {tuple(shape)}"])
         return True
 
     def write_triangles(self, r1: int, r2: int, confidence: Tensor, cfg: EvalConfig) -> Path:
@@ -274,6 +268,41 @@ class EvaluationStore:
         if "confidence" not in tensors:
             raise InputError(f"{path} holds no triangle confidences; delete it and run the same command")
         return tensors["confidence"]
+
+    # -- k-simplices (lst_fast.evaluation.simplices) ------------------------------------------------------
+
+    def simplex_path(self, k: int, index: int) -> Path:
+        return self.results / f"simplex_k{k:02d}_s{index:03d}.safetensors"
+
+    def has_simplex(
+        self, k: int, index: int, cfg: EvalConfig, position: Dict[str, object], shapes: Dict[str, Sequence[int]]
+    ) -> bool:
+        """As has_triangles, for simplex `index` of k: its recorded configuration and `position` (its k,
+        rounds and simplex settings), and the `shapes` of its tensors."""
+        path = self.simplex_path(k, index)
+        found = _vetted_shapes(path, cfg, position)
+        if found is None:
+            return False
+        _refuse(
+            path,
+            [
+                f"its {name} has shape {found.get(name)}, expected {tuple(shape)}"
+                for name, shape in shapes.items()
+                if found.get(name) != tuple(shape)
+            ],
+        )
+        return True
+
+    def write_simplex(
+        self, k: int, index: int, tensors: Dict[str, Tensor], cfg: EvalConfig, position: Dict[str, object]
+    ) -> Path:
+        metadata = {**position, "config": cfg.to_dict()}
+        return atomic_save_tensors(
+            tensors, self.simplex_path(k, index), {METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE
+        )
+
+    def read_simplex(self, k: int, index: int) -> Dict[str, Tensor]:
+        return load_tensors(self.simplex_path(k, index))
 
     # -- tables -----------------------------------------------------------------------------------------
 
@@ -340,6 +369,23 @@ def _record_problems(record: dict, cfg: EvalConfig, position: dict) -> List[str]
     return problems
 
 
+def _vetted_shapes(path: Path, cfg: EvalConfig, position: dict) -> Optional[Dict[str, tuple]]:
+    """The shape of each tensor of a result file whose record is cfg's at `position` (another's: ValueError
+    naming it); None when it is missing or unreadable (recomputed, with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        record, shapes, _ = _read_record(path, ())
+    except Exception as error:
+        _recompute(path, f"it cannot be read ({error})")
+        return None
+    if "config" not in record:
+        _recompute(path, "it records no configuration")
+        return None
+    _refuse(path, _record_problems(record, cfg, position))
+    return shapes
+
+
 def _refuse(path: Path, problems: List[str]) -> None:
     if problems:
         raise InputError(
@@ -349,5 +395,6 @@ def _refuse(path: Path, problems: List[str]) -> None:
 
 
 def _recompute(path: Path, why: str) -> bool:
+    """Warn (at the first line outside lst_fast) that the file is recomputed; False."""
     warn_at_caller(f"{path}: {why}; recomputing it", RuntimeWarning)
     return False
