@@ -37,8 +37,8 @@ from lst_fast.data.preprocessing import IMAGENET_EVAL
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.geometry import triangle_confidence
-from lst_fast.settings import EVALUATION_SETTINGS
-from lst_fast.traversal import traverse
+from lst_fast.walk.settings import EVALUATION_SETTINGS
+from lst_fast.walk.traversal import traverse
 from conftest import environment, median_seconds, sync
 
 DEVICES = ["cpu", "cuda"]  # cuda cases skip without a GPU

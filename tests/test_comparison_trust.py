@@ -155,7 +155,7 @@ def test_a_cuda_device_index_that_does_not_exist_is_named(tmp_path, capsys):
 def test_exit_codes_come_from_types():
     from lst_fast.cli.errors import is_expected
     from lst_fast.errors import DataError, EnvironmentFault, InputError, LstFastError, PeerFailed
-    from lst_fast.settings import LSTSettings
+    from lst_fast.walk.settings import LSTSettings
 
     with pytest.raises(InputError) as raised:
         LSTSettings(step_size=-1)  # lst_fast's own checks raise its own types

@@ -246,7 +246,7 @@ def test_disk_full_during_eval_is_one_clear_error_and_keeps_finished_chunks(fini
 def test_disk_full_during_the_demo_names_the_file_and_what_was_written(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from lst_fast.demo import run_demo
+    from lst_fast.commands.demo import run_demo
 
     _disk_full_after(monkeypatch, Figure, "savefig", 3)
     with pytest.raises(

@@ -2,7 +2,7 @@
 
 One module per subcommand (demo, eval, report, run, compare, leaderboard, bench, info), each with `HELP`,
 `add_arguments(parser)` and `command(args) -> exit code`; the flags several of them share are built in
-lst_fast.cli.arguments. The work itself is done by library modules (lst_fast.demo, evaluation, report,
+lst_fast.cli.arguments. The work itself is done by library modules (lst_fast.commands.demo, evaluation, report,
 run_images, compare, bench, distributed) that the subcommands call. Even `lst-fast --help` loads torch:
 `import lst_fast` defines lst_fast's operators in torch and loads their compiled kernels, and the flags
 come from the settings dataclasses, whose checks use torch.

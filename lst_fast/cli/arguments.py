@@ -1,7 +1,7 @@
 """The flags that several subcommands share, and the one way each is read back.
 
 The flags of the LST settings and of the evaluation's configuration are made from their dataclasses'
-fields (lst_fast.settings), with the fields' help text and defaults: a subcommand gets them with
+fields (lst_fast.walk.settings), with the fields' help text and defaults: a subcommand gets them with
 `add_settings_arguments(parser, fields, defaults)` and reads them back with
 `settings_from_arguments(args, base, fields)`, a checked LSTSettings.
 """
@@ -14,7 +14,7 @@ import typing
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.settings import LSTSettings
+from lst_fast.walk.settings import LSTSettings
 
 # The LST settings each subcommand offers as flags (the other LSTSettings fields keep the base's value).
 WALK_FIELDS = ("iterations", "step_size", "threshold", "adv_step_size", "precision")
@@ -122,9 +122,9 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _device(text: str) -> str:
-    """--device's value as given, once lst_fast.validation.check_device accepts it and, for a CUDA device,
+    """--device's value as given, once lst_fast.walk.validation.check_device accepts it and, for a CUDA device,
     torch sees that GPU (or it is auto): a missing GPU is named before anything runs."""
-    from lst_fast.validation import check_device
+    from lst_fast.walk.validation import check_device
 
     if text != "auto":
         try:
@@ -212,7 +212,7 @@ def pick_device() -> str:
 def print_backend(device: str, auto: bool = False) -> None:
     """The first output line of the commands that compute: which implementation runs on `device`, and,
     when `auto`, that --device auto picked it."""
-    from lst_fast._extension import backend_info
+    from lst_fast.backends._extension import backend_info
 
     info = backend_info()
     kind = "cuda" if str(device).startswith("cuda") else "cpu"

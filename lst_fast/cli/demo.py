@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lst_fast.cli import arguments
-from lst_fast.settings import DEMO_SETTINGS
+from lst_fast.walk.settings import DEMO_SETTINGS
 
 HELP = "LST on a shipped Fashion-MNIST model, with figures and a summary"
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast.demo import run_demo
+    from lst_fast.commands.demo import run_demo
 
     arguments.print_backend(args.device, args.device_auto)
     numbers = run_demo(

@@ -10,7 +10,7 @@ from lst_fast.cli import arguments
 from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S, process_group
 from lst_fast.errors import InputError
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.settings import EVALUATION_SETTINGS
+from lst_fast.walk.settings import EVALUATION_SETTINGS
 
 HELP = "Tables 1 and 2 over a pool of correctly classified images (resumable)"
 

@@ -10,7 +10,7 @@ from lst_fast.cli import arguments
 from lst_fast.cli.eval import add_join_timeout_argument, add_simplex_arguments, add_workers_argument, simplex_settings
 from lst_fast.distributed import process_group
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.settings import EVALUATION_SETTINGS
+from lst_fast.walk.settings import EVALUATION_SETTINGS
 
 HELP = "a blind-spot leaderboard: many models on one shared pool, the paper's settings, ranked (resumable)"
 # EvalConfig fields the leaderboard offers (the model, data, pool size and min-confidence are its own flags).

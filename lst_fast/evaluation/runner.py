@@ -35,7 +35,7 @@ from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
-from lst_fast.traversal import traverse
+from lst_fast.walk.traversal import traverse
 
 __all__ = [
     "barrier",

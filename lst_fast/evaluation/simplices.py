@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from lst_fast import plots
+from lst_fast.commands import plots
 from lst_fast.data.image_set import ImageSet
 from lst_fast.errors import InputError
 from lst_fast.evaluation.config import EvalConfig

@@ -2,7 +2,7 @@
 
 Exact mode (precision="fp32", `ExactPrecision`) walks with the model itself in full fp32; its labels and
 confidences are the walk's, and the walk's last iterate is what it returns (`FinalIterate`). bf16 mode
-(`Bf16Precision`) walks with a bf16 working copy (lst_fast.prepared_model), takes the labels and the
+(`Bf16Precision`) walks with a bf16 working copy (lst_fast.walk.prepared_model), takes the labels and the
 reported confidences from the model as given, in its own precision, and checks the end points with it
 (`EndCheck`, which may walk a sample back). Which one a call uses is decided once, by `for_call`.
 """
@@ -14,11 +14,11 @@ from typing import Any, Callable, Dict, Protocol, Tuple
 import torch
 from torch import Tensor
 
-from lst_fast import prepared_model, runtime, validation
-from lst_fast.confidence import class_probability
-from lst_fast.settings import LSTSettings
-from lst_fast.walk_observers import EndCheck, FinalIterate, WalkEnd
-from lst_fast.walk_state import WalkConstants, WalkState
+from lst_fast.walk import prepared_model, runtime, validation
+from lst_fast.walk.confidence import class_probability
+from lst_fast.walk.observers import EndCheck, FinalIterate, WalkEnd
+from lst_fast.walk.settings import LSTSettings
+from lst_fast.walk.state import WalkConstants, WalkState
 
 Forward = Callable[[Tensor], Tensor]  # images in [lo, hi] -> logits (normalization included)
 

@@ -20,7 +20,7 @@ from lst_fast.errors import EnvironmentFault, InputError
 from lst_fast.geometry import linear_path_confidence, triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.models import load_model, model_info
-from lst_fast.settings import DEMO_SETTINGS, LSTSettings, strip_record_every
+from lst_fast.walk.settings import DEMO_SETTINGS, LSTSettings, strip_record_every
 
 # The summary lists these settings.
 SUMMARY_SETTINGS = ("step_size", "iterations", "threshold", "adv_step_size", "init_noise", "precision")
@@ -87,7 +87,7 @@ def run_demo(
     numbers["mean_triangle_confidence"] = float(tri.mean())
 
     def figures(keep: Callable[[Path], Path]) -> Dict[str, Path]:
-        from lst_fast import plots
+        from lst_fast.commands import plots
 
         xs_c, xt_c, res_c = xs.cpu(), xt.cpu(), result.images.cpu()
         grid_sources = x_all[torch.tensor(sources)].cpu()

@@ -1,10 +1,10 @@
 """One traversal call's plan, made once per call, and LST on each of its batches.
 
 `Inputs` are the call's images as the walk reads them. `CallPlan.build` adds what the model tells: the
-precision's strategy (lst_fast.precision), the start noise, the checked labels, the 16-bit `Grid`, the
+precision's strategy (lst_fast.walk.precision), the start noise, the checked labels, the 16-bit `Grid`, the
 CUDA-graph replay and the batch size. `CallPlan.traverse_batch` then runs one batch: start, walk,
-finish, result. The algorithm itself is lst_fast.loop's; splitting the set into batches is
-lst_fast.batching's.
+finish, result. The algorithm itself is lst_fast.walk.loop's; splitting the set into batches is
+lst_fast.walk.batching's.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any, Dict, Optional, cast
 import torch
 from torch import Tensor
 
-from lst_fast import batching, loop, runtime, validation
-from lst_fast.confidence import class_probability
-from lst_fast.graph_replay import GraphReplay
-from lst_fast.precision import Forward, Precision, for_call
-from lst_fast.result import TraversalResult
-from lst_fast.settings import LSTSettings
-from lst_fast.walk_observers import EndCheck, ProgressReport, Recorder
-from lst_fast.walk_state import WalkConstants, WalkState
+from lst_fast.walk import batching, loop, runtime, validation
+from lst_fast.walk.confidence import class_probability
+from lst_fast.walk.graph_replay import GraphReplay
+from lst_fast.walk.observers import EndCheck, ProgressReport, Recorder
+from lst_fast.walk.precision import Forward, Precision, for_call
+from lst_fast.walk.result import TraversalResult
+from lst_fast.walk.settings import LSTSettings
+from lst_fast.walk.state import WalkConstants, WalkState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +183,7 @@ def _graph_replay(device: torch.device) -> Optional[GraphReplay]:
 
 def _walk_bytes_per_image(source: Tensor, s: LSTSettings) -> int:
     """What a walk with settings `s` holds per image on the device besides one forward+backward: the
-    automatic GPU batch size counts it (lst_fast.batching)."""
+    automatic GPU batch size counts it (lst_fast.walk.batching)."""
     records_here = s.record_every > 0 and (s.record_device is None or s.record_device.type == source.device.type)
     return batching.walk_bytes_per_image(
         source[0].numel() * source.element_size(),

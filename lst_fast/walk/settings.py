@@ -15,8 +15,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from lst_fast import validation
 from lst_fast.errors import InputError, InputTypeError
+from lst_fast.walk import validation
 
 PRECISIONS = ("fp32", "bf16")
 # Which implementation of the operators runs (lst_fast.ops reads the choice).
