@@ -539,7 +539,7 @@ def test_each_precision_walks_reports_and_ends_with_its_own_models():
     model = tiny_cnn(scale=12)
     x, _ = images(4, seed=23)
     exact = precision.for_call(model, LSTSettings(), x, None)
-    assert isinstance(exact, precision.ExactPrecision) and exact.walk is exact.report
+    assert isinstance(exact, precision.ExactPrecision) and exact.walk_forward is exact.report_forward
     logits, reported = exact.source_logits(x)
     assert reported is logits and torch.equal(logits, model(x).detach())
     state = _walk_state(4, (1, 8, 8))
@@ -554,7 +554,7 @@ def test_each_precision_walks_reports_and_ends_with_its_own_models():
     logits, reported = bf16.source_logits(x)
     assert torch.equal(reported, model(x).detach()) and not torch.equal(logits, reported)
     end = bf16.end(state, fixed, reported, LSTSettings(precision="bf16"), copy_out=False)
-    assert isinstance(end, walk_observers.EndCheck) and end.report is bf16.report
+    assert isinstance(end, walk_observers.EndCheck) and end.report is bf16.report_forward
     assert torch.equal(end.p0, class_probability(reported, fixed.label))
 
 

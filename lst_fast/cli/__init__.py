@@ -19,7 +19,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from lst_fast.cli import bench, compare, demo, eval, info, leaderboard, report, run
+from lst_fast.cli import bench, compare, demo, evaluate, info, leaderboard, report, run
 from lst_fast.cli.arguments import (
     add_dataclass_arguments,
     add_model_arguments,
@@ -55,7 +55,7 @@ EPILOG = (
 )
 SUBCOMMANDS = {
     "demo": demo,
-    "eval": eval,
+    "eval": evaluate,
     "report": report,
     "run": run,
     "compare": compare,

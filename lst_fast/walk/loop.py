@@ -15,7 +15,7 @@ start and result) is lst_fast.walk.call_plan's.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +27,7 @@ from lst_fast.walk.confidence import class_probability
 from lst_fast.walk.graph_replay import GraphReplay
 from lst_fast.walk.observers import WalkObserver
 from lst_fast.walk.settings import LSTSettings
-from lst_fast.walk.state import WalkConstants, WalkState
-
-Forward = Callable[[Tensor], Tensor]  # images in [lo, hi] -> logits (normalization included)
+from lst_fast.walk.state import Forward, WalkConstants, WalkState
 
 
 @dataclasses.dataclass(frozen=True)

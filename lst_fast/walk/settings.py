@@ -187,4 +187,3 @@ def strip_record_every(iterations: int) -> int:
 # The evaluation and the demo walk with a larger step than the paper's ImageNet runs, so that 28x28 walks get
 # close to their targets (docs/fashion-mnist.md); otherwise the paper's settings.
 EVALUATION_SETTINGS = LSTSettings(step_size=5e-2)
-DEMO_SETTINGS = EVALUATION_SETTINGS
