@@ -111,14 +111,14 @@ class Ranking:
 
 def run_leaderboard(
     models: Sequence[str],
-    data: str,
+    data_spec: str,
     out,
     base: Optional[EvalConfig] = None,
     ranking: Ranking = Ranking(),
     simplices: Optional[k_simplices.SimplexSettings] = None,
     env: RunEnvironment = DEFAULT_ENVIRONMENT,
 ) -> Dict[str, Any]:
-    """Build (or reuse) OUT/pool.json from `models` on `data`, evaluate each model on it into
+    """Build (or reuse) OUT/pool.json from `models` on the data set `data_spec`, evaluate each model on it into
     OUT/<model_folder(spec)>/ with `base`'s settings (its rounds, LST settings, seed, chunk size; the
     pool's size and bar are its num_samples and min_confidence; its model and data are replaced), then
     rank them and write the tables (rank 0). base: default the paper's settings (LEADERBOARD_DEFAULTS).
@@ -159,15 +159,15 @@ def run_leaderboard(
         if rank == 0:
             for stale in out.glob(".*.tmp"):  # a killed write of pool.json (only under the lock)
                 stale.unlink(missing_ok=True)
-            pool = _pool(models, data, out, base, env=env, resolved=resolved)
+            pool = _pool(models, data_spec, out, base, env=env, resolved=resolved)
         barrier(world)
         pool = load_pool(out / "pool.json") if rank != 0 else pool
         for spec, folder in zip(models, folders, strict=True):
             if rank == 0:
                 print(f"== {spec} -> {out / folder}", flush=True)
-                _scan(spec, data, base, pool, folder=out / folder, env=env, resolved=resolved)
+                _scan(spec, data_spec, base, pool, folder=out / folder, env=env, resolved=resolved)
             barrier(world)
-            cfg = pool_config(base.replace(model=spec, data=data), pool)
+            cfg = pool_config(base.replace(model=spec, data=data_spec), pool)
             try:
                 run_evaluation(cfg, out / folder, env, pool=pool, simplices=simplices, model=resolved.get(spec))
                 if rank == 0:
@@ -185,7 +185,7 @@ def run_leaderboard(
 
 def _pool(
     specs: Sequence[str],
-    data: str,
+    data_spec: str,
     out: Path,
     base: EvalConfig,
     env: RunEnvironment,
@@ -197,7 +197,7 @@ def _pool(
     wanted = {k: getattr(base, k) for k in ("num_samples", "min_confidence", "seed", "rounds")}
     if path.is_file():
         pool = load_pool(path)
-        pool.check_data(open_image_set(data, env.data_root), data, str(path), env.data_root)
+        pool.check_data(open_image_set(data_spec, env.data_root), data_spec, str(path), env.data_root)
         differ = {k: (pool.settings()[k], v) for k, v in wanted.items() if pool.settings()[k] != v}
         if differ:
             raise InputError(
@@ -214,7 +214,7 @@ def _pool(
     models = [{"model": m, "pretrained": base.pretrained} for m in specs]
     pool, stats = build_pool(
         models,
-        data,
+        data_spec,
         base.num_samples,
         base.min_confidence,
         seed=base.seed,
@@ -223,7 +223,7 @@ def _pool(
         resolved=resolved,
     )
     if len(pool) < 2:
-        raise InputError(f"only {len(pool)} images of {data} qualify for the pool of {specs}; need at least 2")
+        raise InputError(f"only {len(pool)} images of {data_spec} qualify for the pool of {specs}; need at least 2")
     pool.save(path)
     rate = stats.scanned / stats.seconds if stats.seconds > 0 else float("inf")
     print(

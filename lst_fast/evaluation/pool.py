@@ -477,7 +477,7 @@ def load_pool(path: Union[str, os.PathLike]) -> Pool:
 
 def build_pool(
     models: Sequence[Union[str, Dict[str, Any]]],
-    data: str,
+    data_spec: str,
     num_samples: int,
     min_confidence: Optional[float] = None,
     seed: int = 0,
@@ -486,7 +486,7 @@ def build_pool(
     resolved: Optional[Dict[str, Any]] = None,
 ) -> Tuple[Pool, ScanStats]:
     """Build the pool of the named models (specs, or dicts with model, checkpoint, pretrained) on the data
-        set `data` (see the module docstring); return it with what it cost. Nothing is written. `rounds` is
+    set `data_spec` (see the module docstring); return it with what it cost. Nothing is written. `rounds` is
     recorded in the pool: the rounds of targets every evaluation on it walks. resolved: spec -> the
     ModelDescriptor the caller already resolved; a model not in it is resolved here and added to it, so a
     command that goes on with the same models resolves each once."""
@@ -509,13 +509,13 @@ def build_pool(
                 resolved[entry["model"]] = described
         pre = described.preprocessing
         if pre not in views:  # one data view per distinct preprocessing
-            views[pre] = open_image_set(data, env.data_root, pre)
+            views[pre] = open_image_set(data_spec, env.data_root, pre)
         members.append(PoolMember(entry["model"], described.classifier(), views[pre]))
         described_models.append(_model_entry(entry["model"], checkpoint, pretrained, pre.to_dict()))
     indices, confidence, stats = select_pool(members, num_samples, min_confidence, seed, env)
     first = members[0].data
     pool = Pool(
-        data=data_identity(first, data, indices),
+        data=data_identity(first, data_spec, indices),
         models=tuple(described_models),
         num_samples=num_samples,
         min_confidence=None if min_confidence is None else float(min_confidence),

@@ -73,17 +73,17 @@ class _Work:
     world: int
     model: torch.nn.Module
     data: ImageSet
-    pool: Tensor  # dataset indices of the sources
+    sources: Tensor  # dataset indices of the sources
     targets: List[Tensor]  # per round: dataset index of each source's target
 
     @property
     def chunks(self) -> int:
-        return math.ceil(len(self.pool) / self.cfg.chunk_size)
+        return math.ceil(len(self.sources) / self.cfg.chunk_size)
 
     def chunk_rows(self, round_: int, chunk: int) -> Tuple[Tensor, Tensor]:
         """Dataset indices of the chunk's sources and of their targets."""
-        rows = torch.arange(chunk * self.cfg.chunk_size, min((chunk + 1) * self.cfg.chunk_size, len(self.pool)))
-        return self.pool[rows], self.targets[round_][rows]
+        rows = torch.arange(chunk * self.cfg.chunk_size, min((chunk + 1) * self.cfg.chunk_size, len(self.sources)))
+        return self.sources[rows], self.targets[round_][rows]
 
 
 # What a run on a shared pool takes from the pool: everything that decides its sources and targets.
@@ -261,7 +261,7 @@ def _run_chunks(work: _Work, env: RunEnvironment) -> None:
 
     cfg, store, data = work.cfg, work.store, work.data
     mine = [(r, c) for r in range(cfg.rounds) for c in range(work.chunks)][work.rank :: work.world]
-    image_shape = tuple(data.get(work.pool[:1]).shape[1:])
+    image_shape = tuple(data.get(work.sources[:1]).shape[1:])
     todo = [job for job in mine if not store.has_chunk(*job, cfg, *work.chunk_rows(*job), image_shape)]
     bar = tqdm(
         total=len(mine),
@@ -332,20 +332,20 @@ def staged_on_device(
 def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
     """Confidence over the triangle (source, output of round r1, output of round r2) for every source
     and pair of rounds; this rank's share of the pairs, skipping finished ones."""
-    cfg, device, pool, data = work.cfg, work.device, work.pool, work.data
+    cfg, device, sources, data = work.cfg, work.device, work.sources, work.data
     for r1, r2 in paper_tables.round_pairs(cfg.rounds)[work.rank :: work.world]:
-        if work.store.has_triangles(r1, r2, cfg, (len(pool), len(triangle_weights(cfg.triangle_n)))):
+        if work.store.has_triangles(r1, r2, cfg, (len(sources), len(triangle_weights(cfg.triangle_n)))):
             continue
         conf = []
-        for start in range(0, len(pool), cfg.chunk_size):
+        for start in range(0, len(sources), cfg.chunk_size):
             rows = slice(start, start + cfg.chunk_size)
             conf.append(
                 triangle_confidence(
                     work.model,
-                    data.get(pool[rows]).to(device),
+                    data.get(sources[rows]).to(device),
                     per_round[r1]["images"][rows].to(device),
                     per_round[r2]["images"][rows].to(device),
-                    data.labels[pool[rows]].to(device),
+                    data.labels[sources[rows]].to(device),
                     n=cfg.triangle_n,
                     precision=cfg.lst.precision,
                 ).cpu()
@@ -357,7 +357,7 @@ def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> paper_tables.Tab
     triangles = [work.store.read_triangles(r1, r2) for r1, r2 in paper_tables.round_pairs(work.cfg.rounds)]
     return paper_tables.summarize(
         paper_tables.table1_per_pair(per_round),
-        paper_tables.table2_per_source(triangles, work.cfg.triangle_n, len(work.pool)),
-        len(work.pool),
+        paper_tables.table2_per_source(triangles, work.cfg.triangle_n, len(work.sources)),
+        len(work.sources),
         work.cfg.rounds,
     )
