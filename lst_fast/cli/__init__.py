@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from lst_fast.cli import bench, compare, demo, eval, info, leaderboard, report, run
+from lst_fast.cli import bench, compare, demo, eval, info, leaderboard, report, run, site
 from lst_fast.cli.arguments import (
     add_dataclass_arguments,
     add_model_arguments,
@@ -56,6 +56,7 @@ SUBCOMMANDS = {
     "run": run,
     "compare": compare,
     "leaderboard": leaderboard,
+    "site": site,
     "bench": bench,
     "info": info,
 }

@@ -35,7 +35,15 @@ from lst_fast.geometry import triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.traversal import traverse
 
-__all__ = ["barrier", "build_pool", "pool_config", "rank_and_world", "run_evaluation", "staged_on_device"]
+__all__ = [
+    "barrier",
+    "build_pool",
+    "chunk_seed",
+    "pool_config",
+    "rank_and_world",
+    "run_evaluation",
+    "staged_on_device",
+]
 
 Job = TypeVar("Job")
 
@@ -80,6 +88,12 @@ class _Work:
 def pool_config(cfg: EvalConfig, pool: Pool) -> EvalConfig:
     """cfg for a run on the shared `pool`: its digest, its size and its min_confidence."""
     return cfg.replace(pool=pool.digest, num_samples=max(1, len(pool)), min_confidence=pool.min_confidence)
+
+
+def chunk_seed(seed: int, round_: int, chunk: int) -> int:
+    """The seed of the start noise of one chunk's walks: by its position alone (so any rank, or a later
+    rerun that records the walk, draws the same noise)."""
+    return seed * 1_000_003 + round_ * 10_007 + chunk
 
 
 def run_evaluation(
@@ -234,7 +248,7 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
     settings = cfg.lst.replace(graph=graph)
     for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, work.device):
         src, tgt = work.chunk_rows(r, c)
-        generator = torch.Generator(device=work.device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
+        generator = torch.Generator(device=work.device).manual_seed(chunk_seed(cfg.seed, r, c))
         res = traverse(work.model, xs, xt, settings, label=label, generator=generator)
         with torch.no_grad():
             still = work.model(res.images).argmax(1) == res.label
