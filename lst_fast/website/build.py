@@ -380,7 +380,9 @@ def _side_by_side(runs: List[Run], parts, out: Path, env) -> None:
     for i in range(len(first["table"])):
         w = _walk_record(first, i)
         outputs = [[p["slug"], round(float(p["table"].confidence[i]), 4)] for p in parts]
-        pairs.append([w["round"], w["position"], w["source"], w["target"], w["source_class"], w["target_class"], outputs])
+        pairs.append(
+            [w["round"], w["position"], w["source"], w["target"], w["source_class"], w["target_class"], outputs]
+        )
     data = {"models": [r.name for r in runs], "ext": [p["ext"] for p in parts], "first": first["slug"], "pairs": pairs}
     atomic_write_text(out / "pairs.js", "window.LST_PAIRS = " + json.dumps(data, separators=(",", ":")) + ";\n")
     html = env.get_template("side_by_side.html").render(
@@ -398,7 +400,11 @@ def _bar(cell: Dict[str, float], low: float, high: float) -> Dict[str, float]:
     """Where an interval sits in its column's range, in percent (for the bar under the number)."""
     span = (high - low) or 1.0
     left = (cell["low"] - low) / span * 100
-    return {"left": left, "width": max(1.0, (cell["high"] - cell["low"]) / span * 100), "mean": (cell["mean"] - low) / span * 100}
+    return {
+        "left": left,
+        "width": max(1.0, (cell["high"] - cell["low"]) / span * 100),
+        "mean": (cell["mean"] - low) / span * 100,
+    }
 
 
 def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], env, out: Path) -> str:
@@ -412,7 +418,9 @@ def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], env, o
                 table, column = key.split(".", 1)
                 mean, std = run.tables[table][column]
                 cells.append({"text": f"{mean:.3f} ± {std:.3f}", "value": mean})
-            rows.append({"model": run.name, "slug": part["slug"], "cells": cells, "settings": _settings_text(run.cfg.to_dict())})
+            rows.append(
+                {"model": run.name, "slug": part["slug"], "cells": cells, "settings": _settings_text(run.cfg.to_dict())}
+            )
         return env.get_template("runs.html").render(
             columns=[c[1] for c in columns], rows=rows, not_paired=not_paired, depth=""
         )
