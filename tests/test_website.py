@@ -9,10 +9,10 @@ import json
 import re
 from pathlib import Path
 
+import browser_pages
 import pytest
 import torch
 
-import browser_pages
 from lst_fast.cli import main
 from lst_fast.evaluation import EvalConfig, EvaluationStore, run_evaluation, run_leaderboard
 from lst_fast.website import SiteOptions, build_site

@@ -24,7 +24,7 @@ import torch
 
 from lst_fast.atomic_files import atomic_write_text
 from lst_fast.evaluation.leaderboard import COLUMNS, SHOWN_SETTINGS, caption, model_folder
-from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES, round_pairs
+from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.images import needs_thumbnail, write_image
 from lst_fast.website.inputs import Run, load_inputs, paired

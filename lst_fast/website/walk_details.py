@@ -52,9 +52,10 @@ def walk_details(
     device="cpu",
     progress: bool = True,
 ) -> Dict[str, Tensor]:
-    """For each chosen row (its stored LST output in `outputs`, in the same order): "frames" (K, F, C, H, W), "frame_iterations" (F,), "frame_confidence" (K, F),
-    "exact" (K,), "line" (K, LINE_STEPS), "radii", "width_low" and "width_high" (K, radii); read from
-    `cache` when it holds this run's with these options, else computed (batched) and written there."""
+    """For each chosen row (its stored LST output in `outputs`, in the same order): "frames" (K, F, C, H,
+    W), "frame_iterations" (F,), "frame_confidence" (K, F), "exact" (K,), "line" (K, LINE_STEPS), "radii",
+    "width_low" and "width_high" (K, radii); read from `cache` when it holds this run's with these options,
+    else computed (batched) and written there."""
     from tqdm.auto import tqdm
 
     from lst_fast.atomic_files import atomic_save_tensors
