@@ -6,6 +6,7 @@ with the reason, where Chromium or Playwright is missing; CI installs both)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -155,13 +156,15 @@ def test_bad_input_is_one_line_and_exit_1(board, tmp_path, capsys):
 
 # -- in a real browser ------------------------------------------------------------------------------------
 
-browser = pytest.mark.skipif(browser_pages.missing() is not None, reason=str(browser_pages.missing()))
+# CI sets LST_FAST_BROWSER_TESTS=required: there a missing browser fails the tests instead of skipping them.
+REQUIRED = os.environ.get("LST_FAST_BROWSER_TESTS") == "required"
+browser = pytest.mark.skipif(browser_pages.missing() is not None and not REQUIRED, reason=str(browser_pages.missing()))
 
 
 @pytest.fixture(scope="module")
 def chromium():
     if browser_pages.missing() is not None:
-        pytest.skip(str(browser_pages.missing()))
+        (pytest.fail if REQUIRED else pytest.skip)(str(browser_pages.missing()))
     with browser_pages.browser() as found:
         yield found
 
