@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import environment
 from torch import nn
 
 from lst_fast.evaluation.config import EvalConfig
@@ -30,6 +29,7 @@ from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.website import SiteOptions, build_site
+from conftest import environment
 
 MODELS, SOURCES, ROUNDS, SIZE, CLASSES = 2, 200, 5, 224, 10
 CI = {"sources": 8, "size": 32}

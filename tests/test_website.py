@@ -195,10 +195,15 @@ def test_every_page_loads_without_errors_with_every_image_and_every_local_link(s
         watched.page.close()
 
 
+def _opened(chromium, path: Path) -> browser_pages.WatchedPage:
+    watched = browser_pages.WatchedPage(chromium)
+    watched.open(path)
+    return watched
+
+
 @browser
 def test_a_header_click_reorders_the_rows(site, chromium):
-    watched = browser_pages.WatchedPage(chromium)
-    watched.open(site / "index.html")
+    watched = _opened(chromium, site / "index.html")
     names = "Array.from(document.querySelectorAll('#board tbody tr')).map(r => r.cells[1].dataset.value)"
     before = watched.page.evaluate(names)
     watched.page.click("#board thead th:nth-child(2) button")
@@ -212,8 +217,7 @@ def test_a_header_click_reorders_the_rows(site, chromium):
 @browser
 def test_the_slider_changes_the_frame_also_from_the_keyboard(site, chromium):
     walk = sorted((site / "models" / "cnn" / "walks").glob("*.html"))[0]
-    watched = browser_pages.WatchedPage(chromium)
-    watched.open(walk)
+    watched = _opened(chromium, walk)
     frame = "[document.getElementById('frame').src, document.getElementById('frame-label').textContent]"
     last = watched.page.evaluate(frame)
     watched.page.focus("#slider")
@@ -228,8 +232,7 @@ def test_the_slider_changes_the_frame_also_from_the_keyboard(site, chromium):
 
 @browser
 def test_the_selectors_change_the_pair_and_the_gallery_also_from_the_keyboard(site, chromium):
-    watched = browser_pages.WatchedPage(chromium)
-    watched.open(site / "side-by-side.html")
+    watched = _opened(chromium, site / "side-by-side.html")
     outputs = "Array.from(document.querySelectorAll('.pair-output')).map(i => i.src + '|' + i.alt)"
     before = watched.page.evaluate(outputs)
     watched.page.focus("#pair")

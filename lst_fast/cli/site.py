@@ -55,14 +55,7 @@ def command(args: argparse.Namespace) -> int:
     from lst_fast.website import SiteOptions, build_site
 
     options = SiteOptions(args.walk_pages, args.thumbnail, args.frames, args.seed)
-    index = build_site(
-        args.dirs,
-        args.out,
-        options,
-        device=args.device,
-        data_root=args.data_root,
-        model_dir=args.model_dir,
-        progress=not args.no_progress,
-    )
+    progress = not args.no_progress
+    index = build_site(args.dirs, args.out, options, args.device, args.data_root, args.model_dir, progress)
     print(f"wrote {index} (open it in a browser; the folder {args.out} can be published as it is)")
     return 0

@@ -244,6 +244,10 @@ def _walk_pages(part, details, chosen: List[int], folder: Path, env) -> None:
     run: Run = part["run"]
     pages = folder / "walks"
     pages.mkdir(parents=True, exist_ok=True)
+    names = {_walk_record(part, i)["name"] for i in chosen}
+    for stale in pages.glob("*.html"):  # a page of an earlier build's choice
+        if stale.stem not in names:
+            stale.unlink()
     triangles = run.triangles()
     n = run.cfg.triangle_n
     template = env.get_template("walk.html")
