@@ -91,8 +91,9 @@ def triangle_map(confidence: Tensor, n: int, title: str, size: int = 220) -> str
             cells.append(tri)
             if a + b + 1 < n:
                 cells.append([(a + 1, b), (a + 1, b + 1), (a, b + 1)])
+    height = 3**0.5 / 2 * (size - 2 * margin) + 2 * margin  # the triangle's own height, and the margins
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size - 20}" role="img" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 {size - height:.1f} {size} {height:.1f}" role="img" '
         f'aria-label="{escape(title)}" class="triangle">',
         f"<title>{escape(title)}</title>",
     ]
