@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 
 import browser_pages
+import numpy
 import pytest
 import torch
+from PIL import Image
 
 from lst_fast.cli import main
 from lst_fast.evaluation import EvalConfig, EvaluationStore, run_evaluation, run_leaderboard
@@ -79,9 +81,12 @@ def test_a_walk_page_reruns_the_stored_walk_to_its_output_bit_for_bit(site, boar
         chosen = sorted(pages, key=lambda n: tuple(int(x) for x in n.split("-")))
         for k, name in enumerate(chosen):
             r, position = (int(x) for x in name.split("-"))
-            frames = cached["frames"][k]
-            assert torch.equal(frames[-1], per_round[r][position])  # the stored output, bit for bit
+            last, frames = cached["last_frame"][k], cached["frames"][k]
+            assert torch.equal(last, per_round[r][position])  # the stored output, bit for bit
+            assert torch.equal(frames[-1], per_round[r][position].mul(255).round().to(torch.uint8))  # its PNG
             assert not torch.equal(frames[0], frames[-1])  # and the walk did move
+            png = site / "models" / model / "full" / f"f{name}-{len(frames) - 1}.png"
+            assert torch.equal(torch.from_numpy(numpy.asarray(Image.open(png))), frames[-1][0])  # lossless
         assert cached["frame_iterations"].tolist() == [0, 1, 2, 3, 4]
     html = (site / "models" / "cnn" / "walks" / f"{chosen[0]}.html").read_text()
     assert "bit for bit" in html and 'type="range"' in html and "<svg" in html

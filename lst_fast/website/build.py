@@ -206,7 +206,7 @@ def _write_full_images(table: WalkTable, data, folder: Path, chosen, outputs, de
     for k, i in enumerate(chosen):
         name = f"{int(table.round[i])}-{int(table.position[i])}"
         for f, frame in enumerate(details["frames"][k]):
-            write_image(frame, full / f"f{name}-{f}.png")
+            write_image(frame.float() / 255, full / f"f{name}-{f}.png")  # the same 8-bit values back
         if thumb:
             write_image(outputs[k], full / f"o{name}.png")
             for index in (int(table.source[i]), int(table.target[i])):

@@ -35,8 +35,11 @@ WIDTH_RADII = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 WIDTH_DIRECTIONS = 64
 
 
+CACHE_FORMAT = 2  # 2: frames as uint8 and the last one as float
+
+
 def _key(run: Run, rows: List[int], frames: int) -> str:
-    text = json.dumps([run.signature(), rows, frames, LINE_STEPS, WIDTH_RADII, WIDTH_DIRECTIONS])
+    text = json.dumps([CACHE_FORMAT, run.signature(), rows, frames, LINE_STEPS, WIDTH_RADII, WIDTH_DIRECTIONS])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -53,7 +56,8 @@ def walk_details(
     progress: bool = True,
 ) -> Dict[str, Tensor]:
     """For each chosen row (its stored LST output in `outputs`, in the same order): "frames" (K, F, C, H,
-    W), "frame_iterations" (F,), "frame_confidence" (K, F), "exact" (K,), "line" (K, LINE_STEPS), "radii",
+    W; uint8, the 8-bit values the PNGs show), "last_frame" (K, C, H, W: the rerun's last iterate, float),
+    "frame_iterations" (F,), "frame_confidence" (K, F), "exact" (K,), "line" (K, LINE_STEPS), "radii",
     "width_low" and "width_high" (K, radii); read from `cache` when it holds this run's with these options,
     else computed (batched) and written there."""
     from tqdm.auto import tqdm
@@ -111,7 +115,9 @@ def walk_details(
     bar.update(1)
     bar.close()
     details = {
-        "frames": frames_t.contiguous(),
+        # the frames as the PNGs hold them (8 bits; a quarter of float32 in the cache), the last one exact
+        "frames": frames_t.clamp(0, 1).mul(255).round().to(torch.uint8).contiguous(),
+        "last_frame": frames_t[:, -1].contiguous(),
         "frame_iterations": iterations if iterations is not None else torch.zeros(0, dtype=torch.long),
         "frame_confidence": torch.stack([confidence[i] for i in rows]),
         "exact": exact,
