@@ -153,7 +153,7 @@ def _model_part(run, out: Path, env, options: SiteOptions, device, data_root, mo
         device,
         progress,
     )
-    if not built:
+    if not built and chosen:
         _write_full_images(table, data, folder, chosen, chosen_outputs, details, thumb)
         atomic_write_text(folder / ".built", stamp)
     part = {
@@ -248,6 +248,8 @@ def _walk_pages(part, details, chosen: List[int], folder: Path, env) -> None:
     for stale in pages.glob("*.html"):  # a page of an earlier build's choice
         if stale.stem not in names:
             stale.unlink()
+    if not chosen:
+        return
     triangles = run.triangles()
     n = run.cfg.triangle_n
     template = env.get_template("walk.html")

@@ -64,6 +64,8 @@ def walk_details(
 
     from lst_fast.atomic_files import atomic_save_tensors
 
+    if not rows:  # no walk pages: nothing to compute
+        return {}
     key = _key(run, rows, frames)
     if cache.is_file():
         found = _cached(cache, key)
