@@ -86,7 +86,7 @@ def test_a_walk_page_reruns_the_stored_walk_to_its_output_bit_for_bit(site, boar
             assert torch.equal(frames[-1], per_round[r][position].mul(255).round().to(torch.uint8))  # its PNG
             assert not torch.equal(frames[0], frames[-1])  # and the walk did move
             png = site / "models" / model / "full" / f"f{name}-{len(frames) - 1}.png"
-            assert torch.equal(torch.from_numpy(numpy.asarray(Image.open(png))), frames[-1][0])  # lossless
+            assert torch.equal(torch.from_numpy(numpy.array(Image.open(png))), frames[-1][0])  # lossless
         assert cached["frame_iterations"].tolist() == [0, 1, 2, 3, 4]
     html = (site / "models" / "cnn" / "walks" / f"{chosen[0]}.html").read_text()
     assert "bit for bit" in html and 'type="range"' in html and "<svg" in html
