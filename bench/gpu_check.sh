@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # The prepared GPU run (H200 or any CUDA machine), in two calls of the device tool; the plan, with each
-# step's estimate and its arithmetic, is docs/NOTES.md, "Owed on a GPU":
-#   call 1 (timeout_s 295): GPU_CHECK_PARTS="tests sanitizers bench profile" GPU_CHECK_BUDGET_S=265 \
+# step's estimate and its arithmetic (machine starts, transfers and idle waits counted), is docs/NOTES.md,
+# "Owed on a GPU":
+#   call 1 (timeout_s 320): GPU_CHECK_PARTS="tests sanitizers bench profile parity" GPU_CHECK_BUDGET_S=290 \
 #                           bash bench/gpu_check.sh
 #   call 2 (timeout_s 330): GPU_CHECK_PARTS="parity speed stages" GPU_CHECK_BUDGET_S=300 \
 #                           GPU_CHECK_BUDGET_COLD_S=210 bash bench/gpu_check.sh
+#   then give the machine back at once.
 # Which lst_fast runs: the wheel in .whl/ (GPU_CHECK_WHEEL, default the first .whl/lst_fast-*.whl; built
 # beforehand on a machine without a GPU by .ci/build_dist and carried) installed with pip into
 # /tmp/lst_wheel; without one, or when its CUDA kernels do not load, a build in place, skipped when
 # build/gpu_check.stamp holds the hash of csrc/, setup.py, torch, nvcc and the arch list (modification
 # times are not trusted: the copy to the machine need not keep them). GPU_CHECK_SOURCE=1 forces the build.
 # Python runs from a copy of tests/ and bench/ in /tmp/lst_gpu_run, so `import lst_fast` takes the chosen
-# one and never the source tree by accident; every step stops unless that lst_fast's CUDA kernels loaded.
+# one and never the source tree by accident. The gate (bench/gpu_gate.py) then runs one op with
+# backend="native" on cuda:0 and requires backend_info()'s device check to have let the kernels run; every
+# step stops unless it passed (else the rows would time the pure-PyTorch fallback as "native").
 #
 # Parts (GPU_CHECK_PARTS, in this order whatever the order given):
-#   tests       error_repro (the C++ error path), tests/test_cuda.py, tests/test_ops.py -k cuda
-#   sanitizers  compute-sanitizer memcheck, initcheck, racecheck (GPU_CHECK_TOOLS) over the probe
+#   tests       error_repro (the C++ error path), tests/test_cuda.py, tests/test_ops.py and
+#               tests/test_row_layout.py -k cuda
+#   sanitizers  one probe of compute-sanitizer, then memcheck, initcheck, racecheck (GPU_CHECK_TOOLS) over
+#               tests/cuda_sanitizer_probe.py; where the probe is refused, "unavailable here" (not failed)
+# Every pytest step runs through bench/pytest_resilient.py (a timeout per test: 60 s, the speed rows with
+# torch.compile 150 s; after a crash only the tests without a result rerun).
 #   bench       operator bandwidth (bench/test_ops_bandwidth.py -k cuda), the fused step among them
 #   profile     bench/profile_lst.py: ResNet-50 bf16 batch 128, Fashion CNN batch 8192 with a CUDA graph
 #   parity      bench/test_quality_parity.py -k cuda (bf16 vs exact mode on the shipped models)
@@ -25,10 +33,12 @@
 #               triangle stages), run only where that file exists
 # Time: the whole command keeps within GPU_CHECK_BUDGET_S seconds (default 300; give the device call a
 # timeout_s about 30 s longer). A step starts only when its estimate fits what is left, and runs under a
-# timeout of what is left, so a slow step is cut short and the steps after it are reported as skipped,
-# never lost with the rest. GPU_CHECK_BUDGET_COLD_S, when given, replaces the budget on a machine that
-# no earlier gpu_check.sh ran on (a fresh machine: its start already cost part of the device time).
-# Results go to $OUT (or ./gpu_out) as they are made, in at most these 7 files (the device tool brings
+# cap of twice its estimate plus 15 s, at most what is left (bench/gpu_steps.sh), so one hanging step
+# costs that step, the steps after it keep their time, and what no longer fits is reported as skipped.
+# GPU_CHECK_BUDGET_COLD_S, when given, replaces the budget on a machine that no earlier gpu_check.sh ran
+# on (a fresh machine: its start already cost part of the device time).
+# Results go to $OUT (or ./gpu_out) as they are made (each step's output straight into its log, so a step
+# cut short keeps its lines), in at most these 7 files (the device tool brings
 # back 8): summary.txt (the header, the tables, every step's status), status.txt (one line per step as it
 # ends), build.log (wheel install or build), tests.log, sanitizer.log, bench.log (bandwidth, profiles,
 # parity, speed, stages) and results.jsonl (one JSON line per benchmark as it is measured, written by
@@ -59,25 +69,8 @@ MACHINE=$([ -e "$WARM_MARK" ] && echo "warm (an earlier call ran here)" || echo 
 touch "$WARM_MARK"
 DEADLINE=$((SECONDS + BUDGET))
 
-# step NAME LOG ESTIMATE_S COMMAND...: run COMMAND if ESTIMATE_S fits the budget left, under a timeout of
-# what is left; append its output to $OUT/LOG.log; one status line. Returns 99 when skipped.
-step() {
-  local name=$1 log=$2 estimate=$3; shift 3
-  local left=$((DEADLINE - SECONDS)) t0=$SECONDS
-  if [ "$estimate" -gt "$left" ]; then
-    echo "$name: SKIPPED (estimated ${estimate} s, ${left} s of the ${BUDGET} s budget left)" | tee -a "$STATUS"
-    return 99
-  fi
-  echo "=== $name (estimated ${estimate} s, ${left} s left): $*" >> "$OUT/$log.log"
-  timeout -k 10 "$left" "$@" >> "$OUT/$log.log" 2>&1
-  local rc=$?
-  local words="ok"
-  [ $rc -ne 0 ] && words="FAILED (rc=$rc)"
-  [ $rc -eq 124 ] || [ $rc -eq 137 ] && words="CUT SHORT at the budget (rc=$rc)"
-  echo "$name: $words in $((SECONDS - t0)) s (estimated ${estimate} s)" | tee -a "$STATUS"
-  [ $rc -ne 0 ] && tail -n 25 "$OUT/$log.log"
-  return $rc
-}
+# shellcheck source=bench/gpu_steps.sh
+source "$REPO/bench/gpu_steps.sh"  # step (each capped at twice its estimate + 15 s), sanitizers
 
 finish() {
   [ -s "$LST_BENCH_RESULTS" ] && (cd "$RUN" && python3 bench/summarize.py "$LST_BENCH_RESULTS") >> "$TABLE" 2>&1
@@ -87,26 +80,6 @@ finish() {
   cat "$OUT/summary.txt"
   ! grep -qE ": (FAILED|CUT SHORT)" "$STATUS"  # the exit status: 0 only when no step failed
 }
-
-# pytest that survives a crashing test: on a fatal signal, deselect the test that was running (the last
-# one named in the verbose log) and go on, at most 3 times; the crash stays in the log and the exit code.
-pytest_resilient() {
-  local deselect=() rc=0 crashed=0 last
-  for attempt in 1 2 3 4; do
-    python3 -X faulthandler -m pytest -v -p no:cacheprovider "$@" "${deselect[@]}" > /tmp/pytest_run.log 2>&1
-    rc=$?
-    cat /tmp/pytest_run.log
-    [ $rc -lt 128 ] && break
-    crashed=1
-    last=$(grep -oE '^tests/[^ ]+::[^ ]+' /tmp/pytest_run.log | tail -n 1)
-    echo "!!! signal $((rc - 128)) while running $last (attempt $attempt)"
-    [ -z "$last" ] && break
-    deselect+=(--deselect "$last")
-  done
-  [ $crashed -eq 1 ] && return 139
-  return $rc
-}
-export -f pytest_resilient
 
 { date -u +%Y-%m-%dT%H:%MZ
   echo "machine: $MACHINE; budget ${BUDGET} s; parts:${PARTS}; commit $LST_FAST_COMMIT"
@@ -118,13 +91,8 @@ export -f pytest_resilient
 RUN=/tmp/lst_gpu_run
 rm -rf "$RUN" && mkdir -p "$RUN" && cp -r tests bench pyproject.toml "$RUN"/
 
-kernels_loaded() {  # the lst_fast on PYTHONPATH has its CUDA kernels (and, for the wheel, is the wheel's)
-  (cd "$RUN" && python3 -c "
-import sys, lst_fast
-i = lst_fast.backend_info()
-print('lst_fast from', lst_fast.__file__)
-print('backend:', i)
-sys.exit(i['cuda'] != 'native' or not lst_fast.__file__.startswith(sys.argv[1]))" "$1")
+kernels_loaded() {  # bench/gpu_gate.py: that lst_fast (the wheel's, or the tree's) ran one op with its CUDA kernels
+  (cd "$RUN" && python3 bench/gpu_gate.py "$1")
 }
 
 source_stamp() {
@@ -150,7 +118,7 @@ if [ -n "$WHEEL" ] && [ "${GPU_CHECK_SOURCE:-0}" != 1 ]; then
   rm -rf /tmp/lst_wheel
   if step wheel_install build 30 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/lst_wheel "$WHEEL"; then
     export PYTHONPATH=/tmp/lst_wheel
-    kernels_loaded /tmp/lst_wheel 2>&1 | tee -a "$OUT/build.log" | tail -n 2 >> "$OUT/summary.txt"
+    kernels_loaded /tmp/lst_wheel 2>&1 | tee -a "$OUT/build.log" | tail -n +2 >> "$OUT/summary.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] && SOURCE_OF="the wheel $(basename "$WHEEL")"
   fi
   [ -z "$SOURCE_OF" ] && echo "wheel: its CUDA kernels did not load here (build.log); building in place" | tee -a "$STATUS"
@@ -161,7 +129,7 @@ if [ -z "$SOURCE_OF" ]; then
     echo "build: up to date (build/gpu_check.stamp)" | tee -a "$STATUS"
   else
     step build build 150 bash -c build_in_place
-  fi && kernels_loaded "$REPO" 2>&1 | tee -a "$OUT/build.log" | tail -n 2 >> "$OUT/summary.txt" \
+  fi && kernels_loaded "$REPO" 2>&1 | tee -a "$OUT/build.log" | tail -n +2 >> "$OUT/summary.txt" \
     && [ "${PIPESTATUS[0]}" -eq 0 ] && SOURCE_OF="an in-place build of the tree"
 fi
 if [ -z "$SOURCE_OF" ]; then
@@ -173,27 +141,16 @@ echo "lst_fast: $SOURCE_OF" | tee -a "$STATUS" >> "$OUT/summary.txt"
 cd "$RUN"
 
 # -- the parts, in the plan's order; each step's estimate is docs/NOTES.md's -------------------------
-if want tests; then
+if want tests; then  # each test under a timeout of its own; after a crash only the tests without a result rerun
   step error_repro tests 10 python3 tests/native/error_repro.py cuda
-  step tests_cuda tests 40 bash -c 'pytest_resilient tests/test_cuda.py'
-  step tests_ops tests 40 bash -c 'pytest_resilient tests/test_ops.py -k cuda'
+  step tests_cuda tests 40 python3 bench/pytest_resilient.py --test-timeout 60 tests/test_cuda.py
+  step tests_ops tests 40 python3 bench/pytest_resilient.py --test-timeout 60 tests/test_ops.py tests/test_row_layout.py -k cuda
 fi
-# No caching allocator under memcheck, so overruns inside a cached block show (the probe then skips its
-# CUDA-graph walk: capture needs the caching allocator); racecheck runs the op calls only (--ops-only).
-if want sanitizers; then
-  for tool in ${GPU_CHECK_TOOLS:-memcheck initcheck racecheck}; do
-    case $tool in
-      memcheck) PYTORCH_NO_CUDA_MEMORY_CACHING=1 step sanitizer_memcheck sanitizer 25 compute-sanitizer \
-                  --tool memcheck --error-exitcode 1 python3 tests/cuda_sanitizer_probe.py ;;
-      racecheck) step sanitizer_racecheck sanitizer 30 compute-sanitizer --tool racecheck --error-exitcode 1 \
-                   python3 tests/cuda_sanitizer_probe.py --ops-only ;;
-      *) step "sanitizer_$tool" sanitizer 25 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-           python3 tests/cuda_sanitizer_probe.py ;;
-    esac
-  done
+if want sanitizers; then  # one probe first: where compute-sanitizer refuses the device, "unavailable here"
+  sanitizers tests/cuda_sanitizer_probe.py ${GPU_CHECK_TOOLS:-memcheck initcheck racecheck}
 fi
 if want bench; then  # the fused step on 128 x 3x224x224 among them (goal: >= 80% of the copy's bandwidth)
-  step bandwidth bench 30 python3 -m pytest -q -p no:cacheprovider bench/test_ops_bandwidth.py -k cuda
+  step bandwidth bench 30 python3 bench/pytest_resilient.py --test-timeout 60 bench/test_ops_bandwidth.py -k cuda
 fi
 if want profile; then  # where the time goes, for the goals the speed table misses (tables in bench.log)
   for args in "--model resnet50 --batch 128 --size 224" "--model fashion_cnn --batch 8192 --size 28 --graph"; do
@@ -202,18 +159,18 @@ if want profile; then  # where the time goes, for the goals the speed table miss
   done
 fi
 if want parity; then
-  step parity bench 25 python3 -m pytest -q -p no:cacheprovider bench/test_quality_parity.py -k cuda
+  step parity bench 25 python3 bench/pytest_resilient.py --test-timeout 60 bench/test_quality_parity.py -k cuda
 fi
 if want speed; then  # ResNet-50 first (the goal against the compiled expert loop), then the other models
   FILTER=${GPU_SPEED_FILTER:-test}
-  step speed_resnet50 bench 120 python3 -m pytest -q -p no:cacheprovider bench/test_lst_speed.py \
+  step speed_resnet50 bench 120 python3 bench/pytest_resilient.py --test-timeout 150 bench/test_lst_speed.py \
     -k "cuda and resnet50 and not compile_graph and ($FILTER)"
-  step speed_models bench 65 python3 -m pytest -q -p no:cacheprovider bench/test_lst_speed.py \
+  step speed_models bench 65 python3 bench/pytest_resilient.py --test-timeout 90 bench/test_lst_speed.py \
     -k "cuda and not resnet50 and not compile and ($FILTER)"
 fi
 if want stages; then
   if [ -f bench/test_eval_stages.py ]; then
-    step stages bench 60 python3 -m pytest -q -p no:cacheprovider bench/test_eval_stages.py -k "cuda and resnet50"
+    step stages bench 60 python3 bench/pytest_resilient.py --test-timeout 90 bench/test_eval_stages.py -k "cuda and resnet50"
   else
     echo "stages: not run (bench/test_eval_stages.py is not in this tree)" | tee -a "$STATUS"
   fi

@@ -24,7 +24,8 @@ def ops_table(infos) -> None:
         rows[(info["device_name"], info["op"], "x".join(map(str, info["shape"])))][info["variant"]] = info
     if not rows:
         return
-    print("\nOperators: achieved bandwidth")
+    timings = sorted({v.get("timing", "host clock") for r in rows.values() for v in r.values()})
+    print(f"\nOperators: achieved bandwidth (timed by {', '.join(timings)})")
     print("| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager |")
     print("|---|---|---|---|---|---|---|---|")
     for (device, op, shape), variants in sorted(rows.items()):
@@ -39,46 +40,74 @@ def ops_table(infos) -> None:
         )
 
 
+def print_heading(title: str, columns: list) -> None:
+    """A table's title, its header row and the separator row under it."""
+    print("\n" + title)
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+
+
+def host_table(infos) -> None:
+    """test_ops_bandwidth.py::test_host_overhead_per_call: the host's microseconds per call of the fused step."""
+    if not infos:
+        return
+    columns = ["device", "public op", "kernel called straight", "Python layer", "public op, reference path"]
+    print_heading("Host time per call of orthogonal_step on a one-element batch (us, median)", columns)
+    rows = defaultdict(dict)
+    for i in infos:
+        rows[i["device_name"]][i["path"]] = i["us_per_call"]
+    for device, us in sorted(rows.items()):
+        nan = float("nan")
+        public, kernel = us.get("public_op", nan), us.get("kernel", nan)
+        print(
+            f"| {device} | {public:.1f} | {kernel:.1f} | {public - kernel:.1f} | "
+            f"{us.get('public_op_reference', nan):.1f} |"
+        )
+
+
 def speed_table(infos) -> None:
     """Steady rates and set-up seconds from the k and 3k spans (files written before the spans existed
-    have one span: their per-call rate is shown, marked)."""
+    have one span: their per-call rate is shown, marked). A row is one (device, model, batch, size): every
+    mode beside the paper loop, each with its own k (on CUDA the fp32 loops run a smaller k than the bf16
+    modes), so every cell has its ratio to the paper loop."""
     runs = defaultdict(dict)
     for info in infos:
         method = "expert_compile" if info["method"] == "expert" else info["method"]  # its name before 2026-11-29
-        k = info.get("k", info["iterations"])
-        key = (info["device_name"], info["model"], info["batch"], info["image_size"], k)
+        key = (info["device_name"], info["model"], info["batch"], info["image_size"])
         runs[key].setdefault(method, {})[info.get("span", "k")] = info
     if not runs:
         return
     rows = {}
     for key, methods in runs.items():
-        batch, k = key[2], key[4]
+        batch = key[2]
         rows[key] = {}
         for method, spans in methods.items():
             if "k" in spans and "3k" in spans:
+                k = spans["k"].get("k", spans["k"]["iterations"])
                 times = (batch, k, spans["k"]["seconds"], spans["3k"]["seconds"])
-                rows[key][method] = (steady_rate(*times), setup_seconds(*times))
+                rows[key][method] = (steady_rate(*times), setup_seconds(*times), k)
             else:
-                rows[key][method] = (next(iter(spans.values()))["img_iter_per_s"], None)
+                span = next(iter(spans.values()))
+                rows[key][method] = (span["img_iter_per_s"], None, span.get("k", span["iterations"]))
     methods = [m for m in LST_METHODS if any(m in r for r in rows.values())]
     print(
-        "\nLST throughput: steady img-iter/s (x the paper loop), set-up s per call (* = one span only: per-call "
-        "rate, set-up included)"
+        "\nLST throughput: steady img-iter/s (x the paper loop), set-up s per call, k (* = one span only: "
+        "per-call rate, set-up included)"
     )
-    print("| device | model | batch | px | k | " + " | ".join(methods) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(methods))
-    for (device, model, batch, size, k), values in sorted(rows.items()):
-        base = values.get("paper", (None, None))[0]
+    print("| device | model | batch | px | " + " | ".join(methods) + " |")
+    print("|---|---|---|---|" + "---|" * len(methods))
+    for (device, model, batch, size), values in sorted(rows.items()):
+        base = values.get("paper", (None, None, None))[0]
         cells = []
         for m in methods:
             if m not in values:
                 cells.append("")
                 continue
-            rate, setup = values[m]
+            rate, setup, k = values[m]
             ratio = f" ({rate / base:.2f}x)" if base and base == base and rate == rate else ""
             tail = "*" if setup is None else ("" if setup != setup else f", {setup:.2f} s")
-            cells.append(("n/a" if rate != rate else f"{rate:,.0f}") + ratio + tail)
-        print(f"| {device} | {model} | {batch} | {size} | {k} | " + " | ".join(cells) + " |")
+            cells.append(("n/a" if rate != rate else f"{rate:,.0f}") + ratio + tail + f", k {k}")
+        print(f"| {device} | {model} | {batch} | {size} | " + " | ".join(cells) + " |")
 
 
 def parity_table(infos) -> None:
@@ -103,9 +132,8 @@ def stages_table(infos) -> None:
     rate from the k and 3k spans)."""
     if not infos:
         return
-    print("\nAn evaluation's stages: rate per wall second (per process CPU second)")
-    print("| device | stage | model | settings | threads, commit | rate | unit |")
-    print("|---|---|---|---|---|---|---|")
+    columns = ["device", "stage", "model", "settings", "threads, commit", "rate", "unit"]
+    print_heading("An evaluation's stages: rate per wall second (per process CPU second)", columns)
     lst = defaultdict(dict)
     for i in infos:
         if i["stage"] == "lst":
@@ -160,6 +188,7 @@ def main() -> None:
     if fallback:
         print(f"WARNING: rows on {', '.join(fallback)} timed the pure-PyTorch fallback, not the compiled kernels")
     ops_table([i for i in infos if "op" in i])
+    host_table([i for i in infos if i.get("kind") == "host_overhead"])
     speed_table([i for i in infos if i.get("kind") == "lst_speed"])
     parity_table([i for i in infos if i.get("kind") == "parity"])
     stages_table([i for i in infos if i.get("kind") == "eval_stage"])

@@ -110,10 +110,13 @@ inline bool same_sizes(const Tensor& a, const Tensor& b) {
   }
   return true;
 }
-inline bool same_strides(const Tensor& a, const Tensor& b) {
+// Equal strides in every dimension of size > 1: a dimension of size 1 is never stepped along, so its
+// stride does not change where any element lies ((N, 1, H, W) contiguous and channels-last are one
+// layout in memory). Call only on tensors of the same sizes.
+inline bool same_strides_where_stepped(const Tensor& a, const Tensor& b) {
   if (a.dim() != b.dim()) return false;
   for (int64_t d = 0; d < a.dim(); ++d) {
-    if (a.stride(d) != b.stride(d)) return false;
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
   }
   return true;
 }
@@ -134,7 +137,7 @@ inline bool is_non_overlapping_and_dense(const Tensor& t) {
   return true;
 }
 
-// True when every tensor has the same sizes and strides, its memory is non-overlapping and dense, and
+// True when every tensor has the same sizes and strides (where the size is above 1), its memory is non-overlapping and dense, and
 // the batch dimension is outermost. Then sample n is one dense block of D = numel / N elements at
 // offset n * D (NCHW contiguous and channels-last both qualify), and the kernels can walk raw memory.
 inline bool rows_share_dense_layout(const std::vector<Tensor>& tensors) {
@@ -142,7 +145,7 @@ inline bool rows_share_dense_layout(const std::vector<Tensor>& tensors) {
   if (!is_non_overlapping_and_dense(ref)) return false;
   if (ref.dim() > 0 && ref.size(0) > 1 && ref.stride(0) * ref.size(0) != ref.numel()) return false;
   for (const Tensor& t : tensors) {
-    if (!same_sizes(t, ref) || !same_strides(t, ref)) return false;
+    if (!same_sizes(t, ref) || !same_strides_where_stepped(t, ref)) return false;
   }
   return true;
 }

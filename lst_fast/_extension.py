@@ -1,6 +1,7 @@
 """Loading of the compiled operators and what the package can run natively.
 
-lst_fast._C holds the CPU kernels and the op schemas; lst_fast._C_cuda<N> the CUDA kernels built with
+lst_fast._C holds the CPU kernels and the kernel schemas (lst_fast_kernels::*; the public ops' schemas are
+lst_fast.ops'); lst_fast._C_cuda<N> the CUDA kernels built with
 CUDA major version N, loaded only when torch is a CUDA build of that major version (so the CPU kernels
 also load on a CPU-only torch, which loads no CUDA module). All use the LibTorch stable ABI, built for
 torch 2.10: one binary serves every torch from 2.10 on. Beside each CUDA module, lst_fast/<module>.json
@@ -24,10 +25,11 @@ import functools
 import importlib
 import importlib.util
 import os
-import warnings
 from typing import Optional
 
 import torch
+
+from lst_fast.caller_warning import warn_at_caller
 
 OP_NAMES = ("orthogonal_step", "confidence_accept", "simplex_points")
 KERNEL_NAMESPACE = "lst_fast_kernels"  # the compiled kernels behind the checked ops of lst_fast.ops
@@ -63,12 +65,11 @@ def _load(module: str) -> Optional[str]:
         importlib.import_module(f"lst_fast.{module}")  # loading registers the kernels with the dispatcher
     except (ImportError, OSError) as error:
         reason = f"{type(error).__name__}: {error}"
-        warnings.warn(
+        warn_at_caller(
             f"lst_fast.{module} was built but does not load ({reason}); lst_fast falls back to its "
             f"pure-PyTorch operators, which are slower. Fix: {_fix_for(error)}. "
             "Set LST_FAST_DISABLE_EXTENSION=1 to use the fallback on purpose without this warning.",
             UserWarning,
-            stacklevel=3,
         )
         return reason
     return None
@@ -109,7 +110,7 @@ if os.environ.get("LST_FAST_DISABLE_EXTENSION", "0") == "1":
 else:
     _load_error = _load("_C")
     if _load_error is not None:
-        _cuda_load_error = "lst_fast._C (the op schemas) did not load"
+        _cuda_load_error = "lst_fast._C (the kernel schemas) did not load"
     elif torch.version.cuda is None:
         _cuda_load_error = "torch is a CPU-only build"
     else:
@@ -141,8 +142,10 @@ def has_native_kernel(name: str, device_type: str) -> bool:
 def backend_info() -> dict:
     """Which implementation lst_fast uses, per device type, and why.
 
-    Returns a dict with the package and torch versions, whether the extension modules loaded (and the
-    error if not), and for "cpu" and "cuda" whether the compiled kernels or the pure-PyTorch fallback run.
+    Returns:
+        A dict with the package and torch versions, whether the extension modules loaded (and the error
+        if not), for "cpu" and "cuda" whether the compiled kernels or the pure-PyTorch fallback run, the
+        CUDA checks made so far, and whether this CPU has bf16 instructions (`cpu_bf16_instructions`).
     """
     from lst_fast.machine import cpu_has_bf16_instructions
     from lst_fast.version import __version__

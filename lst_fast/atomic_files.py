@@ -11,13 +11,17 @@ is removed.
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from torch import Tensor
+
+from lst_fast.errors import EnvironmentFault
 
 __all__ = ["atomic_save_tensors", "atomic_write", "atomic_write_text"]
 
@@ -30,7 +34,7 @@ _OS_ERROR_NUMBER = re.compile(r"\(os error (\d+)\)")
 def atomic_write(path: PathLike, write: Callable[[str], object], advice: str = "") -> Path:
     """Call `write(temporary name)`, then rename the temporary file to `path`; return `path`.
 
-    On an OSError (or a safetensors I/O error) raise RuntimeError("cannot write PATH: CAUSE[; advice]"),
+    On an OSError (or a safetensors I/O error) raise EnvironmentFault("cannot write PATH: CAUSE[; advice]"),
     with the temporary file removed and any file already at `path` unchanged. Other errors pass through
     (after the same cleanup)."""
     path = Path(path)
@@ -51,7 +55,7 @@ def atomic_write(path: PathLike, write: Callable[[str], object], advice: str = "
         if cause is None:
             raise
         reason = "the disk is full" if cause.errno == errno.ENOSPC else (cause.strerror or str(cause))
-        raise RuntimeError(f"cannot write {path}: {reason}" + (f"; {advice}" if advice else "")) from cause
+        raise EnvironmentFault(f"cannot write {path}: {reason}" + (f"; {advice}" if advice else "")) from cause
     return path
 
 
@@ -98,3 +102,19 @@ def _as_os_error(error: BaseException) -> Optional[OSError]:
             rebuilt.__cause__ = error
             return rebuilt
     return None
+
+
+def standard_json(value: Any, indent: Optional[int] = None) -> str:
+    """`value` as JSON text that every parser reads: NaN and +-Infinity (no value) are written as null
+    (Python's json would write the non-standard tokens NaN and Infinity)."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from typing import Callable, List, Optional, Tuple, TypeVar
 
 import torch
+
+from lst_fast.caller_warning import warn_at_caller
 
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # the former from torch 2.5
 
@@ -199,22 +200,20 @@ def run_in_batches(
             part = slice(start, min(n, start + size))
             try:
                 parts.append(run(part, bar))
+                start = part.stop
+                continue
             except OUT_OF_MEMORY as error:
                 if not automatic or size == 1:
                     raise out_of_memory(error, size, device) from error
-                size //= 2
-                warnings.warn(
-                    f"LST ran out of {device.type} memory; continuing with batches of {size}",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if bar is not None:
-                    bar.reset(total=steps_per_batch * (len(parts) + math.ceil((n - start) / size)))
-                    bar.update(steps_per_batch * len(parts))
-                continue
-            start = part.stop
+            # Out of the except block: the error's traceback, and the failed batch's tensors its frames
+            # hold, are gone before the cache is emptied and the half-size batch allocates.
+            size //= 2
+            warn_at_caller(f"LST ran out of {device.type} memory; continuing with batches of {size}", RuntimeWarning)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if bar is not None:
+                bar.reset(total=steps_per_batch * (len(parts) + math.ceil((n - start) / size)))
+                bar.update(steps_per_batch * len(parts))
     finally:
         if bar is not None:
             bar.close()

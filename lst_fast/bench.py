@@ -20,11 +20,12 @@ lst-bf16).
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from lst_fast.errors import InputError
 
 MODES = (
     "paper",
@@ -171,13 +172,13 @@ def _checked_modes(iterations: int, repeats: int, batch_size: Optional[int], mod
     """The modes to time (default: those of the device), after the checks of run_bench's numbers."""
     for name, value in (("iterations", iterations), ("repeats", repeats)):
         if value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
+            raise InputError(f"--{name} must be >= 1, got {value}")
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     modes = list(modes) if modes else default_modes(device.type)
     for mode in modes:
         if "graph" in mode and device.type != "cuda":
-            raise ValueError(f"mode {mode} needs a CUDA device (--device cuda)")
+            raise InputError(f"mode {mode} needs a CUDA device (--device cuda)")
     return modes
 
 
@@ -278,9 +279,9 @@ def markdown_table(rows: List[Dict[str, object]]) -> str:
 def write_bench_files(rows: List[Dict[str, object]], out: Union[str, Path]) -> Tuple[Path, Path]:
     """OUT.md (the table of markdown_table) and OUT.json (the rows), each written whole (atomic); their
     paths."""
-    from lst_fast.atomic_files import atomic_write_text
+    from lst_fast.atomic_files import atomic_write_text, standard_json
 
     out = str(out)
     table = atomic_write_text(out + ".md", markdown_table(rows) + "\n")
-    numbers = atomic_write_text(out + ".json", json.dumps(rows, indent=1))
+    numbers = atomic_write_text(out + ".json", standard_json(rows, indent=1))
     return table, numbers

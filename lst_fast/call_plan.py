@@ -87,8 +87,7 @@ class CallPlan:
         s, n, device = settings, len(inputs), inputs.source.device
         precision = for_call(model, s, inputs.source, inputs.norm)
         start = _start(inputs.source, inputs.layout, s, generator)
-        # (a warning points at the caller of LevelSetTraversal.__call__: build, _traverse, __call__, it)
-        classes = validation.check_model_output(model, precision.probe, inputs.source, stacklevel=4).shape[1]
+        classes = validation.check_model_output(model, precision.probe, inputs.source).shape[1]
         label = validation.check_label(label, n, classes, device)
         target_label = validation.check_label(target_label, n, classes, device, name="target_label")
         size = s.batch_size and min(s.batch_size, n)

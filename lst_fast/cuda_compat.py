@@ -21,11 +21,13 @@ from __future__ import annotations
 import ctypes
 import json
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from lst_fast.caller_warning import warn_at_caller
+from lst_fast.errors import InputError
 
 # The oldest driver release of each CUDA major version: with it, a module built with any CUDA X.y runs
 # its machine code (CUDA's minor-version compatibility); compiling its PTX needs the driver of X.y itself.
@@ -66,7 +68,7 @@ class Arch:
         """ "9.0", "9.0a", "10.0f", "12.0+PTX" -> Arch; ValueError for anything else."""
         match = _ARCH.fullmatch(str(text).strip())
         if match is None:
-            raise ValueError(f"unreadable CUDA architecture {text!r} (expected e.g. 9.0, 9.0a, 10.0f or 12.0+PTX)")
+            raise InputError(f"unreadable CUDA architecture {text!r} (expected e.g. 9.0, 9.0a, 10.0f or 12.0+PTX)")
         return cls((int(match[1]), int(match[2])), match[3])
 
     def machine_code_runs_on(self, capability: tuple) -> bool:
@@ -161,7 +163,7 @@ def _fix(build: CudaBuild, driver: tuple | None, capability: tuple) -> str:
         return fix
     if major > 12 and tuple(capability) >= (7, 0):
         return "install torch's CUDA 12 build, whose lst_fast module carries code for sm_70 and newer"
-    return "none within lst_fast's wheel: build it from source for this GPU (see the README's install section)"
+    return "none within lst_fast's wheel: build it from source for this GPU (see the install page of the documentation)"
 
 
 _checked: dict = {}  # device index -> None (the kernels run) or the reason they do not
@@ -176,11 +178,10 @@ def cuda_kernels_fit(device: torch.device, module: "str | None") -> bool:
             _checked[index] = _check(index, module)
         except ValueError as error:  # an unreadable description: decided (and warned about) once too
             _checked[index] = f"lst_fast.{module}'s description (lst_fast/{module}.json) is unreadable: {error}"
-            warnings.warn(
+            warn_at_caller(
                 f"lst_fast: {_checked[index]}; lst_fast uses its pure-PyTorch operators on cuda:{index}, "
-                "which are slower. Fix: rebuild lst_fast (see the README's install section).",
+                "which are slower. Fix: rebuild lst_fast (see the install page of the documentation).",
                 UserWarning,
-                stacklevel=3,
             )
     return _checked[index] is None
 
@@ -204,12 +205,11 @@ def _check(index: int, module: "str | None") -> str | None:
             if driver is None
             else (f"driver {release or 'of unknown release'} (CUDA {driver[0]}.{driver[1]})")
         )
-        warnings.warn(
+        warn_at_caller(
             f"lst_fast: the compiled CUDA kernels (lst_fast.{module}, CUDA {build.cuda}) cannot run on cuda:{index} "
             f"({name}, compute capability {capability[0]}.{capability[1]}, {driver_words}): {reason}. "
             f"lst_fast uses its pure-PyTorch operators on this GPU instead, which are slower. "
             f"Fix: {_fix(build, driver, capability)}.",
             UserWarning,
-            stacklevel=4,
         )
     return reason

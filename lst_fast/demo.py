@@ -7,7 +7,6 @@ Markdown summary of the numbers.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
@@ -17,6 +16,7 @@ from torch import Tensor
 
 import lst_fast
 from lst_fast.data.fashion_mnist import CLASSES, load_sample, to_float
+from lst_fast.errors import EnvironmentFault, InputError
 from lst_fast.geometry import linear_path_confidence, triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.models import load_model, model_info
@@ -112,7 +112,7 @@ def _check_writable(out: Path) -> None:
         (out / ".write_test").write_bytes(b"")
         (out / ".write_test").unlink()
     except OSError as error:
-        raise ValueError(f"cannot write the demo's output folder {out}: {error.strerror or error}") from error
+        raise InputError(f"cannot write the demo's output folder {out}: {error.strerror or error}") from error
 
 
 def _walk_numbers(
@@ -146,7 +146,7 @@ def _walk_numbers(
 def _write_files(out: Path, result, figures: Callable, numbers: dict, t0: float) -> None:
     """Every file written atomically, the walked result first; a failed write (disk full) raises one
     RuntimeError naming the file and the files already written."""
-    from lst_fast.atomic_files import atomic_write_text
+    from lst_fast.atomic_files import atomic_write_text, standard_json
 
     written: List[str] = []
 
@@ -158,12 +158,14 @@ def _write_files(out: Path, result, figures: Callable, numbers: dict, t0: float)
         keep(result.save(out / "result.safetensors"))
         drawn = figures(keep)
         numbers["total_seconds"] = round(time.time() - t0, 2)
-        keep(atomic_write_text(out / "summary.json", json.dumps(numbers, indent=1)))
+        keep(atomic_write_text(out / "summary.json", standard_json(numbers, indent=1)))
         keep(atomic_write_text(out / "summary.md", summary_markdown(numbers, drawn)))
     except RuntimeError as error:
         if not isinstance(error.__cause__, OSError):
             raise
-        raise RuntimeError(f"{error} (the demo is incomplete; written: {', '.join(written) or 'nothing'})") from error
+        raise EnvironmentFault(
+            f"{error} (the demo is incomplete; written: {', '.join(written) or 'nothing'})"
+        ) from error
 
 
 def summary_markdown(n: Dict[str, float], figures: Dict[str, Path]) -> str:

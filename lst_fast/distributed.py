@@ -16,6 +16,8 @@ import os
 from datetime import timedelta
 from typing import Iterator
 
+from lst_fast.errors import EnvironmentFault, InputError
+
 __all__ = ["DEFAULT_JOIN_TIMEOUT_S", "RUN_TIMEOUT", "process_group", "world_size"]
 
 DEFAULT_JOIN_TIMEOUT_S = 300.0
@@ -33,7 +35,7 @@ def process_group(device: str, join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_S) -
     the block and yields its own device (cuda:LOCAL_RANK on CUDA). Outside torchrun it yields `device` as
     is. A group that has not formed within `join_timeout_s` seconds is a RuntimeError saying so."""
     if not (isinstance(join_timeout_s, (int, float)) and math.isfinite(join_timeout_s) and join_timeout_s > 0):
-        raise ValueError(f"join_timeout_s must be a number of seconds > 0, got {join_timeout_s!r}")
+        raise InputError(f"join_timeout_s must be a number of seconds > 0, got {join_timeout_s!r}")
     if world_size() <= 1:
         yield device
         return
@@ -62,7 +64,7 @@ def _join(dist, backend: str, join_timeout_s: float) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
         cause = " ".join(str(error).split())[:300]
-        raise RuntimeError(
+        raise EnvironmentFault(
             f"rank {rank} of {world}: the {backend} process group at {where} did not form within "
             f"{join_timeout_s:g} s (a process did not start, or could not connect): {cause}; check that "
             "every process was started, or wait longer with --join-timeout"

@@ -1,7 +1,8 @@
-"""Confidence over the region around the level set (docs/ALGORITHM.md section 2): along linear paths and
-over triangles (convex hulls) between a source and its LST outputs, and the width across the step
-direction. Every interpolated image comes from the batched simplex-points operator, and the model runs
-without gradients in memory-sized chunks, under lst_fast.runtime's contexts for its precision."""
+"""Confidence over the region around the level set (docs/ALGORITHM.md section 2): along linear paths, over
+triangles (convex hulls) between a source and its LST outputs and over k-simplices sampled uniformly
+(Dirichlet weights), and the width across the step direction. Every interpolated image comes from the
+batched simplex-points operator, and the model runs without gradients in memory-sized chunks, under
+lst_fast.runtime's contexts for its precision."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from lst_fast import ops, prepared_model, runtime, validation
 from lst_fast.confidence import class_probability
+from lst_fast.errors import InputError, InputTypeError
 from lst_fast.settings import check_precision
 
 if TYPE_CHECKING:
@@ -39,24 +41,24 @@ def _prepared_forward(
 
 def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise InputError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_tensor(name: str, value: object, dim: Optional[int] = None, floating: bool = False) -> None:
     if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+        raise InputTypeError(f"{name} must be a tensor, got {type(value).__name__}")
     if dim is not None and value.dim() != dim:
-        raise ValueError(f"{name} must have {dim} dimensions, got shape {tuple(value.shape)}")
+        raise InputError(f"{name} must have {dim} dimensions, got shape {tuple(value.shape)}")
     if floating and not value.is_floating_point():
-        raise TypeError(f"{name} must be floating-point, got {value.dtype}")
+        raise InputTypeError(f"{name} must be floating-point, got {value.dtype}")
 
 
 def _checked_label(label: Optional[Tensor], n: int, logits: Tensor) -> Tensor:
     """validation.check_label, against the model's number of classes (known from its first logits)."""
     if label is None:
-        raise TypeError(f"label must be an integer tensor of shape ({n},), got None")
+        raise InputTypeError(f"label must be an integer tensor of shape ({n},), got None")
     return cast(Tensor, validation.check_label(label, n, logits.shape[1], logits.device))
 
 
@@ -65,7 +67,7 @@ def _check_same_images(**images: Tensor) -> None:
         _check_tensor(name, value, dim=4, floating=True)
     shapes = {name: tuple(value.shape) for name, value in images.items()}
     if len(set(shapes.values())) != 1:
-        raise ValueError(f"{', '.join(shapes)} must have one shape (N, C, H, W), got {shapes}")
+        raise InputError(f"{', '.join(shapes)} must have one shape (N, C, H, W), got {shapes}")
 
 
 def _check_chunk_bytes(chunk_bytes: object) -> None:
@@ -74,7 +76,15 @@ def _check_chunk_bytes(chunk_bytes: object) -> None:
 
 
 def line_weights(steps: int = 21, dtype: torch.dtype = torch.float64) -> Tensor:
-    """(steps, 2) weights (1 - t, t) for t = 0, 1/(steps-1), ..., 1."""
+    """Weights of evenly spaced points on a line segment.
+
+    Args:
+        steps: number of points, at least 2 (both ends included).
+        dtype: floating-point type of the weights.
+
+    Returns:
+        (steps, 2) weights (1 - t, t) for t = 0, 1/(steps-1), ..., 1.
+    """
     _check_int("steps", steps, 2)
     t = torch.arange(steps, dtype=torch.float64) / (steps - 1)
     return torch.stack([1 - t, t], dim=1).to(dtype)
@@ -84,7 +94,15 @@ def triangle_weights(n: int = 10, dtype: torch.dtype = torch.float64) -> Tensor:
     """Barycentric grid (P, 3) of (1 - a - b, a, b) for a, b in {0, 1/n, ..., 1} with a + b <= 1.
 
     Integer arithmetic, so all (n + 1)(n + 2) / 2 points are kept (n = 10: 66 points; the paper's code
-    loses 2 of them to a floating-point test)."""
+    loses 2 of them to a floating-point test).
+
+    Args:
+        n: divisions per edge, at least 1.
+        dtype: floating-point type of the weights.
+
+    Returns:
+        ((n + 1)(n + 2) / 2, 3) weights; the first vertex (the source) is row 0, weights (1, 0, 0).
+    """
     _check_int("n", n, 1)
     rows = [(n - i - j, i, j) for i in range(n + 1) for j in range(n + 1 - i)]
     return (torch.tensor(rows, dtype=torch.float64) / n).to(dtype)
@@ -102,21 +120,33 @@ def simplex_confidence(
     chunk_bytes: Optional[int] = None,
     precision: str = "fp32",
 ) -> Tensor:
-    """Confidence for `label` (N,) at every convex combination of per-sample vertices (N, K, C, H, W)
-    with weights (P, K): returns (N, P).
+    """Confidence for `label` at every convex combination of per-sample vertices.
 
-    chunk_bytes: model inputs per forward pass (default DEFAULT_CHUNK_BYTES, CPU_CHUNK_BYTES on the CPU).
-    precision: "fp32" evaluates the model as given; "bf16" a bf16 working copy built for this call (as
-    traverse's fast mode does), several times faster where bf16 is native.
+    The points are made by the fused `simplex_points` operator straight into model-input batches, a
+    chunk of at most `chunk_bytes` at a time.
+
+    Args:
+        model: classifier returning logits (M, K) for images in [0, 1] (after the optional mean/std).
+        vertices: per-sample vertices (N, V, C, H, W); V = 2 for lines, 3 for triangles.
+        weights: barycentric weights (P, V), e.g. `line_weights` or `triangle_weights`.
+        label: class whose confidence is measured (N,).
+        mean: per-channel mean applied in front of the model, or None.
+        std: per-channel standard deviation applied in front of the model, or None.
+        chunk_bytes: model inputs per forward pass (default 256 MiB; 2 MiB on the CPU).
+        precision: "fp32" evaluates the model as given; "bf16" a bf16 working copy built for this call (as
+            traverse's fast mode does), several times faster where bf16 is native.
+
+    Returns:
+        (N, P) float32 softmax confidences for `label`.
     """
     check_precision(precision)
     validation.check_model(model)
     _check_tensor("vertices", vertices, floating=True)
     if vertices.dim() != 5:
-        raise ValueError(f"vertices must have shape (N, K, C, H, W), got {tuple(vertices.shape)}")
+        raise InputError(f"vertices must have shape (N, K, C, H, W), got {tuple(vertices.shape)}")
     _check_tensor("weights", weights, floating=True)
     if weights.dim() != 2 or weights.shape[1] != vertices.shape[1] or weights.shape[0] < 1:
-        raise ValueError(f"weights must have shape (P, {vertices.shape[1]}) with P >= 1, got {tuple(weights.shape)}")
+        raise InputError(f"weights must have shape (P, {vertices.shape[1]}) with P >= 1, got {tuple(weights.shape)}")
     _check_chunk_bytes(chunk_bytes)
     n, _, c = vertices.shape[:3]
     p = weights.shape[0]
@@ -143,7 +173,19 @@ def simplex_confidence(
 def linear_path_confidence(
     model: torch.nn.Module, source: Tensor, end: Tensor, label: Tensor, steps: int = 21, **kw: Any
 ) -> Tensor:
-    """Confidence for `label` along (1 - t) source + t end: (N, steps)."""
+    """Confidence for `label` along the segment (1 - t) source + t end.
+
+    Args:
+        model: classifier returning logits for images in [0, 1] (after the optional mean/std).
+        source: start images (N, C, H, W).
+        end: end images (N, C, H, W), e.g. `TraversalResult.images`.
+        label: class whose confidence is measured (N,).
+        steps: points on each segment, both ends included.
+        **kw: `mean`, `std`, `chunk_bytes`, `precision`, as for `simplex_confidence`.
+
+    Returns:
+        (N, steps) confidences, t = 0 (the source) first.
+    """
     _check_same_images(source=source, end=end)
     return simplex_confidence(model, torch.stack([source, end], 1), line_weights(steps), label, **kw)
 
@@ -151,7 +193,20 @@ def linear_path_confidence(
 def triangle_confidence(
     model: torch.nn.Module, source: Tensor, end1: Tensor, end2: Tensor, label: Tensor, n: int = 10, **kw: Any
 ) -> Tensor:
-    """Confidence for `label` over the triangle grid of (source, end1, end2): (N, (n+1)(n+2)/2)."""
+    """Confidence for `label` over the triangle grid of (source, end1, end2).
+
+    Args:
+        model: classifier returning logits for images in [0, 1] (after the optional mean/std).
+        source: the triangles' first vertices (N, C, H, W).
+        end1: second vertices (N, C, H, W), e.g. the LST outputs of one round.
+        end2: third vertices (N, C, H, W).
+        label: class whose confidence is measured (N,).
+        n: divisions per edge (`triangle_weights(n)`).
+        **kw: `mean`, `std`, `chunk_bytes`, `precision`, as for `simplex_confidence`.
+
+    Returns:
+        (N, (n+1)(n+2)/2) confidences, in the order of `triangle_weights(n)`.
+    """
     _check_same_images(source=source, end1=end1, end2=end2)
     return simplex_confidence(model, torch.stack([source, end1, end2], 1), triangle_weights(n), label, **kw)
 
@@ -168,16 +223,23 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
     frac_above_{d}  fraction of grid points with p > p_source - d, for d in TRIANGLE_DROPS
     edge_mean       mean confidence over the two edges from the source (source counted once)
     edge_min_drop   minimum over those edges of p - p_source
+
+    Args:
+        confidence: confidences (T, P) of T triangles on the grid.
+        weights: the grid (P, 3), holding the source vertex (1, 0, 0) once.
+
+    Returns:
+        A dict of (T,) float64 tensors, keyed as above (`frac_above_0`, `frac_above_0.1`, ...).
     """
     _check_tensor("confidence", confidence, floating=True)
     _check_tensor("weights", weights, floating=True)
     if confidence.dim() != 2 or weights.dim() != 2 or weights.shape != (confidence.shape[1], 3):
-        raise ValueError(
+        raise InputError(
             f"need confidence (T, P) and weights (P, 3), got {tuple(confidence.shape)} and {tuple(weights.shape)}"
         )
     source = torch.nonzero(weights[:, 0] == 1).flatten()
     if source.numel() != 1:
-        raise ValueError("the grid must contain the source vertex (weights row (1, 0, 0)) exactly once")
+        raise InputError("the grid must contain the source vertex (weights row (1, 0, 0)) exactly once")
     conf = confidence.to(torch.float64)
     p_src = conf[:, source[0]]
     on_edge = ((weights[:, 1] == 0) | (weights[:, 2] == 0)).to(conf.device)
@@ -189,22 +251,92 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
     return stats
 
 
+def dirichlet_weights(points: int, vertices: int, seed: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """(points, vertices) barycentric weights uniform over the simplex, Dirichlet(1, ..., 1): independent
+    Exponential(1) draws normalized by their row sum, from a CPU generator seeded with `seed`, so the same
+    seed gives the same weights on every machine and for every model."""
+    _check_int("points", points, 1)
+    _check_int("vertices", vertices, 1)
+    _check_int("seed", seed, 0)
+    generator = torch.Generator().manual_seed(int(seed))
+    draws = torch.empty(points, vertices, dtype=torch.float64).exponential_(generator=generator)
+    return (draws / draws.sum(1, keepdim=True)).to(dtype)
+
+
+def simplex_statistics(
+    confidence: Tensor, p_source: Tensor, drops: Sequence[float] = TRIANGLE_DROPS
+) -> Dict[str, Tensor]:
+    """Per source, the confidence over its simplices from confidences (N, S, P) at the same P Dirichlet points
+    of each of its S simplices, and p_source (N,) (p at the source vertex):
+
+    mean              mean confidence over the simplices
+    frac_above_{d}    fraction with p > p_source - d, for d in `drops`
+    se_mean, se_frac_above_{d}   their Monte Carlo standard errors: per point the average over the S
+                      simplices, then the standard deviation over the P points / sqrt(P) (the points are
+                      independent; the simplices of one source share them, so they are averaged first)
+    """
+    _check_tensor("confidence", confidence, dim=3, floating=True)
+    _check_tensor("p_source", p_source, dim=1, floating=True)
+    if p_source.shape[0] != confidence.shape[0] or confidence.shape[1] < 1 or confidence.shape[2] < 2:
+        raise InputError(
+            "need confidence (N, S, P) with S >= 1 and P >= 2, and p_source (N,), got "
+            f"{tuple(confidence.shape)} and {tuple(p_source.shape)}"
+        )
+    conf = confidence.to(torch.float64)
+    points = conf.shape[2]
+    per_point = {"mean": conf.mean(1)}  # (N, P): each point averaged over the source's simplices
+    threshold = p_source.to(device=conf.device, dtype=torch.float64)[:, None, None]
+    for d in drops:
+        per_point[f"frac_above_{d:g}"] = (conf > threshold - d).to(torch.float64).mean(1)
+    stats = {}
+    for name, values in per_point.items():
+        stats[name] = values.mean(1)
+        stats[f"se_{name}"] = values.std(1) / points**0.5
+    return stats
+
+
+def fraction_interval(estimate: Tensor, se: Tensor, points: int, level: float = 0.95) -> Tuple[Tensor, Tensor]:
+    """(low, high) interval of a simplex fraction from simplex_statistics: estimate -+ z se (the normal
+    interval, z for the two-sided `level`), clipped to [0, 1]; where every point fell on one side (estimate
+    0 or 1, se 0) the Clopper-Pearson bound of P points instead: [0, 1 - a^(1/P)] or [a^(1/P), 1], a =
+    (1 - level) / 2."""
+    _check_int("points", points, 2)
+    if not 0 < level < 1:
+        raise InputError(f"level must lie in (0, 1), got {level}")
+    z = math.sqrt(2) * float(torch.erfinv(torch.tensor(level, dtype=torch.float64)))
+    bound = 1 - ((1 - level) / 2) ** (1 / points)
+    low = (estimate - z * se).clamp(0, 1)
+    high = (estimate + z * se).clamp(0, 1)
+    low = torch.where((estimate >= 1) & (se == 0), torch.full_like(low, 1 - bound), low)
+    high = torch.where((estimate <= 0) & (se == 0), torch.full_like(high, bound), high)
+    return low, high
+
+
 def per_source(stats: Dict[str, Tensor], source_index: Tensor, num_sources: int) -> Dict[str, Tensor]:
-    """Average triangle statistics over each source's triangles (edge_min_drop: their minimum)."""
+    """Average triangle statistics over each source's triangles (edge_min_drop: their minimum).
+
+    Args:
+        stats: per-triangle statistics, each (T,), as `triangle_statistics` returns them.
+        source_index: the source of each triangle (T,), integers in [0, num_sources).
+        num_sources: number of sources.
+
+    Returns:
+        A dict with the same keys, each (num_sources,); NaN for a source without triangles.
+    """
     if not isinstance(stats, dict) or not stats:
-        raise ValueError("stats must be a non-empty dict of per-triangle tensors (from triangle_statistics)")
+        raise InputError("stats must be a non-empty dict of per-triangle tensors (from triangle_statistics)")
     _check_int("num_sources", num_sources, 0)
     _check_tensor("source_index", source_index, dim=1)
     if source_index.is_floating_point() or source_index.dtype == torch.bool:
-        raise TypeError(f"source_index must be an integer tensor, got {source_index.dtype}")
+        raise InputTypeError(f"source_index must be an integer tensor, got {source_index.dtype}")
     for name, values in stats.items():
         _check_tensor(f"stats[{name!r}]", values, dim=1, floating=True)
         if values.shape != source_index.shape:
-            raise ValueError(
+            raise InputError(
                 f"stats[{name!r}] has {values.shape[0]} triangles but source_index {source_index.shape[0]}"
             )
     if source_index.numel() and (int(source_index.min()) < 0 or int(source_index.max()) >= num_sources):
-        raise ValueError(
+        raise InputError(
             f"source_index must lie in [0, num_sources={num_sources}), got values in "
             f"[{int(source_index.min())}, {int(source_index.max())}]"
         )
@@ -236,9 +368,24 @@ def width_profile(
     """Width of the high-confidence region around iterates x (N, C, H, W) across the step direction.
 
     Draws k random directions per sample, removes their component along `direction` (the step), normalizes
-    them, and evaluates the confidence for `label` at x + r * dir for every radius r. Returns the
-    `quantiles` of the confidence over the k directions: {"radii": (R,), "low": (N, R), "high": (N, R)}.
-    precision: as for simplex_confidence.
+    them, and evaluates the confidence for `label` at x + r * dir for every radius r.
+
+    Args:
+        model: classifier returning logits for images in [0, 1] (after the optional mean/std).
+        x: the iterates (N, C, H, W).
+        direction: the step at each iterate (N, C, H, W); the directions drawn are orthogonal to it.
+        label: class whose confidence is measured (N,).
+        radii: distances from x (R values).
+        k: random directions per sample.
+        quantiles: the (low, high) quantiles of the confidence over the k directions.
+        generator: random generator for the directions (on x's device).
+        mean: per-channel mean applied in front of the model, or None.
+        std: per-channel standard deviation applied in front of the model, or None.
+        chunk_bytes: model inputs per forward pass.
+        precision: as for `simplex_confidence`.
+
+    Returns:
+        {"radii": (R,), "low": (N, R), "high": (N, R)}: the quantiles of the confidence at each radius.
     """
     radii = _check_width_arguments(model, x, direction, radii, k, quantiles, generator, chunk_bytes, precision)
     n, c = x.shape[:2]
@@ -291,7 +438,7 @@ def _check_width_arguments(
     _check_tensor("x", x, dim=4, floating=True)
     _check_tensor("direction", direction, floating=True)
     if direction.shape != x.shape:
-        raise ValueError(
+        raise InputError(
             f"x must be (N, C, H, W) and direction of its shape, got {tuple(x.shape)}, {tuple(direction.shape)}"
         )
     _check_int("k", k, 2)
@@ -299,17 +446,17 @@ def _check_width_arguments(
     try:
         values = [float(r) for r in radii]
     except (TypeError, ValueError):
-        raise TypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
+        raise InputTypeError(f"radii must be a sequence of numbers, got {radii!r}") from None
     if not values or not all(math.isfinite(r) for r in values):
-        raise ValueError(f"radii must be a non-empty sequence of finite numbers, got {values}")
+        raise InputError(f"radii must be a non-empty sequence of finite numbers, got {values}")
     if not (
         isinstance(quantiles, (tuple, list))
         and len(quantiles) == 2
         and all(isinstance(q, numbers.Real) and 0 <= q <= 1 for q in quantiles)
     ):
-        raise ValueError(f"quantiles must be two numbers in [0, 1], got {quantiles!r}")
+        raise InputError(f"quantiles must be two numbers in [0, 1], got {quantiles!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        raise InputTypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return values
 
 
@@ -326,12 +473,22 @@ def width_along_path(
     model: torch.nn.Module, result: TraversalResult, radii: Sequence[float], **kw: Any
 ) -> Dict[str, Tensor]:
     """width_profile at every recorded iterate of a traversal (record_every > 0), the step direction
-    being the move to the next recorded iterate: {"radii": (R,), "iterations": (S,), "low"/"high":
-    (S, N, R)} over the S recorded iterates that have a successor."""
+    being the move to the next recorded iterate.
+
+    Args:
+        model: classifier returning logits for images in [0, 1] (after the optional mean/std).
+        result: a `TraversalResult` recorded with `record_every` > 0.
+        radii: distances from each iterate (R values).
+        **kw: the keywords of `width_profile` (k, quantiles, generator, mean, std, chunk_bytes, precision).
+
+    Returns:
+        {"radii": (R,), "iterations": (S,), "low"/"high": (S, N, R)} over the S recorded iterates that
+        have a successor.
+    """
     if not hasattr(result, "trace_images") or not hasattr(result, "trace_iterations"):
-        raise TypeError(f"result must be a TraversalResult, got {type(result).__name__}")
+        raise InputTypeError(f"result must be a TraversalResult, got {type(result).__name__}")
     if result.trace_images is None or result.trace_iterations is None or result.trace_images.shape[0] < 2:
-        raise ValueError("width_along_path needs a traversal recorded with record_every > 0")
+        raise InputError("width_along_path needs a traversal recorded with record_every > 0")
     images = result.trace_images
     device = result.images.device
     label = result.label.to(device)

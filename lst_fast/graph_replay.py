@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from lst_fast.batching import OUT_OF_MEMORY
 from lst_fast.runtime import on_device
 from lst_fast.walk_state import WalkConstants, WalkState
 
@@ -30,6 +31,11 @@ class GraphReplay:
     The side stream is made once, on first use, and serves every warm-up and capture after it: the caching
     allocator reuses a freed block only on the stream that allocated it, so a new stream per warm-up
     iteration would hold every warm-up iteration's temporaries at once.
+
+    Out of memory (the batch driver then halves the batch and redoes it): the capture and its owned copies
+    are dropped before the error leaves, so the half-size copies are not made beside them; an
+    out-of-memory inside a capture that surfaces from capture_end() as a RuntimeError leaves as an
+    out-of-memory error too, so that it halves the batch.
     """
 
     def __init__(self, device: torch.device, warmup: int = 3) -> None:
@@ -46,14 +52,30 @@ class GraphReplay:
             for mine, new in zip(_flatten(self.tensors), _flatten((fixed, state)), strict=True):
                 mine.copy_(new)
             return self.tensors
+        self.drop()  # the old capture's memory pool and copies go before the new copies are made
         owned = (_owned_copy(fixed), _owned_copy(state))
-        self.graph, self.calls, self.tensors = None, 0, owned
+        self.tensors = owned
         return owned
+
+    def drop(self) -> None:
+        """Forget the capture and the owned tensors (their memory returns to the allocator)."""
+        self.graph, self.calls, self.tensors = None, 0, None
 
     def runner(self, iteration: Callable[[], None], iterations: int) -> Callable[[], None]:
         """`iteration` as the walk calls it: eager while warming up, then captured once, then replayed."""
 
         def run() -> None:
+            try:
+                step()
+            except (OUT_OF_MEMORY, RuntimeError) as error:
+                if not is_out_of_memory(error):
+                    raise
+                self.drop()
+                if isinstance(error, OUT_OF_MEMORY):
+                    raise
+                raise OUT_OF_MEMORY(f"out of memory while capturing the CUDA graph: {error}") from error
+
+        def step() -> None:
             with on_device(self.device):
                 if self.graph is not None:
                     self.graph.replay()
@@ -78,6 +100,17 @@ def capture(fn: Callable[[], None], stream: "torch.cuda.Stream") -> "torch.cuda.
     with torch.cuda.graph(graph, stream=stream):
         fn()
     return graph
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """An out-of-memory error, or a RuntimeError that one caused: inside a capture the allocation's error
+    can be replaced by capture_end()'s ("operation failed due to a previous error during capture")."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OUT_OF_MEMORY) or "out of memory" in str(error).lower():
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1  # type: ignore[assignment]
+    return False
 
 
 def _owned_copy(tensors):

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lst_fast.atomic_files import atomic_write
 from lst_fast.data.preprocessing import Preprocessing, image_transform
+from lst_fast.errors import EnvironmentFault, InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -26,7 +27,7 @@ def _pil():
     try:
         from PIL import Image
     except ImportError:
-        raise RuntimeError("reading and writing images needs Pillow: pip install Pillow") from None
+        raise EnvironmentFault("reading and writing images needs Pillow: pip install Pillow") from None
     return Image
 
 
@@ -39,7 +40,7 @@ def collect_images(specs: Sequence[str], what: str = "image") -> List[Path]:
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not files:
-                raise ValueError(f"the {what} folder {spec} holds no PNG or JPEG files")
+                raise InputError(f"the {what} folder {spec} holds no PNG or JPEG files")
         elif path.is_file():
             files = [path]
         elif glob.has_magic(spec):
@@ -49,7 +50,7 @@ def collect_images(specs: Sequence[str], what: str = "image") -> List[Path]:
                 if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES
             )
             if not files:
-                raise ValueError(f"the {what} pattern {spec!r} matches no PNG or JPEG files")
+                raise InputError(f"the {what} pattern {spec!r} matches no PNG or JPEG files")
         else:
             raise FileNotFoundError(f"no {what} file, folder or pattern {spec}")
         found += files
@@ -67,7 +68,7 @@ def load_images(paths: Sequence[Path], pre: Preprocessing) -> Tensor:
             with Image.open(path) as image:
                 image = image.convert(mode)
         except (OSError, ValueError) as error:  # Pillow's UnidentifiedImageError is an OSError
-            raise ValueError(f"cannot read the image {path}: {error}") from error
+            raise InputError(f"cannot read the image {path}: {error}") from error
         images.append(transform(image))
     return torch.stack(images) if images else torch.empty(0, *pre.input_size)
 

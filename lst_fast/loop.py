@@ -23,6 +23,7 @@ from torch import Tensor
 
 from lst_fast import ops
 from lst_fast.confidence import class_probability
+from lst_fast.errors import InputError
 from lst_fast.graph_replay import GraphReplay
 from lst_fast.settings import LSTSettings
 from lst_fast.walk_observers import WalkObserver
@@ -73,7 +74,7 @@ def forward_backward(forward: Forward, x: Tensor, label: Tensor, layout: torch.m
     with torch.enable_grad():
         logits = forward(x)
         if isinstance(logits, Tensor) and not logits.requires_grad:
-            raise ValueError(
+            raise InputError(
                 "the model's output does not depend differentiably on its input (a detached or "
                 "integer output, or one computed outside autograd); LST needs the gradient with "
                 "respect to the input images"

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lst_fast.errors import EnvironmentFault, InputError, InputTypeError
+
 
 def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
@@ -19,15 +21,26 @@ def _gaussian_window(size: int, sigma: float, channels: int, device: torch.devic
 def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> Tensor:
     """Structural similarity per image (N,), Gaussian window, as Wang et al. 2004 and scikit-image's
     structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False): statistics
-    over the valid (unpadded) windows, averaged over positions and channels."""
+    over the valid (unpadded) windows, averaged over positions and channels.
+
+    Args:
+        x: images (N, C, H, W), floating point.
+        y: images of the same shape.
+        data_range: the range of the pixel values (1 for images in [0, 1]).
+        window: side of the Gaussian window, in pixels.
+        sigma: standard deviation of the Gaussian window.
+
+    Returns:
+        (N,) SSIM per image pair.
+    """
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(f"ssim needs two tensors, got {type(x).__name__} and {type(y).__name__}")
+        raise InputTypeError(f"ssim needs two tensors, got {type(x).__name__} and {type(y).__name__}")
     if not x.is_floating_point() or not y.is_floating_point():
-        raise TypeError(f"ssim needs floating-point images, got {x.dtype} and {y.dtype}")
+        raise InputTypeError(f"ssim needs floating-point images, got {x.dtype} and {y.dtype}")
     if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"ssim needs two (N, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InputError(f"ssim needs two (N, C, H, W) tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < window:
-        raise ValueError(f"ssim needs images of at least {window}x{window} pixels, got {tuple(x.shape[-2:])}")
+        raise InputError(f"ssim needs images of at least {window}x{window} pixels, got {tuple(x.shape[-2:])}")
     x, y = x.to(torch.float64), y.to(torch.float64)
     c = x.shape[1]
     w = _gaussian_window(window, sigma, c, x.device, x.dtype)
@@ -45,13 +58,21 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
 
 
 def distances(x: Tensor, target: Tensor) -> Dict[str, Tensor]:
-    """Per-sample l2, RMS (l2 / sqrt(C*H*W)), l_inf and SSIM between images and their targets."""
+    """Per-sample l2, RMS (l2 / sqrt(C*H*W)), l_inf and SSIM between images and their targets.
+
+    Args:
+        x: images (N, C, H, W), floating point, e.g. `TraversalResult.images`.
+        target: their targets, of the same shape.
+
+    Returns:
+        {"l2", "rms", "linf", "ssim"}, each (N,); the first three in float64.
+    """
     for name, value in (("x", x), ("target", target)):
         if not isinstance(value, Tensor) or value.dim() != 4 or not value.is_floating_point():
             got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"distances needs {name} as a floating-point (N, C, H, W) tensor, got {got}")
+            raise InputError(f"distances needs {name} as a floating-point (N, C, H, W) tensor, got {got}")
     if x.shape != target.shape:
-        raise ValueError(f"distances needs x and target of one shape, got {tuple(x.shape)} and {tuple(target.shape)}")
+        raise InputError(f"distances needs x and target of one shape, got {tuple(x.shape)} and {tuple(target.shape)}")
     diff = (x.to(torch.float64) - target.to(torch.float64)).flatten(1)
     l2 = diff.norm(dim=1)
     return {
@@ -67,25 +88,34 @@ def lpips_distance(x: Tensor, target: Tensor, net: str = "alex") -> Tensor:
 
     Raises RuntimeError saying what is missing when the package or its weights cannot be loaded
     (the weights come from the network on first use). x and target: (N, C, H, W) in [0, 1] with C 1
-    (repeated to 3 channels) or 3; all N images go through the network in one batch."""
+    (repeated to 3 channels) or 3; all N images go through the network in one batch.
+
+    Args:
+        x: images (N, C, H, W) in [0, 1].
+        target: their targets, of the same shape.
+        net: the `lpips` package's backbone ("alex", "vgg" or "squeeze").
+
+    Returns:
+        (N,) LPIPS distance per image pair.
+    """
     if not isinstance(x, Tensor) or not isinstance(target, Tensor) or x.dim() != 4 or x.shape != target.shape:
         got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (x, target)]
-        raise ValueError(
+        raise InputError(
             f"lpips_distance needs x and target as (N, C, H, W) tensors of one shape, got {got[0]} and {got[1]}"
         )
     if x.shape[1] not in (1, 3):
-        raise ValueError(f"lpips_distance needs 1- or 3-channel images, got {x.shape[1]} channels")
+        raise InputError(f"lpips_distance needs 1- or 3-channel images, got {x.shape[1]} channels")
     try:
         import lpips
     except ImportError:
-        raise RuntimeError(
+        raise EnvironmentFault(
             "LPIPS needs the `lpips` package (pip install lpips) and its pretrained "
             f"{net} weights, which it downloads on first use"
         ) from None
     try:
         model = lpips.LPIPS(net=net, verbose=False).to(x.device).eval()
     except Exception as error:  # no network or no cached weights
-        raise RuntimeError(
+        raise EnvironmentFault(
             f"could not load the LPIPS {net} weights ({error}); they download on first "
             "use, so run once with a network or copy them into the torch hub cache"
         ) from error

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import Tensor
 
+from lst_fast.errors import EnvironmentFault, InputTypeError
+
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _DTYPE_NAMES = {  # c10's names of the dtypes, as torch prints them in its own errors
     torch.float32: "Float",
@@ -39,7 +41,7 @@ _SHARED_MEMORY = (
 
 
 def _fail(message: str) -> None:
-    raise RuntimeError(message)
+    raise EnvironmentFault(message)
 
 
 def _dtype_str(t: Tensor) -> str:
@@ -58,7 +60,7 @@ def require_tensors(op: str, **tensors: object) -> None:
     """TypeError naming the first argument that is not a tensor."""
     for name, t in tensors.items():
         if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
+            raise InputTypeError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
 
 
 def _check_data_tensor(t: Tensor, name: str, ref: Tensor, ref_name: str, op: str) -> None:

@@ -23,6 +23,7 @@ from torch import Tensor
 from lst_fast import op_checks, reference
 from lst_fast._extension import KERNEL_NAMESPACE, cuda_module_name, has_native_kernel, has_ops
 from lst_fast.cuda_compat import cuda_kernels_fit
+from lst_fast.errors import EnvironmentFault, MissingDependency
 from lst_fast.settings import check_backend
 
 # The public schemas. The compiled kernels (csrc/lst_fast.cpp) declare the same ones under
@@ -61,7 +62,7 @@ def _use_native(name: str, device: torch.device, backend: str) -> bool:
     if backend == "native" and not native:
         from lst_fast._extension import backend_info
 
-        raise RuntimeError(
+        raise EnvironmentFault(
             f"backend='native' but lst_fast::{name} has no compiled kernel for {device.type} "
             f"(backend_info: {backend_info()})"
         )
@@ -118,7 +119,27 @@ def orthogonal_step(
     bounds: Tuple[float, float] = (0.0, 1.0),
     backend: str = "auto",
 ) -> Tensor:
-    """Fused LST step: returns the candidate and updates `adv` in place (see reference.orthogonal_step)."""
+    """Fused LST step: returns the candidate and updates `adv` in place.
+
+    Per sample, with g = grad: v = target - x; v_perp = v - (<g, v> / <g, g>) g (v itself where g == 0);
+    adv = clamp(adv + adv_step_size / 2 * g, -adv_step_size, adv_step_size);
+    candidate = clamp(x + step_size * v_perp - adv, bounds). Inner products in float64.
+
+    Args:
+        x: the iterates (N, *), float16, bfloat16, float32 or float64.
+        target: the targets, x's shape and type.
+        grad: the input gradient of the source-class confidence at x, x's shape and type.
+        adv: the accumulated adversarial term, x's shape and type; updated in place.
+        step_size: the step toward the target.
+        adv_step_size: the adversarial term's step and bound.
+        bounds: (lo, hi), the pixel range the candidate is clamped to.
+        backend: "auto" (the compiled kernel where one is registered for the device, else the
+            pure-PyTorch operator), "native" (the compiled kernel; RuntimeError where there is none) or
+            "reference" (the pure-PyTorch operator).
+
+    Returns:
+        The candidate (N, *), x's shape and type.
+    """
     check_backend(backend)
     _require_tensors("orthogonal_step", x, target, grad, adv)
     args = (x, target, grad, adv, float(step_size), float(adv_step_size), float(bounds[0]), float(bounds[1]))
@@ -140,7 +161,25 @@ def confidence_accept(
 ) -> Tensor:
     """Confidence-constrained accept (in place on x, grad, confidence); returns the accepted mask.
 
-    A label outside [0, num_classes) gives that sample a NaN probability: it is not accepted."""
+    p = softmax(logits)[label] (a stable log-sum-exp, float64); where p0 - p < threshold, x and grad take
+    the candidate's values and confidence takes p. A label outside [0, num_classes) gives that sample a
+    NaN probability: it is not accepted.
+
+    Args:
+        logits: the candidates' logits (N, K).
+        label: the class held (N,), integers.
+        p0: the confidence on the clean source (N,).
+        threshold: the largest drop below p0 that is accepted.
+        x: the iterates (N, *); updated in place.
+        candidate: the candidates (N, *), x's shape.
+        grad: the gradient at x (N, *); updated in place.
+        candidate_grad: the gradient at the candidates (N, *).
+        confidence: the confidence at x (N,); updated in place.
+        backend: "auto", "native" or "reference", as for `orthogonal_step`.
+
+    Returns:
+        The accepted mask (N,), bool.
+    """
     check_backend(backend)
     _require_tensors("confidence_accept", logits, label, p0, threshold, x, candidate, grad, candidate_grad, confidence)
     args = (logits, label, p0, float(threshold), x, candidate, grad, candidate_grad, confidence)
@@ -148,7 +187,16 @@ def confidence_accept(
 
 
 def simplex_points(vertices: Tensor, weights: Tensor, *, backend: str = "auto") -> Tensor:
-    """Convex combinations of per-sample vertices (N, K, *) with weights (P, K): (N * P, *)."""
+    """Convex combinations of per-sample vertices, straight into one model-input batch.
+
+    Args:
+        vertices: per-sample vertices (N, K, *); K = 2 for lines, 3 for triangles.
+        weights: the weights (P, K), e.g. `lst_fast.geometry.triangle_weights()`.
+        backend: "auto", "native" or "reference", as for `orthogonal_step`.
+
+    Returns:
+        (N * P, *): row n * P + p is sum_k weights[p, k] * vertices[n, k].
+    """
     check_backend(backend)
     _require_tensors("simplex_points", vertices, weights)
     return _call("simplex_points", (vertices, weights), backend)
@@ -195,7 +243,7 @@ def _define() -> torch.library.Library:
         for schema in SCHEMAS.values():
             library.define(schema)
     except RuntimeError as error:  # a lst_fast._C from before the ops moved here defines them itself
-        raise ImportError(
+        raise MissingDependency(
             f"the lst_fast ops are already defined ({str(error).splitlines()[0]}); the compiled "
             "extension is from an older lst_fast: rebuild it (pip install --no-build-isolation .)"
         ) from None

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from lst_fast.caller_warning import warn_at_caller
+from lst_fast.errors import EnvironmentFault, InputError
 from lst_fast.machine import BF16_EMULATED_WARNING, cpu_has_bf16_instructions
 from lst_fast.runtime import full_fp32_matmuls
 from lst_fast.settings import check_precision
@@ -60,7 +61,7 @@ class PreparedModel:
             return self._run(images)
         except Exception as error:  # torch.compile reports failures at the first call, verbosely
             if type(error).__module__.startswith("torch._dynamo") or "inductor" in type(error).__module__:
-                raise RuntimeError(
+                raise EnvironmentFault(
                     f"compile_model=True: torch.compile failed on this model "
                     f"({type(error).__name__}); run without compile_model"
                 ) from error
@@ -188,7 +189,7 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
     try:
         work = copy.deepcopy(model)
     except Exception as error:
-        raise ValueError(
+        raise InputError(
             f"precision='bf16' runs a converted copy of the model, but model could not be "
             f"copied (copy.deepcopy failed: {error}); use precision='fp32'"
         ) from error
@@ -205,7 +206,7 @@ def _build_bf16(model: nn.Module, probe: Tensor, compile_model: bool) -> Prepare
                 restore_submodules(work, replaced)
     channels_last = probe.dim() == 4 and has_conv2d(work)
     if probe.device.type == "cpu" and cpu_has_bf16_instructions() is False:
-        warnings.warn(BF16_EMULATED_WARNING, RuntimeWarning, stacklevel=4)
+        warn_at_caller(BF16_EMULATED_WARNING, RuntimeWarning)
     work = work.to(torch.bfloat16)
     if channels_last:
         work = work.to(memory_format=torch.channels_last)

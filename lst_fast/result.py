@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lst_fast.atomic_files import atomic_save_tensors
+from lst_fast.errors import EnvironmentFault, InputError, InputTypeError
 
 FORMAT_VERSION = 1
 METADATA_KEY = "lst_fast"  # the safetensors metadata entry that holds lst_fast's JSON header
@@ -23,17 +24,18 @@ METADATA_KEY = "lst_fast"  # the safetensors metadata entry that holds lst_fast'
 class TraversalResult:
     """Per-sample outcome of Level Set Traversal, in the order of the input batch.
 
-    images:             final iterates (N, C, H, W), on the input's device and dtype
-    label:              class whose confidence was held (N,)
-    initial_confidence: p0, softmax confidence for `label` on the clean source (N,)
-    confidence:         confidence for `label` at the final iterate (N,)
-    accepted_steps:     how many of the iterations were accepted (N,)
-    source_correct:     whether the model predicts `label` on the clean source (N,)
-    config:             the traversal's settings and the versions that produced it
-    trace_iterations:   iterations at which the traces were taken (R,), when record_every > 0
-    trace_confidence:   source-class confidence of the iterate at those iterations (R, N)
-    trace_target_confidence: confidence for the target image's class at those iterations (R, N)
-    trace_images:       the iterates at those iterations (R, N, C, H, W)
+    Attributes:
+        images: final iterates (N, C, H, W), on the input's device and dtype.
+        label: class whose confidence was held (N,).
+        initial_confidence: p0, softmax confidence for `label` on the clean source (N,).
+        confidence: confidence for `label` at the final iterate (N,).
+        accepted_steps: how many of the iterations were accepted (N,).
+        source_correct: whether the model predicts `label` on the clean source (N,).
+        config: the traversal's settings and the versions that produced it.
+        trace_iterations: iterations at which the traces were taken (R,), when record_every > 0.
+        trace_confidence: source-class confidence of the iterate at those iterations (R, N).
+        trace_target_confidence: confidence for the target image's class at those iterations (R, N).
+        trace_images: the iterates at those iterations (R, N, C, H, W).
     """
 
     images: Tensor
@@ -58,7 +60,7 @@ class TraversalResult:
         """The results of consecutive batches as one, in batch order (traces along their sample dimension;
         the trace iterations are the first part's)."""
         if not parts:
-            raise ValueError("concatenate needs at least one result")
+            raise InputError("concatenate needs at least one result")
         if len(parts) == 1:
             return dataclasses.replace(parts[0], config=dict(config if config is not None else parts[0].config))
         values: Dict[str, Any] = {}
@@ -96,6 +98,12 @@ class TraversalResult:
         The file is written to a temporary name and renamed, so a crash never leaves a partial file and a
         failed write (disk full: RuntimeError naming the file and the cause) leaves the file there before
         as it was. `config` must hold only JSON values (TypeError naming the first key that does not).
+
+        Args:
+            path: the file to write (its folder must exist).
+
+        Returns:
+            The path written, as a `Path`.
         """
         path = Path(path)
         if path.parent.exists() and not path.parent.is_dir():
@@ -109,16 +117,25 @@ class TraversalResult:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike[str]], device: Union[str, torch.device] = "cpu") -> "TraversalResult":
-        """Read a result written by `save`."""
+        """Read a result written by `save`.
+
+        Args:
+            path: a file written by `TraversalResult.save`.
+            device: where to put the tensors.
+
+        Returns:
+            The `TraversalResult`, its tensors on `device`. A file that is not one, or whose tensors do not
+            match the digest in its header, raises `ValueError` naming the file.
+        """
         from safetensors import safe_open
 
         path = Path(path)
         try:
             device = torch.device(device)
         except (RuntimeError, TypeError) as error:
-            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from error
+            raise InputError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from error
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(
+            raise EnvironmentFault(
                 f"cannot load {path} onto {device}: no CUDA device is available here; load it with device='cpu'"
             )
         if not path.is_file():
@@ -128,23 +145,23 @@ class TraversalResult:
                 header = json.loads((f.metadata() or {}).get(METADATA_KEY, "null"))
                 tensors = {name: f.get_tensor(name) for name in f.keys()}
         except Exception as error:  # safetensors raises its own error types for corrupt files
-            raise ValueError(f"{path} is not a readable lst_fast result file: {error}") from error
+            raise InputError(f"{path} is not a readable lst_fast result file: {error}") from error
         if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{path} is not an lst_fast result (format {FORMAT_VERSION}) file")
+            raise InputError(f"{path} is not an lst_fast result (format {FORMAT_VERSION}) file")
         names = {f.name for f in fields(cls)}
         missing = {"images", "label", "initial_confidence", "confidence", "accepted_steps", "source_correct"} - set(
             tensors
         )
         if missing:
-            raise ValueError(f"{path} lacks the tensors {sorted(missing)}")
+            raise InputError(f"{path} lacks the tensors {sorted(missing)}")
         expected = header.get("sha256")
         if expected is None:
-            raise ValueError(f"{path} has no SHA-256 digest in its header: not a file TraversalResult.save wrote")
+            raise InputError(f"{path} has no SHA-256 digest in its header: not a file TraversalResult.save wrote")
         if expected != digest(tensors):
-            raise ValueError(f"{path} is corrupt: its tensors do not match the SHA-256 digest in its header")
+            raise InputError(f"{path} is corrupt: its tensors do not match the SHA-256 digest in its header")
         config = header.get("config", {})
         if not isinstance(config, dict):
-            raise ValueError(f"{path}: config must be a JSON object, got {type(config).__name__}")
+            raise InputError(f"{path}: config must be a JSON object, got {type(config).__name__}")
         tensors = {k: v for k, v in tensors.items() if k in names}
         _check_consistent(tensors, path)
         return cls(config=config, **{k: v.to(device) for k, v in tensors.items()})
@@ -157,7 +174,7 @@ def _check_json(where: str, value: Any, path: Path) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(
+                raise InputTypeError(
                     f"cannot save a result to {path}: {where} has the key {key!r} of type "
                     f"{type(key).__name__}; config keys must be strings (JSON)"
                 )
@@ -167,7 +184,7 @@ def _check_json(where: str, value: Any, path: Path) -> None:
         for i, item in enumerate(value):
             _check_json(f"{where}[{i}]", item, path)
         return
-    raise TypeError(
+    raise InputTypeError(
         f"cannot save a result to {path}: {where} is a {type(value).__name__} ({value!r:.60}), which "
         "JSON cannot hold; put numbers, strings, lists or dicts in the config"
     )
@@ -187,7 +204,7 @@ def _check_consistent(tensors: Dict[str, Tensor], path: Path) -> None:
     """Shapes and dtypes as `save` writes them: N samples, R recorded iterations."""
 
     def fail(what: str) -> None:
-        raise ValueError(f"{path} is not a consistent lst_fast result: {what}")
+        raise InputError(f"{path} is not a consistent lst_fast result: {what}")
 
     images = tensors["images"]
     if images.dim() != 4 or not images.is_floating_point():

@@ -10,7 +10,6 @@ summary.md / summary.json and the result file (result.safetensors, TraversalResu
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lst_fast
 from lst_fast import image_files, plots
-from lst_fast.atomic_files import atomic_write_text
+from lst_fast.atomic_files import atomic_write_text, standard_json
+from lst_fast.errors import InputError
 from lst_fast.geometry import linear_path_confidence
 from lst_fast.metrics import distances
 from lst_fast.settings import LSTSettings
@@ -29,14 +29,14 @@ def make_pairs(n_sources: int, n_targets: int, pairing: str) -> List[Tuple[int, 
     if pairing == "all":
         return [(i, j) for i in range(n_sources) for j in range(n_targets)]
     if pairing != "in-order":
-        raise ValueError(f"pairing must be 'in-order' or 'all', got {pairing!r}")
+        raise InputError(f"pairing must be 'in-order' or 'all', got {pairing!r}")
     if n_sources == n_targets:
         return [(i, i) for i in range(n_sources)]
     if n_targets == 1:
         return [(i, 0) for i in range(n_sources)]
     if n_sources == 1:
         return [(0, j) for j in range(n_targets)]
-    raise ValueError(
+    raise InputError(
         f"{n_sources} sources and {n_targets} targets cannot be paired in order; give as many of "
         "each (or one on a side), or --pairing all"
     )
@@ -46,10 +46,10 @@ def _labels(source_label: Optional[Sequence[int]], n_files: int, num_classes: in
     if source_label is None:
         return None
     if len(source_label) not in (1, n_files):
-        raise ValueError(f"--source-label takes one class or one per source file ({n_files}), got {len(source_label)}")
+        raise InputError(f"--source-label takes one class or one per source file ({n_files}), got {len(source_label)}")
     for c in source_label:
         if not 0 <= c < num_classes:
-            raise ValueError(f"source label {c} is not a class of this model (0..{num_classes - 1})")
+            raise InputError(f"source label {c} is not a class of this model (0..{num_classes - 1})")
     return list(source_label) * (n_files if len(source_label) == 1 else 1)
 
 
@@ -115,7 +115,7 @@ def run_images(
     out = Path(out)
     found = _find_pairs(sources, targets, pairing)
     if figures < 0:
-        raise ValueError(f"--figures must be >= 0, got {figures}")
+        raise InputError(f"--figures must be >= 0, got {figures}")
     _make_output_folder(out)
     device = torch.device(device)
     described = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir)
@@ -152,7 +152,7 @@ def run_images(
         **_run_numbers(settings, seed, device, walk_seconds, rows),
     }
     numbers["total_seconds"] = round(time.time() - t0, 2)
-    atomic_write_text(out / "summary.json", json.dumps(numbers, indent=1))
+    atomic_write_text(out / "summary.json", standard_json(numbers, indent=1))
     atomic_write_text(
         out / "summary.md", summary_markdown(numbers, {k: p.relative_to(out) for k, p in figure_files.items()})
     )
@@ -182,7 +182,7 @@ def _make_output_folder(out: Path) -> None:
     try:
         (out / "images").mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"cannot write the output folder {out}: {error.strerror or error}") from error
+        raise InputError(f"cannot write the output folder {out}: {error.strerror or error}") from error
 
 
 def _load_inputs(found: _Pairs, described, pre, source_label: Optional[Sequence[int]], device):

@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from lst_fast import validation
+from lst_fast.errors import InputError, InputTypeError
 
 PRECISIONS = ("fp32", "bf16")
 # Which implementation of the operators runs (lst_fast.ops reads the choice).
@@ -26,15 +27,15 @@ def check_precision(precision: str, compile_model: bool = False) -> None:
     """precision is one of PRECISIONS; compile_model only with bf16 (compiled kernels round differently,
     so exact mode never compiles)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if compile_model and precision != "bf16":
-        raise ValueError("compile_model=True needs precision='bf16'; exact mode (fp32) never compiles")
+        raise InputError("compile_model=True needs precision='bf16'; exact mode (fp32) never compiles")
 
 
 def check_backend(backend: str) -> None:
     """backend is one of BACKENDS."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def field_help(text: str, **extra: Any) -> Dict[str, Any]:
@@ -45,9 +46,11 @@ def field_help(text: str, **extra: Any) -> Dict[str, Any]:
 
 @dataclass(frozen=True)
 class LSTSettings:
-    """How a Level Set Traversal runs (the algorithm: docs/ALGORITHM.md section 1).
+    """How a Level Set Traversal runs (the algorithm, and every field's meaning: the Algorithm page,
+    section 1).
 
-    Build it with keywords; every field is checked on construction and on `replace`.
+    Build it with keywords, e.g. ``LSTSettings(step_size=5e-2, precision="bf16")``; it is frozen, and every
+    field is checked on construction and on `replace` (`ValueError` or `TypeError` naming the field).
     """
 
     step_size: float = field(
@@ -127,11 +130,11 @@ class LSTSettings:
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1
         ):
-            raise ValueError(f"batch_size must be a positive int or None (automatic), got {batch_size!r}")
+            raise InputError(f"batch_size must be a positive int or None (automatic), got {batch_size!r}")
         put("batch_size", None if batch_size is None else int(batch_size))
         for name in ("compile_model", "graph"):
             if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+                raise InputTypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         check_precision(self.precision, self.compile_model)
         put("record_every", validation.check_count("record_every", self.record_every))
         put("record_device", None if self.record_device is None else torch.device(self.record_device))
@@ -139,7 +142,14 @@ class LSTSettings:
         check_backend(self.backend)
 
     def replace(self, **changes: Any) -> "LSTSettings":
-        """A copy with some fields changed (validated); unknown names raise TypeError."""
+        """A copy with some fields changed (validated); unknown names raise TypeError.
+
+        Args:
+            **changes: new values of fields, by name.
+
+        Returns:
+            A new, checked `LSTSettings`; this one is unchanged.
+        """
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -147,10 +157,10 @@ class LSTSettings:
         """`base` (default: the defaults) with `keywords` applied; names an unknown keyword."""
         unknown = sorted(set(keywords) - FIELDS)
         if unknown:
-            raise TypeError(f"unknown LST setting(s) {unknown}; the settings are {sorted(FIELDS)}")
+            raise InputTypeError(f"unknown LST setting(s) {unknown}; the settings are {sorted(FIELDS)}")
         base = cls() if base is None else base
         if not isinstance(base, LSTSettings):
-            raise TypeError(f"settings must be an LSTSettings, got {type(base).__name__}")
+            raise InputTypeError(f"settings must be an LSTSettings, got {type(base).__name__}")
         return base.replace(**keywords) if keywords else base
 
     def config(self) -> Dict[str, Any]:
@@ -175,6 +185,6 @@ def strip_record_every(iterations: int) -> int:
 
 
 # The evaluation and the demo walk with a larger step than the paper's ImageNet runs, so that 28x28 walks get
-# close to their targets (README, "The shipped Fashion-MNIST default"); otherwise the paper's settings.
+# close to their targets (docs/fashion-mnist.md); otherwise the paper's settings.
 EVALUATION_SETTINGS = LSTSettings(step_size=5e-2)
 DEMO_SETTINGS = EVALUATION_SETTINGS

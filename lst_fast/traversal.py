@@ -20,12 +20,17 @@ class LevelSetTraversal:
     """Configure once, call on batches: ``LevelSetTraversal(model, iterations=400)(x, y)``.
 
     Args:
-        model: classifier returning logits for images in `bounds` (after the optional mean/std). It is
-            never modified (bf16 mode runs a working copy built per call; see lst_fast.prepared_model).
+        model: classifier returning logits (N, K) for images in `bounds` (after the optional mean/std). It
+            is never modified (bf16 mode runs a working copy built per call).
         settings: an `LSTSettings` (default: its defaults); keywords override single fields, e.g.
             ``LevelSetTraversal(model, step_size=5e-2, precision="bf16")``. The fields and what they mean:
-            `LSTSettings` (lst_fast.settings). The settings are frozen: `lst.settings` is read-only, and
+            `lst_fast.LSTSettings`. The settings are frozen: `lst.settings` is read-only, and
             `lst.with_settings(...)` makes a configured copy.
+        **overrides: fields of `LSTSettings`, each replacing the one in `settings`.
+
+    Raises:
+        TypeError: `model` is not an `nn.Module`, or an override names no field.
+        ValueError: a setting is out of its range (the message names it).
     """
 
     _model: torch.nn.Module  # set once in __init__ (the object is read-only afterwards)
@@ -51,6 +56,14 @@ class LevelSetTraversal:
         return self._settings
 
     def with_settings(self, **overrides: Any) -> "LevelSetTraversal":
+        """A copy with some settings changed, checked again.
+
+        Args:
+            **overrides: fields of `LSTSettings`.
+
+        Returns:
+            A new `LevelSetTraversal` of the same model; this one is unchanged.
+        """
         return LevelSetTraversal(self._model, self._settings, **overrides)
 
     def config(self) -> Dict[str, Any]:
@@ -79,6 +92,16 @@ class LevelSetTraversal:
             target_label: class of the targets, for the recorded target confidence; default the model's
                 prediction on y (computed only when record_every > 0).
             generator: random generator for the initial noise (on x's device), for reproducible runs.
+
+        Returns:
+            A `TraversalResult` in batch order: `images` (N, C, H, W) on x's device and dtype, which the
+            model still gives `label` with confidence above p0 - threshold once a step was accepted;
+            `label`, `initial_confidence` (p0), `confidence`, `accepted_steps` and `source_correct` (N,);
+            the traces (R, N, ...) when `record_every` > 0.
+
+        Raises:
+            TypeError: an argument of the wrong type (the message names it).
+            ValueError: images, labels or the model's output of the wrong shape, range or kind.
         """
         s = self._settings
         validation.check_images(x, y, s.bounds)
@@ -127,11 +150,22 @@ def traverse(
 ) -> TraversalResult:
     """Level Set Traversal from source images x toward target images y.
 
-    `settings` (an `LSTSettings`) and keyword overrides of its fields configure it, as for
-    `LevelSetTraversal`; `label`, `target_label` and `generator` are those of `LevelSetTraversal.__call__`.
-    Returns a TraversalResult: the final images, which still get `label` (default: the model's
-    prediction on x) with confidence within `threshold` of the clean source's, plus per-sample
-    diagnostics, in batch order.
+    The same as ``LevelSetTraversal(model, settings, **overrides)(x, y, ...)``.
+
+    Args:
+        model: classifier returning logits (N, K) for images in `bounds`; never modified.
+        x: source images (N, C, H, W) in `bounds`.
+        y: target images (N, C, H, W), or one image (C, H, W) for every source.
+        settings: an `LSTSettings` (default: its defaults).
+        label: class whose confidence is held (N,); default the model's prediction on x.
+        target_label: class of the targets (N,), for the recorded target confidence; default the model's
+            prediction on y (computed only when `record_every` > 0).
+        generator: random generator for the initial noise (on x's device), for reproducible runs.
+        **overrides: fields of `LSTSettings`, each replacing the one in `settings`.
+
+    Returns:
+        A `TraversalResult`, in batch order: the final images (N, C, H, W), which still get `label` with
+        confidence within `threshold` of the clean source's, plus per-sample diagnostics (N,).
     """
     lst = LevelSetTraversal(model, settings, **overrides)
     return lst(x, y, label=label, target_label=target_label, generator=generator)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from lst_fast.caller_warning import warn_at_caller
+from lst_fast.errors import InputError, InputTypeError
 
 Bounds = Tuple[float, float]
 
@@ -20,7 +22,7 @@ def _describe(t: Tensor) -> str:
 def _check_has_data(name: str, t: Tensor, what: str) -> None:
     """Meta tensors have shapes but no values: say so before torch fails to read them."""
     if t.device.type == "meta":
-        raise ValueError(
+        raise InputError(
             f"{name} is on the meta device (a tensor without values); pass {what} that hold data, "
             f"e.g. on the CPU or a GPU, got {_describe(t)}"
         )
@@ -28,48 +30,48 @@ def _check_has_data(name: str, t: Tensor, what: str) -> None:
 
 def check_positive(name: str, value: float) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
 def check_non_negative(name: str, value: float) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
 def check_count(name: str, value: int) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        raise InputError(f"{name} must be an integer >= 0, got {value!r}")
     return int(value)
 
 
 def check_bounds(bounds: Sequence[float]) -> Bounds:
     if isinstance(bounds, (str, bytes)):
-        raise TypeError(f"bounds must be a pair (lo, hi) of numbers, got the string {bounds!r}")
+        raise InputTypeError(f"bounds must be a pair (lo, hi) of numbers, got the string {bounds!r}")
     try:
         lo, hi = (float(b) for b in bounds)
     except (TypeError, ValueError):
-        raise ValueError(f"bounds must be a pair (lo, hi) of numbers, got {bounds!r}") from None
+        raise InputError(f"bounds must be a pair (lo, hi) of numbers, got {bounds!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"bounds must be finite with lo < hi, got {bounds!r}")
+        raise InputError(f"bounds must be finite with lo < hi, got {bounds!r}")
     return lo, hi
 
 
 def check_model(model: torch.nn.Module) -> None:
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
     try:
         hash(model)
     except TypeError:
-        raise TypeError(
+        raise InputTypeError(
             f"model ({type(model).__name__}) is unhashable (it defines __eq__ without __hash__); "
             "torch.nn.Module's own methods (.eval(), .modules()) need a hashable module: add "
             "__hash__ = nn.Module.__hash__ to the class"
         ) from None
     for t in list(model.parameters()) + list(model.buffers()):
         if t.device.type == "meta":
-            raise ValueError(
+            raise InputError(
                 f"model ({type(model).__name__}) has weights on the meta device (never materialized); "
                 "load its weights, e.g. model.to_empty(device=...) and load_state_dict(...)"
             )
@@ -78,35 +80,35 @@ def check_model(model: torch.nn.Module) -> None:
 def check_images(x: Tensor, y: Tensor, bounds: Bounds) -> None:
     """x: source images (N, C, H, W); y: target images of x's shape, or one (C, H, W) image."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a tensor of source images (N, C, H, W), got {type(x).__name__}")
+        raise InputTypeError(f"x must be a tensor of source images (N, C, H, W), got {type(x).__name__}")
     _check_has_data("x", x, "source images")
     if not x.is_floating_point():
-        raise TypeError(f"x must be floating-point source images (N, C, H, W) in {bounds}, got {_describe(x)}")
+        raise InputTypeError(f"x must be floating-point source images (N, C, H, W) in {bounds}, got {_describe(x)}")
     if x.dim() != 4:
-        raise ValueError(f"x must be source images of shape (N, C, H, W), got {_describe(x)}")
+        raise InputError(f"x must be source images of shape (N, C, H, W), got {_describe(x)}")
     if not isinstance(y, Tensor):
-        raise TypeError(f"y must be a tensor of target images, got {type(y).__name__}")
+        raise InputTypeError(f"y must be a tensor of target images, got {type(y).__name__}")
     _check_has_data("y", y, "target images")
     if not y.is_floating_point() or y.dim() == 1:
-        raise TypeError(
+        raise InputTypeError(
             f"y is the target images (N, C, H, W) or one image (C, H, W), got {_describe(y)}; "
             "it looks like class labels: pass those as label=..."
         )
     if tuple(y.shape) not in (tuple(x.shape), tuple(x.shape[1:])):
-        raise ValueError(
+        raise InputError(
             f"y must have x's shape {tuple(x.shape)} or one image's shape {tuple(x.shape[1:])}, got {_describe(y)}"
         )
     if y.device != x.device:
-        raise ValueError(f"y is on {y.device} but x is on {x.device}; put both on one device")
+        raise InputError(f"y is on {y.device} but x is on {x.device}; put both on one device")
     lo, hi = bounds
     for name, t in (("x", x), ("y", y)):
         if t.numel() == 0:
             continue
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
+            raise InputError(f"{name} contains NaN or Inf values")
         t_min, t_max = float(t.min()), float(t.max())
         if t_min < lo or t_max > hi:
-            raise ValueError(
+            raise InputError(
                 f"{name} has values in [{t_min:g}, {t_max:g}], outside bounds [{lo:g}, {hi:g}]; "
                 "pass images in the model's input range or set bounds=..."
             )
@@ -118,9 +120,9 @@ def check_device(device: Union[str, torch.device], name: str = "device") -> torc
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"{name} must be a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
+        raise InputError(f"{name} must be a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}") from None
     if parsed.type == "meta":
-        raise ValueError(f"{name} is the meta device, which holds no values (nor a generator); use 'cpu' or 'cuda'")
+        raise InputError(f"{name} is the meta device, which holds no values (nor a generator); use 'cpu' or 'cuda'")
     return parsed
 
 
@@ -128,9 +130,9 @@ def check_generator(generator, device: torch.device) -> None:
     if generator is None:
         return
     if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator (or None), got {generator!r}")
+        raise InputTypeError(f"generator must be a torch.Generator (or None), got {generator!r}")
     if generator.device.type != device.type:
-        raise ValueError(f"generator is on {generator.device} but x is on {device}")
+        raise InputError(f"generator is on {generator.device} but x is on {device}")
 
 
 def check_label(
@@ -141,15 +143,15 @@ def check_label(
     if isinstance(label, numbers.Integral) and not isinstance(label, bool):
         label = torch.full((n,), int(label), dtype=torch.long, device=device)
     if not isinstance(label, Tensor):
-        raise TypeError(f"{name} must be an integer tensor of shape ({n},), got {type(label).__name__}")
+        raise InputTypeError(f"{name} must be an integer tensor of shape ({n},), got {type(label).__name__}")
     _check_has_data(name, label, "class indices")
     if label.dtype.is_floating_point or label.dtype.is_complex or label.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor of class indices, got {_describe(label)}")
+        raise InputTypeError(f"{name} must be an integer tensor of class indices, got {_describe(label)}")
     if tuple(label.shape) != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {_describe(label)}")
+        raise InputError(f"{name} must have shape ({n},), got {_describe(label)}")
     label = label.to(device=device, dtype=torch.long)
     if n and (int(label.min()) < 0 or int(label.max()) >= num_classes):
-        raise ValueError(
+        raise InputError(
             f"{name} must hold class indices in [0, {num_classes}), got values in "
             f"[{int(label.min())}, {int(label.max())}]"
         )
@@ -162,61 +164,59 @@ def channel_values(name: str, value: Union[None, float, Sequence[float], Tensor]
     if value is None:
         return None
     if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be a number or a sequence of per-channel numbers, got the string {value!r}")
+        raise InputTypeError(f"{name} must be a number or a sequence of per-channel numbers, got the string {value!r}")
     try:
         values = tuple(float(v) for v in torch.as_tensor(value, dtype=torch.float64).flatten().tolist())
     except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name} must be a number or a sequence of per-channel numbers, got {value!r}") from None
+        raise InputError(f"{name} must be a number or a sequence of per-channel numbers, got {value!r}") from None
     if not values or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name} must be finite, got {list(values)}")
+        raise InputError(f"{name} must be finite, got {list(values)}")
     if name == "std" and any(v <= 0 for v in values):
-        raise ValueError(f"std must be > 0, got {list(values)}")
+        raise InputError(f"std must be > 0, got {list(values)}")
     return values
 
 
 def check_channel_count(name: str, values: Tuple[float, ...], channels: int) -> None:
     """One value for every channel, or one for all."""
     if len(values) not in (1, channels):
-        raise ValueError(f"{name} must have 1 or {channels} (channels) values, got {len(values)}")
+        raise InputError(f"{name} must have 1 or {channels} (channels) values, got {len(values)}")
 
 
-def check_model_output(
-    model: torch.nn.Module, forward: Callable[[Tensor], Tensor], images: Tensor, stacklevel: int = 1
-) -> Tensor:
+def check_model_output(model: torch.nn.Module, forward: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
     """The logits of `forward` (the model, as LST calls it) on a few of the images, checked before any walk:
     the model must leave its input as it was, and return finite floating-point logits (N, classes);
-    outputs that look like probabilities warn (at `stacklevel`, 1 being the caller). A few images tell the
+    outputs that look like probabilities warn (at the caller's line). A few images tell the
     class count, so the labels can be checked next."""
     probe = images[:8].clone()
     version = probe._version
     with torch.no_grad():
         logits = forward(probe)
     if probe._version != version:
-        raise ValueError(
+        raise InputError(
             f"model ({type(model).__name__}) changes its input in place; LST hands it the "
             "iterate itself: make that operation out of place, or pass mean/std (the model then "
             "gets a normalized copy)"
         )
     check_logits(logits, probe.shape[0])
-    warn_if_probabilities(logits, stacklevel=stacklevel + 1)
+    warn_if_probabilities(logits)
     return logits
 
 
 def check_logits(logits: Tensor, n: int) -> None:
     if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"model must return logits of shape ({n}, num_classes), got {got}")
+        raise InputError(f"model must return logits of shape ({n}, num_classes), got {got}")
     if not logits.is_floating_point():
-        raise ValueError(
+        raise InputError(
             f"model must return floating-point logits (autograd differentiates only those), got {logits.dtype}"
         )
     if not bool(torch.isfinite(logits).all()):
-        raise ValueError("model returned NaN or Inf logits for the source images x")
+        raise InputError("model returned NaN or Inf logits for the source images x")
 
 
-def warn_if_probabilities(logits: Tensor, stacklevel: int = 1) -> None:
+def warn_if_probabilities(logits: Tensor) -> None:
     """Outputs that are already probabilities (every row >= 0, summing to 1) are taken as logits, whose
-    softmax is then nearly flat: say so (at `stacklevel`, 1 being the caller)."""
+    softmax is then nearly flat: say so, at the first line outside lst_fast."""
     if (
         logits.numel()
         and bool((logits >= 0).all())
@@ -224,11 +224,10 @@ def warn_if_probabilities(logits: Tensor, stacklevel: int = 1) -> None:
             torch.allclose(logits.double().sum(1), logits.new_ones(logits.shape[0], dtype=torch.float64), atol=1e-4)
         )
     ):
-        warnings.warn(
+        warn_at_caller(
             "the model's outputs look like probabilities (every row is non-negative and sums to 1); "
             "LST expects logits and applies softmax itself: return the logits",
             UserWarning,
-            stacklevel=stacklevel + 1,
         )
 
 

@@ -1,5 +1,6 @@
 """docs/ARCHITECTURE.md's layout tree is the layout on disk: every module and native source file is listed
-once, and everything listed exists."""
+once, and everything listed exists. The README stays a front page, the docs site (mkdocs.yml) lists every
+page, and no page points outside the repository (`mkdocs build --strict` in .ci/run checks the rest)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,36 @@ def test_the_layout_tree_lists_every_module_once_and_nothing_else():
     on_disk = disk_paths()
     assert sorted(on_disk - set(listed)) == [], "on disk, missing from docs/ARCHITECTURE.md"
     assert sorted(set(listed) - on_disk) == [], "in docs/ARCHITECTURE.md, not on disk"
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def pages() -> list:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_the_readme_is_a_front_page_with_the_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250, "README.md is over 250 lines: move reference text into a docs/ page"
+    assert "\npython3 -m pytest -q\n" in readme, "the README's test command (CI runs it) is gone"
+
+
+def test_the_docs_never_point_outside_the_repository():
+    """Every relative link of the README and docs/*.md names a file of this repository; nothing names the
+    session's shared folder or its spec."""
+    for page in pages():
+        text = page.read_text()
+        assert "SPEC.md" not in text and "../shared" not in text and "/shared/" not in text, page
+        for target in LINK.findall(text):
+            if target.startswith(("http://", "https://", "mailto:", "#")):
+                continue
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            assert path.is_relative_to(ROOT), f"{page.name} links outside the repository: {target}"
+            assert path.exists(), f"{page.name} links to a missing file: {target}"
+
+
+def test_every_docs_page_is_in_the_site_nav():
+    nav = re.findall(r"^\s*- .*: (\S+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), flags=re.M)
+    assert len(nav) == len(set(nav)), "a page is listed twice in mkdocs.yml's nav"
+    assert sorted(nav) == sorted(p.name for p in (ROOT / "docs").glob("*.md")), "docs/*.md and mkdocs.yml's nav"

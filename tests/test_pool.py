@@ -138,6 +138,11 @@ def test_a_pool_file_round_trips_and_refuses_another_data_set(tmp_path):
     on_file.check_data(open_image_set(spec), spec)
     record["indices"][0] = record["indices"][1]
     (tmp_path / "changed.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="malformed pool file .indices must be distinct"):
+        load_pool(tmp_path / "changed.json")
+    record = json.loads(path.read_text())
+    record["indices"][0], record["indices"][1] = record["indices"][1], record["indices"][0]  # well-formed
+    (tmp_path / "changed.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="changed since it was written"):
         load_pool(tmp_path / "changed.json")
 
@@ -145,12 +150,12 @@ def test_a_pool_file_round_trips_and_refuses_another_data_set(tmp_path):
 def test_the_cli_refuses_a_pool_of_another_data_set_in_one_line(tmp_path, capsys):
     from lst_fast.cli import main
 
-    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 12, progress=False)
+    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 12, progress=False, rounds=2)
     pool.save(tmp_path / "pool.json")
     other = _relabelled(tmp_path, torch.tensor([0, 1]))
     code = main(["eval", "--pool", str(tmp_path / "pool.json"), "--data", other, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and "another data set" in err
+    assert code == 1 and err.count("\n") == 1 and "data tensor:" in err and "(the pool: fashion-mnist-sample)" in err
     assert not (tmp_path / "o" / "config.json").exists()
     args = ["eval", "--pool", str(tmp_path / "pool.json"), "--data", "fashion-mnist-sample", "--model", "vit"]
     args += ["--rounds", "2", "--iterations", "2", "--out", str(tmp_path / "o"), "--no-progress"]
@@ -163,7 +168,7 @@ def test_the_cli_refuses_a_pool_of_another_data_set_in_one_line(tmp_path, capsys
 
 
 def test_runs_on_one_pool_share_sources_and_targets_and_record_its_digest(tmp_path, capsys):
-    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 16, 0.9, progress=False)
+    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 16, 0.9, progress=False, rounds=2)
     runs = {}
     for model in ("cnn", "cnn-robust"):  # cnn made the pool; cnn-robust did not
         cfg = pool_config(EvalConfig(model=model, **SMALL), pool)
@@ -182,6 +187,10 @@ def test_runs_on_one_pool_share_sources_and_targets_and_record_its_digest(tmp_pa
         run_evaluation(EvalConfig(**SMALL), tmp_path / "x", progress=False, pool=pool)
 
 
+def load_pool_sources(folder: Path) -> set:
+    return {s for s, _ in _pairs(folder, 0)}
+
+
 def _pairs(folder: Path, round_: int):
     from safetensors.torch import load_file
 
@@ -194,17 +203,19 @@ def _pairs(folder: Path, round_: int):
 def test_compare_says_whether_runs_share_a_pool(tmp_path):
     from lst_fast.evaluation import write_comparison
 
-    pool, _ = build_pool(["cnn", "vit"], "fashion-mnist-sample", 8, progress=False)
+    pool, _ = build_pool(["cnn", "vit"], "fashion-mnist-sample", 8, progress=False, rounds=2)
     for model in ("cnn", "vit"):
         run_evaluation(pool_config(EvalConfig(model=model, **SMALL), pool), tmp_path / model, progress=False, pool=pool)
     run_evaluation(EvalConfig(model="cnn", num_samples=8, **SMALL), tmp_path / "own", progress=False)
     write_comparison([str(tmp_path / "cnn"), str(tmp_path / "vit")], tmp_path / "paired")
     note = json.loads((tmp_path / "paired" / "compare.json").read_text())["shared_pool"]
     assert note["paired"] and note["pool"] == pool.digest
-    assert "comparison is paired" in (tmp_path / "paired" / "compare.md").read_text()
+    assert note["shared_sources"] == len(load_pool_sources(tmp_path / "cnn") & load_pool_sources(tmp_path / "vit"))
+    assert "Paired: the result files show the same" in (tmp_path / "paired" / "compare.md").read_text()
     write_comparison([str(tmp_path / "cnn"), str(tmp_path / "own")], tmp_path / "unpaired", labels=["a", "b"])
     note = json.loads((tmp_path / "unpaired" / "compare.json").read_text())["shared_pool"]
-    assert not note["paired"] and "do not share a pool" in note["text"] and "own pool: `b`" in note["text"]
+    assert not note["paired"] and "comparison is unpaired" in note["text"]
+    assert "other targets than `a`'s: `b`" in note["text"] or "share no source" in note["text"]
 
 
 def test_an_evaluations_own_pool_holds_only_qualifying_images_and_stops_when_full(tmp_path):

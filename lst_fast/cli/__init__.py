@@ -9,7 +9,8 @@ come from the settings dataclasses, whose checks use torch.
 
 Exit codes: 0 done; 1 an error in the input or the environment (one line on stderr; the traceback with
 --debug); 2 an unexpected error, most likely a bug in lst_fast (one line naming the file that holds its
-traceback); 130 interrupted. Which errors count as expected: lst_fast.cli.errors.
+traceback); 130 interrupted. Which errors count as expected is decided by their type (lst_fast.errors,
+lst_fast.cli.errors).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from lst_fast.cli.arguments import (
     add_settings_arguments,
     pick_device,
     print_backend,
+    require_device,
     settings_from_arguments,
 )
 from lst_fast.cli.errors import is_expected, report_unexpected
 from lst_fast.error_text import one_line
+from lst_fast.errors import LstFastError
 
 __all__ = [
     "add_dataclass_arguments",
@@ -41,8 +44,9 @@ __all__ = [
     "settings_from_arguments",
 ]
 
-# The errors whose messages stand on their own on the error line (no type name in front).
-_PLAIN_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
+# The errors whose messages stand on their own on the error line (no type name in front): lst_fast's own
+# name what was wrong.
+_PLAIN_ERRORS = (LstFastError, ValueError, FileNotFoundError, RuntimeError, OSError)
 EXIT_OK, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 130
 EPILOG = (
     "exit codes: 0 done, 1 error in the input or environment (one line on stderr; --debug shows the "
@@ -112,6 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if getattr(args, "device", None) == "auto":
             args.device, args.device_auto = pick_device(), True
+        elif getattr(args, "device", None) is not None:
+            require_device(args.device)  # a missing GPU is named before anything runs
         return args.func(args)
     except KeyboardInterrupt:
         if args.debug:

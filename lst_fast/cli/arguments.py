@@ -57,7 +57,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, defaults: Any, name
         parser.add_argument(
             _flag(name),
             dest=name,
-            type=kind,
+            type=_PARSERS.get(name, kind),
             default=default,
             choices=f.metadata.get("choices"),
             help=f"{text} (default: %(default)s)",
@@ -122,7 +122,8 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _device(text: str) -> str:
-    """--device's value as given, once lst_fast.validation.check_device accepts it (or it is auto)."""
+    """--device's value as given, once lst_fast.validation.check_device accepts it and, for a CUDA device,
+    torch sees that GPU (or it is auto): a missing GPU is named before anything runs."""
     from lst_fast.validation import check_device
 
     if text != "auto":
@@ -131,6 +132,74 @@ def _device(text: str) -> str:
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
     return text
+
+
+SEED_LIMIT = 2**32  # seeds are in [0, 2**32): every derived seed (seed * 1_000_003 + ...) fits torch's 64 bits
+
+
+def bounded_int(low: int, high: Optional[int] = None):
+    """An argparse type: an integer in [low, high] (high None: no upper bound), else a usage error naming
+    the range, when the flag is parsed."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            wanted = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected an integer {wanted}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _number(text: str, ok, expected: str) -> float:
+    """`text` as a float for which ok(value) holds, else a usage error saying what was `expected`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    return _number(text, lambda v: 0 < v < float("inf"), "a finite number of seconds > 0")
+
+
+def unit_interval(text: str) -> float:
+    """An argparse type: a number in [0, 1)."""
+    return _number(text, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+# The ranges of the flags that several subcommands share (checked when parsed).
+SEED = bounded_int(0, SEED_LIMIT - 1)
+DIGITS = bounded_int(0, 12)
+WORKERS = bounded_int(0, 256)
+RESAMPLES = bounded_int(10, 1_000_000)
+POSITIVE = bounded_int(1)
+
+
+def require_device(text: str) -> None:
+    """EnvironmentFault (one line) when `text` names a CUDA device torch does not see: checked before the
+    command runs (not when parsed, so a command line can be parsed on any machine)."""
+    import torch
+
+    from lst_fast.errors import EnvironmentFault
+
+    parsed = torch.device(text)
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EnvironmentFault(f"--device {text}: torch sees no CUDA GPU on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise EnvironmentFault(
+                f"--device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
 
 
 def pick_device() -> str:
@@ -154,3 +223,15 @@ def print_backend(device: str, auto: bool = False) -> None:
         what = f"pure-PyTorch fallback ({why})"
     picked = f" (--device auto: torch sees {'a GPU' if kind == 'cuda' else 'no GPU'})" if auto else ""
     print(f"lst_fast {info['lst_fast']}, torch {info['torch']}: {what} on {device}{picked}", flush=True)
+
+
+# Dataclass flags whose values are range-checked when parsed (the dataclasses check them again).
+_PARSERS = {
+    "seed": SEED,
+    "rounds": POSITIVE,
+    "num_samples": POSITIVE,
+    "chunk_size": POSITIVE,
+    "iterations": bounded_int(0),
+    "batch_size": POSITIVE,
+    "min_confidence": unit_interval,
+}

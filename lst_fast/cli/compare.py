@@ -7,13 +7,15 @@ import argparse
 import json
 from pathlib import Path
 
+from lst_fast.cli import arguments
+
 HELP = "side-by-side tables and figures of finished evaluations"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="finished `lst-fast eval` output folders")
     parser.add_argument("--out", default="lst_compare", help="output folder")
-    parser.add_argument("--digits", type=int, default=3, help="decimals in the tables")
+    parser.add_argument("--digits", type=arguments.DIGITS, default=3, help="decimals in the tables")
     parser.add_argument(
         "--labels",
         nargs="+",

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["cnn", "cnn-robust", "vit"], default="cnn", help="shipped model")
     arguments.add_settings_arguments(parser, arguments.WALK_FIELDS, DEMO_SETTINGS)
     arguments.add_device_argument(parser)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+    parser.add_argument("--seed", type=arguments.SEED, default=0, help="seed of the initial noise")
     parser.add_argument("--out", default="lst_demo", help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

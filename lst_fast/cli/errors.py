@@ -1,69 +1,44 @@
-"""What `lst-fast` does with an exception: an error in what it was given gets one line and exit code 1; an
-unexpected one (most likely a bug in lst_fast) gets one line naming the file that holds its traceback, and
-exit code 2 (as pip does).
+"""What `lst-fast` does with an exception, decided by its type alone: an error in what it was given or
+where it runs gets one line and exit code 1; an unexpected one (most likely a bug in lst_fast) gets one line
+naming the file that holds its traceback, and exit code 2 (as pip does).
 
 Expected (`is_expected`), exit code 1:
+- lst_fast's own errors (lst_fast.errors.LstFastError: InputError, DataError, EnvironmentFault, ...), which
+  its checks of the arguments, the files and the environment raise, each naming what was wrong;
 - an OSError from anywhere: a missing or unreadable file, a permission, a full disk, the network;
 - a ModuleNotFoundError for a package outside lst_fast: an optional dependency that is not installed;
-- torch.OutOfMemoryError: the device is too small for the batch;
-- a ValueError, TypeError, RuntimeError or ImportError raised by a `raise` statement in lst_fast's own
-  code: its checks of the arguments, the files and the environment, each naming what was wrong.
+- torch.OutOfMemoryError: the device is too small for the batch.
 
-Anything else is unexpected, exit code 2: other exception types (KeyError, AttributeError, IndexError,
-AssertionError, ...) wherever they come from, and the expected types when torch, another library or the
-model raised them rather than lst_fast (a TypeError from a call lst_fast got wrong, a RuntimeError inside
-torch).
+Anything else is unexpected, exit code 2: other exception types (KeyError, IndexError, AssertionError, ...)
+and the standard ValueError, TypeError and RuntimeError, which only torch, another library or the model
+raise (lst_fast raises its own types).
 """
 
 from __future__ import annotations
 
-import dis
 import os
 import platform
 import sys
 import tempfile
 import traceback
 from pathlib import Path
-from types import TracebackType
 from typing import Optional, Sequence
 
-__all__ = ["is_expected", "report_unexpected", "write_traceback"]
+from lst_fast.errors import LstFastError
 
-PACKAGE = Path(__file__).resolve().parent.parent  # the lst_fast folder
-_CHECK_TYPES = (ValueError, TypeError, RuntimeError, ImportError)
+__all__ = ["is_expected", "report_unexpected", "write_traceback"]
 
 
 def is_expected(error: BaseException) -> bool:
     """True when `error` reports a problem with the input or the environment (see the module docstring),
     False when it is unexpected: most likely a bug in lst_fast."""
-    if isinstance(error, OSError):
+    if isinstance(error, (LstFastError, OSError)):
         return True
     if isinstance(error, ModuleNotFoundError) and not (error.name or "").startswith("lst_fast"):
         return True
     import torch
 
-    if isinstance(error, torch.OutOfMemoryError):
-        return True
-    return isinstance(error, _CHECK_TYPES) and _raised_by_lst_fast(error.__traceback__)
-
-
-def _raised_by_lst_fast(tb: Optional[TracebackType]) -> bool:
-    """Whether the frame the exception started in is lst_fast's and stopped at a `raise` statement (not at
-    a call or an operation that failed inside it)."""
-    last = None
-    while tb is not None:
-        if not tb.tb_frame.f_code.co_filename.endswith("contextlib.py"):  # a `with` block passes it on
-            last = tb
-        tb = tb.tb_next
-    if last is None:
-        return False
-    code = last.tb_frame.f_code
-    try:
-        inside = Path(code.co_filename).resolve().is_relative_to(PACKAGE)
-        op = next((i.opname for i in dis.get_instructions(code) if i.offset == last.tb_lasti), "")
-    except (OSError, ValueError):
-        return False
-    return inside and op == "RAISE_VARARGS"
+    return isinstance(error, torch.OutOfMemoryError)
 
 
 def write_traceback(error: BaseException, argv: Sequence[str]) -> Optional[Path]:

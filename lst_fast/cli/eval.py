@@ -8,14 +8,27 @@ import os
 
 from lst_fast.cli import arguments
 from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S, process_group
+from lst_fast.errors import InputError
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.settings import EVALUATION_SETTINGS
 
 HELP = "Tables 1 and 2 over a pool of correctly classified images (resumable)"
 
 
+# The flags whose values a shared pool decides (lst_fast.evaluation.runner.POOL_DECIDES): with --pool they
+# come from the pool, and one given with another value is refused.
+POOL_FLAGS = ("data", "num_samples", "min_confidence", "seed", "rounds")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_dataclass_arguments(parser, EvalConfig(), arguments.EVAL_OWN_FIELDS)
+    for action in parser._actions:
+        if action.dest in POOL_FLAGS:  # None: not given (the default, or the pool's with --pool)
+            shown = action.default
+            action.default = None
+            action.help = (action.help or "").replace(
+                "(default: %(default)s)", f"(default: {shown}; with --pool: the pool's)"
+            )
     parser.add_argument("--data-root", default=None, help="folder with the data set's files")
     arguments.add_model_dir_argument(parser)
     arguments.add_settings_arguments(parser, arguments.EVAL_LST_FIELDS, EVALUATION_SETTINGS)
@@ -25,11 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="a shared pool (`lst-fast leaderboard` writes OUT/pool.json): the sources are its images this model "
-        "classifies correctly (above its min-confidence), with the pool's targets; --num-samples and "
-        "--min-confidence then come from the pool, and --data must be the pool's data set (default: the "
-        "model's own pool)",
+        "classifies correctly (above its min-confidence), with the pool's targets; --data, --num-samples, "
+        "--min-confidence, --seed and --rounds then come from the pool (one given with another value is "
+        "refused) (default: the model's own pool)",
     )
     add_workers_argument(parser)
+    add_simplex_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_join_timeout_argument(parser)
@@ -40,14 +54,49 @@ def add_join_timeout_argument(parser: argparse.ArgumentParser) -> None:
     help_text = (
         "under torchrun: how long each process waits for the others to join its group before it stops, saying so"
     )
-    parser.add_argument("--join-timeout", type=float, default=DEFAULT_JOIN_TIMEOUT_S, metavar="SECONDS", help=help_text)
+    parser.add_argument(
+        "--join-timeout",
+        type=arguments.positive_seconds,
+        default=DEFAULT_JOIN_TIMEOUT_S,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
+def add_simplex_arguments(parser: argparse.ArgumentParser) -> None:
+    """--simplex-points N and --simplex-subsets S (eval and leaderboard), read back by simplex_settings."""
+    parser.add_argument(
+        "--simplex-points",
+        type=arguments.bounded_int(0),
+        default=0,
+        metavar="N",
+        help="also measure the k-simplices (source + k LST outputs, k = 2 .. rounds) at N uniform Dirichlet "
+        "points each: their fraction above p_src - d, one table row per k (default: 0, off)",
+    )
+    parser.add_argument(
+        "--simplex-subsets",
+        type=arguments.bounded_int(0),
+        default=0,
+        metavar="S",
+        help="k-simplices per k and source: a seeded choice of S of the C(rounds, k) subsets of the rounds "
+        "(default: 0, all of them)",
+    )
+
+
+def simplex_settings(args: argparse.Namespace):
+    """The SimplexSettings of --simplex-points and --simplex-subsets, or None when off (checked by the run)."""
+    from lst_fast.evaluation.simplices import SimplexSettings
+
+    if args.simplex_points == 0 and args.simplex_subsets == 0:
+        return None
+    return SimplexSettings(points=args.simplex_points, subsets=args.simplex_subsets)
 
 
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:
     """--workers N, read back as args.workers (None: the pool module's default)."""
     parser.add_argument(
         "--workers",
-        type=int,
+        type=arguments.WORKERS,
         default=None,
         metavar="N",
         help="processes that decode image files for the pool (default: min(4, CPU cores) for image files, "
@@ -59,15 +108,26 @@ def command(args: argparse.Namespace) -> int:
     from lst_fast.evaluation.runner import run_evaluation
 
     settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.EVAL_LST_FIELDS)
-    cfg = EvalConfig(lst=settings.replace(graph=False), **arguments.values(args, arguments.EVAL_OWN_FIELDS))
-    first = int(os.environ.get("RANK", "0")) == 0
+    given = arguments.values(args, POOL_FLAGS)
     pool = None
     if args.pool is not None:
         from lst_fast.evaluation.pool import load_pool
-        from lst_fast.evaluation.runner import pool_config
+        from lst_fast.evaluation.runner import pool_config, pool_conflicts
 
         pool = load_pool(args.pool)
+        conflicts = pool_conflicts(given, pool)
+        if conflicts:
+            raise InputError(
+                f"--pool {args.pool} decides the sources and targets, and these flags differ from it: "
+                f"{'; '.join(conflicts)}; leave them out (the pool's values are used)"
+            )
+        given = {**given, "data": pool.data["spec"]}
+    own = {**arguments.values(args, arguments.EVAL_OWN_FIELDS), **{k: v for k, v in given.items() if v is not None}}
+    own = {k: v for k, v in own.items() if v is not None or k not in POOL_FLAGS}
+    cfg = EvalConfig(lst=settings.replace(graph=False), **own)
+    if pool is not None:
         cfg = pool_config(cfg, pool)
+    first = int(os.environ.get("RANK", "0")) == 0
     if first:
         arguments.print_backend(args.device, args.device_auto)
         if pool is not None:
@@ -87,9 +147,17 @@ def command(args: argparse.Namespace) -> int:
             model_dir=args.model_dir,
             pool=pool,
             num_workers=args.workers,
+            simplices=simplex_settings(args),
         )
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
         for key in ("table1", "table2"):
             print(key + ": " + ", ".join(f"{k} {m:.4f}±{sd:.4f}" for k, (m, sd) in tables[key].items()))
+        for row in tables.get("simplices", {}).get("rows", []):
+            mean, sd = row["frac_above_0.2"]
+            print(
+                f"k={row['k']} simplices: > p_src - 0.2 {mean}±{sd}"
+                if mean is None
+                else f"k={row['k']} simplices: > p_src - 0.2 {mean:.4f}±{sd:.4f}"
+            )
     return 0

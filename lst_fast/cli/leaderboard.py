@@ -7,7 +7,7 @@ import argparse
 import os
 
 from lst_fast.cli import arguments
-from lst_fast.cli.eval import add_join_timeout_argument, add_workers_argument
+from lst_fast.cli.eval import add_join_timeout_argument, add_simplex_arguments, add_workers_argument, simplex_settings
 from lst_fast.distributed import process_group
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.settings import EVALUATION_SETTINGS
@@ -40,13 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="folder with the data set's files")
     parser.add_argument(
         "--num-samples",
-        type=int,
+        type=arguments.POSITIVE,
         default=LEADERBOARD_DEFAULTS["num_samples"],
         help="images in the shared pool (default: %(default)s)",
     )
     parser.add_argument(
         "--min-confidence",
-        type=float,
+        type=arguments.unit_interval,
         default=LEADERBOARD_DEFAULTS["min_confidence"],
         help="the pool keeps an image only when every model's confidence in its class is above this "
         "(the paper: 0.6; default: %(default)s)",
@@ -64,17 +64,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rank-by",
         default=DEFAULT_RANK_BY,
-        choices=list(COLUMNS),
+        type=_rank_column,
+        metavar="{" + ",".join(COLUMNS) + ",simplex_kK}",
         help="the column that ranks the models (default: %(default)s, Table 2's fraction of the triangle above "
-        "p_src - 0.2, the paper's headline)",
+        "p_src - 0.2, the paper's headline; simplex_kK: the fraction of the K-simplex above p_src - 0.2, with "
+        "--simplex-points)",
+    )
+    add_simplex_arguments(parser)
+    parser.add_argument(
+        "--resamples",
+        type=arguments.RESAMPLES,
+        default=1000,
+        help="bootstrap resamples of the source images (default: %(default)s)",
     )
     parser.add_argument(
-        "--resamples", type=int, default=1000, help="bootstrap resamples of the source images (default: %(default)s)"
+        "--digits", type=arguments.DIGITS, default=3, help="decimals in the tables (default: %(default)s)"
     )
-    parser.add_argument("--digits", type=int, default=3, help="decimals in the tables (default: %(default)s)")
     add_workers_argument(parser)
     parser.add_argument(
-        "--batch-size", type=int, default=128, help="images per batch of the pool's scan (default: %(default)s)"
+        "--batch-size",
+        type=arguments.POSITIVE,
+        default=128,
+        help="images per batch of the pool's scan (default: %(default)s)",
     )
     arguments.add_device_argument(parser)
     parser.add_argument(
@@ -84,6 +95,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_join_timeout_argument(parser)
+
+
+def _rank_column(text: str) -> str:
+    """--rank-by's value once it names a column (the k of simplex_kK is checked against --rounds by the run)."""
+    from lst_fast.evaluation.leaderboard import COLUMNS
+    from lst_fast.evaluation.simplices import is_column
+
+    if text not in COLUMNS and not is_column(text):
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(COLUMNS)} or simplex_kK (K >= 2), got {text!r}")
+    return text
 
 
 def command(args: argparse.Namespace) -> int:
@@ -114,6 +135,7 @@ def command(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             graph=settings.graph,
             digits=args.digits,
+            simplices=simplex_settings(args),
         )
     if first:
         print(open(os.path.join(args.out, "leaderboard.md"), encoding="utf-8").read())

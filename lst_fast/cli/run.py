@@ -81,7 +81,7 @@ def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="record the iterate every N iterations, for the path strips (default: iterations/8; 0: no strips)",
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+    g.add_argument("--seed", type=arguments.SEED, default=0, help="seed of the initial noise")
 
 
 def run_settings(args: argparse.Namespace) -> LSTSettings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import add_device_argument, add_model_dir_argument
+from lst_fast.cli.arguments import SEED, add_device_argument, add_model_dir_argument, bounded_int
 
 HELP = "a static HTML site of a finished leaderboard or evaluations: every walk, the models side by side"
 
@@ -37,14 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="walks per model with a page of their own: half the most striking, half a seeded sample, or "
         f"'all' (default: {DEFAULT_WALK_PAGES})",
     )
-    parser.add_argument("--frames", type=int, default=8, help="frames of a walk's path, about (default: %(default)s)")
+    parser.add_argument(
+        "--frames", type=bounded_int(1), default=8, help="frames of a walk's path, about (default: %(default)s)"
+    )
     parser.add_argument(
         "--thumbnail",
-        type=int,
+        type=bounded_int(8),
         default=DEFAULT_THUMBNAIL,
         help="the gallery shows a JPEG thumbnail of images larger than this many pixels (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the sample of walk pages (default: %(default)s)")
+    parser.add_argument("--seed", type=SEED, default=0, help="seeds the sample of walk pages (default: %(default)s)")
     parser.add_argument("--data-root", default=None, help="folder with the data set's files")
     add_model_dir_argument(parser)
     add_device_argument(parser)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lst_fast.errors import InputError
+
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lst_fast" / "fashion-mnist"
@@ -41,15 +43,15 @@ SAMPLE = Path(__file__).resolve().parent.parent / "assets" / "fashion_mnist_samp
 def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     """Decode an (uncompressed) IDX file of unsigned bytes; ValueError when it is malformed."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{name} is not an IDX file of unsigned bytes (bad magic number)")
+        raise InputError(f"{name} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = data[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(data) < header:
-        raise ValueError(f"{name} has a truncated IDX header")
+        raise InputError(f"{name} has a truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + math.prod(shape)  # Python integers: sizes that overflow int64 cannot wrap to a match
     if len(data) != expected:
-        raise ValueError(
+        raise InputError(
             f"{name} holds {len(data)} bytes but its header {shape} needs {expected}: truncated or corrupt"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
@@ -60,7 +62,7 @@ def _read(path: Path) -> np.ndarray:
         with gzip.open(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a readable gzip file ({error}); delete it or fetch it again") from error
+        raise InputError(f"{path} is not a readable gzip file ({error}); delete it or fetch it again") from error
     return parse_idx(data, str(path))
 
 
@@ -89,7 +91,7 @@ def download(directory: Path = CACHE_DIR) -> Path:
             got = hashlib.sha256(f.read()).hexdigest()
         if got != digest:
             tmp.unlink(missing_ok=True)
-            raise ValueError(f"downloaded {name} has SHA-256 {got}, expected {digest}")
+            raise InputError(f"downloaded {name} has SHA-256 {got}, expected {digest}")
         tmp.replace(target)
     return directory
 
@@ -99,7 +101,7 @@ def load_fashion_mnist(
 ) -> Tuple[Tensor, Tensor]:
     """Images (N, 1, 28, 28) uint8 and labels (N,) int64 of the train or test split."""
     if split not in FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
     directory = _find_dir(root, split)
     if directory is None:
         if not download_if_missing:
@@ -115,9 +117,9 @@ def load_fashion_mnist(
     images = _read(directory / FILES[split][0])
     labels = _read(directory / FILES[split][1])
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
-        raise ValueError(f"Fashion-MNIST files in {directory} have unexpected shapes {images.shape}, {labels.shape}")
+        raise InputError(f"Fashion-MNIST files in {directory} have unexpected shapes {images.shape}, {labels.shape}")
     if labels.max() >= len(CLASSES):
-        raise ValueError(f"Fashion-MNIST labels in {directory} go up to {labels.max()}, expected < {len(CLASSES)}")
+        raise InputError(f"Fashion-MNIST labels in {directory} go up to {labels.max()}, expected < {len(CLASSES)}")
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 

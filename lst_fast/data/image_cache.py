@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from lst_fast.data.image_set import ImageSet
+from lst_fast.errors import InputError, InputTypeError
 
 __all__ = ["cached_images"]
 
@@ -26,7 +27,7 @@ class _Cache:
         self.data = data
         chosen = torch.unique(indices.to(torch.long).cpu())
         if chosen.numel() and (int(chosen.min()) < 0 or int(chosen.max()) >= len(data)):
-            raise ValueError(
+            raise InputError(
                 f"indices must lie in [0, {len(data)}) for the image set {data.name}, got values in "
                 f"[{int(chosen.min())}, {int(chosen.max())}]"
             )
@@ -61,12 +62,12 @@ def cached_images(data: ImageSet, indices: Tensor) -> ImageSet:
     from `data` each time, as before). Memory: one float32 copy of those images, allocated at the first
     fetch of any of them."""
     if not isinstance(data, ImageSet):
-        raise TypeError(f"data must be an ImageSet, got {type(data).__name__}")
+        raise InputTypeError(f"data must be an ImageSet, got {type(data).__name__}")
     if (
         not isinstance(indices, Tensor)
         or indices.dim() != 1
         or indices.is_floating_point()
         or indices.dtype == torch.bool
     ):
-        raise ValueError("indices must be a 1-d integer tensor of data set indices")
+        raise InputError("indices must be a 1-d integer tensor of data set indices")
     return ImageSet(data.labels, _Cache(data, indices).fetch, data.name, data.class_names)

@@ -24,6 +24,7 @@ import torch
 
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_transform
+from lst_fast.errors import EnvironmentFault, InputError
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 VAL_ARCHIVE = "ILSVRC2012_img_val.tar"
@@ -44,7 +45,7 @@ def robustbench_image_ids() -> Path:
     except (ImportError, ValueError):
         found = None
     if found is None or not found.submodule_search_locations:
-        raise RuntimeError(
+        raise EnvironmentFault(
             f"imagenet-robustbench: reads {ROBUSTBENCH_IDS} from the robustbench package, which is not "
             f"installed; install it with: {ROBUSTBENCH_INSTALL}, or give the list: imagenet-list:FILE:ROOT"
         )
@@ -70,9 +71,9 @@ def read_image_ids(path: Union[str, Path]) -> List[str]:
     ids = [line.strip() for line in lines if line.strip()]
     bad = next((line for line in ids if line.count("/") != 1), None)
     if bad is not None:
-        raise ValueError(f"{path}: every line must be WNID/FILE (relative to ROOT/val), got {bad!r}")
+        raise InputError(f"{path}: every line must be WNID/FILE (relative to ROOT/val), got {bad!r}")
     if not ids:
-        raise ValueError(f"{path} lists no images")
+        raise InputError(f"{path} lists no images")
     return ids
 
 
@@ -102,7 +103,7 @@ def open_imagenet_val(
         try:
             import scipy.io  # noqa: F401  torchvision reads the devkit's meta.mat with it
         except ImportError:
-            raise RuntimeError(
+            raise EnvironmentFault(
                 f"{spec}: reading the devkit the first time needs scipy: "
                 'pip install "lst_fast[imagenet]" (or pip install scipy)'
             ) from None
@@ -112,7 +113,7 @@ def open_imagenet_val(
         dataset = ImageNet(str(root), split="val")
     except (RuntimeError, OSError, KeyError, ValueError) as error:  # a corrupt archive, a broken meta.bin
         text = " ".join(str(error).split())
-        raise ValueError(f"{spec}: torchvision could not read ImageNet val there: {text}") from error
+        raise InputError(f"{spec}: torchvision could not read ImageNet val there: {text}") from error
     if not dataset.samples:
         raise FileNotFoundError(f"{spec}: {root / 'val'} holds no images")
     samples = dataset.samples

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Tuple
 
+from lst_fast.errors import InputError
+
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 CROP_MODES = ("center", "squash", "border")  # timm's evaluation crop modes
 
@@ -26,21 +28,21 @@ class Preprocessing:
     def __post_init__(self) -> None:
         size = tuple(self.input_size)
         if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-            raise ValueError(f"input_size must be three positive integers (C, H, W), got {self.input_size!r}")
+            raise InputError(f"input_size must be three positive integers (C, H, W), got {self.input_size!r}")
         if size[0] not in (1, 3):
-            raise ValueError(f"input_size must have 1 (grey) or 3 (RGB) channels, got {size[0]}")
+            raise InputError(f"input_size must have 1 (grey) or 3 (RGB) channels, got {size[0]}")
         object.__setattr__(self, "input_size", size)
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+            raise InputError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if not 0 < self.crop_pct <= 1:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
+            raise InputError(f"crop_pct must be in (0, 1], got {self.crop_pct!r}")
         if self.crop_mode not in CROP_MODES:
-            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
+            raise InputError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
 
     def with_size(self, size: int) -> "Preprocessing":
         """The same resize and crop to a size x size input."""
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"the input size must be a positive integer, got {size!r}")
+            raise InputError(f"the input size must be a positive integer, got {size!r}")
         return dataclasses.replace(self, input_size=(self.input_size[0], size, size))
 
     def to_dict(self) -> dict:

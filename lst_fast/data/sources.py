@@ -26,6 +26,7 @@ from torch import Tensor
 
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_transform
+from lst_fast.errors import InputError
 
 __all__ = ["CIFAR10_CLASSES", "DATA_SPECS", "ImageSet", "check_tensor_data", "open_image_set", "read_cifar10_binary"]
 
@@ -50,21 +51,21 @@ def check_tensor_data(images: Tensor, labels: Tensor, name: str) -> None:
     """ValueError naming the file unless images are uint8 or floating and labels are N integer class
     indices (N = number of images, no dimension but one, none negative)."""
     if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise ValueError(f"{name}: 'images' must be uint8 (0-255) or floating-point in [0, 1], got {images.dtype}")
+        raise InputError(f"{name}: 'images' must be uint8 (0-255) or floating-point in [0, 1], got {images.dtype}")
     if labels.dim() != 1:
-        raise ValueError(
+        raise InputError(
             f"{name}: 'labels' must have shape (N,) = ({images.shape[0]},), one class index per "
             f"image, got shape {tuple(labels.shape)}"
         )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"{name}: 'labels' must be integer class indices, got {labels.dtype}")
+        raise InputError(f"{name}: 'labels' must be integer class indices, got {labels.dtype}")
     if labels.shape[0] != images.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"{name}: 'labels' has {labels.shape[0]} entries but 'images' has {images.shape[0]} "
             "images; they must match one to one"
         )
     if labels.numel() and int(labels.min()) < 0:
-        raise ValueError(f"{name}: 'labels' must be class indices >= 0, got {int(labels.min())}")
+        raise InputError(f"{name}: 'labels' must be class indices >= 0, got {int(labels.min())}")
 
 
 def read_cifar10_binary(directory: Path) -> tuple:
@@ -77,11 +78,11 @@ def read_cifar10_binary(directory: Path) -> tuple:
         )
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0 or data.size % 3073:
-        raise ValueError(f"{path} holds {data.size} bytes, not a whole number of 3073-byte CIFAR-10 records")
+        raise InputError(f"{path} holds {data.size} bytes, not a whole number of 3073-byte CIFAR-10 records")
     records = data.reshape(-1, 3073)
     labels = torch.from_numpy(records[:, 0].astype(np.int64))
     if int(labels.max()) > 9:
-        raise ValueError(f"{path} has labels up to {int(labels.max())}; CIFAR-10 has 10 classes")
+        raise InputError(f"{path} has labels up to {int(labels.max())}; CIFAR-10 has 10 classes")
     images = torch.from_numpy(records[:, 1:].copy()).view(-1, 3, 32, 32)
     return images, labels
 
@@ -151,10 +152,10 @@ def open_image_set(spec: str, root: Optional[str] = None, preprocessing: Optiona
         except FileNotFoundError:
             raise FileNotFoundError(f"no tensor file at {arg}") from None
         except Exception as error:
-            raise ValueError(f"{arg} is not a readable safetensors file: {error}") from error
+            raise InputError(f"{arg} is not a readable safetensors file: {error}") from error
         if "images" not in tensors or "labels" not in tensors or tensors["images"].dim() != 4:
-            raise ValueError(f"{arg} must hold 'images' (N, C, H, W) and 'labels' (N,)")
+            raise InputError(f"{arg} must hold 'images' (N, C, H, W) and 'labels' (N,)")
         images, labels = tensors["images"], tensors["labels"]
         check_tensor_data(images, labels, arg)
         return _in_memory(images, labels, spec)
-    raise ValueError(f"unknown data {spec!r}: use {DATA_SPECS}")
+    raise InputError(f"unknown data {spec!r}: use {DATA_SPECS}")

@@ -1,26 +1,29 @@
 """Finished evaluations side by side, one row per run, the way a leaderboard shows models: per paper table
 a Markdown and a LaTeX table (lst_fast.evaluation.tables.side_by_side), and two figures: the Table 1
 distributions per run (RMS, SSIM, final confidence over all pairs) and the Table 2 high-confidence
-fractions per threshold. `lst-fast compare` runs `write_comparison`.
+fractions per threshold; a third, the k-simplex fraction against k, when runs have k-simplices
+(lst_fast.evaluation.simplices). `lst-fast compare` runs `write_comparison`.
 
 Reads only what `lst-fast eval` wrote, through the evaluation's store: config.json, tables.json and the
 per-pair chunk files; unfinished folders are refused, by name.
 
-`pool_note` says whether the runs share a pool (config.json's "pool", the digest of
-lst_fast.evaluation.pool): then every run walked the same sources toward the same targets and the
-comparison is paired; runs that do not share one are flagged, by name.
+`pool_note` says whether the comparison is paired, from the result files themselves: the runs have the
+same number of rounds, share some sources, and in every round each shared source was walked toward the
+same target by every run. Otherwise it says unpaired, and what differs. A run that holds only part of the
+others' sources (a later model on a shared pool) is paired on the shared ones, and the note says how many.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from lst_fast import plots
-from lst_fast.atomic_files import atomic_write_text
+from lst_fast.atomic_files import atomic_write_text, standard_json
+from lst_fast.errors import InputError
+from lst_fast.evaluation.simplices import fraction_by_k_figure
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import (
     TITLES,
@@ -51,17 +54,18 @@ def load_evaluation(folder) -> Run:
     and final confidence; ValueError when the folder is not a finished evaluation."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder} does not exist")
+        raise InputError(f"{folder} does not exist")
     store = EvaluationStore(folder)
     if not store.config_path.is_file():
-        raise ValueError(f"{folder} is not an evaluation folder (no config.json)")
+        raise InputError(f"{folder} is not an evaluation folder (no config.json)")
     missing = store.unfinished()
     if missing:
-        raise ValueError(f"{folder} is unfinished ({missing})")
+        raise InputError(f"{folder} is unfinished ({missing})")
     config, tables = store.read_config().to_dict(), store.read_tables()
     parts = [store.read_round(r, store.chunks_per_round()) for r in range(int(config["rounds"]))]
     per_pair = {k: torch.cat([p[k].double().flatten() for p in parts]) for k in PER_PAIR}
-    return {"folder": str(folder), "config": config, "tables": tables, "per_pair": per_pair}
+    walked = [(p["source"].tolist(), p["target"].tolist()) for p in parts]
+    return {"folder": str(folder), "config": config, "tables": tables, "per_pair": per_pair, "walked": walked}
 
 
 def load_all(folders: Sequence[str]) -> List[Run]:
@@ -73,7 +77,7 @@ def load_all(folders: Sequence[str]) -> List[Run]:
         except ValueError as error:
             problems.append(str(error))
     if problems:
-        raise ValueError("cannot compare: " + "; ".join(problems))
+        raise InputError("cannot compare: " + "; ".join(problems))
     return runs
 
 
@@ -81,42 +85,69 @@ def row_labels(runs: List[Run], labels: Optional[Sequence[str]] = None) -> List[
     """`labels` (one per run), or each run's model, with the folder name where models repeat."""
     if labels is not None:
         if len(labels) != len(runs):
-            raise ValueError(f"--labels takes one name per folder ({len(runs)}), got {len(labels)}")
+            raise InputError(f"--labels takes one name per folder ({len(runs)}), got {len(labels)}")
         return list(labels)
     models = [r["config"].get("model", "?") for r in runs]
     return [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs, strict=True)]
 
 
+def _targets_by_source(run: Run) -> Dict[int, Tuple[int, ...]]:
+    """Each source of a run and its target in every round, from its result files."""
+    walked = run["walked"]
+    sources = walked[0][0]
+    if any(src != sources for src, _ in walked):
+        return {}  # rounds with other sources: no source has one target per round
+    return {s: tuple(tgt[k] for _, tgt in walked) for k, s in enumerate(sources)}
+
+
 def pool_note(runs: List[Run], names: List[str]) -> Dict[str, Any]:
-    """{"paired": bool, "pool": digest or None, "text": one paragraph}: whether every run is on one shared
-    pool (each run's number of sources said where it used part of it), else which runs are not."""
+    """{"paired": bool, "pool": digest or None, "shared_sources": int, "text": one paragraph}: whether the
+    comparison is paired, read from the result files (see the module docstring), and if not, what differs."""
     pools = [r["config"].get("pool") for r in runs]
-    sources = [int(r["tables"]["sources"]) for r in runs]
-    if pools[0] is not None and all(p == pools[0] for p in pools):
-        most = max(sources)
-        part = [f"`{n}` {s}" for n, s in zip(names, sources, strict=True) if s < most]
-        text = (
-            f"All runs share pool {pools[0][:12]}: the same sources and the same targets in every round, so the "
-            "comparison is paired."
-            + (
-                f" Some used the part of the pool they classify correctly (sources: {', '.join(part)} of {most})."
-                if part
-                else ""
-            )
+    digest = pools[0] if pools[0] is not None and all(p == pools[0] for p in pools) else None
+    rounds = [len(r["walked"]) for r in runs]
+    maps = [_targets_by_source(r) for r in runs]
+    shared = set(maps[0]).intersection(*maps[1:]) if all(maps) else set()
+    why = ""
+    if len(set(rounds)) > 1:
+        why = (
+            "their numbers of rounds differ ("
+            + ", ".join(f"`{n}` {k}" for n, k in zip(names, rounds, strict=True))
+            + ")"
         )
-        return {"paired": True, "pool": pools[0], "text": text}
-    groups: Dict[Optional[str], List[str]] = {}
-    for name, digest in zip(names, pools, strict=True):
-        groups.setdefault(digest, []).append(name)
-    described = "; ".join(
-        (f"pool {digest[:12]}: " if digest else "own pool: ") + ", ".join(f"`{n}`" for n in members)
-        for digest, members in groups.items()
-    )
+    elif not all(maps):
+        why = "the rounds of " + ", ".join(f"`{n}`" for n, m in zip(names, maps, strict=True) if not m)
+        why += " have different sources"
+    elif not shared:
+        why = "they share no source image"
+    else:
+        other = [
+            f"`{n}` ({sum(m[s] != maps[0][s] for s in shared)} of {len(shared)})"
+            for n, m in zip(names[1:], maps[1:], strict=True)
+            if any(m[s] != maps[0][s] for s in shared)
+        ]
+        if other:
+            why = f"on their {len(shared)} shared sources, other targets than `{names[0]}`'s: " + ", ".join(other)
+    if why:
+        text = (
+            f"⚠ The comparison is unpaired: {why} (read from their result files). For a paired one, evaluate "
+            "every model on one pool (`lst-fast leaderboard`, or `lst-fast eval --pool FILE`)."
+        )
+        return {"paired": False, "pool": digest, "shared_sources": len(shared), "text": text}
+    sizes = [len(m) for m in maps]
+    part = [f"`{n}` {k}" for n, k in zip(names, sizes, strict=True) if k > len(shared)]
     text = (
-        f"⚠ The runs do not share a pool ({described}): their sources differ, so the comparison is unpaired; "
-        "for a paired one, evaluate every model on one pool (`lst-fast leaderboard`, or `lst-fast eval --pool FILE`)."
+        f"Paired: the result files show the same {len(shared)} source images walked toward the same targets in "
+        f"every one of the {rounds[0]} rounds by every run"
+        + (f" (pool {digest[:12]})" if digest else "")
+        + "."
+        + (
+            f" Some runs hold more sources ({', '.join(part)}); their table rows are over all of their own."
+            if part
+            else ""
+        )
     )
-    return {"paired": False, "pool": None, "text": text}
+    return {"paired": True, "pool": digest, "shared_sources": len(shared), "text": text}
 
 
 def write_comparison(
@@ -129,7 +160,7 @@ def write_comparison(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"cannot write the output folder {out}: {error.strerror or error}") from error
+        raise InputError(f"cannot write the output folder {out}: {error.strerror or error}") from error
     written, sections = [], []
     note = pool_note(runs, names)
     for key in TITLES:
@@ -142,6 +173,9 @@ def write_comparison(
         "Table 1 distributions": distributions_figure(runs, names, out / "table1_distributions.png"),
         "Table 2 high-confidence fractions": fractions_figure(runs, names, out / "table2_fractions.png"),
     }
+    by_k = fraction_by_k_figure(runs, names, out / "simplex_fractions.png")  # runs with k-simplices only
+    if by_k is not None:
+        figures["k-simplex fraction against k"] = by_k
     written += list(figures.values())
     text = [
         "# lst-fast compare",
@@ -162,7 +196,7 @@ def write_comparison(
         atomic_write_text(out / "compare.md", "\n".join(text)),
         atomic_write_text(
             out / "compare.json",
-            json.dumps(
+            standard_json(
                 {"runs": summary, "differing_settings": differing_settings(runs), "shared_pool": note}, indent=1
             ),
         ),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from lst_fast.data.sources import DATA_SPECS
+from lst_fast.errors import InputError, InputTypeError
 from lst_fast.models import MODEL_SPECS
 from lst_fast.settings import EVALUATION_SETTINGS, LSTSettings, field_help
 
@@ -67,24 +68,25 @@ class EvalConfig:
         for name in ("rounds", "num_samples", "chunk_size", "triangle_n"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+                raise InputError(f"{name} must be >= 1, got {value}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
+            # every chunk's seed is seed * 1_000_003 + ...: it must fit torch's 64-bit seeds
+            raise InputError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         mc = self.min_confidence
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, numbers.Real) or not 0 <= mc < 1):
             # NaN fails 0 <= mc: a NaN would pass no image and never equal itself in config.json
-            raise ValueError(f"min_confidence must be None or a number in [0, 1), got {mc!r}")
+            raise InputError(f"min_confidence must be None or a number in [0, 1), got {mc!r}")
         for name in ("model", "data"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, str):
-            raise ValueError(f"checkpoint must be None or a path, got {self.checkpoint!r}")
+            raise InputError(f"checkpoint must be None or a path, got {self.checkpoint!r}")
         if not isinstance(self.pretrained, bool):
-            raise ValueError(f"pretrained must be True or False, got {self.pretrained!r}")
+            raise InputError(f"pretrained must be True or False, got {self.pretrained!r}")
         if self.pool is not None and (not isinstance(self.pool, str) or not self.pool):
-            raise ValueError(f"pool must be None or a pool's digest, got {self.pool!r}")
+            raise InputError(f"pool must be None or a pool's digest, got {self.pool!r}")
         if not isinstance(self.lst, LSTSettings):
-            raise TypeError(f"lst must be an LSTSettings, got {type(self.lst).__name__}")
+            raise InputTypeError(f"lst must be an LSTSettings, got {type(self.lst).__name__}")
 
     def replace(self, **changes: Any) -> "EvalConfig":
         return EvalConfig(**{**self.to_dict(), "lst": self.lst, **changes})
@@ -102,9 +104,9 @@ class EvalConfig:
         keys = set(_EVAL_OWN_FIELDS) | set(RECORDED_LST_FIELDS)
         unknown, missing = sorted(set(values) - keys), sorted(keys - set(values) - {"pool"})
         if unknown:
-            raise ValueError(f"unknown evaluation settings {unknown}")
+            raise InputError(f"unknown evaluation settings {unknown}")
         if missing:
-            raise ValueError(f"missing evaluation settings {missing}")
+            raise InputError(f"missing evaluation settings {missing}")
         return cls(**values)
 
 

@@ -13,10 +13,13 @@ torchrun rank 0 builds the pool and writes the tables; every rank takes its shar
 
 Every mean carries a 95% bootstrap interval over the source images (the percentile interval of
 `resamples` seeded resamples of the pool's positions; each model's mean over the resampled sources it
-has). The resamples are the same for every model, so the difference between two models is paired: model a
-ranks above model b only when the 95% interval of their paired difference in the ranking column excludes
+has). Pairing is read from the result files: every model's files must hold, in every round, the pool's
+target for each of its sources (the pool's seed and rounds), or the leaderboard is refused, naming what
+differs. Model a ranks above model b only when the 95% interval of the mean of their per-source
+differences (a - b on the sources both have, under the same resamples) in the ranking column excludes
 zero. A model's rank is 1 + the number of models ranked above it in that sense; models with the same rank
-share it ("2=").
+share it ("2="). A model that classifies too few of the pool's images to be evaluated gets a row that
+says so, and no rank; a ranking column that has no value for any model ranks no one (the caption says so).
 """
 
 from __future__ import annotations
@@ -35,19 +38,24 @@ import torch
 from torch import Tensor
 
 from lst_fast import plots
-from lst_fast.atomic_files import atomic_write_text
+from lst_fast.atomic_files import atomic_write_text, standard_json
 from lst_fast.data.sources import open_image_set
+from lst_fast.errors import DataError, InputError, TooFewSources
+from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
+from lst_fast.evaluation.pool_file import SIGNED_SCAN
 from lst_fast.evaluation.runner import barrier, pool_config, rank_and_world, run_evaluation
 from lst_fast.evaluation.store import EvaluationStore, load_tensors
 from lst_fast.evaluation.tables import latex_text, round_pairs, table2_per_source
+from lst_fast.evaluation.targets import round_targets
 
 __all__ = [
     "COLUMNS",
     "LEADERBOARD_DEFAULTS",
     "bootstrap_means",
     "model_folder",
+    "pairing_problems",
     "rank_models",
     "run_leaderboard",
     "write_leaderboard",
@@ -104,25 +112,39 @@ def run_leaderboard(
     progress: bool = True,
     graph: bool = False,
     digits: int = 3,
+    simplices: Optional[k_simplices.SimplexSettings] = None,
 ) -> Dict[str, Any]:
     """Build (or reuse) OUT/pool.json from `models` on `data`, evaluate each model on it into
     OUT/<model_folder(spec)>/ with `base`'s settings (its rounds, LST settings, seed, chunk size; its
     model, data, num_samples and min_confidence are replaced), then rank them and write the tables
-    (rank 0). Returns the leaderboard (the dict of leaderboard.json)."""
+    (rank 0). simplices: also the k-simplices of every model (one column per k, rankable as simplex_kK).
+    Returns the leaderboard (the dict of leaderboard.json)."""
     models = list(dict.fromkeys(models))
     if not models:
-        raise ValueError("a leaderboard needs at least one --model")
-    if rank_by not in COLUMNS:
-        raise ValueError(f"rank_by must be one of {list(COLUMNS)}, got {rank_by!r}")
+        raise InputError("a leaderboard needs at least one --model")
+    if rank_by not in COLUMNS and not k_simplices.is_column(rank_by):
+        raise InputError(f"rank_by must be one of {list(COLUMNS)} or simplex_kK (2 <= K <= rounds), got {rank_by!r}")
     if rank_by == "lpips" and _lpips_available() is not None:
-        raise ValueError(f"cannot rank by lpips: {_lpips_available()}")
+        raise InputError(f"cannot rank by lpips: {_lpips_available()}")
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 10:
-        raise ValueError(f"resamples must be an integer >= 10, got {resamples!r}")
+        raise InputError(f"resamples must be an integer >= 10, got {resamples!r}")
+    if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 12:
+        raise InputError(f"digits must be an integer in [0, 12], got {digits!r}")
     base = base or EvalConfig(rounds=LEADERBOARD_DEFAULTS["rounds"])
+    if rank_by in COLUMNS and COLUMNS[rank_by][1] == "table2" and base.rounds < 2:
+        raise InputError(
+            f"--rank-by {rank_by} is a triangle statistic, which needs two rounds (a triangle is a source and "
+            f"two LST outputs); --rounds is {base.rounds}: use --rounds 2 or more, or rank by a Table 1 column "
+            "(e.g. --rank-by confidence)"
+        )
+    if simplices is not None:
+        simplices.validate(base.rounds)
+    if k_simplices.is_column(rank_by) and (simplices is None or int(rank_by[len("simplex_k") :]) > base.rounds):
+        raise InputError(f"rank_by {rank_by} needs --simplex-points and a k of at most --rounds ({base.rounds})")
     base.replace(num_samples=num_samples, min_confidence=min_confidence)  # checks them
     folders = [model_folder(m) for m in models]
     if len(set(folders)) != len(folders):
-        raise ValueError(f"two models share a folder name: {models}")
+        raise InputError(f"two models share a folder name: {models}")
     out = Path(out)
     rank, world = rank_and_world()
     with EvaluationStore(out).locked() if rank == 0 else contextlib.nullcontext():
@@ -142,6 +164,7 @@ def run_leaderboard(
                 num_workers,
                 batch_size,
                 progress,
+                base.rounds,
             )
         barrier(world)
         pool = load_pool(out / "pool.json") if rank != 0 else pool
@@ -163,7 +186,16 @@ def run_leaderboard(
                 )
             barrier(world)
             cfg = pool_config(base.replace(model=spec, data=data), pool)
-            run_evaluation(cfg, out / folder, device, data_root, progress, graph, model_dir, pool, num_workers)
+            try:
+                run_evaluation(
+                    cfg, out / folder, device, data_root, progress, graph, model_dir, pool, num_workers, simplices
+                )
+                if rank == 0:
+                    (out / folder / NO_SOURCES).unlink(missing_ok=True)
+            except TooFewSources as error:  # its row says so; the other models are still ranked
+                if rank == 0:
+                    print(f"{spec}: not evaluated: {error}", flush=True)
+                    _write_no_sources(out / folder, spec, pool, str(error))
         board: Dict[str, Any] = {}
         if rank == 0:
             board = write_leaderboard(out, models, rank_by, resamples, digits, data_root, model_dir, device)
@@ -184,18 +216,19 @@ def _pool(
     workers,
     batch_size,
     progress,
+    rounds,
 ) -> Pool:
     """OUT/pool.json: reused when it is of this data set and these settings, refused when it is not,
     built from every listed model (dicts of model and pretrained) when it is missing."""
     path = out / "pool.json"
     specs = [m["model"] for m in models]
-    wanted = {"num_samples": num_samples, "min_confidence": min_confidence, "seed": seed}
+    wanted = {"num_samples": num_samples, "min_confidence": min_confidence, "seed": seed, "rounds": rounds}
     if path.is_file():
         pool = load_pool(path)
-        pool.check_data(open_image_set(data, data_root), data, str(path))
+        pool.check_data(open_image_set(data, data_root), data, str(path), data_root)
         differ = {k: (pool.settings()[k], v) for k, v in wanted.items() if pool.settings()[k] != v}
         if differ:
-            raise ValueError(
+            raise InputError(
                 f"{path} was built with other settings (theirs vs ours: {differ}); use another --out or the "
                 "pool's settings"
             )
@@ -206,11 +239,10 @@ def _pool(
             flush=True,
         )
         return pool
-    pool, stats = build_pool(
-        models, data, num_samples, min_confidence, seed, data_root, model_dir, device, workers, batch_size, progress
-    )
+    scan = {"num_workers": workers, "batch_size": batch_size, "progress": progress, "rounds": rounds}
+    pool, stats = build_pool(models, data, num_samples, min_confidence, seed, data_root, model_dir, device, **scan)
     if len(pool) < 2:
-        raise ValueError(f"only {len(pool)} images of {data} qualify for the pool of {specs}; need at least 2")
+        raise InputError(f"only {len(pool)} images of {data} qualify for the pool of {specs}; need at least 2")
     pool.save(path)
     rate = stats.scanned / stats.seconds if stats.seconds > 0 else float("inf")
     print(
@@ -238,7 +270,7 @@ def _scan(spec, spec_data, base, pool, folder: Path, device, data_root, model_di
             pass
     described = resolve_model(spec, device, pretrained=base.pretrained, model_dir=model_dir)
     data = open_image_set(spec_data, data_root, described.preprocessing)
-    pool.check_data(data, spec_data)
+    pool.check_data(data, spec_data, data_root=data_root, preprocessing=described.preprocessing)
     scanned = scan_order(len(data), pool.seed)[: int(pool.scan["scanned"])]
     predicted, confidence = classify(
         described.classifier(), data, scanned, device, workers, batch_size, progress, desc=f"scan {spec}"
@@ -252,7 +284,7 @@ def _scan(spec, spec_data, base, pool, folder: Path, device, data_root, model_di
         "correct": correct.int().tolist(),
         "confidence": confidence.tolist(),
     }
-    atomic_write_text(path, json.dumps(record) + "\n")
+    atomic_write_text(path, standard_json(record) + "\n")
 
 
 # -- the numbers ------------------------------------------------------------------------------------------
@@ -284,32 +316,71 @@ def _interval(values: Tensor, weights: Tensor) -> List[Dict[str, float]]:
     return [{"mean": float(m), "low": float(lo), "high": float(hi)} for m, lo, hi in zip(means, low, high, strict=True)]
 
 
-def rank_models(boots: Tensor, higher_first: bool) -> Tuple[List[int], List[List[int]]]:
-    """(rank per model, the models ranked above each): model a is above b when the 95% interval of the
-    paired difference a - b (b - a when lower ranks first) over the resamples (B, M) excludes zero."""
+def paired_difference(values: Tensor, weights: Tensor, a: int, b: int) -> Tensor:
+    """(B,) resampled means of the per-source difference values[a] - values[b] over the sources both
+    models have (NaN for a resample that holds none of them): the paired bootstrap of a - b."""
+    diff = (values[a].double() - values[b].double()).unsqueeze(0)
+    return bootstrap_means(diff, weights)[:, 0]
+
+
+def rank_models(values: Tensor, weights: Tensor, higher_first: bool) -> Tuple[List[Optional[int]], List[List[int]]]:
+    """(rank per model, the models ranked above each) from per-source values (M, P; NaN where a model has
+    no value) under the resamples `weights` (B, P): model a is above b when the 95% percentile interval of
+    their paired difference a - b (b - a when lower ranks first), on the sources both have, excludes zero.
+    A model with no value at all gets no rank (None) and ranks no one."""
     sign = 1.0 if higher_first else -1.0
-    m = boots.shape[1]
+    m = values.shape[0]
+    has = [bool((~values[k].isnan()).any()) for k in range(m)]
     above: List[List[int]] = [[] for _ in range(m)]
     for a in range(m):
         for b in range(m):
-            if a != b:
-                diff = sign * (boots[:, a] - boots[:, b])
+            if a != b and has[a] and has[b]:
+                diff = sign * paired_difference(values, weights, a, b)
                 diff = diff[~diff.isnan()]
                 if diff.numel() and float(torch.quantile(diff, 0.025)) > 0:
                     above[b].append(a)
-    return [1 + len(a) for a in above], above
+    return [1 + len(above[k]) if has[k] else None for k in range(m)], above
+
+
+def pairing_problems(rounds: Sequence[Dict[str, Tensor]], pool: Pool) -> List[str]:
+    """What keeps an evaluation's results (its rounds' chunks, concatenated) from being paired with every
+    other model's on `pool`, read from the files themselves: the same sources in every round, each in the
+    pool, and in every round of the pool's the pool's target for each source. Empty when paired."""
+    if len(rounds) != pool.rounds:
+        return [f"{len(rounds)} rounds, the pool's {pool.rounds}"]
+    where = {int(i): k for k, i in enumerate(pool.indices.tolist())}
+    source = rounds[0]["source"]
+    outside = [int(i) for i in source.tolist() if int(i) not in where]
+    if outside:
+        return [f"source {outside[0]} is not in the pool"]
+    position = torch.tensor([where[int(i)] for i in source.tolist()], dtype=torch.long)
+    problems = []
+    for r, (found, wanted) in enumerate(zip(rounds, round_targets(pool.labels, pool.rounds, pool.seed), strict=True)):
+        if not torch.equal(found["source"], source):
+            problems.append(f"round {r} has other sources than round 0")
+        elif not torch.equal(found["target"], pool.indices[wanted[position]]):
+            wrong = int((found["target"] != pool.indices[wanted[position]]).sum())
+            problems.append(f"round {r}: {wrong} of {len(source)} targets are not the pool's")
+    return problems
 
 
 def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor], int]:
     """Each column's value per pool position (NaN where the model has no source) from an evaluation
-    folder: Table 1 averaged over the source's rounds, Table 2 per source; and its number of sources."""
+    folder: Table 1 averaged over the source's rounds, Table 2 per source; and its number of sources.
+    DataError when its files are not paired with the pool's sources and targets (pairing_problems)."""
     store = EvaluationStore(folder)
     cfg = store.read_config()
     tables = json.loads(store.tables_json.read_text())
     sources = int(tables["sources"])
     chunks = math.ceil(sources / cfg.chunk_size)
     rounds = [store.read_round(r, chunks) for r in range(cfg.rounds)]
-    position = pool.positions(rounds[0]["source"])
+    problems = pairing_problems(rounds, pool)
+    if problems:
+        raise DataError(
+            f"{folder} is not paired with the pool {pool.digest[:12]} ({'; '.join(problems)}): its results cannot "
+            "be ranked with the others; delete the folder and run the leaderboard again"
+        )
+    position = pool.positions(rounds[0]["source"], str(folder))
     out: Dict[str, Tensor] = {}
 
     def place(per_source: Tensor) -> Tensor:
@@ -327,6 +398,7 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     t2 = table2_per_source(triangles, cfg.triangle_n, sources)
     for key in ["mean"] + [f"frac_above_{d:g}" for d in DROPS]:
         out[key] = place(t2[key]) if t2[key].numel() else place(torch.full((sources,), float("nan")))
+    out.update({key: place(v) for key, v in k_simplices.leaderboard_values(store, cfg, tables).items()})
     return out, sources
 
 
@@ -369,6 +441,28 @@ def _lpips_available() -> Optional[str]:
     return None
 
 
+NO_SOURCES = "no_sources.json"  # OUT/<model>/no_sources.json: why the model has no row of numbers
+
+
+def _write_no_sources(folder: Path, spec: str, pool: Pool, why: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / NO_SOURCES, standard_json({"model": spec, "pool": pool.digest, "why": why}) + "\n")
+
+
+def _no_sources(folder: Path, pool: Pool) -> Optional[str]:
+    """Why the model of `folder` has no sources in `pool` (None when it has some)."""
+    path = folder / NO_SOURCES
+    if not path.is_file():
+        return None
+    try:
+        found = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(found, dict) or found.get("pool") != pool.digest:
+        return None
+    return str(found.get("why", "no sources"))
+
+
 def write_leaderboard(
     out,
     models: Sequence[str],
@@ -380,53 +474,79 @@ def write_leaderboard(
     device="cpu",
 ) -> Dict[str, Any]:
     """Rank the finished evaluations of `models` under OUT on OUT/pool.json and write
-    OUT/leaderboard.{md,tex,csv,json} and OUT/leaderboard.png; return the leaderboard dict."""
+    OUT/leaderboard.{md,tex,csv,json} and OUT/leaderboard.png, all from one ranking: every file is
+    rendered before any is written. Returns the leaderboard dict."""
     out = Path(out)
     pool = load_pool(out / "pool.json")
     lpips_missing = _lpips_available()
     rows: List[Dict[str, Any]] = []
     per_model: List[Dict[str, Tensor]] = []
     scans: List[Dict[str, Tensor]] = []
+    nothing = torch.full((len(pool),), math.nan, dtype=torch.float64)
     for spec in models:
         folder = out / model_folder(spec)
-        EvaluationStore(folder).require_finished()
-        if lpips_missing is None:
-            lpips_missing = _lpips_files(folder, pool, data_root, model_dir, device)
-        values, sources = _per_source(folder, pool, lpips_missing is None)
         scan = json.loads((folder / "scan.json").read_text())
         if scan.get("pool") != pool.digest:
-            raise ValueError(f"{folder / 'scan.json'} is of another pool; delete it and run the leaderboard again")
+            raise DataError(f"{folder / 'scan.json'} is of another pool; delete it and run the leaderboard again")
         scans.append(
             {
                 "accuracy": torch.tensor(scan["correct"], dtype=torch.float64),
                 "scan_confidence": torch.tensor(scan["confidence"], dtype=torch.float64),
             }
         )
+        why = _no_sources(folder, pool)
+        if why is not None:
+            per_model.append({key: nothing for key in COLUMNS})
+            rows.append({"model": spec, "folder": str(folder), "sources": 0, "config": {}, "note": why})
+            continue
+        EvaluationStore(folder).require_finished()
+        if lpips_missing is None:
+            lpips_missing = _lpips_files(folder, pool, data_root, model_dir, device)
+        values, sources = _per_source(folder, pool, lpips_missing is None)
         per_model.append(values)
         cfg = EvaluationStore(folder).read_config()
         rows.append({"model": spec, "folder": str(folder), "sources": sources, "config": cfg.to_dict()})
-    columns = [c for c in COLUMNS if c != "lpips" or lpips_missing is None]
+    # the k-simplex columns that every model has (an evaluation without them has none)
+    # (a model with no sources has no files to say; its cells are n/a)
+    measured = [v for v, row in zip(per_model, rows, strict=True) if row["sources"]] or per_model
+    ks = sorted(set.intersection(*(set(k_simplices.board_ks({"columns": v})) for v in measured)))
+    info = {**COLUMNS, **k_simplices.leaderboard_columns(ks)}
+    for v in per_model:
+        for key in info:
+            v.setdefault(key, nothing)
+    if rank_by not in info:
+        raise InputError(f"cannot rank by {rank_by}: not every model's evaluation has it (run with --simplex-points)")
+    columns = [c for c in info if c != "lpips" or lpips_missing is None]
     pool_counts = resample_counts(len(pool), resamples, pool.seed)
     scanned = len(scans[0]["accuracy"])
     scan_counts = resample_counts(scanned, resamples, pool.seed + 1)
-    boots: Dict[str, Tensor] = {}
+    ranked_on: Tuple[Tensor, Tensor] = (nothing.unsqueeze(0), pool_counts)
     for key in columns:
-        if COLUMNS[key][1] == "scan":
+        if info[key][1] == "scan":
             values, weights = torch.stack([s[key] for s in scans]), scan_counts
         else:
             values, weights = torch.stack([v[key] for v in per_model]), pool_counts
         for row, cell in zip(rows, _interval(values, weights), strict=True):
             row.setdefault("values", {})[key] = cell
-        boots[key] = bootstrap_means(values, weights)
-    ranks, above = rank_models(boots[rank_by], COLUMNS[rank_by][2])
+        if key == rank_by:
+            ranked_on = (values, weights)
+    ranks, above = rank_models(*ranked_on, info[rank_by][2])
     for k, row in enumerate(rows):
         row["rank"] = ranks[k]
         row["ranked_below"] = [models[a] for a in above[k]]
-    sign = 1.0 if COLUMNS[rank_by][2] else -1.0
-    order = sorted(range(len(rows)), key=lambda k: (ranks[k], -sign * _or_inf(rows[k]["values"][rank_by]["mean"])))
+    sign = 1.0 if info[rank_by][2] else -1.0
+    last = len(rows) + 1  # unranked rows go last
+
+    def place(k: int) -> Tuple[int, float]:
+        return (ranks[k] or last, -sign * _or_inf(rows[k]["values"][rank_by]["mean"]))
+
+    order = sorted(range(len(rows)), key=place)
     rows = [rows[k] for k in order]
     for row in rows:
-        row["rank_label"] = f"{row['rank']}=" if ranks.count(row["rank"]) > 1 else str(row["rank"])
+        if row["rank"] is None:
+            row["rank_label"] = "-"
+        else:
+            row["rank_label"] = f"{row['rank']}=" if ranks.count(row["rank"]) > 1 else str(row["rank"])
     board = {
         "pool": {
             "file": str(out / "pool.json"),
@@ -435,20 +555,25 @@ def write_leaderboard(
             "data": pool.data,
             "makers": pool.makers,
             "settings": pool.settings(),
-            "scan": pool.scan,
+            "scan": {k: pool.scan[k] for k in SIGNED_SCAN},
         },
         "rank_by": rank_by,
-        "higher_first": {k: COLUMNS[k][2] for k in columns},
+        "ranked": any(r is not None for r in ranks),
+        "higher_first": {k: info[k][2] for k in columns},
         "resamples": resamples,
-        "columns": {k: COLUMNS[k][0] for k in columns},
+        "columns": {k: info[k][0] for k in columns},
         "lpips": "included" if lpips_missing is None else f"omitted: {lpips_missing}",
         "rows": rows,
     }
-    atomic_write_text(out / "leaderboard.json", json.dumps(board, indent=1) + "\n")
-    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board, digits))
-    atomic_write_text(out / "leaderboard.tex", leaderboard_latex(board, digits))
-    atomic_write_text(out / "leaderboard.csv", leaderboard_csv(board))
+    texts = {
+        "leaderboard.json": standard_json(board, indent=1) + "\n",
+        "leaderboard.md": leaderboard_markdown(board, digits),
+        "leaderboard.tex": leaderboard_latex(board, digits),
+        "leaderboard.csv": leaderboard_csv(board),
+    }
     leaderboard_figure(board, out / "leaderboard.png")
+    for name, text in texts.items():
+        atomic_write_text(out / name, text)
     return board
 
 
@@ -482,15 +607,25 @@ def caption(board: Dict[str, Any]) -> str:
         f"{board['resamples']} resamples, the same for every model]; accuracy and mean p over the scanned "
         "images. Table 1 columns (RMS, l_inf, SSIM, final p, still source) average each source's rounds; "
         "Table 2 columns are over triangles (source, two LST outputs); > p_src - d is the fraction of the "
-        f"triangle with confidence above p_src - d. Ranked by {board['columns'][board['rank_by']]} "
-        f"({direction} first): a model ranks above another only when the 95% interval of their paired "
-        "difference excludes zero; rank = 1 + the number of models above it, and 'k=' marks a shared rank. "
-        f"LPIPS: {board['lpips']}."
+        f"triangle with confidence above p_src - d. {_ranking_text(board, direction)} "
+        f"LPIPS: {board['lpips']}." + k_simplices.caption(board)
+    )
+
+
+def _ranking_text(board: Dict[str, Any], direction: str) -> str:
+    column = board["columns"][board["rank_by"]]
+    if not board.get("ranked", True):
+        return f"Not ranked: {column} has no value for any model."
+    unranked = [f"`{r['model']}` ({r.get('note', 'no value')})" for r in board["rows"] if r["rank"] is None]
+    return (
+        f"Ranked by {column} ({direction} first): a model ranks above another only when the 95% interval of "
+        "their paired difference, on the sources both have, excludes zero; rank = 1 + the number of models "
+        "above it, and 'k=' marks a shared rank." + (f" Not ranked ('-'): {', '.join(unranked)}." if unranked else "")
     )
 
 
 def _cell(value: Dict[str, float], digits: int) -> str:
-    if value["mean"] != value["mean"]:
+    if value["mean"] is None or value["mean"] != value["mean"]:
         return "n/a"
     return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
 
@@ -538,7 +673,7 @@ def leaderboard_latex(board: Dict[str, Any], digits: int = 3) -> str:
             v = row["values"][key]
             cells.append(
                 "n/a"
-                if v["mean"] != v["mean"]
+                if v["mean"] is None or v["mean"] != v["mean"]
                 else f"${v['mean']:.{digits}f}$ [{v['low']:.{digits}f}, {v['high']:.{digits}f}]"
             )
         lines.append(
@@ -569,12 +704,17 @@ def leaderboard_csv(board: Dict[str, Any]) -> str:
 
 
 def leaderboard_figure(board: Dict[str, Any], path: Path) -> Path:
-    """Left: the ranking column per model with its 95% interval, in rank order. Right: the fraction of the
-    triangle above p_src - d for each d, per model, with its interval."""
+    """Left: the ranking column per model with its 95% interval, in rank order. Middle: the fraction of the
+    triangle above p_src - d for each d, per model, with its interval. Right, when the leaderboard has
+    k-simplex columns: their fraction against k, per model, with its interval."""
     plt = plots.pyplot()
     rows = board["rows"]
     key = board["rank_by"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, max(3.2, 0.45 * len(rows) + 1.5)))
+    by_k = bool(k_simplices.board_ks(board))
+    fig, axes = plt.subplots(1, 2 + by_k, figsize=(10 + 4.5 * by_k, max(3.2, 0.45 * len(rows) + 1.5)))
+    left, right = axes[0], axes[1]
+    if by_k:
+        k_simplices.draw_by_k(axes[2], board)
     y = list(range(len(rows)))[::-1]
     mean = [r["values"][key]["mean"] for r in rows]
     err = [

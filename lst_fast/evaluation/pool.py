@@ -16,28 +16,35 @@ for in-memory data sets (Fashion-MNIST, CIFAR-10, tensor files) every model read
 
 The pool file is small JSON (no pickle), written atomically:
 
-    format, version           "lst-fast pool", 1
-    data                      the data set's identity: spec, kind, size, SHA-256 of its labels
+    format, version           "lst-fast pool", 2
+    data                      the data set's identity: spec, kind, size, SHA-256 of its labels and of the
+                              pool images' decoded pixels (float32, in the first maker's preprocessing)
     models                    the models that made it (model, checkpoint, pretrained, preprocessing)
-    settings                  num_samples, min_confidence, seed
+    settings                  num_samples, min_confidence, seed, rounds (the seed and the rounds decide
+                              every source's targets: an evaluation on the pool takes both from here)
     indices, labels           the pool, in the seeded order (so any prefix is a uniform sample too)
     confidence                per model: its confidence in the true class of each pool image
     scan                      what building it cost (ScanStats: scanned, decoded, forwards per model, ...)
-    digest                    SHA-256 of format, data, models, settings, indices and labels
+    digest                    SHA-256 of every field the code reads: all but the confidences and the
+                              scan's cost, which only record what building it saw (pool_file.py)
 
-A data set is the pool's when its kind (the spec up to its first ':'; a folder may move), its size and its
-labels' digest are the pool's; `Pool.check_data` refuses another with one line saying why.
+Reading a pool file checks every field's type and range and the digest first (pool_file.check_fields):
+any problem is one line naming the field. A data set is the pool's when its kind (the spec up to its
+first ':'; a folder may move), its size, its labels' digest and the pool images' pixels are the pool's;
+`Pool.check_data` refuses another with one line saying why.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import time
+import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +52,9 @@ from torch import Tensor, nn
 from lst_fast.atomic_files import atomic_write_text
 from lst_fast.confidence import class_probability
 from lst_fast.data.image_set import ImageSet
+from lst_fast.data.preprocessing import Preprocessing
+from lst_fast.errors import DataError, InputError
+from lst_fast.evaluation.pool_file import check_fields, content_digest, parse_json
 
 __all__ = [
     "POOL_FORMAT",
@@ -61,7 +71,7 @@ __all__ = [
     "select_pool",
 ]
 
-POOL_FORMAT, POOL_VERSION = "lst-fast pool", 1
+POOL_FORMAT, POOL_VERSION = "lst-fast pool", 2
 DEFAULT_BATCH = 128  # images per decode batch and per forward
 
 
@@ -79,15 +89,27 @@ def scan_order(size: int, seed: int) -> Tensor:
     return torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))
 
 
-def data_identity(data: ImageSet, spec: str) -> Dict[str, Any]:
-    """What makes a data set the same one: its kind (the spec up to the first ':'), size and labels."""
+def data_identity(data: ImageSet, spec: str, indices: Tensor) -> Dict[str, Any]:
+    """What makes a data set the same one: its kind (the spec up to the first ':'), size, labels, and the
+    pixels of the pool's images (`indices`)."""
     labels = data.labels.to(torch.int64).contiguous().numpy().tobytes()
     return {
         "spec": spec,
         "kind": spec.partition(":")[0],
         "size": len(data),
         "labels_sha256": hashlib.sha256(labels).hexdigest(),
+        "pixels_sha256": pixels_digest(data, indices),
     }
+
+
+def pixels_digest(data: ImageSet, indices: Tensor, batch: int = DEFAULT_BATCH) -> str:
+    """SHA-256 of the images at `indices` as `data` decodes them (float32, in order): costs only those."""
+    digest = hashlib.sha256()
+    indices = indices.to(torch.long).cpu()
+    for start in range(0, len(indices), batch):
+        images = data.get(indices[start : start + batch]).to(torch.float32).contiguous()
+        digest.update(images.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def qualifies(logits: Tensor, labels: Tensor, min_confidence: Optional[float]) -> Tuple[Tensor, Tensor]:
@@ -140,15 +162,36 @@ class _Batches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return (len(self.order) + self.batch_size - 1) // self.batch_size
 
-    def __getitem__(self, b: int) -> Tuple[int, List[Tensor]]:
+    def __getitem__(self, b: int) -> Tuple[int, Any]:
         index = self.order[b * self.batch_size : (b + 1) * self.batch_size]
-        return b, [view.get(index) for view in self.views]
+        try:
+            return b, [view.get(index) for view in self.views]
+        except Exception as error:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # In a worker: hand the error itself to the main process, which raises it as it is (torch
+            # would raise a copy whose message is the worker's whole traceback).
+            error.add_note("raised in a DataLoader worker process:\n" + "".join(traceback.format_exc()))
+            return b, _WorkerError(error)
 
 
-def _batches(views: Sequence[ImageSet], order: Tensor, batch_size: int, workers: int):
-    """The batches of `order` in order (a DataLoader keeps its batches' order whatever its workers)."""
+@dataclasses.dataclass
+class _WorkerError:
+    """An error raised while a worker process decoded a batch."""
+
+    error: Exception
+
+
+def _batches(views: Sequence[ImageSet], order: Tensor, batch_size: int, workers: int) -> Iterator[Tuple[int, Any]]:
+    """The batches of `order` in order (a DataLoader keeps its batches' order whatever its workers); an
+    error in a worker is raised here as the worker raised it (its own one-line message, e.g. naming the
+    image file that could not be read)."""
     dataset = _Batches(views, order, batch_size)
-    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+    for b, images in loader:
+        if isinstance(images, _WorkerError):
+            raise images.error
+        yield b, images
 
 
 def _views(members: Sequence[PoolMember]) -> Tuple[List[ImageSet], List[int]]:
@@ -166,14 +209,14 @@ def _views(members: Sequence[PoolMember]) -> Tuple[List[ImageSet], List[int]]:
 
 def _check_settings(num_samples: int, min_confidence: Optional[float], batch_size: int, workers: Optional[int]):
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
+        raise InputError(f"num_samples must be >= 1, got {num_samples!r}")
     mc = min_confidence
     if mc is not None and (isinstance(mc, bool) or not isinstance(mc, (int, float)) or not 0 <= mc < 1):
-        raise ValueError(f"min_confidence must be None or a number in [0, 1), got {mc!r}")
+        raise InputError(f"min_confidence must be None or a number in [0, 1), got {mc!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise ValueError(f"num_workers must be None or >= 0, got {workers!r}")
+        raise InputError(f"num_workers must be None or >= 0, got {workers!r}")
 
 
 @torch.no_grad()
@@ -194,11 +237,11 @@ def select_pool(
 
     _check_settings(num_samples, min_confidence, batch_size, num_workers)
     if not members:
-        raise ValueError("a pool needs at least one model")
+        raise InputError("a pool needs at least one model")
     labels = members[0].data.labels
     for member in members[1:]:
         if len(member.data) != len(labels) or not torch.equal(member.data.labels, labels):
-            raise ValueError(f"{member.name} reads another data set than {members[0].name}")
+            raise InputError(f"{member.name} reads another data set than {members[0].name}")
     views, which = _views(members)
     workers = default_workers(views[0]) if num_workers is None else num_workers
     device = torch.device(device)
@@ -298,6 +341,7 @@ class Pool:
     num_samples: int
     min_confidence: Optional[float]
     seed: int
+    rounds: int
     indices: Tensor
     labels: Tensor
     confidence: Dict[str, List[float]]
@@ -311,69 +355,77 @@ class Pool:
         return [m["model"] for m in self.models]
 
     def settings(self) -> Dict[str, Any]:
-        return {"num_samples": self.num_samples, "min_confidence": self.min_confidence, "seed": self.seed}
+        return {
+            "num_samples": self.num_samples,
+            "min_confidence": self.min_confidence,
+            "seed": self.seed,
+            "rounds": self.rounds,
+        }
 
-    def _identity(self) -> Dict[str, Any]:
+    def _fields(self) -> Dict[str, Any]:
         return {
             "format": POOL_FORMAT,
             "version": POOL_VERSION,
-            "data": {k: self.data[k] for k in ("kind", "size", "labels_sha256")},
-            "models": [{k: m[k] for k in ("model", "checkpoint", "pretrained")} for m in self.models],
+            "data": self.data,
+            "models": list(self.models),
             "settings": self.settings(),
             "indices": self.indices.tolist(),
             "labels": self.labels.tolist(),
-        }
-
-    @property
-    def digest(self) -> str:
-        """SHA-256 of what the pool is (not of its confidences or its cost, which depend on the machine)."""
-        return hashlib.sha256(json.dumps(self._identity(), sort_keys=True).encode()).hexdigest()
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            **self._identity(),
-            "data": self.data,
-            "models": list(self.models),
             "confidence": self.confidence,
             "scan": self.scan,
-            "digest": self.digest,
         }
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """SHA-256 of every field of the pool file that the code reads (pool_file.content_digest)."""
+        return content_digest(self._fields())
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**self._fields(), "digest": self.digest}
+
     def save(self, path: Union[str, os.PathLike]) -> Path:
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any], name: str = "the pool") -> "Pool":
         if not isinstance(values, dict) or values.get("format") != POOL_FORMAT:
-            raise ValueError(f'{name} is not an lst-fast pool file (no "format": "{POOL_FORMAT}")')
+            raise InputError(f'{name} is not an lst-fast pool file (no "format": "{POOL_FORMAT}")')
         if values.get("version") != POOL_VERSION:
-            raise ValueError(
-                f"{name} is a pool file of version {values.get('version')!r}; this lst_fast reads {POOL_VERSION}"
+            raise DataError(
+                f"{name} is a pool file of version {values.get('version')!r}; this lst_fast reads {POOL_VERSION} "
+                "(build the pool again)"
             )
-        try:
-            settings = values["settings"]
-            pool = cls(
-                data=dict(values["data"]),
-                models=tuple(dict(m) for m in values["models"]),
-                num_samples=int(settings["num_samples"]),
-                min_confidence=settings["min_confidence"],
-                seed=int(settings["seed"]),
-                indices=torch.tensor(values["indices"], dtype=torch.long),
-                labels=torch.tensor(values["labels"], dtype=torch.long),
-                confidence={k: list(v) for k, v in values.get("confidence", {}).items()},
-                scan=dict(values.get("scan", {})),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{name} is a malformed pool file ({type(error).__name__}: {error})") from error
-        if pool.indices.dim() != 1 or pool.labels.shape != pool.indices.shape:
-            raise ValueError(f"{name} is a malformed pool file (indices and labels differ in length)")
-        if values.get("digest") != pool.digest:
-            raise ValueError(f"{name} has been changed since it was written (its digest does not match its contents)")
+        check_fields(values, name)
+        settings = values["settings"]
+        pool = cls(
+            data=dict(values["data"]),
+            models=tuple(dict(m) for m in values["models"]),
+            num_samples=settings["num_samples"],
+            min_confidence=settings["min_confidence"],
+            seed=settings["seed"],
+            rounds=settings["rounds"],
+            indices=torch.tensor(values["indices"], dtype=torch.long),
+            labels=torch.tensor(values["labels"], dtype=torch.long),
+            confidence={k: list(v) for k, v in values["confidence"].items()},
+            scan=dict(values["scan"]),
+        )
+        if pool.digest != values["digest"]:  # the same fields, as this lst_fast writes them
+            raise DataError(f"{name} has been changed since it was written (its digest does not match its contents)")
         return pool
 
-    def check_data(self, data: ImageSet, spec: str, name: str = "the pool") -> None:
-        """ValueError (one line) unless `data` is the data set the pool was built on."""
-        found = data_identity(data, spec)
+    def check_data(
+        self,
+        data: ImageSet,
+        spec: str,
+        name: str = "the pool",
+        data_root: Optional[str] = None,
+        preprocessing: Optional[Preprocessing] = None,
+    ) -> None:
+        """DataError (one line) unless `data` is the data set the pool was built on: its kind, size and
+        labels, and the pixels of the pool's images. `preprocessing` is how `data` was opened; the pixels
+        are compared in the first maker's preprocessing (the data set is opened again in it from
+        `data_root` when `data` is an image-file set opened in another)."""
+        found = data_identity(data, spec, torch.empty(0, dtype=torch.long))
         ours = self.data
         why = [
             f"{what} {ours[key]} vs {found[key]}"
@@ -383,18 +435,34 @@ class Pool:
         if not why and ours["labels_sha256"] != found["labels_sha256"]:
             why.append("its labels differ")
         if why:
-            raise ValueError(
+            raise InputError(
                 f"{name} was built on another data set ({ours['spec']}, {ours['size']} images) than {spec} "
                 f"({found['size']} images): {', '.join(why)}; build a pool for this data set"
             )
         if len(self) and int(self.indices.max()) >= len(data):
-            raise ValueError(f"{name} holds index {int(self.indices.max())}, beyond the {len(data)} images of {spec}")
+            raise DataError(f"{name} holds index {int(self.indices.max())}, beyond the {len(data)} images of {spec}")
         if not torch.equal(data.labels[self.indices], self.labels):
-            raise ValueError(f"{name}'s labels are not those of {spec} at its indices")
+            raise DataError(f"{name}'s labels are not those of {spec} at its indices")
+        recorded = self.models[0]["preprocessing"]
+        if not data.in_memory and (preprocessing is None or preprocessing.to_dict() != recorded):
+            from lst_fast.data.sources import open_image_set
 
-    def positions(self, indices: Tensor) -> Tensor:
-        """The pool position of each data set index in `indices` (all must be in the pool)."""
+            data = open_image_set(
+                spec, data_root, Preprocessing(**{**recorded, "input_size": tuple(recorded["input_size"])})
+            )
+        if pixels_digest(data, self.indices) != ours["pixels_sha256"]:
+            raise DataError(
+                f"{name} was built on other images than those of {spec} at its indices (same labels, other "
+                "pixels); build a pool for this data set"
+            )
+
+    def positions(self, indices: Tensor, name: str = "the results") -> Tensor:
+        """The pool position of each data set index in `indices`; DataError naming `name` when one is
+        not in the pool."""
         where = {int(i): k for k, i in enumerate(self.indices.tolist())}
+        outside = [int(i) for i in indices.tolist() if int(i) not in where]
+        if outside:
+            raise DataError(f"{name} hold source {outside[0]}, which is not in the pool")
         return torch.tensor([where[int(i)] for i in indices.tolist()], dtype=torch.long)
 
 
@@ -402,12 +470,12 @@ def load_pool(path: Union[str, os.PathLike]) -> Pool:
     """Read a pool file; ValueError naming it when it is missing, not JSON, malformed or changed."""
     path = Path(path)
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"no pool file {path} (`lst-fast leaderboard` writes OUT/pool.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a pool file (not JSON: {error})") from error
-    return Pool.from_dict(values, str(path))
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not a pool file (not UTF-8 text: {error})") from error
+    return Pool.from_dict(parse_json(text, str(path)), str(path))
 
 
 def build_pool(
@@ -422,16 +490,18 @@ def build_pool(
     num_workers: Optional[int] = None,
     batch_size: int = DEFAULT_BATCH,
     progress: bool = True,
+    rounds: int = 5,
 ) -> Tuple[Pool, ScanStats]:
     """Build the pool of the named models (specs, or dicts with model, checkpoint, pretrained) on the data
-    set `data` (see the module docstring); return it with what it cost. Nothing is written."""
+        set `data` (see the module docstring); return it with what it cost. Nothing is written. `rounds` is
+    recorded in the pool: the rounds of targets every evaluation on it walks."""
     from lst_fast.data.sources import open_image_set
     from lst_fast.models import resolve_model
 
     entries = [m if isinstance(m, dict) else {"model": m} for m in models]
     specs = [e["model"] for e in entries]
     if len(set(specs)) != len(specs):
-        raise ValueError(f"the models of a pool must differ, got {specs}")
+        raise InputError(f"the models of a pool must differ, got {specs}")
     members, views, described_models = [], {}, []
     for entry in entries:
         checkpoint, pretrained = entry.get("checkpoint"), bool(entry.get("pretrained", True))
@@ -448,11 +518,12 @@ def build_pool(
     )
     first = members[0].data
     pool = Pool(
-        data=data_identity(first, data),
+        data=data_identity(first, data, indices),
         models=tuple(described_models),
         num_samples=num_samples,
         min_confidence=None if min_confidence is None else float(min_confidence),
         seed=int(seed),
+        rounds=int(rounds),
         indices=indices,
         labels=first.labels[indices],
         confidence={k: v.tolist() for k, v in confidence.items()},

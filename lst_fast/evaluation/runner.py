@@ -26,9 +26,11 @@ from torch import Tensor
 from lst_fast.data.image_cache import cached_images
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.sources import open_image_set
+from lst_fast.errors import InputError, PeerFailed, TooFewSources
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.pool import DEFAULT_BATCH, Pool, PoolMember, classify, select_pool
+from lst_fast.evaluation.simplices import SimplexSettings, compute_simplices, simplex_markdown, simplex_tables
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_confidence, triangle_weights
@@ -40,6 +42,7 @@ __all__ = [
     "build_pool",
     "chunk_seed",
     "pool_config",
+    "pool_conflicts",
     "rank_and_world",
     "run_evaluation",
     "staged_on_device",
@@ -85,9 +88,35 @@ class _Work:
         return self.pool[rows], self.targets[round_][rows]
 
 
+# What a run on a shared pool takes from the pool: everything that decides its sources and targets.
+POOL_DECIDES = ("data", "num_samples", "min_confidence", "seed", "rounds")
+
+
 def pool_config(cfg: EvalConfig, pool: Pool) -> EvalConfig:
-    """cfg for a run on the shared `pool`: its digest, its size and its min_confidence."""
-    return cfg.replace(pool=pool.digest, num_samples=max(1, len(pool)), min_confidence=pool.min_confidence)
+    """cfg for a run on the shared `pool`: its digest, its size, its min_confidence, and the seed and rounds
+    that decide every source's targets (so every model on the pool walks the same pairs)."""
+    return cfg.replace(
+        pool=pool.digest,
+        num_samples=max(1, len(pool)),
+        min_confidence=pool.min_confidence,
+        seed=pool.seed,
+        rounds=pool.rounds,
+    )
+
+
+def pool_conflicts(given: Dict[str, object], pool: Pool) -> List[str]:
+    """The settings in `given` (flag values the user gave) that differ from what `pool` decides, as
+    'name X (the pool: Y)'; the data set is compared by kind (a folder may move)."""
+    decided = {**pool.settings(), "num_samples": len(pool), "data": pool.data["spec"]}
+    problems = []
+    for name, value in given.items():
+        if name not in POOL_DECIDES or value is None:
+            continue
+        theirs = decided[name]
+        same = value.partition(":")[0] == pool.data["kind"] if name == "data" else value == theirs
+        if not same:
+            problems.append(f"{name} {value} (the pool: {theirs})")
+    return problems
 
 
 def chunk_seed(seed: int, round_: int, chunk: int) -> int:
@@ -106,6 +135,7 @@ def run_evaluation(
     model_dir: Optional[str] = None,
     pool: Optional[Pool] = None,
     num_workers: Optional[int] = None,
+    simplices: Optional[SimplexSettings] = None,
 ) -> paper_tables.Tables:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json, and return
     the tables (the dict of tables.json: see lst_fast.evaluation.tables).
@@ -119,10 +149,14 @@ def run_evaluation(
     are the pool's images this model classifies correctly (above the pool's min_confidence; printed).
     num_workers: decoding workers for the pool's scan, or the check of a shared pool (None: the pool
     module's default).
+    simplices: also the k-simplices (lst_fast.evaluation.simplices): their files, the "simplices" entry of
+    tables.json and its rows in tables.md (None: neither, as before).
     """
     cfg.validate()
+    if simplices is not None:
+        simplices.validate(cfg.rounds)
     if (pool is None) != (cfg.pool is None) or (pool is not None and cfg != pool_config(cfg, pool)):
-        raise ValueError("a run on a shared pool takes pool= and cfg = pool_config(cfg, pool), or neither")
+        raise InputError("a run on a shared pool takes pool= and cfg = pool_config(cfg, pool), or neither")
     rank, world = rank_and_world()
     store, device = EvaluationStore(out_dir), torch.device(device)
     store.check_config(cfg)
@@ -138,10 +172,16 @@ def run_evaluation(
         barrier(world)
         per_round = [work.store.read_round(r, work.chunks) for r in range(cfg.rounds)]
         _compute_triangles(work, per_round)
+        if simplices is not None:
+            compute_simplices(model, work.data, pool_indices, per_round, store, cfg, simplices, device, rank, world)
         barrier(world)
         tables = _tables(work, per_round)
+        markdown = paper_tables.tables_markdown(tables, cfg)
+        if simplices is not None:
+            tables["simplices"] = simplex_tables(store, cfg, simplices, len(pool_indices))
+            markdown += "\n" + simplex_markdown(tables["simplices"])
         if rank == 0:
-            work.store.write_tables(tables, paper_tables.tables_markdown(tables, cfg))
+            work.store.write_tables(tables, markdown)
         barrier(world)
     return tables
 
@@ -154,7 +194,7 @@ def _claim_folder(work: _Work) -> None:
             try:
                 work.store.check_or_write_config(work.cfg)
             except OSError as error:
-                raise ValueError(
+                raise InputError(
                     f"cannot write to the output folder {work.store.root}: {error.strerror or error}"
                 ) from error
             work.store.prepare()
@@ -182,10 +222,11 @@ def _load_model_and_pool(
     model = described.classifier()  # [0, 1] images to logits, its mean/std (if any) in front
     data = open_image_set(cfg.data, data_root, described.preprocessing)
     if shared is not None:
-        return (model, data, *_on_shared_pool(cfg, model, data, shared, device, num_workers, say))
+        found = _on_shared_pool(cfg, model, data, shared, device, num_workers, say, data_root, described.preprocessing)
+        return (model, data, *found)
     pool = build_pool(model, data, cfg, device, num_workers=num_workers)
     if len(pool) < 2:
-        raise ValueError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
+        raise InputError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
     targets = round_targets(data.labels[pool], cfg.rounds, cfg.seed)
     return model, data, pool, [pool[t] for t in targets]
 
@@ -198,12 +239,14 @@ def _on_shared_pool(
     device: torch.device,
     num_workers: Optional[int],
     say: bool,
+    data_root: Optional[str] = None,
+    preprocessing=None,
 ) -> Tuple[Tensor, List[Tensor]]:
     """The sources (the pool's images the model classifies correctly, above the pool's min_confidence) and
     their targets: in every round the whole pool's derangement, restricted to those sources."""
-    pool.check_data(data, cfg.data)
+    pool.check_data(data, cfg.data, data_root=data_root, preprocessing=preprocessing)
     if len(pool) < 2:
-        raise ValueError(f"the pool has {len(pool)} images; need at least 2")
+        raise InputError(f"the pool has {len(pool)} images; need at least 2")
     predicted, confidence = classify(model, data, pool.indices, device, num_workers)
     ok = predicted == pool.labels
     if pool.min_confidence is not None:
@@ -220,8 +263,8 @@ def _on_shared_pool(
             flush=True,
         )
     if len(kept) < 2:
-        raise ValueError(f"{cfg.model} classifies {len(kept)} of the pool's {len(pool)} images correctly; need 2")
-    targets = round_targets(pool.labels, cfg.rounds, cfg.seed)  # the whole pool's: the same for every model
+        raise TooFewSources(f"{cfg.model} classifies {len(kept)} of the pool's {len(pool)} images correctly; need 2")
+    targets = round_targets(pool.labels, pool.rounds, pool.seed)  # the whole pool's: the same for every model
     return pool.indices[kept], [pool.indices[t[kept]] for t in targets]
 
 
@@ -310,11 +353,20 @@ def rank_and_world() -> Tuple[int, int]:
 
 
 def barrier(world: int) -> None:
-    """Wait for every process of the group (nothing to wait for in one process)."""
+    """Wait for every process of the group (nothing to wait for in one process). A barrier that fails
+    because another process stopped (its connection closed, the collective timed out) is PeerFailed:
+    one line saying so, the failed process's own message says why."""
     if world > 1:
         import torch.distributed as dist
 
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as error:  # torch's DistBackendError and DistNetworkError are RuntimeErrors
+            cause = " ".join(str(error).split())[:200]
+            raise PeerFailed(
+                f"rank {dist.get_rank()} of {world}: another process of the group failed or stopped, so this "
+                f"one stops too (its own error line says why; here: {cause})"
+            ) from error
 
 
 def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:

@@ -4,6 +4,7 @@ check. `lst-fast eval` writes through it and `lst-fast report` reads through it.
     OUT/config.json                                  the EvalConfig (flat JSON; see EvalConfig.to_dict)
     OUT/results/roundRR_chunkCCCCC.safetensors       Table 1 per pair of one chunk of one round
     OUT/results/triangles_rAA_rBB.safetensors        triangle confidences for the rounds AA < BB
+    OUT/results/simplex_kKK_sSSS.safetensors         k-simplex SSS of k = KK (eval --simplex-points only)
     OUT/tables.json, OUT/tables.md                   the tables
     OUT/report.md, OUT/report_*.png                  the report
 
@@ -24,14 +25,15 @@ import contextlib
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text
+from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text, standard_json
+from lst_fast.caller_warning import warn_at_caller
+from lst_fast.errors import EnvironmentFault, InputError
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.result import METADATA_KEY
 
@@ -64,7 +66,7 @@ def load_tensors(path: Path) -> Dict[str, Tensor]:
     except FileNotFoundError:
         raise
     except Exception as error:  # SafetensorError (truncated, not safetensors), OSError
-        raise ValueError(f"cannot read {path} ({error}); delete it and run the same command to recompute it") from error
+        raise InputError(f"cannot read {path} ({error}); delete it and run the same command to recompute it") from error
 
 
 def _read_record(path: Path, wanted: Sequence[str]):
@@ -77,7 +79,7 @@ def _read_record(path: Path, wanted: Sequence[str]):
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         tensors = {k: f.get_tensor(k) for k in wanted if k in shapes}
     if not isinstance(record, dict):
-        raise ValueError("its record is not a JSON object")
+        raise InputError("its record is not a JSON object")
     return record, shapes, tensors
 
 
@@ -106,7 +108,7 @@ class EvaluationStore:
         if self.check_config(cfg):
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config_path, json.dumps(cfg.to_dict(), indent=1), RESUME_ADVICE)
+        atomic_write_text(self.config_path, standard_json(cfg.to_dict(), indent=1), RESUME_ADVICE)
 
     def check_config(self, cfg: EvalConfig) -> bool:
         """Whether config.json exists and is cfg's (writes nothing); ValueError if it is another's or
@@ -115,13 +117,13 @@ class EvaluationStore:
             return False
         found = self._read_config_json()
         if not isinstance(found, dict):
-            raise ValueError(
+            raise InputError(
                 f"{self.config_path} does not hold an evaluation configuration (a JSON object); "
                 "use a fresh --out folder"
             )
         diff = _config_difference(found, cfg)
         if diff:
-            raise ValueError(
+            raise InputError(
                 f"{self.root} holds results of another configuration (differences, theirs vs "
                 f"ours: {diff}); use a fresh --out folder or the same settings"
             )
@@ -130,24 +132,24 @@ class EvaluationStore:
     def read_config(self) -> EvalConfig:
         found = self._read_config_json()
         if not isinstance(found, dict):
-            raise ValueError(f"{self.config_path} does not hold an evaluation configuration")
+            raise InputError(f"{self.config_path} does not hold an evaluation configuration")
         try:
             return EvalConfig.from_dict(found)
         except (TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"{self.config_path} holds an invalid evaluation configuration: {error}") from error
+            raise InputError(f"{self.config_path} holds an invalid evaluation configuration: {error}") from error
 
     def _read_config_json(self):
         try:
             return json.loads(self.config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{self.config_path} is not valid JSON ({error}); use a fresh --out folder") from error
+            raise InputError(f"{self.config_path} is not valid JSON ({error}); use a fresh --out folder") from error
 
     def prepare(self) -> None:
         """Make the results folder (the configuration must be written first)."""
         try:
             self.results.mkdir(exist_ok=True)
         except OSError as error:
-            raise ValueError(f"cannot write to the output folder {self.root}: {error.strerror or error}") from error
+            raise InputError(f"cannot write to the output folder {self.root}: {error.strerror or error}") from error
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -158,7 +160,7 @@ class EvaluationStore:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as error:
-            raise ValueError(f"cannot write to the output folder {self.root}: {error.strerror or error}") from error
+            raise InputError(f"cannot write to the output folder {self.root}: {error.strerror or error}") from error
         try:
             import fcntl
 
@@ -166,7 +168,7 @@ class EvaluationStore:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise RuntimeError(
+                raise EnvironmentFault(
                     f"{self.root} is in use by another lst-fast eval (pid {holder}); wait for it "
                     "to finish or use another --out folder"
                 ) from None
@@ -209,7 +211,7 @@ class EvaluationStore:
             return _recompute(path, "it records no configuration")
         problems = _record_problems(record, cfg, {"round": round_, "chunk": chunk})
         if (source is None) != (target is None):
-            raise ValueError("has_chunk takes both source and target, or neither")
+            raise InputError("has_chunk takes both source and target, or neither")
         if source is not None and target is not None:
             missing = [k for k in CHUNK_KEYS if k not in shapes]
             rows = len(source)
@@ -244,18 +246,11 @@ class EvaluationStore:
         """As has_chunk, for the triangle file of rounds r1 < r2: its recorded configuration and rounds,
         and when given the shape (sources, grid points) of its confidences."""
         path = self.triangles_path(r1, r2)
-        if not path.exists():
+        shapes = _vetted_shapes(path, cfg, {"rounds": [r1, r2]})
+        if shapes is None:
             return False
-        try:
-            record, shapes, _ = _read_record(path, ())
-        except Exception as error:
-            return _recompute(path, f"it cannot be read ({error})")
-        if "config" not in record:
-            return _recompute(path, "it records no configuration")
-        problems = _record_problems(record, cfg, {"rounds": [r1, r2]})
         if shape is not None and shapes.get("confidence") != tuple(shape):
-            problems.append(f"its confidences have shape {shapes.get('confidence')}, expected {tuple(shape)}")
-        _refuse(path, problems)
+            _refuse(path, [f"its confidences have shape {shapes.get('confidence')}, expected {tuple(shape)}"])
         return True
 
     def write_triangles(self, r1: int, r2: int, confidence: Tensor, cfg: EvalConfig) -> Path:
@@ -271,20 +266,61 @@ class EvaluationStore:
         path = self.triangles_path(r1, r2)
         tensors = load_tensors(path)
         if "confidence" not in tensors:
-            raise ValueError(f"{path} holds no triangle confidences; delete it and run the same command")
+            raise InputError(f"{path} holds no triangle confidences; delete it and run the same command")
         return tensors["confidence"]
+
+    # -- k-simplices (lst_fast.evaluation.simplices) ------------------------------------------------------
+
+    def simplex_path(self, k: int, index: int) -> Path:
+        return self.results / f"simplex_k{k:02d}_s{index:03d}.safetensors"
+
+    def has_simplex(
+        self, k: int, index: int, cfg: EvalConfig, position: Dict[str, object], shapes: Dict[str, Sequence[int]]
+    ) -> bool:
+        """As has_triangles, for simplex `index` of k: its recorded configuration and `position` (its k,
+        rounds and simplex settings), and the `shapes` of its tensors."""
+        path = self.simplex_path(k, index)
+        found = _vetted_shapes(path, cfg, position)
+        if found is None:
+            return False
+        _refuse(
+            path,
+            [
+                f"its {name} has shape {found.get(name)}, expected {tuple(shape)}"
+                for name, shape in shapes.items()
+                if found.get(name) != tuple(shape)
+            ],
+        )
+        return True
+
+    def write_simplex(
+        self, k: int, index: int, tensors: Dict[str, Tensor], cfg: EvalConfig, position: Dict[str, object]
+    ) -> Path:
+        metadata = {**position, "config": cfg.to_dict()}
+        return atomic_save_tensors(
+            tensors, self.simplex_path(k, index), {METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE
+        )
+
+    def read_simplex(self, k: int, index: int) -> Dict[str, Tensor]:
+        return load_tensors(self.simplex_path(k, index))
 
     # -- tables -----------------------------------------------------------------------------------------
 
     def write_tables(self, tables: dict, markdown: str) -> None:
-        atomic_write_text(self.tables_json, json.dumps(tables, indent=1), RESUME_ADVICE)
+        atomic_write_text(self.tables_json, standard_json(tables, indent=1), RESUME_ADVICE)
         atomic_write_text(self.tables_md, markdown, RESUME_ADVICE)
 
     def read_tables_markdown(self) -> str:
         return self.tables_md.read_text()
 
     def read_tables(self) -> dict:
-        return json.loads(self.tables_json.read_text())
+        """tables.json, its cells (mean, std) with NaN where the file has null (no value)."""
+        tables = json.loads(self.tables_json.read_text())
+        for key in ("table1", "table2"):
+            cells = tables.get(key)
+            if isinstance(cells, dict):
+                tables[key] = {k: [math.nan if v is None else v for v in cell] for k, cell in cells.items()}
+        return tables
 
     def chunks_per_round(self) -> int:
         """How many chunk files each round of a finished evaluation has (from its tables and config)."""
@@ -333,14 +369,32 @@ def _record_problems(record: dict, cfg: EvalConfig, position: dict) -> List[str]
     return problems
 
 
+def _vetted_shapes(path: Path, cfg: EvalConfig, position: dict) -> Optional[Dict[str, tuple]]:
+    """The shape of each tensor of a result file whose record is cfg's at `position` (another's: ValueError
+    naming it); None when it is missing or unreadable (recomputed, with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        record, shapes, _ = _read_record(path, ())
+    except Exception as error:
+        _recompute(path, f"it cannot be read ({error})")
+        return None
+    if "config" not in record:
+        _recompute(path, "it records no configuration")
+        return None
+    _refuse(path, _record_problems(record, cfg, position))
+    return shapes
+
+
 def _refuse(path: Path, problems: List[str]) -> None:
     if problems:
-        raise ValueError(
+        raise InputError(
             f"{path} does not belong to this evaluation: {'; '.join(problems)}. Use a fresh --out "
             "folder, or delete the file to recompute it"
         )
 
 
 def _recompute(path: Path, why: str) -> bool:
-    warnings.warn(f"{path}: {why}; recomputing it", RuntimeWarning, stacklevel=3)
+    """Warn (at the first line outside lst_fast) that the file is recomputed; False."""
+    warn_at_caller(f"{path}: {why}; recomputing it", RuntimeWarning)
     return False

@@ -180,7 +180,8 @@ def side_by_side(runs: Sequence[Dict[str, Any]], key: str, labels: Sequence[str]
     rows = []
     for label, run in zip(labels, runs, strict=True):
         cols = run["tables"][key]
-        cells = [tuple(cols.get(name, (float("nan"), float("nan")))) for name in headers]
+        # tables.json writes a value that is not a number (NaN) as null
+        cells = [tuple(_number(v) for v in cols.get(name, (None, None))) for name in headers]
         settings = [(SHOWN[k], _setting(run["config"].get(k)), k in differ) for k in SHOWN]
         rows.append(
             {
@@ -192,6 +193,10 @@ def side_by_side(runs: Sequence[Dict[str, Any]], key: str, labels: Sequence[str]
             }
         )
     return {"title": TITLES[key], "headers": list(headers.values()), "rows": rows, "differ": differ, "digits": digits}
+
+
+def _number(value: Optional[float]) -> float:
+    return float("nan") if value is None else value
 
 
 def side_by_side_markdown(table: Dict[str, Any]) -> str:

@@ -10,6 +10,8 @@ from typing import List
 import torch
 from torch import Tensor
 
+from lst_fast.errors import InputError
+
 
 def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_tries: int = 100) -> Tensor:
     """target[i] for every i with labels[target[i]] != labels[i] (so also target[i] != i), each pool
@@ -21,7 +23,7 @@ def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_trie
         return torch.empty(0, dtype=torch.long)
     largest = int(torch.bincount(labels).max())
     if 2 * largest > n:
-        raise ValueError(f"no cross-class derangement exists: one class holds {largest} of the {n} pool images")
+        raise InputError(f"no cross-class derangement exists: one class holds {largest} of the {n} pool images")
     for _ in range(max_tries):
         perm = torch.randperm(n, generator=generator)
         # Repair collisions by swapping targets with random partners; accept only a full fix.
@@ -33,12 +35,12 @@ def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_trie
             j = int(torch.randint(n, (1,), generator=generator))
             if labels[perm[j]] != labels[i] and labels[perm[i]] != labels[j]:
                 perm[i], perm[j] = perm[j].clone(), perm[i].clone()
-    raise ValueError(f"could not find a cross-class derangement in {max_tries} tries")
+    raise InputError(f"could not find a cross-class derangement in {max_tries} tries")
 
 
 def round_targets(labels: Tensor, rounds: int, seed: int) -> List[Tensor]:
     """One cross-class derangement per round, reproducible from `seed`."""
     if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
+        raise InputError(f"rounds must be >= 1, got {rounds}")
     generator = torch.Generator().manual_seed(seed)
     return [cross_class_derangement(labels, generator) for _ in range(rounds)]

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, from_timm_config
+from lst_fast.errors import EnvironmentFault, InputError
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.models.fashion import ARCHITECTURES as _FASHION_ARCHITECTURES
 from lst_fast.models.wide_resnet import wrn28_10
@@ -64,7 +65,7 @@ MODEL_SPECS = (
 
 def shipped_path(name: str) -> Path:
     if name not in SHIPPED:
-        raise ValueError(f"unknown model {name!r}; the shipped models are {sorted(SHIPPED)}")
+        raise InputError(f"unknown model {name!r}; the shipped models are {sorted(SHIPPED)}")
     return ASSETS / SHIPPED[name]
 
 
@@ -79,7 +80,7 @@ def model_info(name: str) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"the weights of {name!r} are missing: {path}") from None
     except Exception as error:
-        raise ValueError(f"{path} is not a readable lst_fast model file: {error}") from error
+        raise InputError(f"{path} is not a readable lst_fast model file: {error}") from error
 
 
 def load_checkpoint(architecture: str, path: Union[str, Path]) -> nn.Module:
@@ -87,13 +88,13 @@ def load_checkpoint(architecture: str, path: Union[str, Path]) -> nn.Module:
     from safetensors.torch import load_file
 
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+        raise InputError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
     try:
         state = load_file(str(path))
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint at {path}") from None
     except Exception as error:
-        raise ValueError(f"{path} is not a readable safetensors checkpoint (truncated or corrupt?): {error}") from error
+        raise InputError(f"{path} is not a readable safetensors checkpoint (truncated or corrupt?): {error}") from error
     model = ARCHITECTURES[architecture]()
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -116,11 +117,11 @@ def _read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickles code
     except Exception as error:
-        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from error
+        raise InputError(f"{path} is not a readable checkpoint (truncated or corrupt?): {error}") from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+        raise InputError(f"{path} does not hold a state dict")
     return state
 
 
@@ -134,11 +135,11 @@ def resolve_model(
     """The model named `spec` (see the module docstring), in eval mode on `device`, with its mean/std,
     preprocessing and class names. `model_dir`: RobustBench's checkpoint folder (default ./models)."""
     if not isinstance(spec, str) or not spec:
-        raise ValueError(f"the model must be a non-empty name, got {spec!r}")
+        raise InputError(f"the model must be a non-empty name, got {spec!r}")
     kind, _, name = spec.partition(":")
     if kind in ("robustbench", "py"):
         if checkpoint is not None:
-            raise ValueError(
+            raise InputError(
                 f"{spec} loads its own weights; a checkpoint applies to the shipped names, the "
                 f"architectures {sorted(ARCHITECTURES)}, timm:NAME and torchvision:NAME"
             )
@@ -152,7 +153,7 @@ def resolve_model(
         net, pre, mean, std, names = factory.load(spec)
         return ModelDescriptor(spec, net.to(device), pre, mean, std, names)
     if spec in ARCHITECTURES and checkpoint is None:
-        raise ValueError(f"architecture {spec!r} needs a checkpoint; the shipped models are {sorted(SHIPPED)}")
+        raise InputError(f"architecture {spec!r} needs a checkpoint; the shipped models are {sorted(SHIPPED)}")
     if spec in SHIPPED and checkpoint is None:
         net = load_model(spec, device)
     else:
@@ -161,7 +162,7 @@ def resolve_model(
             try:
                 net.load_state_dict(_read_state_dict(checkpoint), strict=True)
             except RuntimeError as error:
-                raise ValueError(f"{checkpoint} does not fit {spec}: {error}") from error
+                raise InputError(f"{checkpoint} does not fit {spec}: {error}") from error
         net = net.eval().to(device)
     return _describe(spec, kind, net)
 
@@ -178,7 +179,7 @@ def _build(spec: str, kind: str, name: str, pretrained: bool) -> nn.Module:
         try:
             return timm.create_model(name, pretrained=pretrained)
         except Exception as error:
-            raise RuntimeError(
+            raise EnvironmentFault(
                 f"could not create timm model {name!r} ({error}); pretrained weights come from "
                 "the network (or its cache): pass pretrained=False / --no-pretrained or a checkpoint"
             ) from error
@@ -188,11 +189,11 @@ def _build(spec: str, kind: str, name: str, pretrained: bool) -> nn.Module:
         try:
             return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
         except Exception as error:
-            raise RuntimeError(
+            raise EnvironmentFault(
                 f"could not create torchvision model {name!r} ({error}); pretrained weights come "
                 "from the network: pass pretrained=False / --no-pretrained or a checkpoint"
             ) from error
-    raise ValueError(f"unknown model {spec!r}; the models are {MODEL_SPECS}")
+    raise InputError(f"unknown model {spec!r}; the models are {MODEL_SPECS}")
 
 
 def _describe(spec: str, kind: str, net: nn.Module) -> ModelDescriptor:

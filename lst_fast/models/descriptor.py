@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
+from lst_fast.errors import InputError, InputTypeError
 from lst_fast.validation import channel_values, check_channel_count
 
 
@@ -35,16 +36,16 @@ class ModelDescriptor:
 
     def __post_init__(self) -> None:
         if not isinstance(self.module, nn.Module):
-            raise TypeError(f"module must be a torch.nn.Module, got {type(self.module).__name__}")
+            raise InputTypeError(f"module must be a torch.nn.Module, got {type(self.module).__name__}")
         if (self.mean is None) != (self.std is None):
-            raise ValueError(f"{self.spec}: give both mean and std, or neither (got mean={self.mean}, std={self.std})")
+            raise InputError(f"{self.spec}: give both mean and std, or neither (got mean={self.mean}, std={self.std})")
         for name in ("mean", "std"):
             try:
                 values = channel_values(name, getattr(self, name))
                 if values is not None:
                     check_channel_count(name, values, self.preprocessing.input_size[0])
             except ValueError as error:
-                raise ValueError(f"{self.spec}: {error}") from None
+                raise InputError(f"{self.spec}: {error}") from None
             object.__setattr__(self, name, values)
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, Tuple
 from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
+from lst_fast.errors import InputError, InputTypeError
 
 USAGE = "py:MODULE:FUNCTION or py:MODULE:FUNCTION(key=value, ...) with Python literal values"
 
@@ -33,13 +34,13 @@ USAGE = "py:MODULE:FUNCTION or py:MODULE:FUNCTION(key=value, ...) with Python li
 def parse_spec(spec: str) -> Tuple[str, str, Dict[str, Any]]:
     """(module, function, keyword arguments) of a py: spec."""
     if not spec.startswith("py:"):
-        raise ValueError(f"a factory model is {USAGE}, got {spec!r}")
+        raise InputError(f"a factory model is {USAGE}, got {spec!r}")
     rest, call = spec[3:], ""
     if rest.endswith(")") and "(" in rest:
         rest, call = rest[: rest.index("(")], rest[rest.index("(") :]
     module, _, function = rest.rpartition(":")
     if not module or not function.isidentifier():
-        raise ValueError(f"a factory model is {USAGE}, got {spec!r}")
+        raise InputError(f"a factory model is {USAGE}, got {spec!r}")
     return module, function, _keywords(spec, call)
 
 
@@ -49,16 +50,16 @@ def _keywords(spec: str, call: str) -> Dict[str, Any]:
     try:
         node = ast.parse("f" + call, mode="eval").body
     except SyntaxError:
-        raise ValueError(f"{spec}: the arguments {call} are not valid Python; use {USAGE}") from None
+        raise InputError(f"{spec}: the arguments {call} are not valid Python; use {USAGE}") from None
     if not isinstance(node, ast.Call) or node.args or any(k.arg is None for k in node.keywords):
-        raise ValueError(f"{spec}: give keyword arguments only, like FUNCTION(depth=18, name='x')")
+        raise InputError(f"{spec}: give keyword arguments only, like FUNCTION(depth=18, name='x')")
     out: Dict[str, Any] = {}
     for keyword in node.keywords:
         assert keyword.arg is not None  # **kwargs refused above
         try:
             out[keyword.arg] = ast.literal_eval(keyword.value)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"{spec}: the value of {keyword.arg} must be a Python literal (a number, string, "
                 f"True/False/None, or a tuple/list/dict of them), got {ast.unparse(keyword.value)}"
             ) from None
@@ -86,7 +87,7 @@ def _import(spec: str, module: str):
             raise FileNotFoundError(f"{spec}: no Python file {path}")
         unit = importlib.util.spec_from_file_location(path.stem, path)
         if unit is None or unit.loader is None:
-            raise ValueError(f"{spec}: {path} cannot be imported as a Python module")
+            raise InputError(f"{spec}: {path} cannot be imported as a Python module")
         loaded = importlib.util.module_from_spec(unit)
         unit.loader.exec_module(loaded)
         return loaded
@@ -95,7 +96,7 @@ def _import(spec: str, module: str):
             return importlib.import_module(module)
         except ModuleNotFoundError as error:
             if error.name and module.startswith(error.name):  # the module itself (or its package) is missing
-                raise ValueError(
+                raise InputError(
                     f"{spec}: no Python module {module!r} (looked in the current folder and on "
                     "sys.path; a file path must end in .py)"
                 ) from None
@@ -108,15 +109,15 @@ def load(spec: str) -> Tuple[nn.Module, Preprocessing, Any, Any, Any]:
     module = _import(spec, module_name)
     factory = getattr(module, function_name, None)
     if factory is None:
-        raise ValueError(f"{spec}: module {module_name!r} has no {function_name!r}")
+        raise InputError(f"{spec}: module {module_name!r} has no {function_name!r}")
     if not callable(factory):
-        raise ValueError(f"{spec}: {module_name}.{function_name} is not callable (a {type(factory).__name__})")
+        raise InputError(f"{spec}: {module_name}.{function_name} is not callable (a {type(factory).__name__})")
     try:
         net = factory(**keywords)
     except TypeError as error:
-        raise ValueError(f"{spec}: calling {function_name}(**{keywords}) failed: {error}") from error
+        raise InputError(f"{spec}: calling {function_name}(**{keywords}) failed: {error}") from error
     if not isinstance(net, nn.Module):
-        raise TypeError(f"{spec}: {function_name} returned {type(net).__name__}, not a torch.nn.Module")
+        raise InputTypeError(f"{spec}: {function_name} returned {type(net).__name__}, not a torch.nn.Module")
     try:
         c, h, w = (int(v) for v in getattr(net, "lst_input_size", (3, 224, 224)))
         pre = Preprocessing(
@@ -126,7 +127,7 @@ def load(spec: str) -> Tuple[nn.Module, Preprocessing, Any, Any, Any]:
             "center",
         )
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{spec}: its lst_input_size / lst_crop_pct / lst_interpolation: {error}") from None
+        raise InputError(f"{spec}: its lst_input_size / lst_crop_pct / lst_interpolation: {error}") from None
     return (
         net.eval(),
         pre,

@@ -21,6 +21,7 @@ from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.error_text import one_line
+from lst_fast.errors import EnvironmentFault, InputError, InputTypeError
 
 INSTALL = "pip install git+https://github.com/RobustBench/robustbench.git"
 DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -40,14 +41,14 @@ def parse_spec(spec: str) -> Tuple[str, str, str]:
     """(name, dataset, threat model) of `robustbench:NAME[:DATASET[:THREAT]]`."""
     parts = spec.split(":")
     if parts[0] != "robustbench" or len(parts) < 2 or len(parts) > 4 or not parts[1]:
-        raise ValueError(f"a RobustBench model is robustbench:NAME[:DATASET[:THREAT]], got {spec!r}")
+        raise InputError(f"a RobustBench model is robustbench:NAME[:DATASET[:THREAT]], got {spec!r}")
     name = parts[1]
     dataset = (parts[2] if len(parts) > 2 else "imagenet").lower()
     threat = parts[3] if len(parts) > 3 else "Linf"
     if dataset not in DATASETS:
-        raise ValueError(f"{spec}: the data set must be one of {DATASETS}, got {dataset!r}")
+        raise InputError(f"{spec}: the data set must be one of {DATASETS}, got {dataset!r}")
     if threat.lower() not in THREATS:
-        raise ValueError(f"{spec}: the threat model must be one of {sorted(set(THREATS.values()))}, got {threat!r}")
+        raise InputError(f"{spec}: the threat model must be one of {sorted(set(THREATS.values()))}, got {threat!r}")
     return name, dataset, THREATS[threat.lower()]
 
 
@@ -64,11 +65,11 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
         from robustbench.utils import load_model
     except ImportError as error:
         if (error.name or "").split(".")[0] == "robustbench":
-            raise RuntimeError(
+            raise EnvironmentFault(
                 f"{spec} needs the robustbench package (from its repository: its release on the package "
                 f"index does not import); install it with: {INSTALL}"
             ) from None
-        raise RuntimeError(f"robustbench is installed but does not import: {one_line(error)}") from error
+        raise EnvironmentFault(f"robustbench is installed but does not import: {one_line(error)}") from error
     path = checkpoint_path(name, dataset, threat, model_dir)
     had_file = path.is_file() or Path(f"{path}_m0.pt").is_file()  # ensembles keep NAME.pt_m0.pt, ...
     preprocessing = zoo_preprocessing(name, dataset, threat)
@@ -77,7 +78,7 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
             model_name=name, model_dir=str(model_dir or DEFAULT_MODEL_DIR), dataset=dataset, threat_model=threat
         )
     except KeyError:
-        raise ValueError(f"RobustBench has no model {name!r} for {dataset} / {threat}") from None
+        raise InputError(f"RobustBench has no model {name!r} for {dataset} / {threat}") from None
     except Exception as error:  # noqa: BLE001  a download that failed, or an unreadable checkpoint
         if not had_file:
             raise FileNotFoundError(
@@ -86,9 +87,9 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
                 f"downloading it failed ({one_line(error)}): put the file there, or run once with network "
                 "access"
             ) from None
-        raise RuntimeError(f"{spec}: RobustBench could not load {path}: {one_line(error)}") from error
+        raise EnvironmentFault(f"{spec}: RobustBench could not load {path}: {one_line(error)}") from error
     if not isinstance(module, nn.Module):
-        raise TypeError(f"{spec}: robustbench.utils.load_model returned {type(module).__name__}, not a module")
+        raise InputTypeError(f"{spec}: robustbench.utils.load_model returned {type(module).__name__}, not a module")
     return module.eval(), preprocessing, dataset
 
 
@@ -99,7 +100,7 @@ def zoo_preprocessing(name: str, dataset: str, threat: str) -> Preprocessing:
     entry = _zoo_entry(name, dataset, threat) or {}
     key = entry.get("preprocessing") or "Res256Crop224"  # RobustBench's own default for ImageNet
     if key not in PREPROCESSINGS:
-        raise ValueError(
+        raise InputError(
             f"robustbench:{name}: its preprocessing {key!r} is not one lst_fast reproduces "
             f"(it knows {sorted(PREPROCESSINGS)})"
         )

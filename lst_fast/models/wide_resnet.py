@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lst_fast.errors import InputError
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, out_planes: int, stride: int):
@@ -51,7 +53,7 @@ class WideResNet(nn.Module):
     def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10):
         super().__init__()
         if (depth - 4) % 6:
-            raise ValueError(f"depth must be 6k + 4, got {depth}")
+            raise InputError(f"depth must be 6k + 4, got {depth}")
         blocks = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from lst_fast.atomic_files import atomic_write_text
+from lst_fast.errors import InputError
 from lst_fast.evaluation.leaderboard import COLUMNS, SHOWN_SETTINGS, caption, model_folder
 from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
@@ -52,7 +53,7 @@ class SiteOptions:
     ) -> None:
         for name, value, least in (("walk_pages", walk_pages, 0), ("thumbnail", thumbnail, 8), ("frames", frames, 1)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+                raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
         self.walk_pages, self.thumbnail, self.frames, self.seed = walk_pages, thumbnail, frames, seed
 
     def key(self) -> List[Any]:
@@ -86,7 +87,7 @@ def build_site(
     runs, board = load_inputs(paths)
     out = Path(out)
     if out.resolve() in {Path(p).resolve() for p in paths}:
-        raise ValueError(f"--out {out} is one of the input folders; give the site a folder of its own")
+        raise InputError(f"--out {out} is one of the input folders; give the site a folder of its own")
     out.mkdir(parents=True, exist_ok=True)
     env = _environment()
     static = out / "static"

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from lst_fast.errors import InputError
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.leaderboard import model_folder
 from lst_fast.evaluation.store import EvaluationStore
@@ -73,14 +74,14 @@ def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any
     """(the runs, the leaderboard dict or None) of one leaderboard folder or of one or more evaluation
     folders; FileNotFoundError / ValueError naming the folder when one is neither or unfinished."""
     if not paths:
-        raise ValueError("give a leaderboard folder or one or more evaluation folders")
+        raise InputError("give a leaderboard folder or one or more evaluation folders")
     folders = [Path(p) for p in paths]
     for folder in folders:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is not a folder (expected a leaderboard or an `lst-fast eval` folder)")
     boards = [f for f in folders if (f / "leaderboard.json").is_file()]
     if boards and len(folders) > 1:
-        raise ValueError(f"{boards[0]} is a leaderboard folder: give it alone, not with other folders")
+        raise InputError(f"{boards[0]} is a leaderboard folder: give it alone, not with other folders")
     if boards:
         board = json.loads((boards[0] / "leaderboard.json").read_text())
         runs = [_read_run(boards[0] / model_folder(row["model"]), row["model"]) for row in board["rows"]]
@@ -90,7 +91,7 @@ def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any
     for run in runs:  # the model's name, or the folder's where two runs have the same model
         run.name = run.cfg.model if models.count(run.cfg.model) == 1 else f"{run.cfg.model} ({run.folder.name})"
     if len({r.name for r in runs}) != len(runs):
-        raise ValueError(f"two of the folders have the same name and model: {[str(f) for f in folders]}")
+        raise InputError(f"two of the folders have the same name and model: {[str(f) for f in folders]}")
     return runs, None
 
 

@@ -1,0 +1,61 @@
+"""lst_fast's own exceptions: what went wrong is named by the type, so `lst-fast` decides its exit code by
+type alone (as pip and click do). Each is also the standard type it refines (an InputError is a
+ValueError), so callers that catch the standard types keep working.
+
+    LstFastError            the base: an error in what lst_fast was given or where it runs (exit code 1)
+      InputError            a wrong value: an argument, a flag, a file's content (also a ValueError)
+        DataError           a data or result file that is not what it must be (pool.json, an image file)
+        TooFewSources       a model classifies too few of a shared pool's images to be evaluated on it
+      InputTypeError        an argument of the wrong type (also a TypeError)
+      EnvironmentFault      the machine or its software: a missing GPU, a full disk (also a RuntimeError)
+        PeerFailed          under torchrun: another process of the group failed
+      MissingDependency     an optional package that is not installed (also an ImportError)
+
+Anything else that reaches the command line (a KeyError, an error raised inside torch) is unexpected:
+most likely a bug, exit code 2 with the traceback in a file (lst_fast.cli.errors).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DataError",
+    "EnvironmentFault",
+    "InputError",
+    "InputTypeError",
+    "LstFastError",
+    "MissingDependency",
+    "PeerFailed",
+    "TooFewSources",
+]
+
+
+class LstFastError(Exception):
+    """An error in lst_fast's input or environment, with a message that says what and how to fix it."""
+
+
+class InputError(LstFastError, ValueError):
+    """A value given to lst_fast (an argument, a flag, the content of a file) is wrong."""
+
+
+class DataError(InputError):
+    """A data set, pool or result file is not what it must be (names the file)."""
+
+
+class TooFewSources(InputError):
+    """A model classifies too few of a shared pool's images correctly to be evaluated on the pool."""
+
+
+class InputTypeError(LstFastError, TypeError):
+    """An argument of the wrong type."""
+
+
+class EnvironmentFault(LstFastError, RuntimeError):
+    """The machine or its software cannot do what was asked (no such GPU, a file that cannot be written)."""
+
+
+class PeerFailed(EnvironmentFault):
+    """Under torchrun: another process of the group stopped, so this one cannot go on."""
+
+
+class MissingDependency(LstFastError, ImportError):
+    """An optional package that the request needs is not installed."""
