@@ -50,7 +50,7 @@ def test_the_model_and_data_help_lists_every_spec():
 def test_every_subcommand_module_has_the_same_pair_of_functions():
     from lst_fast import cli
 
-    assert set(cli.SUBCOMMANDS) == {"demo", "eval", "report", "info", "run", "compare", "leaderboard", "bench"}
+    assert set(cli.SUBCOMMANDS) == {"demo", "eval", "report", "info", "run", "compare", "leaderboard", "site", "bench"}
     for name, module in cli.SUBCOMMANDS.items():
         assert module.__name__ == f"lst_fast.cli.{name}"
         assert module.HELP and callable(module.add_arguments) and callable(module.command), name

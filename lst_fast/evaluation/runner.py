@@ -40,6 +40,7 @@ from lst_fast.traversal import traverse
 __all__ = [
     "barrier",
     "build_pool",
+    "chunk_seed",
     "pool_config",
     "pool_conflicts",
     "rank_and_world",
@@ -116,6 +117,12 @@ def pool_conflicts(given: Dict[str, object], pool: Pool) -> List[str]:
         if not same:
             problems.append(f"{name} {value} (the pool: {theirs})")
     return problems
+
+
+def chunk_seed(seed: int, round_: int, chunk: int) -> int:
+    """The seed of the start noise of one chunk's walks: by its position alone (so any rank, or a later
+    rerun that records the walk, draws the same noise)."""
+    return seed * 1_000_003 + round_ * 10_007 + chunk
 
 
 def run_evaluation(
@@ -284,7 +291,7 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
     settings = cfg.lst.replace(graph=graph)
     for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, work.device):
         src, tgt = work.chunk_rows(r, c)
-        generator = torch.Generator(device=work.device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
+        generator = torch.Generator(device=work.device).manual_seed(chunk_seed(cfg.seed, r, c))
         res = traverse(work.model, xs, xt, settings, label=label, generator=generator)
         with torch.no_grad():
             still = work.model(res.images).argmax(1) == res.label
