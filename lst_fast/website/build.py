@@ -236,7 +236,7 @@ def _walk_record(part, i: int) -> Dict[str, Any]:
 
 def _alt(model: str, what: str, w: Dict[str, Any], p: float) -> str:
     return (
-        f"{model}: {what} ({w['source_class']} source walked toward a {w['target_class']} target), "
+        f"{model}: {what} ({w['source_class']} source walked toward the {w['target_class']} target), "
         f"{w['source_class']} confidence {p:.3f}"
     )
 

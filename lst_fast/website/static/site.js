@@ -59,7 +59,7 @@ var LST = (function () {
       var img = document.createElement("img");
       img.src = src;
       img.loading = "lazy";
-      img.alt = data.model + ": " + what + " (" + w[SC] + " source walked toward a " + w[TC] + " target), " +
+      img.alt = data.model + ": " + what + " (" + w[SC] + " source walked toward the " + w[TC] + " target), " +
         w[SC] + " confidence " + p.toFixed(3);
       fig.appendChild(img);
       fig.appendChild(text("figcaption", what + " p=" + p.toFixed(3)));
@@ -146,7 +146,7 @@ var LST = (function () {
       var ps = document.querySelectorAll(".pair-p");
       document.querySelectorAll(".pair-output").forEach(function (img, k) {
         img.src = "models/" + img.dataset.slug + "/img/o" + p[0] + "-" + p[1] + "." + img.dataset.ext;
-        img.alt = data.models[k] + ": LST output (" + p[4] + " source walked toward a " + p[5] + " target), " +
+        img.alt = data.models[k] + ": LST output (" + p[4] + " source walked toward the " + p[5] + " target), " +
           p[4] + " confidence " + p[6][k][1].toFixed(3);
         ps[k].textContent = p[6][k][1].toFixed(4);
       });
