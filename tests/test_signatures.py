@@ -33,6 +33,8 @@ NOT_YET = {
     "parameters lst_fast.commands.run_images:run_images",
     "parameters lst_fast.commands.bench:run_bench",
     "parameters lst_fast.geometry:_check_width_arguments",
+    "parameters lst_fast.website.walk_details:walk_details",
+    "call lst_fast.website.build -> lst_fast.website.charts:band_chart",
     "call lst_fast.commands.demo -> lst_fast.commands.plots:image_grid",
     "call lst_fast.commands.demo -> lst_fast.commands.plots:path_strip",
     "call lst_fast.commands.run_images -> lst_fast.commands.plots:path_strip",

@@ -1,6 +1,6 @@
 """The `lst-fast` command line (also `python -m lst_fast`).
 
-One module per subcommand (demo, eval, report, run, compare, leaderboard, bench, info), each with `HELP`,
+One module per subcommand (demo, eval, report, run, compare, leaderboard, site, bench, info), each with `HELP`,
 `add_arguments(parser)` and `command(args) -> exit code`; the flags several of them share are built in
 lst_fast.cli.arguments. The work itself is done by library modules (lst_fast.commands.demo, evaluation, report,
 run_images, compare, bench, distributed) that the subcommands call. Even `lst-fast --help` loads torch:
@@ -19,7 +19,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from lst_fast.cli import bench, compare, demo, evaluate, info, leaderboard, report, run
+from lst_fast.cli import bench, compare, demo, evaluate, info, leaderboard, report, run, site
 from lst_fast.cli.arguments import (
     add_dataclass_arguments,
     add_model_arguments,
@@ -60,6 +60,7 @@ SUBCOMMANDS = {
     "run": run,
     "compare": compare,
     "leaderboard": leaderboard,
+    "site": site,
     "bench": bench,
     "info": info,
 }

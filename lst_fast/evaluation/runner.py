@@ -42,6 +42,7 @@ from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.walk.traversal import traverse
 
 __all__ = [
+    "chunk_seed",
     "own_pool_indices",
     "pool_config",
     "pool_conflicts",
@@ -115,6 +116,12 @@ def pool_conflicts(given: Dict[str, object], pool: Pool) -> List[str]:
         if not same:
             problems.append(f"{name} {value} (the pool: {theirs})")
     return problems
+
+
+def chunk_seed(seed: int, round_: int, chunk: int) -> int:
+    """The seed of the start noise of one chunk's walks: by its position alone (so any rank, or a later
+    rerun that records the walk, draws the same noise)."""
+    return seed * 1_000_003 + round_ * 10_007 + chunk
 
 
 def run_evaluation(
@@ -277,7 +284,7 @@ def _run_chunks(work: _Work, env: RunEnvironment) -> None:
     settings = cfg.lst.replace(graph=env.graph)  # how it runs, not what it computes: not in config.json
     for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, work.device):
         src, tgt = work.chunk_rows(r, c)
-        generator = torch.Generator(device=work.device).manual_seed(cfg.seed * 1_000_003 + r * 10_007 + c)
+        generator = torch.Generator(device=work.device).manual_seed(chunk_seed(cfg.seed, r, c))
         res = traverse(work.model, xs, xt, settings, label=label, generator=generator)
         with torch.no_grad():
             still = work.model(res.images).argmax(1) == res.label

@@ -229,7 +229,10 @@ class EvaluationStore:
     def write_chunk(self, round_: int, chunk: int, tensors: Dict[str, Tensor], cfg: EvalConfig) -> Path:
         metadata = {"round": round_, "chunk": chunk, "config": cfg.to_dict()}
         return atomic_save_tensors(
-            tensors, self.chunk_path(round_, chunk), {METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE
+            tensors,
+            self.chunk_path(round_, chunk),
+            {METADATA_KEY: json.dumps(metadata, allow_nan=False)},
+            RESUME_ADVICE,
         )
 
     def read_chunk(self, round_: int, chunk: int) -> Dict[str, Tensor]:
@@ -258,7 +261,7 @@ class EvaluationStore:
         return atomic_save_tensors(
             {"confidence": confidence},
             self.triangles_path(r1, r2),
-            {METADATA_KEY: json.dumps(metadata)},
+            {METADATA_KEY: json.dumps(metadata, allow_nan=False)},
             RESUME_ADVICE,
         )
 
@@ -298,7 +301,7 @@ class EvaluationStore:
     ) -> Path:
         metadata = {**position, "config": cfg.to_dict()}
         return atomic_save_tensors(
-            tensors, self.simplex_path(k, index), {METADATA_KEY: json.dumps(metadata)}, RESUME_ADVICE
+            tensors, self.simplex_path(k, index), {METADATA_KEY: json.dumps(metadata, allow_nan=False)}, RESUME_ADVICE
         )
 
     def read_simplex(self, k: int, index: int) -> Dict[str, Tensor]:

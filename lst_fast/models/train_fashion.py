@@ -145,8 +145,8 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out), metadata={"lst_fast_model": json.dumps(metadata)})
-    print(json.dumps(metadata, indent=1))
+    save_file(state, str(out), metadata={"lst_fast_model": json.dumps(metadata, allow_nan=False)})
+    print(json.dumps(metadata, indent=1, allow_nan=False))
 
 
 if __name__ == "__main__":

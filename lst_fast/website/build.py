@@ -1,0 +1,471 @@
+"""build_site: the static site of a leaderboard folder or of evaluation folders (`lst-fast site`).
+
+    OUT/index.html                   the leaderboard (or, for evaluation folders, the runs side by side)
+    OUT/side-by-side.html, pairs.js  one pair, every model's LST output (only when the runs are paired)
+    OUT/models/<run>/index.html      Tables 1 and 2 and the gallery of every walk (walks.js: its rows)
+    OUT/models/<run>/walks/*.html    one page per chosen walk: frames, linear path, triangles, width
+    OUT/models/<run>/img/, full/     gallery images (PNG, or JPEG thumbnails of large images); full size
+    OUT/static/                      the style sheet and the script
+    OUT/cache/<run>.safetensors      the model forwards of the walk pages (reused by a rebuild)
+
+Each run's images are written once: OUT/models/<run>/.built records what they were made from, and a
+rebuild with the same files and options skips them (a rebuild after a model is added writes that model's
+part and the pages)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from lst_fast.atomic_files import atomic_write_text
+from lst_fast.errors import InputError
+from lst_fast.evaluation.leaderboard import COLUMNS, SHOWN_SETTINGS, caption, model_folder
+from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
+from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
+from lst_fast.website.charts import band_chart, curve_chart, triangle_map
+from lst_fast.website.images import needs_thumbnail, write_image
+from lst_fast.website.inputs import Run, load_inputs, paired
+from lst_fast.website.walk_details import target_confidences, walk_details
+from lst_fast.website.walks import WalkTable, select_walks, walk_table
+
+__all__ = ["DEFAULT_THUMBNAIL", "DEFAULT_WALK_PAGES", "SiteOptions", "build_site"]
+
+DEFAULT_WALK_PAGES = 12
+DEFAULT_THUMBNAIL = 96
+PACKAGE = Path(__file__).resolve().parent
+
+
+class SiteOptions:
+    """walk_pages: walks per model with a page of their own (None: all); thumbnail: the longest side of a
+    gallery image above which a JPEG thumbnail is shown instead; frames: frames per walk page (about);
+    seed: the sample of walk pages."""
+
+    def __init__(
+        self,
+        walk_pages: Optional[int] = DEFAULT_WALK_PAGES,
+        thumbnail: int = DEFAULT_THUMBNAIL,
+        frames: int = 8,
+        seed: int = 0,
+    ) -> None:
+        for name, value, least in (("walk_pages", walk_pages, 0), ("thumbnail", thumbnail, 8), ("frames", frames, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
+        self.walk_pages, self.thumbnail, self.frames, self.seed = walk_pages, thumbnail, frames, seed
+
+    def key(self) -> List[Any]:
+        return [self.walk_pages, self.thumbnail, self.frames, self.seed]
+
+
+def _templates():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(PACKAGE / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def build_site(
+    paths: Sequence[str],
+    out,
+    options: Optional[SiteOptions] = None,
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
+) -> Path:
+    """Write the site of a leaderboard folder or of evaluation folders (`paths`) into `out`; return the path
+    of its index.html. Reads the result files; runs the model only for the walk pages (cached in out).
+    env: where and how it runs (lst_fast.run_environment: the device, the data and model folders, progress
+    bars)."""
+    options = options or SiteOptions()
+    runs, board = load_inputs(paths)
+    out = Path(out)
+    if out.resolve() in {Path(p).resolve() for p in paths}:
+        raise InputError(f"--out {out} is one of the input folders; give the site a folder of its own")
+    out.mkdir(parents=True, exist_ok=True)
+    templates = _templates()
+    static = out / "static"
+    static.mkdir(exist_ok=True)
+    for name in ("site.css", "site.js"):
+        shutil.copyfile(PACKAGE / "static" / name, static / name)
+    not_paired = paired(runs) if len(runs) > 1 else "there is only one run"
+    pages = [_model_part(run, out, templates, options, env, runs) for run in runs]
+    if board is not None and (Path(paths[0]) / "leaderboard.png").is_file():
+        shutil.copyfile(Path(paths[0]) / "leaderboard.png", out / "leaderboard.png")
+    if not_paired is None:
+        _side_by_side(runs, pages, out, templates)
+    else:
+        (out / "side-by-side.html").unlink(missing_ok=True)
+        (out / "pairs.js").unlink(missing_ok=True)
+    index = out / "index.html"
+    atomic_write_text(index, _index_page(runs, pages, board, not_paired, templates, out))
+    return index
+
+
+# -- one run ----------------------------------------------------------------------------------------------
+
+
+def _class_names(described, data, classes: int) -> List[str]:
+    names = data.class_names or getattr(described, "class_names", None)
+    if names and len(names) >= classes:
+        return [str(n) for n in names]
+    return [f"class {k}" for k in range(classes)]
+
+
+def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs):
+    """Write one run's images, model page and walk pages; return what the other pages need of it."""
+    from lst_fast.data.sources import open_image_set
+    from lst_fast.models import resolve_model
+
+    cfg = run.cfg
+    described = resolve_model(
+        cfg.model, env.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=env.model_dir
+    )
+    data = open_image_set(cfg.data, env.data_root, described.preprocessing)
+    slug = model_folder(run.name)
+    folder = out / "models" / slug
+    table = walk_table(run, data)
+    classes = _class_names(described, data, int(data.labels.max()) + 1)
+    count = len(table) if options.walk_pages is None else options.walk_pages
+    chosen = select_walks(table, count, options.seed)
+    stamp = hashlib.sha256(json.dumps([run.signature(), options.key()]).encode()).hexdigest()
+    built = (folder / ".built").is_file() and (folder / ".built").read_text() == stamp
+    shape = tuple(data.get(table.source[:1]).shape[1:])
+    thumb = needs_thumbnail(torch.empty(shape), options.thumbnail)
+    shown_ext = "jpg" if thumb else "png"
+    model = described.classifier()
+    targets_cache = out / "cache" / f"{slug}-targets.safetensors"
+    target_p = target_confidences(run, model, data, table, cache=targets_cache, device=env.device)
+    chosen_outputs = _write_gallery_images(run, table, data, folder, options, chosen, built, shown_ext)
+    details = walk_details(
+        run,
+        model,
+        data,
+        table,
+        rows=chosen,
+        outputs=chosen_outputs,
+        cache=out / "cache" / f"{slug}.safetensors",
+        frames=options.frames,
+        env=env,
+    )
+    if not built and chosen:
+        _write_full_images(table, data, folder, chosen, chosen_outputs, details, thumb)
+        atomic_write_text(folder / ".built", stamp)
+    part = {
+        "run": run,
+        "slug": slug,
+        "classes": classes,
+        "table": table,
+        "target_p": target_p,
+        "ext": shown_ext,
+        "thumb": thumb,
+        "chosen": set(chosen),
+        "shape": shape,
+    }
+    _walk_pages(part, details, chosen, folder, templates)
+    _model_page(part, folder, templates, runs)
+    return part
+
+
+def _write_gallery_images(run: Run, table: WalkTable, data, folder: Path, options, chosen, built, ext):
+    """Every walk's LST output and every source and target, at the gallery's size (unless built); returns
+    the chosen walks' stored outputs (full size, float)."""
+    wanted = {i: k for k, i in enumerate(chosen)}
+    outputs: List[Optional[torch.Tensor]] = [None] * len(chosen)
+    img = folder / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    row = 0
+    for r in range(run.cfg.rounds):
+        for c in range(run.chunks):
+            images = run.store.read_chunk(r, c)["images"]
+            for k in range(images.shape[0]):
+                if row in wanted:
+                    outputs[wanted[row]] = images[k]
+                if not built:
+                    write_image(images[k], img / f"o{r}-{int(table.position[row])}.{ext}", options.thumbnail)
+                row += 1
+    if not built:
+        indices = torch.unique(torch.cat([table.source, table.target]))
+        for start in range(0, len(indices), 256):
+            part = indices[start : start + 256]
+            for index, image in zip(part.tolist(), data.get(part), strict=True):
+                write_image(image, img / f"d{index}.{ext}", options.thumbnail)
+    return torch.stack(outputs) if outputs else torch.empty(0)  # type: ignore[arg-type]
+
+
+def _write_full_images(table: WalkTable, data, folder: Path, chosen, outputs, details, thumb: bool) -> None:
+    """The walk pages' images at full size: the frames (and, where the gallery shows thumbnails, the
+    source, the output and the target)."""
+    full = folder / "full"
+    full.mkdir(parents=True, exist_ok=True)
+    for k, i in enumerate(chosen):
+        name = f"{int(table.round[i])}-{int(table.position[i])}"
+        for f, frame in enumerate(details["frames"][k]):
+            write_image(frame.float() / 255, full / f"f{name}-{f}.png")  # the same 8-bit values back
+        if thumb:
+            write_image(outputs[k], full / f"o{name}.png")
+            for index in (int(table.source[i]), int(table.target[i])):
+                write_image(data.get(torch.tensor([index]))[0], full / f"d{index}.png")
+
+
+def _walk_record(part, i: int) -> Dict[str, Any]:
+    t: WalkTable = part["table"]
+    classes = part["classes"]
+    r, pos = int(t.round[i]), int(t.position[i])
+    return {
+        "round": r,
+        "position": pos,
+        "source": int(t.source[i]),
+        "target": int(t.target[i]),
+        "source_class": classes[int(t.source_class[i])],
+        "target_class": classes[int(t.target_class[i])],
+        "p0": float(t.initial_confidence[i]),
+        "p": float(t.confidence[i]),
+        "rms": float(t.rms[i]),
+        "striking": float(t.striking[i]),
+        "pt": float(part["target_p"][i]),
+        "name": f"{r}-{pos}",
+    }
+
+
+def _alt(model: str, what: str, w: Dict[str, Any], p: float) -> str:
+    return (
+        f"{model}: {what} ({w['source_class']} source walked toward the {w['target_class']} target), "
+        f"{w['source_class']} confidence {p:.3f}"
+    )
+
+
+def _walk_pages(part, details, chosen: List[int], folder: Path, templates) -> None:
+    run: Run = part["run"]
+    pages = folder / "walks"
+    pages.mkdir(parents=True, exist_ok=True)
+    names = {_walk_record(part, i)["name"] for i in chosen}
+    for stale in pages.glob("*.html"):  # a page of an earlier build's choice
+        if stale.stem not in names:
+            stale.unlink()
+    if not chosen:
+        return
+    triangles = run.triangles()
+    n = run.cfg.triangle_n
+    template = templates.get_template("walk.html")
+    iterations = details["frame_iterations"].tolist()
+    radii = details["radii"].tolist()
+    for k, i in enumerate(chosen):
+        w = _walk_record(part, i)
+        ext = "png" if part["thumb"] else part["ext"]
+        where = "../full/" if part["thumb"] else "../img/"
+        frames = [
+            {
+                "src": f"../full/f{w['name']}-{f}.png",
+                "iteration": it,
+                "p": float(details["frame_confidence"][k, f]),
+            }
+            for f, it in enumerate(iterations)
+        ]
+        maps = []
+        for (r1, r2), conf in sorted(triangles.items()):
+            if w["round"] not in (r1, r2):
+                continue
+            values = conf[w["position"]]
+            title = (
+                f"{run.name}: {w['source_class']} confidence over the triangle (source, output of round {r1}, "
+                f"output of round {r2}): min {float(values.min()):.3f}, mean {float(values.mean()):.3f}"
+            )
+            maps.append(
+                {
+                    "svg": triangle_map(values, n, title),
+                    "title": title,
+                    "corners": [
+                        (f"../img/d{w['source']}.{part['ext']}", "source"),
+                        (f"../img/o{r1}-{w['position']}.{part['ext']}", f"output, round {r1}"),
+                        (f"../img/o{r2}-{w['position']}.{part['ext']}", f"output, round {r2}"),
+                    ],
+                }
+            )
+        line = details["line"][k].tolist()
+        steps = [s / (len(line) - 1) for s in range(len(line))]
+        html = template.render(
+            model=run.name,
+            slug=part["slug"],
+            w=w,
+            exact=bool(details["exact"][k]),
+            frames=frames,
+            source_img=f"{where}d{w['source']}.{ext}",
+            target_img=f"{where}d{w['target']}.{ext}",
+            output_img=f"{where}o{w['name']}.{ext}",
+            alt_source=_alt(run.name, "source", w, w["p0"]),
+            alt_output=_alt(run.name, "LST output", w, w["p"]),
+            alt_target=_alt(run.name, "target", w, w["pt"]),
+            line_svg=curve_chart(
+                steps,
+                line,
+                f"{run.name}: {w['source_class']} confidence along the line from the source (t = 0) to the "
+                f"LST output (t = 1)",
+                "t",
+            ),
+            width_svg=band_chart(
+                radii,
+                details["width_low"][k].tolist(),
+                details["width_high"][k].tolist(),
+                f"{run.name}: 5% and 95% quantiles of the {w['source_class']} confidence over 64 random "
+                "directions orthogonal to (output - source), against the radius",
+                "radius (l2)",
+            ),
+            maps=maps,
+            settings=_settings_text(run.cfg.to_dict()),
+            depth="../../../",
+        )
+        atomic_write_text(pages / f"{w['name']}.html", html)
+
+
+def _settings_text(config: Dict[str, Any]) -> str:
+    return ", ".join(f"{short}={config.get(key)}" for key, short in SHOWN_SETTINGS)
+
+
+def _table_rows(tables: Dict[str, Any]) -> List[Dict[str, Any]]:
+    found = []
+    for key, columns, headers in (("table1", TABLE1, TABLE1_HEADERS), ("table2", TABLE2, TABLE2_HEADERS)):
+        values = tables.get(key, {})
+        cells = [(headers[c], values[c]) for c in columns if c in values]
+        found.append({"title": TITLES[key], "cells": cells})
+    return found
+
+
+def _model_page(part, folder: Path, templates, runs) -> None:
+    run: Run = part["run"]
+    records = []
+    for i in range(len(part["table"])):
+        w = _walk_record(part, i)
+        records.append(
+            [
+                w["round"],
+                w["position"],
+                w["source"],
+                w["target"],
+                w["source_class"],
+                w["target_class"],
+                round(w["p0"], 4),
+                round(w["p"], 4),
+                round(w["rms"], 4),
+                round(w["striking"], 4),
+                1 if i in part["chosen"] else 0,
+                round(w["pt"], 4),
+            ]
+        )
+    script = "window.LST_WALKS = " + json.dumps(
+        {"model": run.name, "ext": part["ext"], "walks": records}, separators=(",", ":"), allow_nan=False
+    )
+    atomic_write_text(folder / "walks.js", script + ";\n")
+    classes = sorted({r[4] for r in records} | {r[5] for r in records}, key=part["classes"].index)
+    html = templates.get_template("model.html").render(
+        model=run.name,
+        tables=_table_rows(run.tables),
+        config=run.cfg.to_dict(),
+        walks=len(records),
+        pages=len(part["chosen"]),
+        classes=classes,
+        thumb=part["thumb"],
+        shape=part["shape"],
+        others=[{"name": r.name, "slug": model_folder(r.name)} for r in runs],
+        depth="../../",
+    )
+    atomic_write_text(folder / "index.html", html)
+
+
+# -- the pages over every run -----------------------------------------------------------------------------
+
+
+def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
+    first = parts[0]
+    pairs = []
+    for i in range(len(first["table"])):
+        w = _walk_record(first, i)
+        outputs = [[p["slug"], round(float(p["table"].confidence[i]), 4)] for p in parts]
+        pairs.append(
+            [w["round"], w["position"], w["source"], w["target"], w["source_class"], w["target_class"], outputs]
+        )
+    data = {"models": [r.name for r in runs], "ext": [p["ext"] for p in parts], "first": first["slug"], "pairs": pairs}
+    atomic_write_text(out / "pairs.js", "window.LST_PAIRS = " + json.dumps(data, separators=(",", ":")) + ";\n")
+    html = templates.get_template("side_by_side.html").render(
+        models=[{"name": r.name, "slug": p["slug"], "ext": p["ext"]} for r, p in zip(runs, parts, strict=True)],
+        first=first["slug"],
+        first_ext=first["ext"],
+        pair=data["pairs"][0],
+        pairs=len(pairs),
+        depth="",
+    )
+    atomic_write_text(out / "side-by-side.html", html)
+
+
+def _bar(cell: Dict[str, float], low: float, high: float) -> Dict[str, float]:
+    """Where an interval sits in its column's range, in percent (for the bar under the number)."""
+    span = (high - low) or 1.0
+    left = (cell["low"] - low) / span * 100
+    return {
+        "left": left,
+        "width": max(1.0, (cell["high"] - cell["low"]) / span * 100),
+        "mean": (cell["mean"] - low) / span * 100,
+    }
+
+
+def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], templates, out: Path) -> str:
+    if board is None:
+        columns = [("sources", "sources")] + [(f"table1.{c}", TABLE1_HEADERS[c]) for c in ("rms", "confidence")]
+        columns += [(f"table2.{c}", TABLE2_HEADERS[c]) for c in ("mean", "frac_above_0.2")]
+        rows = []
+        for run, part in zip(runs, parts, strict=True):
+            cells = [{"text": str(run.tables["sources"]), "value": run.tables["sources"]}]
+            for key, _ in columns[1:]:
+                table, column = key.split(".", 1)
+                mean, std = run.tables[table][column]
+                cells.append({"text": f"{mean:.3f} ± {std:.3f}", "value": mean})
+            rows.append(
+                {"model": run.name, "slug": part["slug"], "cells": cells, "settings": _settings_text(run.cfg.to_dict())}
+            )
+        return templates.get_template("runs.html").render(
+            columns=[c[1] for c in columns], rows=rows, not_paired=not_paired, depth=""
+        )
+    keys = list(board["columns"])
+    rows = []
+    for row, part in zip(board["rows"], parts, strict=True):
+        cells = []
+        for key in keys:
+            cell = row["values"][key]
+            finite = [r["values"][key] for r in board["rows"] if r["values"][key]["mean"] == r["values"][key]["mean"]]
+            low = min((c["low"] for c in finite), default=0.0)
+            high = max((c["high"] for c in finite), default=1.0)
+            known = cell["mean"] == cell["mean"]
+            cells.append(
+                {
+                    "text": f"{cell['mean']:.3f}" if known else "n/a",
+                    "interval": f"[{cell['low']:.3f}, {cell['high']:.3f}]" if known else "",
+                    "value": cell["mean"] if known else "",
+                    "bar": _bar(cell, low, high) if known else None,
+                }
+            )
+        rows.append(
+            {
+                "rank": row["rank"],
+                "rank_label": row["rank_label"],
+                "model": row["model"],
+                "slug": part["slug"],
+                "sources": row["sources"],
+                "cells": cells,
+                "settings": _settings_text(row["config"]),
+            }
+        )
+    return templates.get_template("leaderboard.html").render(
+        board=board,
+        columns=[{"key": k, "header": board["columns"][k], "higher": COLUMNS[k][2]} for k in keys],
+        rows=rows,
+        caption=caption(board),
+        figure=(out / "leaderboard.png").is_file(),
+        not_paired=not_paired,
+        depth="",
+    )

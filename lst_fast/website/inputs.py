@@ -1,0 +1,112 @@
+"""What a site is built from: a finished leaderboard folder, one `lst-fast eval` folder, or several. Read
+through the evaluation's own loaders (EvaluationStore, load_pool, leaderboard.json); nothing is rerun."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from lst_fast.errors import InputError
+from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.leaderboard import model_folder
+from lst_fast.evaluation.store import EvaluationStore
+from lst_fast.evaluation.tables import round_pairs
+
+__all__ = ["Run", "load_inputs", "paired"]
+
+# The per-walk tensors of a round that the site shows (the LST outputs are read separately, per model).
+WALK_KEYS = ("source", "target", "initial_confidence", "confidence", "rms", "linf", "still_source", "accepted_steps")
+
+
+@dataclasses.dataclass
+class Run:
+    """One finished evaluation: its name on the site, folder, configuration, tables and per-round results
+    (each round's tensors concatenated over its chunks, in source order)."""
+
+    name: str
+    folder: Path
+    cfg: EvalConfig
+    tables: Dict[str, Any]
+    rounds: List[Dict[str, Tensor]]
+    chunks: int
+
+    @property
+    def store(self) -> EvaluationStore:
+        return EvaluationStore(self.folder)
+
+    def triangles(self) -> Dict[Tuple[int, int], Tensor]:
+        """Each pair of rounds' triangle confidences (sources, grid points), where the file is there."""
+        found = {}
+        for r1, r2 in round_pairs(self.cfg.rounds):
+            if self.store.triangles_path(r1, r2).is_file():
+                found[(r1, r2)] = self.store.read_triangles(r1, r2)
+        return found
+
+    def signature(self) -> str:
+        """What this run's part of the site depends on: its configuration, its tables and the sizes and
+        times of its result files (a recomputed file changes it)."""
+        files = sorted(self.store.results.iterdir())
+        stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+        return json.dumps([self.cfg.to_dict(), self.tables, stamp], sort_keys=True)
+
+
+def _read_run(folder: Path, name: str) -> Run:
+    store = EvaluationStore(folder)
+    if not store.config_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} is neither a leaderboard folder (leaderboard.json) nor an evaluation folder (config.json)"
+        )
+    store.require_finished()
+    cfg, chunks = store.read_config(), store.chunks_per_round()
+    rounds = []
+    for r in range(cfg.rounds):
+        parts = [{k: v for k, v in store.read_chunk(r, c).items() if k in WALK_KEYS} for c in range(chunks)]
+        rounds.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+    return Run(name, folder, cfg, store.read_tables(), rounds, chunks)
+
+
+def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any]]]:
+    """(the runs, the leaderboard dict or None) of one leaderboard folder or of one or more evaluation
+    folders; FileNotFoundError / ValueError naming the folder when one is neither or unfinished."""
+    if not paths:
+        raise InputError("give a leaderboard folder or one or more evaluation folders")
+    folders = [Path(p) for p in paths]
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a folder (expected a leaderboard or an `lst-fast eval` folder)")
+    boards = [f for f in folders if (f / "leaderboard.json").is_file()]
+    if boards and len(folders) > 1:
+        raise InputError(f"{boards[0]} is a leaderboard folder: give it alone, not with other folders")
+    if boards:
+        board = json.loads((boards[0] / "leaderboard.json").read_text())
+        runs = [_read_run(boards[0] / model_folder(row["model"]), row["model"]) for row in board["rows"]]
+        return runs, board
+    runs = [_read_run(f, "") for f in folders]
+    models = [r.cfg.model for r in runs]
+    for run in runs:  # the model's name, or the folder's where two runs have the same model
+        run.name = run.cfg.model if models.count(run.cfg.model) == 1 else f"{run.cfg.model} ({run.folder.name})"
+    if len({r.name for r in runs}) != len(runs):
+        raise InputError(f"two of the folders have the same name and model: {[str(f) for f in folders]}")
+    return runs, None
+
+
+def paired(runs: Sequence[Run]) -> Optional[str]:
+    """None when every run walks the same pairs (the same source and target indices, in the same order, in
+    every round, read from the result files themselves); else why not, in a few words."""
+    first = runs[0]
+    for run in runs[1:]:
+        if run.cfg.rounds != first.cfg.rounds:
+            return f"{first.name} has {first.cfg.rounds} rounds, {run.name} {run.cfg.rounds}"
+        if run.cfg.data != first.cfg.data:
+            return f"{first.name} ran on {first.cfg.data}, {run.name} on {run.cfg.data}"
+        for r, (a, b) in enumerate(zip(first.rounds, run.rounds, strict=True)):
+            if not torch.equal(a["source"], b["source"]):
+                return f"{first.name} and {run.name} have different source images (round {r})"
+            if not torch.equal(a["target"], b["target"]):
+                return f"{first.name} and {run.name} have different targets (round {r})"
+    return None
