@@ -116,7 +116,7 @@ ARCH_ENTRY = re.compile(r"(\d+\.\d+[af]?)(\+PTX)?")  # 9.0, 9.0a (arch-specific)
 
 def parse_arch_list(text: str) -> tuple:
     """TORCH_CUDA_ARCH_LIST ("8.0;9.0a;12.0+PTX", separators ; or space) -> (cubin architectures, PTX
-    ones), as lst_fast/_C_cuda<N>.json lists them (lst_fast.cuda_compat reads the a/f suffixes). Anything
+    ones), as lst_fast/_C_cuda<N>.json lists them (lst_fast.backends.cuda_compat reads the a/f suffixes). Anything
     else (torch's names such as "Hopper", or "native") stops the build with a message, since the module's
     description must say exactly which GPUs its code runs on."""
     arches, ptx = [], []

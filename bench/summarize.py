@@ -13,7 +13,7 @@ import argparse
 import json
 from collections import defaultdict
 
-from lst_fast.bench import MODES, setup_seconds, steady_rate
+from lst_fast.commands.bench import MODES, setup_seconds, steady_rate
 
 LST_METHODS = [mode.replace("-", "_") for mode in MODES]  # the benchmarks' names for `lst-fast bench`'s modes
 

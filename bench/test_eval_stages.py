@@ -2,7 +2,7 @@
 them, so that bench/RESULTS.md can project each stage for the paper's ImageNet protocol.
 
     pool       the pool stage as the evaluation builds it (`pool_stage` below:
-               lst_fast.evaluation.runner.build_pool, a seeded scan that stops when the pool is full);
+               lst_fast.evaluation.runner.own_pool_indices, a seeded scan that stops when the pool is full);
                images decoded and forwarded per second, and how many it read. Plus decode alone (JPEG
                decode, resize, crop at 224 px, as ImageNet val needs) through a DataLoader with 0 and N
                worker processes.
@@ -37,8 +37,9 @@ from lst_fast.data.preprocessing import IMAGENET_EVAL
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.geometry import triangle_confidence
-from lst_fast.settings import EVALUATION_SETTINGS
-from lst_fast.traversal import traverse
+from lst_fast.run_environment import RunEnvironment
+from lst_fast.walk.settings import EVALUATION_SETTINGS
+from lst_fast.walk.traversal import traverse
 from conftest import environment, median_seconds, sync
 
 DEVICES = ["cpu", "cuda"]  # cuda cases skip without a GPU
@@ -70,7 +71,7 @@ def pool_stage(model: torch.nn.Module, data: ImageSet, cfg: EvalConfig, device: 
     builder scans the data set in a seeded order and stops when the pool is full (until 2026-12-04 it
     scanned the whole data set), so the count is what it read, and the rate stays images decoded and
     forwarded per second."""
-    from lst_fast.evaluation.runner import build_pool
+    from lst_fast.evaluation.runner import own_pool_indices
 
     forwarded = []
 
@@ -78,7 +79,7 @@ def pool_stage(model: torch.nn.Module, data: ImageSet, cfg: EvalConfig, device: 
         forwarded.append(images.shape[0])
         return model(images)
 
-    return build_pool(counting, data, cfg, device), sum(forwarded)
+    return own_pool_indices(counting, data, cfg, RunEnvironment(device=device)), sum(forwarded)
 
 
 def case_sizes(benchmark, model_name: str, device: str) -> dict:
@@ -367,7 +368,7 @@ def test_evaluation_on_files(benchmark, tmp_path_factory, device, model_name):
     base = tmp_path_factory.mktemp("evaluations")
 
     def fresh_folder():
-        return (cfg, base / str(next(outs))), {"device": device, "progress": False}
+        return (cfg, base / str(next(outs))), {"env": RunEnvironment(device=device, progress=False)}
 
     opened = []
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lst_fast.bench import MODES, mode_runner
+from lst_fast.commands.bench import MODES, mode_runner
 from conftest import environment, median_seconds, sync
 
 # model -> device -> (batch, image size, k: the short span's iterations, k of the fp32 loops). The CPU

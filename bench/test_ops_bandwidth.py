@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from lst_fast import ops
-from lst_fast._extension import has_native_kernel
+from lst_fast.backends._extension import has_native_kernel
 from conftest import environment, median_seconds, sync
 
 # (N, C, H, W): an ImageNet batch and a small-image batch; smaller on the CPU (2 cores).

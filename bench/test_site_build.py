@@ -27,6 +27,7 @@ from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import round_pairs, summarize, table1_per_pair, table2_per_source, tables_markdown
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_weights
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 from lst_fast.website import SiteOptions, build_site
 from conftest import environment
 
@@ -128,7 +129,7 @@ def test_site_size_and_build_time(benchmark, tmp_path_factory):
     def build():
         out = tmp_path_factory.mktemp("site")
         start = time.perf_counter()
-        build_site(folders, out, SiteOptions(), progress=False)
+        build_site(folders, out, SiteOptions(), env=QUIET_ENVIRONMENT)
         sites.append((out, time.perf_counter() - start))
 
     benchmark.pedantic(build, rounds=1, iterations=1)

@@ -1,7 +1,7 @@
 // Memory-safety guards and layout helpers shared by the CPU and CUDA kernels, on the LibTorch stable ABI
 // (torch/csrc/stable, torch/headeronly) only. The argument contract of the operators (what is accepted,
 // and the message that names the argument otherwise) is not here: it is written once, in
-// lst_fast/op_checks.py, and runs before every call of the public ops torch.ops.lst_fast.*, which then
+// lst_fast/backends/op_checks.py, and runs before every call of the public ops torch.ops.lst_fast.*, which then
 // call these kernels (torch.ops.lst_fast_kernels.*). A kernel called directly only refuses, tersely, the
 // arguments that would take it outside its tensors' memory. The few things the stable API lacks (an
 // opmath type, a dtype switch, the non-overlapping-and-dense test) are small helpers here.
@@ -186,7 +186,7 @@ class RowDenseViews {
 
 // ---- memory-safety guards ---------------------------------------------------------------------------
 // What each kernel needs to stay inside its tensors: ranks, sizes, element types, one device. Scalars,
-// aliasing and the exact message are lst_fast/op_checks.py's business (a NaN step or an aliased output
+// aliasing and the exact message are lst_fast/backends/op_checks.py's business (a NaN step or an aliased output
 // gives wrong numbers, never a wrong address).
 
 inline void refuse_unless(bool ok, const char* name) {

@@ -6,7 +6,7 @@
 // so there is nothing to bind with pybind11.
 //
 // The kernels are registered as lst_fast_kernels::*. The public operators, torch.ops.lst_fast.*, are
-// defined in lst_fast/ops.py with the same schemas: they check the arguments (lst_fast/op_checks.py, the
+// defined in lst_fast/ops.py with the same schemas: they check the arguments (lst_fast/backends/op_checks.py, the
 // one written contract), then call these kernels or, without them, the pure-PyTorch reference. Called
 // directly, a kernel only refuses what would take it outside its tensors' memory (kernel_guards.h).
 #include <Python.h>
@@ -28,7 +28,7 @@ PyMODINIT_FUNC PyInit__C(void) {
 }
 
 STABLE_TORCH_LIBRARY(lst_fast_kernels, m) {
-  // The semantics are those of the public ops (lst_fast/ops.py, lst_fast/reference.py, cuda/launchers.h).
+  // The semantics are those of the public ops (lst_fast/ops.py, lst_fast/backends/reference.py, cuda/launchers.h).
   m.def(
       "orthogonal_step(Tensor x, Tensor target, Tensor grad, Tensor(a!) adv, float step_size, "
       "float adv_step_size, float lo, float hi) -> Tensor");

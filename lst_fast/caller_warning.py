@@ -1,5 +1,5 @@
 """Warnings attributed to the caller's line: the first frame outside lst_fast, wherever in lst_fast the warning
-is raised, so a filter or a report names the user's file (not `lst_fast/traversal.py`) whatever the depth."""
+is raised, so a filter or a report names the user's file (not `lst_fast/walk/traversal.py`) whatever the depth."""
 
 from __future__ import annotations
 

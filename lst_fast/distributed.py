@@ -14,9 +14,9 @@ import contextlib
 import math
 import os
 from datetime import timedelta
-from typing import Iterator
+from typing import Iterator, Tuple
 
-from lst_fast.errors import EnvironmentFault, InputError
+from lst_fast.errors import EnvironmentFault, InputError, PeerFailed
 
 __all__ = ["DEFAULT_JOIN_TIMEOUT_S", "RUN_TIMEOUT", "process_group", "world_size"]
 
@@ -75,3 +75,29 @@ def _join(dist, backend: str, join_timeout_s: float) -> None:
 
         set_timeout = distributed_c10d._set_pg_timeout
     set_timeout(RUN_TIMEOUT)
+
+
+def rank_and_world() -> Tuple[int, int]:
+    """(rank, world size) of the initialized torch.distributed group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier(world: int) -> None:
+    """Wait for every process of the group (nothing to wait for in one process). A barrier that fails
+    because another process stopped (its connection closed, the collective timed out) is PeerFailed:
+    one line saying so, the failed process's own message says why."""
+    if world > 1:
+        import torch.distributed as dist
+
+        try:
+            dist.barrier()
+        except RuntimeError as error:  # torch's DistBackendError and DistNetworkError are RuntimeErrors
+            cause = " ".join(str(error).split())[:200]
+            raise PeerFailed(
+                f"rank {dist.get_rank()} of {world}: another process of the group failed or stopped, so this "
+                f"one stops too (its own error line says why; here: {cause})"
+            ) from error

@@ -2,7 +2,7 @@
 triangles (convex hulls) between a source and its LST outputs and over k-simplices sampled uniformly
 (Dirichlet weights), and the width across the step direction. Every interpolated image comes from the
 batched simplex-points operator, and the model runs without gradients in memory-sized chunks, under
-lst_fast.runtime's contexts for its precision."""
+lst_fast.walk.runtime's contexts for its precision."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import torch
 from torch import Tensor
 
-from lst_fast import ops, prepared_model, runtime, validation
-from lst_fast.confidence import class_probability
+from lst_fast import ops
 from lst_fast.errors import InputError, InputTypeError
-from lst_fast.settings import check_precision
+from lst_fast.walk import prepared_model, runtime, validation
+from lst_fast.walk.confidence import class_probability
+from lst_fast.walk.settings import check_precision
 
 if TYPE_CHECKING:
-    from lst_fast.result import TraversalResult
+    from lst_fast.walk.result import TraversalResult
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # model inputs per forward pass
 # Interpolated points per pass on the CPU, where batches that outgrow the caches run slower

@@ -2,7 +2,7 @@
 
 torch.ops.lst_fast.{orthogonal_step, confidence_accept, simplex_points} are defined here, in Python, so
 they exist whether or not the compiled extension loaded. Every call, through the dispatcher or through
-the wrappers below, runs the argument checks of lst_fast.op_checks (the only place where the rules and
+the wrappers below, runs the argument checks of lst_fast.backends.op_checks (the only place where the rules and
 messages are written), then the compiled kernel (torch.ops.lst_fast_kernels.*, csrc/) when one is
 registered for the input's device, and the pure-PyTorch reference otherwise (or when asked with
 backend="reference"). So the same arguments get the same answer on every backend, and the checks run
@@ -20,11 +20,11 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 from torch import Tensor
 
-from lst_fast import op_checks, reference
-from lst_fast._extension import KERNEL_NAMESPACE, cuda_module_name, has_native_kernel, has_ops
-from lst_fast.cuda_compat import cuda_kernels_fit
+from lst_fast.backends import op_checks, reference
+from lst_fast.backends._extension import KERNEL_NAMESPACE, cuda_module_name, has_native_kernel, has_ops
+from lst_fast.backends.cuda_compat import cuda_kernels_fit
 from lst_fast.errors import EnvironmentFault, MissingDependency
-from lst_fast.settings import check_backend
+from lst_fast.walk.settings import check_backend
 
 # The public schemas. The compiled kernels (csrc/lst_fast.cpp) declare the same ones under
 # KERNEL_NAMESPACE; tests/test_ops.py::test_kernel_schemas_match_the_public_ones holds them together.
@@ -60,7 +60,7 @@ def _use_native(name: str, device: torch.device, backend: str) -> bool:
     if native and device.type == "cuda" and not cuda_kernels_fit(device, cuda_module_name()):
         native = False
     if backend == "native" and not native:
-        from lst_fast._extension import backend_info
+        from lst_fast.backends._extension import backend_info
 
         raise EnvironmentFault(
             f"backend='native' but lst_fast::{name} has no compiled kernel for {device.type} "

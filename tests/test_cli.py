@@ -52,7 +52,8 @@ def test_every_subcommand_module_has_the_same_pair_of_functions():
 
     assert set(cli.SUBCOMMANDS) == {"demo", "eval", "report", "info", "run", "compare", "leaderboard", "site", "bench"}
     for name, module in cli.SUBCOMMANDS.items():
-        assert module.__name__ == f"lst_fast.cli.{name}"
+        # each module is named after its subcommand; eval's is cli/evaluate.py (not the builtin's name)
+        assert module.__name__ == f"lst_fast.cli.{ {'eval': 'evaluate'}.get(name, name) }"
         assert module.HELP and callable(module.add_arguments) and callable(module.command), name
 
 
@@ -72,7 +73,7 @@ def test_version_and_usage_errors(capsys):
 def test_run_flags_are_traverse_settings():
     """run's defaults are the settings dataclass's own, and its flags make an LSTSettings for traverse."""
     from lst_fast.cli.run import add_traverse_arguments, run_settings
-    from lst_fast.settings import LSTSettings
+    from lst_fast.walk.settings import LSTSettings
 
     parser = argparse.ArgumentParser()
     add_traverse_arguments(parser)
@@ -128,7 +129,7 @@ def test_device_defaults_to_auto_which_picks_cuda_only_when_torch_sees_a_gpu(tmp
 
 def test_a_device_without_data_is_refused_by_name(capsys):
     """--device meta used to reach torch.Generator(device="meta"): "META device type not an accelerator"."""
-    from lst_fast.validation import check_device
+    from lst_fast.walk.validation import check_device
 
     assert check_device("cuda:1") == torch.device("cuda", 1)  # a name is checked, not the machine
     with pytest.raises(ValueError, match="generator is the meta device, which holds no values"):
@@ -187,7 +188,7 @@ def test_an_internal_error_exits_2_and_writes_its_traceback_to_a_file(bug, monke
 
 def test_which_errors_are_expected():
     from lst_fast.cli.errors import is_expected
-    from lst_fast.settings import LSTSettings
+    from lst_fast.walk.settings import LSTSettings
 
     def caught(call):
         try:
@@ -205,7 +206,7 @@ def test_which_errors_are_expected():
 
 
 def test_pairing():
-    from lst_fast.run_images import make_pairs
+    from lst_fast.commands.run_images import make_pairs
 
     assert make_pairs(2, 2, "in-order") == [(0, 0), (1, 1)]
     assert make_pairs(3, 1, "in-order") == [(0, 0), (1, 0), (2, 0)]
@@ -289,7 +290,7 @@ def test_run_on_image_files_with_a_shipped_model(image_files, tmp_path, capsys):
 def test_run_with_a_timm_model_uses_its_preprocessing(image_files, tmp_path):
     from PIL import Image
 
-    from lst_fast.run_images import run_images
+    from lst_fast.commands.run_images import run_images
 
     numbers = run_images(
         "timm:resnet18",
@@ -312,11 +313,12 @@ def test_run_with_a_timm_model_uses_its_preprocessing(image_files, tmp_path):
 @pytest.fixture(scope="module")
 def evaluations(tmp_path_factory):
     from lst_fast.evaluation import EvalConfig, run_evaluation
+    from lst_fast.run_environment import QUIET_ENVIRONMENT
 
     root = tmp_path_factory.mktemp("evals")
     small = dict(data="fashion-mnist-sample", num_samples=6, rounds=2, iterations=2, chunk_size=4)
-    run_evaluation(EvalConfig(**small), root / "cnn", progress=False)
-    run_evaluation(EvalConfig(**small, model="cnn-robust", threshold=0.1), root / "robust", progress=False)
+    run_evaluation(EvalConfig(**small), root / "cnn", env=QUIET_ENVIRONMENT)
+    run_evaluation(EvalConfig(**small, model="cnn-robust", threshold=0.1), root / "robust", env=QUIET_ENVIRONMENT)
     return root
 
 
@@ -359,7 +361,7 @@ def test_compare_refuses_unfinished_folders_by_name(evaluations, tmp_path, capsy
 
 
 def test_bench_runs_once_at_tiny_sizes(tmp_path, capsys):
-    from lst_fast.bench import default_modes
+    from lst_fast.commands.bench import default_modes
 
     assert "lst-bf16-graph" not in default_modes("cpu") and "lst-bf16-graph" in default_modes("cuda")
     out = tmp_path / "speed"
@@ -398,7 +400,7 @@ def test_bench_runs_once_at_tiny_sizes(tmp_path, capsys):
 
 
 def test_steady_rate_and_setup_split_a_call():
-    from lst_fast.bench import setup_seconds, steady_rate
+    from lst_fast.commands.bench import setup_seconds, steady_rate
 
     # 2 s of set-up, then 0.01 s per iteration for a batch of 8: k=10 takes 2.1 s, 3k=30 takes 2.3 s.
     assert steady_rate(8, 10, 2.1, 2.3) == pytest.approx(8 / 0.01)
@@ -407,14 +409,15 @@ def test_steady_rate_and_setup_split_a_call():
 
 
 def test_fp32_baselines_run_without_tf32(monkeypatch):
-    from lst_fast import bench, runtime
+    from lst_fast.commands import bench
+    from lst_fast.walk import runtime
 
     seen = []
 
     def spy(model, x, y, iterations):
         seen.append([getattr(owner, name) == full for owner, name, full in runtime._tf32_switches(torch.backends)])
 
-    import lst_fast.baselines as baselines
+    import lst_fast.commands.baselines as baselines
 
     monkeypatch.setattr(baselines, "paper_loop", spy)
     monkeypatch.setattr(baselines, "one_pass_loop", spy)
@@ -429,7 +432,7 @@ def test_each_baseline_runs_under_the_cudnn_setting_of_its_lst_mode(monkeypatch)
     replaced by the identity (what is compiled does not matter here)."""
     from torch import nn
 
-    from lst_fast import bench
+    from lst_fast.commands import bench
 
     seen = []
 

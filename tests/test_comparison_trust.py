@@ -14,6 +14,7 @@ import torch
 
 from lst_fast.cli import main as cli_main
 from lst_fast.evaluation.pool import build_pool
+from lst_fast.run_environment import QUIET_ENVIRONMENT, RunEnvironment
 
 DATA = "fashion-mnist-sample"
 FAST = ["--iterations", "2", "--chunk-size", "8", "--no-progress"]
@@ -44,7 +45,7 @@ def _one_error_line(capsys, code):
 
 
 def test_eval_on_a_pool_takes_its_seed_and_rounds_and_refuses_other_values(tmp_path, capsys):
-    pool, _ = build_pool(["cnn"], DATA, 6, seed=3, progress=False, rounds=2)
+    pool, _ = build_pool(["cnn"], DATA, 6, seed=3, rounds=2, env=QUIET_ENVIRONMENT)
     pool.save(tmp_path / "pool.json")
     base = ["eval", "--pool", str(tmp_path / "pool.json"), *FAST]
     for flag in (["--seed", "0"], ["--rounds", "3"], ["--num-samples", "50"], ["--min-confidence", "0.5"]):
@@ -155,7 +156,7 @@ def test_a_cuda_device_index_that_does_not_exist_is_named(tmp_path, capsys):
 def test_exit_codes_come_from_types():
     from lst_fast.cli.errors import is_expected
     from lst_fast.errors import DataError, EnvironmentFault, InputError, LstFastError, PeerFailed
-    from lst_fast.settings import LSTSettings
+    from lst_fast.walk.settings import LSTSettings
 
     with pytest.raises(InputError) as raised:
         LSTSettings(step_size=-1)  # lst_fast's own checks raise its own types
@@ -169,8 +170,8 @@ def test_exit_codes_come_from_types():
 def test_a_failed_torchrun_peer_is_one_line_not_an_internal_error(monkeypatch):
     import torch.distributed as dist
 
+    from lst_fast.distributed import barrier
     from lst_fast.errors import PeerFailed
-    from lst_fast.evaluation.runner import barrier
 
     def closed():
         raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500")
@@ -193,7 +194,7 @@ def test_an_error_in_a_dataloader_worker_is_its_own_line_naming_the_file():
 
     data = ImageSet(torch.zeros(8, dtype=torch.long), fetch, "imagefolder:/data")
     with pytest.raises(InputError) as raised:
-        classify(torch.nn.Flatten(), data, torch.arange(8), num_workers=1, batch_size=4)
+        classify(torch.nn.Flatten(), data, torch.arange(8), env=RunEnvironment(workers=1, batch_size=4))
     message = str(raised.value)
     assert message == "cannot read the image /data/cls/broken.png: cannot identify image file"
     assert is_expected(raised.value) and "DataLoader worker" in "".join(getattr(raised.value, "__notes__", []))

@@ -12,7 +12,7 @@ import torch
 
 import lst_fast
 from lst_fast import ops
-from lst_fast._extension import has_native_kernel
+from lst_fast.backends._extension import has_native_kernel
 from conftest import tiny_cnn
 
 pytestmark = pytest.mark.skipif(
@@ -263,7 +263,7 @@ def test_host_syncs_do_not_grow_with_iterations(monkeypatch, graph):
     """The walk's syncs are counted; the bf16 end check's walk-back (its syncs depend on the data) is not."""
     import warnings
 
-    from lst_fast.walk_observers import EndCheck
+    from lst_fast.walk.observers import EndCheck
 
     finish = EndCheck.finish
 

@@ -6,8 +6,9 @@ import warnings
 import pytest
 import torch
 
-from lst_fast import _extension, cuda_compat, ops
-from lst_fast.cuda_compat import CudaBuild, unfit_reason
+from lst_fast import ops
+from lst_fast.backends import _extension, cuda_compat
+from lst_fast.backends.cuda_compat import CudaBuild, unfit_reason
 
 CUDA13 = CudaBuild(cuda="13.0", arches=("7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0"), ptx=("12.0",))
 CUDA12 = CudaBuild(cuda="12.8", arches=("7.0", "7.5", "8.0", "8.6", "8.9", "9.0"), ptx=("9.0",))

@@ -14,6 +14,7 @@ import pytest
 
 from lst_fast.evaluation import EvalConfig, run_evaluation
 from lst_fast.evaluation.tables import TABLE1, TABLE2
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(data="fashion-mnist-sample", num_samples=20, rounds=3, iterations=6, chunk_size=8)
@@ -21,7 +22,7 @@ SMALL = dict(data="fashion-mnist-sample", num_samples=20, rounds=3, iterations=6
 
 def test_tables_and_resume_after_deleted_chunks(tmp_path):
     cfg = EvalConfig(**SMALL)
-    tables = run_evaluation(cfg, tmp_path, progress=False)
+    tables = run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT)
     assert set(tables["table1"]) == set(TABLE1) and set(tables["table2"]) == set(TABLE2)
     assert tables["pairs"] == 60 and tables["sources"] == 20
     assert all(v[0] == v[0] for v in tables["table1"].values())  # no NaN
@@ -33,7 +34,7 @@ def test_tables_and_resume_after_deleted_chunks(tmp_path):
     (tmp_path / "results" / "triangles_r00_r01.safetensors").unlink()
     kept = tmp_path / "results" / "round00_chunk00000.safetensors"
     mtime = kept.stat().st_mtime_ns
-    run_evaluation(EvalConfig(**SMALL), tmp_path, progress=False)
+    run_evaluation(EvalConfig(**SMALL), tmp_path, env=QUIET_ENVIRONMENT)
     assert (tmp_path / "tables.json").read_text() == first  # identical tables
     assert kept.stat().st_mtime_ns == mtime  # finished chunks are not recomputed
     assert "Table 2" in (tmp_path / "tables.md").read_text()
@@ -44,7 +45,7 @@ def test_one_run_and_the_side_by_side_tables_share_their_titles_and_numbers(tmp_
     from lst_fast.evaluation.tables import TITLES, side_by_side, side_by_side_markdown, table2_per_source
 
     cfg = EvalConfig(**{**SMALL, "rounds": 1, "num_samples": 8})
-    tables = run_evaluation(cfg, tmp_path, progress=False)
+    tables = run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT)
     one_run = (tmp_path / "tables.md").read_text()
     run = {"config": cfg.to_dict(), "tables": json.loads((tmp_path / "tables.json").read_text())}
     for key, title in TITLES.items():
@@ -58,11 +59,11 @@ def test_one_run_and_the_side_by_side_tables_share_their_titles_and_numbers(tmp_
 
 
 def test_results_folder_of_another_configuration_is_refused(tmp_path):
-    run_evaluation(EvalConfig(**{**SMALL, "rounds": 1}), tmp_path, progress=False)
+    run_evaluation(EvalConfig(**{**SMALL, "rounds": 1}), tmp_path, env=QUIET_ENVIRONMENT)
     with pytest.raises(ValueError, match="another configuration"):
-        run_evaluation(EvalConfig(**{**SMALL, "rounds": 1, "threshold": 0.1}), tmp_path, progress=False)
+        run_evaluation(EvalConfig(**{**SMALL, "rounds": 1, "threshold": 0.1}), tmp_path, env=QUIET_ENVIRONMENT)
     with pytest.raises(ValueError, match="num_samples must be >= 1"):
-        run_evaluation(EvalConfig(**{**SMALL, "num_samples": 0}), tmp_path / "other", progress=False)
+        run_evaluation(EvalConfig(**{**SMALL, "num_samples": 0}), tmp_path / "other", env=QUIET_ENVIRONMENT)
 
 
 def _count(folder: Path) -> int:
@@ -207,7 +208,7 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
 def test_report_of_a_finished_evaluation(tmp_path):
     from lst_fast.evaluation import write_report
 
-    run_evaluation(EvalConfig(**{**SMALL, "rounds": 2}), tmp_path, progress=False)
+    run_evaluation(EvalConfig(**{**SMALL, "rounds": 2}), tmp_path, env=QUIET_ENVIRONMENT)
     report = write_report(tmp_path, pairs=4)
     text = report.read_text()
     for name in ("report_pairs.png", "report_linear_path.png", "report_triangles.png", "report_width.png"):
@@ -235,11 +236,11 @@ def test_eval_on_a_tensor_file_with_a_checkpointed_model(tmp_path):
         iterations=3,
         chunk_size=5,
     )
-    tables = run_evaluation(cfg, tmp_path / "out", progress=False)
+    tables = run_evaluation(cfg, tmp_path / "out", env=QUIET_ENVIRONMENT)
     same = run_evaluation(
         EvalConfig(**{**SMALL, "num_samples": 10, "rounds": 2, "iterations": 3, "chunk_size": 5}),
         tmp_path / "ref",
-        progress=False,
+        env=QUIET_ENVIRONMENT,
     )
     assert tables["table1"] == same["table1"]  # the same model and images, loaded another way
 

@@ -104,7 +104,7 @@ def test_training_script_smoke_run(tmp_path, model):
 
 
 def test_demo_writes_figures_and_summary(tmp_path):
-    from lst_fast.demo import run_demo
+    from lst_fast.commands.demo import run_demo
 
     numbers = run_demo("cnn", out=tmp_path, iterations=30, progress=False)
     for name in (

@@ -18,7 +18,8 @@ import pytest
 import torch
 from test_cuda_compat import stubbed_gpu  # noqa: F401  (the fixture: a fake GPU and driver)
 
-from lst_fast import cuda_compat, ops
+from lst_fast import ops
+from lst_fast.backends import cuda_compat
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -143,7 +144,7 @@ def kernels_loaded(monkeypatch):
 
 
 def real_info():
-    from lst_fast._extension import backend_info
+    from lst_fast.backends._extension import backend_info
 
     return backend_info()
 

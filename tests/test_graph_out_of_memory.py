@@ -1,7 +1,7 @@
 """graph=True running out of memory, on the CPU with the CUDA pieces stubbed: the replay drops its capture
 and owned copies before the batch is redone at half size, and an out-of-memory inside a capture that
-surfaces from capture_end() as a RuntimeError halves the batch like any other (lst_fast.graph_replay,
-lst_fast.batching.run_in_batches)."""
+surfaces from capture_end() as a RuntimeError halves the batch like any other (lst_fast.walk.graph_replay,
+lst_fast.walk.batching.run_in_batches)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import weakref
 import pytest
 import torch
 
-from lst_fast import batching, graph_replay
-from lst_fast.batching import OUT_OF_MEMORY
-from lst_fast.graph_replay import GraphReplay
-from lst_fast.walk_state import WalkConstants, WalkState
+from lst_fast.walk import batching, graph_replay
+from lst_fast.walk.batching import OUT_OF_MEMORY
+from lst_fast.walk.graph_replay import GraphReplay
+from lst_fast.walk.state import WalkConstants, WalkState
 
 
 class FakeStream:

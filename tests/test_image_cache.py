@@ -13,6 +13,7 @@ from lst_fast.data.image_set import ImageSet
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation import runner
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 
 
 def counting_set(images: torch.Tensor, labels: torch.Tensor, counts: collections.Counter) -> ImageSet:
@@ -57,13 +58,13 @@ def test_evaluation_reads_each_pool_image_once_and_its_tables_do_not_change(tmp_
     counts: collections.Counter = collections.Counter()
     monkeypatch.setattr(runner, "open_image_set", lambda *a, **k: counting_set(images, sample.labels, counts))
     cfg = EvalConfig(data="fashion-mnist-sample", num_samples=12, rounds=3, iterations=4, chunk_size=5)
-    cached_tables = runner.run_evaluation(cfg, tmp_path / "cached", progress=False)
+    cached_tables = runner.run_evaluation(cfg, tmp_path / "cached", env=QUIET_ENVIRONMENT)
     read_twice = sorted(i for i, n in counts.items() if n == 2)
     assert len(read_twice) == cfg.num_samples  # the pool scan reads each image, then each pool image once more
     assert set(counts.values()) == {1, 2} and len(counts) == len(sample)
 
     monkeypatch.setattr(runner, "cached_images", lambda data, indices: data)  # the evaluation without the cache
     counts.clear()
-    plain_tables = runner.run_evaluation(cfg, tmp_path / "plain", progress=False)
+    plain_tables = runner.run_evaluation(cfg, tmp_path / "plain", env=QUIET_ENVIRONMENT)
     assert max(counts.values()) > 2  # without it the stages read the pool images again and again
     assert cached_tables == plain_tables

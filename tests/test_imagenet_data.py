@@ -18,6 +18,7 @@ import torch
 
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.data.sources import open_image_set
+from lst_fast.run_environment import RunEnvironment
 
 # Three real WordNet IDs, in sorted (devkit) order, with their devkit names.
 WNIDS = ("n01440764", "n01443537", "n01484850")
@@ -233,7 +234,9 @@ def test_a_pool_on_image_files_is_the_same_with_decoding_workers(tmp_path, monke
     try:
         args = (["robustbench:Salman2020Do_R50"], f"imagenet:{root}", 5, 0.5, 0)
         pools = [
-            build_pool(*args, model_dir=str(tmp_path / "models"), num_workers=w, batch_size=2, progress=False)
+            build_pool(
+                *args, env=RunEnvironment(model_dir=str(tmp_path / "models"), workers=w, batch_size=2, progress=False)
+            )
             for w in (0, 2)
         ]
     finally:

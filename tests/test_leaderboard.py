@@ -15,16 +15,19 @@ import torch
 
 from lst_fast.evaluation import EvalConfig
 from lst_fast.evaluation.leaderboard import (
+    Ranking,
     bootstrap_means,
     rank_models,
     resample_counts,
     run_leaderboard,
     write_leaderboard,
 )
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = EvalConfig(rounds=3, iterations=4, chunk_size=8)
-SMALL = dict(base=BASE, num_samples=12, min_confidence=0.6, resamples=200, progress=False)
+POOLED = BASE.replace(num_samples=12, min_confidence=0.6)
+SMALL = dict(base=POOLED, ranking=Ranking(resamples=200), env=QUIET_ENVIRONMENT)
 CLI = ["--data", "fashion-mnist-sample", "--num-samples", "12", "--rounds", "3", "--iterations", "4"]
 CLI += ["--chunk-size", "8", "--resamples", "200", "--no-progress"]
 
@@ -83,7 +86,7 @@ def test_leaderboard_end_to_end_resume_and_an_added_model(tmp_path, monkeypatch)
 
     monkeypatch.setitem(sys.modules, "lpips", types.ModuleType("lpips"))
     monkeypatch.setattr(lst_fast.metrics, "lpips_distance", lambda x, t: (x - t).abs().flatten(1).mean(1))
-    with_lpips = write_leaderboard(out, ["cnn", "cnn-robust", "vit"], resamples=200)
+    with_lpips = write_leaderboard(out, ["cnn", "cnn-robust", "vit"], Ranking(resamples=200))
     assert with_lpips["lpips"] == "included" and "LPIPS" in (out / "leaderboard.md").read_text()
     for row in with_lpips["rows"]:
         cell = row["values"]["lpips"]
@@ -92,7 +95,7 @@ def test_leaderboard_end_to_end_resume_and_an_added_model(tmp_path, monkeypatch)
 
     # A pool of other settings or another data set is refused.
     with pytest.raises(ValueError, match="other settings"):
-        run_leaderboard(["cnn"], "fashion-mnist-sample", out, **{**SMALL, "num_samples": 13})
+        run_leaderboard(["cnn"], "fashion-mnist-sample", out, **{**SMALL, "base": POOLED.replace(num_samples=13)})
     with pytest.raises(ValueError, match="another data set"):
         run_leaderboard(["cnn"], "fashion-mnist", out, **SMALL)
 

@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lst_fast import ops, reference
-from lst_fast._extension import has_native_kernel
+from lst_fast import ops
+from lst_fast.backends import reference
+from lst_fast.backends._extension import has_native_kernel
 from conftest import DEVICES
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -621,7 +622,7 @@ def _kernel_refusals(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_kernel_ops_refuse_what_would_leave_their_memory(device):
-    """The compiled kernels called directly (past the checks of lst_fast.op_checks) still refuse every
+    """The compiled kernels called directly (past the checks of lst_fast.backends.op_checks) still refuse every
     argument that would make them read or write out of bounds: a RuntimeError, never a crash."""
     native_or_skip("orthogonal_step", device)
     for name, call in _kernel_refusals(device):

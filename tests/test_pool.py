@@ -16,6 +16,7 @@ from lst_fast.evaluation import EvalConfig, run_evaluation
 from lst_fast.evaluation.pool import PoolMember, build_pool, load_pool, scan_order, select_pool
 from lst_fast.evaluation.runner import pool_config
 from lst_fast.models import resolve_model
+from lst_fast.run_environment import QUIET_ENVIRONMENT, RunEnvironment
 
 SMALL = dict(data="fashion-mnist-sample", rounds=2, iterations=3, chunk_size=8)
 
@@ -54,7 +55,7 @@ def _planted(tmp_path: Path):
 def test_misclassified_and_unconfident_images_never_enter_the_pool(tmp_path):
     order, flipped, data, cnn, correct, bar, good = _planted(tmp_path)
     indices, confidence, stats = select_pool(
-        [PoolMember("cnn", cnn, data)], 30, bar, seed=0, batch_size=16, progress=False
+        [PoolMember("cnn", cnn, data)], 30, bar, seed=0, env=RunEnvironment(batch_size=16, progress=False)
     )
     assert not correct[flipped].any()  # the plant worked: every flipped image is misclassified
     assert len(indices) == 30 and good[indices].all()
@@ -66,25 +67,27 @@ def test_misclassified_and_unconfident_images_never_enter_the_pool(tmp_path):
 
 
 def test_the_scan_stops_when_the_pool_is_full():
-    pool, stats = build_pool(["cnn"], "fashion-mnist-sample", 10, seed=1, batch_size=8, progress=False)
+    pool, stats = build_pool(
+        ["cnn"], "fashion-mnist-sample", 10, seed=1, env=RunEnvironment(batch_size=8, progress=False)
+    )
     assert len(pool) == 10 and stats.filled
     assert 10 <= stats.scanned < 100 and stats.decoded < 100 and stats.forwards["cnn"] < 100
     assert stats.forwards["cnn"] == stats.decoded == 8 * -(-stats.scanned // 8)  # whole batches up to the stop
     assert pool.scan["scanned"] == stats.scanned
     # Asking more than qualify scans everything and says so.
-    pool, stats = build_pool(["cnn"], "fashion-mnist-sample", 1000, progress=False)
+    pool, stats = build_pool(["cnn"], "fashion-mnist-sample", 1000, env=QUIET_ENVIRONMENT)
     assert stats.scanned == 100 and not stats.filled and len(pool) < 100
 
 
 def test_the_same_pool_for_any_workers_and_batch_size_and_on_every_run():
     args = (["cnn", "vit"], "fashion-mnist-sample", 20, 0.6, 3)
-    first, _ = build_pool(*args, num_workers=0, progress=False)
-    again, _ = build_pool(*args, num_workers=0, progress=False)
-    workers, stats = build_pool(*args, num_workers=2, batch_size=7, progress=False)
+    first, _ = build_pool(*args, env=RunEnvironment(workers=0, progress=False))
+    again, _ = build_pool(*args, env=RunEnvironment(workers=0, progress=False))
+    workers, stats = build_pool(*args, env=RunEnvironment(workers=2, batch_size=7, progress=False))
     assert stats.workers == 2
     assert first.indices.tolist() == again.indices.tolist() == workers.indices.tolist()
     assert first.digest == again.digest == workers.digest
-    other, _ = build_pool(["cnn", "vit"], "fashion-mnist-sample", 20, 0.6, 4, progress=False)
+    other, _ = build_pool(["cnn", "vit"], "fashion-mnist-sample", 20, 0.6, 4, env=QUIET_ENVIRONMENT)
     assert other.digest != first.digest  # another seed, another draw
 
 
@@ -104,7 +107,7 @@ def test_each_model_sees_only_the_images_the_models_before_it_accepted():
     data = open_image_set("fashion-mnist-sample")
     first, second = _Recording(resolve_model("cnn-robust").classifier()), _Recording(resolve_model("vit").classifier())
     members = [PoolMember("cnn-robust", first, data), PoolMember("vit", second, data)]
-    _, _, stats = select_pool(members, 100, 0.9, seed=0, batch_size=16, progress=False)
+    _, _, stats = select_pool(members, 100, 0.9, seed=0, env=RunEnvironment(batch_size=16, progress=False))
     shown = torch.cat(first.seen)
     with torch.no_grad():
         logits = first.module(shown)
@@ -117,7 +120,7 @@ def test_each_model_sees_only_the_images_the_models_before_it_accepted():
 
 
 def test_a_pool_file_round_trips_and_refuses_another_data_set(tmp_path):
-    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 12, 0.6, progress=False)
+    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 12, 0.6, env=QUIET_ENVIRONMENT)
     path = pool.save(tmp_path / "pool.json")
     loaded = load_pool(path)
     assert loaded.digest == pool.digest and loaded.indices.tolist() == pool.indices.tolist()
@@ -129,7 +132,7 @@ def test_a_pool_file_round_trips_and_refuses_another_data_set(tmp_path):
     with pytest.raises(ValueError, match="another data set .*: data fashion-mnist-sample vs tensor;"):
         loaded.check_data(open_image_set(_relabelled(tmp_path, torch.tensor([], dtype=torch.long))), "tensor:x")
     on_file, _ = build_pool(
-        ["cnn"], (spec := _relabelled(tmp_path, torch.tensor([], dtype=torch.long), "a")), 12, progress=False
+        ["cnn"], spec := _relabelled(tmp_path, torch.tensor([], dtype=torch.long), "a"), 12, env=QUIET_ENVIRONMENT
     )
     other = _relabelled(tmp_path, torch.tensor([5]), "b")
     with pytest.raises(ValueError, match="another data set") as error:
@@ -150,7 +153,7 @@ def test_a_pool_file_round_trips_and_refuses_another_data_set(tmp_path):
 def test_the_cli_refuses_a_pool_of_another_data_set_in_one_line(tmp_path, capsys):
     from lst_fast.cli import main
 
-    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 12, progress=False, rounds=2)
+    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 12, rounds=2, env=QUIET_ENVIRONMENT)
     pool.save(tmp_path / "pool.json")
     other = _relabelled(tmp_path, torch.tensor([0, 1]))
     code = main(["eval", "--pool", str(tmp_path / "pool.json"), "--data", other, "--out", str(tmp_path / "o")])
@@ -168,11 +171,11 @@ def test_the_cli_refuses_a_pool_of_another_data_set_in_one_line(tmp_path, capsys
 
 
 def test_runs_on_one_pool_share_sources_and_targets_and_record_its_digest(tmp_path, capsys):
-    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 16, 0.9, progress=False, rounds=2)
+    pool, _ = build_pool(["cnn"], "fashion-mnist-sample", 16, 0.9, rounds=2, env=QUIET_ENVIRONMENT)
     runs = {}
     for model in ("cnn", "cnn-robust"):  # cnn made the pool; cnn-robust did not
         cfg = pool_config(EvalConfig(model=model, **SMALL), pool)
-        run_evaluation(cfg, tmp_path / model, progress=False, pool=pool)
+        run_evaluation(cfg, tmp_path / model, env=QUIET_ENVIRONMENT, pool=pool)
         assert json.loads((tmp_path / model / "config.json").read_text())["pool"] == pool.digest
         runs[model] = [_pairs(tmp_path / model, r) for r in range(2)]
     said = capsys.readouterr().out
@@ -184,7 +187,7 @@ def test_runs_on_one_pool_share_sources_and_targets_and_record_its_digest(tmp_pa
         assert set(runs["cnn-robust"][r]) <= set(runs["cnn"][r])  # the pool's pairs, restricted to its sources
         assert [s for s, _ in runs["cnn"][r]] == pool.indices.tolist()
     with pytest.raises(ValueError, match="pool_config"):
-        run_evaluation(EvalConfig(**SMALL), tmp_path / "x", progress=False, pool=pool)
+        run_evaluation(EvalConfig(**SMALL), tmp_path / "x", env=QUIET_ENVIRONMENT, pool=pool)
 
 
 def load_pool_sources(folder: Path) -> set:
@@ -203,10 +206,12 @@ def _pairs(folder: Path, round_: int):
 def test_compare_says_whether_runs_share_a_pool(tmp_path):
     from lst_fast.evaluation import write_comparison
 
-    pool, _ = build_pool(["cnn", "vit"], "fashion-mnist-sample", 8, progress=False, rounds=2)
+    pool, _ = build_pool(["cnn", "vit"], "fashion-mnist-sample", 8, rounds=2, env=QUIET_ENVIRONMENT)
     for model in ("cnn", "vit"):
-        run_evaluation(pool_config(EvalConfig(model=model, **SMALL), pool), tmp_path / model, progress=False, pool=pool)
-    run_evaluation(EvalConfig(model="cnn", num_samples=8, **SMALL), tmp_path / "own", progress=False)
+        run_evaluation(
+            pool_config(EvalConfig(model=model, **SMALL), pool), tmp_path / model, env=QUIET_ENVIRONMENT, pool=pool
+        )
+    run_evaluation(EvalConfig(model="cnn", num_samples=8, **SMALL), tmp_path / "own", env=QUIET_ENVIRONMENT)
     write_comparison([str(tmp_path / "cnn"), str(tmp_path / "vit")], tmp_path / "paired")
     note = json.loads((tmp_path / "paired" / "compare.json").read_text())["shared_pool"]
     assert note["paired"] and note["pool"] == pool.digest
@@ -219,8 +224,8 @@ def test_compare_says_whether_runs_share_a_pool(tmp_path):
 
 
 def test_an_evaluations_own_pool_holds_only_qualifying_images_and_stops_when_full(tmp_path):
-    """`lst-fast eval` without --pool (runner.build_pool): the same rule and the same early stop."""
-    from lst_fast.evaluation.runner import build_pool as own_pool
+    """`lst-fast eval` without --pool (runner.own_pool_indices): the same rule and the same early stop."""
+    from lst_fast.evaluation.runner import own_pool_indices as own_pool
 
     order, flipped, data, cnn, correct, bar, good = _planted(tmp_path)
     seen = []
@@ -231,7 +236,7 @@ def test_an_evaluations_own_pool_holds_only_qualifying_images_and_stops_when_ful
 
     cfg = EvalConfig(data="fashion-mnist-sample", num_samples=12, min_confidence=bar, seed=0)
     with torch.no_grad():
-        pool = own_pool(counting, data, cfg, "cpu", batch=8)
+        pool = own_pool(counting, data, cfg, RunEnvironment(batch_size=8))
     assert not correct[flipped].any()
     assert len(pool) == 12 and good[pool].all()
     assert pool.tolist() == sorted(order[good[order]][:12].tolist())  # the first 12 that qualify, in order

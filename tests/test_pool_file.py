@@ -18,13 +18,14 @@ from lst_fast.cli.errors import is_expected
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation.pool import build_pool, load_pool
 from lst_fast.evaluation.pool_file import content_digest
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 
 DATA = "fashion-mnist-sample"
 
 
 @lru_cache(maxsize=1)
 def _valid() -> str:
-    pool, _ = build_pool(["cnn", "vit"], DATA, 6, 0.6, seed=3, progress=False, rounds=2)
+    pool, _ = build_pool(["cnn", "vit"], DATA, 6, 0.6, seed=3, rounds=2, env=QUIET_ENVIRONMENT)
     return json.dumps(pool.to_dict(), indent=1, allow_nan=False)
 
 
@@ -151,7 +152,7 @@ def test_a_data_set_with_other_pixels_and_the_same_labels_is_refused(tmp_path):
     images, labels = load_sample()
     save_file({"images": images.contiguous(), "labels": labels.contiguous()}, str(tmp_path / "data.safetensors"))
     spec = f"tensor:{tmp_path / 'data.safetensors'}"
-    pool, _ = build_pool(["cnn"], spec, 6, progress=False, rounds=2)
+    pool, _ = build_pool(["cnn"], spec, 6, rounds=2, env=QUIET_ENVIRONMENT)
     pool.check_data(open_image_set(spec), spec)  # the same file: accepted
     brighter = (images * 0.9 + 0.05).contiguous()
     save_file({"images": brighter, "labels": labels.contiguous()}, str(tmp_path / "data.safetensors"))

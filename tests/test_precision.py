@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import lst_fast
-from lst_fast import batching, prepared_model
-from lst_fast.confidence import class_probability
+from lst_fast.walk import batching, prepared_model
+from lst_fast.walk.confidence import class_probability
 from conftest import PerSample, tiny_cnn
 
 SETTINGS = dict(step_size=0.1, threshold=0.005, adv_step_size=2e-3, init_noise=2 / 255)
@@ -341,7 +341,7 @@ def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
     one capture follows (recording, not running), and every later call is one replay, so each iteration
     happens exactly once. Capture runs under the input's device (cuda:1 while cuda:0 is current), on a
     side stream of that device."""
-    from lst_fast import graph_replay
+    from lst_fast.walk import graph_replay
 
     stub = _StubCuda(monkeypatch)
     for iterations, expect_capture in ((0, False), (2, False), (3, False), (4, True), (10, True)):
@@ -367,7 +367,8 @@ def test_graph_replay_schedule_runs_each_iteration_once(monkeypatch):
 def test_graph_replay_makes_one_side_stream_for_its_warmups_and_captures(monkeypatch):
     """The warm-up iterations and the capture share one side stream, made once (the caching allocator
     reuses a block only on the stream that freed it), across batches of one shape and of a new shape."""
-    from lst_fast import graph_replay, walk_state
+    from lst_fast.walk import graph_replay
+    from lst_fast.walk import state as walk_state
 
     stub = _StubCuda(monkeypatch)
     # The current stream (not counted as a side stream), and what the stubbed capture returns as its graph.
@@ -395,7 +396,8 @@ def test_graph_replay_makes_one_side_stream_for_its_warmups_and_captures(monkeyp
 def test_graph_replay_reuses_one_capture_for_batches_of_one_shape(monkeypatch):
     """Later batches of the captured shape copy their tensors into the captured ones and replay at once;
     a batch of another shape gets its own capture."""
-    from lst_fast import graph_replay, walk_state
+    from lst_fast.walk import graph_replay
+    from lst_fast.walk import state as walk_state
 
     _StubCuda(monkeypatch)
     replay = graph_replay.GraphReplay(torch.device("cuda:0"))
@@ -428,7 +430,7 @@ def _simulated_graphs_on_the_cpu(monkeypatch):
     """graph=True on the CPU with torch.cuda's calls stubbed: the capture records the iteration closure
     without running it, and each replay calls that closure again, on the tensors it was captured with,
     as a CUDA graph replays its kernels on the captured memory."""
-    from lst_fast import call_plan, graph_replay
+    from lst_fast.walk import call_plan, graph_replay
 
     _StubCuda(monkeypatch)
 
@@ -469,7 +471,9 @@ def test_graph_batches_of_one_shape_keep_inputs_and_own_their_results(monkeypatc
 def test_bf16_walk_back_does_not_autotune_cudnn_for_each_subset_size():
     """The end check's walk-back forwards subsets of changing size; cuDNN autotuning (on for the walk in
     bf16 mode) is off for those forwards and on again afterwards."""
-    from lst_fast import runtime, walk_observers, walk_state
+    from lst_fast.walk import observers as walk_observers
+    from lst_fast.walk import runtime
+    from lst_fast.walk import state as walk_state
 
     flags = []
 
@@ -498,7 +502,7 @@ def test_bf16_walk_back_does_not_autotune_cudnn_for_each_subset_size():
 
 
 def _walk_state(n, shape=(3,)):
-    from lst_fast import walk_state
+    from lst_fast.walk import state as walk_state
 
     return walk_state.WalkState(
         x=torch.zeros(n, *shape),
@@ -513,7 +517,7 @@ def _walk_state(n, shape=(3,)):
 def test_end_check_keeps_at_most_kept_iterates(iterations, kept):
     """The bf16 end check keeps the start and evenly spaced iterates before the last, never more than
     KEPT_ITERATES of them (the batch-size estimate counts their memory)."""
-    from lst_fast import walk_observers
+    from lst_fast.walk import observers as walk_observers
 
     state = _walk_state(2)
     check = walk_observers.EndCheck(
@@ -527,13 +531,15 @@ def test_end_check_keeps_at_most_kept_iterates(iterations, kept):
 def test_each_precision_walks_reports_and_ends_with_its_own_models():
     """fp32: the model itself walks and reports and the walk's last iterate is returned (copied out only
     when a graph replay owns it); bf16: a bf16 copy walks, the model as given reports, the end check ends."""
-    from lst_fast import precision, walk_observers, walk_state
-    from lst_fast.settings import LSTSettings
+    from lst_fast.walk import observers as walk_observers
+    from lst_fast.walk import precision
+    from lst_fast.walk import state as walk_state
+    from lst_fast.walk.settings import LSTSettings
 
     model = tiny_cnn(scale=12)
     x, _ = images(4, seed=23)
     exact = precision.for_call(model, LSTSettings(), x, None)
-    assert isinstance(exact, precision.ExactPrecision) and exact.walk is exact.report
+    assert isinstance(exact, precision.ExactPrecision) and exact.walk_forward is exact.report_forward
     logits, reported = exact.source_logits(x)
     assert reported is logits and torch.equal(logits, model(x).detach())
     state = _walk_state(4, (1, 8, 8))
@@ -548,12 +554,12 @@ def test_each_precision_walks_reports_and_ends_with_its_own_models():
     logits, reported = bf16.source_logits(x)
     assert torch.equal(reported, model(x).detach()) and not torch.equal(logits, reported)
     end = bf16.end(state, fixed, reported, LSTSettings(precision="bf16"), copy_out=False)
-    assert isinstance(end, walk_observers.EndCheck) and end.report is bf16.report
+    assert isinstance(end, walk_observers.EndCheck) and end.report is bf16.report_forward
     assert torch.equal(end.p0, class_probability(reported, fixed.label))
 
 
 def _precision_flags():
-    from lst_fast import runtime
+    from lst_fast.walk import runtime
 
     return [getattr(owner, name) for owner, name, _ in runtime._tf32_switches(torch.backends)]
 
@@ -755,7 +761,7 @@ def test_exact_mode_overrides_a_global_tf32_setting_and_restores_it():
 def test_exact_mode_uses_the_legacy_flags_on_a_torch_without_new_style_settings():
     import types
 
-    from lst_fast import runtime
+    from lst_fast.walk import runtime
 
     legacy = types.SimpleNamespace(
         cuda=types.SimpleNamespace(matmul=types.SimpleNamespace(allow_tf32=True)),
@@ -822,7 +828,7 @@ def test_cuda_batch_rule_adds_what_the_walk_holds_per_image():
 def test_automatic_batch_size_counts_what_the_walk_holds(monkeypatch, settings, images_held):
     """The per-image bytes the automatic size adds to one forward+backward, against a count by hand of
     every image-sized tensor a 40-iteration walk keeps at once, term by term: leaving one out fails."""
-    from lst_fast import traversal
+    from lst_fast.walk import traversal
 
     class Sized(Exception):  # stops the call once the size is asked for: the walk itself is not needed
         pass
@@ -842,7 +848,8 @@ def test_automatic_batch_size_counts_what_the_walk_holds(monkeypatch, settings, 
 def test_end_check_and_recorder_hold_as_many_copies_as_counted(iterations):
     """EndCheck.copies_held and Recorder.records (what the batch size counts) against the copies the
     end check and the recorder really keep over a walk."""
-    from lst_fast import walk_observers, walk_state
+    from lst_fast.walk import observers as walk_observers
+    from lst_fast.walk import state as walk_state
 
     x = torch.rand(2, 3)
     state = walk_state.WalkState(

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lst_fast.result import TraversalResult, digest
+from lst_fast.walk.result import TraversalResult, digest
 
 
 def result(n=3):

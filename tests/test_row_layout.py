@@ -10,7 +10,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from lst_fast import ops
-from lst_fast._extension import has_native_kernel
+from lst_fast.backends._extension import has_native_kernel
 from conftest import DEVICES
 
 COPIES = ("aten::copy_", "aten::contiguous", "aten::clone")

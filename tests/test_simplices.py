@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lst_fast.evaluation import EvalConfig, EvaluationStore, run_evaluation, write_comparison
-from lst_fast.evaluation.leaderboard import run_leaderboard
+from lst_fast.evaluation.leaderboard import Ranking, run_leaderboard
 from lst_fast.evaluation.simplices import (
     SimplexSettings,
     forwards_per_source,
@@ -24,6 +24,7 @@ from lst_fast.evaluation.simplices import (
 )
 from lst_fast.evaluation.tables import table2_per_source
 from lst_fast.geometry import simplex_statistics
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(data="fashion-mnist-sample", num_samples=10, rounds=3, iterations=4, chunk_size=6)
@@ -65,13 +66,13 @@ def test_subsets_weights_and_budget_are_seeded_and_shared():
 
 def test_off_by_default_then_added_resumed_and_tabled(tmp_path):
     cfg = EvalConfig(**SMALL)
-    plain = run_evaluation(cfg, tmp_path, progress=False)
+    plain = run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT)
     assert "simplices" not in plain and not list((tmp_path / "results").glob("simplex_*"))
     assert "k-simplices" not in (tmp_path / "tables.md").read_text()
     lst_files = _mtimes(tmp_path, "[rt]*")
 
     settings = SimplexSettings(points=24)
-    tables = run_evaluation(cfg, tmp_path, progress=False, simplices=settings)
+    tables = run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT, simplices=settings)
     assert _mtimes(tmp_path, "[rt]*") == lst_files  # the LST chunks and triangles are reused
     assert {k: tables[k] for k in plain} == plain
     section = _strict_json(tmp_path / "tables.json")["simplices"]
@@ -96,15 +97,15 @@ def test_off_by_default_then_added_resumed_and_tabled(tmp_path):
     # resume: a deleted simplex file is all that is computed again, to the same tables
     simplex_files = _mtimes(tmp_path, "simplex_*")
     store.simplex_path(2, 1).unlink()
-    again = run_evaluation(cfg, tmp_path, progress=False, simplices=settings)
+    again = run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT, simplices=settings)
     changed = {n for n, t in _mtimes(tmp_path, "simplex_*").items() if simplex_files[n] != t}
     assert changed == {"simplex_k02_s001.safetensors"} and again == tables
 
     # other simplex settings do not reuse these files: they are refused, by name
     with pytest.raises(ValueError, match="simplex_k02_s000.safetensors does not belong"):
-        run_evaluation(cfg, tmp_path, progress=False, simplices=SimplexSettings(points=16))
+        run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT, simplices=SimplexSettings(points=16))
     # off again: the tables are the plain ones
-    assert run_evaluation(cfg, tmp_path, progress=False) == plain
+    assert run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT) == plain
 
 
 def test_eval_flags_are_checked_before_any_work(tmp_path):
@@ -123,15 +124,21 @@ def test_eval_flags_are_checked_before_any_work(tmp_path):
 
 def test_leaderboard_columns_per_k_rank_and_compare_draws_them(tmp_path):
     out = tmp_path / "board"
-    small = dict(base=EvalConfig(rounds=3, iterations=4, chunk_size=8), num_samples=10, resamples=200, progress=False)
-    plain = run_leaderboard(["cnn", "cnn-robust"], "fashion-mnist-sample", out, **small)
+    base = EvalConfig(rounds=3, iterations=4, chunk_size=8, num_samples=10, min_confidence=0.6)
+    small = dict(base=base, env=QUIET_ENVIRONMENT)
+    plain = run_leaderboard(["cnn", "cnn-robust"], "fashion-mnist-sample", out, ranking=Ranking(resamples=200), **small)
     assert not any(c.startswith("simplex_k") for c in plain["columns"])
     with pytest.raises(ValueError, match="needs --simplex-points"):
-        run_leaderboard(["cnn", "cnn-robust"], "fashion-mnist-sample", out, rank_by="simplex_k2", **small)
+        run_leaderboard(["cnn", "cnn-robust"], "fashion-mnist-sample", out, ranking=Ranking("simplex_k2", 200), **small)
 
     settings = SimplexSettings(points=16)
     board = run_leaderboard(
-        ["cnn", "cnn-robust"], "fashion-mnist-sample", out, rank_by="simplex_k3", simplices=settings, **small
+        ["cnn", "cnn-robust"],
+        "fashion-mnist-sample",
+        out,
+        ranking=Ranking("simplex_k3", 200),
+        simplices=settings,
+        **small,
     )
     assert [c for c in board["columns"] if c.startswith("simplex_k")] == ["simplex_k2", "simplex_k3"]
     assert board["rank_by"] == "simplex_k3" and board["higher_first"]["simplex_k3"] is True

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lst_fast.evaluation import EvalConfig, EvaluationStore, run_evaluation
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 
 TINY = dict(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4, triangle_n=2)
 
@@ -21,7 +22,7 @@ TINY = dict(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, 
 def finished(tmp_path_factory):
     """A finished TINY evaluation (do not modify; copy it)."""
     out = tmp_path_factory.mktemp("finished")
-    run_evaluation(EvalConfig(**TINY), out, progress=False)
+    run_evaluation(EvalConfig(**TINY), out, env=QUIET_ENVIRONMENT)
     return out
 
 
@@ -62,18 +63,18 @@ def test_chunks_of_another_configuration_are_refused_without_config_json(finishe
     out = _copy(finished, tmp_path / "copy")
     (out / "config.json").unlink()
     with pytest.raises(ValueError, match=r"round00_chunk00000\.safetensors does not belong.*iterations"):
-        run_evaluation(EvalConfig(**{**TINY, "iterations": 1}), out, progress=False)
+        run_evaluation(EvalConfig(**{**TINY, "iterations": 1}), out, env=QUIET_ENVIRONMENT)
 
 
 def test_a_chunk_of_a_larger_run_is_refused_in_a_smaller_folder(finished, tmp_path):
     small = dict(TINY, num_samples=4)
-    run_evaluation(EvalConfig(**small), tmp_path / "small", progress=False)
+    run_evaluation(EvalConfig(**small), tmp_path / "small", env=QUIET_ENVIRONMENT)
     shutil.copy(
         finished / "results" / "round00_chunk00000.safetensors",
         tmp_path / "small" / "results" / "round00_chunk00000.safetensors",
     )
     with pytest.raises(ValueError, match=r"round00_chunk00000\.safetensors does not belong.*num_samples"):
-        run_evaluation(EvalConfig(**small), tmp_path / "small", progress=False)
+        run_evaluation(EvalConfig(**small), tmp_path / "small", env=QUIET_ENVIRONMENT)
 
 
 def test_a_chunk_under_another_name_or_with_other_rows_is_refused(finished, tmp_path):
@@ -84,7 +85,7 @@ def test_a_chunk_under_another_name_or_with_other_rows_is_refused(finished, tmp_
     results = out / "results"
     shutil.copy(results / "round00_chunk00000.safetensors", results / "round00_chunk00001.safetensors")
     with pytest.raises(ValueError, match=r"round00_chunk00001\.safetensors does not belong.*chunk 0, expected 1"):
-        run_evaluation(EvalConfig(**TINY), out, progress=False)
+        run_evaluation(EvalConfig(**TINY), out, env=QUIET_ENVIRONMENT)
     # the right record, but one row short and another source: caught by the shape and index checks
     shutil.copy(finished / "results" / "round00_chunk00001.safetensors", results / "round00_chunk00001.safetensors")
     path = results / "round01_chunk00000.safetensors"
@@ -95,23 +96,23 @@ def test_a_chunk_under_another_name_or_with_other_rows_is_refused(finished, tmp_
     tensors = load_file(str(path))
     save_file({k: v[1:].contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
     with pytest.raises(ValueError, match=r"round01_chunk00000\.safetensors does not belong.*source or target"):
-        run_evaluation(EvalConfig(**TINY), out, progress=False)
+        run_evaluation(EvalConfig(**TINY), out, env=QUIET_ENVIRONMENT)
     tensors["images"] = torch.zeros(len(tensors["source"]), 1, 2, 2)
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(ValueError, match=r"round01_chunk00000\.safetensors does not belong.*images have shape"):
-        run_evaluation(EvalConfig(**TINY), out, progress=False)
+        run_evaluation(EvalConfig(**TINY), out, env=QUIET_ENVIRONMENT)
 
 
 def test_a_triangle_file_of_another_configuration_is_refused(finished, tmp_path):
     other = dict(TINY, triangle_n=3)
-    run_evaluation(EvalConfig(**other), tmp_path / "other", progress=False)
+    run_evaluation(EvalConfig(**other), tmp_path / "other", env=QUIET_ENVIRONMENT)
     out = _copy(finished, tmp_path / "copy")
     shutil.copy(
         tmp_path / "other" / "results" / "triangles_r00_r01.safetensors",
         out / "results" / "triangles_r00_r01.safetensors",
     )
     with pytest.raises(ValueError, match=r"triangles_r00_r01\.safetensors does not belong.*triangle_n"):
-        run_evaluation(EvalConfig(**TINY), out, progress=False)
+        run_evaluation(EvalConfig(**TINY), out, env=QUIET_ENVIRONMENT)
 
 
 def test_a_truncated_chunk_is_recomputed_with_a_warning_naming_it(finished, tmp_path):
@@ -120,7 +121,7 @@ def test_a_truncated_chunk_is_recomputed_with_a_warning_naming_it(finished, tmp_
     path.write_bytes(path.read_bytes()[:-100])
     (out / "results" / "triangles_r00_r01.safetensors").write_bytes(b"")
     with pytest.warns(RuntimeWarning, match=r"round01_chunk00001\.safetensors: it cannot be read"):
-        run_evaluation(EvalConfig(**TINY), out, progress=False)
+        run_evaluation(EvalConfig(**TINY), out, env=QUIET_ENVIRONMENT)
     assert _files(out) == _files(finished)
 
 
@@ -145,7 +146,7 @@ def test_reading_a_corrupt_chunk_names_the_file(finished, tmp_path):
 def test_a_failed_evaluation_writes_nothing(tmp_path, change, error):
     out = tmp_path / "out"
     with pytest.raises(error):
-        run_evaluation(EvalConfig(**{**TINY, **change}), out, progress=False)
+        run_evaluation(EvalConfig(**{**TINY, **change}), out, env=QUIET_ENVIRONMENT)
     assert not out.exists()
 
 
@@ -229,11 +230,11 @@ def test_disk_full_during_eval_is_one_clear_error_and_keeps_finished_chunks(fini
     out = tmp_path / "out"
     _disk_full_after(monkeypatch, safetensors.torch, "save_file", 3)
     with pytest.raises(RuntimeError, match=r"cannot write .*round01_chunk00000\.safetensors: the disk is full"):
-        run_evaluation(EvalConfig(**TINY), out, progress=False)
+        run_evaluation(EvalConfig(**TINY), out, env=QUIET_ENVIRONMENT)
     kept = sorted(p.name for p in (out / "results").iterdir())
     assert kept == ["round00_chunk00000.safetensors", "round00_chunk00001.safetensors"]  # no temporary file
     monkeypatch.undo()
-    run_evaluation(EvalConfig(**TINY), out, progress=False)
+    run_evaluation(EvalConfig(**TINY), out, env=QUIET_ENVIRONMENT)
     assert _files(out) == _files(finished)
     # through the command line: exit 1 and one line naming the file
     _disk_full_after(monkeypatch, safetensors.torch, "save_file", 1)
@@ -246,7 +247,7 @@ def test_disk_full_during_eval_is_one_clear_error_and_keeps_finished_chunks(fini
 def test_disk_full_during_the_demo_names_the_file_and_what_was_written(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from lst_fast.demo import run_demo
+    from lst_fast.commands.demo import run_demo
 
     _disk_full_after(monkeypatch, Figure, "savefig", 3)
     with pytest.raises(
@@ -268,10 +269,10 @@ def test_a_second_run_in_a_locked_folder_is_refused_and_leaves_live_temporary_fi
         live.parent.mkdir()
         live.write_bytes(b"being written")
         with pytest.raises(RuntimeError, match=rf"{tmp_path} is in use by another lst-fast eval \(pid {os.getpid()}\)"):
-            run_evaluation(EvalConfig(**TINY), tmp_path, progress=False)
+            run_evaluation(EvalConfig(**TINY), tmp_path, env=QUIET_ENVIRONMENT)
         assert live.read_bytes() == b"being written"
     assert not (tmp_path / "config.json").exists()
-    run_evaluation(EvalConfig(**TINY), tmp_path, progress=False)  # the lock is free again
+    run_evaluation(EvalConfig(**TINY), tmp_path, env=QUIET_ENVIRONMENT)  # the lock is free again
     assert not live.exists()  # stale now: removed by the run that holds the lock
 
 
@@ -287,7 +288,7 @@ def uninterrupted(tmp_path_factory):
     run_evaluation(
         EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
         out,
-        progress=False,
+        env=QUIET_ENVIRONMENT,
     )
     return out
 
@@ -322,7 +323,7 @@ def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tm
     run_evaluation(
         EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
         out,
-        progress=False,
+        env=QUIET_ENVIRONMENT,
     )
     assert not list(out.rglob(".*.tmp"))
     assert _files(out) == _files(uninterrupted)  # every result file, the tables and config.json

@@ -166,7 +166,7 @@ def test_out_of_memory_suggests_a_batch_size(setup):
 
 
 def test_demo_reports_an_unwritable_output_folder(tmp_path):
-    from lst_fast.demo import run_demo
+    from lst_fast.commands.demo import run_demo
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -223,8 +223,9 @@ def test_geometry_rejects_bad_shapes():
 def test_settings_are_frozen_and_every_change_is_validated():
     import dataclasses
 
-    from lst_fast import ops, settings
-    from lst_fast.settings import LSTSettings
+    from lst_fast import ops
+    from lst_fast.walk import settings
+    from lst_fast.walk.settings import LSTSettings
 
     assert ops.check_backend is settings.check_backend  # the ops refuse a backend with the settings' check
     lst = lst_fast.LevelSetTraversal(tiny_cnn(), step_size=0.1)
@@ -245,7 +246,7 @@ def test_cli_flags_come_from_the_settings():
     import argparse
 
     from lst_fast.cli.arguments import add_settings_arguments, settings_from_arguments
-    from lst_fast.settings import EVALUATION_SETTINGS
+    from lst_fast.walk.settings import EVALUATION_SETTINGS
 
     parser = argparse.ArgumentParser()
     add_settings_arguments(parser, ("step_size", "iterations", "precision", "graph"), EVALUATION_SETTINGS)

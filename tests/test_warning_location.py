@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import lst_fast
-from lst_fast import prepared_model
+from lst_fast.walk import prepared_model
 from conftest import tiny_cnn
 
 

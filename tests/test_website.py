@@ -18,6 +18,8 @@ from PIL import Image
 
 from lst_fast.cli import main
 from lst_fast.evaluation import EvalConfig, EvaluationStore, run_evaluation, run_leaderboard
+from lst_fast.evaluation.leaderboard import Ranking
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 from lst_fast.website import SiteOptions, build_site
 from lst_fast.website import walk_details as details_module
 
@@ -29,14 +31,17 @@ WALK_PAGES = 4
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     out = tmp_path_factory.mktemp("board")
-    run_leaderboard(MODELS, "fashion-mnist-sample", out, base=BASE, num_samples=6, resamples=50, progress=False)
+    pooled = BASE.replace(num_samples=6, min_confidence=0.6)
+    run_leaderboard(
+        MODELS, "fashion-mnist-sample", out, base=pooled, ranking=Ranking(resamples=50), env=QUIET_ENVIRONMENT
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def site(board, tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
-    build_site([str(board)], out, SiteOptions(walk_pages=WALK_PAGES), progress=False)
+    build_site([str(board)], out, SiteOptions(walk_pages=WALK_PAGES), env=QUIET_ENVIRONMENT)
     return out
 
 
@@ -97,27 +102,29 @@ def test_a_rebuild_reuses_the_cache_and_an_added_model_adds_only_its_part(board,
     real = details_module.traverse
     monkeypatch.setattr(details_module, "traverse", lambda *a, **k: calls.append(1) or real(*a, **k))
     options = SiteOptions(walk_pages=2)
-    build_site([str(board / "cnn")], tmp_path, options, progress=False)
+    build_site([str(board / "cnn")], tmp_path, options, env=QUIET_ENVIRONMENT)
     first = len(calls)
     assert first >= 1 and not (tmp_path / "side-by-side.html").exists()  # one run: nothing side by side
     stamps = {
         p: p.stat().st_mtime_ns
         for p in [*(tmp_path / "models" / "cnn").rglob("*.png"), *(tmp_path / "cache").iterdir()]
     }
-    build_site([str(board / "cnn"), str(board / "cnn-robust")], tmp_path, options, progress=False)
+    build_site([str(board / "cnn"), str(board / "cnn-robust")], tmp_path, options, env=QUIET_ENVIRONMENT)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # cnn's images and cache untouched
     assert 1 <= len(calls) - first <= 2 and (tmp_path / "cache" / "cnn-robust.safetensors").is_file()
     assert (tmp_path / "side-by-side.html").is_file()  # the two eval folders of one pool are paired
     again = len(calls)
-    build_site([str(board / "cnn"), str(board / "cnn-robust")], tmp_path, options, progress=False)
+    build_site([str(board / "cnn"), str(board / "cnn-robust")], tmp_path, options, env=QUIET_ENVIRONMENT)
     assert len(calls) == again  # nothing rerun
 
 
 def test_runs_that_are_not_paired_get_no_side_by_side_page(board, tmp_path):
     own = tmp_path / "own"
-    run_evaluation(BASE.replace(num_samples=5, seed=3, model="cnn", data="fashion-mnist-sample"), own, progress=False)
+    run_evaluation(
+        BASE.replace(num_samples=5, seed=3, model="cnn", data="fashion-mnist-sample"), own, env=QUIET_ENVIRONMENT
+    )
     site = tmp_path / "site"
-    build_site([str(board / "cnn"), str(own)], site, SiteOptions(walk_pages=1), progress=False)
+    build_site([str(board / "cnn"), str(own)], site, SiteOptions(walk_pages=1), env=QUIET_ENVIRONMENT)
     assert not (site / "side-by-side.html").exists() and not (site / "pairs.js").exists()
     index = (site / "index.html").read_text()
     assert "not paired" in index and "different source images" in index

@@ -2,7 +2,7 @@
 
 One module per subcommand (demo, eval, report, run, compare, leaderboard, site, bench, info), each with `HELP`,
 `add_arguments(parser)` and `command(args) -> exit code`; the flags several of them share are built in
-lst_fast.cli.arguments. The work itself is done by library modules (lst_fast.demo, evaluation, report,
+lst_fast.cli.arguments. The work itself is done by library modules (lst_fast.commands.demo, evaluation, report,
 run_images, compare, bench, distributed) that the subcommands call. Even `lst-fast --help` loads torch:
 `import lst_fast` defines lst_fast's operators in torch and loads their compiled kernels, and the flags
 come from the settings dataclasses, whose checks use torch.
@@ -19,7 +19,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from lst_fast.cli import bench, compare, demo, eval, info, leaderboard, report, run, site
+from lst_fast.cli import bench, compare, demo, evaluate, info, leaderboard, report, run, site
 from lst_fast.cli.arguments import (
     add_dataclass_arguments,
     add_model_arguments,
@@ -55,7 +55,7 @@ EPILOG = (
 )
 SUBCOMMANDS = {
     "demo": demo,
-    "eval": eval,
+    "eval": evaluate,
     "report": report,
     "run": run,
     "compare": compare,

@@ -1,7 +1,7 @@
 """The flags that several subcommands share, and the one way each is read back.
 
 The flags of the LST settings and of the evaluation's configuration are made from their dataclasses'
-fields (lst_fast.settings), with the fields' help text and defaults: a subcommand gets them with
+fields (lst_fast.walk.settings), with the fields' help text and defaults: a subcommand gets them with
 `add_settings_arguments(parser, fields, defaults)` and reads them back with
 `settings_from_arguments(args, base, fields)`, a checked LSTSettings.
 """
@@ -11,13 +11,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
+import torch
+
+from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.settings import LSTSettings
+from lst_fast.run_environment import RunEnvironment
+from lst_fast.walk.settings import LSTSettings
 
 # The LST settings each subcommand offers as flags (the other LSTSettings fields keep the base's value).
 WALK_FIELDS = ("iterations", "step_size", "threshold", "adv_step_size", "precision")
+# eval and leaderboard also offer --graph, which is read into the RunEnvironment (how they run), not into
+# the evaluation's settings (what they compute).
 EVAL_LST_FIELDS = WALK_FIELDS + ("graph",)
 # `run` passes these to lst_fast.traverse; bounds, mean, std and the recording take several numbers and
 # are flags of their own there.
@@ -87,6 +93,66 @@ def add_model_dir_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
+    """--data-root DIR, read back as args.data_root (eval, report and leaderboard)."""
+    parser.add_argument("--data-root", default=None, help="folder with the data set's files")
+
+
+def add_join_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """--join-timeout SECONDS, read back as args.join_timeout (eval and leaderboard under torchrun)."""
+    help_text = (
+        "under torchrun: how long each process waits for the others to join its group before it stops, saying so"
+    )
+    parser.add_argument(
+        "--join-timeout",
+        type=positive_seconds,
+        default=DEFAULT_JOIN_TIMEOUT_S,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
+def add_simplex_arguments(parser: argparse.ArgumentParser) -> None:
+    """--simplex-points N and --simplex-subsets S (eval and leaderboard), read back by simplex_settings."""
+    parser.add_argument(
+        "--simplex-points",
+        type=bounded_int(0),
+        default=0,
+        metavar="N",
+        help="also measure the k-simplices (source + k LST outputs, k = 2 .. rounds) at N uniform Dirichlet "
+        "points each: their fraction above p_src - d, one table row per k (default: 0, off)",
+    )
+    parser.add_argument(
+        "--simplex-subsets",
+        type=bounded_int(0),
+        default=0,
+        metavar="S",
+        help="k-simplices per k and source: a seeded choice of S of the C(rounds, k) subsets of the rounds "
+        "(default: 0, all of them)",
+    )
+
+
+def simplex_settings(args: argparse.Namespace):
+    """The SimplexSettings of --simplex-points and --simplex-subsets, or None when off (checked by the run)."""
+    from lst_fast.evaluation.simplices import SimplexSettings
+
+    if args.simplex_points == 0 and args.simplex_subsets == 0:
+        return None
+    return SimplexSettings(points=args.simplex_points, subsets=args.simplex_subsets)
+
+
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """--workers N, read back as args.workers (None: the pool module's default)."""
+    parser.add_argument(
+        "--workers",
+        type=WORKERS,
+        default=None,
+        metavar="N",
+        help="processes that decode image files for the pool (default: min(4, CPU cores) for image files, "
+        "0 for in-memory data sets)",
+    )
+
+
 def add_settings_arguments(
     parser: argparse.ArgumentParser, fields: Sequence[str] = WALK_FIELDS, defaults: Optional[LSTSettings] = None
 ) -> None:
@@ -102,6 +168,14 @@ def settings_from_arguments(
     holds; checked."""
     names = (f.name for f in dataclasses.fields(LSTSettings)) if fields is None else fields
     return (LSTSettings() if base is None else base).replace(**values(args, names))
+
+
+def run_environment(args: argparse.Namespace, device: Union[str, torch.device]) -> RunEnvironment:
+    """The one RunEnvironment of a command: `device` (the process group's) and the flags of where and how
+    it runs that the subcommand offers (the others keep their defaults)."""
+    given = {name: getattr(args, name, None) for name in ("data_root", "model_dir", "workers", "batch_size", "graph")}
+    given = {name: value for name, value in given.items() if value is not None}
+    return RunEnvironment(device=device, progress=not getattr(args, "no_progress", False), **given)
 
 
 def values(args: argparse.Namespace, names: Iterable[str]) -> Dict[str, Any]:
@@ -122,9 +196,9 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _device(text: str) -> str:
-    """--device's value as given, once lst_fast.validation.check_device accepts it and, for a CUDA device,
+    """--device's value as given, once lst_fast.walk.validation.check_device accepts it and, for a CUDA device,
     torch sees that GPU (or it is auto): a missing GPU is named before anything runs."""
-    from lst_fast.validation import check_device
+    from lst_fast.walk.validation import check_device
 
     if text != "auto":
         try:
@@ -212,7 +286,7 @@ def pick_device() -> str:
 def print_backend(device: str, auto: bool = False) -> None:
     """The first output line of the commands that compute: which implementation runs on `device`, and,
     when `auto`, that --device auto picked it."""
-    from lst_fast._extension import backend_info
+    from lst_fast.backends._extension import backend_info
 
     info = backend_info()
     kind = "cuda" if str(device).startswith("cuda") else "cpu"

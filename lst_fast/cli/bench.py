@@ -1,11 +1,11 @@
-"""`lst-fast bench`: LST speed side by side on this machine and model (lst_fast.bench times it)."""
+"""`lst-fast bench`: LST speed side by side on this machine and model (lst_fast.commands.bench times it)."""
 
 from __future__ import annotations
 
 import argparse
 
-from lst_fast.bench import MODES
 from lst_fast.cli.arguments import add_device_argument, add_model_arguments, model_keywords, print_backend, values
+from lst_fast.commands.bench import MODES
 
 HELP = "LST speed side by side on this machine: paper loop, one pass, lst_fast"
 
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast.bench import markdown_table, run_bench, write_bench_files
+    from lst_fast.commands.bench import markdown_table, run_bench, write_bench_files
 
     print_backend(args.device, args.device_auto)
     timed = values(args, ("batch_size", "image_size", "iterations", "repeats", "modes", "device"))

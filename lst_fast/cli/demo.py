@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 
 from lst_fast.cli import arguments
-from lst_fast.settings import DEMO_SETTINGS
+from lst_fast.walk.settings import EVALUATION_SETTINGS
 
 HELP = "LST on a shipped Fashion-MNIST model, with figures and a summary"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["cnn", "cnn-robust", "vit"], default="cnn", help="shipped model")
-    arguments.add_settings_arguments(parser, arguments.WALK_FIELDS, DEMO_SETTINGS)
+    arguments.add_settings_arguments(parser, arguments.WALK_FIELDS, EVALUATION_SETTINGS)
     arguments.add_device_argument(parser)
     parser.add_argument("--seed", type=arguments.SEED, default=0, help="seed of the initial noise")
     parser.add_argument("--out", default="lst_demo", help="output folder")
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast.demo import run_demo
+    from lst_fast.commands.demo import run_demo
 
     arguments.print_backend(args.device, args.device_auto)
     numbers = run_demo(
@@ -29,7 +29,7 @@ def command(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         seed=args.seed,
-        settings=arguments.settings_from_arguments(args, DEMO_SETTINGS, arguments.WALK_FIELDS),
+        settings=arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.WALK_FIELDS),
     )
     print(
         f"wrote {args.out}/summary.md, grid.png, path.png, linear_path.png, triangles.png "

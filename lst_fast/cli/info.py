@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast._extension import backend_info
+    from lst_fast.backends._extension import backend_info
 
     print(json.dumps(backend_info(), indent=1))
     return 0

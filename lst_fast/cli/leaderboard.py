@@ -7,10 +7,9 @@ import argparse
 import os
 
 from lst_fast.cli import arguments
-from lst_fast.cli.eval import add_join_timeout_argument, add_simplex_arguments, add_workers_argument, simplex_settings
 from lst_fast.distributed import process_group
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.settings import EVALUATION_SETTINGS
+from lst_fast.walk.settings import EVALUATION_SETTINGS
 
 HELP = "a blind-spot leaderboard: many models on one shared pool, the paper's settings, ranked (resumable)"
 # EvalConfig fields the leaderboard offers (the model, data, pool size and min-confidence are its own flags).
@@ -37,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "imagenet:ROOT, imagenet-robustbench:ROOT (RobustBench's 5,000 val images), imagenet-list:FILE:ROOT "
         "or tensor:FILE",
     )
-    parser.add_argument("--data-root", default=None, help="folder with the data set's files")
+    arguments.add_data_root_argument(parser)
     parser.add_argument(
         "--num-samples",
         type=arguments.POSITIVE,
@@ -70,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "p_src - 0.2, the paper's headline; simplex_kK: the fraction of the K-simplex above p_src - 0.2, with "
         "--simplex-points)",
     )
-    add_simplex_arguments(parser)
+    arguments.add_simplex_arguments(parser)
     parser.add_argument(
         "--resamples",
         type=arguments.RESAMPLES,
@@ -80,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--digits", type=arguments.DIGITS, default=3, help="decimals in the tables (default: %(default)s)"
     )
-    add_workers_argument(parser)
+    arguments.add_workers_argument(parser)
     parser.add_argument(
         "--batch-size",
         type=arguments.POSITIVE,
@@ -94,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output folder: OUT/pool.json, OUT/MODEL/ per model, OUT/leaderboard.* (an unfinished one resumes)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_join_timeout_argument(parser)
+    arguments.add_join_timeout_argument(parser)
 
 
 def _rank_column(text: str) -> str:
@@ -108,35 +107,19 @@ def _rank_column(text: str) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast.evaluation.leaderboard import run_leaderboard
+    from lst_fast.evaluation.leaderboard import Ranking, run_leaderboard
 
-    settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.EVAL_LST_FIELDS)
-    base = EvalConfig(
-        lst=settings.replace(graph=False), pretrained=args.pretrained, **arguments.values(args, OWN_FIELDS)
-    )
+    settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.WALK_FIELDS)
+    pool_size = arguments.values(args, ("num_samples", "min_confidence"))
+    base = EvalConfig(lst=settings, pretrained=args.pretrained, **arguments.values(args, OWN_FIELDS), **pool_size)
+    ranking = Ranking(rank_by=args.rank_by, resamples=args.resamples, digits=args.digits)
     first = int(os.environ.get("RANK", "0")) == 0
     if first:
         arguments.print_backend(args.device, args.device_auto)
     with process_group(args.device, args.join_timeout) as device:
-        board = run_leaderboard(
-            args.models,
-            args.data,
-            args.out,
-            base,
-            num_samples=args.num_samples,
-            min_confidence=args.min_confidence,
-            rank_by=args.rank_by,
-            resamples=args.resamples,
-            device=device,
-            data_root=args.data_root,
-            model_dir=args.model_dir,
-            num_workers=args.workers,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
-            graph=settings.graph,
-            digits=args.digits,
-            simplices=simplex_settings(args),
-        )
+        env = arguments.run_environment(args, device)
+        simplices = arguments.simplex_settings(args)
+        board = run_leaderboard(args.models, args.data, args.out, base, ranking=ranking, simplices=simplices, env=env)
     if first:
         print(open(os.path.join(args.out, "leaderboard.md"), encoding="utf-8").read())
         print(f"wrote {args.out}/leaderboard.md, .tex, .csv, .json and .png ({len(board['rows'])} models)")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import add_device_argument, add_model_dir_argument
+from lst_fast.cli.arguments import add_data_root_argument, add_device_argument, add_model_dir_argument
 
 HELP = "a Markdown report (tables and figures) of a finished evaluation"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="an `lst-fast eval` output folder")
-    parser.add_argument("--data-root", default=None, help="folder with the data set's files")
+    add_data_root_argument(parser)
     add_model_dir_argument(parser)
     add_device_argument(parser)
 

@@ -1,4 +1,4 @@
-"""`lst-fast run`: Level Set Traversal between the user's own images (lst_fast.run_images does the work).
+"""`lst-fast run`: Level Set Traversal between the user's own images (lst_fast.commands.run_images does the work).
 
 lst-fast run --model timm:resnet50 --source cat.jpg --target dog.jpg --out out/
 lst-fast run --model cnn --source 'shirts/*.png' --target shoes/ --pairing all --out out/
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from lst_fast.cli import arguments
-from lst_fast.settings import LSTSettings, strip_record_every
+from lst_fast.walk.settings import LSTSettings, strip_record_every
 
 HELP = "LST between your own images (PNG/JPEG files, folders or patterns)"
 
@@ -93,7 +93,7 @@ def run_settings(args: argparse.Namespace) -> LSTSettings:
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast.run_images import run_images
+    from lst_fast.commands.run_images import run_images
 
     arguments.print_backend(args.device, args.device_auto)
     numbers = run_images(

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import SEED, add_device_argument, add_model_dir_argument, bounded_int
+from lst_fast.cli.arguments import (
+    SEED,
+    add_data_root_argument,
+    add_device_argument,
+    add_model_dir_argument,
+    bounded_int,
+    run_environment,
+)
 
 HELP = "a static HTML site of a finished leaderboard or evaluations: every walk, the models side by side"
 
@@ -47,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the gallery shows a JPEG thumbnail of images larger than this many pixels (default: %(default)s)",
     )
     parser.add_argument("--seed", type=SEED, default=0, help="seeds the sample of walk pages (default: %(default)s)")
-    parser.add_argument("--data-root", default=None, help="folder with the data set's files")
+    add_data_root_argument(parser)
     add_model_dir_argument(parser)
     add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -57,7 +64,6 @@ def command(args: argparse.Namespace) -> int:
     from lst_fast.website import SiteOptions, build_site
 
     options = SiteOptions(args.walk_pages, args.thumbnail, args.frames, args.seed)
-    progress = not args.no_progress
-    index = build_site(args.dirs, args.out, options, args.device, args.data_root, args.model_dir, progress)
+    index = build_site(args.dirs, args.out, options, env=run_environment(args, args.device))
     print(f"wrote {index} (open it in a browser; the folder {args.out} can be published as it is)")
     return 0

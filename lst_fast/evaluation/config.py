@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 from lst_fast.data.sources import DATA_SPECS
 from lst_fast.errors import InputError, InputTypeError
 from lst_fast.models import MODEL_SPECS
-from lst_fast.settings import EVALUATION_SETTINGS, LSTSettings, field_help
+from lst_fast.walk.settings import EVALUATION_SETTINGS, LSTSettings, field_help
 
 __all__ = ["RECORDED_LST_FIELDS", "EvalConfig"]
 

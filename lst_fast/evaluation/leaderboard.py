@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -37,18 +38,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
+from lst_fast.commands import plots
 from lst_fast.data.sources import open_image_set
+from lst_fast.distributed import barrier, rank_and_world
 from lst_fast.errors import DataError, InputError, TooFewSources
 from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
 from lst_fast.evaluation.pool_file import SIGNED_SCAN
-from lst_fast.evaluation.runner import barrier, pool_config, rank_and_world, run_evaluation
+from lst_fast.evaluation.runner import pool_config, run_evaluation
 from lst_fast.evaluation.store import EvaluationStore, load_tensors
-from lst_fast.evaluation.tables import latex_text, round_pairs, table2_per_source
+from lst_fast.evaluation.tables import SHOWN, latex_text, round_pairs, table2_per_source
 from lst_fast.evaluation.targets import round_targets
+from lst_fast.models.descriptor import ModelDescriptor
+from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 
 __all__ = [
     "COLUMNS",
@@ -81,8 +85,8 @@ COLUMNS: Dict[str, Tuple[str, str, bool]] = {
     "mean": ("triangle mean p", "table2", True),
     **{f"frac_above_{d:g}": (f"> p_src - {d:g}" if d else "> p_src", "table2", True) for d in DROPS},
 }
-SHOWN_SETTINGS = (("rounds", "R"), ("iterations", "T"), ("step_size", "eta"), ("threshold", "delta"))
-SHOWN_SETTINGS += (("adv_step_size", "eps"), ("precision", "precision"), ("seed", "seed"))
+# tables.SHOWN without what the pool fixes for every model on it
+SHOWN_SETTINGS = tuple((key, short) for key, short in SHOWN.items() if key not in ("data", "num_samples"))
 
 
 def model_folder(spec: str) -> str:
@@ -95,30 +99,33 @@ def model_folder(spec: str) -> str:
 # -- the run ----------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """How the leaderboard ranks and prints: the column that ranks (rank_by), the bootstrap resamples of
+    the sources and the decimals of the tables."""
+
+    rank_by: str = DEFAULT_RANK_BY
+    resamples: int = 1000
+    digits: int = 3
+
+
 def run_leaderboard(
     models: Sequence[str],
-    data: str,
+    data_spec: str,
     out,
     base: Optional[EvalConfig] = None,
-    num_samples: int = LEADERBOARD_DEFAULTS["num_samples"],
-    min_confidence: Optional[float] = LEADERBOARD_DEFAULTS["min_confidence"],
-    rank_by: str = DEFAULT_RANK_BY,
-    resamples: int = 1000,
-    device="cpu",
-    data_root: Optional[str] = None,
-    model_dir: Optional[str] = None,
-    num_workers: Optional[int] = None,
-    batch_size: int = 128,
-    progress: bool = True,
-    graph: bool = False,
-    digits: int = 3,
+    ranking: Ranking = Ranking(),
     simplices: Optional[k_simplices.SimplexSettings] = None,
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
 ) -> Dict[str, Any]:
-    """Build (or reuse) OUT/pool.json from `models` on `data`, evaluate each model on it into
-    OUT/<model_folder(spec)>/ with `base`'s settings (its rounds, LST settings, seed, chunk size; its
-    model, data, num_samples and min_confidence are replaced), then rank them and write the tables
-    (rank 0). simplices: also the k-simplices of every model (one column per k, rankable as simplex_kK).
-    Returns the leaderboard (the dict of leaderboard.json)."""
+    """Build (or reuse) OUT/pool.json from `models` on the data set `data_spec`, evaluate each model on it into
+    OUT/<model_folder(spec)>/ with `base`'s settings (its rounds, LST settings, seed, chunk size; the
+    pool's size and bar are its num_samples and min_confidence; its model and data are replaced), then
+    rank them and write the tables (rank 0). base: default the paper's settings (LEADERBOARD_DEFAULTS).
+    simplices: also the k-simplices of every model (one column per k, rankable as simplex_kK). env: where
+    and how it runs (lst_fast.run_environment). Each model is resolved once (lst_fast.models.resolve_model)
+    for the pool, its scan and its evaluation. Returns the leaderboard (the dict of leaderboard.json)."""
+    rank_by, resamples, digits = ranking.rank_by, ranking.resamples, ranking.digits
     models = list(dict.fromkeys(models))
     if not models:
         raise InputError("a leaderboard needs at least one --model")
@@ -130,7 +137,7 @@ def run_leaderboard(
         raise InputError(f"resamples must be an integer >= 10, got {resamples!r}")
     if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 12:
         raise InputError(f"digits must be an integer in [0, 12], got {digits!r}")
-    base = base or EvalConfig(rounds=LEADERBOARD_DEFAULTS["rounds"])
+    base = base or EvalConfig(**LEADERBOARD_DEFAULTS)
     if rank_by in COLUMNS and COLUMNS[rank_by][1] == "table2" and base.rounds < 2:
         raise InputError(
             f"--rank-by {rank_by} is a triangle statistic, which needs two rounds (a triangle is a source and "
@@ -141,55 +148,28 @@ def run_leaderboard(
         simplices.validate(base.rounds)
     if k_simplices.is_column(rank_by) and (simplices is None or int(rank_by[len("simplex_k") :]) > base.rounds):
         raise InputError(f"rank_by {rank_by} needs --simplex-points and a k of at most --rounds ({base.rounds})")
-    base.replace(num_samples=num_samples, min_confidence=min_confidence)  # checks them
+    base.validate()
     folders = [model_folder(m) for m in models]
     if len(set(folders)) != len(folders):
         raise InputError(f"two models share a folder name: {models}")
     out = Path(out)
     rank, world = rank_and_world()
+    resolved: Dict[str, ModelDescriptor] = {}  # spec -> the model, resolved once for this command
     with EvaluationStore(out).locked() if rank == 0 else contextlib.nullcontext():
         if rank == 0:
             for stale in out.glob(".*.tmp"):  # a killed write of pool.json (only under the lock)
                 stale.unlink(missing_ok=True)
-            pool = _pool(
-                [{"model": m, "pretrained": base.pretrained} for m in models],
-                data,
-                out,
-                num_samples,
-                min_confidence,
-                base.seed,
-                data_root,
-                model_dir,
-                device,
-                num_workers,
-                batch_size,
-                progress,
-                base.rounds,
-            )
+            pool = _pool(models, data_spec, out, base, env=env, resolved=resolved)
         barrier(world)
         pool = load_pool(out / "pool.json") if rank != 0 else pool
         for spec, folder in zip(models, folders, strict=True):
             if rank == 0:
                 print(f"== {spec} -> {out / folder}", flush=True)
-                _scan(
-                    spec,
-                    data,
-                    base,
-                    pool,
-                    out / folder,
-                    device,
-                    data_root,
-                    model_dir,
-                    num_workers,
-                    batch_size,
-                    progress,
-                )
+                _scan(spec, data_spec, base, pool, folder=out / folder, env=env, resolved=resolved)
             barrier(world)
-            cfg = pool_config(base.replace(model=spec, data=data), pool)
+            cfg = pool_config(base.replace(model=spec, data=data_spec), pool)
             try:
-                run_evaluation(
-                    cfg, out / folder, device, data_root, progress, graph, model_dir, pool, num_workers, simplices
-                )
+                run_evaluation(cfg, out / folder, env, pool=pool, simplices=simplices, model=resolved.get(spec))
                 if rank == 0:
                     (out / folder / NO_SOURCES).unlink(missing_ok=True)
             except TooFewSources as error:  # its row says so; the other models are still ranked
@@ -198,34 +178,26 @@ def run_leaderboard(
                     _write_no_sources(out / folder, spec, pool, str(error))
         board: Dict[str, Any] = {}
         if rank == 0:
-            board = write_leaderboard(out, models, rank_by, resamples, digits, data_root, model_dir, device)
+            board = write_leaderboard(out, models, ranking, env, resolved=resolved)
         barrier(world)
     return board
 
 
 def _pool(
-    models,
-    data,
+    specs: Sequence[str],
+    data_spec: str,
     out: Path,
-    num_samples,
-    min_confidence,
-    seed,
-    data_root,
-    model_dir,
-    device,
-    workers,
-    batch_size,
-    progress,
-    rounds,
+    base: EvalConfig,
+    env: RunEnvironment,
+    resolved: Dict[str, ModelDescriptor],
 ) -> Pool:
     """OUT/pool.json: reused when it is of this data set and these settings, refused when it is not,
-    built from every listed model (dicts of model and pretrained) when it is missing."""
+    built from every listed model when it is missing (the models it resolves go into `resolved`)."""
     path = out / "pool.json"
-    specs = [m["model"] for m in models]
-    wanted = {"num_samples": num_samples, "min_confidence": min_confidence, "seed": seed, "rounds": rounds}
+    wanted = {k: getattr(base, k) for k in ("num_samples", "min_confidence", "seed", "rounds")}
     if path.is_file():
         pool = load_pool(path)
-        pool.check_data(open_image_set(data, data_root), data, str(path), data_root)
+        pool.check_data(open_image_set(data_spec, env.data_root), data_spec, str(path), env.data_root)
         differ = {k: (pool.settings()[k], v) for k, v in wanted.items() if pool.settings()[k] != v}
         if differ:
             raise InputError(
@@ -239,10 +211,19 @@ def _pool(
             flush=True,
         )
         return pool
-    scan = {"num_workers": workers, "batch_size": batch_size, "progress": progress, "rounds": rounds}
-    pool, stats = build_pool(models, data, num_samples, min_confidence, seed, data_root, model_dir, device, **scan)
+    models = [{"model": m, "pretrained": base.pretrained} for m in specs]
+    pool, stats = build_pool(
+        models,
+        data_spec,
+        base.num_samples,
+        base.min_confidence,
+        seed=base.seed,
+        rounds=base.rounds,
+        env=env,
+        resolved=resolved,
+    )
     if len(pool) < 2:
-        raise InputError(f"only {len(pool)} images of {data} qualify for the pool of {specs}; need at least 2")
+        raise InputError(f"only {len(pool)} images of {data_spec} qualify for the pool of {specs}; need at least 2")
     pool.save(path)
     rate = stats.scanned / stats.seconds if stats.seconds > 0 else float("inf")
     print(
@@ -255,7 +236,15 @@ def _pool(
     return pool
 
 
-def _scan(spec, spec_data, base, pool, folder: Path, device, data_root, model_dir, workers, batch_size, progress):
+def _scan(
+    spec: str,
+    data_spec: str,
+    base: EvalConfig,
+    pool: Pool,
+    folder: Path,
+    env: RunEnvironment,
+    resolved: Dict[str, ModelDescriptor],
+) -> None:
     """OUT/<model>/scan.json: the model's prediction and confidence on every image the pool's scan looked
     at (the first `scanned` images of its seeded order), unless it is there for this pool."""
     from lst_fast.models import resolve_model
@@ -268,13 +257,15 @@ def _scan(spec, spec_data, base, pool, folder: Path, device, data_root, model_di
                 return
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             pass
-    described = resolve_model(spec, device, pretrained=base.pretrained, model_dir=model_dir)
-    data = open_image_set(spec_data, data_root, described.preprocessing)
-    pool.check_data(data, spec_data, data_root=data_root, preprocessing=described.preprocessing)
+    described = resolved.get(spec)
+    if described is None:
+        described = resolved[spec] = resolve_model(
+            spec, env.device, pretrained=base.pretrained, model_dir=env.model_dir
+        )
+    data = open_image_set(data_spec, env.data_root, described.preprocessing)
+    pool.check_data(data, data_spec, data_root=env.data_root, preprocessing=described.preprocessing)
     scanned = scan_order(len(data), pool.seed)[: int(pool.scan["scanned"])]
-    predicted, confidence = classify(
-        described.classifier(), data, scanned, device, workers, batch_size, progress, desc=f"scan {spec}"
-    )
+    predicted, confidence = classify(described.classifier(), data, scanned, env, desc=f"scan {spec}")
     correct = predicted == data.labels[scanned]
     record = {
         "model": spec,
@@ -402,7 +393,7 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     return out, sources
 
 
-def _lpips_files(folder: Path, pool: Pool, data_root, model_dir, device) -> Optional[str]:
+def _lpips_files(folder: Path, pool: Pool, env: RunEnvironment, resolved: Dict[str, ModelDescriptor]) -> Optional[str]:
     """Write OUT/<model>/lpips.safetensors (LPIPS of each LST output to its target, per round) where
     missing; return why LPIPS is left out, or None."""
     from lst_fast.atomic_files import atomic_save_tensors
@@ -416,8 +407,12 @@ def _lpips_files(folder: Path, pool: Pool, data_root, model_dir, device) -> Opti
     cfg = store.read_config()
     sources = int(json.loads(store.tables_json.read_text())["sources"])
     chunks = math.ceil(sources / cfg.chunk_size)
-    described = resolve_model(cfg.model, "cpu", pretrained=cfg.pretrained, model_dir=model_dir)
-    data = open_image_set(cfg.data, data_root, described.preprocessing)
+    described = resolved.get(cfg.model)
+    if described is None:
+        described = resolved[cfg.model] = resolve_model(
+            cfg.model, env.device, pretrained=cfg.pretrained, model_dir=env.model_dir
+        )
+    data, device = open_image_set(cfg.data, env.data_root, described.preprocessing), env.device
     rows = []
     try:
         for r in range(cfg.rounds):
@@ -466,16 +461,16 @@ def _no_sources(folder: Path, pool: Pool) -> Optional[str]:
 def write_leaderboard(
     out,
     models: Sequence[str],
-    rank_by: str = DEFAULT_RANK_BY,
-    resamples: int = 1000,
-    digits: int = 3,
-    data_root: Optional[str] = None,
-    model_dir: Optional[str] = None,
-    device="cpu",
+    ranking: Ranking = Ranking(),
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
+    resolved: Optional[Dict[str, ModelDescriptor]] = None,
 ) -> Dict[str, Any]:
     """Rank the finished evaluations of `models` under OUT on OUT/pool.json and write
     OUT/leaderboard.{md,tex,csv,json} and OUT/leaderboard.png, all from one ranking: every file is
-    rendered before any is written. Returns the leaderboard dict."""
+    rendered before any is written. Returns the leaderboard dict. resolved: spec -> the models the
+    caller already resolved (LPIPS, where missing, reads the targets in the model's preprocessing)."""
+    rank_by, resamples, digits = ranking.rank_by, ranking.resamples, ranking.digits
+    resolved = {} if resolved is None else resolved
     out = Path(out)
     pool = load_pool(out / "pool.json")
     lpips_missing = _lpips_available()
@@ -501,7 +496,7 @@ def write_leaderboard(
             continue
         EvaluationStore(folder).require_finished()
         if lpips_missing is None:
-            lpips_missing = _lpips_files(folder, pool, data_root, model_dir, device)
+            lpips_missing = _lpips_files(folder, pool, env, resolved)
         values, sources = _per_source(folder, pool, lpips_missing is None)
         per_model.append(values)
         cfg = EvaluationStore(folder).read_config()

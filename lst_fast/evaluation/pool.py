@@ -50,11 +50,12 @@ import torch
 from torch import Tensor, nn
 
 from lst_fast.atomic_files import atomic_write_text
-from lst_fast.confidence import class_probability
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.errors import DataError, InputError
 from lst_fast.evaluation.pool_file import check_fields, content_digest, parse_json
+from lst_fast.run_environment import DEFAULT_BATCH, DEFAULT_ENVIRONMENT, QUIET_ENVIRONMENT, RunEnvironment
+from lst_fast.walk.confidence import class_probability
 
 __all__ = [
     "POOL_FORMAT",
@@ -72,7 +73,6 @@ __all__ = [
 ]
 
 POOL_FORMAT, POOL_VERSION = "lst-fast pool", 2
-DEFAULT_BATCH = 128  # images per decode batch and per forward
 
 
 def default_workers(data: ImageSet) -> int:
@@ -207,7 +207,8 @@ def _views(members: Sequence[PoolMember]) -> Tuple[List[ImageSet], List[int]]:
     return views, which
 
 
-def _check_settings(num_samples: int, min_confidence: Optional[float], batch_size: int, workers: Optional[int]):
+def _check_settings(num_samples: int, min_confidence: Optional[float], env: RunEnvironment):
+    batch_size, workers = env.batch_size, env.workers
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise InputError(f"num_samples must be >= 1, got {num_samples!r}")
     mc = min_confidence
@@ -216,7 +217,7 @@ def _check_settings(num_samples: int, min_confidence: Optional[float], batch_siz
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise InputError(f"num_workers must be None or >= 0, got {workers!r}")
+        raise InputError(f"workers must be None or >= 0, got {workers!r}")
 
 
 @torch.no_grad()
@@ -225,17 +226,15 @@ def select_pool(
     num_samples: int,
     min_confidence: Optional[float] = None,
     seed: int = 0,
-    device: Union[str, torch.device] = "cpu",
-    num_workers: Optional[int] = None,
-    batch_size: int = DEFAULT_BATCH,
-    progress: bool = True,
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
 ) -> Tuple[Tensor, Dict[str, Tensor], ScanStats]:
     """(indices, confidence per member, stats): the first `num_samples` images of the seeded order that
     every member classifies correctly (above min_confidence when set), each candidate passing through the
     members in turn (a rejection ends its check). The members share one data set (the same labels)."""
     from tqdm.auto import tqdm
 
-    _check_settings(num_samples, min_confidence, batch_size, num_workers)
+    _check_settings(num_samples, min_confidence, env)
+    batch_size = env.batch_size
     if not members:
         raise InputError("a pool needs at least one model")
     labels = members[0].data.labels
@@ -243,15 +242,15 @@ def select_pool(
         if len(member.data) != len(labels) or not torch.equal(member.data.labels, labels):
             raise InputError(f"{member.name} reads another data set than {members[0].name}")
     views, which = _views(members)
-    workers = default_workers(views[0]) if num_workers is None else num_workers
-    device = torch.device(device)
+    workers = default_workers(views[0]) if env.workers is None else env.workers
+    device = torch.device(env.device)
     order = scan_order(len(labels), seed)
     chosen: List[Tensor] = []
     confidence: Dict[str, List[Tensor]] = {m.name: [] for m in members}
     forwards = {m.name: 0 for m in members}
     have, scanned, decoded = 0, 0, 0
     start = time.perf_counter()
-    bar = tqdm(total=len(order), disable=not progress, desc="pool", unit="img", dynamic_ncols=True)
+    bar = tqdm(total=len(order), disable=not env.progress, desc="pool", unit="img", dynamic_ncols=True)
     for b, images in _batches(views, order, batch_size, workers):
         index = order[b * batch_size : (b + 1) * batch_size]
         decoded += len(index) * len(views)
@@ -301,21 +300,19 @@ def classify(
     module: nn.Module,
     data: ImageSet,
     indices: Tensor,
-    device: Union[str, torch.device] = "cpu",
-    num_workers: Optional[int] = None,
-    batch_size: int = DEFAULT_BATCH,
-    progress: bool = False,
+    env: RunEnvironment = QUIET_ENVIRONMENT,
     desc: str = "classify",
 ) -> Tuple[Tensor, Tensor]:
     """(predicted class, confidence in the true class) of each of `indices` (in their order), decoded by
     a DataLoader as the pool scan decodes."""
     from tqdm.auto import tqdm
 
-    _check_settings(1, None, batch_size, num_workers)
+    _check_settings(1, None, env)
+    batch_size, device = env.batch_size, env.device
     indices = indices.to(torch.long).cpu()
-    workers = default_workers(data) if num_workers is None else num_workers
+    workers = default_workers(data) if env.workers is None else env.workers
     predicted, confidence = [], []
-    bar = tqdm(total=len(indices), disable=not progress, desc=desc, unit="img", dynamic_ncols=True)
+    bar = tqdm(total=len(indices), disable=not env.progress, desc=desc, unit="img", dynamic_ncols=True)
     for b, (images,) in _batches([data], indices, batch_size, workers):
         index = indices[b * batch_size : (b + 1) * batch_size]
         logits = module(images.to(device))
@@ -480,21 +477,19 @@ def load_pool(path: Union[str, os.PathLike]) -> Pool:
 
 def build_pool(
     models: Sequence[Union[str, Dict[str, Any]]],
-    data: str,
+    data_spec: str,
     num_samples: int,
     min_confidence: Optional[float] = None,
     seed: int = 0,
-    data_root: Optional[str] = None,
-    model_dir: Optional[str] = None,
-    device: Union[str, torch.device] = "cpu",
-    num_workers: Optional[int] = None,
-    batch_size: int = DEFAULT_BATCH,
-    progress: bool = True,
     rounds: int = 5,
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
+    resolved: Optional[Dict[str, Any]] = None,
 ) -> Tuple[Pool, ScanStats]:
     """Build the pool of the named models (specs, or dicts with model, checkpoint, pretrained) on the data
-        set `data` (see the module docstring); return it with what it cost. Nothing is written. `rounds` is
-    recorded in the pool: the rounds of targets every evaluation on it walks."""
+    set `data_spec` (see the module docstring); return it with what it cost. Nothing is written. `rounds` is
+    recorded in the pool: the rounds of targets every evaluation on it walks. resolved: spec -> the
+    ModelDescriptor the caller already resolved; a model not in it is resolved here and added to it, so a
+    command that goes on with the same models resolves each once."""
     from lst_fast.data.sources import open_image_set
     from lst_fast.models import resolve_model
 
@@ -505,20 +500,22 @@ def build_pool(
     members, views, described_models = [], {}, []
     for entry in entries:
         checkpoint, pretrained = entry.get("checkpoint"), bool(entry.get("pretrained", True))
-        described = resolve_model(
-            entry["model"], device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir
-        )
+        described = (resolved or {}).get(entry["model"])
+        if described is None:
+            described = resolve_model(
+                entry["model"], env.device, pretrained=pretrained, checkpoint=checkpoint, model_dir=env.model_dir
+            )
+            if resolved is not None:
+                resolved[entry["model"]] = described
         pre = described.preprocessing
         if pre not in views:  # one data view per distinct preprocessing
-            views[pre] = open_image_set(data, data_root, pre)
+            views[pre] = open_image_set(data_spec, env.data_root, pre)
         members.append(PoolMember(entry["model"], described.classifier(), views[pre]))
         described_models.append(_model_entry(entry["model"], checkpoint, pretrained, pre.to_dict()))
-    indices, confidence, stats = select_pool(
-        members, num_samples, min_confidence, seed, device, num_workers, batch_size, progress
-    )
+    indices, confidence, stats = select_pool(members, num_samples, min_confidence, seed, env)
     first = members[0].data
     pool = Pool(
-        data=data_identity(first, data, indices),
+        data=data_identity(first, data_spec, indices),
         models=tuple(described_models),
         num_samples=num_samples,
         min_confidence=None if min_confidence is None else float(min_confidence),

@@ -1,7 +1,7 @@
 """Running the full evaluation (docs/ALGORITHM.md section 3): Table 1 (distances from LST outputs to their
 targets) and Table 2 (triangle statistics) over a pool of correctly classified images, R rounds of targets.
 
-The pool is the model's own (`build_pool`: a seeded scan that stops when the pool is full), or a shared
+The pool is the model's own (`own_pool_indices`: a seeded scan that stops when the pool is full), or a shared
 one (`pool=`, lst_fast.evaluation.pool): the model is then evaluated on the part of the shared pool it
 classifies correctly (above the pool's min_confidence), and each source keeps the target the shared pool
 gives it in every round (`round_targets` of the whole pool and the seed), so every model on the pool walks
@@ -25,25 +25,27 @@ from torch import Tensor
 
 from lst_fast.data.image_cache import cached_images
 from lst_fast.data.image_set import ImageSet
+from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.data.sources import open_image_set
-from lst_fast.errors import InputError, PeerFailed, TooFewSources
+from lst_fast.distributed import barrier, rank_and_world
+from lst_fast.errors import InputError, TooFewSources
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.evaluation.pool import DEFAULT_BATCH, Pool, PoolMember, classify, select_pool
+from lst_fast.evaluation.pool import Pool, PoolMember, classify, select_pool
 from lst_fast.evaluation.simplices import SimplexSettings, compute_simplices, simplex_markdown, simplex_tables
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.geometry import triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
-from lst_fast.traversal import traverse
+from lst_fast.models.descriptor import ModelDescriptor
+from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
+from lst_fast.walk.traversal import traverse
 
 __all__ = [
-    "barrier",
-    "build_pool",
     "chunk_seed",
+    "own_pool_indices",
     "pool_config",
     "pool_conflicts",
-    "rank_and_world",
     "run_evaluation",
     "staged_on_device",
 ]
@@ -51,16 +53,13 @@ __all__ = [
 Job = TypeVar("Job")
 
 
-def build_pool(
-    model, data: ImageSet, cfg: EvalConfig, device, batch: int = DEFAULT_BATCH, num_workers: Optional[int] = None
-) -> Tensor:
+def own_pool_indices(model: torch.nn.Module, data: ImageSet, cfg: EvalConfig, env: RunEnvironment) -> Tensor:
     """Indices (sorted) of the model's own pool: the shared pool's scan (`select_pool`) with this one model,
     the first num_samples images of the seeded order that it classifies correctly (confidence above
     min_confidence if set), the scan stopping as soon as the pool is full."""
     member = PoolMember(cfg.model, model, data)
-    indices, _, _ = select_pool(
-        [member], cfg.num_samples, cfg.min_confidence, cfg.seed, device, num_workers, batch, False
-    )
+    quiet = env.replace(progress=False)
+    indices, _, _ = select_pool([member], cfg.num_samples, cfg.min_confidence, cfg.seed, env=quiet)
     return indices.sort().values
 
 
@@ -75,17 +74,17 @@ class _Work:
     world: int
     model: torch.nn.Module
     data: ImageSet
-    pool: Tensor  # dataset indices of the sources
+    sources: Tensor  # dataset indices of the sources
     targets: List[Tensor]  # per round: dataset index of each source's target
 
     @property
     def chunks(self) -> int:
-        return math.ceil(len(self.pool) / self.cfg.chunk_size)
+        return math.ceil(len(self.sources) / self.cfg.chunk_size)
 
     def chunk_rows(self, round_: int, chunk: int) -> Tuple[Tensor, Tensor]:
         """Dataset indices of the chunk's sources and of their targets."""
-        rows = torch.arange(chunk * self.cfg.chunk_size, min((chunk + 1) * self.cfg.chunk_size, len(self.pool)))
-        return self.pool[rows], self.targets[round_][rows]
+        rows = torch.arange(chunk * self.cfg.chunk_size, min((chunk + 1) * self.cfg.chunk_size, len(self.sources)))
+        return self.sources[rows], self.targets[round_][rows]
 
 
 # What a run on a shared pool takes from the pool: everything that decides its sources and targets.
@@ -128,14 +127,10 @@ def chunk_seed(seed: int, round_: int, chunk: int) -> int:
 def run_evaluation(
     cfg: EvalConfig,
     out_dir,
-    device="cpu",
-    data_root: Optional[str] = None,
-    progress: bool = True,
-    graph: bool = False,
-    model_dir: Optional[str] = None,
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
     pool: Optional[Pool] = None,
-    num_workers: Optional[int] = None,
     simplices: Optional[SimplexSettings] = None,
+    model: Optional[ModelDescriptor] = None,
 ) -> paper_tables.Tables:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json, and return
     the tables (the dict of tables.json: see lst_fast.evaluation.tables).
@@ -143,14 +138,14 @@ def run_evaluation(
     Everything is checked before anything is written: the configuration, an existing config.json, the
     model, the data and the pool. Then rank 0 holds the folder's lock for the whole run (a second run in
     the same folder is refused), writes config.json and removes a killed run's temporary files.
-    graph: replay each LST iteration from a CUDA graph (same results; CUDA only).
-    model_dir: RobustBench's checkpoint folder (robustbench: models; default ./models).
+    env: where and how it runs (lst_fast.run_environment): the device, the data and model folders, the
+    scan's workers and batch, progress bars, CUDA graphs (none of it changes the tables).
     pool: a shared pool (lst_fast.evaluation.pool.Pool); cfg must be `pool_config(cfg, pool)`. The sources
     are the pool's images this model classifies correctly (above the pool's min_confidence; printed).
-    num_workers: decoding workers for the pool's scan, or the check of a shared pool (None: the pool
-    module's default).
     simplices: also the k-simplices (lst_fast.evaluation.simplices): their files, the "simplices" entry of
     tables.json and its rows in tables.md (None: neither, as before).
+    model: cfg.model already resolved by the caller (lst_fast.models.resolve_model), so a command that
+    evaluates a model it has scanned loads it once (None: resolved here).
     """
     cfg.validate()
     if simplices is not None:
@@ -158,22 +153,23 @@ def run_evaluation(
     if (pool is None) != (cfg.pool is None) or (pool is not None and cfg != pool_config(cfg, pool)):
         raise InputError("a run on a shared pool takes pool= and cfg = pool_config(cfg, pool), or neither")
     rank, world = rank_and_world()
-    store, device = EvaluationStore(out_dir), torch.device(device)
+    store, device = EvaluationStore(out_dir), torch.device(env.device)
+    env = env.replace(device=device)
     store.check_config(cfg)
-    model, data, pool_indices, targets = _load_model_and_pool(
-        cfg, device, data_root, model_dir, pool, num_workers, rank == 0
-    )
+    classifier, data, pool_indices, targets = _load_model_and_pool(cfg, env, pool, model, say=rank == 0)
     # From here on only pool images are read, each 2 * rounds times by LST and once per pair of rounds by
     # the triangles: decode each once (bench/RESULTS.md, "Where an evaluation's time goes").
-    work = _Work(cfg, store, device, rank, world, model, cached_images(data, pool_indices), pool_indices, targets)
+    work = _Work(cfg, store, device, rank, world, classifier, cached_images(data, pool_indices), pool_indices, targets)
     with work.store.locked() if rank == 0 else contextlib.nullcontext():
         _claim_folder(work)
-        _run_chunks(work, progress, graph)
+        _run_chunks(work, env)
         barrier(world)
         per_round = [work.store.read_round(r, work.chunks) for r in range(cfg.rounds)]
         _compute_triangles(work, per_round)
         if simplices is not None:
-            compute_simplices(model, work.data, pool_indices, per_round, store, cfg, simplices, device, rank, world)
+            compute_simplices(
+                classifier, work.data, pool_indices, per_round, store=store, cfg=cfg, settings=simplices, device=device
+            )
         barrier(world)
         tables = _tables(work, per_round)
         markdown = paper_tables.tables_markdown(tables, cfg)
@@ -205,26 +201,25 @@ def _claim_folder(work: _Work) -> None:
 
 def _load_model_and_pool(
     cfg: EvalConfig,
-    device: torch.device,
-    data_root: Optional[str],
-    model_dir: Optional[str],
-    shared: Optional[Pool] = None,
-    num_workers: Optional[int] = None,
+    env: RunEnvironment,
+    shared: Optional[Pool],
+    described: Optional[ModelDescriptor],
     say: bool = True,
 ) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor]]:
     """The model, the data (in the model's own preprocessing), the sources and each round's targets (data
     set indices; checked, nothing written)."""
     from lst_fast.models import resolve_model
 
-    described = resolve_model(
-        cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=model_dir
-    )
+    if described is None:
+        described = resolve_model(
+            cfg.model, env.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=env.model_dir
+        )
     model = described.classifier()  # [0, 1] images to logits, its mean/std (if any) in front
-    data = open_image_set(cfg.data, data_root, described.preprocessing)
+    data = open_image_set(cfg.data, env.data_root, described.preprocessing)
     if shared is not None:
-        found = _on_shared_pool(cfg, model, data, shared, device, num_workers, say, data_root, described.preprocessing)
+        found = _on_shared_pool(cfg, model, data, shared, env, say=say, preprocessing=described.preprocessing)
         return (model, data, *found)
-    pool = build_pool(model, data, cfg, device, num_workers=num_workers)
+    pool = own_pool_indices(model, data, cfg, env)
     if len(pool) < 2:
         raise InputError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
     targets = round_targets(data.labels[pool], cfg.rounds, cfg.seed)
@@ -236,18 +231,16 @@ def _on_shared_pool(
     model: torch.nn.Module,
     data: ImageSet,
     pool: Pool,
-    device: torch.device,
-    num_workers: Optional[int],
+    env: RunEnvironment,
     say: bool,
-    data_root: Optional[str] = None,
-    preprocessing=None,
+    preprocessing: Preprocessing,
 ) -> Tuple[Tensor, List[Tensor]]:
     """The sources (the pool's images the model classifies correctly, above the pool's min_confidence) and
     their targets: in every round the whole pool's derangement, restricted to those sources."""
-    pool.check_data(data, cfg.data, data_root=data_root, preprocessing=preprocessing)
+    pool.check_data(data, cfg.data, data_root=env.data_root, preprocessing=preprocessing)
     if len(pool) < 2:
         raise InputError(f"the pool has {len(pool)} images; need at least 2")
-    predicted, confidence = classify(model, data, pool.indices, device, num_workers)
+    predicted, confidence = classify(model, data, pool.indices, env.replace(progress=False))
     ok = predicted == pool.labels
     if pool.min_confidence is not None:
         ok &= confidence > pool.min_confidence
@@ -268,19 +261,19 @@ def _on_shared_pool(
     return pool.indices[kept], [pool.indices[t[kept]] for t in targets]
 
 
-def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
+def _run_chunks(work: _Work, env: RunEnvironment) -> None:
     """LST on this rank's unfinished chunks, each written as it finishes (the next chunk's images are
     staged on the device meanwhile)."""
     from tqdm.auto import tqdm
 
     cfg, store, data = work.cfg, work.store, work.data
     mine = [(r, c) for r in range(cfg.rounds) for c in range(work.chunks)][work.rank :: work.world]
-    image_shape = tuple(data.get(work.pool[:1]).shape[1:])
+    image_shape = tuple(data.get(work.sources[:1]).shape[1:])
     todo = [job for job in mine if not store.has_chunk(*job, cfg, *work.chunk_rows(*job), image_shape)]
     bar = tqdm(
         total=len(mine),
         initial=len(mine) - len(todo),
-        disable=not progress,
+        disable=not env.progress,
         desc="LST chunks" + (f" (rank {work.rank})" if work.world > 1 else ""),
     )
 
@@ -288,7 +281,7 @@ def _run_chunks(work: _Work, progress: bool, graph: bool) -> None:
         src, tgt = work.chunk_rows(*job)
         return [data.get(src), data.get(tgt), data.labels[src]]
 
-    settings = cfg.lst.replace(graph=graph)
+    settings = cfg.lst.replace(graph=env.graph)  # how it runs, not what it computes: not in config.json
     for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, work.device):
         src, tgt = work.chunk_rows(r, c)
         generator = torch.Generator(device=work.device).manual_seed(chunk_seed(cfg.seed, r, c))
@@ -343,49 +336,23 @@ def staged_on_device(
         yield job, moved
 
 
-def rank_and_world() -> Tuple[int, int]:
-    """(rank, world size) of the initialized torch.distributed group, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def barrier(world: int) -> None:
-    """Wait for every process of the group (nothing to wait for in one process). A barrier that fails
-    because another process stopped (its connection closed, the collective timed out) is PeerFailed:
-    one line saying so, the failed process's own message says why."""
-    if world > 1:
-        import torch.distributed as dist
-
-        try:
-            dist.barrier()
-        except RuntimeError as error:  # torch's DistBackendError and DistNetworkError are RuntimeErrors
-            cause = " ".join(str(error).split())[:200]
-            raise PeerFailed(
-                f"rank {dist.get_rank()} of {world}: another process of the group failed or stopped, so this "
-                f"one stops too (its own error line says why; here: {cause})"
-            ) from error
-
-
 def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
     """Confidence over the triangle (source, output of round r1, output of round r2) for every source
     and pair of rounds; this rank's share of the pairs, skipping finished ones."""
-    cfg, device, pool, data = work.cfg, work.device, work.pool, work.data
+    cfg, device, sources, data = work.cfg, work.device, work.sources, work.data
     for r1, r2 in paper_tables.round_pairs(cfg.rounds)[work.rank :: work.world]:
-        if work.store.has_triangles(r1, r2, cfg, (len(pool), len(triangle_weights(cfg.triangle_n)))):
+        if work.store.has_triangles(r1, r2, cfg, (len(sources), len(triangle_weights(cfg.triangle_n)))):
             continue
         conf = []
-        for start in range(0, len(pool), cfg.chunk_size):
+        for start in range(0, len(sources), cfg.chunk_size):
             rows = slice(start, start + cfg.chunk_size)
             conf.append(
                 triangle_confidence(
                     work.model,
-                    data.get(pool[rows]).to(device),
+                    data.get(sources[rows]).to(device),
                     per_round[r1]["images"][rows].to(device),
                     per_round[r2]["images"][rows].to(device),
-                    data.labels[pool[rows]].to(device),
+                    data.labels[sources[rows]].to(device),
                     n=cfg.triangle_n,
                     precision=cfg.lst.precision,
                 ).cpu()
@@ -397,7 +364,7 @@ def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> paper_tables.Tab
     triangles = [work.store.read_triangles(r1, r2) for r1, r2 in paper_tables.round_pairs(work.cfg.rounds)]
     return paper_tables.summarize(
         paper_tables.table1_per_pair(per_round),
-        paper_tables.table2_per_source(triangles, work.cfg.triangle_n, len(work.pool)),
-        len(work.pool),
+        paper_tables.table2_per_source(triangles, work.cfg.triangle_n, len(work.sources)),
+        len(work.sources),
         work.cfg.rounds,
     )

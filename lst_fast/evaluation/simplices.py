@@ -21,8 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from lst_fast import plots
+from lst_fast.commands import plots
 from lst_fast.data.image_set import ImageSet
+from lst_fast.distributed import rank_and_world
 from lst_fast.errors import InputError
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.store import EvaluationStore
@@ -114,12 +115,11 @@ def compute_simplices(
     cfg: EvalConfig,
     settings: SimplexSettings,
     device: torch.device,
-    rank: int = 0,
-    world: int = 1,
 ) -> None:
     """Confidence at the Dirichlet points of every (k, simplex), over all sources; this rank's share of the
     simplices, skipping finished files. Sources go to the model cfg.chunk_size at a time (simplex_confidence
     chunks the forwards further by memory)."""
+    rank, world = rank_and_world()
     sources = len(pool)
     for k, index, subset in _jobs(cfg.rounds, settings, cfg.seed)[rank::world]:
         position = _position(k, subset, settings)

@@ -35,7 +35,7 @@ from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text, standa
 from lst_fast.caller_warning import warn_at_caller
 from lst_fast.errors import EnvironmentFault, InputError
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.result import METADATA_KEY
+from lst_fast.walk.result import METADATA_KEY
 
 LOCK_NAME = ".lst-fast.lock"
 # The tensors of a chunk file, one row per pair of the chunk.

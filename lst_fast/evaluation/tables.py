@@ -72,11 +72,12 @@ TITLES = {
     "table2": "Table 2: triangles (source, two LST outputs), mean ± std over sources",
 }
 
-# Settings shown in the side-by-side tables' settings column (all other config entries are compared too).
+# The settings shown beside a run, with their short names: compare's settings column (all other config
+# entries are compared too) and the leaderboard's (without data and n, which its pool fixes for every model).
 SHOWN = {
     "data": "data",
     "num_samples": "n",
-    "rounds": "rounds",
+    "rounds": "R",
     "iterations": "T",
     "step_size": "eta",
     "threshold": "delta",

@@ -84,17 +84,11 @@ def model_info(name: str) -> dict:
 
 
 def load_checkpoint(architecture: str, path: Union[str, Path]) -> nn.Module:
-    """Build `architecture` and load weights from a safetensors file (no pickle), in eval mode."""
-    from safetensors.torch import load_file
-
+    """Build `architecture` and load weights from a checkpoint (read by the one checkpoint reader,
+    `_read_state_dict`: safetensors, or torch.load with weights_only, never pickled code), in eval mode."""
     if architecture not in ARCHITECTURES:
         raise InputError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
-    try:
-        state = load_file(str(path))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path}") from None
-    except Exception as error:
-        raise InputError(f"{path} is not a readable safetensors checkpoint (truncated or corrupt?): {error}") from error
+    state = _read_state_dict(path)
     model = ARCHITECTURES[architecture]()
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -11,7 +11,7 @@ from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.errors import InputError, InputTypeError
-from lst_fast.validation import channel_values, check_channel_count
+from lst_fast.walk.validation import channel_values, check_channel_count
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,7 @@ from lst_fast.atomic_files import atomic_write_text
 from lst_fast.errors import InputError
 from lst_fast.evaluation.leaderboard import COLUMNS, SHOWN_SETTINGS, caption, model_folder
 from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
+from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.images import needs_thumbnail, write_image
 from lst_fast.website.inputs import Run, load_inputs, paired
@@ -60,7 +61,7 @@ class SiteOptions:
         return [self.walk_pages, self.thumbnail, self.frames, self.seed]
 
 
-def _environment():
+def _templates():
     import jinja2
 
     return jinja2.Environment(
@@ -76,35 +77,34 @@ def build_site(
     paths: Sequence[str],
     out,
     options: Optional[SiteOptions] = None,
-    device="cpu",
-    data_root: Optional[str] = None,
-    model_dir: Optional[str] = None,
-    progress: bool = True,
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
 ) -> Path:
     """Write the site of a leaderboard folder or of evaluation folders (`paths`) into `out`; return the path
-    of its index.html. Reads the result files; runs the model only for the walk pages (cached in out)."""
+    of its index.html. Reads the result files; runs the model only for the walk pages (cached in out).
+    env: where and how it runs (lst_fast.run_environment: the device, the data and model folders, progress
+    bars)."""
     options = options or SiteOptions()
     runs, board = load_inputs(paths)
     out = Path(out)
     if out.resolve() in {Path(p).resolve() for p in paths}:
         raise InputError(f"--out {out} is one of the input folders; give the site a folder of its own")
     out.mkdir(parents=True, exist_ok=True)
-    env = _environment()
+    templates = _templates()
     static = out / "static"
     static.mkdir(exist_ok=True)
     for name in ("site.css", "site.js"):
         shutil.copyfile(PACKAGE / "static" / name, static / name)
     not_paired = paired(runs) if len(runs) > 1 else "there is only one run"
-    pages = [_model_part(run, out, env, options, device, data_root, model_dir, progress, runs) for run in runs]
+    pages = [_model_part(run, out, templates, options, env, runs) for run in runs]
     if board is not None and (Path(paths[0]) / "leaderboard.png").is_file():
         shutil.copyfile(Path(paths[0]) / "leaderboard.png", out / "leaderboard.png")
     if not_paired is None:
-        _side_by_side(runs, pages, out, env)
+        _side_by_side(runs, pages, out, templates)
     else:
         (out / "side-by-side.html").unlink(missing_ok=True)
         (out / "pairs.js").unlink(missing_ok=True)
     index = out / "index.html"
-    atomic_write_text(index, _index_page(runs, pages, board, not_paired, env, out))
+    atomic_write_text(index, _index_page(runs, pages, board, not_paired, templates, out))
     return index
 
 
@@ -118,16 +118,16 @@ def _class_names(described, data, classes: int) -> List[str]:
     return [f"class {k}" for k in range(classes)]
 
 
-def _model_part(run, out: Path, env, options: SiteOptions, device, data_root, model_dir, progress, runs):
+def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs):
     """Write one run's images, model page and walk pages; return what the other pages need of it."""
     from lst_fast.data.sources import open_image_set
     from lst_fast.models import resolve_model
 
     cfg = run.cfg
     described = resolve_model(
-        cfg.model, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=model_dir
+        cfg.model, env.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=env.model_dir
     )
-    data = open_image_set(cfg.data, data_root, described.preprocessing)
+    data = open_image_set(cfg.data, env.data_root, described.preprocessing)
     slug = model_folder(run.name)
     folder = out / "models" / slug
     table = walk_table(run, data)
@@ -140,19 +140,19 @@ def _model_part(run, out: Path, env, options: SiteOptions, device, data_root, mo
     thumb = needs_thumbnail(torch.empty(shape), options.thumbnail)
     shown_ext = "jpg" if thumb else "png"
     model = described.classifier()
-    target_p = target_confidences(run, model, data, table, out / "cache" / f"{slug}-targets.safetensors", device)
+    targets_cache = out / "cache" / f"{slug}-targets.safetensors"
+    target_p = target_confidences(run, model, data, table, cache=targets_cache, device=env.device)
     chosen_outputs = _write_gallery_images(run, table, data, folder, options, chosen, built, shown_ext)
     details = walk_details(
         run,
         model,
         data,
         table,
-        chosen,
-        chosen_outputs,
-        out / "cache" / f"{slug}.safetensors",
-        options.frames,
-        device,
-        progress,
+        rows=chosen,
+        outputs=chosen_outputs,
+        cache=out / "cache" / f"{slug}.safetensors",
+        frames=options.frames,
+        env=env,
     )
     if not built and chosen:
         _write_full_images(table, data, folder, chosen, chosen_outputs, details, thumb)
@@ -168,8 +168,8 @@ def _model_part(run, out: Path, env, options: SiteOptions, device, data_root, mo
         "chosen": set(chosen),
         "shape": shape,
     }
-    _walk_pages(part, details, chosen, folder, env)
-    _model_page(part, folder, env, runs)
+    _walk_pages(part, details, chosen, folder, templates)
+    _model_page(part, folder, templates, runs)
     return part
 
 
@@ -241,7 +241,7 @@ def _alt(model: str, what: str, w: Dict[str, Any], p: float) -> str:
     )
 
 
-def _walk_pages(part, details, chosen: List[int], folder: Path, env) -> None:
+def _walk_pages(part, details, chosen: List[int], folder: Path, templates) -> None:
     run: Run = part["run"]
     pages = folder / "walks"
     pages.mkdir(parents=True, exist_ok=True)
@@ -253,7 +253,7 @@ def _walk_pages(part, details, chosen: List[int], folder: Path, env) -> None:
         return
     triangles = run.triangles()
     n = run.cfg.triangle_n
-    template = env.get_template("walk.html")
+    template = templates.get_template("walk.html")
     iterations = details["frame_iterations"].tolist()
     radii = details["radii"].tolist()
     for k, i in enumerate(chosen):
@@ -337,7 +337,7 @@ def _table_rows(tables: Dict[str, Any]) -> List[Dict[str, Any]]:
     return found
 
 
-def _model_page(part, folder: Path, env, runs) -> None:
+def _model_page(part, folder: Path, templates, runs) -> None:
     run: Run = part["run"]
     records = []
     for i in range(len(part["table"])):
@@ -363,7 +363,7 @@ def _model_page(part, folder: Path, env, runs) -> None:
     )
     atomic_write_text(folder / "walks.js", script + ";\n")
     classes = sorted({r[4] for r in records} | {r[5] for r in records}, key=part["classes"].index)
-    html = env.get_template("model.html").render(
+    html = templates.get_template("model.html").render(
         model=run.name,
         tables=_table_rows(run.tables),
         config=run.cfg.to_dict(),
@@ -381,7 +381,7 @@ def _model_page(part, folder: Path, env, runs) -> None:
 # -- the pages over every run -----------------------------------------------------------------------------
 
 
-def _side_by_side(runs: List[Run], parts, out: Path, env) -> None:
+def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
     first = parts[0]
     pairs = []
     for i in range(len(first["table"])):
@@ -392,7 +392,7 @@ def _side_by_side(runs: List[Run], parts, out: Path, env) -> None:
         )
     data = {"models": [r.name for r in runs], "ext": [p["ext"] for p in parts], "first": first["slug"], "pairs": pairs}
     atomic_write_text(out / "pairs.js", "window.LST_PAIRS = " + json.dumps(data, separators=(",", ":")) + ";\n")
-    html = env.get_template("side_by_side.html").render(
+    html = templates.get_template("side_by_side.html").render(
         models=[{"name": r.name, "slug": p["slug"], "ext": p["ext"]} for r, p in zip(runs, parts, strict=True)],
         first=first["slug"],
         first_ext=first["ext"],
@@ -414,7 +414,7 @@ def _bar(cell: Dict[str, float], low: float, high: float) -> Dict[str, float]:
     }
 
 
-def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], env, out: Path) -> str:
+def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], templates, out: Path) -> str:
     if board is None:
         columns = [("sources", "sources")] + [(f"table1.{c}", TABLE1_HEADERS[c]) for c in ("rms", "confidence")]
         columns += [(f"table2.{c}", TABLE2_HEADERS[c]) for c in ("mean", "frac_above_0.2")]
@@ -428,7 +428,7 @@ def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], env, o
             rows.append(
                 {"model": run.name, "slug": part["slug"], "cells": cells, "settings": _settings_text(run.cfg.to_dict())}
             )
-        return env.get_template("runs.html").render(
+        return templates.get_template("runs.html").render(
             columns=[c[1] for c in columns], rows=rows, not_paired=not_paired, depth=""
         )
     keys = list(board["columns"])
@@ -460,7 +460,7 @@ def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], env, o
                 "settings": _settings_text(row["config"]),
             }
         )
-    return env.get_template("leaderboard.html").render(
+    return templates.get_template("leaderboard.html").render(
         board=board,
         columns=[{"key": k, "header": board["columns"][k], "higher": COLUMNS[k][2]} for k in keys],
         rows=rows,

@@ -23,8 +23,9 @@ from lst_fast.data.image_set import ImageSet
 from lst_fast.evaluation.runner import chunk_seed
 from lst_fast.evaluation.store import load_tensors
 from lst_fast.geometry import linear_path_confidence, width_profile
-from lst_fast.result import METADATA_KEY
-from lst_fast.traversal import traverse
+from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
+from lst_fast.walk.result import METADATA_KEY
+from lst_fast.walk.traversal import traverse
 from lst_fast.website.inputs import Run
 from lst_fast.website.walks import WalkTable
 
@@ -52,8 +53,7 @@ def walk_details(
     outputs: Tensor,
     cache: Path,
     frames: int = 8,
-    device="cpu",
-    progress: bool = True,
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
 ) -> Dict[str, Tensor]:
     """For each chosen row (its stored LST output in `outputs`, in the same order): "frames" (K, F, C, H,
     W; uint8, the 8-bit values the PNGs show), "last_frame" (K, C, H, W: the rerun's last iterate, float),
@@ -71,10 +71,10 @@ def walk_details(
         found = _cached(cache, key)
         if found is not None:
             return found
-    cfg, device = run.cfg, torch.device(device)
+    cfg, device = run.cfg, torch.device(env.device)
     every = max(1, cfg.lst.iterations // frames)
     jobs = sorted({(int(table.round[i]), int(table.position[i]) // cfg.chunk_size) for i in rows})
-    bar = tqdm(total=len(jobs) + 2, disable=not progress, desc=f"site: {run.name}'s walks")
+    bar = tqdm(total=len(jobs) + 2, disable=not env.progress, desc=f"site: {run.name}'s walks")
     recorded: Dict[int, Tensor] = {}
     confidence: Dict[int, Tensor] = {}
     iterations: Optional[Tensor] = None
@@ -156,8 +156,8 @@ def target_confidences(
     """The source class's confidence at each walk's target image (one forward per distinct target,
     batched), for the gallery's captions; cached in `cache` like walk_details."""
     from lst_fast.atomic_files import atomic_save_tensors
-    from lst_fast.confidence import class_probability
-    from lst_fast.runtime import eval_mode
+    from lst_fast.walk.confidence import class_probability
+    from lst_fast.walk.runtime import eval_mode
 
     key = hashlib.sha256(json.dumps([run.signature(), "targets"]).encode()).hexdigest()
     if cache.is_file():

@@ -76,7 +76,7 @@ MUTANTS = [
     Mutant(
         "ref_accept_le",
         "reference accepts with <= instead of <",
-        "lst_fast/reference.py",
+        "lst_fast/backends/reference.py",
         "accepted = (p0.to(torch.float64) - p) < threshold",
         "accepted = (p0.to(torch.float64) - p) <= threshold",
         OPS_TESTS,
@@ -102,7 +102,7 @@ MUTANTS = [
     Mutant(
         "ref_bf16_sign",
         "reference flips the sign of the projection for bfloat16 only",
-        "lst_fast/reference.py",
+        "lst_fast/backends/reference.py",
         "v_perp = (v64 - _per_sample(coef, x.dim()) * g64).to(opmath)",
         "v_perp = (v64 - (-1 if x.dtype == torch.bfloat16 else 1) * _per_sample(coef, x.dim()) * g64).to(opmath)",
         OPS_TESTS,
@@ -119,7 +119,7 @@ MUTANTS = [
     Mutant(
         "ops_nan_threshold",
         "the checks let a NaN threshold through",
-        "lst_fast/op_checks.py",
+        "lst_fast/backends/op_checks.py",
         "    if math.isnan(threshold):",
         "    if False:",
         OPS_TESTS,
@@ -128,7 +128,7 @@ MUTANTS = [
     Mutant(
         "ops_no_overlap_check",
         "the checks miss memory shared by two tensors",
-        "lst_fast/op_checks.py",
+        "lst_fast/backends/op_checks.py",
         "    if a_begin < b_end and b_begin < a_end:",
         "    if False:",
         OPS_TESTS,
@@ -145,7 +145,7 @@ MUTANTS = [
     Mutant(
         "ref_label_in_range",
         "reference evaluates an out-of-range label as a clamped one",
-        "lst_fast/reference.py",
+        "lst_fast/backends/reference.py",
         '.masked_fill(~in_range, float("nan"))',
         "",
         OPS_TESTS,
@@ -154,7 +154,7 @@ MUTANTS = [
     Mutant(
         "ref_adv_full_step",
         "reference adds the whole adversarial step instead of half",
-        "lst_fast/reference.py",
+        "lst_fast/backends/reference.py",
         "(adv_step_size / 2) * g",
         "adv_step_size * g",
         OPS_TESTS,
@@ -163,7 +163,7 @@ MUTANTS = [
     Mutant(
         "ref_zero_grad",
         "reference divides by <g, g> even when the gradient is zero",
-        "lst_fast/reference.py",
+        "lst_fast/backends/reference.py",
         "coef = torch.where(gg > 0, gv / gg.where(gg > 0, 1.0), 0.0)",
         "coef = gv / gg",
         OPS_TESTS,
@@ -172,7 +172,7 @@ MUTANTS = [
     Mutant(
         "ref_simplex_first_vertex",
         "reference simplex points reuse the first vertex for every weight",
-        "lst_fast/reference.py",
+        "lst_fast/backends/reference.py",
         "acc = acc + w[None, :, j, None] * v[:, :, j]",
         "acc = acc + w[None, :, j, None] * v[:, :, 0]",
         OPS_TESTS,

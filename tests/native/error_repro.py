@@ -1,5 +1,5 @@
 """Each op's argument errors, one after another, printing the message: first through torch.ops.lst_fast
-(the checks of lst_fast/op_checks.py), then the compiled kernels' own guards (torch.ops.lst_fast_kernels,
+(the checks of lst_fast/backends/op_checks.py), then the compiled kernels' own guards (torch.ops.lst_fast_kernels,
 the cases they refuse). A crash here (rather than a RuntimeError) points at the C++ error path. Used by
 bench/gpu_check.sh under cuda-gdb."""
 

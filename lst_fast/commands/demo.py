@@ -20,7 +20,7 @@ from lst_fast.errors import EnvironmentFault, InputError
 from lst_fast.geometry import linear_path_confidence, triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.models import load_model, model_info
-from lst_fast.settings import DEMO_SETTINGS, LSTSettings, strip_record_every
+from lst_fast.walk.settings import EVALUATION_SETTINGS, LSTSettings, strip_record_every
 
 # The summary lists these settings.
 SUMMARY_SETTINGS = ("step_size", "iterations", "threshold", "adv_step_size", "init_noise", "precision")
@@ -53,12 +53,12 @@ def run_demo(
 ) -> Dict[str, float]:
     """Run the demo; write figures and summary.md / summary.json to `out`; return the numbers.
 
-    settings: the LST settings (default DEMO_SETTINGS); keywords override single fields
+    settings: the LST settings (default EVALUATION_SETTINGS); keywords override single fields
     (`run_demo(iterations=100)`)."""
     t0 = time.time()
     out = Path(out)
     _check_writable(out)
-    settings = LSTSettings.from_keywords(settings or DEMO_SETTINGS, **overrides)
+    settings = LSTSettings.from_keywords(settings or EVALUATION_SETTINGS, **overrides)
     device = torch.device(device)
     model = load_model(model_name, device)
     images, labels = load_sample()
@@ -87,7 +87,7 @@ def run_demo(
     numbers["mean_triangle_confidence"] = float(tri.mean())
 
     def figures(keep: Callable[[Path], Path]) -> Dict[str, Path]:
-        from lst_fast import plots
+        from lst_fast.commands import plots
 
         xs_c, xt_c, res_c = xs.cpu(), xt.cpu(), result.images.cpu()
         grid_sources = x_all[torch.tensor(sources)].cpu()

@@ -1,6 +1,6 @@
 """LST speed side by side on this machine and model (what `lst-fast bench` calls).
 
-The paper's two-pass fp32 loop, the one-pass loop (both in lst_fast.baselines, which the repository's
+The paper's two-pass fp32 loop, the one-pass loop (both in lst_fast.commands.baselines, which the repository's
 bench/ times too) and lst_fast in each mode that applies to the device, on random images of the model's
 input size.
 
@@ -65,7 +65,7 @@ def input_shape(described, image_size: Optional[int]):
 def mode_runner(mode: str, model, device_type: str) -> Callable:
     """The loop of one mode, called as run(model, x, y, iterations) (bench/ times the same ones)."""
     import lst_fast
-    from lst_fast.baselines import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
+    from lst_fast.commands.baselines import DELTA, EPS, ETA, make_expert_loop, one_pass_loop, paper_loop
 
     if mode in ("paper", "one-pass"):
         return _under_flags_of("fp32", paper_loop if mode == "paper" else one_pass_loop)
@@ -95,7 +95,7 @@ def _under_flags_of(precision: str, loop: Callable) -> Callable:
     """A baseline under the backend flags lst_fast sets for `precision` (fp32: no TF32 in convolutions and
     matrix products; bf16: cuDNN autotuning), so its ratio to lst_fast's mode of that precision compares
     the same arithmetic and the same choice of convolution algorithms."""
-    from lst_fast.runtime import precision_flags
+    from lst_fast.walk.runtime import precision_flags
 
     def run(model, x, y, iterations):
         with precision_flags(precision):

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lst_fast
-from lst_fast import image_files, plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
+from lst_fast.commands import image_files, plots
 from lst_fast.errors import InputError
 from lst_fast.geometry import linear_path_confidence
 from lst_fast.metrics import distances
-from lst_fast.settings import LSTSettings
+from lst_fast.walk.settings import LSTSettings
 
 
 def make_pairs(n_sources: int, n_targets: int, pairing: str) -> List[Tuple[int, int]]:

@@ -8,11 +8,11 @@ torch 2.10: one binary serves every torch from 2.10 on. Beside each CUDA module,
 (written by setup.py) names the CUDA version it was built with and the architectures it carries.
 
 Loading a CUDA module does not prove its kernels run here: the driver may be older than its CUDA
-version, or the GPU may be one it carries no code for. lst_fast.cuda_compat checks both on the first
+version, or the GPU may be one it carries no code for. lst_fast.backends.cuda_compat checks both on the first
 use of each GPU and, when either does not fit, sends that GPU's tensors to the pure-PyTorch operators
 with one warning.
 
-The package works without them: every operator has a pure-PyTorch implementation (lst_fast.reference).
+The package works without them: every operator has a pure-PyTorch implementation (lst_fast.backends.reference).
 A module that was built but does not load is never a silent fallback: a UserWarning names the reason and
 the fix, once, and backend_info() keeps the details. Set LST_FAST_DISABLE_EXTENSION=1 to force the
 fallback on purpose (quietly); a package installed without its extension (LST_FAST_BUILD_EXTENSION=0) is
@@ -91,7 +91,7 @@ def choose_cuda_module(torch_cuda: Optional[str], available: list) -> Optional[s
 
 
 def _available_cuda_modules() -> list:
-    folder = os.path.dirname(os.path.abspath(__file__))
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the compiled modules sit in lst_fast/
     names = {entry.split(".")[0] for entry in os.listdir(folder) if entry.startswith("_C_cuda") and ".so" in entry}
     return sorted(name for name in names if name[len("_C_cuda") :].isdigit())
 
@@ -147,13 +147,13 @@ def backend_info() -> dict:
         if not), for "cpu" and "cuda" whether the compiled kernels or the pure-PyTorch fallback run, the
         CUDA checks made so far, and whether this CPU has bf16 instructions (`cpu_bf16_instructions`).
     """
-    from lst_fast.machine import cpu_has_bf16_instructions
+    from lst_fast.backends.machine import cpu_has_bf16_instructions
     from lst_fast.version import __version__
 
     def kind(device_type: str) -> str:
         return "native" if all(has_native_kernel(n, device_type) for n in OP_NAMES) else "reference"
 
-    from lst_fast.cuda_compat import cuda_build, cuda_checks
+    from lst_fast.backends.cuda_compat import cuda_build, cuda_checks
 
     build = cuda_build(cuda_module_name()) if _cuda_load_error is None else None
     return {

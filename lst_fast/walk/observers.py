@@ -1,7 +1,7 @@
 """What watches a walk without changing it: each observer's `stepped(iteration, state)` runs after every
-iteration, outside any CUDA graph. The walk itself (lst_fast.loop.walk) knows nothing of what they do.
+iteration, outside any CUDA graph. The walk itself (lst_fast.walk.loop.walk) knows nothing of what they do.
 
-Every walk has one `WalkEnd` among its observers, which its precision picks (lst_fast.precision): it says
+Every walk has one `WalkEnd` among its observers, which its precision picks (lst_fast.walk.precision): it says
 which images the walk returns. Exact mode's is `FinalIterate`, bf16 mode's the end check `EndCheck`."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any, Callable, Dict, List, Protocol, Tuple
 import torch
 from torch import Tensor
 
-from lst_fast.confidence import class_probability
-from lst_fast.runtime import cudnn_autotune
-from lst_fast.walk_state import WalkState
+from lst_fast.walk.confidence import class_probability
+from lst_fast.walk.runtime import cudnn_autotune
+from lst_fast.walk.state import WalkState
 
 # How many iterates the bf16 end check keeps at most (the start among them), each a copy of the batch's
 # images with their accepted-step counts: memory the batch holds until its walk ends.

@@ -6,30 +6,28 @@ logits decide acceptance and, when accepted, its gradient is the next iteration'
 gradient at x is still the one in hand. The iterates are the same (bit for bit in fp32 on the CPU).
 
 `walk` is the algorithm, top to bottom, on a state `start_state` sets up; what watches it (the recorder,
-the progress bar, the end of the walk) is lst_fast.walk_observers', and lst_fast.graph_replay replays one
+the progress bar, the end of the walk) is lst_fast.walk.observers', and lst_fast.walk.graph_replay replays one
 iteration from a CUDA graph (opt-in). Everything here works on one batch of tensors already on the
 device, in the working dtype and layout; the call around it (inputs, precision, batches, the batch's
-start and result) is lst_fast.call_plan's.
+start and result) is lst_fast.walk.call_plan's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lst_fast import ops
-from lst_fast.confidence import class_probability
 from lst_fast.errors import InputError
-from lst_fast.graph_replay import GraphReplay
-from lst_fast.settings import LSTSettings
-from lst_fast.walk_observers import WalkObserver
-from lst_fast.walk_state import WalkConstants, WalkState
-
-Forward = Callable[[Tensor], Tensor]  # images in [lo, hi] -> logits (normalization included)
+from lst_fast.walk.confidence import class_probability
+from lst_fast.walk.graph_replay import GraphReplay
+from lst_fast.walk.observers import WalkObserver
+from lst_fast.walk.settings import LSTSettings
+from lst_fast.walk.state import Forward, WalkConstants, WalkState
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """One traversal call's plan, made once per call, and LST on each of its batches.
 
 `Inputs` are the call's images as the walk reads them. `CallPlan.build` adds what the model tells: the
-precision's strategy (lst_fast.precision), the start noise, the checked labels, the 16-bit `Grid`, the
+precision's strategy (lst_fast.walk.precision), the start noise, the checked labels, the 16-bit `Grid`, the
 CUDA-graph replay and the batch size. `CallPlan.traverse_batch` then runs one batch: start, walk,
-finish, result. The algorithm itself is lst_fast.loop's; splitting the set into batches is
-lst_fast.batching's.
+finish, result. The algorithm itself is lst_fast.walk.loop's; splitting the set into batches is
+lst_fast.walk.batching's.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any, Dict, Optional, cast
 import torch
 from torch import Tensor
 
-from lst_fast import batching, loop, runtime, validation
-from lst_fast.confidence import class_probability
-from lst_fast.graph_replay import GraphReplay
-from lst_fast.precision import Forward, Precision, for_call
-from lst_fast.result import TraversalResult
-from lst_fast.settings import LSTSettings
-from lst_fast.walk_observers import EndCheck, ProgressReport, Recorder
-from lst_fast.walk_state import WalkConstants, WalkState
+from lst_fast.walk import batching, loop, runtime, validation
+from lst_fast.walk.confidence import class_probability
+from lst_fast.walk.graph_replay import GraphReplay
+from lst_fast.walk.observers import EndCheck, ProgressReport, Recorder
+from lst_fast.walk.precision import Precision, for_call
+from lst_fast.walk.result import TraversalResult
+from lst_fast.walk.settings import LSTSettings
+from lst_fast.walk.state import Forward, WalkConstants, WalkState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +87,12 @@ class CallPlan:
         s, n, device = settings, len(inputs), inputs.source.device
         precision = for_call(model, s, inputs.source, inputs.norm)
         start = _start(inputs.source, inputs.layout, s, generator)
-        classes = validation.check_model_output(model, precision.probe, inputs.source).shape[1]
+        classes = validation.check_model_output(model, precision.eager_forward, inputs.source).shape[1]
         label = validation.check_label(label, n, classes, device)
         target_label = validation.check_label(target_label, n, classes, device, name="target_label")
         size = s.batch_size and min(s.batch_size, n)
         if size is None:  # measured with the uncompiled copy, so the probes' shapes trigger no compile
-            probe = functools.partial(_probe, precision.probe, start, inputs.layout)
+            probe = functools.partial(_probe, precision.eager_forward, start, inputs.layout)
             size = batching.automatic_batch_size(probe, n, device, _walk_bytes_per_image(inputs.source, s))
         grid = loop.Grid.of(inputs.output_dtype, s.bounds)
         replay = _graph_replay(device) if s.graph else None
@@ -112,7 +112,7 @@ class CallPlan:
         source_correct = torch.ones(n, dtype=torch.bool, device=source.device) if label is None else prediction == label
         label = prediction if label is None else label
         fixed = WalkConstants(target=target, label=label, p0=class_probability(logits0, label))  # p0 float64
-        state = loop.start_state(precision.walk, self._on_grid(start), label, layout)
+        state = loop.start_state(precision.walk_forward, self._on_grid(start), label, layout)
         recorder = self._recorder(state, target, target_label, logits0.shape[1])
         end = precision.end(state, fixed, reported0, s, copy_out=self.replay is not None)
         progress = None if bar is None else ProgressReport(bar, n, s.iterations)
@@ -120,7 +120,16 @@ class CallPlan:
             fixed, state = self.replay.adopt(fixed, state)
 
         observers = [o for o in (end, recorder, progress) if o is not None]
-        loop.walk(precision.walk, fixed, state, s, layout, replay=self.replay, observers=observers, grid=self.grid)
+        loop.walk(
+            precision.walk_forward,
+            fixed,
+            state,
+            s,
+            layout=layout,
+            replay=self.replay,
+            observers=observers,
+            grid=self.grid,
+        )
 
         images, accepted_steps, confidence = end.finish(state)
         result = TraversalResult(
@@ -146,10 +155,10 @@ class CallPlan:
             return None
         if target_label is None:
             with torch.no_grad():
-                target_label = self.precision.report(target).argmax(1)
+                target_label = self.precision.report_forward(target).argmax(1)
         target_label = cast(Tensor, validation.check_label(target_label, n, classes, device, name="target_label"))
         return Recorder(
-            s.record_every, s.iterations, self.precision.probe, target_label, s.record_device or device, state
+            s.record_every, s.iterations, self.precision.eager_forward, target_label, s.record_device or device, state
         )
 
     def _with_traces(self, result: TraversalResult, recorder: Optional[Recorder]) -> TraversalResult:
@@ -183,7 +192,7 @@ def _graph_replay(device: torch.device) -> Optional[GraphReplay]:
 
 def _walk_bytes_per_image(source: Tensor, s: LSTSettings) -> int:
     """What a walk with settings `s` holds per image on the device besides one forward+backward: the
-    automatic GPU batch size counts it (lst_fast.batching)."""
+    automatic GPU batch size counts it (lst_fast.walk.batching)."""
     records_here = s.record_every > 0 and (s.record_device is None or s.record_device.type == source.device.type)
     return batching.walk_bytes_per_image(
         source[0].numel() * source.element_size(),

@@ -15,9 +15,9 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from lst_fast.batching import OUT_OF_MEMORY
-from lst_fast.runtime import on_device
-from lst_fast.walk_state import WalkConstants, WalkState
+from lst_fast.walk.batching import OUT_OF_MEMORY
+from lst_fast.walk.runtime import on_device
+from lst_fast.walk.state import WalkConstants, WalkState
 
 Tensors = Tuple[WalkConstants, WalkState]
 

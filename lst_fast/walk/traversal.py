@@ -1,6 +1,6 @@
 """The public entry points of Level Set Traversal: `LevelSetTraversal` (configure once, call on batches) and
-`traverse` (one call). They check the input, make the call's plan (lst_fast.call_plan: the precision, the
-start, the batch size) and run it batch by batch (lst_fast.batching; the algorithm is lst_fast.loop's).
+`traverse` (one call). They check the input, make the call's plan (lst_fast.walk.call_plan: the precision, the
+start, the batch size) and run it batch by batch (lst_fast.walk.batching; the algorithm is lst_fast.walk.loop's).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from lst_fast import batching, call_plan, runtime, validation
-from lst_fast.result import TraversalResult
-from lst_fast.settings import LSTSettings
 from lst_fast.version import __version__
+from lst_fast.walk import batching, call_plan, runtime, validation
+from lst_fast.walk.result import TraversalResult
+from lst_fast.walk.settings import LSTSettings
 
 
 class LevelSetTraversal:

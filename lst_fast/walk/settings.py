@@ -15,8 +15,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from lst_fast import validation
 from lst_fast.errors import InputError, InputTypeError
+from lst_fast.walk import validation
 
 PRECISIONS = ("fp32", "bf16")
 # Which implementation of the operators runs (lst_fast.ops reads the choice).
@@ -187,4 +187,3 @@ def strip_record_every(iterations: int) -> int:
 # The evaluation and the demo walk with a larger step than the paper's ImageNet runs, so that 28x28 walks get
 # close to their targets (docs/fashion-mnist.md); otherwise the paper's settings.
 EVALUATION_SETTINGS = LSTSettings(step_size=5e-2)
-DEMO_SETTINGS = EVALUATION_SETTINGS

@@ -90,7 +90,7 @@ def cuda_build(module: str | None) -> CudaBuild | None:
     """Reads lst_fast/<module>.json (written by setup.py beside the module); None when it is missing."""
     if module is None:
         return None
-    path = Path(__file__).resolve().parent / f"{module}.json"
+    path = Path(__file__).resolve().parents[1] / f"{module}.json"  # beside the compiled module, in lst_fast/
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -28,11 +28,11 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from lst_fast.backends.machine import BF16_EMULATED_WARNING, cpu_has_bf16_instructions
 from lst_fast.caller_warning import warn_at_caller
 from lst_fast.errors import EnvironmentFault, InputError
-from lst_fast.machine import BF16_EMULATED_WARNING, cpu_has_bf16_instructions
-from lst_fast.runtime import full_fp32_matmuls
-from lst_fast.settings import check_precision
+from lst_fast.walk.runtime import full_fp32_matmuls
+from lst_fast.walk.settings import check_precision
 
 
 @dataclasses.dataclass

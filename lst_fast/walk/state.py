@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import List
+from typing import Callable, List
 
 from torch import Tensor
+
+Forward = Callable[[Tensor], Tensor]  # images in [lo, hi] -> logits (normalization included)
 
 
 @dataclasses.dataclass

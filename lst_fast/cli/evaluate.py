@@ -7,10 +7,10 @@ import argparse
 import os
 
 from lst_fast.cli import arguments
-from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S, process_group
+from lst_fast.distributed import process_group
 from lst_fast.errors import InputError
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.settings import EVALUATION_SETTINGS
+from lst_fast.walk.settings import EVALUATION_SETTINGS
 
 HELP = "Tables 1 and 2 over a pool of correctly classified images (resumable)"
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             action.help = (action.help or "").replace(
                 "(default: %(default)s)", f"(default: {shown}; with --pool: the pool's)"
             )
-    parser.add_argument("--data-root", default=None, help="folder with the data set's files")
+    arguments.add_data_root_argument(parser)
     arguments.add_model_dir_argument(parser)
     arguments.add_settings_arguments(parser, arguments.EVAL_LST_FIELDS, EVALUATION_SETTINGS)
     arguments.add_device_argument(parser)
@@ -42,72 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-confidence, --seed and --rounds then come from the pool (one given with another value is "
         "refused) (default: the model's own pool)",
     )
-    add_workers_argument(parser)
-    add_simplex_arguments(parser)
+    arguments.add_workers_argument(parser)
+    arguments.add_simplex_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_join_timeout_argument(parser)
-
-
-def add_join_timeout_argument(parser: argparse.ArgumentParser) -> None:
-    """--join-timeout SECONDS, read back as args.join_timeout (eval and leaderboard under torchrun)."""
-    help_text = (
-        "under torchrun: how long each process waits for the others to join its group before it stops, saying so"
-    )
-    parser.add_argument(
-        "--join-timeout",
-        type=arguments.positive_seconds,
-        default=DEFAULT_JOIN_TIMEOUT_S,
-        metavar="SECONDS",
-        help=help_text,
-    )
-
-
-def add_simplex_arguments(parser: argparse.ArgumentParser) -> None:
-    """--simplex-points N and --simplex-subsets S (eval and leaderboard), read back by simplex_settings."""
-    parser.add_argument(
-        "--simplex-points",
-        type=arguments.bounded_int(0),
-        default=0,
-        metavar="N",
-        help="also measure the k-simplices (source + k LST outputs, k = 2 .. rounds) at N uniform Dirichlet "
-        "points each: their fraction above p_src - d, one table row per k (default: 0, off)",
-    )
-    parser.add_argument(
-        "--simplex-subsets",
-        type=arguments.bounded_int(0),
-        default=0,
-        metavar="S",
-        help="k-simplices per k and source: a seeded choice of S of the C(rounds, k) subsets of the rounds "
-        "(default: 0, all of them)",
-    )
-
-
-def simplex_settings(args: argparse.Namespace):
-    """The SimplexSettings of --simplex-points and --simplex-subsets, or None when off (checked by the run)."""
-    from lst_fast.evaluation.simplices import SimplexSettings
-
-    if args.simplex_points == 0 and args.simplex_subsets == 0:
-        return None
-    return SimplexSettings(points=args.simplex_points, subsets=args.simplex_subsets)
-
-
-def add_workers_argument(parser: argparse.ArgumentParser) -> None:
-    """--workers N, read back as args.workers (None: the pool module's default)."""
-    parser.add_argument(
-        "--workers",
-        type=arguments.WORKERS,
-        default=None,
-        metavar="N",
-        help="processes that decode image files for the pool (default: min(4, CPU cores) for image files, "
-        "0 for in-memory data sets)",
-    )
+    arguments.add_join_timeout_argument(parser)
 
 
 def command(args: argparse.Namespace) -> int:
     from lst_fast.evaluation.runner import run_evaluation
 
-    settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.EVAL_LST_FIELDS)
+    settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.WALK_FIELDS)
     given = arguments.values(args, POOL_FLAGS)
     pool = None
     if args.pool is not None:
@@ -124,7 +69,7 @@ def command(args: argparse.Namespace) -> int:
         given = {**given, "data": pool.data["spec"]}
     own = {**arguments.values(args, arguments.EVAL_OWN_FIELDS), **{k: v for k, v in given.items() if v is not None}}
     own = {k: v for k, v in own.items() if v is not None or k not in POOL_FLAGS}
-    cfg = EvalConfig(lst=settings.replace(graph=False), **own)
+    cfg = EvalConfig(lst=settings, **own)
     if pool is not None:
         cfg = pool_config(cfg, pool)
     first = int(os.environ.get("RANK", "0")) == 0
@@ -137,18 +82,8 @@ def command(args: argparse.Namespace) -> int:
                 flush=True,
             )
     with process_group(args.device, args.join_timeout) as device:
-        tables = run_evaluation(
-            cfg,
-            args.out,
-            device=device,
-            data_root=args.data_root,
-            progress=not args.no_progress,
-            graph=settings.graph,
-            model_dir=args.model_dir,
-            pool=pool,
-            num_workers=args.workers,
-            simplices=simplex_settings(args),
-        )
+        env = arguments.run_environment(args, device)
+        tables = run_evaluation(cfg, args.out, env, pool=pool, simplices=arguments.simplex_settings(args))
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
         for key in ("table1", "table2"):
