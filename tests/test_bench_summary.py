@@ -4,6 +4,7 @@ against the paper loop, when the modes ran different iteration counts (k), as th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,8 +45,9 @@ def write_results(path: Path) -> None:
 def test_every_mode_shares_the_paper_loops_row_whatever_its_k(tmp_path):
     path = tmp_path / "results.jsonl"
     write_results(path)
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent)}  # this checkout's lst_fast, whatever is installed
     out = subprocess.run(
-        [sys.executable, str(BENCH / "summarize.py"), str(path)], capture_output=True, text=True, check=True
+        [sys.executable, str(BENCH / "summarize.py"), str(path)], capture_output=True, text=True, check=True, env=env
     ).stdout
     rows = [line for line in out.splitlines() if line.startswith("| NVIDIA H200 | resnet50 |")]
     assert len(rows) == 1, out  # keyed by k, the fp32 loops (k 4) and the bf16 modes (k 10) made two rows
