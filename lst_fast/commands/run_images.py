@@ -256,7 +256,7 @@ def _write_figures(found: _Pairs, result, described, line, figures: int, out: Pa
             shown = (int(result.label[k]), int(found.target_class[k]))
             classes = {c: described.class_name(c) for c in shown}
             path = out / "paths" / f"{k:03d}.png"
-            plots.path_strip(result, k, xs[k], xt[k], classes, shown, path)
+            plots.path_strip(result, k, xs[k], xt[k], classes=classes, pair=shown, path=path)
             figure_files[f"path of pair {k}"] = path
     figure_files["linear path"] = plots.linear_paths(line.cpu(), out / "linear_path.png")
     return figure_files

@@ -311,11 +311,11 @@ def _walk_pages(part, details, chosen: List[int], folder: Path, templates) -> No
             ),
             width_svg=band_chart(
                 radii,
-                details["width_low"][k].tolist(),
-                details["width_high"][k].tolist(),
-                f"{run.name}: 5% and 95% quantiles of the {w['source_class']} confidence over 64 random "
+                low=details["width_low"][k].tolist(),
+                high=details["width_high"][k].tolist(),
+                title=f"{run.name}: 5% and 95% quantiles of the {w['source_class']} confidence over 64 random "
                 "directions orthogonal to (output - source), against the radius",
-                "radius (l2)",
+                xlabel="radius (l2)",
             ),
             maps=maps,
             settings=_settings_text(run.cfg.to_dict()),
