@@ -388,7 +388,10 @@ def width_profile(
     Returns:
         {"radii": (R,), "low": (N, R), "high": (N, R)}: the quantiles of the confidence at each radius.
     """
-    radii = _check_width_arguments(model, x, direction, radii, k, quantiles, generator, chunk_bytes, precision)
+    check_precision(precision)
+    radii = _check_width_arguments(
+        model, x, direction, radii, k=k, quantiles=quantiles, generator=generator, chunk_bytes=chunk_bytes
+    )
     n, c = x.shape[:2]
     radii_t = torch.as_tensor(radii, dtype=torch.float64)
     if n == 0:
@@ -431,10 +434,9 @@ def _check_width_arguments(
     quantiles: Tuple[float, float],
     generator: Optional[torch.Generator],
     chunk_bytes: int,
-    precision: str,
 ) -> List[float]:
-    """width_profile's checks (but the label's, which needs the model's classes); returns the radii."""
-    check_precision(precision)
+    """width_profile's checks (but the precision's, checked first, and the label's, which needs the model's
+    classes); returns the radii."""
     validation.check_model(model)
     _check_tensor("x", x, dim=4, floating=True)
     _check_tensor("direction", direction, floating=True)

@@ -31,8 +31,6 @@ MEASUREMENT_MODULES = ("lst_fast.geometry", "lst_fast.metrics")
 NOT_YET = {
     "parameters lst_fast.commands.run_images:run_images",
     "parameters lst_fast.commands.bench:run_bench",
-    "parameters lst_fast.geometry:_check_width_arguments",
-    "parameters lst_fast.website.walk_details:walk_details",
 }
 
 
