@@ -152,7 +152,7 @@ def simplex_confidence(
     n, _, c = vertices.shape[:3]
     p = weights.shape[0]
     weights = weights.to(vertices.device)
-    norm = validation.normalization(mean, std, c, vertices.device, vertices.dtype)
+    norm = validation.normalization(mean, std, channels=c, device=vertices.device, dtype=vertices.dtype)
     if chunk_bytes is None:
         chunk_bytes = CPU_CHUNK_BYTES if vertices.device.type == "cpu" else DEFAULT_CHUNK_BYTES
     per_sample = p * vertices[0, 0].numel() * vertices.element_size() if n else 1
@@ -388,7 +388,10 @@ def width_profile(
     Returns:
         {"radii": (R,), "low": (N, R), "high": (N, R)}: the quantiles of the confidence at each radius.
     """
-    radii = _check_width_arguments(model, x, direction, radii, k, quantiles, generator, chunk_bytes, precision)
+    check_precision(precision)
+    radii = _check_width_arguments(
+        model, x, direction, radii, k=k, quantiles=quantiles, generator=generator, chunk_bytes=chunk_bytes
+    )
     n, c = x.shape[:2]
     radii_t = torch.as_tensor(radii, dtype=torch.float64)
     if n == 0:
@@ -397,7 +400,7 @@ def width_profile(
     d = x[0].numel()
     u = direction.reshape(n, 1, d).to(torch.float64)
     u = u / u.norm(dim=2, keepdim=True).clamp_min(1e-300)  # a zero step leaves the directions as drawn
-    norm = validation.normalization(mean, std, c, x.device, x.dtype)
+    norm = validation.normalization(mean, std, channels=c, device=x.device, dtype=x.dtype)
     step = max(1, chunk_bytes // max(k * d * x.element_size(), 1))
     q = torch.tensor(quantiles, dtype=torch.float64, device=x.device)
     chunks: List[Tensor] = []  # (2, m, R): the low and high quantiles of each chunk of samples
@@ -431,10 +434,9 @@ def _check_width_arguments(
     quantiles: Tuple[float, float],
     generator: Optional[torch.Generator],
     chunk_bytes: int,
-    precision: str,
 ) -> List[float]:
-    """width_profile's checks (but the label's, which needs the model's classes); returns the radii."""
-    check_precision(precision)
+    """width_profile's checks (but the precision's, checked first, and the label's, which needs the model's
+    classes); returns the radii."""
     validation.check_model(model)
     _check_tensor("x", x, dim=4, floating=True)
     _check_tensor("direction", direction, floating=True)

@@ -290,19 +290,19 @@ def test_run_on_image_files_with_a_shipped_model(image_files, tmp_path, capsys):
 def test_run_with_a_timm_model_uses_its_preprocessing(image_files, tmp_path):
     from PIL import Image
 
-    from lst_fast.commands.run_images import run_images
+    from lst_fast.commands.run_images import RunOptions, run_images
+    from lst_fast.run_environment import QUIET_ENVIRONMENT
 
-    numbers = run_images(
-        "timm:resnet18",
-        [str(image_files / "src" / "s0.png")],
-        [str(image_files / "tgt" / "t1.jpg")],
+    options = RunOptions(
+        model_spec="timm:resnet18",
+        sources=[str(image_files / "src" / "s0.png")],
+        targets=[str(image_files / "tgt" / "t1.jpg")],
         out=tmp_path / "timm",
         pretrained=False,
         input_size=32,
-        iterations=2,
         figures=1,
-        progress=False,
     )
+    numbers = run_images(options, QUIET_ENVIRONMENT, iterations=2)
     pre = numbers["preprocessing"]
     assert pre["input_size"] == [3, 32, 32] and pre["interpolation"] == "bicubic"
     assert numbers["settings"]["mean"] == [0.485, 0.456, 0.406]  # timm's config, applied inside traverse

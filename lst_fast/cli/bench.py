@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import add_device_argument, add_model_arguments, model_keywords, print_backend, values
+from lst_fast.cli.arguments import add_device_argument, add_model_arguments, print_backend, values
 from lst_fast.commands.bench import MODES
 
 HELP = "LST speed side by side on this machine: paper loop, one pass, lst_fast"
@@ -41,11 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast.commands.bench import markdown_table, run_bench, write_bench_files
+    from lst_fast.commands.bench import BenchOptions, markdown_table, run_bench, write_bench_files
+    from lst_fast.run_environment import RunEnvironment
 
     print_backend(args.device, args.device_auto)
-    timed = values(args, ("batch_size", "image_size", "iterations", "repeats", "modes", "device"))
-    rows = run_bench(args.model, echo=print, **timed, **model_keywords(args))
+    timed = values(args, ("checkpoint", "pretrained", "batch_size", "image_size", "iterations", "repeats", "modes"))
+    # --batch-size here is the walk's batch (BenchOptions'), not a scan's (RunEnvironment's)
+    env = RunEnvironment(device=args.device, model_dir=args.model_dir, progress=False)
+    rows = run_bench(BenchOptions(model_spec=args.model, **timed), env, echo=print)
     table = markdown_table(rows)
     print()
     print(table)

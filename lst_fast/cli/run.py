@@ -93,20 +93,22 @@ def run_settings(args: argparse.Namespace) -> LSTSettings:
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast.commands.run_images import run_images
+    from lst_fast.commands.run_images import RunOptions, run_images
+    from lst_fast.run_environment import RunEnvironment
 
     arguments.print_backend(args.device, args.device_auto)
-    numbers = run_images(
-        args.model,
-        args.source,
-        args.target,
+    options = RunOptions(
+        model_spec=args.model,
+        sources=args.source,
+        targets=args.target,
         out=args.out,
         settings=run_settings(args),
         seed=args.seed,
-        progress=not args.no_progress,
-        **arguments.values(args, ("pairing", "source_label", "input_size", "device", "figures")),
-        **arguments.model_keywords(args),
+        **arguments.values(args, ("pairing", "source_label", "input_size", "figures", "checkpoint", "pretrained")),
     )
+    # --batch-size and --graph are the walk's (in the settings), so the environment takes only these
+    env = RunEnvironment(device=args.device, model_dir=args.model_dir, progress=not args.no_progress)
+    numbers = run_images(options, env)
     print(
         f"wrote {args.out}/summary.md, summary.json, result.safetensors, {len(numbers['pairs'])} LST "
         f"output{'s' if len(numbers['pairs']) != 1 else ''} in images/ and the figures in {numbers['total_seconds']} s"

@@ -20,12 +20,14 @@ lst-bf16).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from lst_fast.errors import InputError
+from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 
 MODES = (
     "paper",
@@ -117,31 +119,52 @@ def setup_seconds(batch: int, iterations: int, short_s: float, long_s: float) ->
     return max(0.0, short_s - batch * iterations / rate) if rate == rate else float("nan")
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    """What `run_bench` times (built by lst_fast/cli/bench.py from its flags).
+
+    model_spec, checkpoint, pretrained: the model, as lst_fast.models.resolve_model takes it.
+    batch_size: images per walk batch (None: 200 for 28-32 px models, else 128 on CUDA and 8 on the CPU).
+    image_size: height and width (None: the model's own).
+    iterations: k; each mode runs k and 3k iterations. repeats: timed runs of each length per mode.
+    modes: what to time (None: every mode that applies to the device).
+    """
+
+    model_spec: str
+    checkpoint: Optional[str] = None
+    pretrained: bool = True
+    batch_size: Optional[int] = None
+    image_size: Optional[int] = None
+    iterations: int = 20
+    repeats: int = 3
+    modes: Optional[List[str]] = None
+
+
 def run_bench(
-    model_spec: str,
-    *,
-    checkpoint: Optional[str] = None,
-    pretrained: bool = True,
-    batch_size: Optional[int] = None,
-    image_size: Optional[int] = None,
-    iterations: int = 20,
-    repeats: int = 3,
-    modes: Optional[List[str]] = None,
-    device: str = "cpu",
-    model_dir: Optional[str] = None,
+    options: BenchOptions,
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
     echo: Callable[[str], None] = lambda line: None,
 ) -> List[Dict[str, object]]:
-    """Time each mode; return one row per mode (img-iter/s median, min, max, ratio to the paper loop)."""
+    """Time each mode on `env.device` (a RobustBench model from `env.model_dir`); return one row per mode
+    (img-iter/s median, min, max, ratio to the paper loop)."""
     import torch
 
     from lst_fast.models import resolve_model
 
-    device = torch.device(device)
-    modes = _checked_modes(iterations, repeats, batch_size, modes, device)
+    model_spec, batch_size, iterations, repeats = (
+        options.model_spec,
+        options.batch_size,
+        options.iterations,
+        options.repeats,
+    )
+    device = torch.device(env.device)
+    modes = _checked_modes(iterations, repeats, batch_size, options.modes, device)
     torch.manual_seed(0)
-    described = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir)
+    described = resolve_model(
+        model_spec, device, pretrained=options.pretrained, checkpoint=options.checkpoint, model_dir=env.model_dir
+    )
     model = described.classifier()  # every mode times the same [0, 1]-image module
-    c, h, w = input_shape(described, image_size)
+    c, h, w = input_shape(described, options.image_size)
     if batch_size is None:
         batch_size = 200 if max(h, w) <= 32 else (128 if device.type == "cuda" else 8)
     gen = torch.Generator().manual_seed(0)

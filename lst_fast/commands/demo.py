@@ -94,9 +94,18 @@ def run_demo(
         triangles = (tri.cpu()[:3], triangle_weights(10), xs_c[tri_rows][:3], res_c[tri_rows][:3])
         return {
             "grid": keep(
-                plots.image_grid(grid_sources, pairs, res_c, result.confidence.cpu(), CLASSES, out / "grid.png")
+                plots.image_grid(
+                    grid_sources,
+                    pairs,
+                    res_c,
+                    confidence=result.confidence.cpu(),
+                    classes=CLASSES,
+                    path=out / "grid.png",
+                )
             ),
-            "path": keep(plots.path_strip(result, 0, xs_c[0], xt_c[0], CLASSES, pairs[0], out / "path.png")),
+            "path": keep(
+                plots.path_strip(result, 0, xs_c[0], xt_c[0], classes=CLASSES, pair=pairs[0], path=out / "path.png")
+            ),
             "linear_path": keep(plots.linear_paths(line.cpu(), out / "linear_path.png")),
             "triangles": keep(plots.triangle_maps(*triangles, res_c[tri_rows2][:3], out / "triangles.png")),
         }

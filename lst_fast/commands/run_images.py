@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import lst_fast
 from lst_fast.atomic_files import atomic_write_text, standard_json
@@ -21,6 +21,7 @@ from lst_fast.commands import image_files, plots
 from lst_fast.errors import InputError
 from lst_fast.geometry import linear_path_confidence
 from lst_fast.metrics import distances
+from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.walk.settings import LSTSettings
 
 
@@ -81,56 +82,68 @@ class _Pairs:
     target_class: Any = None  # the model's prediction on each target
 
 
-def run_images(
-    model_spec: str,
-    sources: Sequence[str],
-    targets: Sequence[str],
-    out="lst_run",
-    *,
-    settings: Optional[LSTSettings] = None,
-    seed: int = 0,
-    pairing: str = "in-order",
-    source_label: Optional[Sequence[int]] = None,
-    checkpoint: Optional[str] = None,
-    pretrained: bool = True,
-    input_size: Optional[int] = None,
-    device: str = "cpu",
-    figures: int = 10,
-    progress: bool = True,
-    model_dir: Optional[str] = None,
-    **overrides,
-) -> dict:
-    """LST from each source image file toward its target image file; write OUT's files; return the numbers
-    (also in OUT/summary.json).
+@dataclass(frozen=True)
+class RunOptions:
+    """What `run_images` computes (built by lst_fast/cli/run.py from its flags).
 
-    settings: the LST settings (default LSTSettings()); keywords override single fields
-    (`run_images(..., iterations=100)`). Where they have no mean/std, the model's own (its descriptor's)
-    are applied inside the walk. `seed` seeds the initial noise."""
+    model_spec, checkpoint, pretrained: the model, as lst_fast.models.resolve_model takes it.
+    sources, targets: image files or folders; pairing: how they pair ("in-order", ...).
+    out: the output folder. settings: the LST settings (None: LSTSettings()). seed: seeds the initial noise.
+    source_label: the sources' classes (None: the model's predictions). input_size: height and width (None:
+    the model's own). figures: path figures to draw.
+    """
+
+    model_spec: str
+    sources: Sequence[str]
+    targets: Sequence[str]
+    out: Union[str, Path] = "lst_run"
+    settings: Optional[LSTSettings] = None
+    seed: int = 0
+    pairing: str = "in-order"
+    source_label: Optional[Sequence[int]] = None
+    checkpoint: Optional[str] = None
+    pretrained: bool = True
+    input_size: Optional[int] = None
+    figures: int = 10
+
+
+def run_images(options: RunOptions, env: RunEnvironment = DEFAULT_ENVIRONMENT, **overrides) -> dict:
+    """LST from each source image file toward its target image file on `env.device` (a RobustBench model
+    from `env.model_dir`, progress bars if `env.progress`); write the output folder's files; return the
+    numbers (also in OUT/summary.json).
+
+    Keywords override single fields of `options.settings` (`run_images(options, iterations=100)`). Where the
+    settings have no mean/std, the model's own (its descriptor's) are applied inside the walk."""
     import torch
 
     from lst_fast.models import resolve_model
 
+    model_spec, seed, pairing, figures = options.model_spec, options.seed, options.pairing, options.figures
     t0 = time.time()
-    settings = LSTSettings.from_keywords(settings, **overrides)
-    out = Path(out)
-    found = _find_pairs(sources, targets, pairing)
+    settings = LSTSettings.from_keywords(options.settings, **overrides)
+    out = Path(options.out)
+    found = _find_pairs(options.sources, options.targets, pairing)
     if figures < 0:
         raise InputError(f"--figures must be >= 0, got {figures}")
     _make_output_folder(out)
-    device = torch.device(device)
-    described = resolve_model(model_spec, device, pretrained=pretrained, checkpoint=checkpoint, model_dir=model_dir)
+    device = torch.device(env.device)
+    described = resolve_model(
+        model_spec, device, pretrained=options.pretrained, checkpoint=options.checkpoint, model_dir=env.model_dir
+    )
     # The settings' mean/std, else the model's; replace() checks them against the input's channels.
     described = described.replace(mean=settings.mean or described.mean, std=settings.std or described.std)
     settings = settings.replace(mean=described.mean, std=described.std)
-    pre = described.preprocessing if input_size is None else described.preprocessing.with_size(input_size)
-    described = _load_inputs(found, described, pre, source_label, device)
+    pre = (
+        described.preprocessing if options.input_size is None else described.preprocessing.with_size(options.input_size)
+    )
+    described = _load_inputs(found, described, pre, options.source_label, device)
 
     t_walk = time.time()
     result = lst_fast.traverse(
         described.module,
         found.xs,
         found.xt,
-        settings.replace(record_device="cpu", progress=progress),
+        settings.replace(record_device="cpu", progress=env.progress),
         label=found.label,
         target_label=found.target_class,
         generator=torch.Generator(device=device).manual_seed(seed),
@@ -145,8 +158,8 @@ def run_images(
 
     numbers = {
         "model": model_spec,
-        "checkpoint": checkpoint,
-        "pretrained": pretrained,
+        "checkpoint": options.checkpoint,
+        "pretrained": options.pretrained,
         "preprocessing": pre.to_dict(),
         "pairing": pairing,
         **_run_numbers(settings, seed, device, walk_seconds, rows),
@@ -256,7 +269,7 @@ def _write_figures(found: _Pairs, result, described, line, figures: int, out: Pa
             shown = (int(result.label[k]), int(found.target_class[k]))
             classes = {c: described.class_name(c) for c in shown}
             path = out / "paths" / f"{k:03d}.png"
-            plots.path_strip(result, k, xs[k], xt[k], classes, shown, path)
+            plots.path_strip(result, k, xs[k], xt[k], classes=classes, pair=shown, path=path)
             figure_files[f"path of pair {k}"] = path
     figure_files["linear path"] = plots.linear_paths(line.cpu(), out / "linear_path.png")
     return figure_files

@@ -38,7 +38,9 @@ def write_report(
     xs, xt, outputs = data.get(src), data.get(tgt), first["images"][:k]
     label = data.labels[src]
 
-    figures = {"pairs": plots.pair_strips(xs, outputs, xt, first["confidence"][:k], out / "report_pairs.png")}
+    figures = {
+        "pairs": plots.pair_strips(xs, outputs, xt, confidence=first["confidence"][:k], path=out / "report_pairs.png")
+    }
     line = linear_path_confidence(model, xs.to(device), outputs.to(device), label.to(device), steps=21).cpu()
     figures["linear paths"] = plots.linear_paths(line, out / "report_linear_path.png")
     if store.has_triangles(0, 1, cfg):
@@ -50,8 +52,8 @@ def write_report(
             triangle_weights(cfg.triangle_n),
             xs[:m],
             outputs[:m],
-            second["images"][:m],
-            out / "report_triangles.png",
+            ends2=second["images"][:m],
+            path=out / "report_triangles.png",
         )
     radii = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
     width = width_profile(

@@ -145,7 +145,7 @@ def resolve_model(
         from lst_fast.models import factory
 
         net, pre, mean, std, names = factory.load(spec)
-        return ModelDescriptor(spec, net.to(device), pre, mean, std, names)
+        return ModelDescriptor(spec, net.to(device), pre, mean=mean, std=std, class_names=names)
     if spec in ARCHITECTURES and checkpoint is None:
         raise InputError(f"architecture {spec!r} needs a checkpoint; the shipped models are {sorted(SHIPPED)}")
     if spec in SHIPPED and checkpoint is None:
@@ -197,12 +197,22 @@ def _describe(spec: str, kind: str, net: nn.Module) -> ModelDescriptor:
 
         config = resolve_data_config(model=net)
         return ModelDescriptor(
-            spec, net, from_timm_config(config), config.get("mean"), config.get("std"), _timm_class_names(net)
+            spec,
+            net,
+            from_timm_config(config),
+            mean=config.get("mean"),
+            std=config.get("std"),
+            class_names=_timm_class_names(net),
         )
     if kind == "torchvision":
         # torchvision's ImageNet weights: resize 256, crop 224, ImageNet mean/std
         return ModelDescriptor(
-            spec, net, IMAGENET_EVAL, IMAGENET_MEAN, IMAGENET_STD, _torchvision_class_names(spec.partition(":")[2])
+            spec,
+            net,
+            IMAGENET_EVAL,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            class_names=_torchvision_class_names(spec.partition(":")[2]),
         )
     architecture = model_info(spec)["architecture"] if spec in SHIPPED else spec
     if architecture == "wrn28_10":  # CIFAR-10 images in [0, 1]; no normalization (see wide_resnet.py)

@@ -48,7 +48,9 @@ class Inputs:
         )
         source = x.detach().to(dtype=work_dtype, memory_format=layout, copy=True)
         target = y.detach().to(work_dtype).expand_as(source).contiguous(memory_format=layout)
-        norm = validation.normalization(settings.mean, settings.std, source.shape[1], x.device, source.dtype)
+        norm = validation.normalization(
+            settings.mean, settings.std, channels=source.shape[1], device=x.device, dtype=source.dtype
+        )
         return cls(source, target, layout, x.dtype, norm)
 
     def __len__(self) -> int:
@@ -158,7 +160,12 @@ class CallPlan:
                 target_label = self.precision.report_forward(target).argmax(1)
         target_label = cast(Tensor, validation.check_label(target_label, n, classes, device, name="target_label"))
         return Recorder(
-            s.record_every, s.iterations, self.precision.eager_forward, target_label, s.record_device or device, state
+            every=s.record_every,
+            last=s.iterations,
+            forward=self.precision.eager_forward,
+            target_label=target_label,
+            device=s.record_device or device,
+            state=state,
         )
 
     def _with_traces(self, result: TraversalResult, recorder: Optional[Recorder]) -> TraversalResult:

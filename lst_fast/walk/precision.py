@@ -111,7 +111,14 @@ class Bf16Precision:
     ) -> WalkEnd:
         # Its outputs are new tensors whether or not a graph replay owns the state.
         p0 = class_probability(reported_logits, fixed.label)
-        return EndCheck(self.report_forward, state, fixed.label, p0, settings.threshold, settings.iterations)
+        return EndCheck(
+            self.report_forward,
+            state,
+            label=fixed.label,
+            p0=p0,
+            threshold=settings.threshold,
+            iterations=settings.iterations,
+        )
 
 
 STRATEGIES: Dict[str, Any] = {"fp32": ExactPrecision, "bf16": Bf16Precision}  # by settings.precision

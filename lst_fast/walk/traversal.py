@@ -124,7 +124,9 @@ class LevelSetTraversal:
             for name, value in (("label", label), ("target_label", target_label)):
                 validation.check_label(value, 0, 1, x.device, name=name)
             return TraversalResult.empty(x, config)
-        plan = call_plan.CallPlan.build(self._model, s, inputs, label, target_label, generator, config)
+        plan = call_plan.CallPlan.build(
+            self._model, s, inputs, label=label, target_label=target_label, generator=generator, config=config
+        )
         parts, used = batching.run_in_batches(
             plan.traverse_batch,
             len(inputs),

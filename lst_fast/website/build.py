@@ -30,7 +30,7 @@ from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.images import needs_thumbnail, write_image
 from lst_fast.website.inputs import Run, load_inputs, paired
-from lst_fast.website.walk_details import target_confidences, walk_details
+from lst_fast.website.walk_details import ChosenWalks, target_confidences, walk_details
 from lst_fast.website.walks import WalkTable, select_walks, walk_table
 
 __all__ = ["DEFAULT_THUMBNAIL", "DEFAULT_WALK_PAGES", "SiteOptions", "build_site"]
@@ -148,8 +148,7 @@ def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnviron
         model,
         data,
         table,
-        rows=chosen,
-        outputs=chosen_outputs,
+        chosen=ChosenWalks(rows=chosen, outputs=chosen_outputs),
         cache=out / "cache" / f"{slug}.safetensors",
         frames=options.frames,
         env=env,
@@ -311,11 +310,11 @@ def _walk_pages(part, details, chosen: List[int], folder: Path, templates) -> No
             ),
             width_svg=band_chart(
                 radii,
-                details["width_low"][k].tolist(),
-                details["width_high"][k].tolist(),
-                f"{run.name}: 5% and 95% quantiles of the {w['source_class']} confidence over 64 random "
+                low=details["width_low"][k].tolist(),
+                high=details["width_high"][k].tolist(),
+                title=f"{run.name}: 5% and 95% quantiles of the {w['source_class']} confidence over 64 random "
                 "directions orthogonal to (output - source), against the radius",
-                "radius (l2)",
+                xlabel="radius (l2)",
             ),
             maps=maps,
             settings=_settings_text(run.cfg.to_dict()),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -29,7 +30,7 @@ from lst_fast.walk.traversal import traverse
 from lst_fast.website.inputs import Run
 from lst_fast.website.walks import WalkTable
 
-__all__ = ["LINE_STEPS", "WIDTH_RADII", "walk_details"]
+__all__ = ["LINE_STEPS", "WIDTH_RADII", "ChosenWalks", "walk_details"]
 
 LINE_STEPS = 21
 WIDTH_RADII = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -37,6 +38,15 @@ WIDTH_DIRECTIONS = 64
 
 
 CACHE_FORMAT = 2  # 2: frames as uint8 and the last one as float
+
+
+@dataclass(frozen=True)
+class ChosenWalks:
+    """The walks shown on pages of their own: their rows of the walk table and their stored LST outputs
+    (K, C, H, W), in the same order."""
+
+    rows: List[int]
+    outputs: Tensor
 
 
 def _key(run: Run, rows: List[int], frames: int) -> str:
@@ -49,13 +59,12 @@ def walk_details(
     model: torch.nn.Module,
     data: ImageSet,
     table: WalkTable,
-    rows: List[int],
-    outputs: Tensor,
+    chosen: ChosenWalks,
     cache: Path,
     frames: int = 8,
     env: RunEnvironment = DEFAULT_ENVIRONMENT,
 ) -> Dict[str, Tensor]:
-    """For each chosen row (its stored LST output in `outputs`, in the same order): "frames" (K, F, C, H,
+    """For each chosen walk (`chosen.rows`, its stored LST output in `chosen.outputs`): "frames" (K, F, C, H,
     W; uint8, the 8-bit values the PNGs show), "last_frame" (K, C, H, W: the rerun's last iterate, float),
     "frame_iterations" (F,), "frame_confidence" (K, F), "exact" (K,), "line" (K, LINE_STEPS), "radii",
     "width_low" and "width_high" (K, radii); read from `cache` when it holds this run's with these options,
@@ -64,6 +73,7 @@ def walk_details(
 
     from lst_fast.atomic_files import atomic_save_tensors
 
+    rows, outputs = chosen.rows, chosen.outputs
     if not rows:  # no walk pages: nothing to compute
         return {}
     key = _key(run, rows, frames)
