@@ -26,17 +26,21 @@ def ops_table(infos) -> None:
         return
     timings = sorted({v.get("timing", "host clock") for r in rows.values() for v in r.values()})
     print(f"\nOperators: achieved bandwidth (timed by {', '.join(timings)})")
-    print("| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| device | op | shape | fused TB/s | eager TB/s | copy TB/s | fused / copy | fused vs eager "
+        "| row groups / copy |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for (device, op, shape), variants in sorted(rows.items()):
 
         def tbs(v, variants=variants):
             return variants[v]["tb_per_s"] if v in variants else float("nan")
 
         fused, eager, copy = tbs("fused"), tbs("eager"), tbs("copy")
+        groups = tbs("fused-row-groups")  # the step on L2-sized row groups (bench/row_groups.py), where timed
         print(
             f"| {device} | {op} | {shape} | {fused:.3f} | {eager:.3f} | {copy:.3f} | "
-            f"{fused / copy:.0%} | {fused / eager:.1f}x |"
+            f"{fused / copy:.0%} | {fused / eager:.1f}x | {'-' if groups != groups else f'{groups / copy:.0%}'} |"
         )
 
 

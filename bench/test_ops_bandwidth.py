@@ -16,6 +16,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+import row_groups
 import torch
 
 from lst_fast import ops
@@ -25,6 +26,8 @@ from conftest import environment, median_seconds, sync
 # (N, C, H, W): an ImageNet batch and a small-image batch; smaller on the CPU (2 cores).
 SHAPES = {"cuda": [(128, 3, 224, 224), (8192, 1, 28, 28)], "cpu": [(16, 3, 224, 224), (1024, 1, 28, 28)]}
 VARIANTS = ["fused", "eager", "copy"]
+# the fused step on row groups that fit half the L2 (bench/row_groups.py): a design timed beside the default
+STEP_VARIANTS = [*VARIANTS, "fused-row-groups"]
 
 
 def _time(benchmark, device, fn, nbytes, **info):
@@ -90,11 +93,11 @@ def _capture(fn, reps):
 
 
 def _skip_native(variant, name, device):
-    if variant == "fused" and not has_native_kernel(name, device):
+    if variant.startswith("fused") and not has_native_kernel(name, device):
         pytest.skip(f"no compiled {name} kernel for {device}")
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", STEP_VARIANTS)
 @pytest.mark.parametrize("shape_index", [0, 1])
 def test_orthogonal_step(benchmark, device, shape_index, variant):
     _skip_native(variant, "orthogonal_step", device)
@@ -106,6 +109,13 @@ def test_orthogonal_step(benchmark, device, shape_index, variant):
         src = torch.rand(3 * x.numel(), device=device)
         dst = torch.empty_like(src)
         fn = lambda: dst.copy_(src)  # noqa: E731  (3 tensors read + 3 written = the same bytes)
+    elif variant == "fused-row-groups":
+        if device != "cuda":
+            pytest.skip("row groups sized to a GPU's L2 (their arithmetic is tested on the CPU)")
+        group = row_groups.rows_per_group(x[0].numel() * x.element_size(), row_groups.l2_bytes(x.device), shape[0])
+        kernel = torch.ops.lst_fast_kernels.orthogonal_step
+        scalars = dict(step_size=1e-2, adv_step_size=2e-3, lo=0.0, hi=1.0)
+        fn = lambda: row_groups.grouped_step(kernel, x, t, g, adv, group, **scalars)  # noqa: E731
     else:
         backend = "reference" if variant == "eager" else "native"
         fn = lambda: ops.orthogonal_step(x, t, g, adv, step_size=1e-2, adv_step_size=2e-3, backend=backend)  # noqa: E731
