@@ -12,20 +12,12 @@ import textwrap
 import pytest
 import torch
 
-from lst_fast.cli import main as cli_main
 from lst_fast.evaluation.pool import build_pool
 from lst_fast.run_environment import QUIET_ENVIRONMENT, RunEnvironment
+from conftest import cli_exit_code
 
 DATA = "fashion-mnist-sample"
 FAST = ["--iterations", "2", "--chunk-size", "8", "--no-progress"]
-
-
-def main_(argv):
-    """lst-fast's exit code (a usage error exits through SystemExit)."""
-    try:
-        return cli_main(argv)
-    except SystemExit as error:
-        return error.code
 
 
 def _strict_json(path):
@@ -49,15 +41,15 @@ def test_eval_on_a_pool_takes_its_seed_and_rounds_and_refuses_other_values(tmp_p
     pool.save(tmp_path / "pool.json")
     base = ["eval", "--pool", str(tmp_path / "pool.json"), *FAST]
     for flag in (["--seed", "0"], ["--rounds", "3"], ["--num-samples", "50"], ["--min-confidence", "0.5"]):
-        captured = _one_error_line(capsys, main_([*base, *flag, "--out", str(tmp_path / "refused")]))
+        captured = _one_error_line(capsys, cli_exit_code([*base, *flag, "--out", str(tmp_path / "refused")]))
         assert "differ from it" in captured.err and flag[0][2:].replace("-", "_") in captured.err
         assert not (tmp_path / "refused").exists() and "compiled" not in captured.out  # refused before anything
-    assert main_([*base, "--seed", "3", "--out", str(tmp_path / "same")]) == 0  # the pool's own value is fine
-    assert main_([*base, "--model", "cnn-robust", "--out", str(tmp_path / "b")]) == 0
+    assert cli_exit_code([*base, "--seed", "3", "--out", str(tmp_path / "same")]) == 0  # the pool's own value is fine
+    assert cli_exit_code([*base, "--model", "cnn-robust", "--out", str(tmp_path / "b")]) == 0
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert config["seed"] == 3 and config["rounds"] == 2 and config["pool"] == pool.digest
     capsys.readouterr()
-    assert main_(["compare", str(tmp_path / "same"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
+    assert cli_exit_code(["compare", str(tmp_path / "same"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
     note = _strict_json(tmp_path / "cmp" / "compare.json")["shared_pool"]
     assert note["paired"] and note["shared_sources"] >= 2
 
@@ -67,10 +59,10 @@ def test_compare_reads_pairing_from_the_result_files(tmp_path, capsys):
     seed), unpaired when another seed drew other targets (on main: both 'do not share a pool')."""
     own = ["eval", "--data", DATA, "--num-samples", "6", "--rounds", "2", *FAST]
     for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
-        assert main_([*own, "--seed", seed, "--out", str(tmp_path / name)]) == 0
-    assert main_(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")]) == 0
+        assert cli_exit_code([*own, "--seed", seed, "--out", str(tmp_path / name)]) == 0
+    assert cli_exit_code(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")]) == 0
     assert _strict_json(tmp_path / "ab" / "compare.json")["shared_pool"]["paired"]
-    assert main_(["compare", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")]) == 0
+    assert cli_exit_code(["compare", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")]) == 0
     note = _strict_json(tmp_path / "ac" / "compare.json")["shared_pool"]
     assert not note["paired"] and "unpaired" in note["text"]
     assert "other targets" in note["text"] or "share no source" in note["text"]
@@ -94,13 +86,13 @@ def test_a_leaderboard_with_one_round_a_model_without_sources_and_standard_json(
     out = tmp_path / "board"
     args = ["leaderboard", "--data", DATA, "--num-samples", "6", "--resamples", "20", "--out", str(out), *FAST]
     # The default ranking column is a triangle statistic: one round is refused before any work.
-    _one_error_line(capsys, main_([*args, "--model", "cnn", "--rounds", "1"]))
+    _one_error_line(capsys, cli_exit_code([*args, "--model", "cnn", "--rounds", "1"]))
     assert not (out / "pool.json").exists()
     args += ["--rounds", "1", "--rank-by", "confidence"]
-    assert main_([*args, "--model", "cnn", "cnn-robust"]) == 0
+    assert cli_exit_code([*args, "--model", "cnn", "cnn-robust"]) == 0
     (tmp_path / "blind.py").write_text(textwrap.dedent(BLIND))
     blind = f"py:{tmp_path / 'blind.py'}:build"
-    assert main_([*args, "--model", "cnn", "cnn-robust", blind]) == 0  # a model added later, with no sources
+    assert cli_exit_code([*args, "--model", "cnn", "cnn-robust", blind]) == 0  # a model added later, with no sources
     board = _strict_json(out / "leaderboard.json")
     rows = {row["model"]: row for row in board["rows"]}
     assert rows[blind]["sources"] == 0 and rows[blind]["rank"] is None and "classifies 0" in rows[blind]["note"]
@@ -135,21 +127,21 @@ def test_every_flag_value_is_range_checked_when_parsed(tmp_path, capsys, command
         "compare": [str(tmp_path)],
         "run": ["--model", "cnn", "--source", str(tmp_path), "--target", str(tmp_path)],
     }[command]
-    captured = _one_error_line(capsys, main_([command, *needed, *flag]))
+    captured = _one_error_line(capsys, cli_exit_code([command, *needed, *flag]))
     assert flag[0] in captured.err and captured.out == "" and not (tmp_path / "o").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_cuda_device_without_a_gpu_is_named_before_anything_runs(tmp_path, capsys):
     for device in ("cuda", "cuda:1"):
-        captured = _one_error_line(capsys, main_(["eval", "--device", device, "--out", str(tmp_path / "o")]))
+        captured = _one_error_line(capsys, cli_exit_code(["eval", "--device", device, "--out", str(tmp_path / "o")]))
         assert "no CUDA GPU" in captured.err and captured.out == ""
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_a_cuda_device_index_that_does_not_exist_is_named(tmp_path, capsys):
     device = f"cuda:{torch.cuda.device_count()}"
-    captured = _one_error_line(capsys, main_(["eval", "--device", device, "--out", str(tmp_path / "o")]))
+    captured = _one_error_line(capsys, cli_exit_code(["eval", "--device", device, "--out", str(tmp_path / "o")]))
     assert "CUDA device(s)" in captured.err
 
 

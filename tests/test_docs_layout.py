@@ -53,7 +53,8 @@ def pages() -> list:
 def test_the_readme_is_a_front_page_with_the_test_command():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 250, "README.md is over 250 lines: move reference text into a docs/ page"
-    assert "\npython3 -m pytest -q\n" in readme, "the README's test command (CI runs it) is gone"
+    assert "\npython3 -m pytest -q -n 2\n" in readme, "the README's test command (CI runs it) is gone"
+    assert "\npython3 -m pytest -q -n 2\n" in (ROOT / ".ci" / "run").read_text(), "CI runs another test command"
 
 
 def test_the_docs_never_point_outside_the_repository():

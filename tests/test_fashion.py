@@ -137,7 +137,7 @@ def test_cli_demo_and_info(tmp_path, capsys):
             "lst_fast",
             "demo",
             "--model",
-            "vit",
+            "cnn",  # the ViT (timm's import, a slower walk) adds about 2 s to this process
             "--iterations",
             "5",
             "--out",

@@ -61,6 +61,21 @@ def test_ssim_matches_scikit_image():
         )
         assert float(ours[i]) == pytest.approx(ref, abs=1e-10)
     assert torch.allclose(ssim(x, x), torch.ones(3, dtype=torch.float64))
+    # colour, not square (the blur runs along H and W apart), the channels averaged as scikit-image does
+    x = torch.rand(2, 3, 33, 40, generator=g, dtype=torch.float64)
+    y = (x + 0.3 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    ours = ssim(x, y)
+    for i in range(2):
+        ref = metrics.structural_similarity(
+            x[i].numpy(),
+            y[i].numpy(),
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
+        assert float(ours[i]) == pytest.approx(ref, abs=1e-10)
 
 
 def test_distances():

@@ -101,6 +101,25 @@ def test_every_mutation_of_a_pool_file_is_refused_in_one_line_or_changes_nothing
         assert found.settings() == original.settings() and found.indices.tolist() == original.indices.tolist()
 
 
+def test_every_field_out_of_range_and_re_signed_is_refused_in_one_line_or_read(tmp_path):
+    """The sampled test above draws 60 of the mutations; this one tries the values that overflow or underflow
+    a number (2**70 once reached torch.tensor through `labels`: a ValueError naming no file) in every field,
+    re-signed so that the digest does not refuse them first."""
+    valid = json.loads(_valid())
+    for where in _paths(valid):
+        for value in (2**70, -(2**70), -1, 1e308, "x", None):
+            changed = copy.deepcopy(valid)
+            parent = changed
+            for key in where[:-1]:
+                parent = parent[key]
+            parent[where[-1]] = value
+            try:
+                changed["digest"] = content_digest(changed)
+            except (TypeError, KeyError, ValueError):
+                pass  # a body that cannot even be digested is refused anyway
+            _outcome(json.dumps(changed), tmp_path)  # asserts a one-line refusal when it is not read
+
+
 def load_pool_from_text(text: str, tmp_path):
     path = tmp_path / "original.json"
     path.write_text(text)
@@ -115,6 +134,7 @@ def load_pool_from_text(text: str, tmp_path):
         (("indices", 0), 100, r"indices must be a list of integers in \[0, 99\]"),
         (("indices", 0), -1, "indices must be a list of integers"),
         (("settings", "seed"), 2**63, r"settings.seed must be an integer in \[0, 4294967295\]"),
+        (("labels", 0), 2**70, r"labels must be \d+ integers in \[0, 9223372036854775807\]"),
         (("scan", "scanned"), 10**6, "scan.scanned must be an integer"),
         (("data", "pixels_sha256"), "no", "data.pixels_sha256 must be a SHA-256"),
     ],

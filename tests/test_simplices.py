@@ -6,8 +6,6 @@ fraction against k in compare's figure."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from lst_fast.evaluation.simplices import (
 from lst_fast.evaluation.tables import table2_per_source
 from lst_fast.geometry import simplex_statistics
 from lst_fast.run_environment import QUIET_ENVIRONMENT
+from conftest import cli_exit_code
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(data="fashion-mnist-sample", num_samples=10, rounds=3, iterations=4, chunk_size=6)
@@ -108,18 +107,17 @@ def test_off_by_default_then_added_resumed_and_tabled(tmp_path):
     assert run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT) == plain
 
 
-def test_eval_flags_are_checked_before_any_work(tmp_path):
-    base = [sys.executable, "-m", "lst_fast", "eval", "--data", "fashion-mnist-sample", "--device", "cpu"]
+def test_eval_flags_are_checked_before_any_work(tmp_path, capsys):
+    base = ["eval", "--data", "fashion-mnist-sample", "--device", "cpu"]
     for flags, message in (
         (["--simplex-points", "1"], "--simplex-points must be an integer >= 2, got 1"),
         (["--simplex-subsets", "3"], "--simplex-points must be an integer >= 2, got 0"),
         (["--simplex-points", "8", "--rounds", "1"], "need --rounds >= 2"),
     ):
-        done = subprocess.run(
-            base + flags + ["--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=300
-        )
-        assert done.returncode == 1 and message in done.stderr, done.stderr
-        assert "Traceback" not in done.stderr and not (tmp_path / "out" / "results").exists()
+        assert cli_exit_code(base + flags + ["--out", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert not (tmp_path / "out" / "results").exists()
 
 
 def test_leaderboard_columns_per_k_rank_and_compare_draws_them(tmp_path):

@@ -44,6 +44,12 @@ def _show(ax, image: Tensor) -> None:
     ax.set_yticks([])
 
 
+def _rgb(image: Tensor) -> Tensor:
+    """(C, H, W) in [0, 1], one or three channels -> (H, W, 3) on the CPU."""
+    img = image.detach().float().cpu().clamp(0, 1)
+    return img.expand(3, -1, -1).permute(1, 2, 0) if img.shape[0] == 1 else img.permute(1, 2, 0)
+
+
 def image_grid(
     sources: Tensor,
     pairs: Sequence[Tuple[int, int]],
@@ -53,18 +59,31 @@ def image_grid(
     path: Path,
 ) -> Path:
     """Rows: target classes; columns: source classes; each cell the LST output with its source-class
-    confidence; the originals on the diagonal (as in the paper's figure)."""
+    confidence; the originals on the diagonal (as in the paper's figure).
+
+    The cells are pasted into one image drawn on one axes: a hundred matplotlib axes took 3 s to lay out
+    and draw, this takes a tenth of that."""
     plt = pyplot()
     k = len(classes)
-    fig, axes = plt.subplots(k, k, figsize=(1.15 * k, 1.3 * k))
-    for (i, j), image, conf in zip(pairs, outputs, confidence, strict=True):
-        _show(axes[j, i], image)
-        axes[j, i].set_xlabel(f"{float(conf):.3f}", fontsize=7, labelpad=1)
+    height, width = sources.shape[-2:]
+    gap, band = max(1, width // 8), max(4, height // 3)  # between cells; under each for its label
+    cell_h, cell_w = height + band, width + gap
+    canvas = torch.ones(k * cell_h, k * cell_w - gap, 3)  # white between the images
+    labels = {
+        (i, j): (image, f"{float(conf):.3f}", "black")
+        for (i, j), image, conf in zip(pairs, outputs, confidence, strict=True)
+    }
+    labels.update({(c, c): (sources[c], "source", "tab:blue") for c in range(k)})
+    fig, ax = plt.subplots(figsize=(1.15 * k, 1.3 * k))
+    for (col, row), (image, label, color) in labels.items():
+        top, left = row * cell_h, col * cell_w
+        canvas[top : top + height, left : left + width] = _rgb(image)
+        ax.text(left + width / 2, top + height + band / 2, label, fontsize=7, color=color, ha="center", va="center")
+    ax.imshow(canvas.numpy(), interpolation="nearest")
     for c in range(k):
-        _show(axes[c, c], sources[c])
-        axes[c, c].set_xlabel("source", fontsize=7, labelpad=1, color="tab:blue")
-        axes[0, c].set_title(classes[c], fontsize=7)
-        axes[c, 0].set_ylabel(classes[c], fontsize=7)
+        ax.text(c * cell_w + width / 2, -gap, classes[c], fontsize=7, ha="center", va="bottom")
+        ax.text(-gap, c * cell_h + height / 2, classes[c], fontsize=7, ha="right", va="center", rotation=90)
+    ax.set_axis_off()
     fig.suptitle("LST outputs: columns = source class (held), rows = target image's class", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

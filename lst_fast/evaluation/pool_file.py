@@ -87,6 +87,7 @@ class _Fields:
         return value
 
 
+INT64_MAX = 2**63 - 1  # indices and labels become int64 tensors
 TOP_KEYS = ("format", "version", "data", "models", "settings", "indices", "labels", "confidence", "scan", "digest")
 DATA_KEYS = ("spec", "kind", "size", "labels_sha256", "pixels_sha256")
 MODEL_KEYS = ("model", "checkpoint", "pretrained", "preprocessing")
@@ -106,7 +107,7 @@ def check_fields(values: Dict[str, Any], name: str) -> None:
             f.fail(f"data.{key}", "a non-empty string", data[key])
     if data["kind"] != data["spec"].partition(":")[0]:
         f.fail("data.kind", f"the spec's kind {data['spec'].partition(':')[0]!r}", data["kind"])
-    size = f.integer("data.size", data["size"], 1)
+    size = f.integer("data.size", data["size"], 1, INT64_MAX)
     for key in ("labels_sha256", "pixels_sha256"):
         if not _is_sha256(data[key]):
             f.fail(f"data.{key}", "a SHA-256 in hex", data[key])
@@ -140,8 +141,12 @@ def check_fields(values: Dict[str, Any], name: str) -> None:
         f.fail("indices", "distinct", sorted(i for i in set(indices) if indices.count(i) > 1)[:3])
     if not 2 <= len(indices) <= num_samples:
         f.fail("indices", f"2 to {num_samples} (settings.num_samples) images", len(indices))
-    if not isinstance(labels, list) or len(labels) != len(indices) or not all(_is_int(v) and v >= 0 for v in labels):
-        f.fail("labels", f"{len(indices)} integers >= 0 (one per index)", labels)
+    if (
+        not isinstance(labels, list)
+        or len(labels) != len(indices)
+        or not all(_is_int(v) and 0 <= v <= INT64_MAX for v in labels)
+    ):
+        f.fail("labels", f"{len(indices)} integers in [0, {INT64_MAX}] (one per index)", labels)
     confidence = f.keys("confidence", values["confidence"], tuple(makers))
     for maker, row in confidence.items():
         ok = isinstance(row, list) and len(row) == len(indices)
