@@ -61,8 +61,8 @@ def image_grid(
     """Rows: target classes; columns: source classes; each cell the LST output with its source-class
     confidence; the originals on the diagonal (as in the paper's figure).
 
-    The cells are pasted into one image drawn on one axes: a hundred matplotlib axes took 3 s to lay out
-    and draw, this takes a tenth of that."""
+    The cells are pasted into one image drawn on one axes: with an axes per cell the 10 x 10 grid took
+    3.1 s to lay out and draw, now 1.5 s (most of it matplotlib's import and the PNG)."""
     plt = pyplot()
     k = len(classes)
     height, width = sources.shape[-2:]
