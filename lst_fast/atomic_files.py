@@ -104,10 +104,11 @@ def _as_os_error(error: BaseException) -> Optional[OSError]:
     return None
 
 
-def standard_json(value: Any, indent: Optional[int] = None) -> str:
+def standard_json(value: Any, indent: Optional[int] = None, compact: bool = False) -> str:
     """`value` as JSON text that every parser reads: NaN and +-Infinity (no value) are written as null
-    (Python's json would write the non-standard tokens NaN and Infinity)."""
-    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+    (Python's json would write the non-standard tokens NaN and Infinity); `compact`: no spaces."""
+    separators = (",", ":") if compact else None
+    return json.dumps(_finite(value), indent=indent, separators=separators, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

@@ -278,3 +278,64 @@ def test_the_screenshot_helper_takes_the_three_pages(site, chromium, tmp_path):
     shots = browser_pages.screenshots(site, tmp_path, chromium)
     assert [p.name for p in shots] == ["site_leaderboard.png", "site_gallery.png", "site_side_by_side.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in shots)
+
+
+def test_page_data_writes_a_nan_as_null():
+    from lst_fast.website.page_data import data_script, finite_or_none
+
+    text = data_script("LST_WALKS", {"walks": [[0, float("nan"), 0.5, float("inf")]]})
+    assert text.startswith("window.LST_WALKS = ") and text.endswith(";\n")
+    assert json.loads(text[len("window.LST_WALKS = ") : -2]) == {"walks": [[0, None, 0.5, None]]}  # standard JSON
+    assert finite_or_none(float("nan")) is None and finite_or_none(0.25) == 0.25
+
+
+def _script_data(path: Path):
+    prefix, _, body = path.read_text().partition(" = ")
+    return prefix, json.loads(body.rstrip(";\n"))
+
+
+def _write_script_data(path: Path, prefix: str, value) -> None:
+    path.write_text(f"{prefix} = {json.dumps(value)};\n")
+
+
+@browser
+def test_a_walk_without_numbers_shows_n_a_and_sorts_last(site, chromium, tmp_path):
+    """A NaN in the results reaches site.js as null (test_page_data_writes_a_nan_as_null): the gallery, a
+    walk page's slider and the side-by-side page show n/a, sort that walk last, and raise no error."""
+    import shutil
+
+    copy = tmp_path / "site"
+    shutil.copytree(site, copy)
+    walks_js = copy / "models" / "cnn" / "walks.js"
+    prefix, data = _script_data(walks_js)
+    P, RMS, STRIKING = 7, 8, 9  # the record's fields, as site.js names them
+    for field in (P, RMS, STRIKING):
+        data["walks"][0][field] = None
+    _write_script_data(walks_js, prefix, data)
+    pairs_js = copy / "pairs.js"
+    prefix, pairs = _script_data(pairs_js)
+    pairs["pairs"][0][6][0][1] = None
+    _write_script_data(pairs_js, prefix, pairs)
+    walk = sorted((copy / "models" / "cnn" / "walks").glob("*.html"))[0]
+    walk.write_text(re.sub(r'"p": [-0-9.e]+', '"p": null', walk.read_text(), count=1))  # the first frame
+
+    watched = _opened(chromium, copy / "models" / "cnn" / "index.html")
+    feet = "Array.from(document.querySelectorAll('#gallery .card p')).map(p => p.textContent)"
+    for order in ("p", "rms", "striking"):
+        watched.page.select_option("#sort", order)
+        shown = watched.page.evaluate(feet)
+        assert len(shown) == 12 and "n/a" in shown[-1] and not any("n/a" in f for f in shown[:-1]), (order, shown)
+    assert watched.errors == []
+
+    watched.open(walk)
+    watched.page.focus("#slider")
+    watched.page.keyboard.press("Home")
+    assert watched.page.evaluate("document.getElementById('frame-label').textContent").endswith("p = n/a")
+    assert watched.errors == []
+
+    watched.open(copy / "side-by-side.html")
+    watched.page.focus("#pair")
+    watched.page.keyboard.press("ArrowDown")
+    watched.page.keyboard.press("ArrowUp")  # back to the first pair, now drawn by site.js
+    assert watched.page.evaluate("document.querySelector('.pair-p').textContent") == "n/a"
+    assert watched.errors == []

@@ -30,6 +30,7 @@ from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.images import needs_thumbnail, write_image
 from lst_fast.website.inputs import Run, load_inputs, paired
+from lst_fast.website.page_data import data_script, finite_or_none
 from lst_fast.website.walk_details import ChosenWalks, target_confidences, walk_details
 from lst_fast.website.walks import WalkTable, select_walks, walk_table
 
@@ -263,7 +264,7 @@ def _walk_pages(part, details, chosen: List[int], folder: Path, templates) -> No
             {
                 "src": f"../full/f{w['name']}-{f}.png",
                 "iteration": it,
-                "p": float(details["frame_confidence"][k, f]),
+                "p": finite_or_none(float(details["frame_confidence"][k, f])),
             }
             for f, it in enumerate(iterations)
         ]
@@ -357,10 +358,9 @@ def _model_page(part, folder: Path, templates, runs) -> None:
                 round(w["pt"], 4),
             ]
         )
-    script = "window.LST_WALKS = " + json.dumps(
-        {"model": run.name, "ext": part["ext"], "walks": records}, separators=(",", ":"), allow_nan=False
+    atomic_write_text(
+        folder / "walks.js", data_script("LST_WALKS", {"model": run.name, "ext": part["ext"], "walks": records})
     )
-    atomic_write_text(folder / "walks.js", script + ";\n")
     classes = sorted({r[4] for r in records} | {r[5] for r in records}, key=part["classes"].index)
     html = templates.get_template("model.html").render(
         model=run.name,
@@ -390,7 +390,7 @@ def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
             [w["round"], w["position"], w["source"], w["target"], w["source_class"], w["target_class"], outputs]
         )
     data = {"models": [r.name for r in runs], "ext": [p["ext"] for p in parts], "first": first["slug"], "pairs": pairs}
-    atomic_write_text(out / "pairs.js", "window.LST_PAIRS = " + json.dumps(data, separators=(",", ":")) + ";\n")
+    atomic_write_text(out / "pairs.js", data_script("LST_PAIRS", data))
     html = templates.get_template("side_by_side.html").render(
         models=[{"name": r.name, "slug": p["slug"], "ext": p["ext"]} for r, p in zip(runs, parts, strict=True)],
         first=first["slug"],

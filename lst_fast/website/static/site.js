@@ -11,6 +11,18 @@ var LST = (function () {
     return e;
   }
 
+  // A number with `digits` decimals, or "n/a" for null (a NaN in the results: the model gave no number).
+  function fixed(v, digits) { return v === null ? "n/a" : v.toFixed(digits); }
+
+  // Compare rows by the number at `key`, ascending (sign 1) or descending (-1); null always last.
+  function byNumber(key, sign) {
+    return function (a, b) {
+      var x = a[key], y = b[key];
+      if (x === null || y === null) return (x === null) - (y === null);
+      return sign * (x - y);
+    };
+  }
+
   // Click (or Enter/Space on) a header's button: sort the rows by that column, again to reverse.
   function sortTables() {
     document.querySelectorAll("table.sortable").forEach(function (table) {
@@ -49,9 +61,9 @@ var LST = (function () {
     var el = function (id) { return document.getElementById(id); };
     var page = 0, shown = [];
     var orders = {
-      striking: function (a, b) { return b[STRIKING] - a[STRIKING]; },
-      rms: function (a, b) { return a[RMS] - b[RMS]; },
-      p: function (a, b) { return b[P] - a[P]; },
+      striking: byNumber(STRIKING, -1),
+      rms: byNumber(RMS, 1),
+      p: byNumber(P, -1),
       walk: function (a, b) { return a[R] - b[R] || a[POS] - b[POS]; }
     };
     function image(src, what, w, p) {
@@ -60,9 +72,9 @@ var LST = (function () {
       img.src = src;
       img.loading = "lazy";
       img.alt = data.model + ": " + what + " (" + w[SC] + " source walked toward the " + w[TC] + " target), " +
-        w[SC] + " confidence " + p.toFixed(3);
+        w[SC] + " confidence " + fixed(p, 3);
       fig.appendChild(img);
-      fig.appendChild(text("figcaption", what + " p=" + p.toFixed(3)));
+      fig.appendChild(text("figcaption", what + " p=" + fixed(p, 3)));
       return fig;
     }
     function card(w) {
@@ -75,7 +87,7 @@ var LST = (function () {
       row.appendChild(image("img/o" + name + "." + data.ext, "LST output", w, w[P]));
       row.appendChild(image("img/d" + w[TGT] + "." + data.ext, "target", w, w[PT]));
       box.appendChild(row);
-      var foot = text("p", "RMS to target " + w[RMS].toFixed(3) + ", striking " + w[STRIKING].toFixed(3) + " ");
+      var foot = text("p", "RMS to target " + fixed(w[RMS], 3) + ", striking " + fixed(w[STRIKING], 3) + " ");
       if (w[OWN]) {
         var a = text("a", "▸ the walk");
         a.href = "walks/" + name + ".html";
@@ -118,8 +130,8 @@ var LST = (function () {
       var f = frames[parseInt(input.value, 10)];
       img.src = f.src;
       img.alt = box.dataset.model + ": iteration " + f.iteration + " of the walk from a " + box.dataset.sourceClass +
-        " toward a " + box.dataset.targetClass + ", " + box.dataset.sourceClass + " confidence " + f.p.toFixed(3);
-      label.textContent = "iteration " + f.iteration + ", p = " + f.p.toFixed(4);
+        " toward a " + box.dataset.targetClass + ", " + box.dataset.sourceClass + " confidence " + fixed(f.p, 3);
+      label.textContent = "iteration " + f.iteration + ", p = " + fixed(f.p, 4);
     }
     input.addEventListener("input", show);
     input.addEventListener("change", show);
@@ -147,8 +159,8 @@ var LST = (function () {
       document.querySelectorAll(".pair-output").forEach(function (img, k) {
         img.src = "models/" + img.dataset.slug + "/img/o" + p[0] + "-" + p[1] + "." + img.dataset.ext;
         img.alt = data.models[k] + ": LST output (" + p[4] + " source walked toward the " + p[5] + " target), " +
-          p[4] + " confidence " + p[6][k][1].toFixed(3);
-        ps[k].textContent = p[6][k][1].toFixed(4);
+          p[4] + " confidence " + fixed(p[6][k][1], 3);
+        ps[k].textContent = fixed(p[6][k][1], 4);
       });
     }
     function step(d) {
