@@ -108,14 +108,16 @@ def standard_json(value: Any, indent: Optional[int] = None, compact: bool = Fals
     """`value` as JSON text that every parser reads: NaN and +-Infinity (no value) are written as null
     (Python's json would write the non-standard tokens NaN and Infinity); `compact`: no spaces."""
     separators = (",", ":") if compact else None
-    return json.dumps(_finite(value), indent=indent, separators=separators, allow_nan=False)
+    return json.dumps(finite_or_none(value), indent=indent, separators=separators, allow_nan=False)
 
 
-def _finite(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
+    """`value` with every NaN and +-Infinity float (no value) replaced by None, also inside dicts, lists
+    and tuples: what JSON can hold."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite_or_none(v) for v in value]
     return value

@@ -55,7 +55,7 @@ def test_the_site_has_every_page_and_no_network_reference(site):
         folder = site / "models" / model
         assert (folder / "index.html").is_file() and (folder / "walks.js").is_file()
         assert len(list((folder / "walks").glob("*.html"))) == WALK_PAGES
-        walks = json.loads((folder / "walks.js").read_text().split("=", 1)[1].rstrip(";\n"))["walks"]
+        walks = _script_data(folder / "walks.js")[1]["walks"]
         assert len(walks) == 6 * BASE.rounds and sum(w[10] for w in walks) == WALK_PAGES
     index = (site / "index.html").read_text()
     assert all(f'href="models/{m}/index.html"' in index for m in MODELS)
@@ -281,7 +281,8 @@ def test_the_screenshot_helper_takes_the_three_pages(site, chromium, tmp_path):
 
 
 def test_page_data_writes_a_nan_as_null():
-    from lst_fast.website.page_data import data_script, finite_or_none
+    from lst_fast.atomic_files import finite_or_none
+    from lst_fast.website.page_data import data_script
 
     text = data_script("LST_WALKS", {"walks": [[0, float("nan"), 0.5, float("inf")]]})
     assert text.startswith("window.LST_WALKS = ") and text.endswith(";\n")

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from lst_fast.atomic_files import finite_or_none
 from lst_fast.commands import plots
 from lst_fast.data.image_set import ImageSet
 from lst_fast.distributed import rank_and_world
@@ -156,11 +157,6 @@ def per_source(store: EvaluationStore, cfg: EvalConfig, settings: SimplexSetting
     }
 
 
-def _finite(value: float) -> Optional[float]:
-    """JSON holds no NaN: None instead."""
-    return value if math.isfinite(value) else None
-
-
 def simplex_tables(store: EvaluationStore, cfg: EvalConfig, settings: SimplexSettings, sources: int) -> Dict[str, Any]:
     """The "simplices" entry of tables.json: one row per k (mean and std over sources of the mean and of each
     fraction; the root mean square of their per-source Monte Carlo standard errors), and, where the k = 2
@@ -173,8 +169,8 @@ def simplex_tables(store: EvaluationStore, cfg: EvalConfig, settings: SimplexSet
         row: Dict[str, Any] = {"k": k, "simplices": len(simplex_subsets(cfg.rounds, k, settings.subsets, cfg.seed))}
         for name in names:
             mean, std = mean_std(values[name])
-            row[name] = [_finite(mean), _finite(std)]
-        row["mc_se"] = {name: _finite(float(values[f"se_{name}"].pow(2).mean().sqrt())) for name in names}
+            row[name] = [finite_or_none(mean), finite_or_none(std)]
+        row["mc_se"] = {name: finite_or_none(float(values[f"se_{name}"].pow(2).mean().sqrt())) for name in names}
         rows.append(row)
     return {
         "settings": settings.to_dict(),
@@ -198,7 +194,11 @@ def _grid_vs_area(
         diff = grid[name] - k2[name]
         mean = float(diff.mean())
         half = 1.959964 * float(diff.std()) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        out[name] = {"difference": _finite(mean), "low": _finite(mean - half), "high": _finite(mean + half)}
+        out[name] = {
+            "difference": finite_or_none(mean),
+            "low": finite_or_none(mean - half),
+            "high": finite_or_none(mean + half),
+        }
     return out
 
 

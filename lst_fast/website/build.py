@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from lst_fast.atomic_files import atomic_write_text
+from lst_fast.atomic_files import atomic_write_text, finite_or_none
 from lst_fast.errors import InputError
 from lst_fast.evaluation.leaderboard import COLUMNS, SHOWN_SETTINGS, caption, model_folder
 from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
@@ -30,7 +30,7 @@ from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.images import needs_thumbnail, write_image
 from lst_fast.website.inputs import Run, load_inputs, paired
-from lst_fast.website.page_data import data_script, finite_or_none
+from lst_fast.website.page_data import data_script
 from lst_fast.website.walk_details import ChosenWalks, target_confidences, walk_details
 from lst_fast.website.walks import WalkTable, select_walks, walk_table
 

@@ -4,14 +4,9 @@ which JSON.parse refuses and which site.js's number formatting does not expect."
 
 from __future__ import annotations
 
-import math
-from typing import Any, Optional
+from typing import Any
 
 from lst_fast.atomic_files import standard_json
-
-
-def finite_or_none(value: float) -> Optional[float]:
-    return value if math.isfinite(value) else None
 
 
 def data_script(name: str, value: Any) -> str:
