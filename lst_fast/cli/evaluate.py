@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_workers_argument(parser)
     arguments.add_simplex_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard what an earlier run wrote in --out (config.json, provenance.json, the tables and result "
+        "files) and start afresh; without it, a folder of other settings, other weights or other data (by "
+        "digest) is refused",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     arguments.add_join_timeout_argument(parser)
 
@@ -83,7 +90,9 @@ def command(args: argparse.Namespace) -> int:
             )
     with process_group(args.device, args.join_timeout) as device:
         env = arguments.run_environment(args, device)
-        tables = run_evaluation(cfg, args.out, env, pool=pool, simplices=arguments.simplex_settings(args))
+        tables = run_evaluation(
+            cfg, args.out, env, pool=pool, simplices=arguments.simplex_settings(args), restart=args.restart
+        )
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
         for key in ("table1", "table2"):

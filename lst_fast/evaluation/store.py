@@ -2,6 +2,7 @@
 check. `lst-fast eval` writes through it and `lst-fast report` reads through it.
 
     OUT/config.json                                  the EvalConfig (flat JSON; see EvalConfig.to_dict)
+    OUT/provenance.json                              the weights and pixels it ran, by digest (provenance.py)
     OUT/results/roundRR_chunkCCCCC.safetensors       Table 1 per pair of one chunk of one round
     OUT/results/triangles_rAA_rBB.safetensors        triangle confidences for the rounds AA < BB
     OUT/results/simplex_kKK_sSSS.safetensors         k-simplex SSS of k = KK (eval --simplex-points only)
@@ -35,6 +36,7 @@ from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text, standa
 from lst_fast.caller_warning import warn_at_caller
 from lst_fast.errors import EnvironmentFault, InputError
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.provenance import PROVENANCE_NAME, Provenance, read_provenance, write_provenance
 from lst_fast.walk.result import METADATA_KEY
 
 LOCK_NAME = ".lst-fast.lock"
@@ -92,6 +94,7 @@ class EvaluationStore:
         self.config_path = self.root / "config.json"
         self.tables_json = self.root / "tables.json"
         self.tables_md = self.root / "tables.md"
+        self.provenance_path = self.root / PROVENANCE_NAME
 
     # -- names ------------------------------------------------------------------------------------------
 
@@ -143,6 +146,30 @@ class EvaluationStore:
             return json.loads(self.config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InputError(f"{self.config_path} is not valid JSON ({error}); use a fresh --out folder") from error
+
+    # -- what made the results (lst_fast.evaluation.provenance) -------------------------------------------
+
+    def read_provenance(self) -> Optional[Provenance]:
+        """OUT/provenance.json, or None for a folder written before lst_fast recorded it."""
+        return read_provenance(self.root)
+
+    def write_provenance(self, provenance: Provenance) -> None:
+        write_provenance(self.root, provenance, RESUME_ADVICE)
+
+    def has_results(self) -> bool:
+        """Whether any result file (chunk, triangles, k-simplex) is there."""
+        return self.results.is_dir() and any(self.results.glob("*.safetensors"))
+
+    def discard(self) -> None:
+        """Delete what an earlier run wrote (config.json, provenance.json, the tables and the result files;
+        nothing else), so the folder starts afresh (`lst-fast eval --restart`). Call it only while holding
+        the folder's lock."""
+        for path in (self.config_path, self.provenance_path, self.tables_json, self.tables_md):
+            path.unlink(missing_ok=True)
+        if self.results.is_dir():
+            for pattern in ("round*_chunk*.safetensors", "triangles_r*_r*.safetensors", "simplex_k*_s*.safetensors"):
+                for path in self.results.glob(pattern):
+                    path.unlink(missing_ok=True)
 
     def prepare(self) -> None:
         """Make the results folder (the configuration must be written first)."""
