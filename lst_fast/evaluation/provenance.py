@@ -117,6 +117,14 @@ class Provenance:
             },
         }
 
+    def digests(self) -> Dict[str, str]:
+        """The digests alone (what a comparison or a leaderboard row records of it)."""
+        return {
+            "weights_sha256": self.weights_sha256,
+            "weights_of": self.weights_of,
+            "pixels_sha256": self.pixels_sha256,
+        }
+
     @classmethod
     def from_dict(cls, values: Any, name: str) -> "Provenance":
         """Read the form of to_dict; DataError naming `name` and the field when it is not that."""
