@@ -78,6 +78,7 @@ class _Work:
     data: ImageSet
     sources: Tensor  # dataset indices of the sources
     targets: List[Tensor]  # per round: dataset index of each source's target
+    provenance: Optional[Provenance] = None  # the weights and pixels it walks, by digest
 
     @property
     def chunks(self) -> int:
@@ -169,7 +170,7 @@ def run_evaluation(
     # From here on only pool images are read, each 2 * rounds times by LST and once per pair of rounds by
     # the triangles: decode each once (bench/RESULTS.md, "Where an evaluation's time goes").
     work = _Work(cfg, store, device, rank, world, classifier, cached_images(data, pool_indices), pool_indices, targets)
-    provenance = _provenance(cfg, work, described, pool)
+    provenance = work.provenance = _provenance(cfg, work, described, pool)
     if not restart:
         refuse_changes(store.read_provenance(), provenance, str(store.root), CHANGED_ADVICE)
     with work.store.locked() if rank == 0 else contextlib.nullcontext():
@@ -320,7 +321,7 @@ def _run_chunks(work: _Work, env: RunEnvironment) -> None:
     cfg, store, data = work.cfg, work.store, work.data
     mine = [(r, c) for r in range(cfg.rounds) for c in range(work.chunks)][work.rank :: work.world]
     image_shape = tuple(data.get(work.sources[:1]).shape[1:])
-    todo = [job for job in mine if not store.has_chunk(*job, cfg, *work.chunk_rows(*job), image_shape)]
+    todo = [job for job in mine if not store.has_chunk(*job, cfg, *work.chunk_rows(*job), image_shape, work.provenance)]
     bar = tqdm(
         total=len(mine),
         initial=len(mine) - len(todo),
@@ -353,6 +354,7 @@ def _run_chunks(work: _Work, env: RunEnvironment) -> None:
                 **distances(res.images, xt),
             },
             cfg,
+            work.provenance,
         )
         bar.update(1)
     bar.close()

@@ -222,10 +222,12 @@ class EvaluationStore:
         source: Optional[Tensor] = None,
         target: Optional[Tensor] = None,
         image_shape: Optional[Sequence[int]] = None,
+        provenance: Optional[Provenance] = None,
     ) -> bool:
         """Whether this chunk is finished and may be reused (the one place to vet a chunk before reuse):
         its recorded configuration, round and chunk must be these, and when given, its source and target
-        indices and its image shape (C, H, W) too, with one row per pair in every tensor of CHUNK_KEYS.
+        indices and its image shape (C, H, W) too, with one row per pair in every tensor of CHUNK_KEYS, and
+        the weights and pixel digests it records (a file written before they were recorded has none).
         A file of another evaluation: ValueError naming it. An unreadable one: False, with a warning."""
         path = self.chunk_path(round_, chunk)
         if not path.exists():
@@ -237,6 +239,8 @@ class EvaluationStore:
         if "config" not in record:
             return _recompute(path, "it records no configuration")
         problems = _record_problems(record, cfg, {"round": round_, "chunk": chunk})
+        if provenance is not None and record.get("digests", provenance.digests()) != provenance.digests():
+            problems.append(f"it was made by other weights or pixels (its digests {record.get('digests')})")
         if (source is None) != (target is None):
             raise InputError("has_chunk takes both source and target, or neither")
         if source is not None and target is not None:
@@ -253,8 +257,17 @@ class EvaluationStore:
         _refuse(path, problems)
         return True
 
-    def write_chunk(self, round_: int, chunk: int, tensors: Dict[str, Tensor], cfg: EvalConfig) -> Path:
+    def write_chunk(
+        self,
+        round_: int,
+        chunk: int,
+        tensors: Dict[str, Tensor],
+        cfg: EvalConfig,
+        provenance: Optional[Provenance] = None,
+    ) -> Path:
         metadata = {"round": round_, "chunk": chunk, "config": cfg.to_dict()}
+        if provenance is not None:  # which weights and pixels made it (checked by has_chunk)
+            metadata["digests"] = provenance.digests()
         return atomic_save_tensors(
             tensors,
             self.chunk_path(round_, chunk),
