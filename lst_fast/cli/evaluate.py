@@ -38,13 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="a shared pool (`lst-fast leaderboard` writes OUT/pool.json): the sources are its images this model "
-        "classifies correctly (above its min-confidence), with the pool's targets; --data, --num-samples, "
+        "classifies correctly (above its min-confidence), with the pool's targets; --num-samples, "
         "--min-confidence, --seed and --rounds then come from the pool (one given with another value is "
-        "refused) (default: the model's own pool)",
+        "refused); --data, when given, is read instead of the pool's recorded spec (a data set that moved) and "
+        "its pixels must be the pool's (default: the model's own pool)",
     )
     arguments.add_workers_argument(parser)
     arguments.add_simplex_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (an unfinished one resumes)")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard what an earlier run wrote in --out (config.json, provenance.json, the tables and result "
+        "files) and start afresh; without it, a folder of other settings, other weights or other data (by "
+        "digest) is refused",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     arguments.add_join_timeout_argument(parser)
 
@@ -66,7 +74,8 @@ def command(args: argparse.Namespace) -> int:
                 f"--pool {args.pool} decides the sources and targets, and these flags differ from it: "
                 f"{'; '.join(conflicts)}; leave them out (the pool's values are used)"
             )
-        given = {**given, "data": pool.data["spec"]}
+        # the data it is given (a data set that moved), else the pool's; its pixels are checked against the pool's
+        given = {**given, "data": given.get("data") or pool.data["spec"]}
     own = {**arguments.values(args, arguments.EVAL_OWN_FIELDS), **{k: v for k, v in given.items() if v is not None}}
     own = {k: v for k, v in own.items() if v is not None or k not in POOL_FLAGS}
     cfg = EvalConfig(lst=settings, **own)
@@ -78,12 +87,14 @@ def command(args: argparse.Namespace) -> int:
         if pool is not None:
             print(
                 f"pool {args.pool}: {len(pool)} images of {pool.data['spec']} made by {', '.join(pool.makers)} "
-                f"(digest {pool.digest[:12]})",
+                f"(digest {pool.digest[:12]})" + (f", read from {cfg.data}" if cfg.data != pool.data["spec"] else ""),
                 flush=True,
             )
     with process_group(args.device, args.join_timeout) as device:
         env = arguments.run_environment(args, device)
-        tables = run_evaluation(cfg, args.out, env, pool=pool, simplices=arguments.simplex_settings(args))
+        tables = run_evaluation(
+            cfg, args.out, env, pool=pool, simplices=arguments.simplex_settings(args), restart=args.restart
+        )
     if first:
         print(f"wrote {args.out}/tables.md ({tables['pairs']} pairs)")
         for key in ("table1", "table2"):

@@ -8,8 +8,10 @@ Reads only what `lst-fast eval` wrote, through the evaluation's store: config.js
 per-pair chunk files; unfinished folders are refused, by name.
 
 `pool_note` says whether the comparison is paired, from the result files themselves: the runs have the
-same number of rounds, share some sources, and in every round each shared source was walked toward the
-same target by every run. Otherwise it says unpaired, and what differs. A run that holds only part of the
+same number of rounds, share some sources, in every round each shared source was walked toward the
+same target by every run, and every run records the same digest of the pixels it walked
+(OUT/provenance.json; a folder of an earlier lst_fast records none, so it is not called paired).
+Otherwise it says unpaired, and what differs. A run that holds only part of the
 others' sources (a later model on a shared pool) is paired on the shared ones, and the note says how many.
 """
 
@@ -65,7 +67,14 @@ def load_evaluation(folder) -> Run:
     parts = [store.read_round(r, store.chunks_per_round()) for r in range(int(config["rounds"]))]
     per_pair = {k: torch.cat([p[k].double().flatten() for p in parts]) for k in PER_PAIR}
     walked = [(p["source"].tolist(), p["target"].tolist()) for p in parts]
-    return {"folder": str(folder), "config": config, "tables": tables, "per_pair": per_pair, "walked": walked}
+    return {
+        "folder": str(folder),
+        "config": config,
+        "tables": tables,
+        "per_pair": per_pair,
+        "walked": walked,
+        "provenance": store.read_provenance(),
+    }
 
 
 def load_all(folders: Sequence[str]) -> List[Run]:
@@ -100,6 +109,27 @@ def _targets_by_source(run: Run) -> Dict[int, Tuple[int, ...]]:
     return {s: tuple(tgt[k] for _, tgt in walked) for k, s in enumerate(sources)}
 
 
+def data_difference(runs: List[Run], names: List[str]) -> str:
+    """Why the runs' files do not show the same data (empty when they do): each must record the digest of
+    the pixels it walked (OUT/provenance.json), over the same images, and the digests must agree."""
+    found = [r.get("provenance") for r in runs]
+    missing = [f"`{n}`" for n, p in zip(names, found, strict=True) if p is None]
+    if missing:
+        return (
+            f"{', '.join(missing)} record{'s' if len(missing) == 1 else ''} no digest of the images walked (written "
+            "by an earlier lst_fast), so the same data cannot be shown"
+        )
+    first = found[0]
+    other = [
+        f"`{n}` {p.pixels_sha256[:12]}"
+        for n, p in zip(names[1:], found[1:], strict=True)
+        if (p.pixels_sha256, p.pixel_indices) != (first.pixels_sha256, first.pixel_indices)
+    ]
+    if other:
+        return f"they walked other pixels (data digests: `{names[0]}` {first.pixels_sha256[:12]}, {', '.join(other)})"
+    return ""
+
+
 def pool_note(runs: List[Run], names: List[str]) -> Dict[str, Any]:
     """{"paired": bool, "pool": digest or None, "shared_sources": int, "text": one paragraph}: whether the
     comparison is paired, read from the result files (see the module docstring), and if not, what differs."""
@@ -128,6 +158,8 @@ def pool_note(runs: List[Run], names: List[str]) -> Dict[str, Any]:
         ]
         if other:
             why = f"on their {len(shared)} shared sources, other targets than `{names[0]}`'s: " + ", ".join(other)
+    if not why:
+        why = data_difference(runs, names)
     if why:
         text = (
             f"⚠ The comparison is unpaired: {why} (read from their result files). For a paired one, evaluate "
@@ -138,7 +170,8 @@ def pool_note(runs: List[Run], names: List[str]) -> Dict[str, Any]:
     part = [f"`{n}` {k}" for n, k in zip(names, sizes, strict=True) if k > len(shared)]
     text = (
         f"Paired: the result files show the same {len(shared)} source images walked toward the same targets in "
-        f"every one of the {rounds[0]} rounds by every run"
+        f"every one of the {rounds[0]} rounds by every run, on the same pixels (data digest "
+        f"{runs[0]['provenance'].pixels_sha256[:12]})"
         + (f" (pool {digest[:12]})" if digest else "")
         + "."
         + (
@@ -189,7 +222,13 @@ def write_comparison(
     for title, path in figures.items():
         text += [f"## {title}", "", f"![{title}]({path.name})", ""]
     summary = [
-        {"label": n, "folder": r["folder"], "config": r["config"], "tables": r["tables"]}
+        {
+            "label": n,
+            "folder": r["folder"],
+            "config": r["config"],
+            "provenance": None if r["provenance"] is None else r["provenance"].digests(),
+            "tables": r["tables"],
+        }
         for n, r in zip(names, runs, strict=True)
     ]
     return written + [

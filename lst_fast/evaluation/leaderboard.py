@@ -20,6 +20,11 @@ differences (a - b on the sources both have, under the same resamples) in the ra
 zero. A model's rank is 1 + the number of models ranked above it in that sense; models with the same rank
 share it ("2="). A model that classifies too few of the pool's images to be evaluated gets a row that
 says so, and no rank; a ranking column that has no value for any model ranks no one (the caption says so).
+
+Pairing is checked on content too: each model's OUT/<model>/provenance.json must record the pool's pixel
+digest over the pool's images (else the leaderboard is refused, naming the folder), and each row records
+its weights and pixel digests ("provenance"; null for a folder of an earlier lst_fast, which records none).
+A model whose weights changed since its folder was written is refused when its evaluation resumes.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
 from lst_fast.evaluation.pool_file import SIGNED_SCAN
+from lst_fast.evaluation.provenance import Provenance, short
 from lst_fast.evaluation.runner import pool_config, run_evaluation
 from lst_fast.evaluation.store import EvaluationStore, load_tensors
 from lst_fast.evaluation.tables import SHOWN, latex_text, round_pairs, table2_per_source
@@ -355,6 +361,22 @@ def pairing_problems(rounds: Sequence[Dict[str, Tensor]], pool: Pool) -> List[st
     return problems
 
 
+def pixel_problems(provenance: Optional[Provenance], pool: Pool) -> List[str]:
+    """Why an evaluation's recorded pixels (OUT/provenance.json) are not the pool's: the digest of the
+    pool's images must be the pool's own. Empty when they are, or when the folder records none (written by
+    an earlier lst_fast: its row records no digests)."""
+    if provenance is None:
+        return []
+    if provenance.pixel_indices != tuple(pool.indices.tolist()):
+        return ["its recorded pixels are of other images than the pool's"]
+    if provenance.pixels_sha256 != pool.data["pixels_sha256"]:
+        return [
+            f"it walked other pixels than the pool's (data digest {short(provenance.pixels_sha256)}, the pool's "
+            f"{short(pool.data['pixels_sha256'])})"
+        ]
+    return []
+
+
 def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor], int]:
     """Each column's value per pool position (NaN where the model has no source) from an evaluation
     folder: Table 1 averaged over the source's rounds, Table 2 per source; and its number of sources.
@@ -365,7 +387,7 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     sources = int(tables["sources"])
     chunks = math.ceil(sources / cfg.chunk_size)
     rounds = [store.read_round(r, chunks) for r in range(cfg.rounds)]
-    problems = pairing_problems(rounds, pool)
+    problems = pairing_problems(rounds, pool) + pixel_problems(store.read_provenance(), pool)
     if problems:
         raise DataError(
             f"{folder} is not paired with the pool {pool.digest[:12]} ({'; '.join(problems)}): its results cannot "
@@ -499,8 +521,16 @@ def write_leaderboard(
             lpips_missing = _lpips_files(folder, pool, env, resolved)
         values, sources = _per_source(folder, pool, lpips_missing is None)
         per_model.append(values)
-        cfg = EvaluationStore(folder).read_config()
-        rows.append({"model": spec, "folder": str(folder), "sources": sources, "config": cfg.to_dict()})
+        cfg, provenance = EvaluationStore(folder).read_config(), EvaluationStore(folder).read_provenance()
+        rows.append(
+            {
+                "model": spec,
+                "folder": str(folder),
+                "sources": sources,
+                "config": cfg.to_dict(),
+                "provenance": None if provenance is None else provenance.digests(),
+            }
+        )
     # the k-simplex columns that every model has (an evaluation without them has none)
     # (a model with no sources has no files to say; its cells are n/a)
     measured = [v for v, row in zip(per_model, rows, strict=True) if row["sources"]] or per_model

@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Ty
 import torch
 from torch import Tensor
 
+from lst_fast.caller_warning import warn_at_caller
 from lst_fast.data.image_cache import cached_images
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
@@ -31,7 +32,8 @@ from lst_fast.distributed import barrier, rank_and_world
 from lst_fast.errors import InputError, TooFewSources
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.evaluation.pool import Pool, PoolMember, classify, select_pool
+from lst_fast.evaluation.pool import Pool, PoolMember, classify, pixels_digest, select_pool
+from lst_fast.evaluation.provenance import Provenance, refuse_changes, weights_digest
 from lst_fast.evaluation.simplices import SimplexSettings, compute_simplices, simplex_markdown, simplex_tables
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.targets import round_targets
@@ -76,6 +78,7 @@ class _Work:
     data: ImageSet
     sources: Tensor  # dataset indices of the sources
     targets: List[Tensor]  # per round: dataset index of each source's target
+    provenance: Optional[Provenance] = None  # the weights and pixels it walks, by digest
 
     @property
     def chunks(self) -> int:
@@ -131,6 +134,7 @@ def run_evaluation(
     pool: Optional[Pool] = None,
     simplices: Optional[SimplexSettings] = None,
     model: Optional[ModelDescriptor] = None,
+    restart: bool = False,
 ) -> paper_tables.Tables:
     """Run (or resume) the evaluation; write OUT/results/*, OUT/tables.md and OUT/tables.json, and return
     the tables (the dict of tables.json: see lst_fast.evaluation.tables).
@@ -146,6 +150,11 @@ def run_evaluation(
     tables.json and its rows in tables.md (None: neither, as before).
     model: cfg.model already resolved by the caller (lst_fast.models.resolve_model), so a command that
     evaluates a model it has scanned loads it once (None: resolved here).
+    restart: discard what an earlier run wrote in out_dir (its config.json, provenance.json, tables and
+    result files) and start afresh, instead of refusing another configuration, other weights or other data.
+
+    OUT/provenance.json records the weights and the pixels by digest (lst_fast.evaluation.provenance); a
+    resumed run whose weights or data differ from it is refused in one line naming what changed.
     """
     cfg.validate()
     if simplices is not None:
@@ -155,13 +164,17 @@ def run_evaluation(
     rank, world = rank_and_world()
     store, device = EvaluationStore(out_dir), torch.device(env.device)
     env = env.replace(device=device)
-    store.check_config(cfg)
-    classifier, data, pool_indices, targets = _load_model_and_pool(cfg, env, pool, model, say=rank == 0)
+    if not restart:
+        store.check_config(cfg)
+    classifier, data, pool_indices, targets, described = _load_model_and_pool(cfg, env, pool, model, say=rank == 0)
     # From here on only pool images are read, each 2 * rounds times by LST and once per pair of rounds by
     # the triangles: decode each once (bench/RESULTS.md, "Where an evaluation's time goes").
     work = _Work(cfg, store, device, rank, world, classifier, cached_images(data, pool_indices), pool_indices, targets)
+    provenance = work.provenance = _provenance(cfg, work, described, pool)
+    if not restart:
+        refuse_changes(store.read_provenance(), provenance, str(store.root), CHANGED_ADVICE)
     with work.store.locked() if rank == 0 else contextlib.nullcontext():
-        _claim_folder(work)
+        _claim_folder(work, provenance, restart)
         _run_chunks(work, env)
         barrier(world)
         per_round = [work.store.read_round(r, work.chunks) for r in range(cfg.rounds)]
@@ -182,18 +195,57 @@ def run_evaluation(
     return tables
 
 
-def _claim_folder(work: _Work) -> None:
-    """Rank 0 (holding the folder's lock) writes (or checks) the configuration and removes a killed run's
-    leftovers first; the others then check it."""
+# How to go on when a folder's weights or data changed (the end of the one-line refusal).
+CHANGED_ADVICE = (
+    "its results were made by other content: restore the weights and data, evaluate into a fresh --out, or start "
+    "afresh with `lst-fast eval --restart` (a leaderboard: delete that model's folder)"
+)
+
+
+def _provenance(cfg: EvalConfig, work: _Work, described: ModelDescriptor, pool: Optional[Pool]) -> Provenance:
+    """The weights and pixels this run walks, by digest. The pixels of a shared pool are the pool's own digest
+    (the data was checked against it); those of its own pool are its sources, in the model's preprocessing."""
+    weights = weights_digest(work.model, cfg.checkpoint)
+    if pool is not None:
+        sha, indices, pre = pool.data["pixels_sha256"], pool.indices, dict(pool.models[0]["preprocessing"])
+    else:
+        sha, indices, pre = pixels_digest(work.data, work.sources), work.sources, described.preprocessing.to_dict()
+    return Provenance(cfg.model, weights["sha256"], weights["of"], sha, tuple(indices.tolist()), pre)
+
+
+def _record_provenance(store: EvaluationStore, provenance: Provenance) -> None:
+    """Write OUT/provenance.json, or check the one there. A folder of an earlier lst_fast (results, no
+    provenance.json) is resumed unchecked and stays without one: its finished files were not made with
+    these digests recorded, so none is claimed for them."""
+    recorded = store.read_provenance()
+    if recorded is not None:
+        refuse_changes(recorded, provenance, str(store.root), CHANGED_ADVICE)
+    elif store.has_results():
+        warn_at_caller(
+            f"{store.root} records no digest of its weights and data (written by an earlier lst_fast): its finished "
+            "results are reused unchecked; a fresh --out (or --restart) records them",
+            RuntimeWarning,
+        )
+    else:
+        store.write_provenance(provenance)
+
+
+def _claim_folder(work: _Work, provenance: Provenance, restart: bool) -> None:
+    """Rank 0 (holding the folder's lock) discards an earlier run's files when restarting, writes (or checks)
+    the configuration and the provenance and removes a killed run's leftovers first; the others then check
+    them."""
     for turn in (0, 1):
         if (work.rank == 0) == (turn == 0):
             try:
+                if restart and work.rank == 0:
+                    work.store.discard()
                 work.store.check_or_write_config(work.cfg)
+                work.store.prepare()
+                _record_provenance(work.store, provenance)
             except OSError as error:
                 raise InputError(
                     f"cannot write to the output folder {work.store.root}: {error.strerror or error}"
                 ) from error
-            work.store.prepare()
             if work.rank == 0:
                 work.store.remove_leftovers()
         barrier(work.world)
@@ -205,9 +257,9 @@ def _load_model_and_pool(
     shared: Optional[Pool],
     described: Optional[ModelDescriptor],
     say: bool = True,
-) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor]]:
-    """The model, the data (in the model's own preprocessing), the sources and each round's targets (data
-    set indices; checked, nothing written)."""
+) -> Tuple[torch.nn.Module, ImageSet, Tensor, List[Tensor], ModelDescriptor]:
+    """The model, the data (in the model's own preprocessing), the sources, each round's targets (data set
+    indices; checked, nothing written) and the model's description."""
     from lst_fast.models import resolve_model
 
     if described is None:
@@ -218,12 +270,12 @@ def _load_model_and_pool(
     data = open_image_set(cfg.data, env.data_root, described.preprocessing)
     if shared is not None:
         found = _on_shared_pool(cfg, model, data, shared, env, say=say, preprocessing=described.preprocessing)
-        return (model, data, *found)
+        return (model, data, *found, described)
     pool = own_pool_indices(model, data, cfg, env)
     if len(pool) < 2:
         raise InputError(f"the pool of correctly classified images has {len(pool)} images; need at least 2")
     targets = round_targets(data.labels[pool], cfg.rounds, cfg.seed)
-    return model, data, pool, [pool[t] for t in targets]
+    return model, data, pool, [pool[t] for t in targets], described
 
 
 def _on_shared_pool(
@@ -269,7 +321,7 @@ def _run_chunks(work: _Work, env: RunEnvironment) -> None:
     cfg, store, data = work.cfg, work.store, work.data
     mine = [(r, c) for r in range(cfg.rounds) for c in range(work.chunks)][work.rank :: work.world]
     image_shape = tuple(data.get(work.sources[:1]).shape[1:])
-    todo = [job for job in mine if not store.has_chunk(*job, cfg, *work.chunk_rows(*job), image_shape)]
+    todo = [job for job in mine if not store.has_chunk(*job, cfg, *work.chunk_rows(*job), image_shape, work.provenance)]
     bar = tqdm(
         total=len(mine),
         initial=len(mine) - len(todo),
@@ -302,6 +354,7 @@ def _run_chunks(work: _Work, env: RunEnvironment) -> None:
                 **distances(res.images, xt),
             },
             cfg,
+            work.provenance,
         )
         bar.update(1)
     bar.close()

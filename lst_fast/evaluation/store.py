@@ -2,6 +2,7 @@
 check. `lst-fast eval` writes through it and `lst-fast report` reads through it.
 
     OUT/config.json                                  the EvalConfig (flat JSON; see EvalConfig.to_dict)
+    OUT/provenance.json                              the weights and pixels it ran, by digest (provenance.py)
     OUT/results/roundRR_chunkCCCCC.safetensors       Table 1 per pair of one chunk of one round
     OUT/results/triangles_rAA_rBB.safetensors        triangle confidences for the rounds AA < BB
     OUT/results/simplex_kKK_sSSS.safetensors         k-simplex SSS of k = KK (eval --simplex-points only)
@@ -35,6 +36,7 @@ from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text, standa
 from lst_fast.caller_warning import warn_at_caller
 from lst_fast.errors import EnvironmentFault, InputError
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.provenance import PROVENANCE_NAME, Provenance, read_provenance, write_provenance
 from lst_fast.walk.result import METADATA_KEY
 
 LOCK_NAME = ".lst-fast.lock"
@@ -92,6 +94,7 @@ class EvaluationStore:
         self.config_path = self.root / "config.json"
         self.tables_json = self.root / "tables.json"
         self.tables_md = self.root / "tables.md"
+        self.provenance_path = self.root / PROVENANCE_NAME
 
     # -- names ------------------------------------------------------------------------------------------
 
@@ -144,6 +147,30 @@ class EvaluationStore:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InputError(f"{self.config_path} is not valid JSON ({error}); use a fresh --out folder") from error
 
+    # -- what made the results (lst_fast.evaluation.provenance) -------------------------------------------
+
+    def read_provenance(self) -> Optional[Provenance]:
+        """OUT/provenance.json, or None for a folder written before lst_fast recorded it."""
+        return read_provenance(self.root)
+
+    def write_provenance(self, provenance: Provenance) -> None:
+        write_provenance(self.root, provenance, RESUME_ADVICE)
+
+    def has_results(self) -> bool:
+        """Whether any result file (chunk, triangles, k-simplex) is there."""
+        return self.results.is_dir() and any(self.results.glob("*.safetensors"))
+
+    def discard(self) -> None:
+        """Delete what an earlier run wrote (config.json, provenance.json, the tables and the result files;
+        nothing else), so the folder starts afresh (`lst-fast eval --restart`). Call it only while holding
+        the folder's lock."""
+        for path in (self.config_path, self.provenance_path, self.tables_json, self.tables_md):
+            path.unlink(missing_ok=True)
+        if self.results.is_dir():
+            for pattern in ("round*_chunk*.safetensors", "triangles_r*_r*.safetensors", "simplex_k*_s*.safetensors"):
+                for path in self.results.glob(pattern):
+                    path.unlink(missing_ok=True)
+
     def prepare(self) -> None:
         """Make the results folder (the configuration must be written first)."""
         try:
@@ -195,10 +222,12 @@ class EvaluationStore:
         source: Optional[Tensor] = None,
         target: Optional[Tensor] = None,
         image_shape: Optional[Sequence[int]] = None,
+        provenance: Optional[Provenance] = None,
     ) -> bool:
         """Whether this chunk is finished and may be reused (the one place to vet a chunk before reuse):
         its recorded configuration, round and chunk must be these, and when given, its source and target
-        indices and its image shape (C, H, W) too, with one row per pair in every tensor of CHUNK_KEYS.
+        indices and its image shape (C, H, W) too, with one row per pair in every tensor of CHUNK_KEYS, and
+        the weights and pixel digests it records (a file written before they were recorded has none).
         A file of another evaluation: ValueError naming it. An unreadable one: False, with a warning."""
         path = self.chunk_path(round_, chunk)
         if not path.exists():
@@ -210,6 +239,8 @@ class EvaluationStore:
         if "config" not in record:
             return _recompute(path, "it records no configuration")
         problems = _record_problems(record, cfg, {"round": round_, "chunk": chunk})
+        if provenance is not None and record.get("digests", provenance.digests()) != provenance.digests():
+            problems.append(f"it was made by other weights or pixels (its digests {record.get('digests')})")
         if (source is None) != (target is None):
             raise InputError("has_chunk takes both source and target, or neither")
         if source is not None and target is not None:
@@ -226,8 +257,17 @@ class EvaluationStore:
         _refuse(path, problems)
         return True
 
-    def write_chunk(self, round_: int, chunk: int, tensors: Dict[str, Tensor], cfg: EvalConfig) -> Path:
+    def write_chunk(
+        self,
+        round_: int,
+        chunk: int,
+        tensors: Dict[str, Tensor],
+        cfg: EvalConfig,
+        provenance: Optional[Provenance] = None,
+    ) -> Path:
         metadata = {"round": round_, "chunk": chunk, "config": cfg.to_dict()}
+        if provenance is not None:  # which weights and pixels made it (checked by has_chunk)
+            metadata["digests"] = provenance.digests()
         return atomic_save_tensors(
             tensors,
             self.chunk_path(round_, chunk),

@@ -28,6 +28,7 @@ from lst_fast.evaluation.leaderboard import COLUMNS, SHOWN_SETTINGS, caption, mo
 from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
+from lst_fast.website.content import checked_content
 from lst_fast.website.images import needs_thumbnail, write_image
 from lst_fast.website.inputs import Run, load_inputs, paired
 from lst_fast.website.page_data import data_script
@@ -129,20 +130,21 @@ def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnviron
         cfg.model, env.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=env.model_dir
     )
     data = open_image_set(cfg.data, env.data_root, described.preprocessing)
+    content = checked_content(run, described, data, env)  # the weights and pixels, checked; the cache's key
     slug = model_folder(run.name)
     folder = out / "models" / slug
     table = walk_table(run, data)
     classes = _class_names(described, data, int(data.labels.max()) + 1)
     count = len(table) if options.walk_pages is None else options.walk_pages
     chosen = select_walks(table, count, options.seed)
-    stamp = hashlib.sha256(json.dumps([run.signature(), options.key()]).encode()).hexdigest()
+    stamp = hashlib.sha256(json.dumps([run.signature(), options.key(), content]).encode()).hexdigest()
     built = (folder / ".built").is_file() and (folder / ".built").read_text() == stamp
     shape = tuple(data.get(table.source[:1]).shape[1:])
     thumb = needs_thumbnail(torch.empty(shape), options.thumbnail)
     shown_ext = "jpg" if thumb else "png"
     model = described.classifier()
     targets_cache = out / "cache" / f"{slug}-targets.safetensors"
-    target_p = target_confidences(run, model, data, table, cache=targets_cache, device=env.device)
+    target_p = target_confidences(run, model, data, table, cache=targets_cache, device=env.device, content=content)
     chosen_outputs = _write_gallery_images(run, table, data, folder, options, chosen, built, shown_ext)
     details = walk_details(
         run,
@@ -153,6 +155,7 @@ def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnviron
         cache=out / "cache" / f"{slug}.safetensors",
         frames=options.frames,
         env=env,
+        content=content,
     )
     if not built and chosen:
         _write_full_images(table, data, folder, chosen, chosen_outputs, details, thumb)

@@ -1,19 +1,27 @@
 """What a site is built from: a finished leaderboard folder, one `lst-fast eval` folder, or several. Read
-through the evaluation's own loaders (EvaluationStore, load_pool, leaderboard.json); nothing is rerun."""
+through the evaluation's own loaders (EvaluationStore, load_pool, leaderboard.json); nothing is rerun.
+
+Every chunk file is vetted as the store vets one before reuse (EvaluationStore.has_chunk: its recorded
+configuration, round and chunk, the weights and pixel digests it records, one row per pair, and in every
+round the sources of round 0 at its position); a leaderboard's runs must also hold the pool's targets and
+pixel digest (leaderboard.pairing_problems, pixel_problems). A file that fails is refused in one line
+naming it."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from lst_fast.errors import InputError
+from lst_fast.errors import DataError, InputError
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.leaderboard import model_folder
+from lst_fast.evaluation.provenance import Provenance
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import round_pairs
 
@@ -34,6 +42,7 @@ class Run:
     tables: Dict[str, Any]
     rounds: List[Dict[str, Tensor]]
     chunks: int
+    provenance: Optional[Provenance] = None  # OUT/provenance.json (None: an earlier lst_fast's folder)
 
     @property
     def store(self) -> EvaluationStore:
@@ -62,12 +71,41 @@ def _read_run(folder: Path, name: str) -> Run:
             f"{folder} is neither a leaderboard folder (leaderboard.json) nor an evaluation folder (config.json)"
         )
     store.require_finished()
-    cfg, chunks = store.read_config(), store.chunks_per_round()
-    rounds = []
+    cfg, chunks, provenance = store.read_config(), store.chunks_per_round(), store.read_provenance()
+    rounds: List[Dict[str, Tensor]] = []
     for r in range(cfg.rounds):
-        parts = [{k: v for k, v in store.read_chunk(r, c).items() if k in WALK_KEYS} for c in range(chunks)]
+        parts = []
+        for c in range(chunks):
+            found = store.read_chunk(r, c)
+            if any(k not in found for k in ("source", "target")):
+                raise DataError(f"{store.chunk_path(r, c)} holds no source and target indices; evaluate again")
+            # the sources at this position are round 0's in every round (as the evaluation walks them)
+            source = found["source"] if r == 0 else rounds[0]["source"][c * cfg.chunk_size : (c + 1) * cfg.chunk_size]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an unreadable file is refused here, not recomputed
+                usable = store.has_chunk(r, c, cfg, source, found["target"], provenance=provenance)
+            if not usable:
+                raise DataError(f"{store.chunk_path(r, c)} cannot be read or records no configuration; evaluate again")
+            parts.append({k: v for k, v in found.items() if k in WALK_KEYS})
         rounds.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
-    return Run(name, folder, cfg, store.read_tables(), rounds, chunks)
+    return Run(name, folder, cfg, store.read_tables(), rounds, chunks, provenance)
+
+
+def _check_against_pool(board_folder: Path, runs: List[Run]) -> None:
+    """A leaderboard's runs must hold the pool's targets for their sources and its pixel digest."""
+    from lst_fast.evaluation.leaderboard import pairing_problems, pixel_problems
+    from lst_fast.evaluation.pool import load_pool
+
+    if not (board_folder / "pool.json").is_file():
+        raise DataError(f"{board_folder} is a leaderboard folder without its pool.json; run the leaderboard again")
+    pool = load_pool(board_folder / "pool.json")
+    for run in runs:
+        problems = pairing_problems(run.rounds, pool) + pixel_problems(run.provenance, pool)
+        if problems:
+            raise DataError(
+                f"{run.folder} is not paired with the pool {pool.digest[:12]} ({'; '.join(problems)}); delete the "
+                "folder and run the leaderboard again"
+            )
 
 
 def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any]]]:
@@ -85,6 +123,7 @@ def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any
     if boards:
         board = json.loads((boards[0] / "leaderboard.json").read_text())
         runs = [_read_run(boards[0] / model_folder(row["model"]), row["model"]) for row in board["rows"]]
+        _check_against_pool(boards[0], runs)
         return runs, board
     runs = [_read_run(f, "") for f in folders]
     models = [r.cfg.model for r in runs]
@@ -97,16 +136,26 @@ def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any
 
 def paired(runs: Sequence[Run]) -> Optional[str]:
     """None when every run walks the same pairs (the same source and target indices, in the same order, in
-    every round, read from the result files themselves); else why not, in a few words."""
+    every round, read from the result files themselves) on the same pixels (the data digest each records:
+    content, not the data's path); else why not, in a few words."""
     first = runs[0]
     for run in runs[1:]:
         if run.cfg.rounds != first.cfg.rounds:
             return f"{first.name} has {first.cfg.rounds} rounds, {run.name} {run.cfg.rounds}"
-        if run.cfg.data != first.cfg.data:
-            return f"{first.name} ran on {first.cfg.data}, {run.name} on {run.cfg.data}"
         for r, (a, b) in enumerate(zip(first.rounds, run.rounds, strict=True)):
             if not torch.equal(a["source"], b["source"]):
                 return f"{first.name} and {run.name} have different source images (round {r})"
             if not torch.equal(a["target"], b["target"]):
                 return f"{first.name} and {run.name} have different targets (round {r})"
+    for run in runs:
+        if run.provenance is None:
+            return f"{run.name} records no digest of its data (written by an earlier lst_fast)"
+    for run in runs[1:]:
+        a, b = first.provenance, run.provenance
+        assert a is not None and b is not None
+        if (a.pixels_sha256, a.pixel_indices) != (b.pixels_sha256, b.pixel_indices):
+            return (
+                f"{first.name} and {run.name} walked other pixels (data digests {a.pixels_sha256[:12]}, "
+                f"{b.pixels_sha256[:12]})"
+            )
     return None

@@ -1,6 +1,7 @@
 """What the one-walk pages need from the model, computed once per run and cached in the site's folder
-(OUT/cache/<run>.safetensors, keyed by the run's files and the build's options, so a rebuild reuses it and
-an added model computes only its own):
+(OUT/cache/<run>.safetensors, keyed by the run's files, the build's options and the digests of the weights
+and pixels the forwards use (lst_fast.website.content), so a rebuild reuses it, an added model computes
+only its own, and changed weights or data are never served from an old cache):
 
 - frames: the stored walk rerun with recording. Each chunk holding a chosen walk is walked again as the
   evaluation walked it (the same sources, targets, labels, settings and the chunk's seed), so in exact
@@ -49,8 +50,8 @@ class ChosenWalks:
     outputs: Tensor
 
 
-def _key(run: Run, rows: List[int], frames: int) -> str:
-    text = json.dumps([CACHE_FORMAT, run.signature(), rows, frames, LINE_STEPS, WIDTH_RADII, WIDTH_DIRECTIONS])
+def _key(run: Run, rows: List[int], frames: int, content: str) -> str:
+    text = json.dumps([CACHE_FORMAT, run.signature(), rows, frames, LINE_STEPS, WIDTH_RADII, WIDTH_DIRECTIONS, content])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -63,12 +64,14 @@ def walk_details(
     cache: Path,
     frames: int = 8,
     env: RunEnvironment = DEFAULT_ENVIRONMENT,
+    content: str = "",
 ) -> Dict[str, Tensor]:
     """For each chosen walk (`chosen.rows`, its stored LST output in `chosen.outputs`): "frames" (K, F, C, H,
     W; uint8, the 8-bit values the PNGs show), "last_frame" (K, C, H, W: the rerun's last iterate, float),
     "frame_iterations" (F,), "frame_confidence" (K, F), "exact" (K,), "line" (K, LINE_STEPS), "radii",
     "width_low" and "width_high" (K, radii); read from `cache` when it holds this run's with these options,
-    else computed (batched) and written there."""
+    else computed (batched) and written there. content: the digests of the weights and pixels `model` and
+    `data` hold (lst_fast.website.content.checked_content), part of the cache's key."""
     from tqdm.auto import tqdm
 
     from lst_fast.atomic_files import atomic_save_tensors
@@ -76,7 +79,7 @@ def walk_details(
     rows, outputs = chosen.rows, chosen.outputs
     if not rows:  # no walk pages: nothing to compute
         return {}
-    key = _key(run, rows, frames)
+    key = _key(run, rows, frames, content)
     if cache.is_file():
         found = _cached(cache, key)
         if found is not None:
@@ -162,14 +165,15 @@ def target_confidences(
     cache: Path,
     device="cpu",
     batch: int = 256,
+    content: str = "",
 ) -> Tensor:
     """The source class's confidence at each walk's target image (one forward per distinct target,
-    batched), for the gallery's captions; cached in `cache` like walk_details."""
+    batched), for the gallery's captions; cached in `cache` like walk_details (keyed on `content` too)."""
     from lst_fast.atomic_files import atomic_save_tensors
     from lst_fast.walk.confidence import class_probability
     from lst_fast.walk.runtime import eval_mode
 
-    key = hashlib.sha256(json.dumps([run.signature(), "targets"]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([run.signature(), "targets", content]).encode()).hexdigest()
     if cache.is_file():
         found = _cached(cache, key)
         if found is not None:
