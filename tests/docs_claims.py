@@ -118,8 +118,7 @@ def parser_flags(parser: argparse.ArgumentParser) -> Dict[str, Set[str]]:
     """Each subcommand's option strings, from lst-fast's real parser."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return {
-        name: {s for action in command._actions for s in action.option_strings}
-        for name, command in sub.choices.items()
+        name: {s for action in command._actions for s in action.option_strings} for name, command in sub.choices.items()
     }
 
 

@@ -10,7 +10,6 @@ import warnings
 
 import pytest
 import torch
-from conftest import tiny_cnn
 from docs_claims import (
     ROOT,
     api_members,
@@ -27,6 +26,7 @@ from docs_claims import (
 )
 
 from lst_fast.cli import build_parser
+from conftest import tiny_cnn
 
 BLOCKS = python_blocks()
 
