@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from lst_fast import ops
+from lst_fast.backends.confidence import class_probability
 from lst_fast.errors import InputError, InputTypeError
 from lst_fast.walk import prepared_model, runtime, validation
-from lst_fast.walk.confidence import class_probability
 from lst_fast.walk.settings import check_precision
 
 if TYPE_CHECKING:

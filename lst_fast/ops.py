@@ -23,8 +23,8 @@ from torch import Tensor
 from lst_fast.backends import op_checks, reference
 from lst_fast.backends._extension import KERNEL_NAMESPACE, cuda_module_name, has_native_kernel, has_ops
 from lst_fast.backends.cuda_compat import cuda_kernels_fit
+from lst_fast.backends.names import check_backend
 from lst_fast.errors import EnvironmentFault, MissingDependency
-from lst_fast.walk.settings import check_backend
 
 # The public schemas. The compiled kernels (csrc/lst_fast.cpp) declare the same ones under
 # KERNEL_NAMESPACE; tests/test_ops.py::test_kernel_schemas_match_the_public_ones holds them together.

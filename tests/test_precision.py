@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import lst_fast
+from lst_fast.backends.confidence import class_probability
 from lst_fast.walk import batching, prepared_model
-from lst_fast.walk.confidence import class_probability
 from conftest import PerSample, tiny_cnn
 
 SETTINGS = dict(step_size=0.1, threshold=0.005, adv_step_size=2e-3, init_noise=2 / 255)

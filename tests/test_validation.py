@@ -227,7 +227,9 @@ def test_settings_are_frozen_and_every_change_is_validated():
     from lst_fast.walk import settings
     from lst_fast.walk.settings import LSTSettings
 
-    assert ops.check_backend is settings.check_backend  # the ops refuse a backend with the settings' check
+    assert (
+        ops.check_backend is settings.check_backend
+    )  # the ops refuse a backend with the settings' check (lst_fast.backends.names)
     lst = lst_fast.LevelSetTraversal(tiny_cnn(), step_size=0.1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         lst.settings.step_size = -1.0

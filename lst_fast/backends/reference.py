@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lst_fast.walk.confidence import class_probability
+from lst_fast.backends.confidence import class_probability
 
 
 def opmath_dtype(dtype: torch.dtype) -> torch.dtype:

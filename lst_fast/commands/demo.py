@@ -87,7 +87,7 @@ def run_demo(
     numbers["mean_triangle_confidence"] = float(tri.mean())
 
     def figures(keep: Callable[[Path], Path]) -> Dict[str, Path]:
-        from lst_fast.commands import plots
+        from lst_fast import plots
 
         xs_c, xt_c, res_c = xs.cpu(), xt.cpu(), result.images.cpu()
         grid_sources = x_all[torch.tensor(sources)].cpu()

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import lst_fast
+from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
-from lst_fast.commands import image_files, plots
+from lst_fast.commands import image_files
 from lst_fast.errors import InputError
 from lst_fast.geometry import linear_path_confidence
 from lst_fast.metrics import distances

@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
-from lst_fast.commands import plots
 from lst_fast.errors import InputError
 from lst_fast.evaluation.simplices import fraction_by_k_figure
 from lst_fast.evaluation.store import EvaluationStore

@@ -43,8 +43,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
-from lst_fast.commands import plots
 from lst_fast.data.sources import open_image_set
 from lst_fast.distributed import barrier, rank_and_world
 from lst_fast.errors import DataError, InputError, TooFewSources

@@ -50,12 +50,12 @@ import torch
 from torch import Tensor, nn
 
 from lst_fast.atomic_files import atomic_write_text
+from lst_fast.backends.confidence import class_probability
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.errors import DataError, InputError
 from lst_fast.evaluation.pool_file import check_fields, content_digest, parse_json
 from lst_fast.run_environment import DEFAULT_BATCH, DEFAULT_ENVIRONMENT, QUIET_ENVIRONMENT, RunEnvironment
-from lst_fast.walk.confidence import class_probability
 
 __all__ = [
     "POOL_FORMAT",

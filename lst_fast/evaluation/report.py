@@ -7,8 +7,8 @@ from typing import Optional
 
 import torch
 
+from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text
-from lst_fast.commands import plots
 from lst_fast.data.sources import open_image_set
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.geometry import linear_path_confidence, triangle_weights, width_profile

@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from lst_fast import plots
 from lst_fast.atomic_files import finite_or_none
-from lst_fast.commands import plots
 from lst_fast.data.image_set import ImageSet
 from lst_fast.distributed import rank_and_world
 from lst_fast.errors import InputError

@@ -16,8 +16,8 @@ from typing import Any, Dict, Optional, cast
 import torch
 from torch import Tensor
 
+from lst_fast.backends.confidence import class_probability
 from lst_fast.walk import batching, loop, runtime, validation
-from lst_fast.walk.confidence import class_probability
 from lst_fast.walk.graph_replay import GraphReplay
 from lst_fast.walk.observers import EndCheck, ProgressReport, Recorder
 from lst_fast.walk.precision import Precision, for_call

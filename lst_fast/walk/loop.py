@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lst_fast import ops
+from lst_fast.backends.confidence import class_probability
 from lst_fast.errors import InputError
-from lst_fast.walk.confidence import class_probability
 from lst_fast.walk.graph_replay import GraphReplay
 from lst_fast.walk.observers import WalkObserver
 from lst_fast.walk.settings import LSTSettings

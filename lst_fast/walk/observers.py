@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Protocol, Tuple
 import torch
 from torch import Tensor
 
-from lst_fast.walk.confidence import class_probability
+from lst_fast.backends.confidence import class_probability
 from lst_fast.walk.runtime import cudnn_autotune
 from lst_fast.walk.state import WalkState
 

@@ -14,8 +14,8 @@ from typing import Any, Dict, Protocol, Tuple
 import torch
 from torch import Tensor
 
+from lst_fast.backends.confidence import class_probability
 from lst_fast.walk import prepared_model, runtime, validation
-from lst_fast.walk.confidence import class_probability
 from lst_fast.walk.observers import EndCheck, FinalIterate, WalkEnd
 from lst_fast.walk.settings import LSTSettings
 from lst_fast.walk.state import Forward, WalkConstants, WalkState

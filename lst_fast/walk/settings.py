@@ -15,12 +15,11 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from lst_fast.backends.names import BACKENDS, check_backend
 from lst_fast.errors import InputError, InputTypeError
 from lst_fast.walk import validation
 
 PRECISIONS = ("fp32", "bf16")
-# Which implementation of the operators runs (lst_fast.ops reads the choice).
-BACKENDS = ("auto", "native", "reference")
 
 
 def check_precision(precision: str, compile_model: bool = False) -> None:
@@ -30,12 +29,6 @@ def check_precision(precision: str, compile_model: bool = False) -> None:
         raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if compile_model and precision != "bf16":
         raise InputError("compile_model=True needs precision='bf16'; exact mode (fp32) never compiles")
-
-
-def check_backend(backend: str) -> None:
-    """backend is one of BACKENDS."""
-    if backend not in BACKENDS:
-        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def field_help(text: str, **extra: Any) -> Dict[str, Any]:

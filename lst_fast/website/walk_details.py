@@ -170,7 +170,7 @@ def target_confidences(
     """The source class's confidence at each walk's target image (one forward per distinct target,
     batched), for the gallery's captions; cached in `cache` like walk_details (keyed on `content` too)."""
     from lst_fast.atomic_files import atomic_save_tensors
-    from lst_fast.walk.confidence import class_probability
+    from lst_fast.backends.confidence import class_probability
     from lst_fast.walk.runtime import eval_mode
 
     key = hashlib.sha256(json.dumps([run.signature(), "targets", content]).encode()).hexdigest()
