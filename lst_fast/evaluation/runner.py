@@ -210,7 +210,14 @@ def _provenance(cfg: EvalConfig, work: _Work, described: ModelDescriptor, pool: 
         sha, indices, pre = pool.data["pixels_sha256"], pool.indices, dict(pool.models[0]["preprocessing"])
     else:
         sha, indices, pre = pixels_digest(work.data, work.sources), work.sources, described.preprocessing.to_dict()
-    return Provenance(cfg.model, weights["sha256"], weights["of"], sha, tuple(indices.tolist()), pre)
+    return Provenance(
+        model=cfg.model,
+        weights_sha256=weights["sha256"],
+        weights_of=weights["of"],
+        pixels_sha256=sha,
+        pixel_indices=tuple(indices.tolist()),
+        preprocessing=pre,
+    )
 
 
 def _record_provenance(store: EvaluationStore, provenance: Provenance) -> None:

@@ -32,7 +32,7 @@ from lst_fast.website.content import checked_content
 from lst_fast.website.images import needs_thumbnail, write_image
 from lst_fast.website.inputs import Run, load_inputs, paired
 from lst_fast.website.page_data import data_script
-from lst_fast.website.walk_details import ChosenWalks, target_confidences, walk_details
+from lst_fast.website.walk_details import ChosenWalks, DetailsCache, target_confidences, walk_details
 from lst_fast.website.walks import WalkTable, select_walks, walk_table
 
 __all__ = ["DEFAULT_THUMBNAIL", "DEFAULT_WALK_PAGES", "SiteOptions", "build_site"]
@@ -152,10 +152,9 @@ def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnviron
         data,
         table,
         chosen=ChosenWalks(rows=chosen, outputs=chosen_outputs),
-        cache=out / "cache" / f"{slug}.safetensors",
+        cache=DetailsCache(out / "cache" / f"{slug}.safetensors", content),
         frames=options.frames,
         env=env,
-        content=content,
     )
     if not built and chosen:
         _write_full_images(table, data, folder, chosen, chosen_outputs, details, thumb)

@@ -44,7 +44,12 @@ def checked_content(run: Run, described: ModelDescriptor, data: ImageSet, env: R
     else:
         pixels = pixels_digest(view, indices)
     ours = Provenance(
-        run.cfg.model, weights["sha256"], weights["of"], pixels, recorded.pixel_indices, recorded.preprocessing
+        model=run.cfg.model,
+        weights_sha256=weights["sha256"],
+        weights_of=weights["of"],
+        pixels_sha256=pixels,
+        pixel_indices=recorded.pixel_indices,
+        preprocessing=recorded.preprocessing,
     )
     refuse_changes(recorded, ours, str(run.folder), ADVICE)
     return json.dumps([weights["sha256"], pixels])

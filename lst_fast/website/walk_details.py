@@ -31,7 +31,7 @@ from lst_fast.walk.traversal import traverse
 from lst_fast.website.inputs import Run
 from lst_fast.website.walks import WalkTable
 
-__all__ = ["LINE_STEPS", "WIDTH_RADII", "ChosenWalks", "walk_details"]
+__all__ = ["LINE_STEPS", "WIDTH_RADII", "ChosenWalks", "DetailsCache", "walk_details"]
 
 LINE_STEPS = 21
 WIDTH_RADII = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -50,6 +50,15 @@ class ChosenWalks:
     outputs: Tensor
 
 
+@dataclass(frozen=True)
+class DetailsCache:
+    """Where a run's walk details are cached, and the digests of the weights and pixels they come from
+    (lst_fast.website.content.checked_content), part of the cache's key."""
+
+    path: Path
+    content: str = ""
+
+
 def _key(run: Run, rows: List[int], frames: int, content: str) -> str:
     text = json.dumps([CACHE_FORMAT, run.signature(), rows, frames, LINE_STEPS, WIDTH_RADII, WIDTH_DIRECTIONS, content])
     return hashlib.sha256(text.encode()).hexdigest()
@@ -61,17 +70,15 @@ def walk_details(
     data: ImageSet,
     table: WalkTable,
     chosen: ChosenWalks,
-    cache: Path,
+    cache: DetailsCache,
     frames: int = 8,
     env: RunEnvironment = DEFAULT_ENVIRONMENT,
-    content: str = "",
 ) -> Dict[str, Tensor]:
     """For each chosen walk (`chosen.rows`, its stored LST output in `chosen.outputs`): "frames" (K, F, C, H,
     W; uint8, the 8-bit values the PNGs show), "last_frame" (K, C, H, W: the rerun's last iterate, float),
     "frame_iterations" (F,), "frame_confidence" (K, F), "exact" (K,), "line" (K, LINE_STEPS), "radii",
-    "width_low" and "width_high" (K, radii); read from `cache` when it holds this run's with these options,
-    else computed (batched) and written there. content: the digests of the weights and pixels `model` and
-    `data` hold (lst_fast.website.content.checked_content), part of the cache's key."""
+    "width_low" and "width_high" (K, radii); read from `cache` when it holds this run's with these options
+    and content, else computed (batched) and written there."""
     from tqdm.auto import tqdm
 
     from lst_fast.atomic_files import atomic_save_tensors
@@ -79,9 +86,9 @@ def walk_details(
     rows, outputs = chosen.rows, chosen.outputs
     if not rows:  # no walk pages: nothing to compute
         return {}
-    key = _key(run, rows, frames, content)
-    if cache.is_file():
-        found = _cached(cache, key)
+    key = _key(run, rows, frames, cache.content)
+    if cache.path.is_file():
+        found = _cached(cache.path, key)
         if found is not None:
             return found
     cfg, device = run.cfg, torch.device(env.device)
@@ -141,8 +148,8 @@ def walk_details(
         "width_low": width["low"].double().cpu(),
         "width_high": width["high"].double().cpu(),
     }
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_tensors(details, cache, {METADATA_KEY: json.dumps({"key": key})})
+    cache.path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(details, cache.path, {METADATA_KEY: json.dumps({"key": key})})
     return details
 
 
