@@ -75,3 +75,14 @@ def test_every_docs_page_is_in_the_site_nav():
     nav = re.findall(r"^\s*- .*: (\S+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), flags=re.M)
     assert len(nav) == len(set(nav)), "a page is listed twice in mkdocs.yml's nav"
     assert sorted(nav) == sorted(p.name for p in (ROOT / "docs").glob("*.md")), "docs/*.md and mkdocs.yml's nav"
+
+
+def test_the_docs_toolchain_is_pinned_exactly():
+    """Material for MkDocs warns that MkDocs 2.0 will break it: the docs extra pins every tool of the build, so
+    no new release changes the site unnoticed (an upgrade is an edit to pyproject.toml and a strict build)."""
+    import tomllib
+
+    docs = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["docs"]
+    names = {re.split(r"[=<>\[]", d, maxsplit=1)[0] for d in docs}
+    assert {"mkdocs", "mkdocs-material", "mkdocstrings", "mkdocstrings-python"} <= names, docs
+    assert all(re.fullmatch(r"[\w.-]+==[\w.]+", d) for d in docs), docs
