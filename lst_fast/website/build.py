@@ -29,11 +29,13 @@ from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HE
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.content import checked_content
-from lst_fast.website.images import needs_thumbnail, write_image
+from lst_fast.website.decoded import DecodedImages
+from lst_fast.website.encoding import ImageWriter
+from lst_fast.website.images import needs_thumbnail
 from lst_fast.website.inputs import Run, load_inputs, paired
 from lst_fast.website.page_data import data_script
 from lst_fast.website.walk_details import ChosenWalks, DetailsCache, target_confidences, walk_details
-from lst_fast.website.walks import WalkTable, select_walks, walk_table
+from lst_fast.website.walks import WalkTable, select_walks, walk_records, walk_table
 
 __all__ = ["DEFAULT_THUMBNAIL", "DEFAULT_WALK_PAGES", "SiteOptions", "build_site"]
 
@@ -97,7 +99,8 @@ def build_site(
     for name in ("site.css", "site.js"):
         shutil.copyfile(PACKAGE / "static" / name, static / name)
     not_paired = paired(runs) if len(runs) > 1 else "there is only one run"
-    pages = [_model_part(run, out, templates, options, env, runs) for run in runs]
+    decoded = DecodedImages(runs, env)  # each walked image decoded once per data set and preprocessing
+    pages = [_model_part(run, out, templates, options, env, runs, decoded) for run in runs]
     if board is not None and (Path(paths[0]) / "leaderboard.png").is_file():
         shutil.copyfile(Path(paths[0]) / "leaderboard.png", out / "leaderboard.png")
     if not_paired is None:
@@ -120,16 +123,15 @@ def _class_names(described, data, classes: int) -> List[str]:
     return [f"class {k}" for k in range(classes)]
 
 
-def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs):
+def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs, decoded: DecodedImages):
     """Write one run's images, model page and walk pages; return what the other pages need of it."""
-    from lst_fast.data.sources import open_image_set
     from lst_fast.models import resolve_model
 
     cfg = run.cfg
     described = resolve_model(
         cfg.model, env.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=env.model_dir
     )
-    data = open_image_set(cfg.data, env.data_root, described.preprocessing)
+    data = decoded.open(cfg.data, described.preprocessing)
     content = checked_content(run, described, data, env)  # the weights and pixels, checked; the cache's key
     slug = model_folder(run.name)
     folder = out / "models" / slug
@@ -145,19 +147,21 @@ def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnviron
     model = described.classifier()
     targets_cache = out / "cache" / f"{slug}-targets.safetensors"
     target_p = target_confidences(run, model, data, table, cache=targets_cache, device=env.device, content=content)
-    chosen_outputs = _write_gallery_images(run, table, data, folder, options, chosen, built, shown_ext)
-    details = walk_details(
-        run,
-        model,
-        data,
-        table,
-        chosen=ChosenWalks(rows=chosen, outputs=chosen_outputs),
-        cache=DetailsCache(out / "cache" / f"{slug}.safetensors", content),
-        frames=options.frames,
-        env=env,
-    )
+    with ImageWriter(options.thumbnail) as writer:  # every core encodes, also while the walk pages' forwards run
+        chosen_outputs = _write_gallery_images(run, table, data, folder, writer, chosen, built, shown_ext)
+        details = walk_details(
+            run,
+            model,
+            data,
+            table,
+            chosen=ChosenWalks(rows=chosen, outputs=chosen_outputs),
+            cache=DetailsCache(out / "cache" / f"{slug}.safetensors", content),
+            frames=options.frames,
+            env=env,
+        )
+        if not built and chosen:
+            _write_full_images(table, data, folder, chosen, chosen_outputs, details, thumb, writer)
     if not built and chosen:
-        _write_full_images(table, data, folder, chosen, chosen_outputs, details, thumb)
         atomic_write_text(folder / ".built", stamp)
     part = {
         "run": run,
@@ -169,19 +173,21 @@ def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnviron
         "thumb": thumb,
         "chosen": set(chosen),
         "shape": shape,
+        "records": walk_records(table, classes, target_p),  # every walk's row, converted once
     }
     _walk_pages(part, details, chosen, folder, templates)
     _model_page(part, folder, templates, runs)
     return part
 
 
-def _write_gallery_images(run: Run, table: WalkTable, data, folder: Path, options, chosen, built, ext):
-    """Every walk's LST output and every source and target, at the gallery's size (unless built); returns
-    the chosen walks' stored outputs (full size, float)."""
+def _write_gallery_images(run: Run, table: WalkTable, data, folder: Path, writer: ImageWriter, chosen, built, ext):
+    """Every walk's LST output and every source and target, at the gallery's size (unless built), through
+    `writer` (its thumbnail size); returns the chosen walks' stored outputs (full size, float)."""
     wanted = {i: k for k, i in enumerate(chosen)}
     outputs: List[Optional[torch.Tensor]] = [None] * len(chosen)
     img = folder / "img"
     img.mkdir(parents=True, exist_ok=True)
+    positions = table.position.tolist()
     row = 0
     for r in range(run.cfg.rounds):
         for c in range(run.chunks):
@@ -190,50 +196,35 @@ def _write_gallery_images(run: Run, table: WalkTable, data, folder: Path, option
                 if row in wanted:
                     outputs[wanted[row]] = images[k]
                 if not built:
-                    write_image(images[k], img / f"o{r}-{int(table.position[row])}.{ext}", options.thumbnail)
+                    writer.write(images[k], img / f"o{r}-{positions[row]}.{ext}")
                 row += 1
     if not built:
         indices = torch.unique(torch.cat([table.source, table.target]))
         for start in range(0, len(indices), 256):
             part = indices[start : start + 256]
             for index, image in zip(part.tolist(), data.get(part), strict=True):
-                write_image(image, img / f"d{index}.{ext}", options.thumbnail)
+                writer.write(image, img / f"d{index}.{ext}")
     return torch.stack(outputs) if outputs else torch.empty(0)  # type: ignore[arg-type]
 
 
-def _write_full_images(table: WalkTable, data, folder: Path, chosen, outputs, details, thumb: bool) -> None:
-    """The walk pages' images at full size: the frames (and, where the gallery shows thumbnails, the
-    source, the output and the target)."""
+def _write_full_images(table: WalkTable, data, folder: Path, chosen, outputs, details, thumb: bool, writer) -> None:
+    """The walk pages' images at full size, through `writer` (an ImageWriter): the frames (and, where the
+    gallery shows thumbnails, the source, the output and the target)."""
     full = folder / "full"
     full.mkdir(parents=True, exist_ok=True)
     for k, i in enumerate(chosen):
         name = f"{int(table.round[i])}-{int(table.position[i])}"
         for f, frame in enumerate(details["frames"][k]):
-            write_image(frame.float() / 255, full / f"f{name}-{f}.png")  # the same 8-bit values back
+            writer.write(frame.float() / 255, full / f"f{name}-{f}.png", 0)  # the same 8-bit values back
         if thumb:
-            write_image(outputs[k], full / f"o{name}.png")
+            writer.write(outputs[k], full / f"o{name}.png", 0)
             for index in (int(table.source[i]), int(table.target[i])):
-                write_image(data.get(torch.tensor([index]))[0], full / f"d{index}.png")
+                writer.write(data.get(torch.tensor([index]))[0], full / f"d{index}.png", 0)
 
 
 def _walk_record(part, i: int) -> Dict[str, Any]:
-    t: WalkTable = part["table"]
-    classes = part["classes"]
-    r, pos = int(t.round[i]), int(t.position[i])
-    return {
-        "round": r,
-        "position": pos,
-        "source": int(t.source[i]),
-        "target": int(t.target[i]),
-        "source_class": classes[int(t.source_class[i])],
-        "target_class": classes[int(t.target_class[i])],
-        "p0": float(t.initial_confidence[i]),
-        "p": float(t.confidence[i]),
-        "rms": float(t.rms[i]),
-        "striking": float(t.striking[i]),
-        "pt": float(part["target_p"][i]),
-        "name": f"{r}-{pos}",
-    }
+    """Walk i's row (walks.walk_records, converted once per run)."""
+    return part["records"][i]
 
 
 def _alt(model: str, what: str, w: Dict[str, Any], p: float) -> str:
@@ -387,7 +378,7 @@ def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
     pairs = []
     for i in range(len(first["table"])):
         w = _walk_record(first, i)
-        outputs = [[p["slug"], round(float(p["table"].confidence[i]), 4)] for p in parts]
+        outputs = [[p["slug"], round(p["records"][i]["p"], 4)] for p in parts]
         pairs.append(
             [w["round"], w["position"], w["source"], w["target"], w["source_class"], w["target_class"], outputs]
         )

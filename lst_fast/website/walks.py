@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List
+from typing import Any, Dict, List, Sequence
 
 import torch
 from torch import Tensor
@@ -13,7 +13,7 @@ from torch import Tensor
 from lst_fast.data.image_set import ImageSet
 from lst_fast.website.inputs import Run
 
-__all__ = ["WalkTable", "select_walks", "walk_table"]
+__all__ = ["WalkTable", "select_walks", "walk_records", "walk_table"]
 
 
 @dataclasses.dataclass
@@ -71,6 +71,37 @@ def select_walks(table: WalkTable, count: int, seed: int) -> List[int]:
     if count >= n:
         return list(range(n))
     top = torch.argsort(table.striking, descending=True, stable=True)[: math.ceil(count / 2)].tolist()
-    rest = [i for i in range(n) if i not in set(top)]
+    taken = set(top)
+    rest = [i for i in range(n) if i not in taken]
     order = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed))
     return sorted(top + [rest[i] for i in order[: count - len(top)].tolist()])
+
+
+def walk_records(table: WalkTable, classes: Sequence[str], target_p: Tensor) -> List[Dict[str, Any]]:
+    """Every walk's row as the pages show it (numbers as Python floats and ints, class names from `classes`,
+    `target_p`: the source class's confidence at each walk's target), read column by column: one
+    conversion per column, not per walk."""
+    columns = {
+        "round": table.round,
+        "position": table.position,
+        "source": table.source,
+        "target": table.target,
+        "source_class": table.source_class,
+        "target_class": table.target_class,
+        "p0": table.initial_confidence,
+        "p": table.confidence,
+        "rms": table.rms,
+        "striking": table.striking,
+        "pt": target_p,
+    }
+    values = {key: column.tolist() for key, column in columns.items()}
+    for key in ("round", "position", "source", "target"):
+        values[key] = [int(v) for v in values[key]]
+    for key in ("p0", "p", "rms", "striking", "pt"):
+        values[key] = [float(v) for v in values[key]]
+    names = list(classes)
+    values["source_class"] = [names[int(k)] for k in values["source_class"]]
+    values["target_class"] = [names[int(k)] for k in values["target_class"]]
+    values["name"] = [f"{r}-{pos}" for r, pos in zip(values["round"], values["position"], strict=True)]
+    keys = list(values)
+    return [dict(zip(keys, row, strict=True)) for row in zip(*values.values(), strict=True)]
