@@ -5,15 +5,17 @@ the images the data set decodes, each decoded once."""
 from __future__ import annotations
 
 import collections
+import io
 
 import pytest
 import torch
+from PIL import Image
 
 from lst_fast.data.image_set import ImageSet
 from lst_fast.errors import EnvironmentFault
 from lst_fast.website.decoded import preloaded
 from lst_fast.website.encoding import ImageWriter
-from lst_fast.website.images import write_image
+from lst_fast.website.images import to_pixels, write_image
 from lst_fast.website.walks import WalkTable, walk_records
 
 
@@ -23,19 +25,48 @@ def _images(n: int, channels: int, size: int) -> torch.Tensor:
     return (smooth + 0.05 * torch.randn(n, channels, size, size, generator=g)).clamp(-0.1, 1.1)  # some clipped
 
 
-@pytest.mark.parametrize("channels, thumbnail", [(3, 16), (3, 0), (1, 16), (1, 64)])
+def _serial_bytes(image: torch.Tensor, thumbnail: int) -> bytes:
+    """An image's file as the site wrote it before, one image at a time (the reference)."""
+    pixels = image.detach().float().cpu().clamp(0, 1).mul(255).round().byte()
+    if pixels.shape[0] == 1:
+        picture = Image.fromarray(pixels[0].numpy(), mode="L")
+    else:
+        picture = Image.fromarray(pixels[:3].permute(1, 2, 0).contiguous().numpy(), mode="RGB")
+    buffer = io.BytesIO()
+    if thumbnail and max(image.shape[-2:]) > thumbnail:
+        picture.thumbnail((thumbnail, thumbnail), Image.Resampling.LANCZOS)
+        picture.save(buffer, format="JPEG", quality=90)
+    else:
+        picture.save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("channels, thumbnail", [(3, 16), (3, 0), (1, 16), (1, 64), (4, 16)])
 def test_the_parallel_writer_writes_the_files_the_serial_one_writes(tmp_path, channels, thumbnail):
     images = _images(12, channels, 40)  # 40 px: JPEG thumbnails of 16 px, or PNGs (thumbnail 0 or 64)
     for k, image in enumerate(images):
         write_image(image, tmp_path / "serial" / f"{k}.x", thumbnail)
     with ImageWriter(thumbnail, workers=3) as writer:
-        for k, image in enumerate(images):
+        for k, image in enumerate(images[:5]):  # one at a time, and the rest as one batch
             writer.write(image, tmp_path / "parallel" / f"{k}.x")
+        writer.write_batch(images[5:], [tmp_path / "parallel" / f"{k}.x" for k in range(5, 12)])
         writer.write(images[0], tmp_path / "parallel" / "full.x", 0)  # a size of its own: a PNG
     for k in range(len(images)):
-        assert (tmp_path / "parallel" / f"{k}.x").read_bytes() == (tmp_path / "serial" / f"{k}.x").read_bytes()
+        reference = _serial_bytes(images[k], thumbnail)
+        assert (tmp_path / "parallel" / f"{k}.x").read_bytes() == reference
+        assert (tmp_path / "serial" / f"{k}.x").read_bytes() == reference
     assert (tmp_path / "parallel" / "full.x").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "serial" / "0.x").read_bytes()[:2] == (b"\xff\xd8" if thumbnail and thumbnail < 40 else b"\x89P")
+
+
+def test_8_bit_images_are_written_as_the_same_values_in_0_1_would_be(tmp_path):
+    every = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(to_pixels((every.float() / 255).view(1, 1, 16, 16)), every.view(1, 16, 16))
+    frames = (_images(3, 3, 20) * 255).round().clamp(0, 255).to(torch.uint8)  # frames as walk_details keeps them
+    with ImageWriter(0, workers=2) as writer:
+        writer.write_batch(frames, [tmp_path / f"{k}.png" for k in range(3)])
+    for k in range(3):
+        assert (tmp_path / f"{k}.png").read_bytes() == _serial_bytes(frames[k].float() / 255, 0)
 
 
 def test_a_failed_write_of_the_parallel_writer_is_raised(tmp_path):

@@ -135,7 +135,7 @@ def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnviron
     content = checked_content(run, described, data, env)  # the weights and pixels, checked; the cache's key
     slug = model_folder(run.name)
     folder = out / "models" / slug
-    table = walk_table(run, data)
+    table = walk_table(run, data, known=decoded.start_rms)
     classes = _class_names(described, data, int(data.labels.max()) + 1)
     count = len(table) if options.walk_pages is None else options.walk_pages
     chosen = select_walks(table, count, options.seed)
@@ -192,18 +192,18 @@ def _write_gallery_images(run: Run, table: WalkTable, data, folder: Path, writer
     for r in range(run.cfg.rounds):
         for c in range(run.chunks):
             images = run.store.read_chunk(r, c)["images"]
-            for k in range(images.shape[0]):
-                if row in wanted:
-                    outputs[wanted[row]] = images[k]
-                if not built:
-                    writer.write(images[k], img / f"o{r}-{positions[row]}.{ext}")
-                row += 1
+            rows = range(row, row + images.shape[0])
+            for k, i in enumerate(rows):
+                if i in wanted:
+                    outputs[wanted[i]] = images[k]
+            if not built:
+                writer.write_batch(images, [img / f"o{r}-{positions[i]}.{ext}" for i in rows])
+            row += images.shape[0]
     if not built:
         indices = torch.unique(torch.cat([table.source, table.target]))
         for start in range(0, len(indices), 256):
             part = indices[start : start + 256]
-            for index, image in zip(part.tolist(), data.get(part), strict=True):
-                writer.write(image, img / f"d{index}.{ext}")
+            writer.write_batch(data.get(part), [img / f"d{index}.{ext}" for index in part.tolist()])
     return torch.stack(outputs) if outputs else torch.empty(0)  # type: ignore[arg-type]
 
 
@@ -214,8 +214,9 @@ def _write_full_images(table: WalkTable, data, folder: Path, chosen, outputs, de
     full.mkdir(parents=True, exist_ok=True)
     for k, i in enumerate(chosen):
         name = f"{int(table.round[i])}-{int(table.position[i])}"
-        for f, frame in enumerate(details["frames"][k]):
-            writer.write(frame.float() / 255, full / f"f{name}-{f}.png", 0)  # the same 8-bit values back
+        frames = details["frames"][k]
+        paths = [full / f"f{name}-{f}.png" for f in range(frames.shape[0])]
+        writer.write_batch(frames, paths, 0)  # 8-bit values already: written as they are
         if thumb:
             writer.write(outputs[k], full / f"o{name}.png", 0)
             for index in (int(table.source[i]), int(table.target[i])):

@@ -74,6 +74,7 @@ class DecodedImages:
         self.env = env
         self.walked = _walked(runs)
         self._opened: Dict[Tuple[str, str], ImageSet] = {}
+        self.start_rms: Dict[Tuple, Tensor] = {}  # walks.walk_table's, shared by runs walking the same pairs
 
     def open(self, spec: str, preprocessing: Optional[Preprocessing]) -> ImageSet:
         """The image set `spec` resized and cropped by `preprocessing`, its walked images decoded once."""

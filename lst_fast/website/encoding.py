@@ -1,7 +1,9 @@
-"""The site's image files written on every core: each image is converted, encoded (PNG or JPEG thumbnail,
-lst_fast.website.images) and written by a pool of threads. Threads suffice: torch's conversion, Pillow's
-resize and its PNG and JPEG encoders release the GIL, so the encodes of one build run side by side. The
-bytes are those of images.write_image, image by image; only the order the files appear in changes."""
+"""The site's image files written on every core. A batch of images is rounded to 8 bits in one tensor
+operation by the caller (images.to_pixels), then a pool of threads encodes each image (PNG or JPEG
+thumbnail) and writes its file. Threads suffice: Pillow's resize and its PNG and JPEG encoders release the
+GIL, so the encodes of one build run side by side; torch's small per-image operations, which spin its
+intra-op threads, are done once per batch instead. The bytes are those of images.write_image, image by
+image; only the order in which the files appear changes."""
 
 from __future__ import annotations
 
@@ -9,11 +11,11 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Deque, Optional
+from typing import Deque, Optional, Sequence
 
 from torch import Tensor
 
-from lst_fast.website.images import write_image
+from lst_fast.website.images import pixels_bytes, to_pixels, write_bytes
 
 __all__ = ["ImageWriter", "usable_cores"]
 
@@ -24,6 +26,10 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows: no affinity call
         return max(1, os.cpu_count() or 1)
+
+
+def _encode_and_write(pixels: Tensor, path: Path, thumbnail: int) -> Path:
+    return write_bytes(pixels_bytes(pixels, thumbnail), path)
 
 
 class ImageWriter:
@@ -40,10 +46,16 @@ class ImageWriter:
     def write(self, image: Tensor, path: Path, thumbnail: Optional[int] = None) -> None:
         """Queue `image` (C, H, W) in [0, 1] for `path`: a PNG, or a JPEG thumbnail when `thumbnail` (default:
         the writer's) is smaller than the image (images.image_bytes)."""
+        self.write_batch(image[None], [path], thumbnail)
+
+    def write_batch(self, images: Tensor, paths: Sequence[Path], thumbnail: Optional[int] = None) -> None:
+        """Queue images (N, C, H, W) in [0, 1] (or uint8: 8-bit values) for `paths` (N), as `write` does each;
+        the batch is rounded to 8 bits here, in one operation."""
         size = self.thumbnail if thumbnail is None else thumbnail
-        while len(self._pending) >= 4 * self.workers:  # bounded: the queued images are held in memory
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(write_image, image, Path(path), size))
+        for pixels, path in zip(to_pixels(images), paths, strict=True):
+            while len(self._pending) >= 4 * self.workers:  # bounded: each queued image is held in memory
+                self._pending.popleft().result()
+            self._pending.append(self._pool.submit(_encode_and_write, pixels, Path(path), size))
 
     def wait(self) -> None:
         """Wait for every queued file; raise the first error."""
