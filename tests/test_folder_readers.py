@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -104,15 +105,16 @@ def _edit_triangles(folder: Path, edit) -> None:
         save_file(tensors, str(path), metadata)
 
 
-def _rename_model(folder: Path, spec: str) -> None:
-    """Make `folder` an evaluation of the model `spec`: config.json and every result file's record."""
+def _rewrite_config(folder: Path, **changes: str) -> None:
+    """Make `folder` an evaluation with `changes` to its configuration (the model, the data): config.json
+    and every result file's record, as if that evaluation had written them."""
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "model": spec}))
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
     for path in (folder / "results").glob("*.safetensors"):
         with safe_open(str(path), "pt") as f:
             metadata = dict(f.metadata() or {})
         record = json.loads(metadata["lst_fast"])
-        record["config"]["model"] = spec
+        record["config"].update(changes)
         metadata["lst_fast"] = json.dumps(record)
         save_file(load_file(str(path)), str(path), metadata)
 
@@ -205,7 +207,7 @@ def test_a_broken_leaderboard_is_one_line_for_the_site(folders, tmp_path, capsys
 def test_no_reader_runs_a_py_model_that_a_folder_names(folders, tmp_path, capsys):
     mark = tmp_path / "X"
     run = _copy(folders / "simplex" / "cnn", tmp_path)
-    _rename_model(run, f"py:subprocess:run(args=['touch', '{mark}'])")
+    _rewrite_config(run, model=f"py:subprocess:run(args=['touch', '{mark}'])")
     assert _read(capsys, "site", run, tmp_path / "site")[0] == 0
     page = next((tmp_path / "site" / "models").glob("*/index.html")).read_text()
     assert "--trust-folder-code" in page and not list((tmp_path / "site" / "models").glob("*/walks/*.html"))
@@ -213,13 +215,21 @@ def test_no_reader_runs_a_py_model_that_a_folder_names(folders, tmp_path, capsys
     report = (run / "report.md").read_text()
     assert "--trust-folder-code" in report and "report_width.png" not in report and "report_pairs.png" in report
     assert _read(capsys, "compare", run, tmp_path / "compare")[0] == 0
+    # On image files the model decides the resize and crop: without it, one line naming the flag.
+    for name in ("a", "b"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        Image.new("L", (28, 28)).save(tmp_path / "images" / name / "0.png")
+    _rewrite_config(run, data=f"imagefolder:{tmp_path / 'images'}")
+    for reader in ("site", "report"):
+        code, err = _read(capsys, reader, run, tmp_path / f"{reader}-images")
+        assert code == 1 and "--trust-folder-code" in err and not (tmp_path / f"{reader}-images").exists()
     assert not mark.exists()  # no reader ran the folder's code
 
 
 def test_trust_folder_code_loads_the_py_model_for_site_and_report(folders, tmp_path, capsys):
     (tmp_path / "factory.py").write_text(textwrap.dedent(MARKING_FACTORY))
     run = _copy(folders / "simplex" / "cnn", tmp_path, "run")
-    _rename_model(run, f"py:{tmp_path / 'factory.py'}:build")
+    _rewrite_config(run, model=f"py:{tmp_path / 'factory.py'}:build")
     mark = tmp_path / "factory_ran"
     site = tmp_path / "site"
     assert _read(capsys, "site", run, site)[0] == 0 and not mark.exists()

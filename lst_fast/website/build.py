@@ -99,6 +99,10 @@ def build_site(
     if out.resolve() in {Path(p).resolve() for p in paths}:
         raise InputError(f"--out {out} is one of the input folders; give the site a folder of its own")
     _check_out(out)
+    left_out = [untrusted_model(run.cfg.model, run.folder / "config.json", trust_folder_code) for run in runs]
+    for run, why in zip(runs, left_out, strict=True):
+        if why is not None:  # data a run without its model cannot read: refused before anything is written
+            data_without_model(run.cfg.data, env.data_root, why)
     out.mkdir(parents=True, exist_ok=True)
     (out / SITE_MARKER).write_text("made by lst-fast site: a rebuild may write over this folder\n")
     templates = _templates()
@@ -107,7 +111,7 @@ def build_site(
     for name in ("site.css", "site.js"):
         shutil.copyfile(PACKAGE / "static" / name, static / name)
     not_paired = paired(runs) if len(runs) > 1 else "there is only one run"
-    pages = [_model_part(run, out, templates, options, env, runs, trust_folder_code) for run in runs]
+    pages = [_model_part(run, out, templates, options, env, runs, why) for run, why in zip(runs, left_out, strict=True)]
     if board is not None and (Path(paths[0]) / "leaderboard.png").is_file():
         shutil.copyfile(Path(paths[0]) / "leaderboard.png", out / "leaderboard.png")
     if not_paired is None:
@@ -161,11 +165,10 @@ def _model_and_data(run: Run, env: RunEnvironment, left_out: Optional[str]):
 
 
 def _model_part(
-    run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs, trust_folder_code: bool = False
+    run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs, left_out: Optional[str] = None
 ):
-    """Write one run's images, model page and walk pages; return what the other pages need of it."""
-    cfg = run.cfg
-    left_out = untrusted_model(cfg.model, run.folder / "config.json", trust_folder_code)
+    """Write one run's images, model page and walk pages; return what the other pages need of it. left_out:
+    why the run's model is not loaded (lst_fast.evaluation.folder_models), or None."""
     described, data = _model_and_data(run, env, left_out)
     slug = model_folder(run.name)
     folder = out / "models" / slug
