@@ -262,3 +262,16 @@ def test_the_site_never_writes_into_a_folder_it_did_not_make(folders, tmp_path, 
     assert _run(capsys, argv)[0] == 0  # a site it made: rebuilt
     (site / ".lst-fast-site").unlink()  # a site built before the marker: its index.html and static/site.js
     assert _run(capsys, argv)[0] == 0 and (site / ".lst-fast-site").is_file()
+
+
+def test_the_leaderboards_lpips_reread_never_loads_a_model_its_folder_names(folders, tmp_path, monkeypatch):
+    from lst_fast.errors import InputError
+    from lst_fast.evaluation import leaderboard
+
+    mark = tmp_path / "X"
+    board = _copy(folders / "simplex", tmp_path)
+    _rewrite_config(board / "cnn", model=f"py:subprocess:run(args=['touch', '{mark}'])")
+    monkeypatch.setattr(leaderboard, "_lpips_available", lambda: None)  # as if lpips were installed
+    with pytest.raises(InputError, match="config.json"):
+        leaderboard.write_leaderboard(board, ["cnn"], leaderboard.Ranking(resamples=20))
+    assert not mark.exists()
