@@ -93,6 +93,16 @@ def add_model_dir_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_trust_folder_code_argument(parser: argparse.ArgumentParser) -> None:
+    """--trust-folder-code, read back as args.trust_folder_code (site and report)."""
+    parser.add_argument(
+        "--trust-folder-code",
+        action="store_true",
+        help="load a py:MODULE:FUNCTION model that a folder's config.json names, which runs that code; only for "
+        "folders you trust (default: off, the parts that need such a model are left out, with a note)",
+    )
+
+
 def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
     """--data-root DIR, read back as args.data_root (eval, report and leaderboard)."""
     parser.add_argument("--data-root", default=None, help="folder with the data set's files")

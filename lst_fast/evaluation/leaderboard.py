@@ -415,9 +415,12 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     return out, sources
 
 
-def _lpips_files(folder: Path, pool: Pool, env: RunEnvironment, resolved: Dict[str, ModelDescriptor]) -> Optional[str]:
+def _lpips_files(
+    spec: str, folder: Path, pool: Pool, env: RunEnvironment, resolved: Dict[str, ModelDescriptor]
+) -> Optional[str]:
     """Write OUT/<model>/lpips.safetensors (LPIPS of each LST output to its target, per round) where
-    missing; return why LPIPS is left out, or None."""
+    missing; return why LPIPS is left out, or None. The model resolved is `spec`, the one the command
+    names, never one the folder's config.json names (a folder's file must not choose code to import)."""
     from lst_fast.atomic_files import atomic_save_tensors
     from lst_fast.metrics import lpips_distance
     from lst_fast.models import resolve_model
@@ -429,11 +432,14 @@ def _lpips_files(folder: Path, pool: Pool, env: RunEnvironment, resolved: Dict[s
     cfg = store.read_config()
     sources = int(json.loads(store.tables_json.read_text())["sources"])
     chunks = math.ceil(sources / cfg.chunk_size)
-    described = resolved.get(cfg.model)
-    if described is None:
-        described = resolved[cfg.model] = resolve_model(
-            cfg.model, env.device, pretrained=cfg.pretrained, model_dir=env.model_dir
+    if cfg.model != spec:
+        raise DataError(
+            f"{store.config_path} is of the model {cfg.model}, not {spec}: delete the folder and run the "
+            "leaderboard again"
         )
+    described = resolved.get(spec)
+    if described is None:
+        described = resolved[spec] = resolve_model(spec, env.device, pretrained=cfg.pretrained, model_dir=env.model_dir)
     data, device = open_image_set(cfg.data, env.data_root, described.preprocessing), env.device
     rows = []
     try:
@@ -518,7 +524,7 @@ def write_leaderboard(
             continue
         EvaluationStore(folder).require_finished()
         if lpips_missing is None:
-            lpips_missing = _lpips_files(folder, pool, env, resolved)
+            lpips_missing = _lpips_files(spec, folder, pool, env, resolved)
         values, sources = _per_source(folder, pool, lpips_missing is None)
         per_model.append(values)
         cfg, provenance = EvaluationStore(folder).read_config(), EvaluationStore(folder).read_provenance()
