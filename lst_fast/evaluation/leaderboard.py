@@ -129,8 +129,9 @@ def run_leaderboard(
     pool's size and bar are its num_samples and min_confidence; its model and data are replaced), then
     rank them and write the tables (rank 0). base: default the paper's settings (LEADERBOARD_DEFAULTS).
     simplices: also the k-simplices of every model (one column per k, rankable as simplex_kK). env: where
-    and how it runs (lst_fast.run_environment). Each model is resolved once per call (lst_fast.models.resolve_model)
-    for the pool, its scan and its evaluation (a resumed run resolves it again). Returns the leaderboard (the dict of leaderboard.json)."""
+    and how it runs (lst_fast.run_environment). Each model is resolved once per call
+    (lst_fast.models.resolve_model) for the pool, its scan and its evaluation (a resumed run resolves it
+    again). Returns the leaderboard (the dict of leaderboard.json)."""
     rank_by, resamples, digits = ranking.rank_by, ranking.resamples, ranking.digits
     models = list(dict.fromkeys(models))
     if not models:
