@@ -567,22 +567,18 @@ def write_leaderboard(
 
     measured = {s: out / model_folder(s) for s in models if _no_sources(out / model_folder(s), pool) is None}
     still = {s: v["still_source"] for s, v in zip(models, per_model, strict=True)}
-    board["verdicts"] = verdicts.board_verdicts(
+    board["verdicts"] = matrix = verdicts.board_verdicts(
         out, [r["model"] for r in rows], measured, pool, pool_counts, env.device, resolved, still
     )
     texts = {
         "leaderboard.json": standard_json(board, indent=1) + "\n",
-        "leaderboard.md": leaderboard_markdown(board, digits) + "\n" + verdict_tables.verdict_markdown(
-            board["verdicts"], digits
-        ),
-        "leaderboard.tex": leaderboard_latex(board, digits) + "\n" + verdict_tables.verdict_latex(
-            board["verdicts"], digits
-        ),
+        "leaderboard.md": leaderboard_markdown(board, digits) + "\n" + verdict_tables.verdict_markdown(matrix, digits),
+        "leaderboard.tex": leaderboard_latex(board, digits) + "\n" + verdict_tables.verdict_latex(matrix, digits),
         "leaderboard.csv": leaderboard_csv(board),
-        "leaderboard_verdicts.csv": verdict_tables.verdict_csv(board["verdicts"]),
+        "leaderboard_verdicts.csv": verdict_tables.verdict_csv(matrix),
     }
     leaderboard_figure(board, out / "leaderboard.png")
-    verdict_tables.verdict_figure(board["verdicts"], out / "leaderboard_verdicts.png")
+    verdict_tables.verdict_figure(matrix, out / "leaderboard_verdicts.png")
     for name, text in texts.items():
         atomic_write_text(out / name, text)
     return board

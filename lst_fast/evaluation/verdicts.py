@@ -229,7 +229,7 @@ def _cell(values: Tensor, weights: Tensor) -> Dict[str, float]:
     """Mean over the positions that have a value, and the 95% percentile interval of its resamples."""
     if bool(values.isnan().all()):
         return {"mean": math.nan, "low": math.nan, "high": math.nan}
-    mean = float(values[~values.isnan()].mean())
+    mean = float(bootstrap_means(values.unsqueeze(0), torch.ones(1, len(values), dtype=torch.float64))[0, 0])
     boots = bootstrap_means(values.unsqueeze(0), weights)[:, 0]
     boots = boots[~boots.isnan()]
     return {"mean": mean, "low": float(torch.quantile(boots, 0.025)), "high": float(torch.quantile(boots, 0.975))}

@@ -31,6 +31,7 @@ from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.images import needs_thumbnail, write_image
 from lst_fast.website.inputs import Run, load_inputs, paired
 from lst_fast.website.page_data import data_script
+from lst_fast.website.verdicts import model_verdicts, pair_verdicts
 from lst_fast.website.walk_details import ChosenWalks, target_confidences, walk_details
 from lst_fast.website.walks import WalkTable, select_walks, walk_table
 
@@ -96,11 +97,12 @@ def build_site(
     for name in ("site.css", "site.js"):
         shutil.copyfile(PACKAGE / "static" / name, static / name)
     not_paired = paired(runs) if len(runs) > 1 else "there is only one run"
-    pages = [_model_part(run, out, templates, options, env, runs) for run in runs]
+    pages = [_model_part(run, out, templates, options, env, runs, board) for run in runs]
     if board is not None and (Path(paths[0]) / "leaderboard.png").is_file():
         shutil.copyfile(Path(paths[0]) / "leaderboard.png", out / "leaderboard.png")
     if not_paired is None:
-        _side_by_side(runs, pages, out, templates)
+        judged = pair_verdicts(Path(paths[0]), pages) if board is not None else None  # verdict files
+        _side_by_side(runs, pages, out, templates, judged)
     else:
         (out / "side-by-side.html").unlink(missing_ok=True)
         (out / "pairs.js").unlink(missing_ok=True)
@@ -119,7 +121,7 @@ def _class_names(described, data, classes: int) -> List[str]:
     return [f"class {k}" for k in range(classes)]
 
 
-def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs):
+def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs, board=None):
     """Write one run's images, model page and walk pages; return what the other pages need of it."""
     from lst_fast.data.sources import open_image_set
     from lst_fast.models import resolve_model
@@ -169,7 +171,7 @@ def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnviron
         "shape": shape,
     }
     _walk_pages(part, details, chosen, folder, templates)
-    _model_page(part, folder, templates, runs)
+    _model_page(part, folder, templates, runs, board)
     return part
 
 
@@ -337,7 +339,7 @@ def _table_rows(tables: Dict[str, Any]) -> List[Dict[str, Any]]:
     return found
 
 
-def _model_page(part, folder: Path, templates, runs) -> None:
+def _model_page(part, folder: Path, templates, runs, board=None) -> None:
     run: Run = part["run"]
     records = []
     for i in range(len(part["table"])):
@@ -372,6 +374,7 @@ def _model_page(part, folder: Path, templates, runs) -> None:
         thumb=part["thumb"],
         shape=part["shape"],
         others=[{"name": r.name, "slug": model_folder(r.name)} for r in runs],
+        verdicts=model_verdicts(board, run.name),
         depth="../../",
     )
     atomic_write_text(folder / "index.html", html)
@@ -380,12 +383,14 @@ def _model_page(part, folder: Path, templates, runs) -> None:
 # -- the pages over every run -----------------------------------------------------------------------------
 
 
-def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
+def _side_by_side(runs: List[Run], parts, out: Path, templates, judged=None) -> None:
     first = parts[0]
     pairs = []
     for i in range(len(first["table"])):
         w = _walk_record(first, i)
         outputs = [[p["slug"], round(float(p["table"].confidence[i]), 4)] for p in parts]
+        for k, verdict in enumerate(judged[i] if judged else []):  # every model's class and confidence
+            outputs[k].append(verdict)
         pairs.append(
             [w["round"], w["position"], w["source"], w["target"], w["source_class"], w["target_class"], outputs]
         )
@@ -397,6 +402,7 @@ def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
         first_ext=first["ext"],
         pair=data["pairs"][0],
         pairs=len(pairs),
+        judged=judged is not None,
         depth="",
     )
     atomic_write_text(out / "side-by-side.html", html)
