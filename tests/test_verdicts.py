@@ -91,8 +91,9 @@ def test_copies_agree_everywhere_and_permuted_classes_give_the_permuted_counts(b
     permuted = cnn.replace(spec="permuted", module=PermutedClasses(cnn.module, perm))
     flipped, _ = judge_outputs(out / "cnn", {"model": "permuted"}, lambda: permuted, tmp_path / "p.st", labels)
     assert torch.equal(flipped["predicted"], perm[own["predicted"]])
-    counts, permuted_counts = torch.bincount(own["predicted"].flatten(), minlength=10), torch.bincount(
-        flipped["predicted"].flatten(), minlength=10
+    counts, permuted_counts = (
+        torch.bincount(own["predicted"].flatten(), minlength=10),
+        torch.bincount(flipped["predicted"].flatten(), minlength=10),
     )
     assert torch.equal(permuted_counts[perm], counts)
     weights = resample_counts(len(pool), RESAMPLES, pool.seed)
@@ -150,7 +151,8 @@ def test_verdict_files_resume_and_are_vetted_before_reuse(board):
         again = write_leaderboard(out, MODELS, Ranking(resamples=RESAMPLES))
     assert {p: p.stat().st_mtime_ns for p in files} == before
     assert again["verdicts"] == found["verdicts"]
-    broken, stale = out / "verdicts" / "cnn" / "cnn-robust.safetensors", out / "verdicts" / "cnn-robust" / "cnn.safetensors"
+    broken = out / "verdicts" / "cnn" / "cnn-robust.safetensors"
+    stale = out / "verdicts" / "cnn-robust" / "cnn.safetensors"
     broken.write_bytes(broken.read_bytes()[:100])
     tensors = load_file(stale)
     tensors["predicted"] = torch.zeros_like(tensors["predicted"])

@@ -35,7 +35,7 @@ def command(args: argparse.Namespace) -> int:
     print((Path(args.out) / "table2.md").read_text())
     note = json.loads((Path(args.out) / "compare.json").read_text())["shared_pool"]
     print(note["text"])
-    from lst_fast.evaluation.verdicts import compare_verdicts
+    from lst_fast.evaluation.verdict_compare import compare_verdicts
 
     matrix, verdict_text = compare_verdicts(
         args.dirs, args.out, args.labels, args.digits, device=args.device, data_root=args.data_root
