@@ -166,7 +166,12 @@ def judge_outputs(
     store = EvaluationStore(maker_folder)
     store.require_finished()
     cfg, chunks = store.read_config(), store.chunks_per_round()
-    walked = [[store.read_chunk(r, c) for c in range(chunks)] for r in range(cfg.rounds)]
+    # the indices only: each chunk's images are read again when they are judged (a large run's outputs
+    # need not fit in memory)
+    walked = [
+        [{k: v for k, v in store.read_chunk(r, c).items() if k in ("source", "target")} for c in range(chunks)]
+        for r in range(cfg.rounds)
+    ]
     source = torch.cat([part["source"] for part in walked[0]])
     target = torch.stack([torch.cat([part["target"] for part in parts]) for parts in walked])
     if any(not torch.equal(torch.cat([p["source"] for p in parts]), source) for parts in walked):
@@ -180,10 +185,10 @@ def judge_outputs(
     model, device = described.classifier(), torch.device(device)
     labels = labels.to(torch.long)
     rows: Dict[str, List[Tensor]] = {k: [] for k in PER_OUTPUT}
-    for parts in walked:
+    for r, parts in enumerate(walked):
         per_round: Dict[str, List[Tensor]] = {k: [] for k in PER_OUTPUT}
-        for part in parts:  # one forward per chunk: the batches of the evaluation's own "still source"
-            images = judge_input(part["images"].to(device), described.input_size)
+        for c, part in enumerate(parts):  # one forward per chunk: the batches of the evaluation's "still source"
+            images = judge_input(store.read_chunk(r, c)["images"].to(device), described.input_size)
             logits = model(images)
             probability = torch.softmax(logits.to(torch.float64), 1)
             predicted = logits.argmax(1)
@@ -324,6 +329,7 @@ def board_verdicts(
     device="cpu",
     resolved: Optional[Dict[str, ModelDescriptor]] = None,
     still_source: Optional[Dict[str, Tensor]] = None,
+    model_dir: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The leaderboard's matrices: every evaluated model (a key of `folders`, its finished evaluation) on
     every other's outputs, files under OUT/verdicts/ (computed where missing or stale), over the pool's
@@ -343,7 +349,7 @@ def board_verdicts(
             if spec not in resolved:
                 cfg = configs[spec]
                 resolved[spec] = resolve_model(
-                    spec, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=None
+                    spec, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=model_dir
                 )
             return resolved[spec]
 
