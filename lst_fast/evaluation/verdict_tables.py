@@ -118,30 +118,39 @@ def verdict_csv(matrix: Dict[str, Any]) -> str:
 
 
 def verdict_figure(matrix: Dict[str, Any], path: Path, title: str = "") -> Path:
-    """One heatmap per statistic: rows whose outputs, columns whose verdict, each cell its mean and its
-    95% interval."""
+    """One heatmap per statistic (two by two): rows whose outputs, columns whose verdict, each cell its mean
+    and its 95% interval."""
     plt = plots.pyplot()
     models, keys = matrix["models"], list(matrix["cells"])
-    size = max(2.6, 0.95 * len(models) + 1.2)
-    fig, axes = plt.subplots(1, len(keys), figsize=(size * len(keys) + 0.6, size + 0.8), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
+    size = max(2.8, 1.25 * len(models) + 1.0)
+    columns = 2 if len(keys) > 1 else 1
+    lines = (len(keys) + columns - 1) // columns
+    fig, axes = plt.subplots(lines, columns, figsize=(columns * size + 1.2, lines * size + 0.6), squeeze=False)
+    image = None
+    for n, ax in enumerate(axes.flat):
+        if n >= len(keys):
+            ax.axis("off")
+            continue
+        key = keys[n]
         cells = matrix["cells"][key]
         grid = [[c["mean"] if _known(c) else float("nan") for c in row] for row in cells]
         image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis")
         for i, row in enumerate(cells):
             for j, cell in enumerate(row):
-                text = f"{cell['mean']:.2f}\n[{cell['low']:.2f}, {cell['high']:.2f}]" if _known(cell) else "n/a"
+                text = f"{cell['mean']:.3f}\n[{cell['low']:.3f}, {cell['high']:.3f}]" if _known(cell) else "n/a"
                 dark = _known(cell) and cell["mean"] < 0.6
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         ax.set_xticks(range(len(models)))
-        ax.set_xticklabels(models, rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels(models, fontsize=8)
         ax.set_yticks(range(len(models)))
-        ax.set_yticklabels(models, fontsize=8)
+        ax.set_yticklabels(models, fontsize=8, rotation=90, va="center")
         ax.set_xlabel("verdict of", fontsize=8)
         ax.set_ylabel("LST outputs of", fontsize=8)
         ax.set_title(TITLES.get(key, key), fontsize=8)
-    fig.colorbar(image, ax=list(axes[0]), shrink=0.7)
     fig.suptitle(
         title or "every model's verdict on every model's LST outputs (mean, 95% bootstrap interval)", fontsize=9
     )
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    if image is not None:
+        fig.colorbar(image, cax=fig.add_axes((0.92, 0.15, 0.02, 0.7)))
     return plots.save_figure(fig, path)
