@@ -568,7 +568,14 @@ def write_leaderboard(
     measured = {s: out / model_folder(s) for s in models if _no_sources(out / model_folder(s), pool) is None}
     still = {s: v["still_source"] for s, v in zip(models, per_model, strict=True)}
     board["verdicts"] = matrix = verdicts.board_verdicts(
-        out, [r["model"] for r in rows], measured, pool, pool_counts, env.device, resolved, still, env.model_dir
+        out,
+        [r["model"] for r in rows],
+        measured,
+        pool,
+        weights=pool_counts,
+        env=env,
+        resolved=resolved,
+        still_source=still,
     )
     texts = {
         "leaderboard.json": standard_json(board, indent=1) + "\n",

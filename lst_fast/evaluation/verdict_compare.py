@@ -67,10 +67,10 @@ def compare_verdicts(
                 return resolved[b]
 
             path = verdict_path(out / "verdicts", model_folder(a), model_folder(b))
-            found[(a, b)], _ = judge_outputs(run_a["folder"], judge, resolve, path, data_labels, device)
+            found[(a, b)], _ = judge_outputs(run_a["folder"], judge, resolve, path, labels=data_labels, device=device)
     positions = torch.unique(torch.cat([found[(a, a)]["source"] for a in names]))
     matrix = verdict_matrix(
-        found, names, positions, data_labels, resample_counts(len(positions), resamples, first["seed"])
+        found, names, positions, labels=data_labels, weights=resample_counts(len(positions), resamples, first["seed"])
     )
     markdown = verdict_markdown(matrix, digits, level="#")
     atomic_write_text(out / "verdicts.md", markdown)

@@ -45,6 +45,7 @@ from lst_fast.caller_warning import warn_at_caller
 from lst_fast.errors import InputError
 from lst_fast.evaluation.store import RESUME_ADVICE, EvaluationStore, load_tensors
 from lst_fast.models.descriptor import ModelDescriptor
+from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.walk.confidence import class_probability
 from lst_fast.walk.result import METADATA_KEY
 
@@ -326,16 +327,16 @@ def board_verdicts(
     folders: Dict[str, Path],
     pool,
     weights: Tensor,
-    device="cpu",
+    env: RunEnvironment = DEFAULT_ENVIRONMENT,
     resolved: Optional[Dict[str, ModelDescriptor]] = None,
     still_source: Optional[Dict[str, Tensor]] = None,
-    model_dir: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The leaderboard's matrices: every evaluated model (a key of `folders`, its finished evaluation) on
     every other's outputs, files under OUT/verdicts/ (computed where missing or stale), over the pool's
     positions and the leaderboard's resamples `weights`. A model of `models` without a folder (no sources)
     gets n/a cells. still_source: each model's "still source" per pool position; the diagonal is checked
-    against it (a warning names a model whose diagonal differs, e.g. computed on another device)."""
+    against it (a warning names a model whose diagonal differs, e.g. computed on another device). env: the
+    device of the forwards and the model folder."""
     from lst_fast.models import resolve_model
 
     resolved = {} if resolved is None else resolved
@@ -349,7 +350,7 @@ def board_verdicts(
             if spec not in resolved:
                 cfg = configs[spec]
                 resolved[spec] = resolve_model(
-                    spec, device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=model_dir
+                    spec, env.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=env.model_dir
                 )
             return resolved[spec]
 
@@ -361,11 +362,11 @@ def board_verdicts(
         for b in folders:
             judge = {"model": b, "pretrained": configs[b].pretrained, "checkpoint": configs[b].checkpoint}
             path = verdict_path(out / "verdicts", names[a], names[b])
-            found[(a, b)], new = judge_outputs(folders[a], judge, resolver(b), path, labels, device)
+            found[(a, b)], new = judge_outputs(folders[a], judge, resolver(b), path, labels=labels, device=env.device)
             computed += new
     if found:
         print(f"verdicts: {computed} of {len(found)} files computed, {len(found) - computed} reused", flush=True)
-    matrix = verdict_matrix(found, list(models), pool.indices, labels, weights)
+    matrix = verdict_matrix(found, list(models), pool.indices, labels=labels, weights=weights)
     for k, m in enumerate(models):
         if still_source is None or m not in still_source or matrix["sources"][k] == 0:
             continue
