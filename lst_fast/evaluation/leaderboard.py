@@ -5,6 +5,8 @@ per model, ranked.
     OUT/<model>/                  that model's `lst-fast eval` folder on the pool (run_evaluation, resumable)
     OUT/<model>/scan.json         its accuracy and confidence on the images the pool's scan looked at
     OUT/leaderboard.{md,tex,csv,json}, OUT/leaderboard.png    the ranked table and its figure
+    OUT/verdicts/<A>/<B>.safetensors   model B's verdict on model A's LST outputs (lst_fast.evaluation.verdicts)
+    OUT/leaderboard_verdicts.{csv,png}   the verdict matrices (also in leaderboard.md, .tex and .json)
 
 Resumable at every level: a pool.json of the same data set and settings is reused (another is refused),
 finished evaluations are reused chunk by chunk, and a model added to the list is evaluated on the part of
@@ -597,13 +599,30 @@ def write_leaderboard(
         "lpips": "included" if lpips_missing is None else f"omitted: {lpips_missing}",
         "rows": rows,
     }
+    # Every model's verdict on every model's LST outputs (lst_fast.evaluation.verdicts), in rank order.
+    from lst_fast.evaluation import verdict_tables, verdicts
+
+    measured = {s: out / model_folder(s) for s in models if _no_sources(out / model_folder(s), pool) is None}
+    still = {s: v["still_source"] for s, v in zip(models, per_model, strict=True)}
+    board["verdicts"] = matrix = verdicts.board_verdicts(
+        out,
+        [r["model"] for r in rows],
+        measured,
+        pool,
+        weights=pool_counts,
+        env=env,
+        resolved=resolved,
+        still_source=still,
+    )
     texts = {
         "leaderboard.json": standard_json(board, indent=1) + "\n",
-        "leaderboard.md": leaderboard_markdown(board, digits),
-        "leaderboard.tex": leaderboard_latex(board, digits),
+        "leaderboard.md": leaderboard_markdown(board, digits) + "\n" + verdict_tables.verdict_markdown(matrix, digits),
+        "leaderboard.tex": leaderboard_latex(board, digits) + "\n" + verdict_tables.verdict_latex(matrix, digits),
         "leaderboard.csv": leaderboard_csv(board),
+        "leaderboard_verdicts.csv": verdict_tables.verdict_csv(matrix),
     }
     leaderboard_figure(board, out / "leaderboard.png")
+    verdict_tables.verdict_figure(matrix, out / "leaderboard_verdicts.png")
     for name, text in texts.items():
         atomic_write_text(out / name, text)
     return board

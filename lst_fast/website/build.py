@@ -38,6 +38,7 @@ from lst_fast.website.content import checked_content
 from lst_fast.website.images import needs_thumbnail, write_image
 from lst_fast.website.inputs import Run, finite, load_inputs, paired
 from lst_fast.website.page_data import data_script
+from lst_fast.website.verdicts import model_verdicts, pair_verdicts
 from lst_fast.website.walk_details import ChosenWalks, DetailsCache, target_confidences, walk_details
 from lst_fast.website.walks import WalkTable, select_walks, walk_table
 
@@ -112,11 +113,15 @@ def build_site(
     for name in ("site.css", "site.js"):
         shutil.copyfile(PACKAGE / "static" / name, static / name)
     not_paired = paired(runs) if len(runs) > 1 else "there is only one run"
-    pages = [_model_part(run, out, templates, options, env, runs, why) for run, why in zip(runs, left_out, strict=True)]
+    pages = [
+        _model_part(run, out, templates, options, env, runs, left_out=why, board=board)
+        for run, why in zip(runs, left_out, strict=True)
+    ]
     if board is not None and (Path(paths[0]) / "leaderboard.png").is_file():
         shutil.copyfile(Path(paths[0]) / "leaderboard.png", out / "leaderboard.png")
     if not_paired is None:
-        _side_by_side(runs, pages, out, templates)
+        judged = pair_verdicts(Path(paths[0]), pages) if board is not None else None  # verdict files
+        _side_by_side(runs, pages, out, templates, judged)
     else:
         (out / "side-by-side.html").unlink(missing_ok=True)
         (out / "pairs.js").unlink(missing_ok=True)
@@ -166,10 +171,18 @@ def _model_and_data(run: Run, env: RunEnvironment, left_out: Optional[str]):
 
 
 def _model_part(
-    run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs, left_out: Optional[str] = None
+    run,
+    out: Path,
+    templates,
+    options: SiteOptions,
+    env: RunEnvironment,
+    runs,
+    left_out: Optional[str] = None,
+    board=None,
 ):
     """Write one run's images, model page and walk pages; return what the other pages need of it. left_out:
-    why the run's model is not loaded (lst_fast.evaluation.folder_models), or None."""
+    why the run's model is not loaded (lst_fast.evaluation.folder_models), or None; board: the leaderboard's
+    dict (its verdict matrices go on the model page), or None."""
     described, data = _model_and_data(run, env, left_out)
     # the weights and pixels, checked against the folder's provenance; the cache's key (no model: no forwards)
     content = "" if described is None else checked_content(run, described, data, env)
@@ -217,7 +230,7 @@ def _model_part(
         "left_out": left_out,
     }
     _walk_pages(part, details, chosen, folder, templates)
-    _model_page(part, folder, templates, runs)
+    _model_page(part, folder, templates, runs, board)
     return part
 
 
@@ -385,7 +398,7 @@ def _table_rows(tables: Dict[str, Any]) -> List[Dict[str, Any]]:
     return found
 
 
-def _model_page(part, folder: Path, templates, runs) -> None:
+def _model_page(part, folder: Path, templates, runs, board=None) -> None:
     run: Run = part["run"]
     records = []
     for i in range(len(part["table"])):
@@ -421,6 +434,7 @@ def _model_page(part, folder: Path, templates, runs) -> None:
         shape=part["shape"],
         left_out=part["left_out"],
         others=[{"name": r.name, "slug": model_folder(r.name)} for r in runs],
+        verdicts=model_verdicts(board, run.name),
         depth="../../",
     )
     atomic_write_text(folder / "index.html", html)
@@ -429,12 +443,14 @@ def _model_page(part, folder: Path, templates, runs) -> None:
 # -- the pages over every run -----------------------------------------------------------------------------
 
 
-def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
+def _side_by_side(runs: List[Run], parts, out: Path, templates, judged=None) -> None:
     first = parts[0]
     pairs = []
     for i in range(len(first["table"])):
         w = _walk_record(first, i)
         outputs = [[p["slug"], round(float(p["table"].confidence[i]), 4)] for p in parts]
+        for k, verdict in enumerate(judged[i] if judged else []):  # every model's class and confidence
+            outputs[k].append(verdict)
         pairs.append(
             [w["round"], w["position"], w["source"], w["target"], w["source_class"], w["target_class"], outputs]
         )
@@ -446,6 +462,7 @@ def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
         first_ext=first["ext"],
         pair=data["pairs"][0],
         pairs=len(pairs),
+        judged=judged is not None,
         depth="",
     )
     atomic_write_text(out / "side-by-side.html", html)
