@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from typing import Any, Dict, List
 
-from lst_fast.commands import plots
+from lst_fast import plots
 from lst_fast.evaluation.tables import latex_text
 
 __all__ = ["verdict_caption", "verdict_csv", "verdict_figure", "verdict_latex", "verdict_markdown"]

@@ -41,12 +41,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lst_fast.atomic_files import atomic_save_tensors
+from lst_fast.backends.confidence import class_probability
 from lst_fast.caller_warning import warn_at_caller
 from lst_fast.errors import InputError
 from lst_fast.evaluation.store import RESUME_ADVICE, EvaluationStore, load_tensors
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
-from lst_fast.walk.confidence import class_probability
 from lst_fast.walk.result import METADATA_KEY
 
 __all__ = [
