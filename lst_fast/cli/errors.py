@@ -9,6 +9,11 @@ Expected (`is_expected`), exit code 1:
 - a ModuleNotFoundError for a package outside lst_fast: an optional dependency that is not installed;
 - torch.OutOfMemoryError: the device is too small for the batch.
 
+An unexpected error raised in the user's own code (a `py:MODULE:FUNCTION` factory: its import, the
+factory, the model's forward; decided by the frames of its traceback, lst_fast.models.user_code) is the
+user's, exit code 1: one line naming the model spec and the error, its traceback in a file
+(`report_user_error`).
+
 Anything else is unexpected, exit code 2: other exception types (KeyError, IndexError, AssertionError, ...)
 and the standard ValueError, TypeError and RuntimeError, which only torch, another library or the model
 raise (lst_fast raises its own types).
@@ -26,7 +31,7 @@ from typing import Optional, Sequence
 
 from lst_fast.errors import LstFastError
 
-__all__ = ["is_expected", "report_unexpected", "write_traceback"]
+__all__ = ["is_expected", "report_unexpected", "report_user_error", "write_traceback"]
 
 
 def is_expected(error: BaseException) -> bool:
@@ -80,3 +85,25 @@ def report_unexpected(command: str, error: BaseException, argv: Sequence[str]) -
     )
     if path is None:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+
+
+def report_user_error(command: str, error: BaseException, argv: Sequence[str]) -> bool:
+    """When `error` was raised in the user's own code (lst_fast.models.user_code.blame): one line on stderr
+    naming the model spec, the error and where its traceback is, and True; else False (nothing printed)."""
+    from lst_fast.error_text import one_line
+    from lst_fast.models.user_code import blame
+
+    found = blame(error)
+    if found is None:
+        return False
+    spec, frame = found
+    path = write_traceback(error, argv)
+    where = f"the traceback is in {path}" if path else "the traceback follows"
+    print(
+        f"lst-fast {command}: error: the model {spec} raised {one_line(error)} in its own code "
+        f"({Path(frame.filename).name}, line {frame.lineno}, in {frame.name}; {where})",
+        file=sys.stderr,
+    )
+    if path is None:
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    return True

@@ -265,7 +265,7 @@ def _scan(
     data = open_image_set(data_spec, env.data_root, described.preprocessing)
     pool.check_data(data, data_spec, data_root=env.data_root, preprocessing=described.preprocessing)
     scanned = scan_order(len(data), pool.seed)[: int(pool.scan["scanned"])]
-    predicted, confidence = classify(described.classifier(), data, scanned, env, desc=f"scan {spec}")
+    predicted, confidence = classify(described.classifier(), data, scanned, env, desc=f"scan {spec}", name=spec)
     correct = predicted == data.labels[scanned]
     record = {
         "model": spec,

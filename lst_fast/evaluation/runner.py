@@ -240,7 +240,7 @@ def _on_shared_pool(
     pool.check_data(data, cfg.data, data_root=env.data_root, preprocessing=preprocessing)
     if len(pool) < 2:
         raise InputError(f"the pool has {len(pool)} images; need at least 2")
-    predicted, confidence = classify(model, data, pool.indices, env.replace(progress=False))
+    predicted, confidence = classify(model, data, pool.indices, env.replace(progress=False), name=cfg.model)
     ok = predicted == pool.labels
     if pool.min_confidence is not None:
         ok &= confidence > pool.min_confidence
