@@ -30,6 +30,7 @@ from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import mean_std, round_pairs, table2_per_source
 from lst_fast.geometry import TRIANGLE_DROPS, dirichlet_weights, simplex_confidence, simplex_statistics
+from lst_fast.limits import SIMPLEX_POINTS_LIMIT, SIMPLEX_ROUNDS_LIMIT, SIMPLEX_SUBSETS_LIMIT
 
 __all__ = [
     "LEADERBOARD_DROP",
@@ -57,11 +58,19 @@ class SimplexSettings:
 
     def validate(self, rounds: int) -> None:
         """InputError naming the flag when a setting is out of range (before any work starts)."""
-        for name, value, minimum in (("points", self.points, 2), ("subsets", self.subsets, 0)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-                raise InputError(f"--simplex-{name} must be an integer >= {minimum}, got {value!r}")
+        for name, value, minimum, limit in (
+            ("points", self.points, 2, SIMPLEX_POINTS_LIMIT),
+            ("subsets", self.subsets, 0, SIMPLEX_SUBSETS_LIMIT),
+        ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not minimum <= value <= limit:
+                raise InputError(f"--simplex-{name} must be an integer in [{minimum}, {limit:,}], got {value!r}")
         if rounds < 2:
             raise InputError(f"the k-simplices (--simplex-points) need --rounds >= 2 (k = 2 .. rounds), got {rounds}")
+        if rounds > SIMPLEX_ROUNDS_LIMIT:  # every C(rounds, k) subset is listed for each k
+            raise InputError(
+                f"the k-simplices (--simplex-points) take at most --rounds {SIMPLEX_ROUNDS_LIMIT} (each k lists all "
+                f"C(rounds, k) subsets of the rounds), got {rounds}"
+            )
 
     def to_dict(self) -> Dict[str, int]:
         return {"points": int(self.points), "subsets": int(self.subsets)}
