@@ -235,6 +235,7 @@ def _pool(
     )
     if len(pool) < 2:
         raise InputError(f"only {len(pool)} images of {data_spec} qualify for the pool of {specs}; need at least 2")
+    _refuse_other_pools(out, pool, specs)
     pool.save(path)
     rate = stats.scanned / stats.seconds if stats.seconds > 0 else float("inf")
     print(
@@ -245,6 +246,29 @@ def _pool(
         flush=True,
     )
     return pool
+
+
+def _refuse_other_pools(out: Path, pool: Pool, specs: Sequence[str]) -> None:
+    """DataError before a new pool.json is written when OUT already holds evaluations on another pool (its
+    pool.json was deleted, and the pool built now from `specs` is another one): their rows could not be
+    ranked with the new pool's, and resuming them would mix two pools. The same pool built again (the same
+    models, data and settings) is the pool they ran on, and goes on."""
+    others: Dict[str, List[str]] = {}
+    for config in sorted(out.glob("*/config.json")):
+        try:
+            found = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not an evaluation of a pool; the run of that folder names its problem
+        digest = found.get("pool") if isinstance(found, dict) else None
+        if isinstance(digest, str) and digest != pool.digest:
+            others.setdefault(digest, []).append(str(found.get("model", config.parent.name)))
+    if others:
+        digest, models = next(iter(others.items()))
+        raise DataError(
+            f"{out / 'pool.json'} is missing, and {out} holds evaluations on another pool ({digest[:12]}: "
+            f"{', '.join(models)}) than the one {', '.join(specs)} make now ({pool.digest[:12]}): restore that "
+            "pool.json, or use another --out (nothing was written)"
+        )
 
 
 def _scan(
