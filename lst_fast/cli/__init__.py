@@ -30,7 +30,7 @@ from lst_fast.cli.arguments import (
     require_device,
     settings_from_arguments,
 )
-from lst_fast.cli.errors import is_expected, report_unexpected, report_user_error
+from lst_fast.cli.errors import is_expected, out_of_memory_text, report_unexpected, report_user_error
 from lst_fast.error_text import one_line
 from lst_fast.errors import LstFastError
 
@@ -140,8 +140,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return EXIT_ERROR
             report_unexpected(args.command, error, given)
             return EXIT_BUG
+        text = out_of_memory_text(error) or one_line(error, _PLAIN_ERRORS)
         print(
-            f"lst-fast {args.command}: error: {one_line(error, _PLAIN_ERRORS)} (--debug shows the traceback)",
+            f"lst-fast {args.command}: error: {text} (--debug shows the traceback)",
             file=sys.stderr,
         )
         return EXIT_ERROR

@@ -7,7 +7,10 @@ Expected (`is_expected`), exit code 1:
   its checks of the arguments, the files and the environment raise, each naming what was wrong;
 - an OSError from anywhere: a missing or unreadable file, a permission, a full disk, the network;
 - a ModuleNotFoundError for a package outside lst_fast: an optional dependency that is not installed;
-- torch.OutOfMemoryError: the device is too small for the batch.
+- torch.OutOfMemoryError: the device is too small for the batch;
+- out of CPU memory (a MemoryError, or torch's "can't allocate memory"): named with the size that did
+  not fit (`out_of_memory_text`). The flags that size the work are bounded and checked against the
+  machine before it starts (lst_fast.limits, lst_fast.memory_check); this is what is left.
 
 An unexpected error raised in the user's own code (a `py:MODULE:FUNCTION` factory: its import, the
 factory, the model's forward; decided by the frames of its traceback, lst_fast.models.user_code) is the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import tempfile
 import traceback
@@ -31,19 +35,34 @@ from typing import Optional, Sequence
 
 from lst_fast.errors import LstFastError
 
-__all__ = ["is_expected", "report_unexpected", "report_user_error", "write_traceback"]
+__all__ = ["is_expected", "out_of_memory_text", "report_unexpected", "report_user_error", "write_traceback"]
+
+_CPU_ALLOCATION = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
 
 
 def is_expected(error: BaseException) -> bool:
     """True when `error` reports a problem with the input or the environment (see the module docstring),
     False when it is unexpected: most likely a bug in lst_fast."""
-    if isinstance(error, (LstFastError, OSError)):
+    if isinstance(error, (LstFastError, OSError)) or out_of_memory_text(error) is not None:
         return True
     if isinstance(error, ModuleNotFoundError) and not (error.name or "").startswith("lst_fast"):
         return True
     import torch
 
     return isinstance(error, torch.OutOfMemoryError)
+
+
+def out_of_memory_text(error: BaseException) -> Optional[str]:
+    """The one line for an error that ran out of CPU memory, with the size that did not fit; None for any
+    other error."""
+    found = _CPU_ALLOCATION.search(str(error)) if isinstance(error, RuntimeError) else None
+    if found is None and not isinstance(error, MemoryError):
+        return None
+    size = f" {int(found.group(1)):,} bytes ({int(found.group(1)) / 2**30:,.1f} GiB)" if found else ""
+    return (
+        f"out of memory: could not allocate{size or ' what was asked'}; lower the flag that sizes the work "
+        "(--num-samples, --chunk-size, --batch-size, --simplex-points, --resamples)"
+    )
 
 
 def write_traceback(error: BaseException, argv: Sequence[str]) -> Optional[Path]:

@@ -55,6 +55,7 @@ from lst_fast.evaluation.runner import pool_config, run_evaluation
 from lst_fast.evaluation.store import EvaluationStore, load_tensors
 from lst_fast.evaluation.tables import SHOWN, latex_text, round_pairs, table2_per_source
 from lst_fast.evaluation.targets import round_targets
+from lst_fast.memory_check import require_memory
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 
@@ -157,6 +158,7 @@ def run_leaderboard(
         )
     if simplices is not None:
         simplices.validate(base.rounds)
+        simplices.check_memory(base.rounds, base.num_samples)
     if k_simplices.is_column(rank_by) and (simplices is None or int(rank_by[len("simplex_k") :]) > base.rounds):
         raise InputError(f"rank_by {rank_by} needs --simplex-points and a k of at most --rounds ({base.rounds})")
     base.validate()
@@ -171,6 +173,7 @@ def run_leaderboard(
             for stale in out.glob(".*.tmp"):  # a killed write of pool.json (only under the lock)
                 stale.unlink(missing_ok=True)
             pool = _pool(models, data_spec, out, base, env=env, resolved=resolved)
+            check_bootstrap_memory(resamples, len(pool), int(pool.scan["scanned"]))  # before any evaluation
         barrier(world)
         pool = load_pool(out / "pool.json") if rank != 0 else pool
         for spec, folder in zip(models, folders, strict=True):
@@ -322,6 +325,17 @@ def bootstrap_means(values: Tensor, weights: Tensor) -> Tensor:
     present = (~values.isnan()).double()
     filled = torch.nan_to_num(values.double(), nan=0.0)
     return (weights @ (filled * present).T) / (weights @ present.T)
+
+
+def check_bootstrap_memory(resamples: int, pool_size: int, scanned: int) -> None:
+    """EnvironmentFault (one line, the size) when the resample counts do not fit this machine's memory: the
+    pool's and the scan's (resamples x positions, float64) and, while one is made, its index (int64) and
+    ones (float64)."""
+    require_memory(
+        8 * resamples * (pool_size + scanned) + 16 * resamples * max(pool_size, scanned),
+        f"--resamples {resamples} over {pool_size} pool images and {scanned} scanned",
+        "lower --resamples",
+    )
 
 
 def resample_counts(positions: int, resamples: int, seed: int) -> Tensor:
@@ -512,6 +526,7 @@ def write_leaderboard(
     resolved = {} if resolved is None else resolved
     out = Path(out)
     pool = load_pool(out / "pool.json")
+    check_bootstrap_memory(resamples, len(pool), int(pool.scan["scanned"]))
     lpips_missing = _lpips_available()
     rows: List[Dict[str, Any]] = []
     per_model: List[Dict[str, Tensor]] = []

@@ -150,6 +150,7 @@ def run_evaluation(
     cfg.validate()
     if simplices is not None:
         simplices.validate(cfg.rounds)
+        simplices.check_memory(cfg.rounds, cfg.num_samples)  # before any work: its sources are at most these
     if (pool is None) != (cfg.pool is None) or (pool is not None and cfg != pool_config(cfg, pool)):
         raise InputError("a run on a shared pool takes pool= and cfg = pool_config(cfg, pool), or neither")
     rank, world = rank_and_world()

@@ -31,6 +31,7 @@ from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import mean_std, round_pairs, table2_per_source
 from lst_fast.geometry import TRIANGLE_DROPS, dirichlet_weights, simplex_confidence, simplex_statistics
 from lst_fast.limits import SIMPLEX_POINTS_LIMIT, SIMPLEX_ROUNDS_LIMIT, SIMPLEX_SUBSETS_LIMIT
+from lst_fast.memory_check import require_memory
 
 __all__ = [
     "LEADERBOARD_DROP",
@@ -74,6 +75,22 @@ class SimplexSettings:
 
     def to_dict(self) -> Dict[str, int]:
         return {"points": int(self.points), "subsets": int(self.subsets)}
+
+    def memory_bytes(self, rounds: int, sources: int) -> int:
+        """About the most memory the k-simplices of `sources` sources hold at once: the confidences of every
+        simplex of one k (sources x simplices x points, float64) and two temporaries of that size while
+        their statistics are computed."""
+        widest = max(math.comb(rounds, k) for k in range(2, rounds + 1))
+        simplices = widest if self.subsets == 0 else min(widest, self.subsets)
+        return 3 * 8 * sources * simplices * (self.points + 1)
+
+    def check_memory(self, rounds: int, sources: int) -> None:
+        """EnvironmentFault (one line, the size) when memory_bytes does not fit this machine's memory."""
+        require_memory(
+            self.memory_bytes(rounds, sources),
+            f"--simplex-points {self.points} on {sources} sources and {rounds} rounds",
+            "lower --simplex-points (or --simplex-subsets, or the pool)",
+        )
 
 
 def simplex_subsets(rounds: int, k: int, limit: int, seed: int) -> List[Tuple[int, ...]]:
