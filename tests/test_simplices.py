@@ -54,8 +54,9 @@ def test_subsets_weights_and_budget_are_seeded_and_shared():
     assert forwards_per_source(5, SimplexSettings(points=32)) == 26 * 33
     assert forwards_per_source(5, SimplexSettings(points=32, subsets=4)) == (4 + 4 + 4 + 1) * 33
     for bad, match in (
-        (SimplexSettings(points=1), "--simplex-points must be an integer >= 2"),
-        (SimplexSettings(subsets=-1), "--simplex-subsets must be an integer >= 0"),
+        (SimplexSettings(points=1), r"--simplex-points must be an integer in \[2, 1,000,000\]"),
+        (SimplexSettings(subsets=-1), r"--simplex-subsets must be an integer in \[0, 1,000,000\]"),
+        (SimplexSettings(points=10**12), r"--simplex-points must be an integer in \[2, 1,000,000\]"),
     ):
         with pytest.raises(ValueError, match=match):
             bad.validate(3)
