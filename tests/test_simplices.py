@@ -111,8 +111,8 @@ def test_off_by_default_then_added_resumed_and_tabled(tmp_path):
 def test_eval_flags_are_checked_before_any_work(tmp_path, capsys):
     base = ["eval", "--data", "fashion-mnist-sample", "--device", "cpu"]
     for flags, message in (
-        (["--simplex-points", "1"], "--simplex-points must be an integer >= 2, got 1"),
-        (["--simplex-subsets", "3"], "--simplex-points must be an integer >= 2, got 0"),
+        (["--simplex-points", "1"], "--simplex-points must be an integer in [2, 1,000,000], got 1"),
+        (["--simplex-subsets", "3"], "--simplex-points must be an integer in [2, 1,000,000], got 0"),
         (["--simplex-points", "8", "--rounds", "1"], "need --rounds >= 2"),
     ):
         assert cli_exit_code(base + flags + ["--out", str(tmp_path / "out")]) == 1

@@ -17,7 +17,7 @@ import torch
 
 from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S, JOIN_TIMEOUT_LIMIT_S
 from lst_fast.evaluation.config import EvalConfig
-from lst_fast.limits import (
+from lst_fast.evaluation.limits import (
     BATCH_LIMIT,
     NUM_SAMPLES_LIMIT,
     RESAMPLES_LIMIT,
@@ -265,7 +265,7 @@ DIGITS = bounded_int(0, 12)
 WORKERS = bounded_int(0, WORKERS_LIMIT)
 RESAMPLES = bounded_int(10, RESAMPLES_LIMIT)
 POSITIVE = bounded_int(1)
-# the counts whose cost grows with their value (lst_fast.limits)
+# the counts whose cost grows with their value (lst_fast.evaluation.limits)
 ROUNDS = bounded_int(1, ROUNDS_LIMIT)
 NUM_SAMPLES = bounded_int(1, NUM_SAMPLES_LIMIT)
 BATCH = bounded_int(1, BATCH_LIMIT)

@@ -10,7 +10,7 @@ Expected (`is_expected`), exit code 1:
 - torch.OutOfMemoryError: the device is too small for the batch;
 - out of CPU memory (a MemoryError, or torch's "can't allocate memory"): named with the size that did
   not fit (`out_of_memory_text`). The flags that size the work are bounded and checked against the
-  machine before it starts (lst_fast.limits, lst_fast.memory_check); this is what is left.
+  machine before it starts (lst_fast.evaluation.limits, lst_fast.evaluation.memory_check); this is what is left.
 
 An unexpected error raised in the user's own code (a `py:MODULE:FUNCTION` factory: its import, the
 factory, the model's forward; decided by the frames of its traceback, lst_fast.models.user_code) is the

@@ -49,13 +49,13 @@ from lst_fast.distributed import barrier, rank_and_world
 from lst_fast.errors import DataError, InputError, TooFewSources
 from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.memory_check import require_memory
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
 from lst_fast.evaluation.pool_file import SIGNED_SCAN
 from lst_fast.evaluation.runner import pool_config, run_evaluation
 from lst_fast.evaluation.store import EvaluationStore, load_tensors
 from lst_fast.evaluation.tables import SHOWN, latex_text, round_pairs, table2_per_source
 from lst_fast.evaluation.targets import round_targets
-from lst_fast.memory_check import require_memory
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 

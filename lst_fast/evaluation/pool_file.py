@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Tuple
 
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.errors import DataError, InputError
-from lst_fast.limits import BATCH_LIMIT, NUM_SAMPLES_LIMIT, ROUNDS_LIMIT, SEED_LIMIT, WORKERS_LIMIT
+from lst_fast.evaluation.limits import BATCH_LIMIT, NUM_SAMPLES_LIMIT, ROUNDS_LIMIT, SEED_LIMIT, WORKERS_LIMIT
 
 __all__ = ["SEED_LIMIT", "SIGNED_SCAN", "check_fields", "content_digest", "parse_json"]
 _HEX64 = frozenset("0123456789abcdef")

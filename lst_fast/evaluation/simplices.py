@@ -27,11 +27,11 @@ from lst_fast.data.image_set import ImageSet
 from lst_fast.distributed import rank_and_world
 from lst_fast.errors import InputError
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.limits import SIMPLEX_POINTS_LIMIT, SIMPLEX_ROUNDS_LIMIT, SIMPLEX_SUBSETS_LIMIT
+from lst_fast.evaluation.memory_check import require_memory
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import mean_std, round_pairs, table2_per_source
 from lst_fast.geometry import TRIANGLE_DROPS, dirichlet_weights, simplex_confidence, simplex_statistics
-from lst_fast.limits import SIMPLEX_POINTS_LIMIT, SIMPLEX_ROUNDS_LIMIT, SIMPLEX_SUBSETS_LIMIT
-from lst_fast.memory_check import require_memory
 
 __all__ = [
     "LEADERBOARD_DROP",

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lst_fast.errors import InputError
-from lst_fast.limits import ROUNDS_LIMIT
+from lst_fast.evaluation.limits import ROUNDS_LIMIT
 
 
 def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_tries: int = 100) -> Tensor:
