@@ -221,7 +221,8 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
 
     p_source        confidence at the source vertex
     mean            mean confidence over the grid
-    frac_above_{d}  fraction of grid points with p > p_source - d, for d in TRIANGLE_DROPS
+    frac_above_{d}  fraction of grid points with p > p_source - d, for d in TRIANGLE_DROPS (NaN when a
+                    confidence of the triangle is NaN: no value, not "below")
     edge_mean       mean confidence over the two edges from the source (source counted once)
     edge_min_drop   minimum over those edges of p - p_source
 
@@ -245,8 +246,11 @@ def triangle_statistics(confidence: Tensor, weights: Tensor) -> Dict[str, Tensor
     p_src = conf[:, source[0]]
     on_edge = ((weights[:, 1] == 0) | (weights[:, 2] == 0)).to(conf.device)
     stats = {"p_source": p_src, "mean": conf.mean(1)}
+    # A NaN confidence is no value, never "below": a triangle with one has no fraction (NaN), as its mean.
+    undefined = conf.isnan().any(1)
     for d in TRIANGLE_DROPS:
-        stats[f"frac_above_{d:g}"] = (conf > (p_src - d)[:, None]).to(torch.float64).mean(1)
+        fraction = (conf > (p_src - d)[:, None]).to(torch.float64).mean(1)
+        stats[f"frac_above_{d:g}"] = fraction.masked_fill(undefined, float("nan"))
     stats["edge_mean"] = conf[:, on_edge].mean(1)
     stats["edge_min_drop"] = (conf[:, on_edge] - p_src[:, None]).amin(1)
     return stats
@@ -271,7 +275,7 @@ def simplex_statistics(
     of each of its S simplices, and p_source (N,) (p at the source vertex):
 
     mean              mean confidence over the simplices
-    frac_above_{d}    fraction with p > p_source - d, for d in `drops`
+    frac_above_{d}    fraction with p > p_source - d, for d in `drops` (NaN where a confidence is NaN)
     se_mean, se_frac_above_{d}   their Monte Carlo standard errors: per point the average over the S
                       simplices, then the standard deviation over the P points / sqrt(P) (the points are
                       independent; the simplices of one source share them, so they are averaged first)
@@ -287,8 +291,11 @@ def simplex_statistics(
     points = conf.shape[2]
     per_point = {"mean": conf.mean(1)}  # (N, P): each point averaged over the source's simplices
     threshold = p_source.to(device=conf.device, dtype=torch.float64)[:, None, None]
+    # A NaN confidence (or p_source) is no value, never "below": the point's fraction is NaN, as its mean.
+    undefined = conf.isnan().any(1) | threshold[:, :, 0].isnan()
     for d in drops:
-        per_point[f"frac_above_{d:g}"] = (conf > threshold - d).to(torch.float64).mean(1)
+        fraction = (conf > threshold - d).to(torch.float64).mean(1)
+        per_point[f"frac_above_{d:g}"] = fraction.masked_fill(undefined, float("nan"))
     stats = {}
     for name, values in per_point.items():
         stats[name] = values.mean(1)
