@@ -264,7 +264,9 @@ def select_pool(
             x = images[which[m]][rows].to(device)
             # the whole data set's labels on a model's first batch, the batch's after it
             checked = labels if forwards[member.name] == 0 else labels[index[rows]]
-            logits = check_model_fits_data(member.module(x), len(rows), checked, member.name, member.data.name)
+            logits = check_model_fits_data(
+                member.module(x), len(rows), checked, model=member.name, data=member.data.name
+            )
             ok, p = qualifies(logits, labels[index[rows]].to(device), min_confidence)
             forwards[member.name] += rows.numel()
             conf[m, rows] = p.cpu()
@@ -322,7 +324,7 @@ def classify(
     for b, (images,) in _batches([data], indices, batch_size, workers):
         index = indices[b * batch_size : (b + 1) * batch_size]
         checked = data.labels if b == 0 else data.labels[index]  # the whole data set's on the first batch
-        logits = check_model_fits_data(module(images.to(device)), len(index), checked, name, data.name)
+        logits = check_model_fits_data(module(images.to(device)), len(index), checked, model=name, data=data.name)
         predicted.append(logits.argmax(1).cpu())
         confidence.append(class_probability(logits, data.labels[index].to(device)).cpu())
         bar.update(len(index))
