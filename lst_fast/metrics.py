@@ -10,7 +10,7 @@ from torch import Tensor
 from lst_fast.errors import EnvironmentFault, InputError, InputTypeError
 
 # Outputs per band product. Each blurred value costs BLOCK + window - 1 multiply-adds (a full band matrix costs
-# the image's side: 224 at 224 px), and the products stay large enough for BLAS; 16 measured fastest of 16-48.
+# the image's side: 224 at 224 px), and the products stay large enough for BLAS; 16, 24 and 32 measured alike.
 _BLOCK = 16
 # The pairs blurred together: about this many bytes of working set, so the CPU keeps them in cache; on a GPU
 # larger chunks only mean fewer kernel launches.
@@ -60,7 +60,8 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
     float32 cancel to errors of 6e-5 in SSIM on a black-and-white image (flat regions, where both terms
     are large and the variance 0); float64 agrees with scikit-image to 1e-14. The separable blur runs as
     block-banded matrix products (each output costs 26 multiply-adds, not the image's side), a few pairs
-    at a time so that they stay in cache: about 60x faster than one full band matrix per side at 224 px.
+    at a time so that they stay in cache: 2.8x faster than one full band matrix per side at 224 px (one
+    thread; bench/RESULTS.md).
 
     Args:
         x: images (N, C, H, W), floating point.
