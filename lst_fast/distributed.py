@@ -18,9 +18,11 @@ from typing import Iterator, Tuple
 
 from lst_fast.errors import EnvironmentFault, InputError, PeerFailed
 
-__all__ = ["DEFAULT_JOIN_TIMEOUT_S", "RUN_TIMEOUT", "process_group", "world_size"]
+__all__ = ["DEFAULT_JOIN_TIMEOUT_S", "JOIN_TIMEOUT_LIMIT_S", "RUN_TIMEOUT", "process_group", "world_size"]
 
 DEFAULT_JOIN_TIMEOUT_S = 300.0
+# A week: far beyond any start of a group, and far inside what datetime.timedelta holds (about 8.6e13 s).
+JOIN_TIMEOUT_LIMIT_S = 7 * 24 * 3600.0
 RUN_TIMEOUT = timedelta(hours=12)  # a rank that finished its share waits at a barrier for the slowest one
 
 
@@ -34,8 +36,14 @@ def process_group(device: str, join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_S) -
     """Under torchrun (WORLD_SIZE > 1): this process joins the group (NCCL on CUDA, gloo on the CPU) for
     the block and yields its own device (cuda:LOCAL_RANK on CUDA). Outside torchrun it yields `device` as
     is. A group that has not formed within `join_timeout_s` seconds is a RuntimeError saying so."""
-    if not (isinstance(join_timeout_s, (int, float)) and math.isfinite(join_timeout_s) and join_timeout_s > 0):
-        raise InputError(f"join_timeout_s must be a number of seconds > 0, got {join_timeout_s!r}")
+    if not (
+        isinstance(join_timeout_s, (int, float))
+        and math.isfinite(join_timeout_s)
+        and 0 < join_timeout_s <= JOIN_TIMEOUT_LIMIT_S
+    ):
+        raise InputError(
+            f"join_timeout_s must be a number of seconds in (0, {JOIN_TIMEOUT_LIMIT_S:g}], got {join_timeout_s!r}"
+        )
     if world_size() <= 1:
         yield device
         return

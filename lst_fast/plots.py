@@ -141,10 +141,20 @@ def triangle_maps(
     xy = weights.to(torch.float64) @ corners
     tri = Triangulation(xy[:, 0].numpy(), xy[:, 1].numpy())
     n = confidence.shape[0]
+    levels = torch.linspace(0, 1, 11).tolist()
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.8), squeeze=False)
+    cs = None
     for k in range(n):
         ax = axes[0, k]
-        cs = ax.tricontourf(tri, confidence[k].numpy(), levels=torch.linspace(0, 1, 11).tolist(), cmap="viridis")
+        values = confidence[k].double()
+        known = torch.isfinite(values)
+        if bool(known.all()):
+            cs = ax.tricontourf(tri, values.numpy(), levels=levels, cmap="viridis")
+        else:  # a NaN confidence (the model gave no number): its small triangles are left blank
+            part = Triangulation(xy[:, 0].numpy(), xy[:, 1].numpy(), tri.triangles)
+            part.set_mask((~known).numpy()[tri.triangles].any(axis=1))
+            if not bool(part.mask.all()):
+                cs = ax.tricontourf(part, values.nan_to_num(0.0).numpy(), levels=levels, cmap="viridis")
         for corner, image in zip(corners, (sources[k], ends1[k], ends2[k]), strict=True):
             box = OffsetImage(image[0].float().numpy(), cmap="gray", zoom=1.6)
             ax.add_artist(AnnotationBbox(box, corner.tolist(), frameon=True, pad=0.1))
@@ -152,7 +162,11 @@ def triangle_maps(
         ax.set_ylim(-0.2, 1.05)
         ax.set_aspect("equal")
         ax.axis("off")
-        ax.set_title(f"min {float(confidence[k].min()):.3f}, mean {float(confidence[k].mean()):.3f}", fontsize=9)
+        title = f"min {float(values[known].min()):.3f}, mean {float(values[known].mean()):.3f}" if known.any() else ""
+        missing = int((~known).sum())
+        ax.set_title(title + (f" ({missing} points n/a)" if missing else ""), fontsize=9)
+    if cs is None:  # every point n/a: the colour bar of the scale alone
+        cs = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1))
     fig.colorbar(cs, ax=axes[0, :].tolist(), shrink=0.8, label="source-class confidence")
     return save_figure(fig, path)
 

@@ -78,6 +78,34 @@ def test_ssim_matches_scikit_image():
         assert float(ours[i]) == pytest.approx(ref, abs=1e-10)
 
 
+def test_ssim_matches_scikit_image_on_a_224_px_colour_batch():
+    """As the evaluation calls it: float32 colour pairs at 224 px, several per call (one cache-sized chunk
+    each), among them a black-and-white image, where float32 statistics would be 6e-5 off (E[x^2] - E[x]^2
+    cancels in its flat regions)."""
+    metrics = pytest.importorskip("skimage.metrics")
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 224, 224, generator=g)
+    x[0] = 0.0
+    x[0, :, :, 100:] = 1.0
+    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    y[0] = x[0]
+    y[0, :, 50:60] = 0.5  # one stripe differs; the rest of the black-and-white pair is flat and equal
+    ours = ssim(x, y)
+    assert ours.dtype == torch.float64 and ours.shape == (2,)
+    for i in range(2):
+        ref = metrics.structural_similarity(
+            x[i].double().numpy(),
+            y[i].double().numpy(),
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+        )
+        assert float(ours[i]) == pytest.approx(ref, abs=1e-10), i
+    assert torch.equal(ssim(x[1:2], y[1:2]), ours[1:2])  # alone or in a batch: the same number
+
+
 def test_distances():
     x = torch.zeros(2, 1, 16, 16)
     y = torch.full((2, 1, 16, 16), 0.5)

@@ -54,8 +54,9 @@ def test_subsets_weights_and_budget_are_seeded_and_shared():
     assert forwards_per_source(5, SimplexSettings(points=32)) == 26 * 33
     assert forwards_per_source(5, SimplexSettings(points=32, subsets=4)) == (4 + 4 + 4 + 1) * 33
     for bad, match in (
-        (SimplexSettings(points=1), "--simplex-points must be an integer >= 2"),
-        (SimplexSettings(subsets=-1), "--simplex-subsets must be an integer >= 0"),
+        (SimplexSettings(points=1), r"--simplex-points must be an integer in \[2, 1,000,000\]"),
+        (SimplexSettings(subsets=-1), r"--simplex-subsets must be an integer in \[0, 1,000,000\]"),
+        (SimplexSettings(points=10**12), r"--simplex-points must be an integer in \[2, 1,000,000\]"),
     ):
         with pytest.raises(ValueError, match=match):
             bad.validate(3)
@@ -110,8 +111,8 @@ def test_off_by_default_then_added_resumed_and_tabled(tmp_path):
 def test_eval_flags_are_checked_before_any_work(tmp_path, capsys):
     base = ["eval", "--data", "fashion-mnist-sample", "--device", "cpu"]
     for flags, message in (
-        (["--simplex-points", "1"], "--simplex-points must be an integer >= 2, got 1"),
-        (["--simplex-subsets", "3"], "--simplex-points must be an integer >= 2, got 0"),
+        (["--simplex-points", "1"], "--simplex-points must be an integer in [2, 1,000,000], got 1"),
+        (["--simplex-subsets", "3"], "--simplex-points must be an integer in [2, 1,000,000], got 0"),
         (["--simplex-points", "8", "--rounds", "1"], "need --rounds >= 2"),
     ):
         assert cli_exit_code(base + flags + ["--out", str(tmp_path / "out")]) == 1

@@ -177,7 +177,7 @@ def test_demo_reports_an_unwritable_output_folder(tmp_path):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--rounds", "0"], "--rounds: expected an integer >= 1"),
+        (["--rounds", "0"], "--rounds: expected an integer in [1, 100], got 0"),
         (["--data", "mnist"], "unknown data"),
         (["--model", "resnet"], "unknown model"),
         (["--data", "cifar10:/nonexistent"], "test_batch.bin not found"),

@@ -8,7 +8,8 @@ run_images, compare, bench, distributed) that the subcommands call. Even `lst-fa
 come from the settings dataclasses, whose checks use torch.
 
 Exit codes: 0 done; 1 an error in the input or the environment (one line on stderr; the traceback with
---debug); 2 an unexpected error, most likely a bug in lst_fast (one line naming the file that holds its
+--debug), including an error raised in the user's own model code (py:MODULE:FUNCTION; its traceback in a
+file); 2 an unexpected error, most likely a bug in lst_fast (one line naming the file that holds its
 traceback); 130 interrupted. Which errors count as expected is decided by their type (lst_fast.errors,
 lst_fast.cli.errors).
 """
@@ -29,7 +30,7 @@ from lst_fast.cli.arguments import (
     require_device,
     settings_from_arguments,
 )
-from lst_fast.cli.errors import is_expected, report_unexpected
+from lst_fast.cli.errors import is_expected, out_of_memory_text, report_unexpected, report_user_error
 from lst_fast.error_text import one_line
 from lst_fast.errors import LstFastError
 
@@ -134,10 +135,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             raise
         if not is_expected(error):
-            report_unexpected(args.command, error, sys.argv[1:] if argv is None else argv)
+            given = sys.argv[1:] if argv is None else argv
+            if report_user_error(args.command, error, given):  # raised in the user's own model code
+                return EXIT_ERROR
+            report_unexpected(args.command, error, given)
             return EXIT_BUG
+        text = out_of_memory_text(error) or one_line(error, _PLAIN_ERRORS)
         print(
-            f"lst-fast {args.command}: error: {one_line(error, _PLAIN_ERRORS)} (--debug shows the traceback)",
+            f"lst-fast {args.command}: error: {text} (--debug shows the traceback)",
             file=sys.stderr,
         )
         return EXIT_ERROR

@@ -15,8 +15,18 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
 import torch
 
-from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S
+from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S, JOIN_TIMEOUT_LIMIT_S
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.limits import (
+    BATCH_LIMIT,
+    NUM_SAMPLES_LIMIT,
+    RESAMPLES_LIMIT,
+    ROUNDS_LIMIT,
+    SEED_LIMIT,
+    SIMPLEX_POINTS_LIMIT,
+    SIMPLEX_SUBSETS_LIMIT,
+    WORKERS_LIMIT,
+)
 from lst_fast.run_environment import RunEnvironment
 from lst_fast.walk.settings import LSTSettings
 
@@ -93,6 +103,16 @@ def add_model_dir_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_trust_folder_code_argument(parser: argparse.ArgumentParser) -> None:
+    """--trust-folder-code, read back as args.trust_folder_code (site and report)."""
+    parser.add_argument(
+        "--trust-folder-code",
+        action="store_true",
+        help="load a py:MODULE:FUNCTION model that a folder's config.json names, which runs that code; only for "
+        "folders you trust (default: off, the parts that need such a model are left out, with a note)",
+    )
+
+
 def add_data_root_argument(parser: argparse.ArgumentParser) -> None:
     """--data-root DIR, read back as args.data_root (eval, report and leaderboard)."""
     parser.add_argument("--data-root", default=None, help="folder with the data set's files")
@@ -105,7 +125,7 @@ def add_join_timeout_argument(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--join-timeout",
-        type=positive_seconds,
+        type=join_seconds,
         default=DEFAULT_JOIN_TIMEOUT_S,
         metavar="SECONDS",
         help=help_text,
@@ -116,7 +136,7 @@ def add_simplex_arguments(parser: argparse.ArgumentParser) -> None:
     """--simplex-points N and --simplex-subsets S (eval and leaderboard), read back by simplex_settings."""
     parser.add_argument(
         "--simplex-points",
-        type=bounded_int(0),
+        type=bounded_int(0, SIMPLEX_POINTS_LIMIT),
         default=0,
         metavar="N",
         help="also measure the k-simplices (source + k LST outputs, k = 2 .. rounds) at N uniform Dirichlet "
@@ -124,7 +144,7 @@ def add_simplex_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--simplex-subsets",
-        type=bounded_int(0),
+        type=bounded_int(0, SIMPLEX_SUBSETS_LIMIT),
         default=0,
         metavar="S",
         help="k-simplices per k and source: a seeded choice of S of the C(rounds, k) subsets of the rounds "
@@ -208,9 +228,6 @@ def _device(text: str) -> str:
     return text
 
 
-SEED_LIMIT = 2**32  # seeds are in [0, 2**32): every derived seed (seed * 1_000_003 + ...) fits torch's 64 bits
-
-
 def bounded_int(low: int, high: Optional[int] = None):
     """An argparse type: an integer in [low, high] (high None: no upper bound), else a usage error naming
     the range, when the flag is parsed."""
@@ -240,9 +257,11 @@ def _number(text: str, ok, expected: str) -> float:
     return value
 
 
-def positive_seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0."""
-    return _number(text, lambda v: 0 < v < float("inf"), "a finite number of seconds > 0")
+def join_seconds(text: str) -> float:
+    """An argparse type: a number of seconds in (0, a week] (lst_fast.distributed.JOIN_TIMEOUT_LIMIT_S)."""
+    return _number(
+        text, lambda v: 0 < v <= JOIN_TIMEOUT_LIMIT_S, f"a number of seconds in (0, {JOIN_TIMEOUT_LIMIT_S:g}]"
+    )
 
 
 def unit_interval(text: str) -> float:
@@ -253,9 +272,13 @@ def unit_interval(text: str) -> float:
 # The ranges of the flags that several subcommands share (checked when parsed).
 SEED = bounded_int(0, SEED_LIMIT - 1)
 DIGITS = bounded_int(0, 12)
-WORKERS = bounded_int(0, 256)
-RESAMPLES = bounded_int(10, 1_000_000)
+WORKERS = bounded_int(0, WORKERS_LIMIT)
+RESAMPLES = bounded_int(10, RESAMPLES_LIMIT)
 POSITIVE = bounded_int(1)
+# the counts whose cost grows with their value (lst_fast.evaluation.limits)
+ROUNDS = bounded_int(1, ROUNDS_LIMIT)
+NUM_SAMPLES = bounded_int(1, NUM_SAMPLES_LIMIT)
+BATCH = bounded_int(1, BATCH_LIMIT)
 
 
 def require_device(text: str) -> None:
@@ -302,10 +325,10 @@ def print_backend(device: str, auto: bool = False) -> None:
 # Dataclass flags whose values are range-checked when parsed (the dataclasses check them again).
 _PARSERS = {
     "seed": SEED,
-    "rounds": POSITIVE,
-    "num_samples": POSITIVE,
-    "chunk_size": POSITIVE,
+    "rounds": ROUNDS,
+    "num_samples": NUM_SAMPLES,
+    "chunk_size": BATCH,
     "iterations": bounded_int(0),
-    "batch_size": POSITIVE,
+    "batch_size": BATCH,
     "min_confidence": unit_interval,
 }

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="row names, one per DIR (default: the model, with the folder name where models repeat)",
     )
+    # the verdict matrix (lst_fast.evaluation.verdicts) runs every model on the others' outputs
+    arguments.add_data_root_argument(parser)
+    arguments.add_device_argument(parser)
 
 
 def command(args: argparse.Namespace) -> int:
@@ -32,5 +35,13 @@ def command(args: argparse.Namespace) -> int:
     print((Path(args.out) / "table2.md").read_text())
     note = json.loads((Path(args.out) / "compare.json").read_text())["shared_pool"]
     print(note["text"])
+    from lst_fast.evaluation.verdict_compare import compare_verdicts
+
+    matrix, verdict_text = compare_verdicts(
+        args.dirs, args.out, args.labels, args.digits, device=args.device, data_root=args.data_root
+    )
+    print(verdict_text)
+    if matrix is not None:
+        written += [Path(args.out) / f"verdicts.{suffix}" for suffix in ("md", "tex", "csv", "json", "png")]
     print(f"wrote {', '.join(p.name for p in written)} in {args.out}")
     return 0

@@ -7,7 +7,15 @@ Expected (`is_expected`), exit code 1:
   its checks of the arguments, the files and the environment raise, each naming what was wrong;
 - an OSError from anywhere: a missing or unreadable file, a permission, a full disk, the network;
 - a ModuleNotFoundError for a package outside lst_fast: an optional dependency that is not installed;
-- torch.OutOfMemoryError: the device is too small for the batch.
+- torch.OutOfMemoryError: the device is too small for the batch;
+- out of CPU memory (a MemoryError, or torch's "can't allocate memory"): named with the size that did
+  not fit (`out_of_memory_text`). The flags that size the work are bounded and checked against the
+  machine before it starts (lst_fast.evaluation.limits, lst_fast.evaluation.memory_check); this is what is left.
+
+An unexpected error raised in the user's own code (a `py:MODULE:FUNCTION` factory: its import, the
+factory, the model's forward; decided by the frames of its traceback, lst_fast.models.user_code) is the
+user's, exit code 1: one line naming the model spec and the error, its traceback in a file
+(`report_user_error`).
 
 Anything else is unexpected, exit code 2: other exception types (KeyError, IndexError, AssertionError, ...)
 and the standard ValueError, TypeError and RuntimeError, which only torch, another library or the model
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import tempfile
 import traceback
@@ -26,19 +35,34 @@ from typing import Optional, Sequence
 
 from lst_fast.errors import LstFastError
 
-__all__ = ["is_expected", "report_unexpected", "write_traceback"]
+__all__ = ["is_expected", "out_of_memory_text", "report_unexpected", "report_user_error", "write_traceback"]
+
+_CPU_ALLOCATION = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
 
 
 def is_expected(error: BaseException) -> bool:
     """True when `error` reports a problem with the input or the environment (see the module docstring),
     False when it is unexpected: most likely a bug in lst_fast."""
-    if isinstance(error, (LstFastError, OSError)):
+    if isinstance(error, (LstFastError, OSError)) or out_of_memory_text(error) is not None:
         return True
     if isinstance(error, ModuleNotFoundError) and not (error.name or "").startswith("lst_fast"):
         return True
     import torch
 
     return isinstance(error, torch.OutOfMemoryError)
+
+
+def out_of_memory_text(error: BaseException) -> Optional[str]:
+    """The one line for an error that ran out of CPU memory, with the size that did not fit; None for any
+    other error."""
+    found = _CPU_ALLOCATION.search(str(error)) if isinstance(error, RuntimeError) else None
+    if found is None and not isinstance(error, MemoryError):
+        return None
+    size = f" {int(found.group(1)):,} bytes ({int(found.group(1)) / 2**30:,.1f} GiB)" if found else ""
+    return (
+        f"out of memory: could not allocate{size or ' what was asked'}; lower the flag that sizes the work "
+        "(--num-samples, --chunk-size, --batch-size, --simplex-points, --resamples)"
+    )
 
 
 def write_traceback(error: BaseException, argv: Sequence[str]) -> Optional[Path]:
@@ -80,3 +104,25 @@ def report_unexpected(command: str, error: BaseException, argv: Sequence[str]) -
     )
     if path is None:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+
+
+def report_user_error(command: str, error: BaseException, argv: Sequence[str]) -> bool:
+    """When `error` was raised in the user's own code (lst_fast.models.user_code.blame): one line on stderr
+    naming the model spec, the error and where its traceback is, and True; else False (nothing printed)."""
+    from lst_fast.error_text import one_line
+    from lst_fast.models.user_code import blame
+
+    found = blame(error)
+    if found is None:
+        return False
+    spec, frame = found
+    path = write_traceback(error, argv)
+    where = f"the traceback is in {path}" if path else "the traceback follows"
+    print(
+        f"lst-fast {command}: error: the model {spec} raised {one_line(error)} in its own code "
+        f"({Path(frame.filename).name}, line {frame.lineno}, in {frame.name}; {where})",
+        file=sys.stderr,
+    )
+    if path is None:
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    return True

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_data_root_argument(parser)
     parser.add_argument(
         "--num-samples",
-        type=arguments.POSITIVE,
+        type=arguments.NUM_SAMPLES,
         default=LEADERBOARD_DEFAULTS["num_samples"],
         help="images in the shared pool (default: %(default)s)",
     )
@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_workers_argument(parser)
     parser.add_argument(
         "--batch-size",
-        type=arguments.POSITIVE,
+        type=arguments.BATCH,
         default=128,
         help="images per batch of the pool's scan (default: %(default)s)",
     )

@@ -10,6 +10,7 @@ from lst_fast.cli.arguments import (
     add_data_root_argument,
     add_device_argument,
     add_model_dir_argument,
+    add_trust_folder_code_argument,
     bounded_int,
     run_environment,
 )
@@ -35,7 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "dirs", nargs="+", metavar="DIR", help="a `lst-fast leaderboard` folder, or one or more `lst-fast eval` folders"
     )
-    parser.add_argument("--out", required=True, help="the site's folder (OUT/index.html); a rebuild reuses its cache")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="the site's folder (OUT/index.html): new, empty, or a site built before (a rebuild reuses its cache)",
+    )
     parser.add_argument(
         "--walk-pages",
         type=_walk_pages,
@@ -54,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the gallery shows a JPEG thumbnail of images larger than this many pixels (default: %(default)s)",
     )
     parser.add_argument("--seed", type=SEED, default=0, help="seeds the sample of walk pages (default: %(default)s)")
+    add_trust_folder_code_argument(parser)
     add_data_root_argument(parser)
     add_model_dir_argument(parser)
     add_device_argument(parser)
@@ -64,6 +70,7 @@ def command(args: argparse.Namespace) -> int:
     from lst_fast.website import SiteOptions, build_site
 
     options = SiteOptions(args.walk_pages, args.thumbnail, args.frames, args.seed)
-    index = build_site(args.dirs, args.out, options, env=run_environment(args, args.device))
+    env = run_environment(args, args.device)
+    index = build_site(args.dirs, args.out, options, env=env, trust_folder_code=args.trust_folder_code)
     print(f"wrote {index} (open it in a browser; the folder {args.out} can be published as it is)")
     return 0

@@ -17,6 +17,7 @@ others' sources (a later model on a shared pool) is paired on the shared ones, a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -183,10 +184,23 @@ def pool_note(runs: List[Run], names: List[str]) -> Dict[str, Any]:
     return {"paired": True, "pool": digest, "shared_sources": len(shared), "text": text}
 
 
+def _refuse_repeats(folders: Sequence[str]) -> None:
+    """InputError when one folder is given twice (also as another path to it: a run compared with itself
+    would read as paired, with every difference zero)."""
+    seen: Dict[str, str] = {}
+    for folder in folders:
+        real = os.path.realpath(folder)
+        if real in seen:
+            same = f"{seen[real]!r} and {str(folder)!r} are" if seen[real] != str(folder) else f"{str(folder)!r} is"
+            raise InputError(f"cannot compare a run with itself: {same} the same folder ({real}); give other runs")
+        seen[real] = str(folder)
+
+
 def write_comparison(
     folders: Sequence[str], out, digits: int = 3, labels: Optional[Sequence[str]] = None
 ) -> List[Path]:
     """Write OUT/table{1,2}.{md,tex}, compare.md, compare.json and the two figures; return the paths."""
+    _refuse_repeats(folders)
     runs = load_all(folders)
     names = row_labels(runs, labels)
     out = Path(out)

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 from lst_fast.data.sources import DATA_SPECS
 from lst_fast.errors import InputError, InputTypeError
+from lst_fast.evaluation.limits import BATCH_LIMIT, NUM_SAMPLES_LIMIT, ROUNDS_LIMIT
 from lst_fast.models import MODEL_SPECS
 from lst_fast.walk.settings import EVALUATION_SETTINGS, LSTSettings, field_help
 
@@ -69,6 +70,9 @@ class EvalConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise InputError(f"{name} must be >= 1, got {value}")
+        for name, limit in (("rounds", ROUNDS_LIMIT), ("num_samples", NUM_SAMPLES_LIMIT), ("chunk_size", BATCH_LIMIT)):
+            if getattr(self, name) > limit:  # lst_fast.evaluation.limits: what it sizes could not be computed
+                raise InputError(f"{name} must be at most {limit:,}, got {getattr(self, name)}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
             # every chunk's seed is seed * 1_000_003 + ...: it must fit torch's 64-bit seeds
             raise InputError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")

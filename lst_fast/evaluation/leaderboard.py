@@ -5,6 +5,8 @@ per model, ranked.
     OUT/<model>/                  that model's `lst-fast eval` folder on the pool (run_evaluation, resumable)
     OUT/<model>/scan.json         its accuracy and confidence on the images the pool's scan looked at
     OUT/leaderboard.{md,tex,csv,json}, OUT/leaderboard.png    the ranked table and its figure
+    OUT/verdicts/<A>/<B>.safetensors   model B's verdict on model A's LST outputs (lst_fast.evaluation.verdicts)
+    OUT/leaderboard_verdicts.{csv,png}   the verdict matrices (also in leaderboard.md, .tex and .json)
 
 Resumable at every level: a pool.json of the same data set and settings is reused (another is refused),
 finished evaluations are reused chunk by chunk, and a model added to the list is evaluated on the part of
@@ -17,9 +19,13 @@ has). Pairing is read from the result files: every model's files must hold, in e
 target for each of its sources (the pool's seed and rounds), or the leaderboard is refused, naming what
 differs. Model a ranks above model b only when the 95% interval of the mean of their per-source
 differences (a - b on the sources both have, under the same resamples) in the ranking column excludes
-zero. A model's rank is 1 + the number of models ranked above it in that sense; models with the same rank
-share it ("2="). A model that classifies too few of the pool's images to be evaluated gets a row that
-says so, and no rank; a ranking column that has no value for any model ranks no one (the caption says so).
+zero, and only on at least MIN_SHARED_SOURCES shared sources with a value (a NaN confidence is no value,
+never "below"). A model's rank is 1 + the number of models ranked above it in that sense; models with the
+same rank share it ("2="). A model with fewer than MIN_SHARED_SOURCES sources with a value in the ranking
+column is not ranked: its row is marked in every file (JSON "too_few_sources", "(too few)" beside its
+sources in Markdown and LaTeX, the CSV's note). A model that classifies too few of the pool's images to be
+evaluated gets a row that says so, and no rank; a ranking column that has no value for any model ranks no
+one (the caption says so).
 
 Pairing is checked on content too: each model's OUT/<model>/provenance.json must record the pool's pixel
 digest over the pool's images (else the leaderboard is refused, naming the folder), and each row records
@@ -50,6 +56,7 @@ from lst_fast.distributed import barrier, rank_and_world
 from lst_fast.errors import DataError, InputError, TooFewSources
 from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.memory_check import require_memory
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
 from lst_fast.evaluation.pool_file import SIGNED_SCAN
 from lst_fast.evaluation.provenance import Provenance, short
@@ -63,6 +70,7 @@ from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 __all__ = [
     "COLUMNS",
     "LEADERBOARD_DEFAULTS",
+    "MIN_SHARED_SOURCES",
     "bootstrap_means",
     "model_folder",
     "pairing_problems",
@@ -74,6 +82,12 @@ __all__ = [
 # The paper's settings (its Tables 1 and 2): what `lst-fast leaderboard` defaults to.
 LEADERBOARD_DEFAULTS = {"num_samples": 1000, "min_confidence": 0.6, "rounds": 5}
 DEFAULT_RANK_BY = "frac_above_0.2"
+# The fewest sources with a value that two models must share for one to rank above the other, and that a
+# model must have to be ranked at all. Below 6, even a difference of the same sign on every shared source
+# is not significant at 5% by the two-sided sign test (5 sources: 2 * 0.5**5 = 0.0625; 6: 0.031), while
+# the bootstrap interval of a few equal differences shrinks to a point that excludes zero (2 sources:
+# [1.000, 1.000]).
+MIN_SHARED_SOURCES = 6
 DROPS = (0.0, 0.1, 0.2, 0.3)
 
 # Each column: (header, where it comes from, True when higher values rank first). The first rank goes to
@@ -129,8 +143,9 @@ def run_leaderboard(
     pool's size and bar are its num_samples and min_confidence; its model and data are replaced), then
     rank them and write the tables (rank 0). base: default the paper's settings (LEADERBOARD_DEFAULTS).
     simplices: also the k-simplices of every model (one column per k, rankable as simplex_kK). env: where
-    and how it runs (lst_fast.run_environment). Each model is resolved once per call (lst_fast.models.resolve_model)
-    for the pool, its scan and its evaluation (a resumed run resolves it again). Returns the leaderboard (the dict of leaderboard.json)."""
+    and how it runs (lst_fast.run_environment). Each model is resolved once per call
+    (lst_fast.models.resolve_model) for the pool, its scan and its evaluation (a resumed run resolves it
+    again). Returns the leaderboard (the dict of leaderboard.json)."""
     rank_by, resamples, digits = ranking.rank_by, ranking.resamples, ranking.digits
     models = list(dict.fromkeys(models))
     if not models:
@@ -152,6 +167,7 @@ def run_leaderboard(
         )
     if simplices is not None:
         simplices.validate(base.rounds)
+        simplices.check_memory(base.rounds, base.num_samples)
     if k_simplices.is_column(rank_by) and (simplices is None or int(rank_by[len("simplex_k") :]) > base.rounds):
         raise InputError(f"rank_by {rank_by} needs --simplex-points and a k of at most --rounds ({base.rounds})")
     base.validate()
@@ -166,6 +182,7 @@ def run_leaderboard(
             for stale in out.glob(".*.tmp"):  # a killed write of pool.json (only under the lock)
                 stale.unlink(missing_ok=True)
             pool = _pool(models, data_spec, out, base, env=env, resolved=resolved)
+            check_bootstrap_memory(resamples, len(pool), int(pool.scan["scanned"]))  # before any evaluation
         barrier(world)
         pool = load_pool(out / "pool.json") if rank != 0 else pool
         for spec, folder in zip(models, folders, strict=True):
@@ -230,6 +247,7 @@ def _pool(
     )
     if len(pool) < 2:
         raise InputError(f"only {len(pool)} images of {data_spec} qualify for the pool of {specs}; need at least 2")
+    _refuse_other_pools(out, pool, specs)
     pool.save(path)
     rate = stats.scanned / stats.seconds if stats.seconds > 0 else float("inf")
     print(
@@ -240,6 +258,29 @@ def _pool(
         flush=True,
     )
     return pool
+
+
+def _refuse_other_pools(out: Path, pool: Pool, specs: Sequence[str]) -> None:
+    """DataError before a new pool.json is written when OUT already holds evaluations on another pool (its
+    pool.json was deleted, and the pool built now from `specs` is another one): their rows could not be
+    ranked with the new pool's, and resuming them would mix two pools. The same pool built again (the same
+    models, data and settings) is the pool they ran on, and goes on."""
+    others: Dict[str, List[str]] = {}
+    for config in sorted(out.glob("*/config.json")):
+        try:
+            found = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not an evaluation of a pool; the run of that folder names its problem
+        digest = found.get("pool") if isinstance(found, dict) else None
+        if isinstance(digest, str) and digest != pool.digest:
+            others.setdefault(digest, []).append(str(found.get("model", config.parent.name)))
+    if others:
+        digest, models = next(iter(others.items()))
+        raise DataError(
+            f"{out / 'pool.json'} is missing, and {out} holds evaluations on another pool ({digest[:12]}: "
+            f"{', '.join(models)}) than the one {', '.join(specs)} make now ({pool.digest[:12]}): restore that "
+            "pool.json, or use another --out (nothing was written)"
+        )
 
 
 def _scan(
@@ -271,7 +312,7 @@ def _scan(
     data = open_image_set(data_spec, env.data_root, described.preprocessing)
     pool.check_data(data, data_spec, data_root=env.data_root, preprocessing=described.preprocessing)
     scanned = scan_order(len(data), pool.seed)[: int(pool.scan["scanned"])]
-    predicted, confidence = classify(described.classifier(), data, scanned, env, desc=f"scan {spec}")
+    predicted, confidence = classify(described.classifier(), data, scanned, env, desc=f"scan {spec}", name=spec)
     correct = predicted == data.labels[scanned]
     record = {
         "model": spec,
@@ -293,6 +334,17 @@ def bootstrap_means(values: Tensor, weights: Tensor) -> Tensor:
     present = (~values.isnan()).double()
     filled = torch.nan_to_num(values.double(), nan=0.0)
     return (weights @ (filled * present).T) / (weights @ present.T)
+
+
+def check_bootstrap_memory(resamples: int, pool_size: int, scanned: int) -> None:
+    """EnvironmentFault (one line, the size) when the resample counts do not fit this machine's memory: the
+    pool's and the scan's (resamples x positions, float64) and, while one is made, its index (int64) and
+    ones (float64)."""
+    require_memory(
+        8 * resamples * (pool_size + scanned) + 16 * resamples * max(pool_size, scanned),
+        f"--resamples {resamples} over {pool_size} pool images and {scanned} scanned",
+        "lower --resamples",
+    )
 
 
 def resample_counts(positions: int, resamples: int, seed: int) -> Tensor:
@@ -320,18 +372,22 @@ def paired_difference(values: Tensor, weights: Tensor, a: int, b: int) -> Tensor
     return bootstrap_means(diff, weights)[:, 0]
 
 
-def rank_models(values: Tensor, weights: Tensor, higher_first: bool) -> Tuple[List[Optional[int]], List[List[int]]]:
+def rank_models(
+    values: Tensor, weights: Tensor, higher_first: bool, min_shared: int = MIN_SHARED_SOURCES
+) -> Tuple[List[Optional[int]], List[List[int]]]:
     """(rank per model, the models ranked above each) from per-source values (M, P; NaN where a model has
     no value) under the resamples `weights` (B, P): model a is above b when the 95% percentile interval of
-    their paired difference a - b (b - a when lower ranks first), on the sources both have, excludes zero.
-    A model with no value at all gets no rank (None) and ranks no one."""
+    their paired difference a - b (b - a when lower ranks first), on the sources both have, excludes zero,
+    and they share at least `min_shared` sources. A model with fewer than `min_shared` values gets no rank
+    (None) and ranks no one."""
     sign = 1.0 if higher_first else -1.0
     m = values.shape[0]
-    has = [bool((~values[k].isnan()).any()) for k in range(m)]
+    present = ~values.isnan()
+    has = [int(present[k].sum()) >= min_shared for k in range(m)]
     above: List[List[int]] = [[] for _ in range(m)]
     for a in range(m):
         for b in range(m):
-            if a != b and has[a] and has[b]:
+            if a != b and has[a] and has[b] and int((present[a] & present[b]).sum()) >= min_shared:
                 diff = sign * paired_difference(values, weights, a, b)
                 diff = diff[~diff.isnan()]
                 if diff.numel() and float(torch.quantile(diff, 0.025)) > 0:
@@ -415,9 +471,12 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     return out, sources
 
 
-def _lpips_files(folder: Path, pool: Pool, env: RunEnvironment, resolved: Dict[str, ModelDescriptor]) -> Optional[str]:
+def _lpips_files(
+    spec: str, folder: Path, pool: Pool, env: RunEnvironment, resolved: Dict[str, ModelDescriptor]
+) -> Optional[str]:
     """Write OUT/<model>/lpips.safetensors (LPIPS of each LST output to its target, per round) where
-    missing; return why LPIPS is left out, or None."""
+    missing; return why LPIPS is left out, or None. The model resolved is `spec`, the one the command
+    names, never one the folder's config.json names (a folder's file must not choose code to import)."""
     from lst_fast.atomic_files import atomic_save_tensors
     from lst_fast.metrics import lpips_distance
     from lst_fast.models import resolve_model
@@ -429,11 +488,14 @@ def _lpips_files(folder: Path, pool: Pool, env: RunEnvironment, resolved: Dict[s
     cfg = store.read_config()
     sources = int(json.loads(store.tables_json.read_text())["sources"])
     chunks = math.ceil(sources / cfg.chunk_size)
-    described = resolved.get(cfg.model)
-    if described is None:
-        described = resolved[cfg.model] = resolve_model(
-            cfg.model, env.device, pretrained=cfg.pretrained, model_dir=env.model_dir
+    if cfg.model != spec:
+        raise DataError(
+            f"{store.config_path} is of the model {cfg.model}, not {spec}: delete the folder and run the "
+            "leaderboard again"
         )
+    described = resolved.get(spec)
+    if described is None:
+        described = resolved[spec] = resolve_model(spec, env.device, pretrained=cfg.pretrained, model_dir=env.model_dir)
     data, device = open_image_set(cfg.data, env.data_root, described.preprocessing), env.device
     rows = []
     try:
@@ -495,6 +557,7 @@ def write_leaderboard(
     resolved = {} if resolved is None else resolved
     out = Path(out)
     pool = load_pool(out / "pool.json")
+    check_bootstrap_memory(resamples, len(pool), int(pool.scan["scanned"]))
     lpips_missing = _lpips_available()
     rows: List[Dict[str, Any]] = []
     per_model: List[Dict[str, Tensor]] = []
@@ -518,7 +581,7 @@ def write_leaderboard(
             continue
         EvaluationStore(folder).require_finished()
         if lpips_missing is None:
-            lpips_missing = _lpips_files(folder, pool, env, resolved)
+            lpips_missing = _lpips_files(spec, folder, pool, env, resolved)
         values, sources = _per_source(folder, pool, lpips_missing is None)
         per_model.append(values)
         cfg, provenance = EvaluationStore(folder).read_config(), EvaluationStore(folder).read_provenance()
@@ -556,9 +619,17 @@ def write_leaderboard(
         if key == rank_by:
             ranked_on = (values, weights)
     ranks, above = rank_models(*ranked_on, info[rank_by][2])
+    with_value = (~ranked_on[0].isnan()).sum(1).tolist() if ranked_on[0].shape[0] == len(rows) else [0] * len(rows)
     for k, row in enumerate(rows):
         row["rank"] = ranks[k]
         row["ranked_below"] = [models[a] for a in above[k]]
+        row["sources_with_value"] = int(with_value[k]) if row["sources"] else 0
+        row["too_few_sources"] = bool(row["sources"]) and with_value[k] < MIN_SHARED_SOURCES
+        if row["too_few_sources"]:
+            row["note"] = (
+                f"{with_value[k]} of its {row['sources']} sources have a value of {info[rank_by][0]}; a rank needs "
+                f"at least {MIN_SHARED_SOURCES}"
+            )
     sign = 1.0 if info[rank_by][2] else -1.0
     last = len(rows) + 1  # unranked rows go last
 
@@ -584,19 +655,37 @@ def write_leaderboard(
         },
         "rank_by": rank_by,
         "ranked": any(r is not None for r in ranks),
+        "min_shared_sources": MIN_SHARED_SOURCES,
         "higher_first": {k: info[k][2] for k in columns},
         "resamples": resamples,
         "columns": {k: info[k][0] for k in columns},
         "lpips": "included" if lpips_missing is None else f"omitted: {lpips_missing}",
         "rows": rows,
     }
+    # Every model's verdict on every model's LST outputs (lst_fast.evaluation.verdicts), in rank order.
+    from lst_fast.evaluation import verdict_tables, verdicts
+
+    measured = {s: out / model_folder(s) for s in models if _no_sources(out / model_folder(s), pool) is None}
+    still = {s: v["still_source"] for s, v in zip(models, per_model, strict=True)}
+    board["verdicts"] = matrix = verdicts.board_verdicts(
+        out,
+        [r["model"] for r in rows],
+        measured,
+        pool,
+        weights=pool_counts,
+        env=env,
+        resolved=resolved,
+        still_source=still,
+    )
     texts = {
         "leaderboard.json": standard_json(board, indent=1) + "\n",
-        "leaderboard.md": leaderboard_markdown(board, digits),
-        "leaderboard.tex": leaderboard_latex(board, digits),
+        "leaderboard.md": leaderboard_markdown(board, digits) + "\n" + verdict_tables.verdict_markdown(matrix, digits),
+        "leaderboard.tex": leaderboard_latex(board, digits) + "\n" + verdict_tables.verdict_latex(matrix, digits),
         "leaderboard.csv": leaderboard_csv(board),
+        "leaderboard_verdicts.csv": verdict_tables.verdict_csv(matrix),
     }
     leaderboard_figure(board, out / "leaderboard.png")
+    verdict_tables.verdict_figure(matrix, out / "leaderboard_verdicts.png")
     for name, text in texts.items():
         atomic_write_text(out / name, text)
     return board
@@ -642,10 +731,14 @@ def _ranking_text(board: Dict[str, Any], direction: str) -> str:
     if not board.get("ranked", True):
         return f"Not ranked: {column} has no value for any model."
     unranked = [f"`{r['model']}` ({r.get('note', 'no value')})" for r in board["rows"] if r["rank"] is None]
+    minimum = board.get("min_shared_sources", 1)
     return (
         f"Ranked by {column} ({direction} first): a model ranks above another only when the 95% interval of "
-        "their paired difference, on the sources both have, excludes zero; rank = 1 + the number of models "
-        "above it, and 'k=' marks a shared rank." + (f" Not ranked ('-'): {', '.join(unranked)}." if unranked else "")
+        f"their paired difference, on the sources both have (at least {minimum} with a value; a NaN "
+        "confidence is no value, shown n/a), excludes zero; rank = 1 + the number of models above it, and "
+        f"'k=' marks a shared rank; '(too few)' marks a model with fewer than {minimum} sources and '(K with a "
+        f"value)' one with fewer than {minimum} that have a value: neither is ranked."
+        + (f" Not ranked ('-'): {', '.join(unranked)}." if unranked else "")
     )
 
 
@@ -653,6 +746,14 @@ def _cell(value: Dict[str, float], digits: int) -> str:
     if value["mean"] is None or value["mean"] != value["mean"]:
         return "n/a"
     return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
+
+
+def _too_few(row: Dict[str, Any]) -> str:
+    """The mark beside the sources of a row under the minimum of sources with a value (not ranked): "(too
+    few)", or "(K with a value)" when it has enough sources but NaN confidences on some."""
+    if not row.get("too_few_sources"):
+        return ""
+    return " (too few)" if row["sources"] < MIN_SHARED_SOURCES else f" ({row['sources_with_value']} with a value)"
 
 
 def leaderboard_markdown(board: Dict[str, Any], digits: int = 3) -> str:
@@ -673,7 +774,8 @@ def leaderboard_markdown(board: Dict[str, Any], digits: int = 3) -> str:
         cells = [_cell(row["values"][k], digits) for k in board["columns"]]
         lines.append(
             f"| {row['rank_label']} | `{row['model']}` | {' | '.join(cells[:2])} | "
-            f"{row['sources']} / {board['pool']['size']} | {' | '.join(cells[2:])} | {_settings(row['config'])} |"
+            f"{row['sources']} / {board['pool']['size']}{_too_few(row)} | {' | '.join(cells[2:])} | "
+            f"{_settings(row['config'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -703,7 +805,7 @@ def leaderboard_latex(board: Dict[str, Any], digits: int = 3) -> str:
             )
         lines.append(
             f"{latex_text(row['rank_label'])} & \\texttt{{{latex_text(row['model'])}}} & {' & '.join(cells[:2])} & "
-            f"{row['sources']}/{board['pool']['size']} & {' & '.join(cells[2:])} & "
+            f"{row['sources']}/{board['pool']['size']}{_too_few(row)} & {' & '.join(cells[2:])} & "
             f"{latex_text(_settings(row['config']))} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -718,12 +820,14 @@ def leaderboard_csv(board: Dict[str, Any]) -> str:
         ["rank", "model", "sources", "pool"]
         + [f"{k}_{part}" for k in keys for part in ("mean", "low", "high")]
         + [name for _, name in SHOWN_SETTINGS]
+        + ["note"]
     )
     for row in board["rows"]:
         writer.writerow(
             [row["rank_label"], row["model"], row["sources"], board["pool"]["size"]]
             + [repr(row["values"][k][part]) for k in keys for part in ("mean", "low", "high")]
             + [_fmt(row["config"].get(key)) for key, _ in SHOWN_SETTINGS]
+            + [row.get("note", "")]
         )
     return buffer.getvalue()
 

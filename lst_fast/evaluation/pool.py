@@ -54,6 +54,7 @@ from lst_fast.backends.confidence import class_probability
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.errors import DataError, InputError
+from lst_fast.evaluation.model_fit import check_model_fits_data
 from lst_fast.evaluation.pool_file import check_fields, content_digest, parse_json
 from lst_fast.run_environment import DEFAULT_BATCH, DEFAULT_ENVIRONMENT, QUIET_ENVIRONMENT, RunEnvironment
 
@@ -261,7 +262,12 @@ def select_pool(
             if rows.numel() == 0:
                 break
             x = images[which[m]][rows].to(device)
-            ok, p = qualifies(member.module(x), labels[index[rows]].to(device), min_confidence)
+            # the whole data set's labels on a model's first batch, the batch's after it
+            checked = labels if forwards[member.name] == 0 else labels[index[rows]]
+            logits = check_model_fits_data(
+                member.module(x), len(rows), checked, model=member.name, data=member.data.name
+            )
+            ok, p = qualifies(logits, labels[index[rows]].to(device), min_confidence)
             forwards[member.name] += rows.numel()
             conf[m, rows] = p.cpu()
             alive[rows[~ok.cpu()]] = False
@@ -302,9 +308,11 @@ def classify(
     indices: Tensor,
     env: RunEnvironment = QUIET_ENVIRONMENT,
     desc: str = "classify",
+    name: str = "the model",
 ) -> Tuple[Tensor, Tensor]:
     """(predicted class, confidence in the true class) of each of `indices` (in their order), decoded by
-    a DataLoader as the pool scan decodes."""
+    a DataLoader as the pool scan decodes. name: the model's, for the error when it does not fit the data
+    (lst_fast.evaluation.model_fit)."""
     from tqdm.auto import tqdm
 
     _check_settings(1, None, env)
@@ -315,7 +323,8 @@ def classify(
     bar = tqdm(total=len(indices), disable=not env.progress, desc=desc, unit="img", dynamic_ncols=True)
     for b, (images,) in _batches([data], indices, batch_size, workers):
         index = indices[b * batch_size : (b + 1) * batch_size]
-        logits = module(images.to(device))
+        checked = data.labels if b == 0 else data.labels[index]  # the whole data set's on the first batch
+        logits = check_model_fits_data(module(images.to(device)), len(index), checked, model=name, data=data.name)
         predicted.append(logits.argmax(1).cpu())
         confidence.append(class_probability(logits, data.labels[index].to(device)).cpu())
         bar.update(len(index))

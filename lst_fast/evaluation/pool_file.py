@@ -10,11 +10,11 @@ import hashlib
 import json
 from typing import Any, Dict, List, Tuple
 
-from lst_fast.errors import DataError
+from lst_fast.data.preprocessing import Preprocessing
+from lst_fast.errors import DataError, InputError
+from lst_fast.evaluation.limits import BATCH_LIMIT, NUM_SAMPLES_LIMIT, ROUNDS_LIMIT, SEED_LIMIT, WORKERS_LIMIT
 
 __all__ = ["SEED_LIMIT", "SIGNED_SCAN", "check_fields", "content_digest", "parse_json"]
-
-SEED_LIMIT = 2**32  # as the seed flags (lst_fast.cli.arguments)
 _HEX64 = frozenset("0123456789abcdef")
 
 
@@ -91,8 +91,23 @@ INT64_MAX = 2**63 - 1  # indices and labels become int64 tensors
 TOP_KEYS = ("format", "version", "data", "models", "settings", "indices", "labels", "confidence", "scan", "digest")
 DATA_KEYS = ("spec", "kind", "size", "labels_sha256", "pixels_sha256")
 MODEL_KEYS = ("model", "checkpoint", "pretrained", "preprocessing")
+PREPROCESSING_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode")
+SIDE_LIMIT = 16_384  # pixels per side of a model's input: an image set decodes its pool at this size
 SETTINGS_KEYS = ("num_samples", "min_confidence", "seed", "rounds")
 SCAN_KEYS = ("size", "scanned", "decoded", "forwards", "qualifying", "seconds", "workers", "batch_size", "filled")
+
+
+def _preprocessing(f: _Fields, field: str, value: Any) -> None:
+    """A model's recorded preprocessing: the fields of lst_fast.data.preprocessing.Preprocessing, each in
+    its range, and an input of at most SIDE_LIMIT pixels a side."""
+    f.keys(field, value, PREPROCESSING_KEYS)
+    size = value["input_size"]
+    if not isinstance(size, list) or len(size) != 3 or not all(_is_int(v) and 0 < v <= SIDE_LIMIT for v in size):
+        f.fail(f"{field}.input_size", f"[C, H, W], integers in [1, {SIDE_LIMIT}]", size)
+    try:
+        Preprocessing(**{**value, "input_size": tuple(size)})
+    except (InputError, TypeError) as error:
+        f.fail(field, f"a model's preprocessing ({error})", value)
 
 
 def check_fields(values: Dict[str, Any], name: str) -> None:
@@ -122,18 +137,17 @@ def check_fields(values: Dict[str, Any], name: str) -> None:
             f.fail(f"models[{k}].checkpoint", "null or a path", model["checkpoint"])
         if not isinstance(model["pretrained"], bool):
             f.fail(f"models[{k}].pretrained", "true or false", model["pretrained"])
-        if not isinstance(model["preprocessing"], dict):
-            f.fail(f"models[{k}].preprocessing", "a JSON object", model["preprocessing"])
+        _preprocessing(f, f"models[{k}].preprocessing", model["preprocessing"])
     makers = [m["model"] for m in models]
     if len(set(makers)) != len(makers):
         f.fail("models", "distinct models", makers)
     settings = f.keys("settings", values["settings"], SETTINGS_KEYS)
-    num_samples = f.integer("settings.num_samples", settings["num_samples"], 1)
+    num_samples = f.integer("settings.num_samples", settings["num_samples"], 1, NUM_SAMPLES_LIMIT)
     mc = settings["min_confidence"]
     if mc is not None and (not isinstance(mc, (int, float)) or isinstance(mc, bool) or not 0 <= mc < 1):
         f.fail("settings.min_confidence", "null or a number in [0, 1)", mc)
     f.integer("settings.seed", settings["seed"], 0, SEED_LIMIT - 1)
-    f.integer("settings.rounds", settings["rounds"], 1)
+    f.integer("settings.rounds", settings["rounds"], 1, ROUNDS_LIMIT)
     indices, labels = values["indices"], values["labels"]
     if not isinstance(indices, list) or not all(_is_int(i) and 0 <= i < size for i in indices):
         f.fail("indices", f"a list of integers in [0, {size - 1}]", indices)
@@ -159,12 +173,14 @@ def check_fields(values: Dict[str, Any], name: str) -> None:
         f.fail("scan.qualifying", f"the number of indices ({len(indices)})", scan["qualifying"])
     if not isinstance(scan["filled"], bool) or scan["filled"] != (len(indices) == num_samples):
         f.fail("scan.filled", f"{len(indices) == num_samples} (whether the pool is full)", scan["filled"])
-    for key in ("decoded", "workers", "batch_size"):
-        f.integer(f"scan.{key}", scan[key], 0)
+    # what building it cost: never read, but bounded like every count (one decode per image and data view)
+    f.integer("scan.decoded", scan["decoded"], 0, size * len(models))
+    f.integer("scan.workers", scan["workers"], 0, WORKERS_LIMIT)
+    f.integer("scan.batch_size", scan["batch_size"], 0, BATCH_LIMIT)
     if not isinstance(scan["seconds"], (int, float)) or isinstance(scan["seconds"], bool) or scan["seconds"] < 0:
         f.fail("scan.seconds", "a number >= 0", scan["seconds"])
     forwards = f.keys("scan.forwards", scan["forwards"], tuple(makers))
     for maker, count in forwards.items():
-        f.integer(f"scan.forwards[{maker!r}]", count, 0)
+        f.integer(f"scan.forwards[{maker!r}]", count, 0, size)
     if not isinstance(values["digest"], str) or values["digest"] != content_digest(values):
         raise DataError(f"{name} has been changed since it was written (its digest does not match its contents)")

@@ -159,6 +159,7 @@ def run_evaluation(
     cfg.validate()
     if simplices is not None:
         simplices.validate(cfg.rounds)
+        simplices.check_memory(cfg.rounds, cfg.num_samples)  # before any work: its sources are at most these
     if (pool is None) != (cfg.pool is None) or (pool is not None and cfg != pool_config(cfg, pool)):
         raise InputError("a run on a shared pool takes pool= and cfg = pool_config(cfg, pool), or neither")
     rank, world = rank_and_world()
@@ -299,7 +300,7 @@ def _on_shared_pool(
     pool.check_data(data, cfg.data, data_root=env.data_root, preprocessing=preprocessing)
     if len(pool) < 2:
         raise InputError(f"the pool has {len(pool)} images; need at least 2")
-    predicted, confidence = classify(model, data, pool.indices, env.replace(progress=False))
+    predicted, confidence = classify(model, data, pool.indices, env.replace(progress=False), name=cfg.model)
     ok = predicted == pool.labels
     if pool.min_confidence is not None:
         ok &= confidence > pool.min_confidence

@@ -27,6 +27,8 @@ from lst_fast.data.image_set import ImageSet
 from lst_fast.distributed import rank_and_world
 from lst_fast.errors import InputError
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.limits import SIMPLEX_POINTS_LIMIT, SIMPLEX_ROUNDS_LIMIT, SIMPLEX_SUBSETS_LIMIT
+from lst_fast.evaluation.memory_check import require_memory
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import mean_std, round_pairs, table2_per_source
 from lst_fast.geometry import TRIANGLE_DROPS, dirichlet_weights, simplex_confidence, simplex_statistics
@@ -57,14 +59,38 @@ class SimplexSettings:
 
     def validate(self, rounds: int) -> None:
         """InputError naming the flag when a setting is out of range (before any work starts)."""
-        for name, value, minimum in (("points", self.points, 2), ("subsets", self.subsets, 0)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-                raise InputError(f"--simplex-{name} must be an integer >= {minimum}, got {value!r}")
+        for name, value, minimum, limit in (
+            ("points", self.points, 2, SIMPLEX_POINTS_LIMIT),
+            ("subsets", self.subsets, 0, SIMPLEX_SUBSETS_LIMIT),
+        ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not minimum <= value <= limit:
+                raise InputError(f"--simplex-{name} must be an integer in [{minimum}, {limit:,}], got {value!r}")
         if rounds < 2:
             raise InputError(f"the k-simplices (--simplex-points) need --rounds >= 2 (k = 2 .. rounds), got {rounds}")
+        if rounds > SIMPLEX_ROUNDS_LIMIT:  # every C(rounds, k) subset is listed for each k
+            raise InputError(
+                f"the k-simplices (--simplex-points) take at most --rounds {SIMPLEX_ROUNDS_LIMIT} (each k lists all "
+                f"C(rounds, k) subsets of the rounds), got {rounds}"
+            )
 
     def to_dict(self) -> Dict[str, int]:
         return {"points": int(self.points), "subsets": int(self.subsets)}
+
+    def memory_bytes(self, rounds: int, sources: int) -> int:
+        """About the most memory the k-simplices of `sources` sources hold at once: the confidences of every
+        simplex of one k (sources x simplices x points, float64) and two temporaries of that size while
+        their statistics are computed."""
+        widest = max(math.comb(rounds, k) for k in range(2, rounds + 1))
+        simplices = widest if self.subsets == 0 else min(widest, self.subsets)
+        return 3 * 8 * sources * simplices * (self.points + 1)
+
+    def check_memory(self, rounds: int, sources: int) -> None:
+        """EnvironmentFault (one line, the size) when memory_bytes does not fit this machine's memory."""
+        require_memory(
+            self.memory_bytes(rounds, sources),
+            f"--simplex-points {self.points} on {sources} sources and {rounds} rounds",
+            "lower --simplex-points (or --simplex-subsets, or the pool)",
+        )
 
 
 def simplex_subsets(rounds: int, k: int, limit: int, seed: int) -> List[Tuple[int, ...]]:

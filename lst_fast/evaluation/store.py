@@ -34,7 +34,7 @@ from torch import Tensor
 
 from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text, standard_json
 from lst_fast.caller_warning import warn_at_caller
-from lst_fast.errors import EnvironmentFault, InputError
+from lst_fast.errors import DataError, EnvironmentFault, InputError
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.provenance import PROVENANCE_NAME, Provenance, read_provenance, write_provenance
 from lst_fast.walk.result import METADATA_KEY
@@ -357,8 +357,18 @@ class EvaluationStore:
         return self.tables_md.read_text()
 
     def read_tables(self) -> dict:
-        """tables.json, its cells (mean, std) with NaN where the file has null (no value)."""
-        tables = json.loads(self.tables_json.read_text())
+        """tables.json, its cells (mean, std) with NaN where the file has null (no value); DataError naming
+        the file when it is not readable JSON (truncated) or not the tables an evaluation writes."""
+        try:
+            tables = json.loads(self.tables_json.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataError(
+                f"{self.tables_json} is not readable JSON (truncated? {error}); run the same `lst-fast eval` "
+                "command again to rewrite it"
+            ) from error
+        problem = _tables_problem(tables)
+        if problem is not None:
+            raise DataError(f"{self.tables_json} is not the tables of an evaluation: {problem}")
         for key in ("table1", "table2"):
             cells = tables.get(key)
             if isinstance(cells, dict):
@@ -388,6 +398,25 @@ class EvaluationStore:
         missing = self.unfinished()
         if missing:
             raise FileNotFoundError(f"{self.root} is not a finished evaluation: {missing} (run `lst-fast eval` first)")
+
+
+def _tables_problem(tables: object) -> Optional[str]:
+    """What keeps tables.json's content from being an evaluation's tables, or None."""
+    if not isinstance(tables, dict):
+        return "not a JSON object"
+    sources = tables.get("sources")
+    if not isinstance(sources, int) or isinstance(sources, bool) or sources < 1:
+        return f"'sources' must be a count >= 1, got {sources!r}"
+    for key in ("table1", "table2"):
+        cells = tables.get(key)
+        if not isinstance(cells, dict):
+            return f"no {key!r} object"
+        for name, cell in cells.items():
+            if not isinstance(cell, list) or len(cell) != 2:
+                return f"{key}.{name} must be [mean, std], got {cell!r}"
+            if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in cell):
+                return f"{key}.{name} must hold numbers or null, got {cell!r}"
+    return None
 
 
 def _config_difference(found: dict, cfg: EvalConfig) -> dict:

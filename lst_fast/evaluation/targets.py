@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from lst_fast.errors import InputError
+from lst_fast.evaluation.limits import ROUNDS_LIMIT
 
 
 def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_tries: int = 100) -> Tensor:
@@ -40,7 +41,7 @@ def cross_class_derangement(labels: Tensor, generator: torch.Generator, max_trie
 
 def round_targets(labels: Tensor, rounds: int, seed: int) -> List[Tensor]:
     """One cross-class derangement per round, reproducible from `seed`."""
-    if rounds < 1:
-        raise InputError(f"rounds must be >= 1, got {rounds}")
+    if not 1 <= rounds <= ROUNDS_LIMIT:  # a pool file's rounds may be anything its signer wrote
+        raise InputError(f"rounds must be in [1, {ROUNDS_LIMIT}], got {rounds}")
     generator = torch.Generator().manual_seed(seed)
     return [cross_class_derangement(labels, generator) for _ in range(rounds)]

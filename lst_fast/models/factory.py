@@ -4,6 +4,9 @@ MODULE is a module name (imported with the current folder on the path, as uvicor
 the path of a .py file. The keyword arguments are Python literals (numbers, strings, True/False/None,
 tuples, lists, dicts), read with ast.literal_eval: nothing is executed but the import and the call.
 
+An error raised in that module's code (its import, FUNCTION, the module's forward) is the user's, not a
+bug in lst_fast: `lst-fast` reports it in one line naming the spec, exit code 1 (lst_fast.models.user_code).
+
 FUNCTION returns a torch.nn.Module that takes images in [0, 1]. Optional attributes on that module say
 more about it (each may be absent):
     lst_mean, lst_std       per-channel normalization to apply in front (absent: it normalizes inside)
@@ -27,6 +30,7 @@ from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.errors import InputError, InputTypeError
+from lst_fast.models.user_code import record_user_code, record_user_module
 
 USAGE = "py:MODULE:FUNCTION or py:MODULE:FUNCTION(key=value, ...) with Python literal values"
 
@@ -85,15 +89,22 @@ def _import(spec: str, module: str):
         path = Path(module).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"{spec}: no Python file {path}")
+        record_user_code(spec, path)  # before it runs: an error in its body is the user's (exit code 1)
         unit = importlib.util.spec_from_file_location(path.stem, path)
         if unit is None or unit.loader is None:
             raise InputError(f"{spec}: {path} cannot be imported as a Python module")
         loaded = importlib.util.module_from_spec(unit)
-        unit.loader.exec_module(loaded)
+        try:
+            unit.loader.exec_module(loaded)
+        except SyntaxError as error:
+            raise _syntax_error(spec, error) from error
         return loaded
     with _current_folder_on_path():
+        record_user_module(spec, module)
         try:
             return importlib.import_module(module)
+        except SyntaxError as error:
+            raise _syntax_error(spec, error) from error
         except ModuleNotFoundError as error:
             if error.name and module.startswith(error.name):  # the module itself (or its package) is missing
                 raise InputError(
@@ -101,6 +112,11 @@ def _import(spec: str, module: str):
                     "sys.path; a file path must end in .py)"
                 ) from None
             raise
+
+
+def _syntax_error(spec: str, error: SyntaxError) -> InputError:
+    """A syntax error in the user's module (no frame of theirs runs, so user_code cannot tell): theirs."""
+    return InputError(f"{spec}: {error.filename}, line {error.lineno}: {error.msg}")
 
 
 def load(spec: str) -> Tuple[nn.Module, Preprocessing, Any, Any, Any]:

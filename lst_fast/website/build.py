@@ -10,10 +10,16 @@
 
 Each run's images are written once: OUT/models/<run>/.built records what they were made from, and a
 rebuild with the same files and options skips them (a rebuild after a model is added writes that model's
-part and the pages)."""
+part and the pages). OUT/.lst-fast-site marks a folder the site made: --out must be new, empty or so marked,
+so a build never writes over another folder's files (a leaderboard's leaderboard.png).
+
+A run whose folder names a py: model (the user's own code) is shown without the model unless the build
+trusts the folders' code (lst_fast.evaluation.folder_models): its gallery and tables, no walk pages, no
+target confidences, and a note that names the flag."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -24,7 +30,8 @@ import torch
 
 from lst_fast.atomic_files import atomic_write_text, finite_or_none
 from lst_fast.errors import InputError
-from lst_fast.evaluation.leaderboard import COLUMNS, SHOWN_SETTINGS, caption, model_folder
+from lst_fast.evaluation.folder_models import data_without_model, untrusted_model
+from lst_fast.evaluation.leaderboard import SHOWN_SETTINGS, caption, model_folder
 from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
@@ -32,8 +39,9 @@ from lst_fast.website.content import checked_content
 from lst_fast.website.decoded import DecodedImages
 from lst_fast.website.encoding import ImageWriter
 from lst_fast.website.images import needs_thumbnail
-from lst_fast.website.inputs import Run, load_inputs, paired
+from lst_fast.website.inputs import Run, finite, load_inputs, paired
 from lst_fast.website.page_data import data_script
+from lst_fast.website.verdicts import model_verdicts, pair_verdicts
 from lst_fast.website.walk_details import ChosenWalks, DetailsCache, target_confidences, walk_details
 from lst_fast.website.walks import WalkTable, select_walks, walk_records, walk_table
 
@@ -42,6 +50,7 @@ __all__ = ["DEFAULT_THUMBNAIL", "DEFAULT_WALK_PAGES", "SiteOptions", "build_site
 DEFAULT_WALK_PAGES = 12
 DEFAULT_THUMBNAIL = 96
 PACKAGE = Path(__file__).resolve().parent
+SITE_MARKER = ".lst-fast-site"  # OUT/.lst-fast-site: this folder is a site, which a rebuild may write over
 
 
 class SiteOptions:
@@ -82,35 +91,62 @@ def build_site(
     out,
     options: Optional[SiteOptions] = None,
     env: RunEnvironment = DEFAULT_ENVIRONMENT,
+    trust_folder_code: bool = False,
 ) -> Path:
     """Write the site of a leaderboard folder or of evaluation folders (`paths`) into `out`; return the path
     of its index.html. Reads the result files; runs the model only for the walk pages (cached in out).
     env: where and how it runs (lst_fast.run_environment: the device, the data and model folders, progress
-    bars)."""
+    bars). trust_folder_code: load the py: models the folders name (their code runs); else those runs are
+    shown without their model. `out` must be new, empty or a folder this function made."""
     options = options or SiteOptions()
     runs, board = load_inputs(paths)
     out = Path(out)
     if out.resolve() in {Path(p).resolve() for p in paths}:
         raise InputError(f"--out {out} is one of the input folders; give the site a folder of its own")
+    _check_out(out)
+    left_out = [untrusted_model(run.cfg.model, run.folder / "config.json", trust_folder_code) for run in runs]
+    for run, why in zip(runs, left_out, strict=True):
+        if why is not None:  # data a run without its model cannot read: refused before anything is written
+            data_without_model(run.cfg.data, env.data_root, why)
     out.mkdir(parents=True, exist_ok=True)
+    (out / SITE_MARKER).write_text("made by lst-fast site: a rebuild may write over this folder\n")
     templates = _templates()
     static = out / "static"
     static.mkdir(exist_ok=True)
     for name in ("site.css", "site.js"):
         shutil.copyfile(PACKAGE / "static" / name, static / name)
     not_paired = paired(runs) if len(runs) > 1 else "there is only one run"
-    decoded = DecodedImages(runs, env)  # each walked image decoded once per data set and preprocessing
-    pages = [_model_part(run, out, templates, options, env, runs, decoded) for run in runs]
+    shared = _Shared(runs, DecodedImages(runs, env))  # each walked image decoded once per data set and preprocessing
+    pages = [
+        _model_part(run, out, templates, options, env, shared, left_out=why, board=board)
+        for run, why in zip(runs, left_out, strict=True)
+    ]
     if board is not None and (Path(paths[0]) / "leaderboard.png").is_file():
         shutil.copyfile(Path(paths[0]) / "leaderboard.png", out / "leaderboard.png")
     if not_paired is None:
-        _side_by_side(runs, pages, out, templates)
+        judged = pair_verdicts(Path(paths[0]), pages) if board is not None else None  # verdict files
+        _side_by_side(runs, pages, out, templates, judged)
     else:
         (out / "side-by-side.html").unlink(missing_ok=True)
         (out / "pairs.js").unlink(missing_ok=True)
     index = out / "index.html"
     atomic_write_text(index, _index_page(runs, pages, board, not_paired, templates, out))
     return index
+
+
+def _check_out(out: Path) -> None:
+    """InputError unless `out` is new, an empty folder, or a folder the site made (its marker, or a site
+    built before the marker: its index.html and static/site.js)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"--out {out} is a file; give the site a folder (new, empty, or a site built before)")
+    made = (out / SITE_MARKER).is_file() or ((out / "index.html").is_file() and (out / "static" / "site.js").is_file())
+    if not made and any(out.iterdir()):
+        raise InputError(
+            f"--out {out} is a folder with files that `lst-fast site` did not make (no {SITE_MARKER}); a site "
+            "would write over them: give a new or empty folder"
+        )
 
 
 # -- one run ----------------------------------------------------------------------------------------------
@@ -123,30 +159,66 @@ def _class_names(described, data, classes: int) -> List[str]:
     return [f"class {k}" for k in range(classes)]
 
 
-def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnvironment, runs, decoded: DecodedImages):
-    """Write one run's images, model page and walk pages; return what the other pages need of it."""
+@dataclasses.dataclass(frozen=True)
+class _Shared:
+    """What every run's part of the build reads: all the runs (the model pages link them) and the images
+    decoded once for all of them."""
+
+    runs: List[Run]
+    decoded: DecodedImages
+
+
+def _model_and_data(run: Run, decoded: DecodedImages, left_out: Optional[str]):
+    """(the model's descriptor, the data in its preprocessing, decoded once for the build); (None, the data)
+    when the model is left out, which only an in-memory data set allows (an image file's resize and crop are
+    the model's)."""
     from lst_fast.models import resolve_model
 
+    env = decoded.env
+
     cfg = run.cfg
-    described = resolve_model(
-        cfg.model, env.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=env.model_dir
-    )
-    data = decoded.open(cfg.data, described.preprocessing)
-    content = checked_content(run, described, data, env)  # the weights and pixels, checked; the cache's key
+    if left_out is None:
+        described = resolve_model(
+            cfg.model, env.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=env.model_dir
+        )
+        return described, decoded.open(cfg.data, described.preprocessing)
+    return None, data_without_model(cfg.data, env.data_root, left_out)
+
+
+def _model_part(
+    run,
+    out: Path,
+    templates,
+    options: SiteOptions,
+    env: RunEnvironment,
+    shared: _Shared,
+    left_out: Optional[str] = None,
+    board=None,
+):
+    """Write one run's images, model page and walk pages; return what the other pages need of it. shared: the
+    runs and the decoded images of the build (_Shared); left_out:
+    why the run's model is not loaded (lst_fast.evaluation.folder_models), or None; board: the leaderboard's
+    dict (its verdict matrices go on the model page), or None."""
+    described, data = _model_and_data(run, shared.decoded, left_out)
+    # the weights and pixels, checked against the folder's provenance; the cache's key (no model: no forwards)
+    content = "" if described is None else checked_content(run, described, data, env)
     slug = model_folder(run.name)
     folder = out / "models" / slug
-    table = walk_table(run, data, known=decoded.start_rms)
+    table = walk_table(run, data, known=shared.decoded.start_rms)
     classes = _class_names(described, data, int(data.labels.max()) + 1)
     count = len(table) if options.walk_pages is None else options.walk_pages
-    chosen = select_walks(table, count, options.seed)
+    chosen = [] if described is None else select_walks(table, count, options.seed)
     stamp = hashlib.sha256(json.dumps([run.signature(), options.key(), content]).encode()).hexdigest()
     built = (folder / ".built").is_file() and (folder / ".built").read_text() == stamp
     shape = tuple(data.get(table.source[:1]).shape[1:])
     thumb = needs_thumbnail(torch.empty(shape), options.thumbnail)
     shown_ext = "jpg" if thumb else "png"
-    model = described.classifier()
+    model = None if described is None else described.classifier()
     targets_cache = out / "cache" / f"{slug}-targets.safetensors"
-    target_p = target_confidences(run, model, data, table, cache=targets_cache, device=env.device, content=content)
+    if model is None:  # the gallery shows n/a under the targets
+        target_p = torch.full((len(table),), float("nan"), dtype=torch.float64)
+    else:
+        target_p = target_confidences(run, model, data, table, cache=targets_cache, device=env.device, content=content)
     with ImageWriter(options.thumbnail) as writer:  # every core encodes, also while the walk pages' forwards run
         chosen_outputs = _write_gallery_images(run, table, data, folder, writer, chosen, built, shown_ext)
         details = walk_details(
@@ -174,9 +246,10 @@ def _model_part(run, out: Path, templates, options: SiteOptions, env: RunEnviron
         "chosen": set(chosen),
         "shape": shape,
         "records": walk_records(table, classes, target_p),  # every walk's row, converted once
+        "left_out": left_out,
     }
     _walk_pages(part, details, chosen, folder, templates)
-    _model_page(part, folder, templates, runs)
+    _model_page(part, folder, templates, shared.runs, board)
     return part
 
 
@@ -331,7 +404,7 @@ def _table_rows(tables: Dict[str, Any]) -> List[Dict[str, Any]]:
     return found
 
 
-def _model_page(part, folder: Path, templates, runs) -> None:
+def _model_page(part, folder: Path, templates, runs, board=None) -> None:
     run: Run = part["run"]
     records = []
     for i in range(len(part["table"])):
@@ -365,7 +438,9 @@ def _model_page(part, folder: Path, templates, runs) -> None:
         classes=classes,
         thumb=part["thumb"],
         shape=part["shape"],
+        left_out=part["left_out"],
         others=[{"name": r.name, "slug": model_folder(r.name)} for r in runs],
+        verdicts=model_verdicts(board, run.name),
         depth="../../",
     )
     atomic_write_text(folder / "index.html", html)
@@ -374,12 +449,14 @@ def _model_page(part, folder: Path, templates, runs) -> None:
 # -- the pages over every run -----------------------------------------------------------------------------
 
 
-def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
+def _side_by_side(runs: List[Run], parts, out: Path, templates, judged=None) -> None:
     first = parts[0]
     pairs = []
     for i in range(len(first["table"])):
         w = _walk_record(first, i)
         outputs = [[p["slug"], round(p["records"][i]["p"], 4)] for p in parts]
+        for k, verdict in enumerate(judged[i] if judged else []):  # every model's class and confidence
+            outputs[k].append(verdict)
         pairs.append(
             [w["round"], w["position"], w["source"], w["target"], w["source_class"], w["target_class"], outputs]
         )
@@ -391,6 +468,7 @@ def _side_by_side(runs: List[Run], parts, out: Path, templates) -> None:
         first_ext=first["ext"],
         pair=data["pairs"][0],
         pairs=len(pairs),
+        judged=judged is not None,
         depth="",
     )
     atomic_write_text(out / "side-by-side.html", html)
@@ -407,6 +485,11 @@ def _bar(cell: Dict[str, float], low: float, high: float) -> Dict[str, float]:
     }
 
 
+def _known(cell: Dict[str, Any]) -> bool:
+    """A cell with a number: its mean and interval are finite (null or NaN in leaderboard.json: n/a)."""
+    return all(finite(cell.get(part)) for part in ("mean", "low", "high"))
+
+
 def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], templates, out: Path) -> str:
     if board is None:
         columns = [("sources", "sources")] + [(f"table1.{c}", TABLE1_HEADERS[c]) for c in ("rms", "confidence")]
@@ -417,7 +500,10 @@ def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], templa
             for key, _ in columns[1:]:
                 table, column = key.split(".", 1)
                 mean, std = run.tables[table][column]
-                cells.append({"text": f"{mean:.3f} ± {std:.3f}", "value": mean})
+                if finite(mean) and finite(std):
+                    cells.append({"text": f"{mean:.3f} ± {std:.3f}", "value": mean})
+                else:  # e.g. Table 2 of a one-round run: no triangle
+                    cells.append({"text": "n/a", "value": ""})
             rows.append(
                 {"model": run.name, "slug": part["slug"], "cells": cells, "settings": _settings_text(run.cfg.to_dict())}
             )
@@ -426,14 +512,16 @@ def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], templa
         )
     keys = list(board["columns"])
     rows = []
-    for row, part in zip(board["rows"], parts, strict=True):
+    by_model = {part["run"].name: part for part in parts}  # a model with no sources has a row, no part
+    for row in board["rows"]:
+        part = by_model.get(row["model"])
         cells = []
         for key in keys:
             cell = row["values"][key]
-            finite = [r["values"][key] for r in board["rows"] if r["values"][key]["mean"] == r["values"][key]["mean"]]
-            low = min((c["low"] for c in finite), default=0.0)
-            high = max((c["high"] for c in finite), default=1.0)
-            known = cell["mean"] == cell["mean"]
+            known_cells = [r["values"][key] for r in board["rows"] if _known(r["values"][key])]
+            low = min((c["low"] for c in known_cells), default=0.0)
+            high = max((c["high"] for c in known_cells), default=1.0)
+            known = _known(cell)
             cells.append(
                 {
                     "text": f"{cell['mean']:.3f}" if known else "n/a",
@@ -447,7 +535,8 @@ def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], templa
                 "rank": row["rank"],
                 "rank_label": row["rank_label"],
                 "model": row["model"],
-                "slug": part["slug"],
+                "slug": None if part is None else part["slug"],
+                "note": row.get("note") if isinstance(row.get("note"), str) else None,
                 "sources": row["sources"],
                 "cells": cells,
                 "settings": _settings_text(row["config"]),
@@ -455,7 +544,7 @@ def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], templa
         )
     return templates.get_template("leaderboard.html").render(
         board=board,
-        columns=[{"key": k, "header": board["columns"][k], "higher": COLUMNS[k][2]} for k in keys],
+        columns=[{"key": k, "header": board["columns"][k], "higher": bool(board["higher_first"][k])} for k in keys],
         rows=rows,
         caption=caption(board),
         figure=(out / "leaderboard.png").is_file(),

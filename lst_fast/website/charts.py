@@ -4,6 +4,7 @@ a confidence curve, a band between two curves, and a triangle's confidence map i
 
 from __future__ import annotations
 
+import math
 from html import escape
 from typing import List, Sequence, Tuple
 
@@ -19,7 +20,12 @@ WIDTH, HEIGHT, PAD = 320, 200, 36
 VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
 
 
+NO_VALUE = "#bbbbbb"  # a cell whose confidence is NaN (the model gave no number): grey, off the colour map
+
+
 def colour(value: float) -> str:
+    if not math.isfinite(value):
+        return NO_VALUE
     v = min(max(value, 0.0), 1.0) * (len(VIRIDIS) - 1)
     i = min(int(v), len(VIRIDIS) - 2)
     t = v - i
@@ -53,9 +59,9 @@ def _frame(title: str, xlabel: str, xs: Sequence[float]) -> Tuple[List[str], cal
 
 
 def curve_chart(xs: Sequence[float], ys: Sequence[float], title: str, xlabel: str) -> str:
-    """One curve of confidences (0 to 1) against xs."""
+    """One curve of confidences (0 to 1) against xs (a NaN confidence is left out of it)."""
     parts, x, y = _frame(title, xlabel, xs)
-    points = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(xs, ys, strict=True))
+    points = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(xs, ys, strict=True) if math.isfinite(b))
     parts.append(f'<polyline points="{points}" class="curve"/>')
     return "".join(parts) + "</svg>"
 
@@ -63,8 +69,9 @@ def curve_chart(xs: Sequence[float], ys: Sequence[float], title: str, xlabel: st
 def band_chart(xs: Sequence[float], low: Sequence[float], high: Sequence[float], title: str, xlabel: str) -> str:
     """The band between two curves of confidences against xs, its edges drawn."""
     parts, x, y = _frame(title, xlabel, xs)
-    upper = [f"{x(a):.1f},{y(b):.1f}" for a, b in zip(xs, high, strict=True)]
-    lower = [f"{x(a):.1f},{y(b):.1f}" for a, b in zip(xs, low, strict=True)]
+    kept = [(a, lo, hi) for a, lo, hi in zip(xs, low, high, strict=True) if math.isfinite(lo) and math.isfinite(hi)]
+    upper = [f"{x(a):.1f},{y(hi):.1f}" for a, _, hi in kept]
+    lower = [f"{x(a):.1f},{y(lo):.1f}" for a, lo, _ in kept]
     parts.append(f'<polygon points="{" ".join(upper + lower[::-1])}" class="band"/>')
     parts.append(f'<polyline points="{" ".join(lower)}" class="curve low"/>')
     parts.append(f'<polyline points="{" ".join(upper)}" class="curve high"/>')
@@ -73,7 +80,7 @@ def band_chart(xs: Sequence[float], low: Sequence[float], high: Sequence[float],
 
 def triangle_map(confidence: Tensor, n: int, title: str, size: int = 220) -> str:
     """The confidence over the triangle grid of lst_fast.geometry.triangle_weights(n): each small triangle
-    of the grid filled with the mean of its three corners' confidences."""
+    of the grid filled with the mean of its three corners' confidences (grey where one is NaN)."""
     weights = triangle_weights(n)
     corners = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 3**0.5 / 2]], dtype=torch.float64)
     xy = weights @ corners

@@ -5,12 +5,15 @@ Every chunk file is vetted as the store vets one before reuse (EvaluationStore.h
 configuration, round and chunk, the weights and pixel digests it records, one row per pair, and in every
 round the sources of round 0 at its position); a leaderboard's runs must also hold the pool's targets and
 pixel digest (leaderboard.pairing_problems, pixel_problems). A file that fails is refused in one line
-naming it."""
+naming it. A leaderboard.json is checked for every key the pages read before any is used (a truncated or
+edited file is one DataError naming it), and a leaderboard's model with no sources has a row but no run."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -25,7 +28,7 @@ from lst_fast.evaluation.provenance import Provenance
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import round_pairs
 
-__all__ = ["Run", "load_inputs", "paired"]
+__all__ = ["Run", "finite", "load_inputs", "paired", "read_board"]
 
 # The per-walk tensors of a round that the site shows (the LST outputs are read separately, per model).
 WALK_KEYS = ("source", "target", "initial_confidence", "confidence", "rms", "linf", "still_source", "accepted_steps")
@@ -67,6 +70,11 @@ class Run:
 def _read_run(folder: Path, name: str) -> Run:
     store = EvaluationStore(folder)
     if not store.config_path.is_file():
+        if (folder / "pool.json").is_file():  # a leaderboard stopped before its ranking
+            raise FileNotFoundError(
+                f"{folder} is an unfinished leaderboard (no leaderboard.json yet): run the same `lst-fast "
+                "leaderboard` command again to finish it"
+            )
         raise FileNotFoundError(
             f"{folder} is neither a leaderboard folder (leaderboard.json) nor an evaluation folder (config.json)"
         )
@@ -121,8 +129,18 @@ def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any
     if boards and len(folders) > 1:
         raise InputError(f"{boards[0]} is a leaderboard folder: give it alone, not with other folders")
     if boards:
-        board = json.loads((boards[0] / "leaderboard.json").read_text())
-        runs = [_read_run(boards[0] / model_folder(row["model"]), row["model"]) for row in board["rows"]]
+        board = read_board(boards[0] / "leaderboard.json")
+        runs = []
+        for row in board["rows"]:
+            if row["sources"] == 0:  # not evaluated (its row's note says why): a row with no walks
+                continue
+            folder = boards[0] / model_folder(row["model"])
+            if not (folder / "config.json").is_file():
+                raise DataError(
+                    f"{boards[0] / 'leaderboard.json'} ranks {row['model']}, whose folder {folder} is missing or "
+                    "holds no evaluation (deleted?): run the leaderboard again to rank the models that are there"
+                )
+            runs.append(_read_run(folder, row["model"]))
         _check_against_pool(boards[0], runs)
         return runs, board
     runs = [_read_run(f, "") for f in folders]
@@ -132,6 +150,70 @@ def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any
     if len({r.name for r in runs}) != len(runs):
         raise InputError(f"two of the folders have the same name and model: {[str(f) for f in folders]}")
     return runs, None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _board_problem(board: Any) -> Optional[str]:
+    """What keeps `board` (leaderboard.json's content) from being a leaderboard the site can show, or None."""
+    if not isinstance(board, dict):
+        return "not a JSON object"
+    kinds = {"rows": list, "columns": dict, "higher_first": dict, "rank_by": str, "pool": dict, "lpips": str}
+    for key, kind in kinds.items():
+        if not isinstance(board.get(key), kind):
+            return f"no {key!r} ({kind.__name__})"
+    if not _is_number(board.get("resamples")):
+        return "no 'resamples' (a number)"
+    if board["rank_by"] not in board["columns"] or set(board["higher_first"]) != set(board["columns"]):
+        return "its rank_by, columns and higher_first do not agree"
+    pool = board["pool"]
+    for key, kind in (("data", dict), ("settings", dict), ("scan", dict), ("makers", list), ("digest", str)):
+        if not isinstance(pool.get(key), kind):
+            return f"no pool {key!r} ({kind.__name__})"
+    if not _is_number(pool.get("size")) or "spec" not in pool["data"] or "min_confidence" not in pool["settings"]:
+        return "no pool size, data spec or min_confidence"
+    for k, row in enumerate(board["rows"]):
+        if not isinstance(row, dict) or not isinstance(row.get("model"), str):
+            return f"row {k} has no model"
+        if not isinstance(row.get("sources"), int) or isinstance(row["sources"], bool) or row["sources"] < 0:
+            return f"row {k} ({row['model']}) has no count of sources"
+        if not isinstance(row.get("config"), dict) or not isinstance(row.get("rank_label"), str):
+            return f"row {k} ({row['model']}) has no config or rank label"
+        if row.get("rank") is not None and not _is_number(row["rank"]):
+            return f"row {k} ({row['model']}) has a rank that is not a number"
+        values = row.get("values")
+        for key in board["columns"]:
+            cell = values.get(key) if isinstance(values, dict) else None
+            if not isinstance(cell, dict) or any(
+                not (cell.get(part) is None or _is_number(cell.get(part))) for part in ("mean", "low", "high")
+            ):
+                return f"row {k} ({row['model']}) has no cell {key!r} (mean, low, high: numbers or null)"
+    if len({row["model"] for row in board["rows"]}) != len(board["rows"]):
+        return "two rows have the same model"
+    return None
+
+
+def read_board(path: Path) -> Dict[str, Any]:
+    """A leaderboard.json's content, or one DataError naming the file when it is not readable JSON
+    (truncated) or lacks what the site reads."""
+    try:
+        board = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(
+            f"{path} is not readable JSON (truncated? {error}); run the same `lst-fast leaderboard` command "
+            "again to rewrite it"
+        ) from error
+    problem = _board_problem(board)
+    if problem is not None:
+        raise DataError(f"{path} is not a leaderboard written by `lst-fast leaderboard`: {problem}")
+    return board
+
+
+def finite(value: Any) -> bool:
+    """True for a number that is neither NaN nor infinite (a cell's null is not)."""
+    return _is_number(value) and math.isfinite(value)
 
 
 def paired(runs: Sequence[Run]) -> Optional[str]:

@@ -161,6 +161,12 @@ var LST = (function () {
         img.alt = data.models[k] + ": LST output (" + p[4] + " source walked toward the " + p[5] + " target), " +
           p[4] + " confidence " + fixed(p[6][k][1], 3);
         ps[k].textContent = fixed(p[6][k][1], 4);
+        var list = img.parentNode.querySelector(".verdicts");  // every model's class and confidence
+        if (list && p[6][k][2]) {
+          p[6][k][2].forEach(function (v, j) {
+            list.children[j].textContent = data.models[j] + ": " + v[0] + " " + fixed(v[1], 3);
+          });
+        }
       });
     }
     function step(d) {
