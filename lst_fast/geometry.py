@@ -503,14 +503,21 @@ def width_profile(
     q = torch.tensor(quantiles, dtype=torch.float64, device=x.device)
     chunks: List[Tensor] = []  # (2, m, R): the low and high quantiles of each chunk of samples
     forward = None
+    # One float64 scratch and one buffer of points, reused by every chunk and radius: a fresh tensor of
+    # this size per radius costs more (in page faults) than the arithmetic. The values are those of
+    # (base + r * dirs).to(x.dtype), operation for operation.
+    scratch = torch.empty(min(step, n), k, d, dtype=torch.float64, device=x.device)
+    buffer = torch.empty(min(step, n) * k, *x.shape[1:], dtype=x.dtype, device=x.device)
     with runtime.running(model, precision, x.device):
         for start in range(0, n, step):
             m = min(step, n - start)
-            dirs = _directions_across(u[start : start + m], k, generator, x.device)
+            dirs = _directions_across(u[start : start + m], k, generator, scratch[:m])
             base = x[start : start + m].reshape(m, 1, d).to(torch.float64)
             rows: List[Tensor] = []
             for r in radii_t.tolist():
-                points = (base + r * dirs).to(x.dtype).reshape(m * k, *x.shape[1:])
+                moved = torch.mul(dirs, r, out=scratch[:m]).add_(base)  # base + r * dirs
+                points = buffer[: m * k]
+                points.view(m, k, d).copy_(moved)
                 if forward is None:
                     forward = _prepared_forward(model, precision, norm, points)
                 logits = forward(points)
@@ -561,13 +568,16 @@ def _check_width_arguments(
     return values
 
 
-def _directions_across(u: Tensor, k: int, generator: Optional[torch.Generator], device: torch.device) -> Tensor:
-    """k random unit directions (m, k, D) per sample, orthogonal to its unit step u (m, 1, D), float64."""
+def _directions_across(u: Tensor, k: int, generator: Optional[torch.Generator], scratch: Tensor) -> Tensor:
+    """k random unit directions (m, k, D) per sample, orthogonal to its unit step u (m, 1, D), float64;
+    `scratch` (m, k, D) float64 on their device holds the products (its values are overwritten)."""
     m, _, d = u.shape
+    device = scratch.device
     drawn_on = generator.device if generator is not None else device
     dirs = torch.randn(m, k, d, generator=generator, dtype=torch.float64, device=drawn_on).to(device)
-    dirs = dirs - (dirs * u).sum(2, keepdim=True) * u
-    return torch.div(dirs, dirs.norm(dim=2, keepdim=True))
+    along = torch.mul(dirs, u, out=scratch).sum(2, keepdim=True)  # (dirs * u).sum(2)
+    dirs.sub_(torch.mul(along, u, out=scratch))  # in place: the same values as dirs - along * u
+    return dirs.div_(dirs.norm(dim=2, keepdim=True))
 
 
 def width_along_path(

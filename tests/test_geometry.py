@@ -174,6 +174,49 @@ def test_width_profile_is_flat_across_a_direction_the_model_ignores():
     assert (generic["high"][:, 1] - generic["low"][:, 1] > 0).all()
 
 
+def _width_profile_as_written_first(model, x, direction, label, radii, k, seed, step):
+    """width_profile's first implementation (fresh tensors per radius), the reference for its reuse of
+    buffers: chunks of `step` samples, directions drawn from one CPU generator seeded `seed`."""
+    from lst_fast.backends.confidence import class_probability
+
+    n, d = x.shape[0], x[0].numel()
+    generator = torch.Generator().manual_seed(seed)
+    u = direction.reshape(n, 1, d).to(torch.float64)
+    u = u / u.norm(dim=2, keepdim=True).clamp_min(1e-300)
+    q = torch.tensor((0.05, 0.95), dtype=torch.float64)
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, n, step):
+            m = min(step, n - start)
+            dirs = torch.randn(m, k, d, generator=generator, dtype=torch.float64)
+            dirs = dirs - (dirs * u[start : start + m]).sum(2, keepdim=True) * u[start : start + m]
+            dirs = torch.div(dirs, dirs.norm(dim=2, keepdim=True))
+            base = x[start : start + m].reshape(m, 1, d).to(torch.float64)
+            rows = []
+            for r in radii:
+                points = (base + r * dirs).to(x.dtype).reshape(m * k, *x.shape[1:])
+                p = class_probability(model(points), label[start : start + m].repeat_interleave(k)).view(m, k)
+                rows.append(torch.quantile(p, q, dim=1))
+            chunks.append(torch.stack(rows, 2))
+    return torch.cat(chunks, 1).float()
+
+
+def test_width_profile_with_reused_buffers_is_bit_for_bit_its_first_implementation():
+    from lst_fast.geometry import width_profile
+
+    model = tiny_cnn(channels=3, scale=12).eval()
+    g = torch.Generator().manual_seed(4)
+    x, step = torch.rand(5, 3, 8, 8, generator=g), torch.randn(5, 3, 8, 8, generator=g)
+    label = torch.randint(0, 5, (5,), generator=g)
+    radii, k = [0.0, 0.5, 2.0, 8.0], 16
+    chunk_bytes = 2 * k * x[0].numel() * 4  # two samples a chunk: chunks of 2, 2 and 1
+    out = width_profile(
+        model, x, step, label, radii, k=k, generator=torch.Generator().manual_seed(9), chunk_bytes=chunk_bytes
+    )
+    expected = _width_profile_as_written_first(model, x, step, label, radii, k, seed=9, step=2)
+    assert torch.equal(out["low"], expected[0]) and torch.equal(out["high"], expected[1])
+
+
 def test_lpips_says_what_is_missing():
     from lst_fast.metrics import lpips_distance
 

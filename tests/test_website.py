@@ -150,6 +150,32 @@ def test_striking_is_the_share_of_the_way_to_the_target_times_the_confidence(boa
     assert select_walks(table, 100, seed=0) == list(range(len(table)))
 
 
+def test_a_build_on_image_files_decodes_each_walked_image_once_and_writes_the_same_site(
+    site, board, tmp_path, monkeypatch
+):
+    import collections
+
+    from lst_fast.data import sources
+    from lst_fast.data.image_set import ImageSet
+
+    real, opened, decodes = sources.open_image_set, [], collections.Counter()
+
+    def as_image_files(spec, root=None, preprocessing=None):  # every read counted, as a decode would be
+        data = real(spec, root, preprocessing)
+        opened.append(spec)
+        fetch = lambda index: decodes.update(index.tolist()) or data.get(index)  # noqa: E731
+        return ImageSet(data.labels, fetch, data.name, data.class_names, in_memory=False)
+
+    monkeypatch.setattr(sources, "open_image_set", as_image_files)
+    build_site([str(board)], tmp_path, SiteOptions(walk_pages=WALK_PAGES), env=QUIET_ENVIRONMENT)
+    assert opened == ["fashion-mnist-sample"]  # both models' preprocessing is the same: one copy
+    assert decodes and set(decodes.values()) == {1}  # each walked image decoded once, for both models
+    files = sorted(p.relative_to(site) for p in site.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    for name in files:  # the site built image by image from memory, byte for byte
+        assert (tmp_path / name).read_bytes() == (site / name).read_bytes(), name
+
+
 def test_bad_input_is_one_line_and_exit_1(board, tmp_path, capsys):
     assert main(["site", str(tmp_path / "missing"), "--out", str(tmp_path / "s")]) == 1
     assert "is not a folder" in capsys.readouterr().err

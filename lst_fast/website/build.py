@@ -19,6 +19,7 @@ target confidences, and a note that names the flag."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -35,12 +36,14 @@ from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HE
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.content import checked_content
-from lst_fast.website.images import needs_thumbnail, write_image
+from lst_fast.website.decoded import DecodedImages
+from lst_fast.website.encoding import ImageWriter
+from lst_fast.website.images import needs_thumbnail
 from lst_fast.website.inputs import Run, finite, load_inputs, paired
 from lst_fast.website.page_data import data_script
 from lst_fast.website.verdicts import model_verdicts, pair_verdicts
 from lst_fast.website.walk_details import ChosenWalks, DetailsCache, target_confidences, walk_details
-from lst_fast.website.walks import WalkTable, select_walks, walk_table
+from lst_fast.website.walks import WalkTable, select_walks, walk_records, walk_table
 
 __all__ = ["DEFAULT_THUMBNAIL", "DEFAULT_WALK_PAGES", "SiteOptions", "build_site"]
 
@@ -113,8 +116,9 @@ def build_site(
     for name in ("site.css", "site.js"):
         shutil.copyfile(PACKAGE / "static" / name, static / name)
     not_paired = paired(runs) if len(runs) > 1 else "there is only one run"
+    shared = _Shared(runs, DecodedImages(runs, env))  # each walked image decoded once per data set and preprocessing
     pages = [
-        _model_part(run, out, templates, options, env, runs, left_out=why, board=board)
+        _model_part(run, out, templates, options, env, shared, left_out=why, board=board)
         for run, why in zip(runs, left_out, strict=True)
     ]
     if board is not None and (Path(paths[0]) / "leaderboard.png").is_file():
@@ -155,18 +159,29 @@ def _class_names(described, data, classes: int) -> List[str]:
     return [f"class {k}" for k in range(classes)]
 
 
-def _model_and_data(run: Run, env: RunEnvironment, left_out: Optional[str]):
-    """(the model's descriptor, the data in its preprocessing); (None, the data) when the model is left
-    out, which only an in-memory data set allows (an image file's resize and crop are the model's)."""
-    from lst_fast.data.sources import open_image_set
+@dataclasses.dataclass(frozen=True)
+class _Shared:
+    """What every run's part of the build reads: all the runs (the model pages link them) and the images
+    decoded once for all of them."""
+
+    runs: List[Run]
+    decoded: DecodedImages
+
+
+def _model_and_data(run: Run, decoded: DecodedImages, left_out: Optional[str]):
+    """(the model's descriptor, the data in its preprocessing, decoded once for the build); (None, the data)
+    when the model is left out, which only an in-memory data set allows (an image file's resize and crop are
+    the model's)."""
     from lst_fast.models import resolve_model
+
+    env = decoded.env
 
     cfg = run.cfg
     if left_out is None:
         described = resolve_model(
             cfg.model, env.device, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, model_dir=env.model_dir
         )
-        return described, open_image_set(cfg.data, env.data_root, described.preprocessing)
+        return described, decoded.open(cfg.data, described.preprocessing)
     return None, data_without_model(cfg.data, env.data_root, left_out)
 
 
@@ -176,19 +191,20 @@ def _model_part(
     templates,
     options: SiteOptions,
     env: RunEnvironment,
-    runs,
+    shared: _Shared,
     left_out: Optional[str] = None,
     board=None,
 ):
-    """Write one run's images, model page and walk pages; return what the other pages need of it. left_out:
+    """Write one run's images, model page and walk pages; return what the other pages need of it. shared: the
+    runs and the decoded images of the build (_Shared); left_out:
     why the run's model is not loaded (lst_fast.evaluation.folder_models), or None; board: the leaderboard's
     dict (its verdict matrices go on the model page), or None."""
-    described, data = _model_and_data(run, env, left_out)
+    described, data = _model_and_data(run, shared.decoded, left_out)
     # the weights and pixels, checked against the folder's provenance; the cache's key (no model: no forwards)
     content = "" if described is None else checked_content(run, described, data, env)
     slug = model_folder(run.name)
     folder = out / "models" / slug
-    table = walk_table(run, data)
+    table = walk_table(run, data, known=shared.decoded.start_rms)
     classes = _class_names(described, data, int(data.labels.max()) + 1)
     count = len(table) if options.walk_pages is None else options.walk_pages
     chosen = [] if described is None else select_walks(table, count, options.seed)
@@ -203,19 +219,21 @@ def _model_part(
         target_p = torch.full((len(table),), float("nan"), dtype=torch.float64)
     else:
         target_p = target_confidences(run, model, data, table, cache=targets_cache, device=env.device, content=content)
-    chosen_outputs = _write_gallery_images(run, table, data, folder, options, chosen, built, shown_ext)
-    details = walk_details(
-        run,
-        model,
-        data,
-        table,
-        chosen=ChosenWalks(rows=chosen, outputs=chosen_outputs),
-        cache=DetailsCache(out / "cache" / f"{slug}.safetensors", content),
-        frames=options.frames,
-        env=env,
-    )
+    with ImageWriter(options.thumbnail) as writer:  # every core encodes, also while the walk pages' forwards run
+        chosen_outputs = _write_gallery_images(run, table, data, folder, writer, chosen, built, shown_ext)
+        details = walk_details(
+            run,
+            model,
+            data,
+            table,
+            chosen=ChosenWalks(rows=chosen, outputs=chosen_outputs),
+            cache=DetailsCache(out / "cache" / f"{slug}.safetensors", content),
+            frames=options.frames,
+            env=env,
+        )
+        if not built and chosen:
+            _write_full_images(table, data, folder, chosen, chosen_outputs, details, thumb, writer)
     if not built and chosen:
-        _write_full_images(table, data, folder, chosen, chosen_outputs, details, thumb)
         atomic_write_text(folder / ".built", stamp)
     part = {
         "run": run,
@@ -227,72 +245,60 @@ def _model_part(
         "thumb": thumb,
         "chosen": set(chosen),
         "shape": shape,
+        "records": walk_records(table, classes, target_p),  # every walk's row, converted once
         "left_out": left_out,
     }
     _walk_pages(part, details, chosen, folder, templates)
-    _model_page(part, folder, templates, runs, board)
+    _model_page(part, folder, templates, shared.runs, board)
     return part
 
 
-def _write_gallery_images(run: Run, table: WalkTable, data, folder: Path, options, chosen, built, ext):
-    """Every walk's LST output and every source and target, at the gallery's size (unless built); returns
-    the chosen walks' stored outputs (full size, float)."""
+def _write_gallery_images(run: Run, table: WalkTable, data, folder: Path, writer: ImageWriter, chosen, built, ext):
+    """Every walk's LST output and every source and target, at the gallery's size (unless built), through
+    `writer` (its thumbnail size); returns the chosen walks' stored outputs (full size, float)."""
     wanted = {i: k for k, i in enumerate(chosen)}
     outputs: List[Optional[torch.Tensor]] = [None] * len(chosen)
     img = folder / "img"
     img.mkdir(parents=True, exist_ok=True)
+    positions = table.position.tolist()
     row = 0
     for r in range(run.cfg.rounds):
         for c in range(run.chunks):
             images = run.store.read_chunk(r, c)["images"]
-            for k in range(images.shape[0]):
-                if row in wanted:
-                    outputs[wanted[row]] = images[k]
-                if not built:
-                    write_image(images[k], img / f"o{r}-{int(table.position[row])}.{ext}", options.thumbnail)
-                row += 1
+            rows = range(row, row + images.shape[0])
+            for k, i in enumerate(rows):
+                if i in wanted:
+                    outputs[wanted[i]] = images[k]
+            if not built:
+                writer.write_batch(images, [img / f"o{r}-{positions[i]}.{ext}" for i in rows])
+            row += images.shape[0]
     if not built:
         indices = torch.unique(torch.cat([table.source, table.target]))
         for start in range(0, len(indices), 256):
             part = indices[start : start + 256]
-            for index, image in zip(part.tolist(), data.get(part), strict=True):
-                write_image(image, img / f"d{index}.{ext}", options.thumbnail)
+            writer.write_batch(data.get(part), [img / f"d{index}.{ext}" for index in part.tolist()])
     return torch.stack(outputs) if outputs else torch.empty(0)  # type: ignore[arg-type]
 
 
-def _write_full_images(table: WalkTable, data, folder: Path, chosen, outputs, details, thumb: bool) -> None:
-    """The walk pages' images at full size: the frames (and, where the gallery shows thumbnails, the
-    source, the output and the target)."""
+def _write_full_images(table: WalkTable, data, folder: Path, chosen, outputs, details, thumb: bool, writer) -> None:
+    """The walk pages' images at full size, through `writer` (an ImageWriter): the frames (and, where the
+    gallery shows thumbnails, the source, the output and the target)."""
     full = folder / "full"
     full.mkdir(parents=True, exist_ok=True)
     for k, i in enumerate(chosen):
         name = f"{int(table.round[i])}-{int(table.position[i])}"
-        for f, frame in enumerate(details["frames"][k]):
-            write_image(frame.float() / 255, full / f"f{name}-{f}.png")  # the same 8-bit values back
+        frames = details["frames"][k]
+        paths = [full / f"f{name}-{f}.png" for f in range(frames.shape[0])]
+        writer.write_batch(frames, paths, 0)  # 8-bit values already: written as they are
         if thumb:
-            write_image(outputs[k], full / f"o{name}.png")
+            writer.write(outputs[k], full / f"o{name}.png", 0)
             for index in (int(table.source[i]), int(table.target[i])):
-                write_image(data.get(torch.tensor([index]))[0], full / f"d{index}.png")
+                writer.write(data.get(torch.tensor([index]))[0], full / f"d{index}.png", 0)
 
 
 def _walk_record(part, i: int) -> Dict[str, Any]:
-    t: WalkTable = part["table"]
-    classes = part["classes"]
-    r, pos = int(t.round[i]), int(t.position[i])
-    return {
-        "round": r,
-        "position": pos,
-        "source": int(t.source[i]),
-        "target": int(t.target[i]),
-        "source_class": classes[int(t.source_class[i])],
-        "target_class": classes[int(t.target_class[i])],
-        "p0": float(t.initial_confidence[i]),
-        "p": float(t.confidence[i]),
-        "rms": float(t.rms[i]),
-        "striking": float(t.striking[i]),
-        "pt": float(part["target_p"][i]),
-        "name": f"{r}-{pos}",
-    }
+    """Walk i's row (walks.walk_records, converted once per run)."""
+    return part["records"][i]
 
 
 def _alt(model: str, what: str, w: Dict[str, Any], p: float) -> str:
@@ -448,7 +454,7 @@ def _side_by_side(runs: List[Run], parts, out: Path, templates, judged=None) -> 
     pairs = []
     for i in range(len(first["table"])):
         w = _walk_record(first, i)
-        outputs = [[p["slug"], round(float(p["table"].confidence[i]), 4)] for p in parts]
+        outputs = [[p["slug"], round(p["records"][i]["p"], 4)] for p in parts]
         for k, verdict in enumerate(judged[i] if judged else []):  # every model's class and confidence
             outputs[k].append(verdict)
         pairs.append(
