@@ -45,11 +45,13 @@ from torch import Tensor
 
 from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
+from lst_fast.data.decoded import decoding_once
 from lst_fast.data.sources import open_image_set
 from lst_fast.distributed import barrier, rank_and_world
 from lst_fast.errors import DataError, InputError, TooFewSources
 from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.cost import CSV_COLUMNS, cost_csv_cells, cost_latex, cost_markdown, walk_cost
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
 from lst_fast.evaluation.pool_file import SIGNED_SCAN
 from lst_fast.evaluation.provenance import Provenance, short
@@ -59,6 +61,7 @@ from lst_fast.evaluation.tables import SHOWN, latex_text, round_pairs, table2_pe
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
+from lst_fast.stage_times import timed_stage
 
 __all__ = [
     "COLUMNS",
@@ -115,6 +118,7 @@ class Ranking:
     digits: int = 3
 
 
+@decoding_once  # one decoded copy of the images for the pool, scans, evaluations and LPIPS
 def run_leaderboard(
     models: Sequence[str],
     data_spec: str,
@@ -189,6 +193,7 @@ def run_leaderboard(
     return board
 
 
+@timed_stage("pool")
 def _pool(
     specs: Sequence[str],
     data_spec: str,
@@ -242,6 +247,7 @@ def _pool(
     return pool
 
 
+@timed_stage("scan")
 def _scan(
     spec: str,
     data_spec: str,
@@ -415,6 +421,7 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     return out, sources
 
 
+@timed_stage("lpips")
 def _lpips_files(folder: Path, pool: Pool, env: RunEnvironment, resolved: Dict[str, ModelDescriptor]) -> Optional[str]:
     """Write OUT/<model>/lpips.safetensors (LPIPS of each LST output to its target, per round) where
     missing; return why LPIPS is left out, or None."""
@@ -480,6 +487,7 @@ def _no_sources(folder: Path, pool: Pool) -> Optional[str]:
     return str(found.get("why", "no sources"))
 
 
+@timed_stage("tables")
 def write_leaderboard(
     out,
     models: Sequence[str],
@@ -529,6 +537,7 @@ def write_leaderboard(
                 "sources": sources,
                 "config": cfg.to_dict(),
                 "provenance": None if provenance is None else provenance.digests(),
+                "cost": walk_cost(folder, cfg.rounds, math.ceil(sources / cfg.chunk_size)),
             }
         )
     # the k-simplex columns that every model has (an evaluation without them has none)
@@ -675,7 +684,7 @@ def leaderboard_markdown(board: Dict[str, Any], digits: int = 3) -> str:
             f"| {row['rank_label']} | `{row['model']}` | {' | '.join(cells[:2])} | "
             f"{row['sources']} / {board['pool']['size']} | {' | '.join(cells[2:])} | {_settings(row['config'])} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + cost_markdown(board["rows"])
 
 
 def leaderboard_latex(board: Dict[str, Any], digits: int = 3) -> str:
@@ -707,7 +716,7 @@ def leaderboard_latex(board: Dict[str, Any], digits: int = 3) -> str:
             f"{latex_text(_settings(row['config']))} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + cost_latex(board["rows"])
 
 
 def leaderboard_csv(board: Dict[str, Any]) -> str:
@@ -718,12 +727,14 @@ def leaderboard_csv(board: Dict[str, Any]) -> str:
         ["rank", "model", "sources", "pool"]
         + [f"{k}_{part}" for k in keys for part in ("mean", "low", "high")]
         + [name for _, name in SHOWN_SETTINGS]
+        + list(CSV_COLUMNS)
     )
     for row in board["rows"]:
         writer.writerow(
             [row["rank_label"], row["model"], row["sources"], board["pool"]["size"]]
             + [repr(row["values"][k][part]) for k in keys for part in ("mean", "low", "high")]
             + [_fmt(row["config"].get(key)) for key, _ in SHOWN_SETTINGS]
+            + cost_csv_cells(row.get("cost"))
         )
     return buffer.getvalue()
 

@@ -1,0 +1,259 @@
+"""Each image decoded once per command: one decoded, preprocessed copy of the images a command reads.
+
+A command (`lst-fast leaderboard`, `eval`, `site`) runs inside one decoding scope (`decoded_once`). In it,
+`open_image_set` opens each data set once (an `imagenet:` open lists 50,000 files) and hands out one view
+per preprocessing (`ImageSet.reopen`: the same files, another resize and crop); each view of image files
+keeps every image it decodes (`DecodedImageSet`), so the pool's scan, its pixel digest, every model's check
+and evaluation, LPIPS and the site's pages all read the one copy. The pixel digest of a set of indices is
+computed once per view (`remembered_digest`).
+
+Memory: the copy is stored as uint8 where the preprocessing yields whole levels of 1/255 (timm's transforms
+without normalization do: 150 KB an image at 224 px, exact), else float32. It is held up to a budget,
+LST_FAST_DECODED_GIB (default 4 GiB, for all views together): past it, the images not yet kept are decoded
+again at each read, with one warning per command; results do not change, only the time.
+
+Outside a scope (a library call that opens data sets itself) nothing is kept and every read decodes, as
+before. In-memory data sets (Fashion-MNIST, CIFAR-10, tensor files) are opened once per scope and need no
+copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import hashlib
+import os
+import time
+import warnings
+from collections import Counter
+from typing import Callable, Dict, Iterator, Optional, Tuple, TypeVar
+
+import torch
+from torch import Tensor
+
+from lst_fast.data.image_set import ImageSet
+from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing
+from lst_fast.errors import InputError
+from lst_fast.stage_times import stage
+
+__all__ = [
+    "BUDGET_VARIABLE",
+    "DecodeCounts",
+    "DecodeScope",
+    "DecodedImageSet",
+    "current_scope",
+    "decoded_once",
+    "decoding_once",
+    "opened_once",
+    "remembered_digest",
+]
+
+BUDGET_VARIABLE = "LST_FAST_DECODED_GIB"
+DEFAULT_BUDGET_GIB = 4.0
+
+Opener = Callable[[str, Optional[str], Optional[Preprocessing]], ImageSet]
+F = TypeVar("F", bound=Callable)
+
+
+@dataclasses.dataclass
+class DecodeCounts:
+    """What a scope did: data set opens (file listings), image decodes per (view, data set index), pixel
+    digests computed, and the seconds spent decoding in this process."""
+
+    opens: int = 0
+    decodes: Counter = dataclasses.field(default_factory=Counter)
+    digests: int = 0
+    decode_seconds: float = 0.0
+
+    def most_decodes(self) -> int:
+        """The most times any one image was decoded in one preprocessing (0 when none was)."""
+        return max(self.decodes.values(), default=0)
+
+
+def _budget_bytes() -> int:
+    text = os.environ.get(BUDGET_VARIABLE)
+    if text is None:
+        return int(DEFAULT_BUDGET_GIB * 2**30)
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = -1.0
+    if not gib >= 0 or gib == float("inf"):
+        raise InputError(f"{BUDGET_VARIABLE} must be a number of GiB >= 0, got {text!r}")
+    return int(gib * 2**30)
+
+
+class DecodeScope:
+    """The opened data sets and decoded copies of one command (see the module docstring)."""
+
+    def __init__(self, budget_bytes: Optional[int] = None) -> None:
+        self.budget_bytes = _budget_bytes() if budget_bytes is None else int(budget_bytes)
+        self.held_bytes = 0
+        self.counts = DecodeCounts()
+        self.warned = False
+        self.opened: Dict[Tuple[str, Optional[str]], ImageSet] = {}
+        self.opened_in: Dict[Tuple[str, Optional[str]], Preprocessing] = {}  # the preprocessing of each open
+        self.views: Dict[Tuple[str, Optional[str], Preprocessing], "DecodedImageSet"] = {}
+
+    def open(self, spec: str, root: Optional[str], pre: Optional[Preprocessing], opener: Opener) -> ImageSet:
+        base = self.opened.get((spec, root))
+        if base is None:
+            base = opener(spec, root, pre)
+            self.counts.opens += 1
+            self.opened[(spec, root)] = base
+            self.opened_in[(spec, root)] = pre or IMAGENET_EVAL
+        if base.in_memory or base.reopen is None:
+            return base
+        pre = pre or IMAGENET_EVAL
+        view = self.views.get((spec, root, pre))
+        if view is None:
+            raw = base if pre == self.opened_in[(spec, root)] else base.reopen(pre)
+            view = self.views[(spec, root, pre)] = DecodedImageSet(raw, self, f"{spec} {pre.to_dict()}")
+        return view
+
+    def room_for(self, nbytes: int) -> bool:
+        """Whether `nbytes` more fit the budget; the first time they do not, one warning."""
+        if self.held_bytes + nbytes <= self.budget_bytes:
+            self.held_bytes += nbytes
+            return True
+        if not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"the decoded images reached their memory budget of {self.budget_bytes / 2**30:.3g} GiB "
+                f"({BUDGET_VARIABLE}): images beyond it are decoded again at each read (same results, more time)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return False
+
+
+_SCOPE: contextvars.ContextVar[Optional[DecodeScope]] = contextvars.ContextVar("lst_fast_decode_scope", default=None)
+
+
+def current_scope() -> Optional[DecodeScope]:
+    """The decoding scope of the running command (None outside one)."""
+    return _SCOPE.get()
+
+
+@contextlib.contextmanager
+def decoded_once(budget_bytes: Optional[int] = None) -> Iterator[DecodeScope]:
+    """A command's decoding scope; inside an open one, that one (so a command that runs others shares it)."""
+    outer = _SCOPE.get()
+    if outer is not None:
+        yield outer
+        return
+    scope = DecodeScope(budget_bytes)
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+def decoding_once(function: F) -> F:
+    """`function` run inside a decoding scope (its caller's, when there is one)."""
+
+    @functools.wraps(function)
+    def scoped(*args, **kwargs):
+        with decoded_once():
+            return function(*args, **kwargs)
+
+    return scoped  # type: ignore[return-value]
+
+
+def opened_once(spec: str, root: Optional[str], pre: Optional[Preprocessing], opener: Opener) -> ImageSet:
+    """opener(spec, root, pre) outside a scope; inside one, the scope's view (opened at its first use)."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return opener(spec, root, pre)
+    return scope.open(spec, root, pre, opener)
+
+
+def _in_worker() -> bool:
+    return torch.utils.data.get_worker_info() is not None
+
+
+def _compact(image: Tensor) -> Tensor:
+    """The image as uint8 when that is exact (whole levels of 1/255, as the float32 of x / 255.0), else as it is."""
+    levels = (image * 255.0).round()
+    if bool((levels >= 0).all()) and bool((levels <= 255).all()):
+        small = levels.to(torch.uint8)
+        if torch.equal(small.to(torch.float32) / 255.0, image):
+            return small
+    return image.clone()
+
+
+def _full(image: Tensor) -> Tensor:
+    return image.to(torch.float32) / 255.0 if image.dtype == torch.uint8 else image
+
+
+class DecodedImageSet(ImageSet):
+    """A view of image files that keeps each image it decodes (within its scope's budget): every later
+    read of it is a copy from memory. Images decoded in a DataLoader worker are handed back with `keep`."""
+
+    def __init__(self, raw: ImageSet, scope: DecodeScope, key: str) -> None:
+        super().__init__(raw.labels, self._fetch, raw.name, raw.class_names, reopen=raw.reopen)
+        self.raw, self.scope, self.key = raw, scope, key
+        self.images: Dict[int, Tensor] = {}
+        self.digests: Dict[str, str] = {}
+
+    def covers(self, index: Tensor) -> bool:
+        """Whether every image of `index` is held."""
+        return all(i in self.images for i in index.tolist())
+
+    def keep(self, index: Tensor, images: Tensor) -> None:
+        """Hold the images a worker process decoded for `index` (those not held yet count as decodes)."""
+        for i, image in zip(index.tolist(), images, strict=True):
+            if i not in self.images:
+                self.scope.counts.decodes[(self.key, i)] += 1
+                self._hold(i, image)
+
+    def _hold(self, i: int, image: Tensor) -> None:
+        small = _compact(image)
+        if self.scope.room_for(small.numel() * small.element_size()):
+            self.images[i] = small
+
+    def _fetch(self, index: Tensor) -> Tensor:
+        wanted = index.tolist()
+        missing = list(dict.fromkeys(i for i in wanted if i not in self.images))
+        fresh: Dict[int, Tensor] = {}
+        if missing:
+            start = time.perf_counter()
+            with stage("decode"):
+                decoded = self.raw.get(torch.tensor(missing, dtype=torch.long))
+            if _in_worker():  # the main process keeps what it receives (keep); a worker's copy is thrown away
+                fresh = dict(zip(missing, decoded, strict=True))
+            else:
+                self.scope.counts.decode_seconds += time.perf_counter() - start
+                for i, image in zip(missing, decoded, strict=True):
+                    self.scope.counts.decodes[(self.key, i)] += 1
+                    fresh[i] = image
+                    self._hold(i, image)
+        if not wanted:
+            return self.raw.get(index)
+        return torch.stack([fresh[i].clone() if i in fresh else _full(self.images[i]) for i in wanted])
+
+    def digest(self, indices: Tensor, compute: Callable[[], str]) -> str:
+        """compute() (the pixel digest of `indices` in this view), once per set of indices."""
+        key = hashlib.sha256(indices.to(torch.long).cpu().contiguous().numpy().tobytes()).hexdigest()
+        if key not in self.digests:
+            self.digests[key] = compute()
+        return self.digests[key]
+
+
+def remembered_digest(data: ImageSet, indices: Tensor, compute: Callable[[], str]) -> str:
+    """The pixel digest of `indices` in `data`: computed once per view inside a scope, else each time."""
+    scope = _SCOPE.get()
+    if indices.numel() == 0:  # the digest of no images (a data set's identity without its pixels): free
+        return compute()
+
+    def counted() -> str:
+        if scope is not None:
+            scope.counts.digests += 1
+        return compute()
+
+    if isinstance(data, DecodedImageSet):
+        return data.digest(indices, counted)
+    return counted()
