@@ -139,7 +139,7 @@ def test_a_decoded_view_serves_copies_and_keeps_uint8_where_exact(jpeg_folder):
         assert torch.equal(first, plain.get(index)) and torch.equal(view.get(index), first)
         first.fill_(0.5)  # a caller changing what it got does not change the copy
         assert torch.equal(view.get(index), plain.get(index))
-        assert all(image.dtype == torch.uint8 for image in view.images.values())  # exact: 1 byte a value
+        assert view.slab is not None and view.slab.dtype == torch.uint8 and not view.floats  # exact: 1 byte a value
         assert scope.counts.decodes[(view.key, 3)] == 1 and other.get(index).shape[-1] == 20
 
 
@@ -164,3 +164,21 @@ def _shows_what_each_model_cost(out: Path) -> None:
     assert all(row["cost"] is None for row in rewritten["rows"])
     assert "| n/a | n/a | n/a | n/a |" in (out / "leaderboard.md").read_text()
     assert model_folder(SPECS[0]) in {Path(r["folder"]).name for r in rewritten["rows"]}
+
+
+def test_images_that_are_not_whole_levels_are_held_as_they_are():
+    from lst_fast.data.decoded import DecodedImageSet, DecodeScope
+    from lst_fast.data.image_set import ImageSet
+
+    images = torch.rand(6, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    images[1] = torch.round(images[1] * 255) / 255.0  # this one is whole levels: held as uint8
+    calls = []
+
+    def fetch(index):
+        calls.append(index.tolist())
+        return images[index].clone()
+
+    view = DecodedImageSet(ImageSet(torch.zeros(6, dtype=torch.long), fetch, "floats"), DecodeScope(), "floats")
+    index = torch.tensor([2, 1, 4, 2])
+    assert torch.equal(view.get(index), images[index]) and torch.equal(view.get(index), images[index])
+    assert calls == [[2, 1, 4]] and set(view.floats) == {2, 4} and view.slot == {1: 0}

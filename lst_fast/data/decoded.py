@@ -28,7 +28,7 @@ import os
 import time
 import warnings
 from collections import Counter
-from typing import Callable, Dict, Iterator, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -175,65 +175,104 @@ def _in_worker() -> bool:
     return torch.utils.data.get_worker_info() is not None
 
 
-def _compact(image: Tensor) -> Tensor:
-    """The image as uint8 when that is exact (whole levels of 1/255, as the float32 of x / 255.0), else as it is."""
-    levels = (image * 255.0).round()
-    if bool((levels >= 0).all()) and bool((levels <= 255).all()):
-        small = levels.to(torch.uint8)
-        if torch.equal(small.to(torch.float32) / 255.0, image):
-            return small
-    return image.clone()
-
-
-def _full(image: Tensor) -> Tensor:
-    return image.to(torch.float32) / 255.0 if image.dtype == torch.uint8 else image
+def _compact(images: Tensor) -> Tuple[Tensor, Tensor]:
+    """(the batch as uint8 levels, which images that is exact for: whole levels of 1/255, the float32 of
+    x / 255.0), in one pass over the batch."""
+    levels = (images * 255.0).round_()
+    exact = ((levels >= 0) & (levels <= 255)).flatten(1).all(1)
+    small = levels.clamp_(0, 255).to(torch.uint8)
+    exact &= (small.to(torch.float32).div_(255.0) == images).flatten(1).all(1)
+    return small, exact
 
 
 class DecodedImageSet(ImageSet):
     """A view of image files that keeps each image it decodes (within its scope's budget): every later
-    read of it is a copy from memory. Images decoded in a DataLoader worker are handed back with `keep`."""
+    read of it is a copy from memory. Images decoded in a DataLoader worker are handed back with `keep`.
+    The held images are rows of one uint8 tensor (`slab`, grown by doubling), so a batch is read with one
+    gather; an image that is not exactly uint8 / 255 is held as float32 on its own (`floats`)."""
 
     def __init__(self, raw: ImageSet, scope: DecodeScope, key: str) -> None:
         super().__init__(raw.labels, self._fetch, raw.name, raw.class_names, reopen=raw.reopen)
         self.raw, self.scope, self.key = raw, scope, key
-        self.images: Dict[int, Tensor] = {}
+        self.slab: Optional[Tensor] = None
+        self.slot: Dict[int, int] = {}  # data set index -> row of the slab
+        self.floats: Dict[int, Tensor] = {}
         self.digests: Dict[str, str] = {}
+
+    def held(self, i: int) -> bool:
+        return i in self.slot or i in self.floats
 
     def covers(self, index: Tensor) -> bool:
         """Whether every image of `index` is held."""
-        return all(i in self.images for i in index.tolist())
+        return all(self.held(i) for i in index.tolist())
 
     def keep(self, index: Tensor, images: Tensor) -> None:
         """Hold the images a worker process decoded for `index` (those not held yet count as decodes)."""
-        for i, image in zip(index.tolist(), images, strict=True):
-            if i not in self.images:
-                self.scope.counts.decodes[(self.key, i)] += 1
-                self._hold(i, image)
+        new = list(dict.fromkeys(k for k, i in enumerate(index.tolist()) if not self.held(i)))
+        for k in new:
+            self.scope.counts.decodes[(self.key, int(index[k]))] += 1
+        if new:
+            self._hold([int(index[k]) for k in new], images[new])
 
-    def _hold(self, i: int, image: Tensor) -> None:
-        small = _compact(image)
-        if self.scope.room_for(small.numel() * small.element_size()):
-            self.images[i] = small
+    def _hold(self, indices: List[int], images: Tensor) -> None:
+        small, exact = _compact(images)
+        rows = []
+        for k, i in enumerate(indices):
+            if self.held(i):
+                continue
+            if not bool(exact[k]):
+                if self.scope.room_for(images[k].numel() * 4):
+                    self.floats[i] = images[k].clone()
+                continue
+            if self.scope.room_for(small[k].numel()):
+                rows.append(k)
+        if not rows:
+            return
+        used = len(self.slot)
+        if self.slab is None or used + len(rows) > self.slab.shape[0]:
+            grown = torch.empty(max(2 * used, used + len(rows), 64), *small.shape[1:], dtype=torch.uint8)
+            if self.slab is not None:
+                grown[:used] = self.slab[:used]
+            self.slab = grown
+        self.slab[used : used + len(rows)] = small[rows]
+        for n, k in enumerate(rows):
+            self.slot[indices[k]] = used + n
 
     def _fetch(self, index: Tensor) -> Tensor:
         wanted = index.tolist()
-        missing = list(dict.fromkeys(i for i in wanted if i not in self.images))
-        fresh: Dict[int, Tensor] = {}
+        missing = list(dict.fromkeys(i for i in wanted if not self.held(i)))
+        decoded = None
         if missing:
             start = time.perf_counter()
             with stage("decode"):
                 decoded = self.raw.get(torch.tensor(missing, dtype=torch.long))
-            if _in_worker():  # the main process keeps what it receives (keep); a worker's copy is thrown away
-                fresh = dict(zip(missing, decoded, strict=True))
-            else:
+            if not _in_worker():  # in a worker the main process keeps what it receives (keep)
                 self.scope.counts.decode_seconds += time.perf_counter() - start
-                for i, image in zip(missing, decoded, strict=True):
+                for i in missing:
                     self.scope.counts.decodes[(self.key, i)] += 1
-                    fresh[i] = image
-                    self._hold(i, image)
+                self._hold(missing, decoded)
         if not wanted:
             return self.raw.get(index)
-        return torch.stack([fresh[i].clone() if i in fresh else _full(self.images[i]) for i in wanted])
+        shape = decoded.shape[1:] if decoded is not None else self._shape()
+        out = torch.empty(len(wanted), *shape, dtype=torch.float32)
+        fresh = {i: k for k, i in enumerate(missing)}
+        in_slab = [(k, self.slot[i]) for k, i in enumerate(wanted) if i in self.slot and i not in fresh]
+        if in_slab:
+            rows, slots = (torch.tensor(v, dtype=torch.long) for v in zip(*in_slab, strict=True))
+            out[rows] = self.slab[slots].to(torch.float32).div_(255.0)  # the float32 of x / 255.0, as decoded
+        from_decode = [(k, fresh[i]) for k, i in enumerate(wanted) if i in fresh]
+        if from_decode:
+            rows, positions = (torch.tensor(v, dtype=torch.long) for v in zip(*from_decode, strict=True))
+            out[rows] = decoded[positions]
+        for k, i in enumerate(wanted):
+            if i in self.floats and i not in fresh:
+                out[k] = self.floats[i]
+        return out
+
+    def _shape(self) -> Tuple[int, ...]:
+        if self.slab is not None:
+            return tuple(self.slab.shape[1:])
+        return tuple(next(iter(self.floats.values())).shape)
 
     def digest(self, indices: Tensor, compute: Callable[[], str]) -> str:
         """compute() (the pixel digest of `indices` in this view), once per set of indices."""
