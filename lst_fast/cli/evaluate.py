@@ -59,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from lst_fast.evaluation.runner import run_evaluation
+    from lst_fast.stage_times import stage_clock
 
     settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.WALK_FIELDS)
     given = arguments.values(args, POOL_FLAGS)
@@ -90,7 +91,7 @@ def command(args: argparse.Namespace) -> int:
                 f"(digest {pool.digest[:12]})" + (f", read from {cfg.data}" if cfg.data != pool.data["spec"] else ""),
                 flush=True,
             )
-    with process_group(args.device, args.join_timeout) as device:
+    with stage_clock() as clock, process_group(args.device, args.join_timeout) as device:
         env = arguments.run_environment(args, device)
         tables = run_evaluation(
             cfg, args.out, env, pool=pool, simplices=arguments.simplex_settings(args), restart=args.restart
@@ -106,4 +107,5 @@ def command(args: argparse.Namespace) -> int:
                 if mean is None
                 else f"k={row['k']} simplices: > p_src - 0.2 {mean:.4f}±{sd:.4f}"
             )
+        print("\n".join(clock.lines()), flush=True)  # where the time went, by stage
     return 0

@@ -108,6 +108,7 @@ def _rank_column(text: str) -> str:
 
 def command(args: argparse.Namespace) -> int:
     from lst_fast.evaluation.leaderboard import Ranking, run_leaderboard
+    from lst_fast.stage_times import stage_clock
 
     settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.WALK_FIELDS)
     pool_size = arguments.values(args, ("num_samples", "min_confidence"))
@@ -116,11 +117,12 @@ def command(args: argparse.Namespace) -> int:
     first = int(os.environ.get("RANK", "0")) == 0
     if first:
         arguments.print_backend(args.device, args.device_auto)
-    with process_group(args.device, args.join_timeout) as device:
+    with stage_clock() as clock, process_group(args.device, args.join_timeout) as device:
         env = arguments.run_environment(args, device)
         simplices = arguments.simplex_settings(args)
         board = run_leaderboard(args.models, args.data, args.out, base, ranking=ranking, simplices=simplices, env=env)
     if first:
         print(open(os.path.join(args.out, "leaderboard.md"), encoding="utf-8").read())
         print(f"wrote {args.out}/leaderboard.md, .tex, .csv, .json and .png ({len(board['rows'])} models)")
+        print("\n".join(clock.lines()), flush=True)  # where the time went, by stage
     return 0

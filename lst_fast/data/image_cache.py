@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from lst_fast.data.decoded import DecodedImageSet
 from lst_fast.data.image_set import ImageSet
 from lst_fast.errors import InputError, InputTypeError
 
@@ -60,7 +61,10 @@ class _Cache:
 def cached_images(data: ImageSet, indices: Tensor) -> ImageSet:
     """`data` with the images at `indices` kept in memory after their first fetch (the others are fetched
     from `data` each time, as before). Memory: one float32 copy of those images, allocated at the first
-    fetch of any of them."""
+    fetch of any of them. A command's decoded copy (lst_fast.data.decoded) keeps its images already: it is
+    returned as it is."""
+    if isinstance(data, DecodedImageSet):
+        return data
     if not isinstance(data, ImageSet):
         raise InputTypeError(f"data must be an ImageSet, got {type(data).__name__}")
     if (

@@ -22,8 +22,8 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from lst_fast.data.image_set import ImageSet
-from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_transform
+from lst_fast.data.image_set import ImageSet, image_file_set
+from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing
 from lst_fast.errors import EnvironmentFault, InputError
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
@@ -128,18 +128,5 @@ def open_imagenet_val(
         samples = [by_name[name] for name in image_ids]
     files = [path for path, _ in samples]
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
-    pre = preprocessing or IMAGENET_EVAL
-    transform = image_transform(pre)
-    mode = "L" if pre.input_size[0] == 1 else "RGB"
-
-    def fetch(index: torch.Tensor) -> torch.Tensor:
-        from PIL import Image
-
-        images = []
-        for i in index.tolist():
-            with Image.open(files[i]) as image:
-                images.append(transform(image.convert(mode)))
-        return torch.stack(images) if images else torch.empty(0, *pre.input_size)
-
     names = tuple(", ".join(names) for names in dataset.classes)  # the devkit's names of each WordNet ID
-    return ImageSet(labels, fetch, spec, class_names=names)
+    return image_file_set(files=files, labels=labels, name=spec, class_names=names, pre=preprocessing or IMAGENET_EVAL)

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lst_fast.data.image_set import ImageSet
-from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, image_transform
+from lst_fast.data.decoded import opened_once
+from lst_fast.data.image_set import ImageSet, image_file_set
+from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing
 from lst_fast.errors import InputError
 
 __all__ = ["CIFAR10_CLASSES", "DATA_SPECS", "ImageSet", "check_tensor_data", "open_image_set", "read_cifar10_binary"]
@@ -88,8 +89,6 @@ def read_cifar10_binary(directory: Path) -> tuple:
 
 
 def _image_folder(directory: Path, pre: Preprocessing) -> ImageSet:
-    from PIL import Image
-
     root = Path(directory)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not classes:
@@ -102,21 +101,19 @@ def _image_folder(directory: Path, pre: Preprocessing) -> ImageSet:
                 labels.append(k)
     if not files:
         raise FileNotFoundError(f"{root} has class folders but no images in them")
-    transform = image_transform(pre)
-    mode = "L" if pre.input_size[0] == 1 else "RGB"
-
-    def fetch(index: Tensor) -> Tensor:
-        images = []
-        for i in index.tolist():
-            with Image.open(files[i]) as image:
-                images.append(transform(image.convert(mode)))
-        return torch.stack(images) if images else torch.empty(0, *pre.input_size)
-
-    return ImageSet(torch.tensor(labels), fetch, f"imagefolder:{root}", classes)
+    return image_file_set(
+        files=files, labels=torch.tensor(labels), name=f"imagefolder:{root}", class_names=classes, pre=pre
+    )
 
 
 def open_image_set(spec: str, root: Optional[str] = None, preprocessing: Optional[Preprocessing] = None) -> ImageSet:
-    """An image set from its name (see the module docstring); `preprocessing` resizes and crops image files."""
+    """An image set from its name (see the module docstring); `preprocessing` resizes and crops image files.
+    Inside a command's decoding scope (lst_fast.data.decoded) the data set is opened once and each image
+    decoded once per preprocessing."""
+    return opened_once(spec, root, preprocessing, _open)
+
+
+def _open(spec: str, root: Optional[str], preprocessing: Optional[Preprocessing]) -> ImageSet:
     from lst_fast.data.fashion_mnist import CLASSES, load_fashion_mnist, load_sample
 
     kind, _, arg = spec.partition(":")

@@ -51,11 +51,13 @@ from torch import Tensor
 
 from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
+from lst_fast.data.decoded import decoding_once
 from lst_fast.data.sources import open_image_set
 from lst_fast.distributed import barrier, rank_and_world
 from lst_fast.errors import DataError, InputError, TooFewSources
 from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.cost import CSV_COLUMNS, cost_csv_cells, cost_latex, cost_markdown, walk_cost
 from lst_fast.evaluation.memory_check import require_memory
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
 from lst_fast.evaluation.pool_file import SIGNED_SCAN
@@ -66,6 +68,7 @@ from lst_fast.evaluation.tables import SHOWN, latex_text, round_pairs, table2_pe
 from lst_fast.evaluation.targets import round_targets
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
+from lst_fast.stage_times import timed_stage
 
 __all__ = [
     "COLUMNS",
@@ -129,6 +132,7 @@ class Ranking:
     digits: int = 3
 
 
+@decoding_once  # one decoded copy of the images for the pool, scans, evaluations and LPIPS
 def run_leaderboard(
     models: Sequence[str],
     data_spec: str,
@@ -206,6 +210,7 @@ def run_leaderboard(
     return board
 
 
+@timed_stage("pool")
 def _pool(
     specs: Sequence[str],
     data_spec: str,
@@ -283,6 +288,7 @@ def _refuse_other_pools(out: Path, pool: Pool, specs: Sequence[str]) -> None:
         )
 
 
+@timed_stage("scan")
 def _scan(
     spec: str,
     data_spec: str,
@@ -471,6 +477,7 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     return out, sources
 
 
+@timed_stage("lpips")
 def _lpips_files(
     spec: str, folder: Path, pool: Pool, env: RunEnvironment, resolved: Dict[str, ModelDescriptor]
 ) -> Optional[str]:
@@ -542,6 +549,7 @@ def _no_sources(folder: Path, pool: Pool) -> Optional[str]:
     return str(found.get("why", "no sources"))
 
 
+@timed_stage("tables")
 def write_leaderboard(
     out,
     models: Sequence[str],
@@ -592,6 +600,7 @@ def write_leaderboard(
                 "sources": sources,
                 "config": cfg.to_dict(),
                 "provenance": None if provenance is None else provenance.digests(),
+                "cost": walk_cost(folder, cfg.rounds, math.ceil(sources / cfg.chunk_size)),
             }
         )
     # the k-simplex columns that every model has (an evaluation without them has none)
@@ -777,7 +786,7 @@ def leaderboard_markdown(board: Dict[str, Any], digits: int = 3) -> str:
             f"{row['sources']} / {board['pool']['size']}{_too_few(row)} | {' | '.join(cells[2:])} | "
             f"{_settings(row['config'])} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + cost_markdown(board["rows"])
 
 
 def leaderboard_latex(board: Dict[str, Any], digits: int = 3) -> str:
@@ -809,7 +818,7 @@ def leaderboard_latex(board: Dict[str, Any], digits: int = 3) -> str:
             f"{latex_text(_settings(row['config']))} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + cost_latex(board["rows"])
 
 
 def leaderboard_csv(board: Dict[str, Any]) -> str:
@@ -821,6 +830,7 @@ def leaderboard_csv(board: Dict[str, Any]) -> str:
         + [f"{k}_{part}" for k in keys for part in ("mean", "low", "high")]
         + [name for _, name in SHOWN_SETTINGS]
         + ["note"]
+        + list(CSV_COLUMNS)
     )
     for row in board["rows"]:
         writer.writerow(
@@ -828,6 +838,7 @@ def leaderboard_csv(board: Dict[str, Any]) -> str:
             + [repr(row["values"][k][part]) for k in keys for part in ("mean", "low", "high")]
             + [_fmt(row["config"].get(key)) for key, _ in SHOWN_SETTINGS]
             + [row.get("note", "")]
+            + cost_csv_cells(row.get("cost"))
         )
     return buffer.getvalue()
 

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from lst_fast.atomic_files import atomic_write_text
 from lst_fast.backends.confidence import class_probability
+from lst_fast.data.decoded import DecodedImageSet, remembered_digest
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.errors import DataError, InputError
@@ -104,9 +105,14 @@ def data_identity(data: ImageSet, spec: str, indices: Tensor) -> Dict[str, Any]:
 
 
 def pixels_digest(data: ImageSet, indices: Tensor, batch: int = DEFAULT_BATCH) -> str:
-    """SHA-256 of the images at `indices` as `data` decodes them (float32, in order): costs only those."""
-    digest = hashlib.sha256()
+    """SHA-256 of the images at `indices` as `data` decodes them (float32, in order): costs only those, and
+    inside a command's decoding scope (lst_fast.data.decoded) only once per preprocessing."""
     indices = indices.to(torch.long).cpu()
+    return remembered_digest(data, indices, lambda: _hash_images(data, indices, batch))
+
+
+def _hash_images(data: ImageSet, indices: Tensor, batch: int) -> str:
+    digest = hashlib.sha256()
     for start in range(0, len(indices), batch):
         images = data.get(indices[start : start + batch]).to(torch.float32).contiguous()
         digest.update(images.numpy().tobytes())
@@ -187,11 +193,19 @@ def _batches(views: Sequence[ImageSet], order: Tensor, batch_size: int, workers:
     """The batches of `order` in order (a DataLoader keeps its batches' order whatever its workers); an
     error in a worker is raised here as the worker raised it (its own one-line message, e.g. naming the
     image file that could not be read)."""
+    decoded = [v for v in views if isinstance(v, DecodedImageSet)]
+    if workers and decoded and len(decoded) == len(views) and all(v.covers(order) for v in decoded):
+        workers = 0  # every image is in memory already: no process to start, nothing to decode
     dataset = _Batches(views, order, batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
     for b, images in loader:
         if isinstance(images, _WorkerError):
             raise images.error
+        if workers:  # decoded in a worker process: the command's copy keeps them (lst_fast.data.decoded)
+            index = order[b * batch_size : (b + 1) * batch_size]
+            for view, batch in zip(views, images, strict=True):
+                if isinstance(view, DecodedImageSet):
+                    view.keep(index, batch)
         yield b, images
 
 

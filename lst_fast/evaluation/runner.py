@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from torch import Tensor
 
 from lst_fast.caller_warning import warn_at_caller
+from lst_fast.data.decoded import decoding_once
 from lst_fast.data.image_cache import cached_images
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
@@ -32,6 +34,7 @@ from lst_fast.distributed import barrier, rank_and_world
 from lst_fast.errors import InputError, TooFewSources
 from lst_fast.evaluation import tables as paper_tables
 from lst_fast.evaluation.config import EvalConfig
+from lst_fast.evaluation.cost import WalkCost
 from lst_fast.evaluation.pool import Pool, PoolMember, classify, pixels_digest, select_pool
 from lst_fast.evaluation.provenance import Provenance, refuse_changes, weights_digest
 from lst_fast.evaluation.simplices import SimplexSettings, compute_simplices, simplex_markdown, simplex_tables
@@ -41,6 +44,7 @@ from lst_fast.geometry import triangle_confidence, triangle_weights
 from lst_fast.metrics import distances
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
+from lst_fast.stage_times import timed_stage
 from lst_fast.walk.traversal import traverse
 
 __all__ = [
@@ -55,6 +59,7 @@ __all__ = [
 Job = TypeVar("Job")
 
 
+@timed_stage("pool")
 def own_pool_indices(model: torch.nn.Module, data: ImageSet, cfg: EvalConfig, env: RunEnvironment) -> Tensor:
     """Indices (sorted) of the model's own pool: the shared pool's scan (`select_pool`) with this one model,
     the first num_samples images of the seeded order that it classifies correctly (confidence above
@@ -127,6 +132,7 @@ def chunk_seed(seed: int, round_: int, chunk: int) -> int:
     return seed * 1_000_003 + round_ * 10_007 + chunk
 
 
+@decoding_once  # one decoded copy of the images for the whole run (lst_fast.data.decoded)
 def run_evaluation(
     cfg: EvalConfig,
     out_dir,
@@ -286,6 +292,7 @@ def _load_model_and_pool(
     return model, data, pool, [pool[t] for t in targets], described
 
 
+@timed_stage("pool")
 def _on_shared_pool(
     cfg: EvalConfig,
     model: torch.nn.Module,
@@ -321,6 +328,7 @@ def _on_shared_pool(
     return pool.indices[kept], [pool.indices[t[kept]] for t in targets]
 
 
+@timed_stage("walks")
 def _run_chunks(work: _Work, env: RunEnvironment) -> None:
     """LST on this rank's unfinished chunks, each written as it finishes (the next chunk's images are
     staged on the device meanwhile)."""
@@ -342,7 +350,9 @@ def _run_chunks(work: _Work, env: RunEnvironment) -> None:
         return [data.get(src), data.get(tgt), data.labels[src]]
 
     settings = cfg.lst.replace(graph=env.graph)  # how it runs, not what it computes: not in config.json
+    cost = WalkCost(store.root, work.rank, work.device)  # each chunk's seconds (the leaderboard's cost column)
     for (r, c), (xs, xt, label) in staged_on_device(todo, chunk_images, work.device):
+        started = time.perf_counter()
         src, tgt = work.chunk_rows(r, c)
         generator = torch.Generator(device=work.device).manual_seed(chunk_seed(cfg.seed, r, c))
         res = traverse(work.model, xs, xt, settings, label=label, generator=generator)
@@ -364,6 +374,7 @@ def _run_chunks(work: _Work, env: RunEnvironment) -> None:
             cfg,
             work.provenance,
         )
+        cost.add(r, c, len(src), settings.iterations, time.perf_counter() - started)
         bar.update(1)
     bar.close()
 
@@ -397,6 +408,7 @@ def staged_on_device(
         yield job, moved
 
 
+@timed_stage("triangles")
 def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
     """Confidence over the triangle (source, output of round r1, output of round r2) for every source
     and pair of rounds; this rank's share of the pairs, skipping finished ones."""
@@ -421,6 +433,7 @@ def _compute_triangles(work: _Work, per_round: List[Dict[str, Tensor]]) -> None:
         work.store.write_triangles(r1, r2, torch.cat(conf), cfg)
 
 
+@timed_stage("tables")
 def _tables(work: _Work, per_round: List[Dict[str, Tensor]]) -> paper_tables.Tables:
     triangles = [work.store.read_triangles(r1, r2) for r1, r2 in paper_tables.round_pairs(work.cfg.rounds)]
     return paper_tables.summarize(

@@ -32,6 +32,7 @@ from lst_fast.evaluation.memory_check import require_memory
 from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import mean_std, round_pairs, table2_per_source
 from lst_fast.geometry import TRIANGLE_DROPS, dirichlet_weights, simplex_confidence, simplex_statistics
+from lst_fast.stage_times import timed_stage
 
 __all__ = [
     "LEADERBOARD_DROP",
@@ -133,6 +134,7 @@ def _position(k: int, subset: Tuple[int, ...], settings: SimplexSettings) -> Dic
     return {"k": k, "rounds": list(subset), "simplex": settings.to_dict()}
 
 
+@timed_stage("simplices")
 def compute_simplices(
     model: torch.nn.Module,
     data: ImageSet,
