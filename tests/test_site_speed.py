@@ -13,7 +13,6 @@ from PIL import Image
 
 from lst_fast.data.image_set import ImageSet
 from lst_fast.errors import EnvironmentFault
-from lst_fast.website.decoded import preloaded
 from lst_fast.website.encoding import ImageWriter
 from lst_fast.website.images import to_pixels, write_image
 from lst_fast.website.walks import WalkTable, walk_records
@@ -120,7 +119,11 @@ def test_the_walk_rows_read_by_column_equal_the_rows_read_walk_by_walk():
         assert repr(new) == repr(before)  # the same values and types (repr: NaN == NaN, 0.1 != 0.1f)
 
 
-def test_the_decoded_copy_serves_the_decoded_images_each_decoded_once():
+def test_the_decoded_copy_warmed_on_threads_serves_each_image_decoded_once():
+    """What the site does with the walked images of image files: the scope's copy decodes them up front on
+    several threads (each once), then serves them and decodes only what it does not hold."""
+    from lst_fast.data.decoded import DecodedImageSet, DecodeScope
+
     images, labels = torch.rand(10, 3, 6, 6), torch.arange(10) % 3
     counts: collections.Counter = collections.Counter()
 
@@ -129,7 +132,8 @@ def test_the_decoded_copy_serves_the_decoded_images_each_decoded_once():
         return images[index].clone()
 
     data = ImageSet(labels, fetch, "counted", class_names=["x", "y", "z"])
-    held = preloaded(data, torch.tensor([7, 2, 2, 5, 0, 9, 3]), workers=3)
+    held = DecodedImageSet(data, DecodeScope(), "counted")
+    held.warm(torch.tensor([7, 2, 2, 5, 0, 9, 3]), workers=3, batch=2)
     assert counts == collections.Counter({0: 1, 2: 1, 3: 1, 5: 1, 7: 1, 9: 1})
     for index in ([2, 7, 2], [9], [0, 1, 5, 8], []):  # held, and some (1, 8) not held: read from the data set
         assert torch.equal(held.get(torch.tensor(index, dtype=torch.long)), images[index])
@@ -137,4 +141,4 @@ def test_the_decoded_copy_serves_the_decoded_images_each_decoded_once():
     served = held.get(torch.tensor([3]))
     served.zero_()  # a caller changing what it got changes no later read
     assert torch.equal(held.get(torch.tensor([3])), images[[3]])
-    assert held.labels is data.labels and held.class_names == ("x", "y", "z") and not held.in_memory
+    assert held.labels is data.labels and held.class_names == ("x", "y", "z")

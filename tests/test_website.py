@@ -158,15 +158,17 @@ def test_a_build_on_image_files_decodes_each_walked_image_once_and_writes_the_sa
     from lst_fast.data import sources
     from lst_fast.data.image_set import ImageSet
 
-    real, opened, decodes = sources.open_image_set, [], collections.Counter()
+    real, opened, decodes = sources._open, [], collections.Counter()
 
     def as_image_files(spec, root=None, preprocessing=None):  # every read counted, as a decode would be
         data = real(spec, root, preprocessing)
         opened.append(spec)
         fetch = lambda index: decodes.update(index.tolist()) or data.get(index)  # noqa: E731
-        return ImageSet(data.labels, fetch, data.name, data.class_names, in_memory=False)
+        files = ImageSet(data.labels, fetch, data.name, data.class_names, in_memory=False)
+        files.reopen = lambda other: files  # another resize and crop of the same files (the same here)
+        return files
 
-    monkeypatch.setattr(sources, "open_image_set", as_image_files)
+    monkeypatch.setattr(sources, "_open", as_image_files)  # what the decoding scope opens
     build_site([str(board)], tmp_path, SiteOptions(walk_pages=WALK_PAGES), env=QUIET_ENVIRONMENT)
     assert opened == ["fashion-mnist-sample"]  # both models' preprocessing is the same: one copy
     assert decodes and set(decodes.values()) == {1}  # each walked image decoded once, for both models

@@ -214,6 +214,26 @@ class DecodedImageSet(ImageSet):
         if new:
             self._hold([int(index[k]) for k in new], images[new])
 
+    def warm(self, index: Tensor, workers: int = 1, batch: int = 16) -> None:
+        """Decode the images of `index` not held yet now, `workers` threads at a time (Pillow's decoders and
+        resizes release the GIL), and hold them: a reader that knows what it will read (the site: every
+        walk's source and target) pays the decodes up front on every core."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        asked = dict.fromkeys(index.to(torch.long).cpu().tolist())
+        wanted = [i for i in asked if 0 <= i < len(self) and not self.held(i)]
+        batches = [torch.tensor(wanted[k : k + batch], dtype=torch.long) for k in range(0, len(wanted), batch)]
+        if not batches:
+            return
+        start = time.perf_counter()
+        with stage("decode"), ThreadPoolExecutor(max(1, workers)) as pool:
+            decoded = list(pool.map(self.raw.get, batches))
+        self.scope.counts.decode_seconds += time.perf_counter() - start
+        for part, images in zip(batches, decoded, strict=True):
+            for i in part.tolist():
+                self.scope.counts.decodes[(self.key, i)] += 1
+            self._hold(part.tolist(), images)
+
     def _hold(self, indices: List[int], images: Tensor) -> None:
         small, exact = _compact(images)
         rows = []

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from lst_fast.atomic_files import atomic_write_text, finite_or_none
+from lst_fast.data.decoded import decoding_once
 from lst_fast.errors import InputError
 from lst_fast.evaluation.folder_models import data_without_model, untrusted_model
 from lst_fast.evaluation.leaderboard import SHOWN_SETTINGS, caption, model_folder
@@ -86,6 +87,7 @@ def _templates():
     )
 
 
+@decoding_once  # one decoded copy of the images for every run's pages (lst_fast.data.decoded)
 def build_site(
     paths: Sequence[str],
     out,
