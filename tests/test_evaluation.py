@@ -63,7 +63,7 @@ def test_results_folder_of_another_configuration_is_refused(tmp_path):
     run_evaluation(EvalConfig(**{**SMALL, "rounds": 1}), tmp_path, env=QUIET_ENVIRONMENT)
     with pytest.raises(ValueError, match="another configuration"):
         run_evaluation(EvalConfig(**{**SMALL, "rounds": 1, "threshold": 0.1}), tmp_path, env=QUIET_ENVIRONMENT)
-    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+    with pytest.raises(ValueError, match=r"num_samples must be an integer in \[1, 10,000,000\]"):
         run_evaluation(EvalConfig(**{**SMALL, "num_samples": 0}), tmp_path / "other", env=QUIET_ENVIRONMENT)
 
 

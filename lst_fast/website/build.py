@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from lst_fast.atomic_files import atomic_write_text, finite_or_none
+from lst_fast.checks import check_count
 from lst_fast.errors import InputError
 from lst_fast.evaluation.folder_models import data_without_model, untrusted_model
 from lst_fast.evaluation.leaderboard import SHOWN_SETTINGS, caption, model_folder
@@ -63,8 +64,8 @@ class SiteOptions:
         seed: int = 0,
     ) -> None:
         for name, value, least in (("walk_pages", walk_pages, 0), ("thumbnail", thumbnail, 8), ("frames", frames, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-                raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
+            if value is not None:
+                check_count(name, value, least)
         self.walk_pages, self.thumbnail, self.frames, self.seed = walk_pages, thumbnail, frames, seed
 
     def key(self) -> List[Any]:

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from lst_fast.checks import is_count
 from lst_fast.errors import DataError, InputError
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.leaderboard import model_folder
@@ -177,7 +178,7 @@ def _board_problem(board: Any) -> Optional[str]:
     for k, row in enumerate(board["rows"]):
         if not isinstance(row, dict) or not isinstance(row.get("model"), str):
             return f"row {k} has no model"
-        if not isinstance(row.get("sources"), int) or isinstance(row["sources"], bool) or row["sources"] < 0:
+        if not is_count(row.get("sources")):
             return f"row {k} ({row['model']}) has no count of sources"
         if not isinstance(row.get("config"), dict) or not isinstance(row.get("rank_label"), str):
             return f"row {k} ({row['model']}) has no config or rank label"
