@@ -54,7 +54,7 @@ from lst_fast.backends.confidence import class_probability
 from lst_fast.checks import check_count, check_optional_count
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
-from lst_fast.errors import DataError, InputError
+from lst_fast.errors import DataError, InputError, MissingFile
 from lst_fast.evaluation.model_fit import check_model_fits_data
 from lst_fast.evaluation.pool_file import check_fields, content_digest, parse_json
 from lst_fast.run_environment import DEFAULT_BATCH, DEFAULT_ENVIRONMENT, QUIET_ENVIRONMENT, RunEnvironment
@@ -476,7 +476,7 @@ def load_pool(path: Union[str, os.PathLike]) -> Pool:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FileNotFoundError(f"no pool file {path} (`lst-fast leaderboard` writes OUT/pool.json)") from None
+        raise MissingFile(f"no pool file {path} (`lst-fast leaderboard` writes OUT/pool.json)") from None
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not a pool file (not UTF-8 text: {error})") from error
     return Pool.from_dict(parse_json(text, str(path)), str(path))

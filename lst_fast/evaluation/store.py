@@ -34,7 +34,7 @@ from torch import Tensor
 
 from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text, standard_json
 from lst_fast.caller_warning import warn_at_caller
-from lst_fast.errors import DataError, EnvironmentFault, InputError
+from lst_fast.errors import DataError, EnvironmentFault, InputError, MissingFile
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.provenance import PROVENANCE_NAME, Provenance, read_provenance, write_provenance
 from lst_fast.walk.result import METADATA_KEY
@@ -394,10 +394,10 @@ class EvaluationStore:
         return None
 
     def require_finished(self) -> None:
-        """Raise FileNotFoundError unless the evaluation finished (see `unfinished`)."""
+        """Raise MissingFile (a FileNotFoundError) unless the evaluation finished (see `unfinished`)."""
         missing = self.unfinished()
         if missing:
-            raise FileNotFoundError(f"{self.root} is not a finished evaluation: {missing} (run `lst-fast eval` first)")
+            raise MissingFile(f"{self.root} is not a finished evaluation: {missing} (run `lst-fast eval` first)")
 
 
 def _tables_problem(tables: object) -> Optional[str]:

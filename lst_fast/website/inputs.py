@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from lst_fast.checks import is_count
-from lst_fast.errors import DataError, InputError
+from lst_fast.errors import DataError, InputError, MissingFile
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.leaderboard import model_folder
 from lst_fast.evaluation.provenance import Provenance
@@ -72,11 +72,11 @@ def _read_run(folder: Path, name: str) -> Run:
     store = EvaluationStore(folder)
     if not store.config_path.is_file():
         if (folder / "pool.json").is_file():  # a leaderboard stopped before its ranking
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{folder} is an unfinished leaderboard (no leaderboard.json yet): run the same `lst-fast "
                 "leaderboard` command again to finish it"
             )
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{folder} is neither a leaderboard folder (leaderboard.json) nor an evaluation folder (config.json)"
         )
     store.require_finished()
@@ -119,13 +119,13 @@ def _check_against_pool(board_folder: Path, runs: List[Run]) -> None:
 
 def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any]]]:
     """(the runs, the leaderboard dict or None) of one leaderboard folder or of one or more evaluation
-    folders; FileNotFoundError / ValueError naming the folder when one is neither or unfinished."""
+    folders; MissingFile / InputError naming the folder when one is neither or unfinished."""
     if not paths:
         raise InputError("give a leaderboard folder or one or more evaluation folders")
     folders = [Path(p) for p in paths]
     for folder in folders:
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder (expected a leaderboard or an `lst-fast eval` folder)")
+            raise MissingFile(f"{folder} is not a folder (expected a leaderboard or an `lst-fast eval` folder)")
     boards = [f for f in folders if (f / "leaderboard.json").is_file()]
     if boards and len(folders) > 1:
         raise InputError(f"{boards[0]} is a leaderboard folder: give it alone, not with other folders")
