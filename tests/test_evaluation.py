@@ -43,12 +43,17 @@ def test_tables_and_resume_after_deleted_chunks(tmp_path):
 
 def test_one_run_and_the_side_by_side_tables_share_their_titles_and_numbers(tmp_path):
     """tables.md and compare's tables are made from one list of titles and columns (evaluation.tables)."""
+    from lst_fast.evaluation.finished import load_finished
     from lst_fast.evaluation.tables import TITLES, side_by_side, side_by_side_markdown, table2_per_source
 
     cfg = EvalConfig(**{**SMALL, "rounds": 1, "num_samples": 8})
     tables = run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT)
     one_run = (tmp_path / "tables.md").read_text()
-    run = {"config": cfg.to_dict(), "tables": json.loads((tmp_path / "tables.json").read_text())}
+    run = load_finished(tmp_path)  # the one loader of a finished evaluation, as compare reads it
+    assert (
+        run.config == cfg.to_dict()
+        and run.tables["sources"] == json.loads((tmp_path / "tables.json").read_text())["sources"]
+    )
     for key, title in TITLES.items():
         assert f"## {title}" in one_run
         assert side_by_side_markdown(side_by_side([run], key, ["cnn"], 4)).startswith(f"## {title}\n")

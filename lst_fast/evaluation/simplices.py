@@ -331,11 +331,11 @@ def _axes_by_k(ax: Any, ks: Sequence[int], ylabel: str) -> None:
     ax.legend(fontsize=8, loc="lower left")
 
 
-def fraction_by_k_figure(runs: Sequence[Dict[str, Any]], names: Sequence[str], path) -> Optional[Any]:
+def fraction_by_k_figure(runs: Sequence[Any], names: Sequence[str], path) -> Optional[Any]:
     """`lst-fast compare`'s figure: per run with k-simplices, the fraction above p_src - LEADERBOARD_DROP
     against k, mean and 95% interval of the mean over its sources (mean +- 1.96 std / sqrt(sources)).
-    None (nothing drawn) when no run has k-simplices."""
-    drawn = [(n, r["tables"]["simplices"]) for n, r in zip(names, runs, strict=True) if r["tables"].get("simplices")]
+    None (nothing drawn) when no run (a FinishedRun) has k-simplices."""
+    drawn = [(n, r.tables["simplices"]) for n, r in zip(names, runs, strict=True) if r.tables.get("simplices")]
     if not drawn:
         return None
     plt = plots.pyplot()

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lst_fast.data.image_set import ImageSet
-from lst_fast.website.inputs import Run
+from lst_fast.evaluation.finished import FinishedRun
 
 __all__ = ["WalkTable", "select_walks", "walk_table"]
 
@@ -38,7 +38,7 @@ class WalkTable:
         return int(self.round.numel())
 
 
-def walk_table(run: Run, data: ImageSet, batch: int = 256) -> WalkTable:
+def walk_table(run: FinishedRun, data: ImageSet, batch: int = 256) -> WalkTable:
     """The rows of every walk of `run`, reading the source and target images from `data` (no model)."""
     rows = {k: [] for k in ("round", "position", "source", "target", "initial_confidence", "confidence", "rms")}
     start_rms = []
