@@ -10,6 +10,7 @@ ValueError), so callers that catch the standard types keep working.
       EnvironmentFault      the machine or its software: a missing GPU, a full disk (also a RuntimeError)
         PeerFailed          under torchrun: another process of the group failed
       MissingDependency     an optional package that is not installed (also an ImportError)
+      MissingFile           a file or folder that is not there (also a FileNotFoundError)
 
 Anything else that reaches the command line (a KeyError, an error raised inside torch) is unexpected:
 most likely a bug, exit code 2 with the traceback in a file (lst_fast.cli.errors).
@@ -24,6 +25,7 @@ __all__ = [
     "InputTypeError",
     "LstFastError",
     "MissingDependency",
+    "MissingFile",
     "PeerFailed",
     "TooFewSources",
 ]
@@ -59,3 +61,8 @@ class PeerFailed(EnvironmentFault):
 
 class MissingDependency(LstFastError, ImportError):
     """An optional package that the request needs is not installed."""
+
+
+class MissingFile(LstFastError, FileNotFoundError):
+    """A file or folder lst_fast was pointed at is not there (a data set, a checkpoint, a results folder);
+    the message names it and says what was expected there."""

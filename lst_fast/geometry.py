@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lst_fast import ops
 from lst_fast.backends.confidence import class_probability
+from lst_fast.checks import check_count
 from lst_fast.errors import InputError, InputTypeError
 from lst_fast.walk import prepared_model, runtime, validation
 from lst_fast.walk.settings import check_precision
@@ -41,10 +42,7 @@ def _prepared_forward(
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise InputError(f"{name} must be >= {minimum}, got {value}")
+    check_count(name, value, minimum)
 
 
 def _check_tensor(name: str, value: object, dim: Optional[int] = None, floating: bool = False) -> None:

@@ -156,10 +156,11 @@ def test_interrupt_exits_130(monkeypatch, capsys):
 
 
 def test_a_bad_setting_is_an_error_of_the_input_exit_1(capsys):
-    """lst_fast's own check (LSTSettings.validate raises the ValueError) is an expected error: one line."""
-    assert main(["run", "--source", "a.png", "--target", "b.png", "--step-size", "-1"]) == 1
+    """lst_fast's own check (LSTSettings.validate raises the ValueError) is an expected error: one line. (Each
+    number is range-checked when parsed; bounds in the wrong order pass the parser and meet the settings' check.)"""
+    assert main(["run", "--source", "a.png", "--target", "b.png", "--bounds", "1", "0"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("lst-fast run: error: step_size must be") and "internal" not in err
+    assert err.count("\n") == 1 and err.startswith("lst-fast run: error: bounds must be") and "internal" not in err
 
 
 @pytest.mark.parametrize("bug", [KeyError("backend"), RuntimeError("shape mismatch in a torch op"), TypeError("f()")])

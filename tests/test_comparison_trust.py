@@ -118,6 +118,19 @@ def test_a_leaderboard_with_one_round_a_model_without_sources_and_standard_json(
         ("leaderboard", ["--batch-size", "0"]),
         ("compare", ["--digits", "99"]),
         ("run", ["--seed", str(2**64)]),
+        ("run", ["--source-label", "-1"]),
+        ("run", ["--input-size", "0"]),
+        ("run", ["--figures", "-1"]),
+        ("run", ["--bounds", "0", "inf"]),
+        ("run", ["--mean", "nan"]),
+        ("run", ["--std", "0"]),
+        ("run", ["--record-every", "-2"]),
+        ("bench", ["--batch-size", "0"]),
+        ("bench", ["--image-size", "99999"]),
+        ("bench", ["--iterations", "0"]),
+        ("bench", ["--repeats", "0"]),
+        ("run", ["--step-size", "0"]),
+        ("run", ["--init-noise", "-1"]),
     ],
 )
 def test_every_flag_value_is_range_checked_when_parsed(tmp_path, capsys, command, flag):
@@ -126,9 +139,27 @@ def test_every_flag_value_is_range_checked_when_parsed(tmp_path, capsys, command
         "leaderboard": ["--model", "cnn", "--data", DATA, "--out", str(tmp_path / "o")],
         "compare": [str(tmp_path)],
         "run": ["--model", "cnn", "--source", str(tmp_path), "--target", str(tmp_path)],
+        "bench": [],
     }[command]
     captured = _one_error_line(capsys, cli_exit_code([command, *needed, *flag]))
     assert flag[0] in captured.err and captured.out == "" and not (tmp_path / "o").exists()
+
+
+def test_no_flag_takes_a_bare_int_or_float():
+    """Every number a flag takes goes through a type that checks its range (lst_fast.cli.arguments), so a
+    new flag with a bare `type=int` or `type=float` fails here, not on a user's bad value."""
+    import argparse
+
+    from lst_fast.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    bare = [
+        f"{name} {action.option_strings[0]}"
+        for name, parser in commands.items()
+        for action in parser._actions
+        if action.type in (int, float)
+    ]
+    assert len(commands) >= 9 and bare == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

@@ -1,6 +1,7 @@
 """lst_fast raises only its own error types (lst_fast/errors.py), so the command line can tell an error of the
 input or environment (exit 1) from a bug by the type alone: a standard ValueError, TypeError, RuntimeError or
-ImportError raised inside lst_fast would be reported as a bug. Read from the source with `ast`."""
+ImportError raised inside lst_fast would be reported as a bug. A missing file is a MissingFile (also a
+FileNotFoundError), not a bare FileNotFoundError or OSError. Read from the source with `ast`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import ast
 
 from test_layout import MODULES  # dotted module name -> file, for every module of lst_fast
 
-STANDARD = {"ValueError", "TypeError", "RuntimeError", "ImportError"}
+STANDARD = {"ValueError", "TypeError", "RuntimeError", "ImportError", "FileNotFoundError", "OSError", "IOError"}
 
 
 def _raised_name(node: ast.Raise) -> str:
@@ -26,5 +27,20 @@ def test_lst_fast_raises_no_standard_error_type_of_its_own():
 
 
 def test_the_check_sees_a_standard_raise():
-    tree = ast.parse("def f():\n    raise ValueError('x')\n")
-    assert [_raised_name(n) for n in ast.walk(tree) if isinstance(n, ast.Raise)] == ["ValueError"]
+    tree = ast.parse("def f():\n    raise ValueError('x')\n    raise FileNotFoundError('y')\n")
+    assert [_raised_name(n) for n in ast.walk(tree) if isinstance(n, ast.Raise)] == ["ValueError", "FileNotFoundError"]
+    assert {"FileNotFoundError", "OSError"} <= STANDARD
+
+
+def test_a_missing_file_is_lst_fasts_own_type_and_still_a_file_not_found_error(tmp_path, capsys):
+    from lst_fast.cli.errors import is_expected
+    from lst_fast.errors import LstFastError, MissingFile
+    from lst_fast.evaluation.pool import load_pool
+
+    try:
+        load_pool(tmp_path / "no-pool.json")
+    except FileNotFoundError as error:  # callers that catch the standard type keep working
+        assert isinstance(error, MissingFile) and isinstance(error, LstFastError) and is_expected(error)
+        assert "no-pool.json" in str(error)
+    else:
+        raise AssertionError("a missing pool file was read")

@@ -43,12 +43,17 @@ def test_tables_and_resume_after_deleted_chunks(tmp_path):
 
 def test_one_run_and_the_side_by_side_tables_share_their_titles_and_numbers(tmp_path):
     """tables.md and compare's tables are made from one list of titles and columns (evaluation.tables)."""
+    from lst_fast.evaluation.finished import load_finished
     from lst_fast.evaluation.tables import TITLES, side_by_side, side_by_side_markdown, table2_per_source
 
     cfg = EvalConfig(**{**SMALL, "rounds": 1, "num_samples": 8})
     tables = run_evaluation(cfg, tmp_path, env=QUIET_ENVIRONMENT)
     one_run = (tmp_path / "tables.md").read_text()
-    run = {"config": cfg.to_dict(), "tables": json.loads((tmp_path / "tables.json").read_text())}
+    run = load_finished(tmp_path)  # the one loader of a finished evaluation, as compare reads it
+    assert (
+        run.config == cfg.to_dict()
+        and run.tables["sources"] == json.loads((tmp_path / "tables.json").read_text())["sources"]
+    )
     for key, title in TITLES.items():
         assert f"## {title}" in one_run
         assert side_by_side_markdown(side_by_side([run], key, ["cnn"], 4)).startswith(f"## {title}\n")
@@ -63,7 +68,7 @@ def test_results_folder_of_another_configuration_is_refused(tmp_path):
     run_evaluation(EvalConfig(**{**SMALL, "rounds": 1}), tmp_path, env=QUIET_ENVIRONMENT)
     with pytest.raises(ValueError, match="another configuration"):
         run_evaluation(EvalConfig(**{**SMALL, "rounds": 1, "threshold": 0.1}), tmp_path, env=QUIET_ENVIRONMENT)
-    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+    with pytest.raises(ValueError, match=r"num_samples must be an integer in \[1, 10,000,000\]"):
         run_evaluation(EvalConfig(**{**SMALL, "num_samples": 0}), tmp_path / "other", env=QUIET_ENVIRONMENT)
 
 

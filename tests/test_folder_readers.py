@@ -182,6 +182,17 @@ def test_an_evaluation_killed_halfway_or_truncated_is_one_line_for_every_reader(
         assert code == 1 and str(run) in err, (reader, err)
 
 
+def test_a_chunk_file_moved_to_another_position_is_refused_by_compare_and_site(folders, tmp_path, capsys):
+    """compare and the site read a folder through one loader (lst_fast.evaluation.finished), which vets every
+    chunk file as the store does before reuse: a file whose record names another round is named, not read."""
+    run = _copy(folders / "simplex" / "cnn", tmp_path)
+    results = run / "results"
+    shutil.copy(results / "round01_chunk00000.safetensors", results / "round00_chunk00000.safetensors")
+    for reader in ("compare", "site"):
+        code, err = _read(capsys, reader, run, tmp_path / reader)
+        assert code == 1 and "round00_chunk00000.safetensors" in err, (reader, err)
+
+
 @pytest.mark.parametrize("damage", ["leaderboard.json truncated", "leaderboard.json edited", "not finished", "removed"])
 def test_a_broken_leaderboard_is_one_line_for_the_site(folders, tmp_path, capsys, damage):
     board = _copy(folders / "simplex", tmp_path)

@@ -61,9 +61,9 @@ def test_dirichlet_weights_are_seeded_and_uniform_over_the_simplex():
     assert all(ks(w[:, i]) < 1.95 / math.sqrt(len(w)) for i in range(4))
     u = torch.rand(20000, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     assert ks((u / u.sum(1, keepdim=True))[:, 0]) > 1.95 / math.sqrt(len(w))
-    with pytest.raises(ValueError, match="points must be >= 1"):
+    with pytest.raises(ValueError, match="points must be an integer >= 1"):
         dirichlet_weights(0, 3, seed=0)
-    with pytest.raises(ValueError, match="seed must be >= 0"):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         dirichlet_weights(5, 3, seed=-1)
 
 
@@ -194,7 +194,7 @@ def test_fraction_interval_is_clopper_pearson():
     [
         (lambda: fraction_interval([0.5], 10), InputTypeError, "estimate must be a tensor"),
         (lambda: fraction_interval(torch.tensor([1.5]), 10), InputError, "estimate must hold fractions in"),
-        (lambda: fraction_interval(torch.tensor([0.5]), 0), InputError, "points must be >= 1"),
+        (lambda: fraction_interval(torch.tensor([0.5]), 0), InputError, "points must be an integer >= 1"),
         (lambda: fraction_interval(torch.tensor([0.5]), 10, level=1.0), InputError, "level must be a number in"),
     ],
 )

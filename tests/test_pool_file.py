@@ -133,7 +133,7 @@ def load_pool_from_text(text: str, tmp_path):
         (("indices", 0), 1.0, "indices must be a list of integers"),
         (("indices", 0), 100, r"indices must be a list of integers in \[0, 99\]"),
         (("indices", 0), -1, "indices must be a list of integers"),
-        (("settings", "seed"), 2**63, r"settings.seed must be an integer in \[0, 4294967295\]"),
+        (("settings", "seed"), 2**63, r"settings.seed must be an integer in \[0, 4,294,967,295\]"),
         (("labels", 0), 2**70, r"labels must be \d+ integers in \[0, 9223372036854775807\]"),
         (("scan", "scanned"), 10**6, "scan.scanned must be an integer"),
         (("data", "pixels_sha256"), "no", "data.pixels_sha256 must be a SHA-256"),

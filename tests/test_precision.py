@@ -183,9 +183,9 @@ def test_progress_bar_covers_every_batch(capsys):
     "bad, match",
     [
         (dict(precision="fp16"), "precision must be one of"),
-        (dict(batch_size=0), "batch_size must be a positive int"),
-        (dict(batch_size=2.5), "batch_size must be a positive int"),
-        (dict(batch_size=True), "batch_size must be a positive int"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1 or None"),
+        (dict(batch_size=2.5), "batch_size must be an integer >= 1 or None"),
+        (dict(batch_size=True), "batch_size must be an integer >= 1 or None"),
     ],
 )
 def test_bad_settings_name_the_argument(bad, match):

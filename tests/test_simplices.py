@@ -5,6 +5,7 @@ fraction against k in compare's figure."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from lst_fast.evaluation import EvalConfig, EvaluationStore, run_evaluation, write_comparison
+from lst_fast.evaluation.finished import load_finished
 from lst_fast.evaluation.leaderboard import Ranking, run_leaderboard
 from lst_fast.evaluation.simplices import (
     SimplexSettings,
@@ -158,5 +160,6 @@ def test_leaderboard_columns_per_k_rank_and_compare_draws_them(tmp_path):
     written = write_comparison([str(out / "cnn"), str(out / "cnn-robust")], tmp_path / "cmp")
     assert tmp_path / "cmp" / "simplex_fractions.png" in written
     assert "k-simplex fraction against k" in (tmp_path / "cmp" / "compare.md").read_text()
-    assert fraction_by_k_figure([{"tables": {}}], ["plain"], tmp_path / "none.png") is None  # no k-simplices
+    plain = dataclasses.replace(load_finished(out / "cnn"), tables={})
+    assert fraction_by_k_figure([plain], ["plain"], tmp_path / "none.png") is None  # no k-simplices
     assert not (tmp_path / "none.png").exists()

@@ -214,7 +214,7 @@ def test_geometry_rejects_bad_shapes():
     x = torch.rand(2, 1, 8, 8)
     with pytest.raises(ValueError, match="direction of its shape"):
         width_profile(model, x, x[:1], torch.zeros(2, dtype=torch.long), [0.0, 1.0])
-    with pytest.raises(ValueError, match="k must be >= 2"):
+    with pytest.raises(ValueError, match="k must be an integer >= 2"):
         width_profile(model, x, x, torch.zeros(2, dtype=torch.long), [1.0], k=1)
     with pytest.raises(ValueError, match=r"need confidence \(T, P\) and weights \(P, 3\)"):
         triangle_statistics(torch.rand(2, 5), torch.rand(6, 3))
@@ -257,5 +257,7 @@ def test_cli_flags_come_from_the_settings():
     assert settings_from_arguments(args, EVALUATION_SETTINGS) == EVALUATION_SETTINGS.replace(iterations=7, graph=True)
     with pytest.raises(SystemExit):
         parser.parse_args(["--precision", "fp16"])
-    with pytest.raises(ValueError, match="step_size"):
-        settings_from_arguments(parser.parse_args(["--step-size", "-1"]))
+    with pytest.raises(SystemExit):  # refused when parsed (lst_fast.cli.arguments.positive_number)
+        parser.parse_args(["--step-size", "-1"])
+    with pytest.raises(ValueError, match="step_size"):  # and by the settings, when given past the parser
+        settings_from_arguments(argparse.Namespace(step_size=-1.0))

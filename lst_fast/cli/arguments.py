@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
@@ -19,10 +20,13 @@ from lst_fast.distributed import DEFAULT_JOIN_TIMEOUT_S, JOIN_TIMEOUT_LIMIT_S
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.limits import (
     BATCH_LIMIT,
+    DIGITS_LIMIT,
     NUM_SAMPLES_LIMIT,
     RESAMPLES_LIMIT,
+    RESAMPLES_MINIMUM,
     ROUNDS_LIMIT,
     SEED_LIMIT,
+    SIDE_LIMIT,
     SIMPLEX_POINTS_LIMIT,
     SIMPLEX_SUBSETS_LIMIT,
     WORKERS_LIMIT,
@@ -161,6 +165,11 @@ def simplex_settings(args: argparse.Namespace):
     return SimplexSettings(points=args.simplex_points, subsets=args.simplex_subsets)
 
 
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """--no-progress, read back as args.no_progress (run_environment turns it into RunEnvironment.progress)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
+
+
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:
     """--workers N, read back as args.workers (None: the pool module's default)."""
     parser.add_argument(
@@ -269,12 +278,29 @@ def unit_interval(text: str) -> float:
     return _number(text, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+def finite_number(text: str) -> float:
+    """An argparse type: a number that is neither NaN nor infinite (an image range, a mean)."""
+    return _number(text, math.isfinite, "a finite number")
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0 (a standard deviation)."""
+    return _number(text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def non_negative_number(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a threshold, a step that may be off)."""
+    return _number(text, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
 # The ranges of the flags that several subcommands share (checked when parsed).
 SEED = bounded_int(0, SEED_LIMIT - 1)
-DIGITS = bounded_int(0, 12)
+DIGITS = bounded_int(0, DIGITS_LIMIT)
 WORKERS = bounded_int(0, WORKERS_LIMIT)
-RESAMPLES = bounded_int(10, RESAMPLES_LIMIT)
+RESAMPLES = bounded_int(RESAMPLES_MINIMUM, RESAMPLES_LIMIT)
 POSITIVE = bounded_int(1)
+COUNT = bounded_int(0)  # a class index, a number of figures or iterations (0 allowed)
+SIDE = bounded_int(1, SIDE_LIMIT)  # an image's height and width in pixels
 # the counts whose cost grows with their value (lst_fast.evaluation.limits)
 ROUNDS = bounded_int(1, ROUNDS_LIMIT)
 NUM_SAMPLES = bounded_int(1, NUM_SAMPLES_LIMIT)
@@ -328,7 +354,12 @@ _PARSERS = {
     "rounds": ROUNDS,
     "num_samples": NUM_SAMPLES,
     "chunk_size": BATCH,
-    "iterations": bounded_int(0),
+    "iterations": COUNT,
     "batch_size": BATCH,
     "min_confidence": unit_interval,
+    # the LST settings' numbers, with the ranges LSTSettings checks
+    "step_size": positive_number,
+    "threshold": non_negative_number,
+    "adv_step_size": non_negative_number,
+    "init_noise": non_negative_number,
 }

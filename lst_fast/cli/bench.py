@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from lst_fast.cli.arguments import add_device_argument, add_model_arguments, print_backend, values
+from lst_fast.cli.arguments import (
+    BATCH,
+    POSITIVE,
+    SIDE,
+    add_device_argument,
+    add_model_arguments,
+    print_backend,
+    values,
+)
 from lst_fast.commands.bench import MODES
 
 HELP = "LST speed side by side on this machine: paper loop, one pass, lst_fast"
@@ -14,19 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)  # as `lst-fast eval` has them
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=BATCH,
         default=None,
         help="images per batch (default: 200 for 28-32 px models, 8 on the CPU / 128 on a GPU above)",
     )
-    parser.add_argument("--image-size", type=int, default=None, help="height and width (default: the model's own)")
+    parser.add_argument("--image-size", type=SIDE, default=None, help="height and width (default: the model's own)")
     parser.add_argument(
         "--iterations",
-        type=int,
+        type=POSITIVE,
         default=20,
         help="k: each mode runs k and 3k iterations; the steady rate is their difference",
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timed runs of each length per mode (after one warm-up run)"
+        "--repeats", type=POSITIVE, default=3, help="timed runs of each length per mode (after one warm-up run)"
     )
     parser.add_argument(
         "--modes",

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_device_argument(parser)
     parser.add_argument("--seed", type=arguments.SEED, default=0, help="seed of the initial noise")
     parser.add_argument("--out", default="lst_demo", help="output folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    arguments.add_progress_argument(parser)
 
 
 def command(args: argparse.Namespace) -> int:

@@ -15,15 +15,14 @@ from lst_fast.walk.settings import EVALUATION_SETTINGS
 HELP = "Tables 1 and 2 over a pool of correctly classified images (resumable)"
 
 
-# The flags whose values a shared pool decides (lst_fast.evaluation.runner.POOL_DECIDES): with --pool they
-# come from the pool, and one given with another value is refused.
-POOL_FLAGS = ("data", "num_samples", "min_confidence", "seed", "rounds")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The flags whose values a shared pool decides: with --pool they come from the pool, and one given with
+    # another value is refused.
+    from lst_fast.evaluation.runner import POOL_DECIDES
+
     arguments.add_dataclass_arguments(parser, EvalConfig(), arguments.EVAL_OWN_FIELDS)
     for action in parser._actions:
-        if action.dest in POOL_FLAGS:  # None: not given (the default, or the pool's with --pool)
+        if action.dest in POOL_DECIDES:  # None: not given (the default, or the pool's with --pool)
             shown = action.default
             action.default = None
             action.help = (action.help or "").replace(
@@ -53,16 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "files) and start afresh; without it, a folder of other settings, other weights or other data (by "
         "digest) is refused",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    arguments.add_progress_argument(parser)
     arguments.add_join_timeout_argument(parser)
 
 
 def command(args: argparse.Namespace) -> int:
-    from lst_fast.evaluation.runner import run_evaluation
+    from lst_fast.evaluation.runner import POOL_DECIDES, run_evaluation
     from lst_fast.stage_times import stage_clock
 
     settings = arguments.settings_from_arguments(args, EVALUATION_SETTINGS, arguments.WALK_FIELDS)
-    given = arguments.values(args, POOL_FLAGS)
+    given = arguments.values(args, POOL_DECIDES)
     pool = None
     if args.pool is not None:
         from lst_fast.evaluation.pool import load_pool
@@ -78,7 +77,7 @@ def command(args: argparse.Namespace) -> int:
         # the data it is given (a data set that moved), else the pool's; its pixels are checked against the pool's
         given = {**given, "data": given.get("data") or pool.data["spec"]}
     own = {**arguments.values(args, arguments.EVAL_OWN_FIELDS), **{k: v for k, v in given.items() if v is not None}}
-    own = {k: v for k, v in own.items() if v is not None or k not in POOL_FLAGS}
+    own = {k: v for k, v in own.items() if v is not None or k not in POOL_DECIDES}
     cfg = EvalConfig(lst=settings, **own)
     if pool is not None:
         cfg = pool_config(cfg, pool)

@@ -17,7 +17,8 @@ OWN_FIELDS = ("rounds", "chunk_size", "seed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lst_fast.evaluation.leaderboard import COLUMNS, DEFAULT_RANK_BY, LEADERBOARD_DEFAULTS
+    from lst_fast.evaluation.leaderboard import COLUMNS, DEFAULT_RANK_BY, LEADERBOARD_DEFAULTS, Ranking
+    from lst_fast.run_environment import DEFAULT_BATCH
 
     parser.add_argument(
         "--model",
@@ -73,17 +74,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resamples",
         type=arguments.RESAMPLES,
-        default=1000,
+        default=Ranking.resamples,
         help="bootstrap resamples of the source images (default: %(default)s)",
     )
     parser.add_argument(
-        "--digits", type=arguments.DIGITS, default=3, help="decimals in the tables (default: %(default)s)"
+        "--digits", type=arguments.DIGITS, default=Ranking.digits, help="decimals in the tables (default: %(default)s)"
     )
     arguments.add_workers_argument(parser)
     parser.add_argument(
         "--batch-size",
         type=arguments.BATCH,
-        default=128,
+        default=DEFAULT_BATCH,
         help="images per batch of the pool's scan (default: %(default)s)",
     )
     arguments.add_device_argument(parser)
@@ -92,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="output folder: OUT/pool.json, OUT/MODEL/ per model, OUT/leaderboard.* (an unfinished one resumes)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    arguments.add_progress_argument(parser)
     arguments.add_join_timeout_argument(parser)
 
 

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--source-label",
-        type=int,
+        type=arguments.COUNT,
         nargs="+",
         default=None,
         metavar="CLASS",
@@ -47,11 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model's prediction on each source)",
     )
     size_help = "image height and width given to the model (default: the model's own)"
-    parser.add_argument("--input-size", type=int, default=None, help=size_help)
-    parser.add_argument("--figures", type=int, default=10, help="path strips for the first N pairs")
+    parser.add_argument("--input-size", type=arguments.SIDE, default=None, help=size_help)
+    parser.add_argument("--figures", type=arguments.COUNT, default=10, help="path strips for the first N pairs")
     arguments.add_device_argument(parser)
     parser.add_argument("--out", default="lst_run", help="output folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    arguments.add_progress_argument(parser)
     add_traverse_arguments(parser)
 
 
@@ -61,7 +61,7 @@ def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_settings_arguments(g, arguments.RUN_LST_FIELDS)
     g.add_argument(
         "--bounds",
-        type=float,
+        type=arguments.finite_number,
         nargs=2,
         metavar=("LO", "HI"),
         default=[0.0, 1.0],
@@ -70,14 +70,14 @@ def add_traverse_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("mean", "std"):
         g.add_argument(
             f"--{name}",
-            type=float,
+            type=arguments.finite_number if name == "mean" else arguments.positive_number,
             nargs="+",
             default=None,
             help=f"per-channel normalization {name} applied inside (default: the model's own)",
         )
     g.add_argument(
         "--record-every",
-        type=int,
+        type=arguments.COUNT,
         default=None,
         help="record the iterate every N iterations, for the path strips (default: iterations/8; 0: no strips)",
     )

@@ -10,6 +10,7 @@ from lst_fast.cli.arguments import (
     add_data_root_argument,
     add_device_argument,
     add_model_dir_argument,
+    add_progress_argument,
     add_trust_folder_code_argument,
     bounded_int,
     run_environment,
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_root_argument(parser)
     add_model_dir_argument(parser)
     add_device_argument(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
 
 
 def command(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lst_fast.atomic_files import atomic_write
 from lst_fast.data.preprocessing import Preprocessing, image_transform
-from lst_fast.errors import EnvironmentFault, InputError
+from lst_fast.errors import EnvironmentFault, InputError, MissingFile
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -52,7 +52,7 @@ def collect_images(specs: Sequence[str], what: str = "image") -> List[Path]:
             if not files:
                 raise InputError(f"the {what} pattern {spec!r} matches no PNG or JPEG files")
         else:
-            raise FileNotFoundError(f"no {what} file, folder or pattern {spec}")
+            raise MissingFile(f"no {what} file, folder or pattern {spec}")
         found += files
     return found
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lst_fast.errors import InputError
+from lst_fast.errors import InputError, MissingFile
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -106,7 +106,7 @@ def load_fashion_mnist(
     if directory is None:
         if not download_if_missing:
             where = f"in {root}" if root is not None else f"in $LST_FAST_DATA, {DEBIAN_DIR} or {CACHE_DIR}"
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"Fashion-MNIST {split} files {FILES[split]} not found {where}. Install them with "
                 "`apt-get install dataset-fashion-mnist`, give a folder holding them (--data-root DIR, "
                 "$LST_FAST_DATA, or root= in Python), fetch them from Python with "

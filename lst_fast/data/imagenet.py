@@ -24,7 +24,7 @@ import torch
 
 from lst_fast.data.image_set import ImageSet, image_file_set
 from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing
-from lst_fast.errors import EnvironmentFault, InputError
+from lst_fast.errors import EnvironmentFault, InputError, MissingFile
 
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 VAL_ARCHIVE = "ILSVRC2012_img_val.tar"
@@ -54,7 +54,7 @@ def robustbench_image_ids() -> Path:
             path = Path(folder) / sub / ROBUSTBENCH_IDS
             if path.is_file():
                 return path
-    raise FileNotFoundError(
+    raise MissingFile(
         f"the installed robustbench ({', '.join(found.submodule_search_locations)}) has no "
         f"{' or '.join(f'{sub}/{ROBUSTBENCH_IDS}' for sub in ROBUSTBENCH_ID_FOLDERS)}; give the list: "
         "imagenet-list:FILE:ROOT"
@@ -67,7 +67,7 @@ def read_image_ids(path: Union[str, Path]) -> List[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise FileNotFoundError(f"no image list {path}") from None
+        raise MissingFile(f"no image list {path}") from None
     ids = [line.strip() for line in lines if line.strip()]
     bad = next((line for line in ids if line.count("/") != 1), None)
     if bad is not None:
@@ -88,14 +88,14 @@ def open_imagenet_val(
     root = Path(root).expanduser()
     spec = spec or f"imagenet:{root}"
     if not root.is_dir():
-        raise FileNotFoundError(f"{spec}: no folder {root}; give the folder that holds {DEVKIT} and {VAL_ARCHIVE}")
+        raise MissingFile(f"{spec}: no folder {root}; give the folder that holds {DEVKIT} and {VAL_ARCHIVE}")
     if not (root / META_FILE).is_file() and not (root / DEVKIT).is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{spec}: the ImageNet devkit {root / DEVKIT} is missing (it has the class names "
             "and the val labels); download it from the ImageNet site into that folder"
         )
     if not (root / "val").is_dir() and not (root / VAL_ARCHIVE).is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{spec}: the val images are missing: neither {root / VAL_ARCHIVE} (from the "
             f"ImageNet site) nor the folder {root / 'val'} unpacked from it"
         )
@@ -115,13 +115,13 @@ def open_imagenet_val(
         text = " ".join(str(error).split())
         raise InputError(f"{spec}: torchvision could not read ImageNet val there: {text}") from error
     if not dataset.samples:
-        raise FileNotFoundError(f"{spec}: {root / 'val'} holds no images")
+        raise MissingFile(f"{spec}: {root / 'val'} holds no images")
     samples = dataset.samples
     if image_ids is not None:
         by_name = {"/".join(Path(path).parts[-2:]): (path, label) for path, label in samples}
         missing = [name for name in image_ids if name not in by_name]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{spec}: {len(missing)} of the {len(image_ids)} listed images are not in {root / 'val'}, "
                 f"e.g. {missing[0]}"
             )

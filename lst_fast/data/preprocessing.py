@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Tuple
 
+from lst_fast.checks import check_count
 from lst_fast.errors import InputError
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
@@ -41,8 +42,7 @@ class Preprocessing:
 
     def with_size(self, size: int) -> "Preprocessing":
         """The same resize and crop to a size x size input."""
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InputError(f"the input size must be a positive integer, got {size!r}")
+        check_count("the input size", size, 1)
         return dataclasses.replace(self, input_size=(self.input_size[0], size, size))
 
     def to_dict(self) -> dict:

@@ -27,7 +27,7 @@ from torch import Tensor
 from lst_fast.data.decoded import opened_once
 from lst_fast.data.image_set import ImageSet, image_file_set
 from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing
-from lst_fast.errors import InputError
+from lst_fast.errors import InputError, MissingFile
 
 __all__ = ["CIFAR10_CLASSES", "DATA_SPECS", "ImageSet", "check_tensor_data", "open_image_set", "read_cifar10_binary"]
 
@@ -73,7 +73,7 @@ def read_cifar10_binary(directory: Path) -> tuple:
     """CIFAR-10 test batch from the binary version: records of 1 label byte and 3072 pixel bytes."""
     path = Path(directory) / "test_batch.bin"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{path} not found: give the folder of the CIFAR-10 binary version "
             "(cifar-10-batches-bin), which holds test_batch.bin"
         )
@@ -92,7 +92,7 @@ def _image_folder(directory: Path, pre: Preprocessing) -> ImageSet:
     root = Path(directory)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not classes:
-        raise FileNotFoundError(f"{root} has no class folders (expected ROOT/CLASS/IMAGE files)")
+        raise MissingFile(f"{root} has no class folders (expected ROOT/CLASS/IMAGE files)")
     files, labels = [], []
     for k, name in enumerate(classes):
         for f in sorted((root / name).iterdir()):
@@ -100,7 +100,7 @@ def _image_folder(directory: Path, pre: Preprocessing) -> ImageSet:
                 files.append(f)
                 labels.append(k)
     if not files:
-        raise FileNotFoundError(f"{root} has class folders but no images in them")
+        raise MissingFile(f"{root} has class folders but no images in them")
     return image_file_set(
         files=files, labels=torch.tensor(labels), name=f"imagefolder:{root}", class_names=classes, pre=pre
     )
@@ -147,7 +147,7 @@ def _open(spec: str, root: Optional[str], preprocessing: Optional[Preprocessing]
         try:
             tensors = load_file(arg)
         except FileNotFoundError:
-            raise FileNotFoundError(f"no tensor file at {arg}") from None
+            raise MissingFile(f"no tensor file at {arg}") from None
         except Exception as error:
             raise InputError(f"{arg} is not a readable safetensors file: {error}") from error
         if "images" not in tensors or "labels" not in tensors or tensors["images"].dim() != 4:

@@ -7,6 +7,7 @@ runner    run_evaluation: pool, rounds of LST, triangles, tables (resumable, tor
 store     EvaluationStore: the files of an evaluation folder, their checks and its lock
 tables    the tables' columns and titles, their numbers and their Markdown/LaTeX
 report    write_report: OUT/report.md with figures (`lst-fast report`)
+finished  load_finished: the one loader of a finished evaluation (compare, the site)
 compare   write_comparison: finished evaluations side by side (`lst-fast compare`)
 leaderboard  run_leaderboard: many models on one pool, ranked with bootstrap intervals (`lst-fast leaderboard`)
 """

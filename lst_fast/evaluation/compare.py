@@ -4,8 +4,9 @@ distributions per run (RMS, SSIM, final confidence over all pairs) and the Table
 fractions per threshold; a third, the k-simplex fraction against k, when runs have k-simplices
 (lst_fast.evaluation.simplices). `lst-fast compare` runs `write_comparison`.
 
-Reads only what `lst-fast eval` wrote, through the evaluation's store: config.json, tables.json and the
-per-pair chunk files; unfinished folders are refused, by name.
+Reads only what `lst-fast eval` wrote, through the one loader of a finished evaluation
+(lst_fast.evaluation.finished: config.json, tables.json and the vetted chunk files); a folder that is not a
+finished evaluation is refused, by name.
 
 `pool_note` says whether the comparison is paired, from the result files themselves: the runs have the
 same number of rounds, share some sources, in every round each shared source was walked toward the
@@ -21,13 +22,11 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
-
 from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
 from lst_fast.errors import InputError
+from lst_fast.evaluation.finished import PER_PAIR, FinishedRun, default_names, load_finished_runs
 from lst_fast.evaluation.simplices import fraction_by_k_figure
-from lst_fast.evaluation.store import EvaluationStore
 from lst_fast.evaluation.tables import (
     TITLES,
     differing_settings,
@@ -41,79 +40,34 @@ __all__ = [
     "PER_PAIR",
     "distributions_figure",
     "fractions_figure",
-    "load_all",
-    "load_evaluation",
     "pool_note",
     "row_labels",
     "write_comparison",
 ]
 
-PER_PAIR = ("rms", "ssim", "confidence")  # the Table 1 columns whose distributions are drawn
-Run = Dict[str, Any]
 
-
-def load_evaluation(folder) -> Run:
-    """One finished evaluation: its folder, config (flat keys), tables and the per-pair values of RMS, SSIM
-    and final confidence; ValueError when the folder is not a finished evaluation."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder} does not exist")
-    store = EvaluationStore(folder)
-    if not store.config_path.is_file():
-        raise InputError(f"{folder} is not an evaluation folder (no config.json)")
-    missing = store.unfinished()
-    if missing:
-        raise InputError(f"{folder} is unfinished ({missing})")
-    config, tables = store.read_config().to_dict(), store.read_tables()
-    parts = [store.read_round(r, store.chunks_per_round()) for r in range(int(config["rounds"]))]
-    per_pair = {k: torch.cat([p[k].double().flatten() for p in parts]) for k in PER_PAIR}
-    walked = [(p["source"].tolist(), p["target"].tolist()) for p in parts]
-    return {
-        "folder": str(folder),
-        "config": config,
-        "tables": tables,
-        "per_pair": per_pair,
-        "walked": walked,
-        "provenance": store.read_provenance(),
-    }
-
-
-def load_all(folders: Sequence[str]) -> List[Run]:
-    """Every folder, or one ValueError naming all the folders that are not finished evaluations."""
-    runs, problems = [], []
-    for folder in folders:
-        try:
-            runs.append(load_evaluation(folder))
-        except ValueError as error:
-            problems.append(str(error))
-    if problems:
-        raise InputError("cannot compare: " + "; ".join(problems))
-    return runs
-
-
-def row_labels(runs: List[Run], labels: Optional[Sequence[str]] = None) -> List[str]:
+def row_labels(runs: List[FinishedRun], labels: Optional[Sequence[str]] = None) -> List[str]:
     """`labels` (one per run), or each run's model, with the folder name where models repeat."""
     if labels is not None:
         if len(labels) != len(runs):
             raise InputError(f"--labels takes one name per folder ({len(runs)}), got {len(labels)}")
         return list(labels)
-    models = [r["config"].get("model", "?") for r in runs]
-    return [m if models.count(m) == 1 else f"{m} ({Path(r['folder']).name})" for m, r in zip(models, runs, strict=True)]
+    return default_names(runs)
 
 
-def _targets_by_source(run: Run) -> Dict[int, Tuple[int, ...]]:
+def _targets_by_source(run: FinishedRun) -> Dict[int, Tuple[int, ...]]:
     """Each source of a run and its target in every round, from its result files."""
-    walked = run["walked"]
+    walked = run.walked
     sources = walked[0][0]
     if any(src != sources for src, _ in walked):
         return {}  # rounds with other sources: no source has one target per round
     return {s: tuple(tgt[k] for _, tgt in walked) for k, s in enumerate(sources)}
 
 
-def data_difference(runs: List[Run], names: List[str]) -> str:
+def data_difference(runs: List[FinishedRun], names: List[str]) -> str:
     """Why the runs' files do not show the same data (empty when they do): each must record the digest of
     the pixels it walked (OUT/provenance.json), over the same images, and the digests must agree."""
-    found = [r.get("provenance") for r in runs]
+    found = [r.provenance for r in runs]
     missing = [f"`{n}`" for n, p in zip(names, found, strict=True) if p is None]
     if missing:
         return (
@@ -131,12 +85,12 @@ def data_difference(runs: List[Run], names: List[str]) -> str:
     return ""
 
 
-def pool_note(runs: List[Run], names: List[str]) -> Dict[str, Any]:
+def pool_note(runs: List[FinishedRun], names: List[str]) -> Dict[str, Any]:
     """{"paired": bool, "pool": digest or None, "shared_sources": int, "text": one paragraph}: whether the
     comparison is paired, read from the result files (see the module docstring), and if not, what differs."""
-    pools = [r["config"].get("pool") for r in runs]
+    pools = [r.cfg.pool for r in runs]
     digest = pools[0] if pools[0] is not None and all(p == pools[0] for p in pools) else None
-    rounds = [len(r["walked"]) for r in runs]
+    rounds = [len(r.rounds) for r in runs]
     maps = [_targets_by_source(r) for r in runs]
     shared = set(maps[0]).intersection(*maps[1:]) if all(maps) else set()
     why = ""
@@ -172,7 +126,7 @@ def pool_note(runs: List[Run], names: List[str]) -> Dict[str, Any]:
     text = (
         f"Paired: the result files show the same {len(shared)} source images walked toward the same targets in "
         f"every one of the {rounds[0]} rounds by every run, on the same pixels (data digest "
-        f"{runs[0]['provenance'].pixels_sha256[:12]})"
+        f"{runs[0].provenance.pixels_sha256[:12]})"
         + (f" (pool {digest[:12]})" if digest else "")
         + "."
         + (
@@ -201,7 +155,7 @@ def write_comparison(
 ) -> List[Path]:
     """Write OUT/table{1,2}.{md,tex}, compare.md, compare.json and the two figures; return the paths."""
     _refuse_repeats(folders)
-    runs = load_all(folders)
+    runs = load_finished_runs(folders)
     names = row_labels(runs, labels)
     out = Path(out)
     try:
@@ -227,7 +181,7 @@ def write_comparison(
     text = [
         "# lst-fast compare",
         "",
-        "Runs: " + ", ".join(f"`{n}` = {r['folder']}" for n, r in zip(names, runs, strict=True)),
+        "Runs: " + ", ".join(f"`{n}` = {r.folder}" for n, r in zip(names, runs, strict=True)),
         "",
         note["text"],
         "",
@@ -238,10 +192,10 @@ def write_comparison(
     summary = [
         {
             "label": n,
-            "folder": r["folder"],
-            "config": r["config"],
-            "provenance": None if r["provenance"] is None else r["provenance"].digests(),
-            "tables": r["tables"],
+            "folder": str(r.folder),
+            "config": r.config,
+            "provenance": None if r.provenance is None else r.provenance.digests(),
+            "tables": r.tables,
         }
         for n, r in zip(names, runs, strict=True)
     ]
@@ -256,13 +210,13 @@ def write_comparison(
     ]
 
 
-def distributions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
+def distributions_figure(runs: List[FinishedRun], names: List[str], path: Path) -> Path:
     """Per run, the distribution over pairs of RMS to target, SSIM to target and final confidence."""
     plt = plots.pyplot()
     titles = {"rms": "RMS to target", "ssim": "SSIM to target", "confidence": "final source-class confidence"}
     fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.1 * len(runs) * 3), 3.4))
     for ax, key in zip(axes, PER_PAIR, strict=True):
-        values = [r["per_pair"][key][~r["per_pair"][key].isnan()].numpy() for r in runs]
+        values = [r.per_pair[key][~r.per_pair[key].isnan()].numpy() for r in runs]
         ax.boxplot(
             values,
             showmeans=True,
@@ -280,13 +234,13 @@ def distributions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
     return plots.save_figure(fig, path)
 
 
-def fractions_figure(runs: List[Run], names: List[str], path: Path) -> Path:
+def fractions_figure(runs: List[FinishedRun], names: List[str], path: Path) -> Path:
     """Per run, the fraction of the triangle grid with confidence above p_src - drop, for each drop."""
     plt = plots.pyplot()
     drops = list(TRIANGLE_DROPS)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, run in zip(names, runs, strict=True):
-        cols = run["tables"]["table2"]
+        cols = run.tables["table2"]
         mean = [cols[f"frac_above_{d:g}"][0] for d in drops]
         std = [cols[f"frac_above_{d:g}"][1] for d in drops]
         ax.errorbar(drops, mean, yerr=std, marker="o", capsize=3, label=name)

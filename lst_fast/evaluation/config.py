@@ -8,9 +8,10 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+from lst_fast.checks import check_count
 from lst_fast.data.sources import DATA_SPECS
 from lst_fast.errors import InputError, InputTypeError
-from lst_fast.evaluation.limits import BATCH_LIMIT, NUM_SAMPLES_LIMIT, ROUNDS_LIMIT
+from lst_fast.evaluation.limits import BATCH_LIMIT, NUM_SAMPLES_LIMIT, ROUNDS_LIMIT, SEED_LIMIT
 from lst_fast.models import MODEL_SPECS
 from lst_fast.walk.settings import EVALUATION_SETTINGS, LSTSettings, field_help
 
@@ -66,16 +67,12 @@ class EvalConfig:
         self.validate()
 
     def validate(self) -> None:
+        # lst_fast.evaluation.limits: what each sizes could not be computed above its limit
+        limits = {"rounds": ROUNDS_LIMIT, "num_samples": NUM_SAMPLES_LIMIT, "chunk_size": BATCH_LIMIT}
         for name in ("rounds", "num_samples", "chunk_size", "triangle_n"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise InputError(f"{name} must be >= 1, got {value}")
-        for name, limit in (("rounds", ROUNDS_LIMIT), ("num_samples", NUM_SAMPLES_LIMIT), ("chunk_size", BATCH_LIMIT)):
-            if getattr(self, name) > limit:  # lst_fast.evaluation.limits: what it sizes could not be computed
-                raise InputError(f"{name} must be at most {limit:,}, got {getattr(self, name)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
-            # every chunk's seed is seed * 1_000_003 + ...: it must fit torch's 64-bit seeds
-            raise InputError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+            check_count(name, getattr(self, name), 1, limits.get(name))
+        # every chunk's seed is seed * 1_000_003 + ...: it must fit torch's 64-bit seeds
+        check_count("seed", self.seed, 0, SEED_LIMIT - 1)
         mc = self.min_confidence
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, numbers.Real) or not 0 <= mc < 1):
             # NaN fails 0 <= mc: a NaN would pass no image and never equal itself in config.json

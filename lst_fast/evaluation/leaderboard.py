@@ -51,6 +51,7 @@ from torch import Tensor
 
 from lst_fast import plots
 from lst_fast.atomic_files import atomic_write_text, standard_json
+from lst_fast.checks import check_count
 from lst_fast.data.decoded import decoding_once
 from lst_fast.data.sources import open_image_set
 from lst_fast.distributed import barrier, rank_and_world
@@ -58,6 +59,7 @@ from lst_fast.errors import DataError, InputError, TooFewSources
 from lst_fast.evaluation import simplices as k_simplices
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.cost import CSV_COLUMNS, cost_csv_cells, cost_latex, cost_markdown, walk_cost
+from lst_fast.evaluation.limits import DIGITS_LIMIT, RESAMPLES_LIMIT, RESAMPLES_MINIMUM
 from lst_fast.evaluation.memory_check import require_memory
 from lst_fast.evaluation.pool import Pool, build_pool, classify, load_pool, scan_order
 from lst_fast.evaluation.pool_file import SIGNED_SCAN
@@ -158,10 +160,8 @@ def run_leaderboard(
         raise InputError(f"rank_by must be one of {list(COLUMNS)} or simplex_kK (2 <= K <= rounds), got {rank_by!r}")
     if rank_by == "lpips" and _lpips_available() is not None:
         raise InputError(f"cannot rank by lpips: {_lpips_available()}")
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 10:
-        raise InputError(f"resamples must be an integer >= 10, got {resamples!r}")
-    if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 12:
-        raise InputError(f"digits must be an integer in [0, 12], got {digits!r}")
+    check_count("resamples", resamples, RESAMPLES_MINIMUM, RESAMPLES_LIMIT)
+    check_count("digits", digits, 0, DIGITS_LIMIT)
     base = base or EvalConfig(**LEADERBOARD_DEFAULTS)
     if rank_by in COLUMNS and COLUMNS[rank_by][1] == "table2" and base.rounds < 2:
         raise InputError(

@@ -4,17 +4,22 @@
 not found out by a hang or an out-of-memory error after it.
 
 Each bound is far above what a run needs (the paper: 5 rounds, 1,000 sources, 66 points per triangle, 1,000
-resamples) and low enough that what it sizes can be held and computed.
+resamples) and low enough that what it sizes can be held and computed. The two bounds of the leaderboard's
+own flags that are no cost (its fewest resamples, its most decimals) are here too, so the flags and
+run_leaderboard read one number.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BATCH_LIMIT",
+    "DIGITS_LIMIT",
     "NUM_SAMPLES_LIMIT",
     "RESAMPLES_LIMIT",
+    "RESAMPLES_MINIMUM",
     "ROUNDS_LIMIT",
     "SEED_LIMIT",
+    "SIDE_LIMIT",
     "SIMPLEX_POINTS_LIMIT",
     "SIMPLEX_ROUNDS_LIMIT",
     "SIMPLEX_SUBSETS_LIMIT",
@@ -32,3 +37,6 @@ NUM_SAMPLES_LIMIT = 10_000_000  # sources in a pool (ImageNet's training set has
 RESAMPLES_LIMIT = 1_000_000  # bootstrap resamples: (resamples, positions) counts, checked against the memory too
 BATCH_LIMIT = 65_536  # images per scan batch and per result chunk, decoded and held at once
 WORKERS_LIMIT = 256  # decoding processes
+SIDE_LIMIT = 16_384  # pixels per side of a model's input: an image set decodes its pool at this size
+RESAMPLES_MINIMUM = 10  # fewer bootstrap resamples give no interval worth printing
+DIGITS_LIMIT = 12  # decimals in a table: float64 holds about 15 significant digits

@@ -51,10 +51,11 @@ from torch import Tensor, nn
 
 from lst_fast.atomic_files import atomic_write_text
 from lst_fast.backends.confidence import class_probability
+from lst_fast.checks import check_count, check_optional_count
 from lst_fast.data.decoded import DecodedImageSet, remembered_digest
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
-from lst_fast.errors import DataError, InputError
+from lst_fast.errors import DataError, InputError, MissingFile
 from lst_fast.evaluation.model_fit import check_model_fits_data
 from lst_fast.evaluation.pool_file import check_fields, content_digest, parse_json
 from lst_fast.run_environment import DEFAULT_BATCH, DEFAULT_ENVIRONMENT, QUIET_ENVIRONMENT, RunEnvironment
@@ -224,15 +225,12 @@ def _views(members: Sequence[PoolMember]) -> Tuple[List[ImageSet], List[int]]:
 
 def _check_settings(num_samples: int, min_confidence: Optional[float], env: RunEnvironment):
     batch_size, workers = env.batch_size, env.workers
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise InputError(f"num_samples must be >= 1, got {num_samples!r}")
+    check_count("num_samples", num_samples, 1)
     mc = min_confidence
     if mc is not None and (isinstance(mc, bool) or not isinstance(mc, (int, float)) or not 0 <= mc < 1):
         raise InputError(f"min_confidence must be None or a number in [0, 1), got {mc!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise InputError(f"workers must be None or >= 0, got {workers!r}")
+    check_count("batch_size", batch_size, 1)
+    check_optional_count("workers", workers, 0, none_means="the data set's default")
 
 
 @torch.no_grad()
@@ -492,7 +490,7 @@ def load_pool(path: Union[str, os.PathLike]) -> Pool:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FileNotFoundError(f"no pool file {path} (`lst-fast leaderboard` writes OUT/pool.json)") from None
+        raise MissingFile(f"no pool file {path} (`lst-fast leaderboard` writes OUT/pool.json)") from None
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not a pool file (not UTF-8 text: {error})") from error
     return Pool.from_dict(parse_json(text, str(path)), str(path))

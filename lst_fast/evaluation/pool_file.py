@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from lst_fast.checks import count_range, is_count
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.errors import DataError, InputError
-from lst_fast.evaluation.limits import BATCH_LIMIT, NUM_SAMPLES_LIMIT, ROUNDS_LIMIT, SEED_LIMIT, WORKERS_LIMIT
+from lst_fast.evaluation.limits import (
+    BATCH_LIMIT,
+    NUM_SAMPLES_LIMIT,
+    ROUNDS_LIMIT,
+    SEED_LIMIT,
+    SIDE_LIMIT,
+    WORKERS_LIMIT,
+)
 
-__all__ = ["SEED_LIMIT", "SIGNED_SCAN", "check_fields", "content_digest", "parse_json"]
+__all__ = ["SIGNED_SCAN", "check_fields", "content_digest", "parse_json"]
 _HEX64 = frozenset("0123456789abcdef")
 
 
@@ -52,10 +60,6 @@ def content_digest(values: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_sha256(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX64
 
@@ -81,9 +85,9 @@ class _Fields:
             self.fail(field, f"an object with {list(keys)}", f"also {unknown[0]!r}")
         return value
 
-    def integer(self, field: str, value: Any, low: int, high: float = float("inf")) -> int:
-        if not _is_int(value) or not low <= value <= high:
-            self.fail(field, f"an integer in [{low}, {high}]" if high < float("inf") else f"an integer >= {low}", value)
+    def integer(self, field: str, value: Any, low: int, high: Optional[int] = None) -> int:
+        if not is_count(value, low, high):
+            self.fail(field, count_range(low, high), value)
         return value
 
 
@@ -92,7 +96,6 @@ TOP_KEYS = ("format", "version", "data", "models", "settings", "indices", "label
 DATA_KEYS = ("spec", "kind", "size", "labels_sha256", "pixels_sha256")
 MODEL_KEYS = ("model", "checkpoint", "pretrained", "preprocessing")
 PREPROCESSING_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode")
-SIDE_LIMIT = 16_384  # pixels per side of a model's input: an image set decodes its pool at this size
 SETTINGS_KEYS = ("num_samples", "min_confidence", "seed", "rounds")
 SCAN_KEYS = ("size", "scanned", "decoded", "forwards", "qualifying", "seconds", "workers", "batch_size", "filled")
 
@@ -102,7 +105,7 @@ def _preprocessing(f: _Fields, field: str, value: Any) -> None:
     its range, and an input of at most SIDE_LIMIT pixels a side."""
     f.keys(field, value, PREPROCESSING_KEYS)
     size = value["input_size"]
-    if not isinstance(size, list) or len(size) != 3 or not all(_is_int(v) and 0 < v <= SIDE_LIMIT for v in size):
+    if not isinstance(size, list) or len(size) != 3 or not all(is_count(v, 1, SIDE_LIMIT) for v in size):
         f.fail(f"{field}.input_size", f"[C, H, W], integers in [1, {SIDE_LIMIT}]", size)
     try:
         Preprocessing(**{**value, "input_size": tuple(size)})
@@ -149,7 +152,7 @@ def check_fields(values: Dict[str, Any], name: str) -> None:
     f.integer("settings.seed", settings["seed"], 0, SEED_LIMIT - 1)
     f.integer("settings.rounds", settings["rounds"], 1, ROUNDS_LIMIT)
     indices, labels = values["indices"], values["labels"]
-    if not isinstance(indices, list) or not all(_is_int(i) and 0 <= i < size for i in indices):
+    if not isinstance(indices, list) or not all(is_count(i, 0, size - 1) for i in indices):
         f.fail("indices", f"a list of integers in [0, {size - 1}]", indices)
     if len(set(indices)) != len(indices):
         f.fail("indices", "distinct", sorted(i for i in set(indices) if indices.count(i) > 1)[:3])
@@ -158,7 +161,7 @@ def check_fields(values: Dict[str, Any], name: str) -> None:
     if (
         not isinstance(labels, list)
         or len(labels) != len(indices)
-        or not all(_is_int(v) and 0 <= v <= INT64_MAX for v in labels)
+        or not all(is_count(v, 0, INT64_MAX) for v in labels)
     ):
         f.fail("labels", f"{len(indices)} integers in [0, {INT64_MAX}] (one per index)", labels)
     confidence = f.keys("confidence", values["confidence"], tuple(makers))

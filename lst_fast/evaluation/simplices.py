@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import numbers
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from lst_fast import plots
 from lst_fast.atomic_files import finite_or_none
+from lst_fast.checks import check_count
 from lst_fast.data.image_set import ImageSet
 from lst_fast.distributed import rank_and_world
 from lst_fast.errors import InputError
@@ -64,8 +64,7 @@ class SimplexSettings:
             ("points", self.points, 2, SIMPLEX_POINTS_LIMIT),
             ("subsets", self.subsets, 0, SIMPLEX_SUBSETS_LIMIT),
         ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not minimum <= value <= limit:
-                raise InputError(f"--simplex-{name} must be an integer in [{minimum}, {limit:,}], got {value!r}")
+            check_count(f"--simplex-{name}", value, minimum, limit)
         if rounds < 2:
             raise InputError(f"the k-simplices (--simplex-points) need --rounds >= 2 (k = 2 .. rounds), got {rounds}")
         if rounds > SIMPLEX_ROUNDS_LIMIT:  # every C(rounds, k) subset is listed for each k
@@ -334,11 +333,11 @@ def _axes_by_k(ax: Any, ks: Sequence[int], ylabel: str) -> None:
     ax.legend(fontsize=8, loc="lower left")
 
 
-def fraction_by_k_figure(runs: Sequence[Dict[str, Any]], names: Sequence[str], path) -> Optional[Any]:
+def fraction_by_k_figure(runs: Sequence[Any], names: Sequence[str], path) -> Optional[Any]:
     """`lst-fast compare`'s figure: per run with k-simplices, the fraction above p_src - LEADERBOARD_DROP
     against k, mean and 95% interval of the mean over its sources (mean +- 1.96 std / sqrt(sources)).
-    None (nothing drawn) when no run has k-simplices."""
-    drawn = [(n, r["tables"]["simplices"]) for n, r in zip(names, runs, strict=True) if r["tables"].get("simplices")]
+    None (nothing drawn) when no run (a FinishedRun) has k-simplices."""
+    drawn = [(n, r.tables["simplices"]) for n, r in zip(names, runs, strict=True) if r.tables.get("simplices")]
     if not drawn:
         return None
     plt = plots.pyplot()

@@ -34,7 +34,8 @@ from torch import Tensor
 
 from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text, standard_json
 from lst_fast.caller_warning import warn_at_caller
-from lst_fast.errors import DataError, EnvironmentFault, InputError
+from lst_fast.checks import is_count
+from lst_fast.errors import DataError, EnvironmentFault, InputError, MissingFile
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.provenance import PROVENANCE_NAME, Provenance, read_provenance, write_provenance
 from lst_fast.walk.result import METADATA_KEY
@@ -181,8 +182,13 @@ class EvaluationStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the folder's lock (flock on OUT/.lst-fast.lock, released when the process ends, even by
-        SIGKILL); a second run refuses at once with a RuntimeError naming the folder and the holder's PID.
-        Under torchrun only rank 0 takes it, for the whole run."""
+        SIGKILL); a second run refuses at once with an EnvironmentFault naming the folder and the holder's PID.
+        Under torchrun only rank 0 takes it, for the whole run.
+
+        Hand-rolled, not the `filelock` package torch installs: its flock lock has no way to record or read
+        the holder's PID (its `pid` exists only for its soft, flock-less fallback), and filelock 3.x (torch
+        pins no version) opens the lock file with O_TRUNC before trying the lock, so every refused run would
+        erase the PID the holder wrote and the refusal could not name it."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
@@ -394,10 +400,10 @@ class EvaluationStore:
         return None
 
     def require_finished(self) -> None:
-        """Raise FileNotFoundError unless the evaluation finished (see `unfinished`)."""
+        """Raise MissingFile (a FileNotFoundError) unless the evaluation finished (see `unfinished`)."""
         missing = self.unfinished()
         if missing:
-            raise FileNotFoundError(f"{self.root} is not a finished evaluation: {missing} (run `lst-fast eval` first)")
+            raise MissingFile(f"{self.root} is not a finished evaluation: {missing} (run `lst-fast eval` first)")
 
 
 def _tables_problem(tables: object) -> Optional[str]:
@@ -405,7 +411,7 @@ def _tables_problem(tables: object) -> Optional[str]:
     if not isinstance(tables, dict):
         return "not a JSON object"
     sources = tables.get("sources")
-    if not isinstance(sources, int) or isinstance(sources, bool) or sources < 1:
+    if not is_count(sources, 1):
         return f"'sources' must be a count >= 1, got {sources!r}"
     for key in ("table1", "table2"):
         cells = tables.get(key)

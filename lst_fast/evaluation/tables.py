@@ -166,30 +166,31 @@ def tables_markdown(tables: Tables, cfg: EvalConfig) -> str:
 # -- several runs side by side ----------------------------------------------------------------------------
 
 
-def differing_settings(runs: Sequence[Dict[str, Any]]) -> List[str]:
-    """The config entries (other than which model) that differ between the runs."""
-    keys = sorted({k for r in runs for k in r["config"]} - set(NOT_SETTINGS))
-    return [k for k in keys if len({json.dumps(r["config"].get(k)) for r in runs}) > 1]
+def differing_settings(runs: Sequence[Any]) -> List[str]:
+    """The config entries (other than which model) that differ between the runs (FinishedRun)."""
+    configs = [r.config for r in runs]
+    keys = sorted({k for c in configs for k in c} - set(NOT_SETTINGS))
+    return [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
 
 
-def side_by_side(runs: Sequence[Dict[str, Any]], key: str, labels: Sequence[str], digits: int) -> Dict[str, Any]:
-    """The cells of one paper table ("table1" or "table2"), one row per run ({"config": flat config,
-    "tables": tables.json}): headers, rows of (mean, std) cells with pairs, sources and the shown
+def side_by_side(runs: Sequence[Any], key: str, labels: Sequence[str], digits: int) -> Dict[str, Any]:
+    """The cells of one paper table ("table1" or "table2"), one row per run (a FinishedRun: its flat
+    config and tables.json): headers, rows of (mean, std) cells with pairs, sources and the shown
     settings (flagged where they differ), and which settings differ."""
     headers = TABLE1_HEADERS if key == "table1" else TABLE2_HEADERS
     differ = differing_settings(runs)
     rows = []
     for label, run in zip(labels, runs, strict=True):
-        cols = run["tables"][key]
+        cols, config = run.tables[key], run.config
         # tables.json writes a value that is not a number (NaN) as null
         cells = [tuple(_number(v) for v in cols.get(name, (None, None))) for name in headers]
-        settings = [(SHOWN[k], _setting(run["config"].get(k)), k in differ) for k in SHOWN]
+        settings = [(SHOWN[k], _setting(config.get(k)), k in differ) for k in SHOWN]
         rows.append(
             {
                 "label": label,
                 "cells": cells,
-                "pairs": run["tables"]["pairs"],
-                "sources": run["tables"]["sources"],
+                "pairs": run.tables["pairs"],
+                "sources": run.tables["sources"],
                 "settings": settings,
             }
         )

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from lst_fast.atomic_files import atomic_write_text, standard_json
 from lst_fast.data.sources import open_image_set
-from lst_fast.evaluation.compare import load_all, pool_note, row_labels
+from lst_fast.evaluation.compare import pool_note, row_labels
+from lst_fast.evaluation.finished import load_finished_runs
 from lst_fast.evaluation.leaderboard import model_folder, resample_counts
 from lst_fast.evaluation.verdict_tables import verdict_csv, verdict_figure, verdict_latex, verdict_markdown
 from lst_fast.evaluation.verdicts import judge_outputs, verdict_matrix, verdict_path
@@ -35,12 +36,12 @@ def compare_verdicts(
     union, in data set order), resampled `resamples` times with the runs' seed."""
     from lst_fast.models import resolve_model
 
-    runs = load_all(folders)
+    runs = load_finished_runs(folders)
     names = row_labels(runs, labels)
     if len(runs) < 2:
         return None, "No verdict matrix: it needs two runs or more."
     note = pool_note(runs, names)
-    kinds = {str(r["config"]["data"]).partition(":")[0] for r in runs}
+    kinds = {r.cfg.data.partition(":")[0] for r in runs}
     if not note["paired"] or len(kinds) > 1:
         why = (
             note["text"] if not note["paired"] else f"the runs are of different data sets ({', '.join(sorted(kinds))})"
@@ -50,13 +51,13 @@ def compare_verdicts(
             f"sources walked toward the same targets, and these are not. {why}"
         )
     out = Path(out)
-    first = runs[0]["config"]
+    first = runs[0].config
     data_labels = open_image_set(first["data"], data_root).labels.to(torch.long)
     found: Dict[Tuple[str, str], Dict[str, Tensor]] = {}
     resolved: Dict[str, ModelDescriptor] = {}
     for a, run_a in zip(names, runs, strict=True):
         for b, run_b in zip(names, runs, strict=True):
-            cfg = run_b["config"]
+            cfg = run_b.config
             judge = {"model": cfg["model"], "pretrained": cfg["pretrained"], "checkpoint": cfg["checkpoint"]}
 
             def resolve(b=b, cfg=cfg) -> ModelDescriptor:
@@ -67,7 +68,7 @@ def compare_verdicts(
                 return resolved[b]
 
             path = verdict_path(out / "verdicts", model_folder(a), model_folder(b))
-            found[(a, b)], _ = judge_outputs(run_a["folder"], judge, resolve, path, labels=data_labels, device=device)
+            found[(a, b)], _ = judge_outputs(run_a.folder, judge, resolve, path, labels=data_labels, device=device)
     positions = torch.unique(torch.cat([found[(a, a)]["source"] for a in names]))
     matrix = verdict_matrix(
         found, names, positions, labels=data_labels, weights=resample_counts(len(positions), resamples, first["seed"])

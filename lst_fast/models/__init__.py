@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lst_fast.data.preprocessing import IMAGENET_EVAL, Preprocessing, from_timm_config
-from lst_fast.errors import EnvironmentFault, InputError
+from lst_fast.errors import EnvironmentFault, InputError, MissingFile
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.models.fashion import ARCHITECTURES as _FASHION_ARCHITECTURES
 from lst_fast.models.wide_resnet import wrn28_10
@@ -78,7 +78,7 @@ def model_info(name: str) -> dict:
         with safe_open(str(path), framework="pt") as f:
             return json.loads((f.metadata() or {})["lst_fast_model"])
     except FileNotFoundError:
-        raise FileNotFoundError(f"the weights of {name!r} are missing: {path}") from None
+        raise MissingFile(f"the weights of {name!r} are missing: {path}") from None
     except Exception as error:
         raise InputError(f"{path} is not a readable lst_fast model file: {error}") from error
 
@@ -103,7 +103,7 @@ def load_model(name: str, device: Union[str, torch.device] = "cpu") -> nn.Module
 def _read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise MissingFile(f"no checkpoint at {path}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

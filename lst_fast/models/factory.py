@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterator, Tuple
 from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
-from lst_fast.errors import InputError, InputTypeError
+from lst_fast.errors import InputError, InputTypeError, MissingFile
 from lst_fast.models.user_code import record_user_code, record_user_module
 
 USAGE = "py:MODULE:FUNCTION or py:MODULE:FUNCTION(key=value, ...) with Python literal values"
@@ -88,7 +88,7 @@ def _import(spec: str, module: str):
     if module.endswith(".py"):
         path = Path(module).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"{spec}: no Python file {path}")
+            raise MissingFile(f"{spec}: no Python file {path}")
         record_user_code(spec, path)  # before it runs: an error in its body is the user's (exit code 1)
         unit = importlib.util.spec_from_file_location(path.stem, path)
         if unit is None or unit.loader is None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
 from lst_fast.error_text import one_line
-from lst_fast.errors import EnvironmentFault, InputError, InputTypeError
+from lst_fast.errors import EnvironmentFault, InputError, InputTypeError, MissingFile
 
 INSTALL = "pip install git+https://github.com/RobustBench/robustbench.git"
 DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -81,7 +81,7 @@ def load(spec: str, model_dir: Union[str, Path, None] = None) -> Tuple[nn.Module
         raise InputError(f"RobustBench has no model {name!r} for {dataset} / {threat}") from None
     except Exception as error:  # noqa: BLE001  a download that failed, or an unreadable checkpoint
         if not had_file:
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{spec}: no checkpoint {path.absolute()}, where RobustBench looks for it "
                 f"(MODEL_DIR/{dataset}/{threat}/{name}.pt, MODEL_DIR from --model-dir, default ./models), and "
                 f"downloading it failed ({one_line(error)}): put the file there, or run once with network "

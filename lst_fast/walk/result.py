@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from lst_fast.atomic_files import atomic_save_tensors
-from lst_fast.errors import EnvironmentFault, InputError, InputTypeError
+from lst_fast.errors import EnvironmentFault, InputError, InputTypeError, MissingFile
 
 FORMAT_VERSION = 1
 METADATA_KEY = "lst_fast"  # the safetensors metadata entry that holds lst_fast's JSON header
@@ -139,7 +139,7 @@ class TraversalResult:
                 f"cannot load {path} onto {device}: no CUDA device is available here; load it with device='cpu'"
             )
         if not path.is_file():
-            raise FileNotFoundError(f"no traversal result at {path}")
+            raise MissingFile(f"no traversal result at {path}")
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 header = json.loads((f.metadata() or {}).get(METADATA_KEY, "null"))

@@ -9,13 +9,13 @@ is a new object (`settings.replace(step_size=...)`), and every new object runs `
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 from lst_fast.backends.names import BACKENDS, check_backend
+from lst_fast.checks import check_count, check_optional_count
 from lst_fast.errors import InputError, InputTypeError
 from lst_fast.walk import validation
 
@@ -112,24 +112,19 @@ class LSTSettings:
             object.__setattr__(self, name, value)  # the dataclass is frozen
 
         put("step_size", validation.check_positive("step_size", self.step_size))
-        put("iterations", validation.check_count("iterations", self.iterations))
+        put("iterations", check_count("iterations", self.iterations))
         put("threshold", validation.check_non_negative("threshold", self.threshold))
         put("adv_step_size", validation.check_non_negative("adv_step_size", self.adv_step_size))
         put("init_noise", validation.check_non_negative("init_noise", self.init_noise))
         put("bounds", validation.check_bounds(self.bounds))
         for name in ("mean", "std"):
             put(name, validation.channel_values(name, getattr(self, name)))
-        batch_size = self.batch_size
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1
-        ):
-            raise InputError(f"batch_size must be a positive int or None (automatic), got {batch_size!r}")
-        put("batch_size", None if batch_size is None else int(batch_size))
+        put("batch_size", check_optional_count("batch_size", self.batch_size, 1, none_means="automatic"))
         for name in ("compile_model", "graph"):
             if not isinstance(getattr(self, name), bool):
                 raise InputTypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         check_precision(self.precision, self.compile_model)
-        put("record_every", validation.check_count("record_every", self.record_every))
+        put("record_every", check_count("record_every", self.record_every))
         put("record_device", None if self.record_device is None else torch.device(self.record_device))
         put("progress", bool(self.progress))
         check_backend(self.backend)

@@ -40,12 +40,6 @@ def check_non_negative(name: str, value: float) -> float:
     return float(value)
 
 
-def check_count(name: str, value: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-        raise InputError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
 def check_bounds(bounds: Sequence[float]) -> Bounds:
     if isinstance(bounds, (str, bytes)):
         raise InputTypeError(f"bounds must be a pair (lo, hi) of numbers, got the string {bounds!r}")

@@ -29,8 +29,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from lst_fast.atomic_files import atomic_write_text, finite_or_none
+from lst_fast.checks import check_count
 from lst_fast.data.decoded import decoding_once
 from lst_fast.errors import InputError
+from lst_fast.evaluation.finished import FinishedRun
 from lst_fast.evaluation.folder_models import data_without_model, untrusted_model
 from lst_fast.evaluation.leaderboard import SHOWN_SETTINGS, caption, model_folder
 from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
@@ -40,7 +42,7 @@ from lst_fast.website.content import checked_content
 from lst_fast.website.decoded import DecodedImages
 from lst_fast.website.encoding import ImageWriter
 from lst_fast.website.images import needs_thumbnail
-from lst_fast.website.inputs import Run, finite, load_inputs, paired
+from lst_fast.website.inputs import finite, load_inputs, paired
 from lst_fast.website.page_data import data_script
 from lst_fast.website.verdicts import model_verdicts, pair_verdicts
 from lst_fast.website.walk_details import ChosenWalks, DetailsCache, target_confidences, walk_details
@@ -67,8 +69,8 @@ class SiteOptions:
         seed: int = 0,
     ) -> None:
         for name, value, least in (("walk_pages", walk_pages, 0), ("thumbnail", thumbnail, 8), ("frames", frames, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-                raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
+            if value is not None:
+                check_count(name, value, least)
         self.walk_pages, self.thumbnail, self.frames, self.seed = walk_pages, thumbnail, frames, seed
 
     def key(self) -> List[Any]:
@@ -166,11 +168,11 @@ class _Shared:
     """What every run's part of the build reads: all the runs (the model pages link them) and the images
     decoded once for all of them."""
 
-    runs: List[Run]
+    runs: List[FinishedRun]
     decoded: DecodedImages
 
 
-def _model_and_data(run: Run, decoded: DecodedImages, left_out: Optional[str]):
+def _model_and_data(run: FinishedRun, decoded: DecodedImages, left_out: Optional[str]):
     """(the model's descriptor, the data in its preprocessing, decoded once for the build); (None, the data)
     when the model is left out, which only an in-memory data set allows (an image file's resize and crop are
     the model's)."""
@@ -255,7 +257,9 @@ def _model_part(
     return part
 
 
-def _write_gallery_images(run: Run, table: WalkTable, data, folder: Path, writer: ImageWriter, chosen, built, ext):
+def _write_gallery_images(
+    run: FinishedRun, table: WalkTable, data, folder: Path, writer: ImageWriter, chosen, built, ext
+):
     """Every walk's LST output and every source and target, at the gallery's size (unless built), through
     `writer` (its thumbnail size); returns the chosen walks' stored outputs (full size, float)."""
     wanted = {i: k for k, i in enumerate(chosen)}
@@ -311,7 +315,7 @@ def _alt(model: str, what: str, w: Dict[str, Any], p: float) -> str:
 
 
 def _walk_pages(part, details, chosen: List[int], folder: Path, templates) -> None:
-    run: Run = part["run"]
+    run: FinishedRun = part["run"]
     pages = folder / "walks"
     pages.mkdir(parents=True, exist_ok=True)
     names = {_walk_record(part, i)["name"] for i in chosen}
@@ -407,7 +411,7 @@ def _table_rows(tables: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def _model_page(part, folder: Path, templates, runs, board=None) -> None:
-    run: Run = part["run"]
+    run: FinishedRun = part["run"]
     records = []
     for i in range(len(part["table"])):
         w = _walk_record(part, i)
@@ -451,7 +455,7 @@ def _model_page(part, folder: Path, templates, runs, board=None) -> None:
 # -- the pages over every run -----------------------------------------------------------------------------
 
 
-def _side_by_side(runs: List[Run], parts, out: Path, templates, judged=None) -> None:
+def _side_by_side(runs: List[FinishedRun], parts, out: Path, templates, judged=None) -> None:
     first = parts[0]
     pairs = []
     for i in range(len(first["table"])):
@@ -492,7 +496,7 @@ def _known(cell: Dict[str, Any]) -> bool:
     return all(finite(cell.get(part)) for part in ("mean", "low", "high"))
 
 
-def _index_page(runs: List[Run], parts, board, not_paired: Optional[str], templates, out: Path) -> str:
+def _index_page(runs: List[FinishedRun], parts, board, not_paired: Optional[str], templates, out: Path) -> str:
     if board is None:
         columns = [("sources", "sources")] + [(f"table1.{c}", TABLE1_HEADERS[c]) for c in ("rms", "confidence")]
         columns += [(f"table2.{c}", TABLE2_HEADERS[c]) for c in ("mean", "frac_above_0.2")]

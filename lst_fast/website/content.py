@@ -10,18 +10,18 @@ import torch
 
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
+from lst_fast.evaluation.finished import FinishedRun
 from lst_fast.evaluation.pool import pixels_digest
 from lst_fast.evaluation.provenance import Provenance, refuse_changes, weights_digest
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.run_environment import RunEnvironment
-from lst_fast.website.inputs import Run
 
 __all__ = ["checked_content"]
 
 ADVICE = "the site reruns the model for its walk pages and confidences: restore them, or evaluate again"
 
 
-def checked_content(run: Run, described: ModelDescriptor, data: ImageSet, env: RunEnvironment) -> str:
+def checked_content(run: FinishedRun, described: ModelDescriptor, data: ImageSet, env: RunEnvironment) -> str:
     """The digests of the weights and pixels the site's forwards use (a cache key), after checking them
     against the run's recorded provenance (InputError, one line, when they differ). A folder of an earlier
     lst_fast records none: the pixels are then those of its walks' sources and targets, as read now."""

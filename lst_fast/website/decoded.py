@@ -16,14 +16,14 @@ from torch import Tensor
 from lst_fast.data.decoded import DecodedImageSet
 from lst_fast.data.image_set import ImageSet
 from lst_fast.data.preprocessing import Preprocessing
+from lst_fast.evaluation.finished import FinishedRun
 from lst_fast.run_environment import RunEnvironment
 from lst_fast.website.encoding import usable_cores
-from lst_fast.website.inputs import Run
 
 __all__ = ["DecodedImages"]
 
 
-def _walked(runs: Sequence[Run]) -> Dict[str, Tensor]:
+def _walked(runs: Sequence[FinishedRun]) -> Dict[str, Tensor]:
     """Per data set (its --data), the indices the site reads: every walk's source and target and the pixel
     indices each run's provenance records (its digest's images)."""
     found: Dict[str, List[Tensor]] = {}
@@ -39,7 +39,7 @@ class DecodedImages:
     """The build's image sets, opened once per (data set, preprocessing), their walked images decoded up
     front, shared by every run that reads them. Call inside a decoding scope (build_site runs in one)."""
 
-    def __init__(self, runs: Sequence[Run], env: RunEnvironment) -> None:
+    def __init__(self, runs: Sequence[FinishedRun], env: RunEnvironment) -> None:
         self.env = env
         self.walked = _walked(runs)
         self._opened: Dict[Tuple[str, str], ImageSet] = {}

@@ -1,105 +1,46 @@
 """What a site is built from: a finished leaderboard folder, one `lst-fast eval` folder, or several. Read
-through the evaluation's own loaders (EvaluationStore, load_pool, leaderboard.json); nothing is rerun.
+through the evaluation's own loaders (load_finished, load_pool, leaderboard.json); nothing is rerun.
 
-Every chunk file is vetted as the store vets one before reuse (EvaluationStore.has_chunk: its recorded
-configuration, round and chunk, the weights and pixel digests it records, one row per pair, and in every
-round the sources of round 0 at its position); a leaderboard's runs must also hold the pool's targets and
-pixel digest (leaderboard.pairing_problems, pixel_problems). A file that fails is refused in one line
+Every run is a FinishedRun, read by lst_fast.evaluation.finished.load_finished, which vets every chunk file
+as the store vets one before reuse (EvaluationStore.has_chunk); a leaderboard's runs must also hold the
+pool's targets and pixel digest (leaderboard.pairing_problems, pixel_problems). A file that fails is refused in one line
 naming it. A leaderboard.json is checked for every key the pages read before any is used (a truncated or
 edited file is one DataError naming it), and a leaderboard's model with no sources has a row but no run."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import numbers
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor
 
-from lst_fast.errors import DataError, InputError
-from lst_fast.evaluation.config import EvalConfig
+from lst_fast.checks import is_count
+from lst_fast.errors import DataError, InputError, MissingFile
+from lst_fast.evaluation.finished import FinishedRun, default_names, load_finished
 from lst_fast.evaluation.leaderboard import model_folder
-from lst_fast.evaluation.provenance import Provenance
-from lst_fast.evaluation.store import EvaluationStore
-from lst_fast.evaluation.tables import round_pairs
 
-__all__ = ["Run", "finite", "load_inputs", "paired", "read_board"]
-
-# The per-walk tensors of a round that the site shows (the LST outputs are read separately, per model).
-WALK_KEYS = ("source", "target", "initial_confidence", "confidence", "rms", "linf", "still_source", "accepted_steps")
+__all__ = ["finite", "load_inputs", "paired", "read_board"]
 
 
-@dataclasses.dataclass
-class Run:
-    """One finished evaluation: its name on the site, folder, configuration, tables and per-round results
-    (each round's tensors concatenated over its chunks, in source order)."""
-
-    name: str
-    folder: Path
-    cfg: EvalConfig
-    tables: Dict[str, Any]
-    rounds: List[Dict[str, Tensor]]
-    chunks: int
-    provenance: Optional[Provenance] = None  # OUT/provenance.json (None: an earlier lst_fast's folder)
-
-    @property
-    def store(self) -> EvaluationStore:
-        return EvaluationStore(self.folder)
-
-    def triangles(self) -> Dict[Tuple[int, int], Tensor]:
-        """Each pair of rounds' triangle confidences (sources, grid points), where the file is there."""
-        found = {}
-        for r1, r2 in round_pairs(self.cfg.rounds):
-            if self.store.triangles_path(r1, r2).is_file():
-                found[(r1, r2)] = self.store.read_triangles(r1, r2)
-        return found
-
-    def signature(self) -> str:
-        """What this run's part of the site depends on: its configuration, its tables and the sizes and
-        times of its result files (a recomputed file changes it)."""
-        files = sorted(self.store.results.iterdir())
-        stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-        return json.dumps([self.cfg.to_dict(), self.tables, stamp], sort_keys=True)
-
-
-def _read_run(folder: Path, name: str) -> Run:
-    store = EvaluationStore(folder)
-    if not store.config_path.is_file():
+def _read_run(folder: Path, name: str) -> FinishedRun:
+    """A folder the site was given, as a finished evaluation (lst_fast.evaluation.finished), or one line saying
+    what it is instead: an unfinished leaderboard, or neither kind of folder."""
+    if not (folder / "config.json").is_file():
         if (folder / "pool.json").is_file():  # a leaderboard stopped before its ranking
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{folder} is an unfinished leaderboard (no leaderboard.json yet): run the same `lst-fast "
                 "leaderboard` command again to finish it"
             )
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{folder} is neither a leaderboard folder (leaderboard.json) nor an evaluation folder (config.json)"
         )
-    store.require_finished()
-    cfg, chunks, provenance = store.read_config(), store.chunks_per_round(), store.read_provenance()
-    rounds: List[Dict[str, Tensor]] = []
-    for r in range(cfg.rounds):
-        parts = []
-        for c in range(chunks):
-            found = store.read_chunk(r, c)
-            if any(k not in found for k in ("source", "target")):
-                raise DataError(f"{store.chunk_path(r, c)} holds no source and target indices; evaluate again")
-            # the sources at this position are round 0's in every round (as the evaluation walks them)
-            source = found["source"] if r == 0 else rounds[0]["source"][c * cfg.chunk_size : (c + 1) * cfg.chunk_size]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # an unreadable file is refused here, not recomputed
-                usable = store.has_chunk(r, c, cfg, source, found["target"], provenance=provenance)
-            if not usable:
-                raise DataError(f"{store.chunk_path(r, c)} cannot be read or records no configuration; evaluate again")
-            parts.append({k: v for k, v in found.items() if k in WALK_KEYS})
-        rounds.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
-    return Run(name, folder, cfg, store.read_tables(), rounds, chunks, provenance)
+    return load_finished(folder, name)
 
 
-def _check_against_pool(board_folder: Path, runs: List[Run]) -> None:
+def _check_against_pool(board_folder: Path, runs: List[FinishedRun]) -> None:
     """A leaderboard's runs must hold the pool's targets for their sources and its pixel digest."""
     from lst_fast.evaluation.leaderboard import pairing_problems, pixel_problems
     from lst_fast.evaluation.pool import load_pool
@@ -116,15 +57,15 @@ def _check_against_pool(board_folder: Path, runs: List[Run]) -> None:
             )
 
 
-def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any]]]:
+def load_inputs(paths: Sequence[str]) -> Tuple[List[FinishedRun], Optional[Dict[str, Any]]]:
     """(the runs, the leaderboard dict or None) of one leaderboard folder or of one or more evaluation
-    folders; FileNotFoundError / ValueError naming the folder when one is neither or unfinished."""
+    folders; MissingFile / InputError naming the folder when one is neither or unfinished."""
     if not paths:
         raise InputError("give a leaderboard folder or one or more evaluation folders")
     folders = [Path(p) for p in paths]
     for folder in folders:
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder (expected a leaderboard or an `lst-fast eval` folder)")
+            raise MissingFile(f"{folder} is not a folder (expected a leaderboard or an `lst-fast eval` folder)")
     boards = [f for f in folders if (f / "leaderboard.json").is_file()]
     if boards and len(folders) > 1:
         raise InputError(f"{boards[0]} is a leaderboard folder: give it alone, not with other folders")
@@ -144,9 +85,8 @@ def load_inputs(paths: Sequence[str]) -> Tuple[List[Run], Optional[Dict[str, Any
         _check_against_pool(boards[0], runs)
         return runs, board
     runs = [_read_run(f, "") for f in folders]
-    models = [r.cfg.model for r in runs]
-    for run in runs:  # the model's name, or the folder's where two runs have the same model
-        run.name = run.cfg.model if models.count(run.cfg.model) == 1 else f"{run.cfg.model} ({run.folder.name})"
+    for run, name in zip(runs, default_names(runs), strict=True):  # the model's, with the folder's where they repeat
+        run.name = name
     if len({r.name for r in runs}) != len(runs):
         raise InputError(f"two of the folders have the same name and model: {[str(f) for f in folders]}")
     return runs, None
@@ -177,7 +117,7 @@ def _board_problem(board: Any) -> Optional[str]:
     for k, row in enumerate(board["rows"]):
         if not isinstance(row, dict) or not isinstance(row.get("model"), str):
             return f"row {k} has no model"
-        if not isinstance(row.get("sources"), int) or isinstance(row["sources"], bool) or row["sources"] < 0:
+        if not is_count(row.get("sources")):
             return f"row {k} ({row['model']}) has no count of sources"
         if not isinstance(row.get("config"), dict) or not isinstance(row.get("rank_label"), str):
             return f"row {k} ({row['model']}) has no config or rank label"
@@ -216,7 +156,7 @@ def finite(value: Any) -> bool:
     return _is_number(value) and math.isfinite(value)
 
 
-def paired(runs: Sequence[Run]) -> Optional[str]:
+def paired(runs: Sequence[FinishedRun]) -> Optional[str]:
     """None when every run walks the same pairs (the same source and target indices, in the same order, in
     every round, read from the result files themselves) on the same pixels (the data digest each records:
     content, not the data's path); else why not, in a few words."""

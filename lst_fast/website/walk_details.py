@@ -22,13 +22,13 @@ import torch
 from torch import Tensor
 
 from lst_fast.data.image_set import ImageSet
+from lst_fast.evaluation.finished import FinishedRun
 from lst_fast.evaluation.runner import chunk_seed
 from lst_fast.evaluation.store import load_tensors
 from lst_fast.geometry import linear_path_confidence, width_profile
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.walk.result import METADATA_KEY
 from lst_fast.walk.traversal import traverse
-from lst_fast.website.inputs import Run
 from lst_fast.website.walks import WalkTable
 
 __all__ = ["LINE_STEPS", "WIDTH_RADII", "ChosenWalks", "DetailsCache", "walk_details"]
@@ -59,13 +59,13 @@ class DetailsCache:
     content: str = ""
 
 
-def _key(run: Run, rows: List[int], frames: int, content: str) -> str:
+def _key(run: FinishedRun, rows: List[int], frames: int, content: str) -> str:
     text = json.dumps([CACHE_FORMAT, run.signature(), rows, frames, LINE_STEPS, WIDTH_RADII, WIDTH_DIRECTIONS, content])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def walk_details(
-    run: Run,
+    run: FinishedRun,
     model: torch.nn.Module,
     data: ImageSet,
     table: WalkTable,
@@ -165,7 +165,7 @@ def _cached(path: Path, key: str) -> Optional[Dict[str, Tensor]]:
 
 
 def target_confidences(
-    run: Run,
+    run: FinishedRun,
     model: torch.nn.Module,
     data: ImageSet,
     table: WalkTable,

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from lst_fast.data.image_set import ImageSet
-from lst_fast.website.inputs import Run
+from lst_fast.evaluation.finished import FinishedRun
 
 __all__ = ["WalkTable", "select_walks", "walk_records", "walk_table"]
 
@@ -49,7 +49,9 @@ def _pairs_rms(data: ImageSet, source: Tensor, target: Tensor, batch: int) -> Te
     return torch.cat(found) if found else torch.zeros(0, dtype=torch.float64)
 
 
-def walk_table(run: Run, data: ImageSet, batch: int = 256, known: Optional[Dict[Tuple, Tensor]] = None) -> WalkTable:
+def walk_table(
+    run: FinishedRun, data: ImageSet, batch: int = 256, known: Optional[Dict[Tuple, Tensor]] = None
+) -> WalkTable:
     """The rows of every walk of `run`, reading the source and target images from `data` (no model).
     known: the start RMS of the rounds already computed by this build (keyed by the image set and the
     round's sources and targets), filled here, so the runs of a leaderboard, which walk the same pairs on
