@@ -49,10 +49,12 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _files(folder: Path) -> dict:
+    """Every result file's bytes; not the lock, nor walk_cost*.json, which records how long each chunk's
+    walk took (a timing, different in every run; the leaderboard's cost table reads it)."""
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lst-fast.lock"
+        if p.is_file() and p.name != ".lst-fast.lock" and not p.name.startswith("walk_cost")
     }
 
 

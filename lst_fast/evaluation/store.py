@@ -8,6 +8,7 @@ check. `lst-fast eval` writes through it and `lst-fast report` reads through it.
     OUT/results/simplex_kKK_sSSS.safetensors         k-simplex SSS of k = KK (eval --simplex-points only)
     OUT/tables.json, OUT/tables.md                   the tables
     OUT/report.md, OUT/report_*.png                  the report
+    OUT/walk_cost.json                               each chunk's walk time (cost.py; not a result: no check)
 
     OUT/.lst-fast.lock                               held (flock) by the run writing the folder; holds its PID
 
@@ -162,10 +163,12 @@ class EvaluationStore:
         return self.results.is_dir() and any(self.results.glob("*.safetensors"))
 
     def discard(self) -> None:
-        """Delete what an earlier run wrote (config.json, provenance.json, the tables and the result files;
-        nothing else), so the folder starts afresh (`lst-fast eval --restart`). Call it only while holding
+        """Delete what an earlier run wrote (config.json, provenance.json, the tables, the walk timings and the
+        result files; nothing else), so the folder starts afresh (`lst-fast eval --restart`). Call it only while holding
         the folder's lock."""
         for path in (self.config_path, self.provenance_path, self.tables_json, self.tables_md):
+            path.unlink(missing_ok=True)
+        for path in self.root.glob("walk_cost*.json"):  # the earlier run's timings (lst_fast.evaluation.cost)
             path.unlink(missing_ok=True)
         if self.results.is_dir():
             for pattern in ("round*_chunk*.safetensors", "triangles_r*_r*.safetensors", "simplex_k*_s*.safetensors"):
