@@ -13,10 +13,14 @@ ValueError), so callers that catch the standard types keep working.
       MissingFile           a file or folder that is not there (also a FileNotFoundError)
 
 Anything else that reaches the command line (a KeyError, an error raised inside torch) is unexpected:
-most likely a bug, exit code 2 with the traceback in a file (lst_fast.cli.errors).
+most likely a bug, exit code 2 with the traceback in a file (lst_fast.cli.errors). `one_line` writes any
+error as one line of text, for the messages that quote another error (the command line's error line, the
+model loaders' "could not load ... (CAUSE)").
 """
 
 from __future__ import annotations
+
+from typing import Tuple, Type
 
 __all__ = [
     "DataError",
@@ -28,6 +32,7 @@ __all__ = [
     "MissingFile",
     "PeerFailed",
     "TooFewSources",
+    "one_line",
 ]
 
 
@@ -66,3 +71,13 @@ class MissingDependency(LstFastError, ImportError):
 class MissingFile(LstFastError, FileNotFoundError):
     """A file or folder lst_fast was pointed at is not there (a data set, a checkpoint, a results folder);
     the message names it and says what was expected there."""
+
+
+def one_line(error: BaseException, plain: Tuple[Type[BaseException], ...] = ()) -> str:
+    """The error's message with its white space folded to single spaces, after its type's name ("KeyError:
+    'x'") unless it is one of the `plain` types, whose messages stand on their own; an error without a
+    message is its type's name."""
+    text = " ".join(str(error).split())
+    if not text:
+        return type(error).__name__
+    return text if isinstance(error, plain) else f"{type(error).__name__}: {text}"

@@ -31,8 +31,7 @@ from lst_fast.cli.arguments import (
     settings_from_arguments,
 )
 from lst_fast.cli.errors import is_expected, out_of_memory_text, report_unexpected, report_user_error
-from lst_fast.error_text import one_line
-from lst_fast.errors import LstFastError
+from lst_fast.errors import LstFastError, one_line
 
 __all__ = [
     "add_dataclass_arguments",

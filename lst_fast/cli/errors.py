@@ -109,7 +109,7 @@ def report_unexpected(command: str, error: BaseException, argv: Sequence[str]) -
 def report_user_error(command: str, error: BaseException, argv: Sequence[str]) -> bool:
     """When `error` was raised in the user's own code (lst_fast.models.user_code.blame): one line on stderr
     naming the model spec, the error and where its traceback is, and True; else False (nothing printed)."""
-    from lst_fast.error_text import one_line
+    from lst_fast.errors import one_line
     from lst_fast.models.user_code import blame
 
     found = blame(error)

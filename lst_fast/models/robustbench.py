@@ -20,8 +20,7 @@ from typing import Optional, Tuple, Union
 from torch import nn
 
 from lst_fast.data.preprocessing import Preprocessing
-from lst_fast.error_text import one_line
-from lst_fast.errors import EnvironmentFault, InputError, InputTypeError, MissingFile
+from lst_fast.errors import EnvironmentFault, InputError, InputTypeError, MissingFile, one_line
 
 INSTALL = "pip install git+https://github.com/RobustBench/robustbench.git"
 DATASETS = ("cifar10", "cifar100", "imagenet")
