@@ -57,6 +57,7 @@ from lst_fast.data.sources import open_image_set
 from lst_fast.distributed import barrier, rank_and_world
 from lst_fast.errors import DataError, InputError, TooFewSources
 from lst_fast.evaluation import simplices as k_simplices
+from lst_fast.evaluation.bootstrap import bootstrap_means, resample_counts
 from lst_fast.evaluation.config import EvalConfig
 from lst_fast.evaluation.cost import CSV_COLUMNS, cost_csv_cells, cost_latex, cost_markdown, walk_cost
 from lst_fast.evaluation.limits import DIGITS_LIMIT, RESAMPLES_LIMIT, RESAMPLES_MINIMUM
@@ -334,14 +335,6 @@ def _scan(
 # -- the numbers ------------------------------------------------------------------------------------------
 
 
-def bootstrap_means(values: Tensor, weights: Tensor) -> Tensor:
-    """(B, M) means of M rows of values (M, P; NaN where a row has no value) under B resamples given as
-    counts (B, P): resample b's mean of row m is sum(w * v) / sum(w) over the positions it has."""
-    present = (~values.isnan()).double()
-    filled = torch.nan_to_num(values.double(), nan=0.0)
-    return (weights @ (filled * present).T) / (weights @ present.T)
-
-
 def check_bootstrap_memory(resamples: int, pool_size: int, scanned: int) -> None:
     """EnvironmentFault (one line, the size) when the resample counts do not fit this machine's memory: the
     pool's and the scan's (resamples x positions, float64) and, while one is made, its index (int64) and
@@ -350,15 +343,6 @@ def check_bootstrap_memory(resamples: int, pool_size: int, scanned: int) -> None
         8 * resamples * (pool_size + scanned) + 16 * resamples * max(pool_size, scanned),
         f"--resamples {resamples} over {pool_size} pool images and {scanned} scanned",
         "lower --resamples",
-    )
-
-
-def resample_counts(positions: int, resamples: int, seed: int) -> Tensor:
-    """(resamples, positions) counts of `resamples` seeded bootstrap resamples of the positions."""
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.randint(positions, (resamples, positions), generator=generator)
-    return torch.zeros(resamples, positions, dtype=torch.float64).scatter_add_(
-        1, index, torch.ones(resamples, positions, dtype=torch.float64)
     )
 
 

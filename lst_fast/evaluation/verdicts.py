@@ -44,6 +44,7 @@ from lst_fast.atomic_files import atomic_save_tensors
 from lst_fast.backends.confidence import class_probability
 from lst_fast.caller_warning import warn_at_caller
 from lst_fast.errors import InputError
+from lst_fast.evaluation.bootstrap import bootstrap_means
 from lst_fast.evaluation.store import RESUME_ADVICE, EvaluationStore, load_tensors
 from lst_fast.models.descriptor import ModelDescriptor
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
@@ -55,7 +56,6 @@ __all__ = [
     "judge_input",
     "judge_outputs",
     "board_verdicts",
-    "bootstrap_means",
     "outputs_digest",
     "per_source",
     "read_verdicts",
@@ -216,16 +216,6 @@ def read_verdicts(path) -> Optional[Dict[str, Tensor]]:
     except ValueError:
         return None
     return tensors if all(k in tensors for k in (*PER_OUTPUT, "source", "target")) else None
-
-
-def bootstrap_means(values: Tensor, weights: Tensor) -> Tensor:
-    """(B, M) means of M rows of values (M, P; NaN where a row has no value) under B resamples given as
-    counts (B, P). The leaderboard's formula (lst_fast.evaluation.leaderboard.bootstrap_means), here so
-    this module does not import the leaderboard that calls it: the diagonal equals the leaderboard's
-    "still source" cell to the bit (tests/test_verdicts.py)."""
-    present = (~values.isnan()).double()
-    filled = torch.nan_to_num(values.double(), nan=0.0)
-    return (weights @ (filled * present).T) / (weights @ present.T)
 
 
 def per_source(verdicts: Dict[str, Tensor], labels: Tensor) -> Dict[str, Tensor]:
