@@ -37,6 +37,7 @@ from lst_fast.evaluation.folder_models import data_without_model, untrusted_mode
 from lst_fast.evaluation.leaderboard import SHOWN_SETTINGS, caption, model_folder
 from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
+from lst_fast.stage_times import timed_stage
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.content import checked_content
 from lst_fast.website.decoded import DecodedImages
@@ -257,6 +258,7 @@ def _model_part(
     return part
 
 
+@timed_stage("gallery")
 def _write_gallery_images(
     run: FinishedRun, table: WalkTable, data, folder: Path, writer: ImageWriter, chosen, built, ext
 ):
@@ -286,6 +288,7 @@ def _write_gallery_images(
     return torch.stack(outputs) if outputs else torch.empty(0)  # type: ignore[arg-type]
 
 
+@timed_stage("gallery")
 def _write_full_images(table: WalkTable, data, folder: Path, chosen, outputs, details, thumb: bool, writer) -> None:
     """The walk pages' images at full size, through `writer` (an ImageWriter): the frames (and, where the
     gallery shows thumbnails, the source, the output and the target)."""
@@ -314,6 +317,7 @@ def _alt(model: str, what: str, w: Dict[str, Any], p: float) -> str:
     )
 
 
+@timed_stage("pages")
 def _walk_pages(part, details, chosen: List[int], folder: Path, templates) -> None:
     run: FinishedRun = part["run"]
     pages = folder / "walks"
@@ -410,6 +414,7 @@ def _table_rows(tables: Dict[str, Any]) -> List[Dict[str, Any]]:
     return found
 
 
+@timed_stage("pages")
 def _model_page(part, folder: Path, templates, runs, board=None) -> None:
     run: FinishedRun = part["run"]
     records = []
@@ -455,6 +460,7 @@ def _model_page(part, folder: Path, templates, runs, board=None) -> None:
 # -- the pages over every run -----------------------------------------------------------------------------
 
 
+@timed_stage("pages")
 def _side_by_side(runs: List[FinishedRun], parts, out: Path, templates, judged=None) -> None:
     first = parts[0]
     pairs = []

@@ -27,6 +27,7 @@ from lst_fast.evaluation.runner import chunk_seed
 from lst_fast.evaluation.store import load_tensors
 from lst_fast.geometry import linear_path_confidence, width_profile
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
+from lst_fast.stage_times import timed_stage
 from lst_fast.walk.result import METADATA_KEY
 from lst_fast.walk.traversal import traverse
 from lst_fast.website.walks import WalkTable
@@ -64,6 +65,7 @@ def _key(run: FinishedRun, rows: List[int], frames: int, content: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@timed_stage("walk details")
 def walk_details(
     run: FinishedRun,
     model: torch.nn.Module,
@@ -164,6 +166,7 @@ def _cached(path: Path, key: str) -> Optional[Dict[str, Tensor]]:
     return load_tensors(path) if found == key else None
 
 
+@timed_stage("target confidences")
 def target_confidences(
     run: FinishedRun,
     model: torch.nn.Module,

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from lst_fast.data.image_set import ImageSet
 from lst_fast.evaluation.finished import FinishedRun
+from lst_fast.stage_times import timed_stage
 
 __all__ = ["WalkTable", "select_walks", "walk_records", "walk_table"]
 
@@ -49,6 +50,7 @@ def _pairs_rms(data: ImageSet, source: Tensor, target: Tensor, batch: int) -> Te
     return torch.cat(found) if found else torch.zeros(0, dtype=torch.float64)
 
 
+@timed_stage("walk table")
 def walk_table(
     run: FinishedRun, data: ImageSet, batch: int = 256, known: Optional[Dict[Tuple, Tensor]] = None
 ) -> WalkTable:
