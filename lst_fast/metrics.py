@@ -126,36 +126,6 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
         total += extra_rows[-1, block_w - extra_w :].sum((0, 3))
         result[start : start + m] = total.mean(1) / (out_h * out_w)
     return result
-    # per pair: the 4 maps, the blur along W and the blur along both, float64
-    pair_bytes = 3 * 4 * channels * pad_h * pad_w * 8
-    chunk = max(1, min(n, _CHUNK_BYTES.get(x.device.type, _DEVICE_CHUNK_BYTES) // pair_bytes))
-    # x, y, c2 + x^2 + y^2, c2 + 2xy per pair (blurred: mu_x, mu_y, var_x + var_y + mu_x^2 + mu_y^2 + c2,
-    # 2 cov + 2 mu_x mu_y + c2, since the weights sum to 1). The padding is never averaged; c2 there keeps
-    # the padded outputs' denominators away from 0.
-    maps = torch.zeros(chunk, 4, channels, pad_h, pad_w, dtype=torch.float64, device=x.device)
-    maps[:, 2:] = c2
-    valid_rows = torch.arange(blocks_h * block_h, device=x.device) < out_h
-    valid_columns = torch.arange(blocks_w * block_w, device=x.device) < out_w
-    valid = valid_rows.view(blocks_h, 1, 1, 1, 1, block_h) & valid_columns.view(1, blocks_w, block_w, 1, 1, 1)
-    c2_tensor = torch.tensor(c2, dtype=torch.float64, device=x.device)
-    for start in range(0, n, chunk):
-        m = min(chunk, n - start)
-        xm, ym, squares, products = (maps[:m, k, :, :h, :w] for k in range(4))
-        xm.copy_(x[start : start + m])
-        ym.copy_(y[start : start + m])
-        torch.addcmul(c2_tensor, xm, xm, out=squares).addcmul_(ym, ym)
-        torch.addcmul(c2_tensor, xm, ym, value=2, out=products)
-        blurred = _blur_blocks(maps[:m].view(m * 4 * channels, pad_h, pad_w), window, band_h, band_w)
-        mu_x, mu_y, squares, products = blurred.view(blocks_h, blocks_w, block_w, m, 4, channels, block_h).unbind(4)
-        mu_xy = mu_x * mu_y
-        mu_sq = (mu_x * mu_x).addcmul_(mu_y, mu_y)
-        contrast = squares - mu_sq  # var_x + var_y + c2
-        structure = products.sub(mu_xy, alpha=2)  # 2 cov + c2
-        numerator = mu_xy.mul_(2).add_(c1).mul_(structure)
-        denominator = mu_sq.add_(c1).mul_(contrast)
-        per_position = numerator.div_(denominator).masked_fill_(~valid, 0.0)
-        result[start : start + m] = per_position.sum((0, 1, 2, 5)).mean(1) / (out_h * out_w)
-    return result
 
 
 def distances(x: Tensor, target: Tensor) -> Dict[str, Tensor]:
