@@ -31,7 +31,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from lst_fast.errors import LstFastError
 
@@ -94,16 +94,16 @@ def write_traceback(error: BaseException, argv: Sequence[str]) -> Optional[Path]
 def report_unexpected(command: str, error: BaseException, argv: Sequence[str]) -> None:
     """One line on stderr: the error, that it is most likely a bug, and where its traceback is (on stderr
     itself when no file can be written)."""
-    path = write_traceback(error, argv)
-    where = f"the traceback is in {path}" if path else "the traceback follows"
-    message = " ".join(str(error).split())
-    print(
-        f"lst-fast {command}: internal error: {type(error).__name__}{': ' + message if message else ''} "
-        f"(most likely a bug in lst_fast; {where}: please include it in a bug report)",
-        file=sys.stderr,
+    from lst_fast.errors import one_line
+
+    _line_and_traceback(
+        error,
+        argv,
+        lambda where: (
+            f"lst-fast {command}: internal error: {one_line(error)} "
+            f"(most likely a bug in lst_fast; {where}: please include it in a bug report)"
+        ),
     )
-    if path is None:
-        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
 
 
 def report_user_error(command: str, error: BaseException, argv: Sequence[str]) -> bool:
@@ -116,13 +116,21 @@ def report_user_error(command: str, error: BaseException, argv: Sequence[str]) -
     if found is None:
         return False
     spec, frame = found
-    path = write_traceback(error, argv)
-    where = f"the traceback is in {path}" if path else "the traceback follows"
-    print(
-        f"lst-fast {command}: error: the model {spec} raised {one_line(error)} in its own code "
-        f"({Path(frame.filename).name}, line {frame.lineno}, in {frame.name}; {where})",
-        file=sys.stderr,
+    _line_and_traceback(
+        error,
+        argv,
+        lambda where: (
+            f"lst-fast {command}: error: the model {spec} raised {one_line(error)} in its own code "
+            f"({Path(frame.filename).name}, line {frame.lineno}, in {frame.name}; {where})"
+        ),
     )
+    return True
+
+
+def _line_and_traceback(error: BaseException, argv: Sequence[str], line: Callable[[str], str]) -> None:
+    """The traceback into a file (write_traceback), then line(where it is) on stderr; the traceback itself
+    on stderr when no file can be written."""
+    path = write_traceback(error, argv)
+    print(line(f"the traceback is in {path}" if path else "the traceback follows"), file=sys.stderr)
     if path is None:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-    return True
