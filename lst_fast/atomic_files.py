@@ -5,7 +5,8 @@ figures and the bench files all write through here.
 
 A write that fails for lack of space or permission raises one RuntimeError naming the file and the
 cause ("cannot write OUT/x.png: the disk is full"), with the OSError as its __cause__; the temporary file
-is removed.
+is removed. `read_json` reads such a JSON file back: one DataError naming the file when it is truncated
+or not JSON.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from torch import Tensor
 
-from lst_fast.errors import EnvironmentFault
+from lst_fast.errors import DataError, EnvironmentFault
 
-__all__ = ["atomic_save_tensors", "atomic_write", "atomic_write_text"]
+__all__ = ["atomic_save_tensors", "atomic_write", "atomic_write_text", "read_json"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -121,3 +122,13 @@ def finite_or_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite_or_none(v) for v in value]
     return value
+
+
+def read_json(path: Path, rewrite: str) -> Any:
+    """The content of a JSON file lst_fast wrote, or one DataError naming the file when it cannot be parsed
+    (truncated, not JSON, not UTF-8); `rewrite`: the command that writes it again."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        message = f"{path} is not readable JSON (truncated? {error}); run {rewrite} again to rewrite it"
+        raise DataError(message) from error

@@ -429,7 +429,7 @@ def _per_source(folder: Path, pool: Pool, lpips: bool) -> Tuple[Dict[str, Tensor
     DataError when its files are not paired with the pool's sources and targets (pairing_problems)."""
     store = EvaluationStore(folder)
     cfg = store.read_config()
-    tables = json.loads(store.tables_json.read_text())
+    tables = store.read_tables()  # checked: a truncated or edited tables.json is one line naming it
     sources = int(tables["sources"])
     chunks = math.ceil(sources / cfg.chunk_size)
     rounds = [store.read_round(r, chunks) for r in range(cfg.rounds)]
@@ -477,7 +477,7 @@ def _lpips_files(
         return None
     store = EvaluationStore(folder)
     cfg = store.read_config()
-    sources = int(json.loads(store.tables_json.read_text())["sources"])
+    sources = int(store.read_tables()["sources"])
     chunks = math.ceil(sources / cfg.chunk_size)
     if cfg.model != spec:
         raise DataError(

@@ -33,7 +33,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text, standard_json
+from lst_fast.atomic_files import atomic_save_tensors, atomic_write_text, read_json, standard_json
 from lst_fast.caller_warning import warn_at_caller
 from lst_fast.checks import is_count
 from lst_fast.errors import DataError, EnvironmentFault, InputError, MissingFile
@@ -368,13 +368,7 @@ class EvaluationStore:
     def read_tables(self) -> dict:
         """tables.json, its cells (mean, std) with NaN where the file has null (no value); DataError naming
         the file when it is not readable JSON (truncated) or not the tables an evaluation writes."""
-        try:
-            tables = json.loads(self.tables_json.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise DataError(
-                f"{self.tables_json} is not readable JSON (truncated? {error}); run the same `lst-fast eval` "
-                "command again to rewrite it"
-            ) from error
+        tables = read_json(self.tables_json, "the same `lst-fast eval` command")
         problem = _tables_problem(tables)
         if problem is not None:
             raise DataError(f"{self.tables_json} is not the tables of an evaluation: {problem}")

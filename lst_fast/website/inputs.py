@@ -9,7 +9,6 @@ edited file is one DataError naming it), and a leaderboard's model with no sourc
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from lst_fast.atomic_files import read_json
 from lst_fast.checks import is_count
 from lst_fast.errors import DataError, InputError, MissingFile
 from lst_fast.evaluation.finished import FinishedRun, default_names, load_finished
@@ -138,13 +138,7 @@ def _board_problem(board: Any) -> Optional[str]:
 def read_board(path: Path) -> Dict[str, Any]:
     """A leaderboard.json's content, or one DataError naming the file when it is not readable JSON
     (truncated) or lacks what the site reads."""
-    try:
-        board = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(
-            f"{path} is not readable JSON (truncated? {error}); run the same `lst-fast leaderboard` command "
-            "again to rewrite it"
-        ) from error
+    board = read_json(path, "the same `lst-fast leaderboard` command")
     problem = _board_problem(board)
     if problem is not None:
         raise DataError(f"{path} is not a leaderboard written by `lst-fast leaderboard`: {problem}")
