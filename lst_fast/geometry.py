@@ -572,7 +572,9 @@ def _directions_across(u: Tensor, k: int, generator: Optional[torch.Generator], 
     m, _, d = u.shape
     device = scratch.device
     drawn_on = generator.device if generator is not None else device
-    dirs = torch.randn(m, k, d, generator=generator, dtype=torch.float64, device=drawn_on).to(device)
+    # drawn in float32 (3.5x faster than float64 on the CPU, where the draw cost more than all the rest),
+    # projected and normalized in float64
+    dirs = torch.randn(m, k, d, generator=generator, dtype=torch.float32, device=drawn_on).to(device, torch.float64)
     along = torch.mul(dirs, u, out=scratch).sum(2, keepdim=True)  # (dirs * u).sum(2)
     dirs.sub_(torch.mul(along, u, out=scratch))  # in place: the same values as dirs - along * u
     return dirs.div_(dirs.norm(dim=2, keepdim=True))

@@ -39,7 +39,7 @@ WIDTH_RADII = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 WIDTH_DIRECTIONS = 64
 
 
-CACHE_FORMAT = 2  # 2: frames as uint8 and the last one as float
+CACHE_FORMAT = 3  # 2: frames as uint8 and the last one as float; 3: width directions drawn in float32
 
 
 @dataclass(frozen=True)
