@@ -4,7 +4,8 @@ colour pairs in float32, on the CPU.
     pytest bench/test_metrics_speed.py --benchmark-json=out.json
 
 Measured: `lst_fast.metrics.ssim` on PAIRS pairs of 3 x 224 x 224 (smooth random images and a noisy copy),
-and, for comparison, the implementation it replaced (one full band matrix per side, float64). Recorded
+which on the CPU runs the compiled kernel (`kernel`), its PyTorch fallback (`blocks`: block-banded
+products), and the implementation before both (`full_band`: one full band matrix per side, float64). Recorded
 (extra_info): wall and process-CPU milliseconds per pair (on a shared machine the CPU time varies less),
 the threads, and the largest difference between the two (both float64, so about 1e-15).
 Under --benchmark-disable (CI) the case shrinks to 2 pairs of 32 px.
@@ -17,7 +18,8 @@ import time
 import pytest
 import torch
 
-from lst_fast.metrics import ssim
+from lst_fast.backends._extension import has_native_kernel
+from lst_fast.metrics import _ssim_blocks, ssim
 from conftest import environment, median_seconds
 
 PAIRS, SIZE = 16, 224
@@ -54,11 +56,21 @@ def image_pairs(pairs: int, size: int) -> "tuple[torch.Tensor, torch.Tensor]":
     return x.contiguous(), y
 
 
-@pytest.mark.parametrize("implementation", ["blocks", "full_band"])
+def blocks_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """lst_fast.metrics.ssim's PyTorch fallback (what runs without the compiled kernels, and on GPUs)."""
+    return _ssim_blocks(x, y, 11, 1.5, 0.01**2, 0.03**2)
+
+
+IMPLEMENTATIONS = {"kernel": ssim, "blocks": blocks_ssim, "full_band": full_band_ssim}
+
+
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
 def test_ssim_224_colour_batch(benchmark, implementation):
+    if implementation == "kernel" and not has_native_kernel("ssim", "cpu"):
+        pytest.skip("needs the compiled CPU kernels")
     case = CI if benchmark.disabled else {"pairs": PAIRS, "size": SIZE}
     x, y = image_pairs(case["pairs"], case["size"])
-    function = ssim if implementation == "blocks" else full_band_ssim
+    function = IMPLEMENTATIONS[implementation]
     cpu_seconds = []
 
     def timed():
@@ -79,5 +91,5 @@ def test_ssim_224_colour_batch(benchmark, implementation):
         ms_per_pair=1e3 * seconds / case["pairs"],
         min_ms_per_pair=1e3 * benchmark.stats.stats.min / case["pairs"],
         cpu_ms_per_pair=1e3 * cpu / case["pairs"],
-        largest_difference_to_full_band=float((ssim(x, y) - full_band_ssim(x, y)).abs().max()),
+        largest_difference_to_full_band=float((function(x, y) - full_band_ssim(x, y)).abs().max()),
     )

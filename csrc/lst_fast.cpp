@@ -36,4 +36,7 @@ STABLE_TORCH_LIBRARY(lst_fast_kernels, m) {
       "confidence_accept(Tensor logits, Tensor label, Tensor p0, float threshold, Tensor(a!) x, "
       "Tensor candidate, Tensor(b!) grad, Tensor candidate_grad, Tensor(c!) confidence) -> Tensor");
   m.def("simplex_points(Tensor vertices, Tensor weights) -> Tensor");
+  // A CPU kernel only (cpu/ssim_kernel.cpp), called by lst_fast.metrics.ssim on CPU tensors; not a public op:
+  // elsewhere the metric is pure PyTorch.
+  m.def("ssim(Tensor x, Tensor y, Tensor window, float c1, float c2) -> Tensor");
 }
