@@ -91,7 +91,9 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
     if x.device.type == "cpu" and has_native_kernel("ssim", "cpu"):
         dtype = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32
         weights = _gaussian(window, sigma, x.device)
-        return torch.ops.lst_fast_kernels.ssim(x.to(dtype).contiguous(), y.to(dtype).contiguous(), weights, c1, c2)
+        x, y = x.to(dtype).contiguous(), y.to(dtype).contiguous()
+        out: Tensor = torch.ops.lst_fast_kernels.ssim(x, y, weights, c1, c2)
+        return out
     return _ssim_blocks(x, y, window, sigma, c1, c2)
 
 

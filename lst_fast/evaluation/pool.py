@@ -116,7 +116,7 @@ def _hash_images(data: ImageSet, indices: Tensor, batch: int) -> str:
     digest = hashlib.sha256()
     for start in range(0, len(indices), batch):
         images = data.get(indices[start : start + batch]).to(torch.float32).contiguous()
-        digest.update(images.numpy())  # hashed in place, no copy
+        digest.update(images.numpy().data)  # hashed in place, no copy
     return digest.hexdigest()
 
 

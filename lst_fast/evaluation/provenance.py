@@ -74,7 +74,7 @@ def state_dict_sha256(module: nn.Module) -> str:
             continue
         t = tensor.detach().cpu().contiguous()
         digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy())  # hashed in place, no copy
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data)  # hashed in place, no copy
     return digest.hexdigest()
 
 

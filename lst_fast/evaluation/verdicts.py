@@ -86,7 +86,7 @@ def outputs_digest(store: EvaluationStore) -> str:
     for r in range(cfg.rounds):
         for c in range(chunks):
             images = store.read_chunk(r, c)["images"].to(torch.float32).contiguous()
-            digest.update(images.numpy())  # hashed in place, no copy
+            digest.update(images.numpy().data)  # hashed in place, no copy
     return digest.hexdigest()
 
 

@@ -196,7 +196,8 @@ def digest(tensors: Dict[str, Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")  # no copy
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)  # hashed in place, no copy
     return h.hexdigest()
 
 
