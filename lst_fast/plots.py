@@ -31,7 +31,7 @@ def save_figure(fig, path: Path) -> Path:
     from matplotlib.layout_engine import PlaceHolderLayoutEngine
 
     # tight_layout leaves a placeholder engine behind, and savefig then lays out (draws) the figure once more
-    # before drawing it: 40% of a save. Our layouts are done by now.
+    # before drawing it (about 10% of a save). Our layouts are done by now.
     if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
         fig.set_layout_engine(None)
     try:
