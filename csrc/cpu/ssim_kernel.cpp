@@ -19,53 +19,47 @@
 namespace lst_fast {
 namespace {
 
-// Horizontal pass of one row for the four maps: out_m[j] = sum_k g[k] * in_m[j + k], j < w_out.
-void blur_row(const double* __restrict__ x, const double* __restrict__ y, const double* __restrict__ g, int64_t taps,
-              int64_t w, int64_t w_out, double* __restrict__ squares, double* __restrict__ products,
-              double* __restrict__ hx, double* __restrict__ hy, double* __restrict__ hs, double* __restrict__ hp) {
-  for (int64_t j = 0; j < w; ++j) {
-    squares[j] = x[j] * x[j] + y[j] * y[j];
-    products[j] = x[j] * y[j];
-  }
-  for (int64_t j = 0; j < w_out; ++j) {
-    hx[j] = g[0] * x[j];
-    hy[j] = g[0] * y[j];
-    hs[j] = g[0] * squares[j];
-    hp[j] = g[0] * products[j];
+// The 1-D blur of four maps at once: out_m[j] = sum_k g[k] * in_m[k * stride + j], j < n. Along a row the
+// taps are neighbours (stride 1); down a column they are rows of the horizontally blurred maps (stride w_out).
+void blur4(const double* __restrict__ a, const double* __restrict__ b, const double* __restrict__ c,
+           const double* __restrict__ d, int64_t stride, const double* __restrict__ g, int64_t taps, int64_t n,
+           double* __restrict__ out_a, double* __restrict__ out_b, double* __restrict__ out_c,
+           double* __restrict__ out_d) {
+  for (int64_t j = 0; j < n; ++j) {
+    out_a[j] = g[0] * a[j];
+    out_b[j] = g[0] * b[j];
+    out_c[j] = g[0] * c[j];
+    out_d[j] = g[0] * d[j];
   }
   for (int64_t k = 1; k < taps; ++k) {
     const double gk = g[k];
-    for (int64_t j = 0; j < w_out; ++j) {
-      hx[j] += gk * x[j + k];
-      hy[j] += gk * y[j + k];
-      hs[j] += gk * squares[j + k];
-      hp[j] += gk * products[j + k];
+    const int64_t at = k * stride;
+    for (int64_t j = 0; j < n; ++j) {
+      out_a[j] += gk * a[at + j];
+      out_b[j] += gk * b[at + j];
+      out_c[j] += gk * c[at + j];
+      out_d[j] += gk * d[at + j];
     }
   }
 }
 
+// Horizontal pass of one row: x, y, x^2 + y^2 and xy blurred along the row into hx, hy, hs, hp.
+void blur_row(const double* __restrict__ x, const double* __restrict__ y, const double* __restrict__ g, int64_t taps,
+              int64_t w, int64_t w_out, double* __restrict__ squares, double* __restrict__ products,
+              double* hx, double* hy, double* hs, double* hp) {
+  for (int64_t j = 0; j < w; ++j) {
+    squares[j] = x[j] * x[j] + y[j] * y[j];
+    products[j] = x[j] * y[j];
+  }
+  blur4(x, y, squares, products, 1, g, taps, w_out, hx, hy, hs, hp);
+}
+
 // Vertical pass of one output row, then the SSIM map on it; returns the row's sum. h* point at the first
 // input row; consecutive rows are `w_out` apart.
-double ssim_row(const double* __restrict__ hx, const double* __restrict__ hy, const double* __restrict__ hs,
-                const double* __restrict__ hp, const double* __restrict__ g, int64_t taps, int64_t w_out, double c1,
-                double c2, double* __restrict__ mx, double* __restrict__ my, double* __restrict__ ms,
-                double* __restrict__ mp) {
-  for (int64_t j = 0; j < w_out; ++j) {
-    mx[j] = g[0] * hx[j];
-    my[j] = g[0] * hy[j];
-    ms[j] = g[0] * hs[j];
-    mp[j] = g[0] * hp[j];
-  }
-  for (int64_t k = 1; k < taps; ++k) {
-    const double gk = g[k];
-    const int64_t at = k * w_out;
-    for (int64_t j = 0; j < w_out; ++j) {
-      mx[j] += gk * hx[at + j];
-      my[j] += gk * hy[at + j];
-      ms[j] += gk * hs[at + j];
-      mp[j] += gk * hp[at + j];
-    }
-  }
+double ssim_row(const double* hx, const double* hy, const double* hs, const double* hp, const double* g, int64_t taps,
+                int64_t w_out, double c1, double c2, double* __restrict__ mx, double* __restrict__ my,
+                double* __restrict__ ms, double* __restrict__ mp) {
+  blur4(hx, hy, hs, hp, w_out, g, taps, w_out, mx, my, ms, mp);
   for (int64_t j = 0; j < w_out; ++j) {
     const double mu_xy = mx[j] * my[j];
     const double mu_sq = mx[j] * mx[j] + my[j] * my[j];
