@@ -58,7 +58,7 @@ def image_pairs(pairs: int, size: int) -> "tuple[torch.Tensor, torch.Tensor]":
 
 def blocks_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """lst_fast.metrics.ssim's PyTorch fallback (what runs without the compiled kernels, and on GPUs)."""
-    return _ssim_blocks(x, y, 11, 1.5, 0.01**2, 0.03**2)
+    return _ssim_blocks(x, y, 1.0, 11, 1.5)
 
 
 IMPLEMENTATIONS = {"kernel": ssim, "blocks": blocks_ssim, "full_band": full_band_ssim}

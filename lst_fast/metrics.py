@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 from torch import Tensor
@@ -89,14 +89,19 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma:
         raise InputError(f"ssim's sigma must be positive, got {sigma!r}")
     if min(x.shape[-2:]) < window:
         raise InputError(f"ssim needs images of at least {window}x{window} pixels, got {tuple(x.shape[-2:])}")
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     if x.device.type == "cpu" and has_native_kernel("ssim", "cpu"):
+        c1, c2 = _stabilizers(data_range)
         dtype = torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32
         weights = _gaussian(window, sigma, x.device)
         x, y = x.to(dtype).contiguous(), y.to(dtype).contiguous()
         out: Tensor = torch.ops.lst_fast_kernels.ssim(x, y, weights, c1, c2)
         return out
-    return _ssim_blocks(x, y, window, sigma, c1, c2)
+    return _ssim_blocks(x, y, data_range, window, sigma)
+
+
+def _stabilizers(data_range: float) -> Tuple[float, float]:
+    """SSIM's c1 and c2 (Wang et al.: K1 = 0.01, K2 = 0.03 of the data range, squared)."""
+    return (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
 
 
 def _ssim_fake(x: Tensor, y: Tensor, window: Tensor, c1: float, c2: float) -> Tensor:
@@ -114,9 +119,10 @@ def _gaussian(window: int, sigma: float, device: torch.device) -> Tensor:
     return g / g.sum()
 
 
-def _ssim_blocks(x: Tensor, y: Tensor, window: int, sigma: float, c1: float, c2: float) -> Tensor:
+def _ssim_blocks(x: Tensor, y: Tensor, data_range: float, window: int, sigma: float) -> Tensor:
     """ssim in PyTorch (the fallback and the compiled kernel's oracle): the separable blur as block-banded
     float64 matrix products, a few pairs at a time."""
+    c1, c2 = _stabilizers(data_range)
     n, channels, h, w = x.shape
     out_h, out_w = h - window + 1, w - window + 1
     block_h, block_w = min(_BLOCK, out_h), min(_BLOCK, out_w)
