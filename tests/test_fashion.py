@@ -103,29 +103,9 @@ def test_training_script_smoke_run(tmp_path, model):
     assert isinstance(info_model, torch.nn.Module)
 
 
-def test_demo_writes_figures_and_summary(tmp_path):
-    from lst_fast.commands.demo import run_demo
-
-    numbers = run_demo("cnn", out=tmp_path, iterations=30, progress=False)
-    for name in (
-        "grid.png",
-        "path.png",
-        "linear_path.png",
-        "triangles.png",
-        "summary.md",
-        "summary.json",
-        "result.safetensors",
-    ):
-        assert (tmp_path / name).stat().st_size > 0, name
-    assert numbers["pairs"] == 90
-    assert numbers["mean_rms_to_target"] < numbers["mean_rms_to_target_start"]
-    assert 0 < numbers["acceptance_rate"] <= 1
-    assert json.loads((tmp_path / "summary.json").read_text())["model"] == "cnn"
-    assert "mean RMS to target" in (tmp_path / "summary.md").read_text()
-
-
-def test_cli_demo_and_info(tmp_path, capsys):
-    """The demo as its own process (`python -m lst_fast`, exit code 0); `info` and a bad argument through the
+def test_cli_demo_writes_figures_and_summary_and_info(tmp_path, capsys):
+    """The demo as its own process (`python -m lst_fast`, exit code 0) and every file it writes (one demo run
+    serves both: a second, in this process, cost as much again); `info` and a bad argument through the
     same main() in this process (what the process adds, the entry point and its exit code, is covered by
     the demo)."""
     from lst_fast.cli import main
@@ -151,6 +131,22 @@ def test_cli_demo_and_info(tmp_path, capsys):
     )
     assert out.returncode == 0, out.stderr
     assert "mean RMS to target" in out.stdout
+    demo = tmp_path / "d"
+    for name in (
+        "grid.png",
+        "path.png",
+        "linear_path.png",
+        "triangles.png",
+        "summary.md",
+        "summary.json",
+        "result.safetensors",
+    ):
+        assert (demo / name).stat().st_size > 0, name
+    numbers = json.loads((demo / "summary.json").read_text())
+    assert numbers["model"] == "cnn" and numbers["pairs"] == 90
+    assert numbers["mean_rms_to_target"] < numbers["mean_rms_to_target_start"]
+    assert 0 < numbers["acceptance_rate"] <= 1
+    assert "mean RMS to target" in (demo / "summary.md").read_text()
     capsys.readouterr()
     assert main(["info"]) == 0 and '"cpu"' in capsys.readouterr().out
     with pytest.raises(SystemExit) as refused:  # refused when parsed, as argparse refuses
