@@ -23,9 +23,22 @@ from lst_fast.run_environment import QUIET_ENVIRONMENT
 from lst_fast.website import SiteOptions, build_site
 from lst_fast.website import walk_details as details_module
 
-BASE = EvalConfig(rounds=2, iterations=4, chunk_size=4)
+# A triangle grid of 4 steps a side (15 points, not 66): no test here reads a triangle value, and a walk
+# page's triangle maps still have inner points.
+BASE = EvalConfig(rounds=2, iterations=4, chunk_size=4, triangle_n=4)
 MODELS = ["cnn", "cnn-robust"]
 WALK_PAGES = 4
+# A walk page's width chart from 8 random directions instead of 64 (most of a build's time): no test here
+# reads a width, and every build in this module uses the same number, so the caches and the byte-for-byte
+# comparison of two builds still hold (the page's text still says 64).
+WIDTH_DIRECTIONS = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def few_width_directions():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(details_module, "WIDTH_DIRECTIONS", WIDTH_DIRECTIONS)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +52,7 @@ def board(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(board, tmp_path_factory):
+def site(board, tmp_path_factory, few_width_directions):
     out = tmp_path_factory.mktemp("site")
     build_site([str(board)], out, SiteOptions(walk_pages=WALK_PAGES), env=QUIET_ENVIRONMENT)
     return out
@@ -218,8 +231,11 @@ def _load_every_image(page) -> list:
 
 @browser
 def test_every_page_loads_without_errors_with_every_image_and_every_local_link(site, chromium):
+    # One tab for every page (a new tab is a new browser context, a quarter of a second each): the pages
+    # keep no state (no storage, no cookies), and each is left only once all its images have loaded, so
+    # no aborted load of one page is counted as an error of the next.
+    watched = browser_pages.WatchedPage(chromium)
     for path in _pages(site):
-        watched = browser_pages.WatchedPage(chromium)
         watched.open(path)
         assert _load_every_image(watched.page) == [], path
         links = watched.page.evaluate(
@@ -232,7 +248,7 @@ def test_every_page_loads_without_errors_with_every_image_and_every_local_link(s
         alts = watched.page.evaluate("Array.from(document.images).map(i => i.alt)")
         assert all(alts), (path, alts)
         assert watched.errors == [], (path, watched.errors)
-        watched.page.close()
+    watched.page.close()
 
 
 def _opened(chromium, path: Path) -> browser_pages.WatchedPage:
@@ -366,6 +382,8 @@ def test_a_walk_without_numbers_shows_n_a_and_sorts_last(site, chromium, tmp_pat
     watched.open(copy / "side-by-side.html")
     watched.page.focus("#pair")
     watched.page.keyboard.press("ArrowDown")
+    # the second pair's images loaded before going back: a load cut short by the next pair is a "failed" request
+    assert _load_every_image(watched.page) == []
     watched.page.keyboard.press("ArrowUp")  # back to the first pair, now drawn by site.js
     assert watched.page.evaluate("document.querySelector('.pair-p').textContent") == "n/a"
     assert _load_every_image(watched.page) == [] and watched.errors == []
