@@ -57,9 +57,13 @@ def test_eval_on_a_pool_takes_its_seed_and_rounds_and_refuses_other_values(tmp_p
 def test_compare_reads_pairing_from_the_result_files(tmp_path, capsys):
     """Two runs on their own pools: paired when their files show the same sources and targets (the same
     seed), unpaired when another seed drew other targets (on main: both 'do not share a pool')."""
-    own = ["eval", "--data", DATA, "--num-samples", "6", "--rounds", "2", *FAST]
-    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
-        assert cli_exit_code([*own, "--seed", seed, "--out", str(tmp_path / name)]) == 0
+    from lst_fast.evaluation import EvalConfig, run_evaluation
+
+    # The runs through the API (the command under test is compare), on a 2-step triangle grid (6 points a
+    # triangle, not 66; `eval` has no flag for it): pairing is read from the sources and targets.
+    own = EvalConfig(data=DATA, num_samples=6, rounds=2, iterations=2, chunk_size=8, triangle_n=2)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run_evaluation(own.replace(seed=seed), tmp_path / name, env=QUIET_ENVIRONMENT)
     assert cli_exit_code(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")]) == 0
     assert _strict_json(tmp_path / "ab" / "compare.json")["shared_pool"]["paired"]
     assert cli_exit_code(["compare", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")]) == 0

@@ -57,7 +57,9 @@ def test_evaluation_reads_each_pool_image_once_and_its_tables_do_not_change(tmp_
     images = sample.get(torch.arange(len(sample)))
     counts: collections.Counter = collections.Counter()
     monkeypatch.setattr(runner, "open_image_set", lambda *a, **k: counting_set(images, sample.labels, counts))
-    cfg = EvalConfig(data="fashion-mnist-sample", num_samples=12, rounds=3, iterations=4, chunk_size=5)
+    # triangle_n=2 (6 points a triangle, not 66): the triangles read the pool images as every stage does, and
+    # the two runs' tables still hold triangle values to compare
+    cfg = EvalConfig(data="fashion-mnist-sample", num_samples=12, rounds=3, iterations=4, chunk_size=5, triangle_n=2)
     cached_tables = runner.run_evaluation(cfg, tmp_path / "cached", env=QUIET_ENVIRONMENT)
     read_twice = sorted(i for i, n in counts.items() if n == 2)
     assert len(read_twice) == cfg.num_samples  # the pool scan reads each image, then each pool image once more

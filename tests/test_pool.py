@@ -18,7 +18,8 @@ from lst_fast.evaluation.runner import pool_config
 from lst_fast.models import resolve_model
 from lst_fast.run_environment import QUIET_ENVIRONMENT, RunEnvironment
 
-SMALL = dict(data="fashion-mnist-sample", rounds=2, iterations=3, chunk_size=8)
+# triangle_n=2 (6 points a triangle, not 66): these tests read pools, pairs and pairing, no triangle value
+SMALL = dict(data="fashion-mnist-sample", rounds=2, iterations=3, chunk_size=8, triangle_n=2)
 
 
 def _relabelled(tmp_path: Path, flipped: torch.Tensor, name: str = "relabelled") -> str:

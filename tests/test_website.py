@@ -23,9 +23,22 @@ from lst_fast.run_environment import QUIET_ENVIRONMENT
 from lst_fast.website import SiteOptions, build_site
 from lst_fast.website import walk_details as details_module
 
-BASE = EvalConfig(rounds=2, iterations=4, chunk_size=4)
+# A triangle grid of 4 steps a side (15 points, not 66): no test here reads a triangle value, and a walk
+# page's triangle maps still have inner points.
+BASE = EvalConfig(rounds=2, iterations=4, chunk_size=4, triangle_n=4)
 MODELS = ["cnn", "cnn-robust"]
 WALK_PAGES = 4
+# A walk page's width chart from 8 random directions instead of 64 (most of a build's time): no test here
+# reads a width, and every build in this module uses the same number, so the caches and the byte-for-byte
+# comparison of two builds still hold (the page's text still says 64).
+WIDTH_DIRECTIONS = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def few_width_directions():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(details_module, "WIDTH_DIRECTIONS", WIDTH_DIRECTIONS)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +52,7 @@ def board(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(board, tmp_path_factory):
+def site(board, tmp_path_factory, few_width_directions):
     out = tmp_path_factory.mktemp("site")
     build_site([str(board)], out, SiteOptions(walk_pages=WALK_PAGES), env=QUIET_ENVIRONMENT)
     return out
@@ -217,10 +230,9 @@ def _load_every_image(page) -> list:
 
 
 @browser
-def test_every_page_loads_without_errors_with_every_image_and_every_local_link(site, chromium):
+def test_every_page_loads_without_errors_with_every_image_and_every_local_link(site, tab):
     for path in _pages(site):
-        watched = browser_pages.WatchedPage(chromium)
-        watched.open(path)
+        watched = _opened(tab, path)
         assert _load_every_image(watched.page) == [], path
         links = watched.page.evaluate(
             "Array.from(document.querySelectorAll('a[href], img[src], script[src], link[href]'))"
@@ -232,18 +244,29 @@ def test_every_page_loads_without_errors_with_every_image_and_every_local_link(s
         alts = watched.page.evaluate("Array.from(document.images).map(i => i.alt)")
         assert all(alts), (path, alts)
         assert watched.errors == [], (path, watched.errors)
-        watched.page.close()
 
 
-def _opened(chromium, path: Path) -> browser_pages.WatchedPage:
+@pytest.fixture(scope="module")
+def tab(chromium):
+    """One tab for the module's pages: a new tab is a new browser context, a quarter of a second each, and
+    the site's pages keep no state (no storage, no cookies) that one could leave for the next."""
     watched = browser_pages.WatchedPage(chromium)
-    watched.open(path)
-    return watched
+    yield watched
+    watched.page.close()
+
+
+def _opened(tab: browser_pages.WatchedPage, path: Path) -> browser_pages.WatchedPage:
+    """`path` in the shared tab, with no errors yet: the blank page in between ends the last page's loads
+    first (a load it cuts short fails as the last page's, and is cleared with its errors)."""
+    tab.page.goto("about:blank")
+    tab.errors.clear()
+    tab.open(path)
+    return tab
 
 
 @browser
-def test_a_header_click_reorders_the_rows(site, chromium):
-    watched = _opened(chromium, site / "index.html")
+def test_a_header_click_reorders_the_rows(site, tab):
+    watched = _opened(tab, site / "index.html")
     names = "Array.from(document.querySelectorAll('#board tbody tr')).map(r => r.cells[1].dataset.value)"
     before = watched.page.evaluate(names)
     watched.page.click("#board thead th:nth-child(2) button")
@@ -255,9 +278,9 @@ def test_a_header_click_reorders_the_rows(site, chromium):
 
 
 @browser
-def test_the_slider_changes_the_frame_also_from_the_keyboard(site, chromium):
+def test_the_slider_changes_the_frame_also_from_the_keyboard(site, tab):
     walk = sorted((site / "models" / "cnn" / "walks").glob("*.html"))[0]
-    watched = _opened(chromium, walk)
+    watched = _opened(tab, walk)
     frame = "[document.getElementById('frame').src, document.getElementById('frame-label').textContent]"
     last = watched.page.evaluate(frame)
     watched.page.focus("#slider")
@@ -271,8 +294,8 @@ def test_the_slider_changes_the_frame_also_from_the_keyboard(site, chromium):
 
 
 @browser
-def test_the_selectors_change_the_pair_and_the_gallery_also_from_the_keyboard(site, chromium):
-    watched = _opened(chromium, site / "side-by-side.html")
+def test_the_selectors_change_the_pair_and_the_gallery_also_from_the_keyboard(site, tab):
+    watched = _opened(tab, site / "side-by-side.html")
     outputs = "Array.from(document.querySelectorAll('.pair-output')).map(i => i.src + '|' + i.alt)"
     before = watched.page.evaluate(outputs)
     watched.page.focus("#pair")
@@ -328,7 +351,7 @@ def _write_script_data(path: Path, prefix: str, value) -> None:
 
 
 @browser
-def test_a_walk_without_numbers_shows_n_a_and_sorts_last(site, chromium, tmp_path):
+def test_a_walk_without_numbers_shows_n_a_and_sorts_last(site, tab, tmp_path):
     """A NaN in the results reaches site.js as null (test_page_data_writes_a_nan_as_null): the gallery, a
     walk page's slider and the side-by-side page show n/a, sort that walk last, and raise no error."""
     import shutil
@@ -348,7 +371,7 @@ def test_a_walk_without_numbers_shows_n_a_and_sorts_last(site, chromium, tmp_pat
     walk = sorted((copy / "models" / "cnn" / "walks").glob("*.html"))[0]
     walk.write_text(re.sub(r'"p": [-0-9.e]+', '"p": null', walk.read_text(), count=1))  # the first frame
 
-    watched = _opened(chromium, copy / "models" / "cnn" / "index.html")
+    watched = _opened(tab, copy / "models" / "cnn" / "index.html")
     feet = "Array.from(document.querySelectorAll('#gallery .card p')).map(p => p.textContent)"
     for order in ("p", "rms", "striking"):
         watched.page.select_option("#sort", order)
@@ -366,6 +389,8 @@ def test_a_walk_without_numbers_shows_n_a_and_sorts_last(site, chromium, tmp_pat
     watched.open(copy / "side-by-side.html")
     watched.page.focus("#pair")
     watched.page.keyboard.press("ArrowDown")
+    # the second pair's images loaded before going back: a load cut short by the next pair is a "failed" request
+    assert _load_every_image(watched.page) == []
     watched.page.keyboard.press("ArrowUp")  # back to the first pair, now drawn by site.js
     assert watched.page.evaluate("document.querySelector('.pair-p').textContent") == "n/a"
     assert _load_every_image(watched.page) == [] and watched.errors == []
