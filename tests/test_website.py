@@ -30,7 +30,7 @@ MODELS = ["cnn", "cnn-robust"]
 WALK_PAGES = 4
 # A walk page's width chart from 8 random directions instead of 64 (most of a build's time): no test here
 # reads a width, and every build in this module uses the same number, so the caches and the byte-for-byte
-# comparison of two builds still hold (the page's text still says 64).
+# comparison of two builds still hold (the page's chart title says 8).
 WIDTH_DIRECTIONS = 8
 
 
@@ -68,6 +68,8 @@ def test_the_site_has_every_page_and_no_network_reference(site):
         folder = site / "models" / model
         assert (folder / "index.html").is_file() and (folder / "walks.js").is_file()
         assert len(list((folder / "walks").glob("*.html"))) == WALK_PAGES
+        walk = next((folder / "walks").glob("*.html")).read_text()
+        assert f"over {WIDTH_DIRECTIONS} random directions" in walk  # the number drawn, not a fixed 64
         walks = _script_data(folder / "walks.js")[1]["walks"]
         assert len(walks) == 6 * BASE.rounds and sum(w[10] for w in walks) == WALK_PAGES
     index = (site / "index.html").read_text()

@@ -38,6 +38,7 @@ from lst_fast.evaluation.leaderboard import SHOWN_SETTINGS, caption, model_folde
 from lst_fast.evaluation.tables import TABLE1, TABLE1_HEADERS, TABLE2, TABLE2_HEADERS, TITLES
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.stage_times import timed_stage
+from lst_fast.website import walk_details as walk_details_module
 from lst_fast.website.charts import band_chart, curve_chart, triangle_map
 from lst_fast.website.content import checked_content
 from lst_fast.website.decoded import DecodedImages
@@ -390,8 +391,9 @@ def _walk_pages(part, details, chosen: List[int], folder: Path, templates) -> No
                 radii,
                 low=details["width_low"][k].tolist(),
                 high=details["width_high"][k].tolist(),
-                title=f"{run.name}: 5% and 95% quantiles of the {w['source_class']} confidence over 64 random "
-                "directions orthogonal to (output - source), against the radius",
+                title=f"{run.name}: 5% and 95% quantiles of the {w['source_class']} confidence over "
+                f"{walk_details_module.WIDTH_DIRECTIONS} random directions orthogonal to (output - source), "
+                "against the radius",
                 xlabel="radius (l2)",
             ),
             maps=maps,
