@@ -26,19 +26,20 @@ def finished(tmp_path_factory):
     return out
 
 
-# A small evaluation (8 sources, 2 rounds, 2 iterations, chunks of 4), as the command line takes it.
+# A small evaluation (4 sources, 2 rounds, 2 iterations, chunks of 2: two chunk files a round, as the hooks
+# below name them; few sources, as the default triangle grid of the command line costs per source).
 SMALL_EVAL_ARGS = [
     "eval",
     "--data",
     "fashion-mnist-sample",
     "--num-samples",
-    "8",
+    "4",
     "--rounds",
     "2",
     "--iterations",
     "2",
     "--chunk-size",
-    "4",
+    "2",
     "--no-progress",
 ]
 
@@ -288,7 +289,7 @@ def uninterrupted(tmp_path_factory):
     """The evaluation of SMALL_EVAL_ARGS, run without interruption."""
     out = tmp_path_factory.mktemp("uninterrupted")
     run_evaluation(
-        EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
+        EvalConfig(data="fashion-mnist-sample", num_samples=4, rounds=2, iterations=2, chunk_size=2),
         out,
         env=QUIET_ENVIRONMENT,
     )
@@ -323,7 +324,7 @@ def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tm
     assert len(leftovers) == (1 if hook.startswith("writing") else 0)
     assert not (out / "tables.md").exists()
     run_evaluation(
-        EvalConfig(data="fashion-mnist-sample", num_samples=8, rounds=2, iterations=2, chunk_size=4),
+        EvalConfig(data="fashion-mnist-sample", num_samples=4, rounds=2, iterations=2, chunk_size=2),
         out,
         env=QUIET_ENVIRONMENT,
     )
