@@ -29,6 +29,7 @@ from lst_fast.evaluation.limits import (
     SIDE_LIMIT,
     SIMPLEX_POINTS_LIMIT,
     SIMPLEX_SUBSETS_LIMIT,
+    TRIANGLE_N_LIMIT,
     WORKERS_LIMIT,
 )
 from lst_fast.run_environment import RunEnvironment
@@ -44,7 +45,7 @@ EVAL_LST_FIELDS = WALK_FIELDS + ("graph",)
 RUN_LST_FIELDS = WALK_FIELDS + ("init_noise", "batch_size", "compile_model", "graph", "backend")
 # The evaluation's own fields (EvalConfig) that `eval` offers; the model's three are shared with run and bench.
 MODEL_FIELDS = ("model", "checkpoint", "pretrained")
-EVAL_OWN_FIELDS = MODEL_FIELDS + ("data", "rounds", "num_samples", "min_confidence", "chunk_size", "seed")
+EVAL_OWN_FIELDS = MODEL_FIELDS + ("data", "rounds", "num_samples", "min_confidence", "chunk_size", "seed", "triangle_n")
 
 
 def _flag(name: str) -> str:
@@ -305,6 +306,7 @@ SIDE = bounded_int(1, SIDE_LIMIT)  # an image's height and width in pixels
 ROUNDS = bounded_int(1, ROUNDS_LIMIT)
 NUM_SAMPLES = bounded_int(1, NUM_SAMPLES_LIMIT)
 BATCH = bounded_int(1, BATCH_LIMIT)
+TRIANGLE_N = bounded_int(1, TRIANGLE_N_LIMIT)
 
 
 def require_device(text: str) -> None:
@@ -354,6 +356,7 @@ _PARSERS = {
     "rounds": ROUNDS,
     "num_samples": NUM_SAMPLES,
     "chunk_size": BATCH,
+    "triangle_n": TRIANGLE_N,
     "iterations": COUNT,
     "batch_size": BATCH,
     "min_confidence": unit_interval,

@@ -13,7 +13,7 @@ from lst_fast.walk.settings import EVALUATION_SETTINGS
 
 HELP = "a blind-spot leaderboard: many models on one shared pool, the paper's settings, ranked (resumable)"
 # EvalConfig fields the leaderboard offers (the model, data, pool size and min-confidence are its own flags).
-OWN_FIELDS = ("rounds", "chunk_size", "seed")
+OWN_FIELDS = ("rounds", "chunk_size", "seed", "triangle_n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 from lst_fast.checks import check_count
 from lst_fast.data.sources import DATA_SPECS
 from lst_fast.errors import InputError, InputTypeError
-from lst_fast.evaluation.limits import BATCH_LIMIT, NUM_SAMPLES_LIMIT, ROUNDS_LIMIT, SEED_LIMIT
+from lst_fast.evaluation.limits import BATCH_LIMIT, NUM_SAMPLES_LIMIT, ROUNDS_LIMIT, SEED_LIMIT, TRIANGLE_N_LIMIT
 from lst_fast.models import MODEL_SPECS
 from lst_fast.walk.settings import EVALUATION_SETTINGS, LSTSettings, field_help
 
@@ -50,7 +50,10 @@ class EvalConfig:
     min_confidence: Optional[float] = field(
         default=None, metadata=field_help("pool: also ask confidence above this (the paper: 0.6)")
     )
-    triangle_n: int = field(default=10, metadata=field_help("triangle grid: n + 1 points per edge"))
+    triangle_n: int = field(
+        default=10,
+        metadata=field_help("Table 2's triangle grid: n + 1 points per edge, (n + 1)(n + 2) / 2 in all (paper: 10)"),
+    )
     chunk_size: int = field(default=256, metadata=field_help("images per result file (the unit of resume)"))
     seed: int = field(default=0, metadata=field_help("seeds the pool, the targets and every chunk's noise"))
     pool: Optional[str] = field(
@@ -68,7 +71,12 @@ class EvalConfig:
 
     def validate(self) -> None:
         # lst_fast.evaluation.limits: what each sizes could not be computed above its limit
-        limits = {"rounds": ROUNDS_LIMIT, "num_samples": NUM_SAMPLES_LIMIT, "chunk_size": BATCH_LIMIT}
+        limits = {
+            "rounds": ROUNDS_LIMIT,
+            "num_samples": NUM_SAMPLES_LIMIT,
+            "chunk_size": BATCH_LIMIT,
+            "triangle_n": TRIANGLE_N_LIMIT,
+        }
         for name in ("rounds", "num_samples", "chunk_size", "triangle_n"):
             check_count(name, getattr(self, name), 1, limits.get(name))
         # every chunk's seed is seed * 1_000_003 + ...: it must fit torch's 64-bit seeds

@@ -713,10 +713,19 @@ def caption(board: Dict[str, Any]) -> str:
         "same targets, so the comparison is paired. Cells: mean [95% bootstrap interval over source images, "
         f"{board['resamples']} resamples, the same for every model]; accuracy and mean p over the scanned "
         "images. Table 1 columns (RMS, l_inf, SSIM, final p, still source) average each source's rounds; "
-        "Table 2 columns are over triangles (source, two LST outputs); > p_src - d is the fraction of the "
-        f"triangle with confidence above p_src - d. {_ranking_text(board, direction)} "
+        f"Table 2 columns are over triangles (source, two LST outputs){_grid_text(board)}; > p_src - d is the "
+        f"fraction of the triangle with confidence above p_src - d. {_ranking_text(board, direction)} "
         f"LPIPS: {board['lpips']}." + k_simplices.caption(board)
     )
+
+
+def _grid_text(board: Dict[str, Any]) -> str:
+    """The triangle grid the Table 2 columns were measured on (one for every model: the leaderboard's)."""
+    grids = {row["config"]["triangle_n"] for row in board["rows"] if "triangle_n" in row.get("config", {})}
+    if len(grids) != 1:
+        return ""
+    n = grids.pop()
+    return f", each on a grid of {(n + 1) * (n + 2) // 2} points (n + 1 on each edge, n = {n})"
 
 
 def _ranking_text(board: Dict[str, Any], direction: str) -> str:

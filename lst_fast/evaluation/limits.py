@@ -23,6 +23,7 @@ __all__ = [
     "SIMPLEX_POINTS_LIMIT",
     "SIMPLEX_ROUNDS_LIMIT",
     "SIMPLEX_SUBSETS_LIMIT",
+    "TRIANGLE_N_LIMIT",
     "WORKERS_LIMIT",
 ]
 
@@ -33,6 +34,8 @@ ROUNDS_LIMIT = 100
 SIMPLEX_ROUNDS_LIMIT = 20
 SIMPLEX_POINTS_LIMIT = 1_000_000  # Dirichlet points per simplex: (sources, points) float64 per simplex file
 SIMPLEX_SUBSETS_LIMIT = 1_000_000
+# triangle grid steps per edge: (n + 1)(n + 2) / 2 points per triangle (20,301 at 200; the paper: 10, 66 points)
+TRIANGLE_N_LIMIT = 200
 NUM_SAMPLES_LIMIT = 10_000_000  # sources in a pool (ImageNet's training set has 1.28 million images)
 RESAMPLES_LIMIT = 1_000_000  # bootstrap resamples: (resamples, positions) counts, checked against the memory too
 BATCH_LIMIT = 65_536  # images per scan batch and per result chunk, decoded and held at once
