@@ -27,10 +27,14 @@ from conftest import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = EvalConfig(rounds=3, iterations=4, chunk_size=8)
-POOLED = BASE.replace(num_samples=12, min_confidence=0.6)
+# A 3-point-per-edge triangle grid (6 points, not 66): triangles were most of the end-to-end test's time, and
+# it reads no triangle value beyond its range (the torchrun test, through the CLI, keeps the default grid).
+POOLED = BASE.replace(num_samples=12, min_confidence=0.6, triangle_n=2)
 SMALL = dict(base=POOLED, ranking=Ranking(resamples=200), env=QUIET_ENVIRONMENT)
-CLI = ["--data", "fashion-mnist-sample", "--num-samples", "12", "--rounds", "3", "--iterations", "4"]
-CLI += ["--chunk-size", "8", "--resamples", "200", "--no-progress"]
+# 7 sources in chunks of 4 and 3 rounds: both ranks get LST chunks and triangle pairs, the last chunk is short,
+# and the 7 sources are enough to rank (MIN_SHARED_SOURCES)
+CLI = ["--data", "fashion-mnist-sample", "--num-samples", "7", "--rounds", "3", "--iterations", "4"]
+CLI += ["--chunk-size", "4", "--resamples", "200", "--no-progress"]
 
 
 def _mtimes(folder: Path):
