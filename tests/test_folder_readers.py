@@ -22,7 +22,8 @@ from lst_fast.run_environment import QUIET_ENVIRONMENT
 from conftest import cli_exit_code
 
 DATA = "fashion-mnist-sample"
-FAST = ["--iterations", "2", "--chunk-size", "4", "--num-samples", "6", "--resamples", "20", "--no-progress"]
+# chunks of 2: a report draws and probes the first chunk's pairs (its width figure: 64 directions x 6 radii each)
+FAST = ["--iterations", "2", "--chunk-size", "2", "--num-samples", "6", "--resamples", "20", "--no-progress"]
 READERS = ("site", "report", "compare")
 
 BLIND = """
