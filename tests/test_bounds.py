@@ -79,9 +79,15 @@ def test_running_out_of_cpu_memory_is_exit_1_with_the_size(capsys, monkeypatch):
     _refused(capsys, cli.main(["info"]), "out of memory: could not allocate 1,000,000,000,000,000 bytes")
 
 
-def _resigned_pool(tmp_path, change):
+@pytest.fixture(scope="module")
+def pool_values():
+    """The fields of one pool of the cnn, built once for the cases below (each changes its own copy)."""
     pool, _ = build_pool(["cnn"], DATA, 6, seed=0, rounds=2, env=QUIET_ENVIRONMENT)
-    values = copy.deepcopy(pool.to_dict())
+    return pool.to_dict()
+
+
+def _resigned_pool(tmp_path, pool_values, change):
+    values = copy.deepcopy(pool_values)
     change(values)
     values["digest"] = content_digest(values)
     path = tmp_path / "pool.json"
@@ -104,10 +110,10 @@ def _resigned_pool(tmp_path, change):
         (lambda v: v["models"][0]["preprocessing"].update(crop_pct="x"), ["preprocessing must be a model's"]),
     ],
 )
-def test_every_count_of_a_re_signed_pool_has_an_upper_bound(tmp_path, capsys, change, words):
+def test_every_count_of_a_re_signed_pool_has_an_upper_bound(tmp_path, capsys, pool_values, change, words):
     """A pool re-signed with rounds = 10**12 looped in round_targets without end; one with an empty
     preprocessing block was an internal error (exit code 2)."""
-    path = _resigned_pool(tmp_path, change)
+    path = _resigned_pool(tmp_path, pool_values, change)
     out = tmp_path / "o"
     _refused(capsys, cli_exit_code(["eval", "--pool", str(path), *FAST, "--out", str(out)]), str(path), *words)
     assert not out.exists()

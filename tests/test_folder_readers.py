@@ -17,10 +17,13 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from lst_fast.evaluation.pool import build_pool
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 from conftest import cli_exit_code
 
 DATA = "fashion-mnist-sample"
-FAST = ["--iterations", "2", "--chunk-size", "4", "--num-samples", "6", "--resamples", "20", "--no-progress"]
+# chunks of 2: a report draws and probes the first chunk's pairs (its width figure: 64 directions x 6 radii each)
+FAST = ["--iterations", "2", "--chunk-size", "2", "--num-samples", "6", "--resamples", "20", "--no-progress"]
 READERS = ("site", "report", "compare")
 
 BLIND = """
@@ -55,13 +58,19 @@ def build():
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """simplex/: a leaderboard of cnn with k-simplices (2 rounds); one/: a leaderboard of one round ranked by
-    confidence, of cnn and a py: model added later that classifies none of the pool (no sources)."""
+    """simplex/: a leaderboard of cnn with k-simplices (3 rounds: k = 2 and 3; the leaderboard's default of 5
+    cost 10 triangle pairs); one/: a leaderboard of one round ranked by confidence, of cnn and a py: model
+    added later that classifies none of the pool (no sources)."""
     root = tmp_path_factory.mktemp("folders")
     board = ["leaderboard", "--data", DATA, *FAST]
-    assert cli_exit_code([*board, "--out", str(root / "simplex"), "--simplex-points", "4", "--model", "cnn"]) == 0
+    simplex = ["--out", str(root / "simplex"), "--rounds", "3", "--simplex-points", "4", "--model", "cnn"]
+    assert cli_exit_code([*board, *simplex]) == 0
+    # the pool of cnn alone, as the leaderboard builds it (no ranking of cnn alone written first): the py:
+    # model is then added to it, as to a leaderboard of cnn that ran before
+    pool, _ = build_pool(["cnn"], DATA, 6, 0.6, rounds=1, env=QUIET_ENVIRONMENT)
+    (root / "one").mkdir()
+    pool.save(root / "one" / "pool.json")
     one = [*board, "--out", str(root / "one"), "--rounds", "1", "--rank-by", "confidence", "--model", "cnn"]
-    assert cli_exit_code(one) == 0
     (root / "blind.py").write_text(textwrap.dedent(BLIND))
     assert cli_exit_code([*one, f"py:{root / 'blind.py'}:build"]) == 0
     board_json = json.loads((root / "one" / "leaderboard.json").read_text())

@@ -12,7 +12,9 @@ import textwrap
 import torch
 
 from lst_fast.evaluation.leaderboard import MIN_SHARED_SOURCES, rank_models, resample_counts
+from lst_fast.evaluation.pool import build_pool
 from lst_fast.geometry import simplex_statistics, triangle_statistics, triangle_weights
+from lst_fast.run_environment import QUIET_ENVIRONMENT
 from conftest import cli_exit_code
 
 WRAPPED = """
@@ -86,7 +88,11 @@ def test_nan_outputs_and_two_of_six_sources_are_unranked_and_marked_in_every_for
     out = tmp_path / "board"
     args = ["leaderboard", "--data", "fashion-mnist-sample", "--num-samples", "6", "--rounds", "2"]
     args += ["--resamples", "50", "--iterations", "2", "--chunk-size", "8", "--no-progress", "--out", str(out)]
-    assert cli_exit_code([*args, "--model", "cnn", "cnn-robust"]) == 0
+    # the pool of cnn and cnn-robust as the leaderboard builds it (not a whole first leaderboard of the two):
+    # the wrapped models are added to it, and `keep` is read from it
+    pool, _ = build_pool(["cnn", "cnn-robust"], "fashion-mnist-sample", 6, 0.6, rounds=2, env=QUIET_ENVIRONMENT)
+    out.mkdir()
+    pool.save(out / "pool.json")
     keep = _keep_two(json.loads((out / "pool.json").read_text())["labels"])
     few, nan = f"py:{tmp_path / 'wrapped.py'}:build(keep={keep})", f"py:{tmp_path / 'wrapped.py'}:build(nan_every=66)"
     assert cli_exit_code([*args, "--model", "cnn", "cnn-robust", few, nan]) == 0

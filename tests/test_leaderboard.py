@@ -27,10 +27,14 @@ from conftest import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = EvalConfig(rounds=3, iterations=4, chunk_size=8)
-POOLED = BASE.replace(num_samples=12, min_confidence=0.6)
+# A 3-point-per-edge triangle grid (6 points, not 66): triangles were most of the end-to-end test's time, and
+# it reads no triangle value beyond its range (the torchrun test, through the CLI, keeps the default grid).
+POOLED = BASE.replace(num_samples=12, min_confidence=0.6, triangle_n=2)
 SMALL = dict(base=POOLED, ranking=Ranking(resamples=200), env=QUIET_ENVIRONMENT)
-CLI = ["--data", "fashion-mnist-sample", "--num-samples", "12", "--rounds", "3", "--iterations", "4"]
-CLI += ["--chunk-size", "8", "--resamples", "200", "--no-progress"]
+# 7 sources in chunks of 4 and 3 rounds: both ranks get LST chunks and triangle pairs, the last chunk is short,
+# and the 7 sources are enough to rank (MIN_SHARED_SOURCES)
+CLI = ["--data", "fashion-mnist-sample", "--num-samples", "7", "--rounds", "3", "--iterations", "4"]
+CLI += ["--chunk-size", "4", "--resamples", "200", "--no-progress"]
 
 
 def _mtimes(folder: Path):
@@ -124,18 +128,30 @@ def test_leaderboard_under_torchrun_equals_one_process(tmp_path, capsys):
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = ["-m", "lst_fast", "leaderboard", "--model", "cnn", "cnn-robust", *CLI]  # no timm in 3 processes
-    with torch_threads(1):  # one process in this one (a torch start fewer), computing as each worker does
-        assert main([*args[2:], "--out", str(tmp_path / "one")]) == 0
-    one_stdout = capsys.readouterr().out
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args[1:]]
-        + ["--out", str(tmp_path / "two")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
+    # torchrun starts first and the one-process run computes while its launcher and workers import torch (the
+    # two share no files); its output goes to a file, so a full pipe cannot stall it meanwhile
+    with open(tmp_path / "two.log", "w") as log:
+        two = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args[1:]]
+            + ["--out", str(tmp_path / "two")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            with torch_threads(1):  # one process in this one (a torch start fewer), computing as each worker does
+                assert main([*args[2:], "--out", str(tmp_path / "one")]) == 0
+            one_stdout = capsys.readouterr().out
+            returncode = two.wait(timeout=600)
+        finally:
+            if two.poll() is None:  # this run failed: stop torchrun (SIGTERM: it stops its workers)
+                two.terminate()
+                try:
+                    two.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    two.kill()
+                    two.wait()
+    assert returncode == 0, (tmp_path / "two.log").read_text()[-3000:]
     boards = [json.loads((tmp_path / k / "leaderboard.json").read_text()) for k in ("one", "two")]
     assert _values(boards[0]) == _values(boards[1])
     assert boards[0]["pool"]["digest"] == boards[1]["pool"]["digest"]

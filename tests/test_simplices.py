@@ -125,7 +125,9 @@ def test_eval_flags_are_checked_before_any_work(tmp_path, capsys):
 
 def test_leaderboard_columns_per_k_rank_and_compare_draws_them(tmp_path):
     out = tmp_path / "board"
-    base = EvalConfig(rounds=3, iterations=4, chunk_size=8, num_samples=10, min_confidence=0.6)
+    # a 6-point triangle grid (the default's 66 were most of this test's time): the simplex columns do not use
+    # it, and the triangle columns are compared only between the two boards
+    base = EvalConfig(rounds=3, iterations=4, chunk_size=8, num_samples=10, min_confidence=0.6, triangle_n=2)
     small = dict(base=base, env=QUIET_ENVIRONMENT)
     plain = run_leaderboard(["cnn", "cnn-robust"], "fashion-mnist-sample", out, ranking=Ranking(resamples=200), **small)
     assert not any(c.startswith("simplex_k") for c in plain["columns"])
