@@ -37,6 +37,8 @@ def _refused(capsys, code, *words):
         ("eval", ["--rounds", str(10**12)]),
         ("eval", ["--num-samples", str(10**12)]),
         ("eval", ["--chunk-size", str(10**9)]),
+        ("eval", ["--triangle-n", str(10**6)]),
+        ("leaderboard", ["--triangle-n", "201"]),
         ("eval", ["--join-timeout", "1e14"]),  # beyond datetime.timedelta: an OverflowError on main
         ("leaderboard", ["--resamples", str(10**7)]),
         ("leaderboard", ["--batch-size", str(10**9)]),

@@ -107,6 +107,8 @@ def test_a_run_killed_several_times_resumes_to_the_same_tables(tmp_path):
         "40",
         "--chunk-size",
         "2",  # 12 chunk files, the kills below land after 2, 5 and 8; chunks of 2 sources keep each short
+        "--triangle-n",
+        "3",  # 10 points a triangle: the tables still hold triangle values to compare
         "--no-progress",
     ]
     from lst_fast.cli import main
@@ -174,6 +176,8 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
         "8",
         "--chunk-size",
         "2",  # 12 chunk files and 3 triangle files to share out, over 8 sources (the triangles' cost)
+        "--triangle-n",
+        "3",
         "--no-progress",
     ]
     from lst_fast.cli import main

@@ -28,13 +28,13 @@ from conftest import torch_threads
 ROOT = Path(__file__).resolve().parents[1]
 BASE = EvalConfig(rounds=3, iterations=4, chunk_size=8)
 # A 3-point-per-edge triangle grid (6 points, not 66): triangles were most of the end-to-end test's time, and
-# it reads no triangle value beyond its range (the torchrun test, through the CLI, keeps the default grid).
+# it reads no triangle value beyond its range.
 POOLED = BASE.replace(num_samples=12, min_confidence=0.6, triangle_n=2)
 SMALL = dict(base=POOLED, ranking=Ranking(resamples=200), env=QUIET_ENVIRONMENT)
 # 7 sources in chunks of 4 and 3 rounds: both ranks get LST chunks and triangle pairs, the last chunk is short,
-# and the 7 sources are enough to rank (MIN_SHARED_SOURCES)
+# and the 7 sources are enough to rank (MIN_SHARED_SOURCES); --triangle-n 3: 10 points a triangle, not 66
 CLI = ["--data", "fashion-mnist-sample", "--num-samples", "7", "--rounds", "3", "--iterations", "4"]
-CLI += ["--chunk-size", "4", "--resamples", "200", "--no-progress"]
+CLI += ["--chunk-size", "4", "--resamples", "200", "--triangle-n", "3", "--no-progress"]
 
 
 def _mtimes(folder: Path):
@@ -143,4 +143,7 @@ def test_leaderboard_under_torchrun_equals_one_process(tmp_path, capsys):
     boards = [json.loads((tmp_path / k / "leaderboard.json").read_text()) for k in ("one", "two")]
     assert _values(boards[0]) == _values(boards[1])
     assert boards[0]["pool"]["digest"] == boards[1]["pool"]["digest"]
+    assert all(row["config"]["triangle_n"] == 3 for board in boards for row in board["rows"])
+    caption = (tmp_path / "two" / "leaderboard.md").read_text()
+    assert "each on a grid of 10 points (n + 1 on each edge, n = 3)" in caption
     assert "| rank | model |" in one_stdout

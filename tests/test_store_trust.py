@@ -27,7 +27,7 @@ def finished(tmp_path_factory):
 
 
 # A small evaluation (4 sources, 2 rounds, 2 iterations, chunks of 2: two chunk files a round, as the hooks
-# below name them; few sources, as the default triangle grid of the command line costs per source).
+# below name them; a 6-point triangle grid: no test here reads a triangle value, only its file's bytes).
 SMALL_EVAL_ARGS = [
     "eval",
     "--data",
@@ -39,6 +39,8 @@ SMALL_EVAL_ARGS = [
     "--iterations",
     "2",
     "--chunk-size",
+    "2",
+    "--triangle-n",
     "2",
     "--no-progress",
 ]
@@ -289,7 +291,7 @@ def uninterrupted(tmp_path_factory):
     """The evaluation of SMALL_EVAL_ARGS, run without interruption."""
     out = tmp_path_factory.mktemp("uninterrupted")
     run_evaluation(
-        EvalConfig(data="fashion-mnist-sample", num_samples=4, rounds=2, iterations=2, chunk_size=2),
+        EvalConfig(data="fashion-mnist-sample", num_samples=4, rounds=2, iterations=2, chunk_size=2, triangle_n=2),
         out,
         env=QUIET_ENVIRONMENT,
     )
@@ -324,7 +326,7 @@ def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tm
     assert len(leftovers) == (1 if hook.startswith("writing") else 0)
     assert not (out / "tables.md").exists()
     run_evaluation(
-        EvalConfig(data="fashion-mnist-sample", num_samples=4, rounds=2, iterations=2, chunk_size=2),
+        EvalConfig(data="fashion-mnist-sample", num_samples=4, rounds=2, iterations=2, chunk_size=2, triangle_n=2),
         out,
         env=QUIET_ENVIRONMENT,
     )
