@@ -54,6 +54,18 @@ def test_eval_on_a_pool_takes_its_seed_and_rounds_and_refuses_other_values(tmp_p
     assert note["paired"] and note["shared_sources"] >= 2
 
 
+def test_compare_says_the_triangle_grids_differ(tmp_path, capsys):
+    """`--triangle-n` is recorded like every setting: two runs on other grids are compared with the
+    difference said under each table (their fractions estimate the same area on other grids)."""
+    for n in ("2", "3"):
+        args = ["eval", "--data", DATA, "--num-samples", "6", "--rounds", "2", "--triangle-n", n, *FAST]
+        assert cli_exit_code([*args, "--out", str(tmp_path / n)]) == 0
+    capsys.readouterr()
+    assert cli_exit_code(["compare", str(tmp_path / "2"), str(tmp_path / "3"), "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("settings differ between the runs: triangle_n") == 2, out
+
+
 def test_compare_reads_pairing_from_the_result_files(tmp_path, capsys):
     """Two runs on their own pools: paired when their files show the same sources and targets (the same
     seed), unpaired when another seed drew other targets (on main: both 'do not share a pool')."""
