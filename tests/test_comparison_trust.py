@@ -72,7 +72,7 @@ def test_compare_reads_pairing_from_the_result_files(tmp_path, capsys):
     from lst_fast.evaluation import EvalConfig, run_evaluation
 
     # The runs through the API (the command under test is compare), on a 2-step triangle grid (6 points a
-    # triangle, not 66; `eval` has no flag for it): pairing is read from the sources and targets.
+    # triangle, not 66): pairing is read from the sources and targets.
     own = EvalConfig(data=DATA, num_samples=6, rounds=2, iterations=2, chunk_size=8, triangle_n=2)
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         run_evaluation(own.replace(seed=seed), tmp_path / name, env=QUIET_ENVIRONMENT)
