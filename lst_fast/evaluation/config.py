@@ -77,8 +77,8 @@ class EvalConfig:
             "chunk_size": BATCH_LIMIT,
             "triangle_n": TRIANGLE_N_LIMIT,
         }
-        for name in ("rounds", "num_samples", "chunk_size", "triangle_n"):
-            check_count(name, getattr(self, name), 1, limits.get(name))
+        for name, limit in limits.items():
+            check_count(name, getattr(self, name), 1, limit)
         # every chunk's seed is seed * 1_000_003 + ...: it must fit torch's 64-bit seeds
         check_count("seed", self.seed, 0, SEED_LIMIT - 1)
         mc = self.min_confidence
