@@ -13,6 +13,11 @@ from torch import Tensor
 
 from lst_fast.atomic_files import atomic_write
 
+# The width figures' profile, the report's and the site's walk pages alike: the l2 radii from the output,
+# and the random directions orthogonal to (output - source) at each
+WIDTH_RADII = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+WIDTH_DIRECTIONS = 64
+
 
 def pyplot():
     """matplotlib.pyplot on the headless Agg backend."""

@@ -19,9 +19,6 @@ from lst_fast.geometry import linear_path_confidence, triangle_weights, width_pr
 
 __all__ = ["write_report"]
 
-# the width figure's random directions orthogonal to (output - source), at each radius
-WIDTH_DIRECTIONS = 64
-
 
 def write_report(
     out_dir,
@@ -80,8 +77,8 @@ def write_report(
             outputs.to(device),
             (outputs - xs).to(device),
             label.to(device),
-            [0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
-            k=WIDTH_DIRECTIONS,
+            list(plots.WIDTH_RADII),
+            k=plots.WIDTH_DIRECTIONS,
             generator=torch.Generator(device=device).manual_seed(cfg.seed),
         )
         figures["width"] = plots.width_bands(
@@ -95,8 +92,8 @@ def write_report(
         "pairs": "Round 0: source, LST output (source-class confidence under it), target.",
         "linear paths": "Confidence along (1 - t) source + t output for the pairs above.",
         "triangles": "Confidence over triangles (source, output of round 0, output of round 1).",
-        "width": f"Width at the outputs: confidence quantiles (5%, 95%) over {WIDTH_DIRECTIONS} random directions "
-        "orthogonal to (output - source), against the radius.",
+        "width": "Width at the outputs: confidence quantiles (5%, 95%) over "
+        f"{plots.WIDTH_DIRECTIONS} random directions orthogonal to (output - source), against the radius.",
     }
     for name, path in figures.items():
         text += [f"## {name}", "", captions[name], "", f"![{name}]({path.name})", ""]

@@ -26,17 +26,16 @@ from lst_fast.evaluation.finished import FinishedRun
 from lst_fast.evaluation.runner import chunk_seed
 from lst_fast.evaluation.store import load_tensors
 from lst_fast.geometry import linear_path_confidence, width_profile
+from lst_fast.plots import WIDTH_DIRECTIONS, WIDTH_RADII
 from lst_fast.run_environment import DEFAULT_ENVIRONMENT, RunEnvironment
 from lst_fast.stage_times import timed_stage
 from lst_fast.walk.result import METADATA_KEY
 from lst_fast.walk.traversal import traverse
 from lst_fast.website.walks import WalkTable
 
-__all__ = ["LINE_STEPS", "WIDTH_RADII", "ChosenWalks", "DetailsCache", "walk_details"]
+__all__ = ["LINE_STEPS", "WIDTH_DIRECTIONS", "WIDTH_RADII", "ChosenWalks", "DetailsCache", "walk_details"]
 
 LINE_STEPS = 21
-WIDTH_RADII = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
-WIDTH_DIRECTIONS = 64
 
 
 CACHE_FORMAT = 3  # 2: frames as uint8 and the last one as float; 3: width directions drawn in float32
