@@ -44,6 +44,8 @@ SMALL_EVAL_ARGS = [
     "2",
     "--no-progress",
 ]
+# the same evaluation through the API (a resume with other settings would be refused)
+SMALL_EVAL = EvalConfig(data="fashion-mnist-sample", num_samples=4, rounds=2, iterations=2, chunk_size=2, triangle_n=2)
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -291,7 +293,7 @@ def uninterrupted(tmp_path_factory):
     """The evaluation of SMALL_EVAL_ARGS, run without interruption."""
     out = tmp_path_factory.mktemp("uninterrupted")
     run_evaluation(
-        EvalConfig(data="fashion-mnist-sample", num_samples=4, rounds=2, iterations=2, chunk_size=2, triangle_n=2),
+        SMALL_EVAL,
         out,
         env=QUIET_ENVIRONMENT,
     )
@@ -326,7 +328,7 @@ def test_killed_inside_a_write_resumes_to_byte_identical_files(uninterrupted, tm
     assert len(leftovers) == (1 if hook.startswith("writing") else 0)
     assert not (out / "tables.md").exists()
     run_evaluation(
-        EvalConfig(data="fashion-mnist-sample", num_samples=4, rounds=2, iterations=2, chunk_size=2, triangle_n=2),
+        SMALL_EVAL,
         out,
         env=QUIET_ENVIRONMENT,
     )
